@@ -1,0 +1,1 @@
+"""Reproducible measurements of the MeTAI exchange (not tests)."""

@@ -1,0 +1,1 @@
+"""MeTAI exchange chain layer: contracts, their build, and the Python client."""

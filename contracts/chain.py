@@ -1,0 +1,197 @@
+"""A connection to an EVM JSON-RPC endpoint, with signed transactions and decoded reverts.
+
+Works against any endpoint (Anvil, Besu, geth): transactions are signed locally by the
+sender's key and sent raw, so the node needs no unlocked accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+
+from contracts.artifacts import Artifact, load_artifact
+from contracts.errors import ChainError, ConnectionFailed, TransactionFailed
+from contracts.reverts import decode_revert
+
+if TYPE_CHECKING:
+    from contracts.events import ChainEvent
+
+E = TypeVar("E", bound="ChainEvent")
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction and the events it emitted."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: list[ChainEvent] = field(default_factory=list)
+    contract_address: str | None = None
+
+    def event(self, kind: type[E]) -> E:
+        """Return the single event of type ``kind`` (raises LookupError if not exactly one)."""
+        found = [e for e in self.events if isinstance(e, kind)]
+        if len(found) != 1:
+            raise LookupError(f"expected one {kind.name} event in {self.tx_hash}, found {len(found)}")
+        return found[0]
+
+
+def _revert_data(exc: Exception) -> bytes | None:
+    data: Any = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        return bytes.fromhex(data[2:])
+    return None
+
+
+class Chain:
+    """One JSON-RPC endpoint and the MeTAI contracts known on it.
+
+    Parameters:
+        rpc_url: HTTP JSON-RPC URL, e.g. ``http://127.0.0.1:8545``.
+        timeout: seconds to wait for each RPC answer and for each receipt.
+
+    Raises:
+        ConnectionFailed: the endpoint does not answer.
+    """
+
+    def __init__(self, rpc_url: str, *, timeout: float = 30.0) -> None:
+        self.rpc_url = rpc_url
+        self.timeout = timeout
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        try:
+            self.chain_id = int(self.w3.eth.chain_id)
+        except (requests.RequestException, OSError, Web3RPCError) as exc:
+            raise ConnectionFailed(f"no JSON-RPC answer from {rpc_url}: {exc}") from exc
+        self._names: dict[str, str] = {}  # checksum address -> contract name
+
+    # ------------------------------------------------------------------ contracts
+
+    def contract(self, name: str, address: str) -> Contract:
+        """Bind the artifact ``name`` at ``address`` and remember it for event decoding."""
+        checksum = Web3.to_checksum_address(address)
+        self._names[checksum] = name
+        return self.w3.eth.contract(address=checksum, abi=load_artifact(name).abi)
+
+    def contract_name(self, address: str) -> str | None:
+        """The name of the known contract at ``address``, if any."""
+        return self._names.get(Web3.to_checksum_address(address))
+
+    def deploy(self, account: LocalAccount, artifact: Artifact, *args: Any) -> TxResult:
+        """Deploy ``artifact`` with constructor ``args`` from ``account``."""
+        factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        result = self._send(account, factory.constructor(*args), artifact.name)
+        if result.contract_address is None:
+            raise TransactionFailed(f"deploying {artifact.name} created no contract ({result.tx_hash})")
+        self._names[result.contract_address] = artifact.name
+        return result
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, fn: ContractFunction, *, block: int | str = "latest") -> Any:
+        """Run a view function at ``block``; a revert raises its decoded error."""
+        try:
+            return fn.call(block_identifier=block)
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._decoded(exc, fn.address) from exc
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
+
+    def transact(self, account: LocalAccount, fn: ContractFunction) -> TxResult:
+        """Sign and send a call of ``fn`` from ``account``; wait until it is mined.
+
+        Raises:
+            ContractRevert: the call reverts (detected while estimating gas, before sending).
+            TransactionFailed: mined but failed, or not mined within the timeout.
+        """
+        return self._send(account, fn, self.contract_name(fn.address))
+
+    def send_value(self, account: LocalAccount, to: str, wei: int) -> TxResult:
+        """Transfer ``wei`` from ``account`` to ``to`` (to fund a new actor)."""
+        tx = {
+            "to": Web3.to_checksum_address(to),
+            "value": wei,
+            "from": account.address,
+            "chainId": self.chain_id,
+            "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+            "gasPrice": self.w3.eth.gas_price,
+        }
+        tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+        return self._submit(account, tx, None)
+
+    def balance(self, address: str) -> int:
+        """The balance of ``address`` in wei."""
+        return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
+
+    @property
+    def block_number(self) -> int:
+        """The number of the latest block."""
+        return int(self.w3.eth.block_number)
+
+    # ------------------------------------------------------------------ internals
+
+    def _send(self, account: LocalAccount, fn: Any, contract: str | None) -> TxResult:
+        try:
+            tx = fn.build_transaction(
+                {
+                    "from": account.address,
+                    "chainId": self.chain_id,
+                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+                }
+            )
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._decoded(exc, getattr(fn, "address", None)) from exc
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
+        return self._submit(account, tx, contract)
+
+    def _submit(self, account: LocalAccount, tx: Any, contract: str | None) -> TxResult:
+        from contracts.events import decode_logs  # local: events imports TxResult users
+
+        signed = account.sign_transaction(tx)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout)
+        except TimeExhausted as exc:
+            raise TransactionFailed(f"transaction not mined within {self.timeout} s: {exc}") from exc
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._decoded(exc, tx.get("to")) from exc
+        if receipt["status"] != 1:
+            self._raise_mined_failure(tx, receipt, contract)
+        address = receipt.get("contractAddress")
+        return TxResult(
+            tx_hash=HexBytes(tx_hash).to_0x_hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=decode_logs(self, receipt["logs"]),
+            contract_address=Web3.to_checksum_address(address) if address else None,
+        )
+
+    def _raise_mined_failure(self, tx: Any, receipt: Any, contract: str | None) -> None:
+        # Replay the call on the state before its block to recover the revert reason.
+        replay = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        try:
+            self.w3.eth.call(replay, int(receipt["blockNumber"]) - 1)  # type: ignore[arg-type]
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._decoded(exc, tx.get("to")) from exc
+        raise TransactionFailed(
+            f"transaction {HexBytes(receipt['transactionHash']).to_0x_hex()} to {contract} failed "
+            f"(gas used {receipt['gasUsed']} of {tx.get('gas')}) without a revert reason"
+        )
+
+    def _decoded(self, exc: Exception, address: str | None) -> ChainError:
+        data = _revert_data(exc)
+        name = self.contract_name(address) if address else None
+        if data is None:
+            return TransactionFailed(f"call to {name or address} failed: {exc}")
+        return decode_revert(data, name)

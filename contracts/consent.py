@@ -1,0 +1,122 @@
+"""Typed client of ``ConsentRegistry``: grant, revoke, relay signatures, ask who permits a use."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+
+from contracts import eip712
+from contracts.base import BlockId, ContractClient
+from contracts.chain import TxResult
+from contracts.datause import Kind, Scope, Use
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """A consent as stored: covered kinds, expiry, and the blocks it was granted/revoked in."""
+
+    kinds: Kind
+    expires_at: int
+    granted_at_block: int
+    revoked_at_block: int
+
+    @property
+    def exists(self) -> bool:
+        """Whether the consent was ever granted."""
+        return self.granted_at_block != 0
+
+
+class ConsentClient(ContractClient):
+    """The registry of patients' consents."""
+
+    artifact = "ConsentRegistry"
+    #: Patients per eth_call in :meth:`permits_batch`; keeps each call well under the gas cap.
+    BATCH_CHUNK = 1_000
+
+    # ---------------------------------------------------------------- direct
+
+    def grant(self, patient: LocalAccount, scope: Scope, kinds: Kind, expires_at: int) -> TxResult:
+        """Grant consent from the patient's own address (they pay the gas)."""
+        return self._send(patient, "grant", scope.as_tuple(), int(kinds), expires_at)
+
+    def revoke(self, patient: LocalAccount, scope: Scope) -> TxResult:
+        """Revoke the patient's consent under ``scope``, effective from the block it is mined in."""
+        return self._send(patient, "revoke", scope.as_tuple())
+
+    # ---------------------------------------------------------------- signed + relayed
+
+    def sign_grant(
+        self, patient: LocalAccount, scope: Scope, kinds: Kind, expires_at: int,
+        *, deadline: int | None = None, nonce: int | None = None,
+    ) -> eip712.SignedConsent:
+        """Sign a grant with the patient's key (nonce read from chain; deadline default 1 h)."""
+        return eip712.sign_grant(
+            patient,
+            chain_id=self.chain.chain_id,
+            registry=self.address,
+            scope=scope,
+            kinds=kinds,
+            expires_at=expires_at,
+            nonce=self.nonce(patient.address) if nonce is None else nonce,
+            deadline=int(time.time()) + 3600 if deadline is None else deadline,
+        )
+
+    def sign_revoke(
+        self, patient: LocalAccount, scope: Scope, *, deadline: int | None = None, nonce: int | None = None
+    ) -> eip712.SignedConsent:
+        """Sign a revocation with the patient's key."""
+        return eip712.sign_revoke(
+            patient,
+            chain_id=self.chain.chain_id,
+            registry=self.address,
+            scope=scope,
+            nonce=self.nonce(patient.address) if nonce is None else nonce,
+            deadline=int(time.time()) + 3600 if deadline is None else deadline,
+        )
+
+    def relay(self, relayer: LocalAccount, signed: eip712.SignedConsent) -> TxResult:
+        """Send a patient's signed grant or revocation; ``relayer`` pays the gas."""
+        common = (signed.patient, signed.scope.as_tuple())
+        tail = (signed.nonce, signed.deadline, signed.v, signed.r, signed.s)
+        if signed.kinds is None or signed.expires_at is None:
+            return self._send(relayer, "revokeBySig", *common, *tail)
+        return self._send(relayer, "grantBySig", *common, int(signed.kinds), signed.expires_at, *tail)
+
+    # ---------------------------------------------------------------- views
+
+    def nonce(self, patient: str) -> int:
+        """The patient's next signature nonce."""
+        return int(self._call("nonces", patient))
+
+    def consent_id(self, patient: str, scope: Scope) -> bytes:
+        """The id of ``patient``'s consent under ``scope``."""
+        return bytes(self._call("consentId", patient, scope.as_tuple()))
+
+    def consent_of(self, patient: str, scope: Scope, *, block: BlockId = "latest") -> ConsentRecord:
+        """The stored consent of ``patient`` under ``scope`` (``exists`` False if never granted)."""
+        kinds, expires, granted, revoked = self._call("consentOf", patient, scope.as_tuple(), block=block)
+        return ConsentRecord(Kind(kinds), int(expires), int(granted), int(revoked))
+
+    def permits(self, patient: str, use: Use, *, block: BlockId = "latest") -> bool:
+        """Whether ``patient`` permits ``use`` at ``block``."""
+        return bool(self._call("permits", patient, use.as_tuple(), block=block))
+
+    def permits_batch(
+        self, patients: list[str], use: Use, *, block: BlockId = "latest", chunk: int | None = None
+    ) -> list[bool]:
+        """For each patient, whether they permit ``use`` at ``block``; one call per chunk.
+
+        ``block`` is resolved to a number first so that every chunk sees the same state.
+        """
+        size = chunk or self.BATCH_CHUNK
+        at = self.chain.block_number if block == "latest" else block
+        out: list[bool] = []
+        for i in range(0, len(patients), size):
+            out.extend(bool(x) for x in self._call("permitsBatch", patients[i : i + size], use.as_tuple(), block=at))
+        return out
+
+    def explain(self, patient: str, use: Use, *, block: BlockId = "latest") -> None:
+        """Return if ``patient`` permits ``use``; else raise the ContractRevert that says why."""
+        self._call("explain", patient, use.as_tuple(), block=block)

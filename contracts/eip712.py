@@ -1,0 +1,143 @@
+"""EIP-712 typed data for consent signed by patients and relayed by anyone.
+
+A patient's wallet (or the portal, with the patient's key) signs a ``ConsentGrant`` or
+``ConsentRevoke``; the coordinator relays it with ``grantBySig`` / ``revokeBySig``. The
+signature binds the chain, the registry's address, the patient's current nonce and a deadline,
+so it cannot be replayed elsewhere, twice, or late.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+
+from contracts.datause import Kind, Scope
+
+DOMAIN_NAME = "MeTAI ConsentRegistry"
+DOMAIN_VERSION = "1"
+
+_SCOPE_FIELDS = [
+    {"name": "patient", "type": "address"},
+    {"name": "hospital", "type": "address"},
+    {"name": "purpose", "type": "uint8"},
+    {"name": "disease", "type": "uint32"},
+    {"name": "studyId", "type": "uint256"},
+]
+_TAIL = [{"name": "nonce", "type": "uint256"}, {"name": "deadline", "type": "uint256"}]
+TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "ConsentGrant": [
+        *_SCOPE_FIELDS,
+        {"name": "kinds", "type": "uint8"},
+        {"name": "expiresAt", "type": "uint64"},
+        *_TAIL,
+    ],
+    "ConsentRevoke": [*_SCOPE_FIELDS, *_TAIL],
+}
+
+
+@dataclass(frozen=True)
+class SignedConsent:
+    """A patient's signed grant (``kinds`` and ``expires_at`` set) or revoke (both None)."""
+
+    patient: str
+    scope: Scope
+    nonce: int
+    deadline: int
+    v: int
+    r: bytes
+    s: bytes
+    kinds: Kind | None = None
+    expires_at: int | None = None
+
+
+def domain(chain_id: int, registry: str) -> dict[str, Any]:
+    """The EIP-712 domain of the ConsentRegistry at ``registry`` on ``chain_id``."""
+    return {
+        "name": DOMAIN_NAME,
+        "version": DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": registry,
+    }
+
+
+def _message(patient: str, scope: Scope, nonce: int, deadline: int) -> dict[str, Any]:
+    return {
+        "patient": patient,
+        "hospital": scope.hospital,
+        "purpose": int(scope.purpose),
+        "disease": scope.disease,
+        "studyId": scope.study_id,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+
+
+def grant_typed_data(
+    chain_id: int, registry: str, patient: str, scope: Scope, kinds: Kind, expires_at: int,
+    nonce: int, deadline: int,
+) -> dict[str, Any]:
+    """The full EIP-712 ``ConsentGrant`` message, as a wallet's eth_signTypedData_v4 takes it."""
+    message = _message(patient, scope, nonce, deadline)
+    message.update(kinds=int(kinds), expiresAt=expires_at)
+    return {
+        "types": {k: TYPES[k] for k in ("EIP712Domain", "ConsentGrant")},
+        "primaryType": "ConsentGrant",
+        "domain": domain(chain_id, registry),
+        "message": message,
+    }
+
+
+def revoke_typed_data(
+    chain_id: int, registry: str, patient: str, scope: Scope, nonce: int, deadline: int
+) -> dict[str, Any]:
+    """The full EIP-712 ``ConsentRevoke`` message."""
+    return {
+        "types": {k: TYPES[k] for k in ("EIP712Domain", "ConsentRevoke")},
+        "primaryType": "ConsentRevoke",
+        "domain": domain(chain_id, registry),
+        "message": _message(patient, scope, nonce, deadline),
+    }
+
+
+def _sign(account: LocalAccount, typed: dict[str, Any]) -> tuple[int, bytes, bytes]:
+    signed = account.sign_message(encode_typed_data(full_message=typed))
+    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+
+def sign_grant(
+    account: LocalAccount, *, chain_id: int, registry: str, scope: Scope, kinds: Kind,
+    expires_at: int, nonce: int, deadline: int,
+) -> SignedConsent:
+    """Sign a consent grant with the patient's ``account``."""
+    typed = grant_typed_data(chain_id, registry, account.address, scope, kinds, expires_at, nonce, deadline)
+    v, r, s = _sign(account, typed)
+    return SignedConsent(account.address, scope, nonce, deadline, v, r, s, kinds, expires_at)
+
+
+def sign_revoke(
+    account: LocalAccount, *, chain_id: int, registry: str, scope: Scope, nonce: int, deadline: int
+) -> SignedConsent:
+    """Sign a consent revocation with the patient's ``account``."""
+    typed = revoke_typed_data(chain_id, registry, account.address, scope, nonce, deadline)
+    v, r, s = _sign(account, typed)
+    return SignedConsent(account.address, scope, nonce, deadline, v, r, s)
+
+
+def recover_signer(typed: dict[str, Any], v: int, r: bytes, s: bytes) -> str:
+    """The address that signed ``typed`` (to check a signature before relaying it)."""
+    return str(
+        Account.recover_message(
+            encode_typed_data(full_message=typed),
+            vrs=(v, int.from_bytes(r, "big"), int.from_bytes(s, "big")),
+        )
+    )

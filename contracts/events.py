@@ -1,0 +1,377 @@
+"""Typed records of the events the MeTAI contracts emit, and readers that decode them.
+
+Each event becomes a frozen dataclass with snake_case fields, checksummed addresses, ``bytes``
+for hashes and the :mod:`contracts.datause` enums for kinds and purposes, plus where it was
+emitted (contract, block, transaction, log index). ``describe()`` renders it for people.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
+
+from contracts.artifacts import load_artifact
+from contracts.datause import NO_EXPIRY, ZERO_ADDRESS, Kind, Purpose
+
+if TYPE_CHECKING:
+    from contracts.chain import Chain
+
+ROLE_NAMES = {
+    bytes(32): "CONSORTIUM_ADMIN",
+    keccak(text="HOSPITAL_ROLE"): "HOSPITAL",
+    keccak(text="RESEARCHER_ROLE"): "RESEARCHER",
+    keccak(text="COORDINATOR_ROLE"): "COORDINATOR",
+}
+
+
+def short(value: str | bytes) -> str:
+    """Abbreviate an address or hash for display: ``0x1234…abcd``."""
+    text = value if isinstance(value, str) else "0x" + value.hex()
+    return text if len(text) <= 14 else f"{text[:6]}…{text[-4:]}"
+
+
+def _kinds(k: Kind) -> str:
+    return "|".join(m.name or "" for m in Kind if m in k) or "none"
+
+
+def _purpose(p: Purpose, disease: int) -> str:
+    return f"DS:{disease}" if p == Purpose.DS else p.name
+
+
+def _when(ts: int) -> str:
+    if ts == NO_EXPIRY:
+        return "no expiry"
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """Where an event was emitted; subclasses add its arguments."""
+
+    name: ClassVar[str] = "ChainEvent"
+    contract: str
+    address: str
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+    def describe(self) -> str:
+        """One line for people: what happened, with the values that matter."""
+        args = ", ".join(
+            f"{f.name}={v}" for f in fields(self)[5:] for v in [getattr(self, f.name)]
+        )
+        return f"{self.name}({args})"
+
+
+@dataclass(frozen=True)
+class ConsentGranted(ChainEvent):
+    name: ClassVar[str] = "ConsentGranted"
+    patient: str
+    consent_id: bytes
+    hospital: str
+    purpose: Purpose
+    disease: int
+    study_id: int
+    kinds: Kind
+    expires_at: int
+
+    def describe(self) -> str:
+        where = "any hospital" if self.hospital == ZERO_ADDRESS else f"hospital {short(self.hospital)}"
+        study = "any study" if self.study_id == 0 else f"study {self.study_id}"
+        return (
+            f"patient {short(self.patient)} granted consent {short(self.consent_id)}: "
+            f"{_kinds(self.kinds)} for {_purpose(self.purpose, self.disease)}, {where}, {study}, "
+            f"until {_when(self.expires_at)}"
+        )
+
+
+@dataclass(frozen=True)
+class ConsentRevoked(ChainEvent):
+    name: ClassVar[str] = "ConsentRevoked"
+    patient: str
+    consent_id: bytes
+
+    def describe(self) -> str:
+        return f"patient {short(self.patient)} revoked consent {short(self.consent_id)}"
+
+
+@dataclass(frozen=True)
+class DatasetRegistered(ChainEvent):
+    name: ClassVar[str] = "DatasetRegistered"
+    dataset_id: int
+    hospital: str
+    merkle_root: bytes
+    record_count: int
+    kinds: Kind
+    modality: str
+    synthetic: bool
+    parents: tuple[int, ...]
+    transform_hash: bytes
+
+    def describe(self) -> str:
+        origin = f", derived from {list(self.parents)}" if self.parents else ""
+        nature = "synthetic" if self.synthetic else "real"
+        return (
+            f"hospital {short(self.hospital)} registered dataset {self.dataset_id}: "
+            f"{self.record_count} {nature} {self.modality} records ({_kinds(self.kinds)}), "
+            f"root {short(self.merkle_root)}{origin}"
+        )
+
+
+@dataclass(frozen=True)
+class StudyRequested(ChainEvent):
+    name: ClassVar[str] = "StudyRequested"
+    study_id: int
+    researcher: str
+    purpose: Purpose
+    disease: int
+    kinds: Kind
+    hospitals: tuple[str, ...]
+    task_code_hash: bytes
+    rounds: int
+    privacy_budget: int
+
+    def describe(self) -> str:
+        return (
+            f"researcher {short(self.researcher)} requested study {self.study_id}: "
+            f"{_kinds(self.kinds)} for {_purpose(self.purpose, self.disease)}, {self.rounds} rounds, "
+            f"hospitals {', '.join(short(h) for h in self.hospitals)}"
+        )
+
+
+@dataclass(frozen=True)
+class StudyApproved(ChainEvent):
+    name: ClassVar[str] = "StudyApproved"
+    study_id: int
+    hospital: str
+
+    def describe(self) -> str:
+        return f"hospital {short(self.hospital)} approved study {self.study_id}"
+
+
+@dataclass(frozen=True)
+class StudyDeclined(ChainEvent):
+    name: ClassVar[str] = "StudyDeclined"
+    study_id: int
+    hospital: str
+
+    def describe(self) -> str:
+        return f"hospital {short(self.hospital)} declined study {self.study_id}"
+
+
+@dataclass(frozen=True)
+class StudyStarted(ChainEvent):
+    name: ClassVar[str] = "StudyStarted"
+    study_id: int
+    coordinator: str
+
+    def describe(self) -> str:
+        return f"coordinator {short(self.coordinator)} started study {self.study_id}"
+
+
+@dataclass(frozen=True)
+class ContributionRecorded(ChainEvent):
+    name: ClassVar[str] = "ContributionRecorded"
+    study_id: int
+    round: int
+    hospital: str
+    cohort_root: bytes
+    cohort_count: int
+    update_hash: bytes
+
+    def describe(self) -> str:
+        return (
+            f"hospital {short(self.hospital)} contributed to study {self.study_id} round {self.round}: "
+            f"{self.cohort_count} records, cohort {short(self.cohort_root)}, update {short(self.update_hash)}"
+        )
+
+
+@dataclass(frozen=True)
+class RoundRecorded(ChainEvent):
+    name: ClassVar[str] = "RoundRecorded"
+    study_id: int
+    round: int
+    model_hash: bytes
+    contributors: tuple[str, ...]
+    privacy_spent: int
+
+    def describe(self) -> str:
+        return (
+            f"study {self.study_id} round {self.round} aggregated into model {short(self.model_hash)} "
+            f"from {len(self.contributors)} hospitals (privacy spent {self.privacy_spent / 1000:g})"
+        )
+
+
+@dataclass(frozen=True)
+class StudyCompleted(ChainEvent):
+    name: ClassVar[str] = "StudyCompleted"
+    study_id: int
+    final_model_hash: bytes
+    rounds: int
+
+    def describe(self) -> str:
+        return (
+            f"study {self.study_id} completed after {self.rounds} rounds, "
+            f"final model {short(self.final_model_hash)}"
+        )
+
+
+@dataclass(frozen=True)
+class RoleGranted(ChainEvent):
+    name: ClassVar[str] = "RoleGranted"
+    role: bytes
+    account: str
+    sender: str
+
+    def describe(self) -> str:
+        role = ROLE_NAMES.get(self.role, short(self.role))
+        return f"{short(self.sender)} granted role {role} to {short(self.account)}"
+
+
+@dataclass(frozen=True)
+class RoleRevoked(ChainEvent):
+    name: ClassVar[str] = "RoleRevoked"
+    role: bytes
+    account: str
+    sender: str
+
+    def describe(self) -> str:
+        role = ROLE_NAMES.get(self.role, short(self.role))
+        return f"{short(self.sender)} revoked role {role} from {short(self.account)}"
+
+
+@dataclass(frozen=True)
+class RoleAdminChanged(ChainEvent):
+    name: ClassVar[str] = "RoleAdminChanged"
+    role: bytes
+    previous_admin_role: bytes
+    new_admin_role: bytes
+
+
+@dataclass(frozen=True)
+class OtherEvent(ChainEvent):
+    """An event of a known contract that has no dedicated record type."""
+
+    name: ClassVar[str] = "OtherEvent"
+    event: str
+    args: tuple[tuple[str, Any], ...]
+
+    def describe(self) -> str:
+        return f"{self.event}({', '.join(f'{k}={v}' for k, v in self.args)})"
+
+
+EVENT_TYPES: dict[str, type[ChainEvent]] = {
+    cls.name: cls
+    for cls in (
+        ConsentGranted,
+        ConsentRevoked,
+        DatasetRegistered,
+        StudyRequested,
+        StudyApproved,
+        StudyDeclined,
+        StudyStarted,
+        ContributionRecorded,
+        RoundRecorded,
+        StudyCompleted,
+        RoleGranted,
+        RoleRevoked,
+        RoleAdminChanged,
+    )
+}
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()
+
+
+def _canonical(arg: dict[str, Any]) -> str:
+    return str(arg["type"])
+
+
+@cache
+def _event_abis(contract: str) -> dict[bytes, dict[str, Any]]:
+    out = {}
+    for item in load_artifact(contract).abi:
+        if item["type"] == "event":
+            sig = f"{item['name']}({','.join(_canonical(a) for a in item['inputs'])})"
+            out[keccak(text=sig)] = item
+    return out
+
+
+def _value(field_name: str, value: Any) -> Any:
+    if isinstance(value, (bytes, HexBytes)):
+        raw = bytes(value)
+        if field_name == "modality":
+            return raw.rstrip(b"\0").decode("ascii", errors="replace")
+        return raw
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return to_checksum_address(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_value(field_name, v) for v in value)
+    if field_name == "kinds":
+        return Kind(value)
+    if field_name == "purpose":
+        return Purpose(value)
+    return value
+
+
+def decode_logs(chain: Chain, logs: Iterable[Any]) -> list[ChainEvent]:
+    """Decode the logs emitted by known MeTAI contracts; logs of other contracts are skipped."""
+    records: list[ChainEvent] = []
+    for log in logs:
+        contract = chain.contract_name(log["address"])
+        if contract is None or not log["topics"]:
+            continue
+        abi = _event_abis(contract).get(bytes(log["topics"][0]))
+        if abi is None:
+            continue
+        bound = chain.w3.eth.contract(abi=[abi])
+        decoded = bound.events[abi["name"]]().process_log(log)
+        where = {
+            "contract": contract,
+            "address": to_checksum_address(log["address"]),
+            "block_number": int(log["blockNumber"]),
+            "tx_hash": HexBytes(log["transactionHash"]).to_0x_hex(),
+            "log_index": int(log["logIndex"]),
+        }
+        args = {_snake(k): _value(_snake(k), v) for k, v in decoded["args"].items()}
+        cls = EVENT_TYPES.get(abi["name"])
+        if cls is None:
+            records.append(OtherEvent(**where, event=abi["name"], args=tuple(args.items())))
+        else:
+            records.append(cls(**where, **args))
+    return records
+
+
+def read_events(
+    chain: Chain,
+    addresses: Sequence[str],
+    *,
+    from_block: int = 0,
+    to_block: int | None = None,
+    chunk: int = 5_000,
+) -> list[ChainEvent]:
+    """Read and decode every event the contracts at ``addresses`` emitted, in chain order.
+
+    The range is queried in chunks of ``chunk`` blocks, since many endpoints cap eth_getLogs.
+    """
+    last = chain.block_number if to_block is None else to_block
+    out: list[ChainEvent] = []
+    start = from_block
+    while start <= last:
+        end = min(start + chunk - 1, last)
+        logs = chain.w3.eth.get_logs(
+            {"address": [to_checksum_address(a) for a in addresses], "fromBlock": start, "toBlock": end}
+        )
+        out.extend(decode_logs(chain, logs))
+        start = end + 1
+    return sorted(out, key=lambda e: (e.block_number, e.log_index))

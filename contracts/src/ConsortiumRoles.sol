@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {Roles} from "./Roles.sol";
+
+/**
+ * @title ConsortiumRoles
+ * @notice The one place where the consortium says who is a hospital, a researcher or the
+ * coordinator. Every other MeTAI contract asks this contract, so granting or revoking a role
+ * here takes effect everywhere at once.
+ * @dev The consortium admin is OpenZeppelin's `DEFAULT_ADMIN_ROLE`; it administers the three
+ * working roles. Role changes emit AccessControl's `RoleGranted` / `RoleRevoked` events.
+ */
+contract ConsortiumRoles is AccessControl {
+    /// @notice Role of a hospital node: registers datasets, decides on studies, contributes rounds.
+    bytes32 public constant HOSPITAL_ROLE = Roles.HOSPITAL;
+    /// @notice Role of a researcher: requests studies.
+    bytes32 public constant RESEARCHER_ROLE = Roles.RESEARCHER;
+    /// @notice Role of the coordinator: starts studies, records rounds, completes studies.
+    bytes32 public constant COORDINATOR_ROLE = Roles.COORDINATOR;
+
+    /// @notice The consortium admin was given the zero address.
+    error ConsortiumRolesZeroAdmin();
+
+    /**
+     * @notice Create the registry with `admin` as consortium admin.
+     * @param admin The consortium admin (may grant and revoke every role).
+     */
+    constructor(address admin) {
+        if (admin == address(0)) revert ConsortiumRolesZeroAdmin();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+}

@@ -1,0 +1,190 @@
+"""Typed client of ``StudyRegistry``: request, approve, start, contribute, record, complete."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from eth_account.signers.local import LocalAccount
+
+from contracts.base import BlockId, ContractClient
+from contracts.chain import TxResult
+from contracts.datause import Kind, Purpose, check_purpose
+from contracts.events import StudyRequested
+
+
+class StudyStatus(IntEnum):
+    """Mirror of ``StudyRegistry.Status``."""
+
+    NONE = 0
+    REQUESTED = 1
+    DECLINED = 2
+    RUNNING = 3
+    COMPLETED = 4
+
+
+class Decision(IntEnum):
+    """Mirror of ``StudyRegistry.Decision``."""
+
+    NONE = 0  # not named in the study
+    PENDING = 1
+    APPROVED = 2
+    DECLINED = 3
+
+
+#: Solidity enum names to their Python mirrors, for decoding revert arguments.
+ENUMS_BY_SOLIDITY_NAME: dict[str, type[IntEnum]] = {
+    "StudyRegistry.Status": StudyStatus,
+    "StudyRegistry.Decision": Decision,
+}
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """What a researcher asks for. ``privacy_budget`` is in milli-epsilon (0: no DP)."""
+
+    purpose: Purpose
+    kinds: Kind
+    hospitals: tuple[str, ...]
+    task_code_hash: bytes
+    rounds: int
+    privacy_budget: int = 0
+    disease: int = 0
+
+    def __post_init__(self) -> None:
+        check_purpose(self.purpose, self.disease)
+
+    def as_tuple(self) -> tuple[int, int, int, list[str], bytes, int, int]:
+        """The ABI tuple of ``StudyRegistry.StudyRequest``."""
+        return (
+            int(self.purpose),
+            self.disease,
+            int(self.kinds),
+            list(self.hospitals),
+            self.task_code_hash,
+            self.rounds,
+            self.privacy_budget,
+        )
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study as stored on chain."""
+
+    study_id: int
+    researcher: str
+    status: StudyStatus
+    purpose: Purpose
+    kinds: Kind
+    disease: int
+    rounds: int
+    rounds_completed: int
+    approvals: int
+    task_code_hash: bytes
+    privacy_budget: int
+    privacy_spent: int
+    requested_at_block: int
+    started_at_block: int
+    final_model_hash: bytes
+
+
+@dataclass(frozen=True)
+class ContributionRecord:
+    """A hospital's commitment for one round (``cohort_count`` 0: none)."""
+
+    cohort_root: bytes
+    cohort_count: int
+    at_block: int
+
+
+class StudyClient(ContractClient):
+    """The registry of federated training studies."""
+
+    artifact = "StudyRegistry"
+
+    def request(self, researcher: LocalAccount, req: StudyRequest) -> tuple[int, TxResult]:
+        """Request a study; return its id and the transaction."""
+        result = self._send(researcher, "request", req.as_tuple())
+        return result.event(StudyRequested).study_id, result
+
+    def approve(self, hospital: LocalAccount, study_id: int) -> TxResult:
+        """Approve ``study_id`` as ``hospital``'s data committee."""
+        return self._send(hospital, "approve", study_id)
+
+    def decline(self, hospital: LocalAccount, study_id: int) -> TxResult:
+        """Decline ``study_id``; it can then never start."""
+        return self._send(hospital, "decline", study_id)
+
+    def start(self, coordinator: LocalAccount, study_id: int) -> TxResult:
+        """Start ``study_id`` (every named hospital must have approved)."""
+        return self._send(coordinator, "start", study_id)
+
+    def contribute(
+        self, hospital: LocalAccount, study_id: int, round_: int, cohort_root: bytes,
+        cohort_count: int, update_hash: bytes,
+    ) -> TxResult:
+        """Commit ``hospital``'s cohort and update for the open round."""
+        return self._send(hospital, "contribute", study_id, round_, cohort_root, cohort_count, update_hash)
+
+    def record_round(
+        self, coordinator: LocalAccount, study_id: int, round_: int, model_hash: bytes,
+        contributors: Sequence[str], privacy_spent: int = 0,
+    ) -> TxResult:
+        """Record the open round's aggregated model; contributors are sorted here."""
+        ordered = sorted(contributors, key=lambda a: int(a, 16))
+        return self._send(coordinator, "recordRound", study_id, round_, model_hash, ordered, privacy_spent)
+
+    def complete(self, coordinator: LocalAccount, study_id: int, final_model_hash: bytes) -> TxResult:
+        """Complete ``study_id`` with its final model's hash."""
+        return self._send(coordinator, "complete", study_id, final_model_hash)
+
+    # ---------------------------------------------------------------- views
+
+    def study(self, study_id: int, *, block: BlockId = "latest") -> StudyRecord:
+        """The study ``study_id``; raises the contract's UnknownStudy error if absent."""
+        s = self._call("study", study_id, block=block)
+        return StudyRecord(
+            study_id=study_id,
+            researcher=str(s[0]),
+            status=StudyStatus(s[1]),
+            purpose=Purpose(s[2]),
+            kinds=Kind(s[3]),
+            disease=int(s[4]),
+            rounds=int(s[5]),
+            rounds_completed=int(s[6]),
+            approvals=int(s[7]),
+            task_code_hash=bytes(s[8]),
+            privacy_budget=int(s[9]),
+            privacy_spent=int(s[10]),
+            requested_at_block=int(s[11]),
+            started_at_block=int(s[12]),
+            final_model_hash=bytes(s[13]),
+        )
+
+    def hospitals_of(self, study_id: int) -> list[str]:
+        """The hospitals named in ``study_id``."""
+        return [str(a) for a in self._call("hospitalsOf", study_id)]
+
+    def decision_of(self, study_id: int, hospital: str, *, block: BlockId = "latest") -> Decision:
+        """``hospital``'s decision on ``study_id``."""
+        return Decision(self._call("decisionOf", study_id, hospital, block=block))
+
+    def contribution_of(self, study_id: int, round_: int, hospital: str) -> ContributionRecord:
+        """``hospital``'s contribution to ``round_`` of ``study_id``."""
+        root, count, at = self._call("contributionOf", study_id, round_, hospital)
+        return ContributionRecord(bytes(root), int(count), int(at))
+
+    def round_model_hash(self, study_id: int, round_: int) -> bytes:
+        """The aggregated model hash recorded for ``round_`` (zero bytes if none)."""
+        return bytes(self._call("roundModelHash", study_id, round_))
+
+    def count(self) -> int:
+        """How many studies were requested."""
+        return int(self._call("studyCount"))
+
+    def in_cohort(
+        self, study_id: int, round_: int, hospital: str, leaf: bytes, proof: Sequence[bytes]
+    ) -> bool:
+        """Whether the chain accepts ``proof`` that ``leaf`` was in ``hospital``'s round cohort."""
+        return bool(self._call("inCohort", study_id, round_, hospital, leaf, list(proof)))

@@ -1,0 +1,1 @@
+"""MeTAI exchange: coordinator package (filled by later issues)."""

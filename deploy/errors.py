@@ -1,0 +1,19 @@
+"""Exceptions of the deploy package."""
+
+from __future__ import annotations
+
+
+class DeployError(Exception):
+    """Root of every error raised by ``deploy``."""
+
+
+class ServiceStartError(DeployError, RuntimeError):
+    """A service (Anvil, SuperLink, ...) did not start; the message quotes its log."""
+
+
+class ToolMissing(DeployError, FileNotFoundError):
+    """A required program is not installed; the message says how to install it."""
+
+
+class SettingsError(DeployError, ValueError):
+    """A setting is missing or holds a placeholder value."""

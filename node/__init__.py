@@ -1,0 +1,1 @@
+"""MeTAI exchange: node package (filled by later issues)."""
