@@ -6,10 +6,11 @@ from typing import Any, ClassVar
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
+from web3.types import BlockIdentifier
 
 from contracts.chain import Chain, TxResult
 
-BlockId = int | str
+BlockId = BlockIdentifier
 
 
 class ContractClient:

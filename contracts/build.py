@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import solcx  # type: ignore[import-untyped]
-import solcx.exceptions  # type: ignore[import-untyped]
-import solcx.wrapper  # type: ignore[import-untyped]
+import solcx
+import solcx.exceptions
+import solcx.wrapper
 
 from contracts.errors import BuildError
 

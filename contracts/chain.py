@@ -16,9 +16,10 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import BlockIdentifier
 
 from contracts.artifacts import Artifact, load_artifact
-from contracts.errors import ChainError, ConnectionFailed, TransactionFailed
+from contracts.errors import ChainError, ConnectionFailed, StateUnavailable, TransactionFailed
 from contracts.reverts import decode_revert
 
 if TYPE_CHECKING:
@@ -43,6 +44,14 @@ class TxResult:
         if len(found) != 1:
             raise LookupError(f"expected one {kind.name} event in {self.tx_hash}, found {len(found)}")
         return found[0]
+
+
+_GAS_MARGIN = 10_000
+_PRUNED_MARKERS = ("BlockOutOfRange", "missing trie node", "historical state", "header not found")
+
+
+def _is_pruned(exc: Exception) -> bool:
+    return any(marker in str(exc) for marker in _PRUNED_MARKERS)
 
 
 def _revert_data(exc: Exception) -> bytes | None:
@@ -98,12 +107,32 @@ class Chain:
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, fn: ContractFunction, *, block: int | str = "latest") -> Any:
+    def call(self, fn: ContractFunction, *, block: BlockIdentifier = "latest") -> Any:
         """Run a view function at ``block``; a revert raises its decoded error."""
         try:
             return fn.call(block_identifier=block)
         except (ContractLogicError, Web3RPCError) as exc:
+            if block != "latest" and _is_pruned(exc):
+                raise StateUnavailable(
+                    f"{self.rpc_url} no longer keeps the state of block {block!r} ({exc}); "
+                    "query a newer block or use an archive node"
+                ) from exc
             raise self._decoded(exc, fn.address) from exc
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
+
+    def call_raw(self, to: str, data: bytes, *, block: BlockIdentifier = "latest") -> bytes:
+        """Run pre-encoded calldata against ``to`` at ``block`` and return the raw result.
+
+        For hot paths: web3's per-argument validation costs more than the call itself on
+        large arrays. Reverts are decoded as in :meth:`call`.
+        """
+        try:
+            return bytes(self.w3.eth.call({"to": Web3.to_checksum_address(to), "data": HexBytes(data)}, block))
+        except (ContractLogicError, Web3RPCError) as exc:
+            if block != "latest" and _is_pruned(exc):
+                raise StateUnavailable(f"{self.rpc_url} no longer keeps the state of block {block!r}") from exc
+            raise self._decoded(exc, to) from exc
         except requests.RequestException as exc:
             raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
 
@@ -142,13 +171,16 @@ class Chain:
 
     def _send(self, account: LocalAccount, fn: Any, contract: str | None) -> TxResult:
         try:
-            tx = fn.build_transaction(
-                {
-                    "from": account.address,
-                    "chainId": self.chain_id,
-                    "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
-                }
-            )
+            base = {
+                "from": account.address,
+                "chainId": self.chain_id,
+                "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+            }
+            # The estimate runs on the current block; the transaction runs in the next one, and
+            # a storage write's cost can differ between them (e.g. a slot's original value). A
+            # margin keeps such a transaction from running out of gas; only gas used is paid.
+            estimate = int(fn.estimate_gas(base))
+            tx = fn.build_transaction({**base, "gas": estimate + estimate // 5 + _GAS_MARGIN})
         except (ContractLogicError, Web3RPCError) as exc:
             raise self._decoded(exc, getattr(fn, "address", None)) from exc
         except requests.RequestException as exc:

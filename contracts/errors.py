@@ -30,6 +30,10 @@ class ConnectionFailed(ChainError, ConnectionError):
     """The JSON-RPC endpoint cannot be reached or answers wrongly."""
 
 
+class StateUnavailable(ChainError, LookupError):
+    """The endpoint no longer keeps the state of the requested block (pruned history)."""
+
+
 class TransactionFailed(ChainError, RuntimeError):
     """A transaction was mined but failed without a decodable reason."""
 

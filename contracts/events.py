@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 
 from contracts.artifacts import load_artifact
@@ -336,7 +337,7 @@ def decode_logs(chain: Chain, logs: Iterable[Any]) -> list[ChainEvent]:
             continue
         bound = chain.w3.eth.contract(abi=[abi])
         decoded = bound.events[abi["name"]]().process_log(log)
-        where = {
+        where: dict[str, Any] = {
             "contract": contract,
             "address": to_checksum_address(log["address"]),
             "block_number": int(log["blockNumber"]),

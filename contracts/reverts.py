@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from eth_abi import decode
-from eth_utils import keccak, to_checksum_address
+from eth_abi.abi import decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from contracts.artifacts import CONTRACT_NAMES, load_artifact
 from contracts.errors import ContractRevert, UnknownRevert

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult

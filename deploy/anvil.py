@@ -1,8 +1,9 @@
 """Start and stop a local Anvil chain, and the few Anvil-only calls tests need.
 
 Anvil's own binary is run directly from ``node_modules`` (npm ``@foundry-rs/anvil``), so the
-PID we hold is Anvil's and stopping it is exact. It listens on 127.0.0.1 only, keeps no
-history on disk (``--prune-history``) and, with ``state_file``, saves its whole state on stop
+PID we hold is Anvil's and stopping it is exact. It listens on 127.0.0.1 only, keeps a
+bounded number of past states in memory only (``--prune-history N``) and, with
+``state_file``, saves its whole state on stop
 and loads it on start, so a chain survives restarts. This module is the only place in the
 project that uses Anvil-specific RPC methods; everything else speaks plain JSON-RPC.
 """
@@ -102,6 +103,7 @@ def start_anvil(
     state_file: Path | None = None,
     chain_id: int = 31337,
     accounts: int = 10,
+    history_states: int = 10_000,
     timeout: float = 30.0,
 ) -> AnvilNode:
     """Start Anvil on 127.0.0.1 and wait until it answers.
@@ -112,6 +114,8 @@ def start_anvil(
         state_file: load state from it if it exists, and save state to it on stop.
         chain_id: the chain id to report.
         accounts: how many funded dev accounts to create.
+        history_states: how many past block states stay queryable (kept in memory only;
+            node cohorts and audits query consent "as of" a past block).
         timeout: seconds to wait for the first answer.
 
     Raises:
@@ -130,7 +134,7 @@ def start_anvil(
         "--port", str(port),
         "--chain-id", str(chain_id),
         "--accounts", str(accounts),
-        "--prune-history",
+        "--prune-history", str(history_states),
         "--config-out", str(config_out),
     ]
     if state_file is not None:

@@ -216,18 +216,15 @@ contract ConsentRegistry is EIP712, Nonces {
      */
     function explain(address patient, Use calldata use) external view {
         _checkUse(use);
-        bytes32[12] memory ids;
-        uint256 n = _candidates(patient, use, ids);
-        for (uint256 i = 0; i < n; ++i) {
-            Consent memory c = _consents[ids[i]];
-            if (_inForce(c, use.kinds)) return;
-        }
-        for (uint256 i = 0; i < n; ++i) {
-            Consent memory c = _consents[ids[i]];
+        if (_permits(patient, use)) return;
+        for (uint256 i = 0; i < _CANDIDATES; ++i) {
+            (bool valid, bytes32 id) = _candidate(patient, use, i);
+            if (!valid) continue;
+            Consent storage c = _consents[id];
             if (c.grantedAtBlock == 0) continue;
-            if (c.revokedAtBlock != 0) revert ConsentRegistryConsentRevoked(patient, ids[i], c.revokedAtBlock);
-            if (c.expiresAt <= block.timestamp) revert ConsentRegistryConsentExpired(patient, ids[i], c.expiresAt);
-            revert ConsentRegistryKindsNotCovered(patient, ids[i], c.kinds, use.kinds);
+            if (c.revokedAtBlock != 0) revert ConsentRegistryConsentRevoked(patient, id, c.revokedAtBlock);
+            if (c.expiresAt <= block.timestamp) revert ConsentRegistryConsentExpired(patient, id, c.expiresAt);
+            revert ConsentRegistryKindsNotCovered(patient, id, c.kinds, use.kinds);
         }
         revert ConsentRegistryNoMatchingConsent(patient);
     }
@@ -269,54 +266,62 @@ contract ConsentRegistry is EIP712, Nonces {
         }
     }
 
+    /// @dev Up to 3 purposes (the use's own, then the broader DUO purposes covering it) x 2
+    /// hospitals (the named one, then any) x 2 studies (the named one, then any).
+    uint256 private constant _CANDIDATES = 12;
+
+    /// @dev Allocates no memory, so a batch over thousands of patients costs no memory growth.
     function _permits(address patient, Use calldata use) private view returns (bool) {
-        bytes32[12] memory ids;
-        uint256 n = _candidates(patient, use, ids);
-        for (uint256 i = 0; i < n; ++i) {
-            if (_inForce(_consents[ids[i]], use.kinds)) return true;
+        for (uint256 i = 0; i < _CANDIDATES; ++i) {
+            (bool valid, bytes32 id) = _candidate(patient, use, i);
+            if (valid && _inForce(_consents[id], use.kinds)) return true;
         }
         return false;
     }
 
-    function _inForce(Consent memory c, uint8 kinds) private view returns (bool) {
+    function _inForce(Consent storage c, uint8 kinds) private view returns (bool) {
         return c.grantedAtBlock != 0 && c.revokedAtBlock == 0 && c.expiresAt > block.timestamp
             && (c.kinds & kinds) == kinds;
     }
 
-    /// @dev Every consent id that could permit `use`, most specific first: the use's own
-    /// purpose, then the broader DUO purposes that cover it; for each, the named hospital then
-    /// any hospital; for each, the named study then any study.
-    function _candidates(address patient, Use calldata use, bytes32[12] memory ids)
-        private
-        pure
-        returns (uint256 n)
-    {
-        uint8[3] memory purposes;
-        uint32[3] memory diseases;
-        uint256 np = 1;
-        purposes[0] = use.purpose;
-        diseases[0] = use.disease;
-        if (use.purpose == DataUse.PURPOSE_DS) {
-            purposes[np++] = DataUse.PURPOSE_HMB;
-        }
-        if (use.purpose != DataUse.PURPOSE_GRU) {
-            purposes[np++] = DataUse.PURPOSE_GRU;
-        }
-        for (uint256 p = 0; p < np; ++p) {
-            for (uint256 h = 0; h < 2; ++h) {
-                address hospital = h == 0 ? use.hospital : address(0);
-                if (h == 1 && use.hospital == address(0)) break;
-                ids[n++] = _id(patient, hospital, purposes[p], diseases[p], use.studyId);
-                if (use.studyId != 0) ids[n++] = _id(patient, hospital, purposes[p], diseases[p], 0);
+    /// @dev The `i`-th consent id that could permit `use`, most specific first; `valid` is false
+    /// where that combination does not exist (no broader purpose, or no distinct hospital/study).
+    function _candidate(address patient, Use calldata use, uint256 i) private pure returns (bool valid, bytes32 id) {
+        uint8 purpose = use.purpose;
+        uint32 disease = use.disease;
+        for (uint256 level = i / 4; level > 0; --level) {
+            if (purpose == DataUse.PURPOSE_DS) {
+                (purpose, disease) = (DataUse.PURPOSE_HMB, 0);
+            } else if (purpose == DataUse.PURPOSE_HMB) {
+                purpose = DataUse.PURPOSE_GRU;
+            } else {
+                return (false, 0);
             }
         }
+        bool anyHospital = (i / 2) % 2 == 1;
+        bool anyStudy = i % 2 == 1;
+        if ((anyHospital && use.hospital == address(0)) || (anyStudy && use.studyId == 0)) return (false, 0);
+        return (
+            true,
+            _id(patient, anyHospital ? address(0) : use.hospital, purpose, disease, anyStudy ? 0 : use.studyId)
+        );
     }
 
+    /// @dev keccak256(abi.encode(...)) computed in scratch memory past the free pointer, which
+    /// is not advanced: identical to abi.encode's result without allocating.
     function _id(address patient, address hospital, uint8 purpose, uint32 disease, uint256 studyId)
         private
         pure
-        returns (bytes32)
+        returns (bytes32 id)
     {
-        return keccak256(abi.encode(patient, hospital, purpose, disease, studyId));
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, and(patient, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(ptr, 0x20), and(hospital, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(ptr, 0x40), and(purpose, 0xff))
+            mstore(add(ptr, 0x60), and(disease, 0xffffffff))
+            mstore(add(ptr, 0x80), studyId)
+            id := keccak256(ptr, 0xa0)
+        }
     }
 }

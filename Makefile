@@ -1,0 +1,42 @@
+# The two commands: `make demo` (the main job, end to end) and `make test` (the suite).
+# Each installs what it needs first, idempotently: Debian packages that are missing, the
+# Python venv (torch from the local CPU wheel first), and the pinned npm toolchain.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+STAMP_SYS := $(VENV)/.system-deps
+
+.PHONY: demo test lint deps clean-run
+
+deps: $(STAMP_SYS) $(STAMP_PY) $(STAMP_NODE)
+
+$(STAMP_SYS): deploy/install-system-deps.sh
+	bash deploy/install-system-deps.sh
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP_PY): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(STAMP_NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+demo: deps
+	$(PY) -m deploy demo
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy contracts deploy benchmarks raw_data
+
+test: deps lint
+	$(PY) -m contracts.build --check
+	$(PY) -m pytest
+
+clean-run:
+	rm -rf run
