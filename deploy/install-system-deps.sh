@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the project needs, only those missing. Idempotent.
-# ismrmrd-tools: reference C++ ISMRMRD tools (interoperability tests).
+#   ismrmrd-tools  reference C++ ISMRMRD tools (interoperability tests)
+#   orthanc        a real PACS for `metai-node import-pacs` tests (tests start their own instance)
+#   dcmtk          DICOM command-line tools, for inspecting what the node stores
 set -euo pipefail
-packages=(ismrmrd-tools)
+packages=(ismrmrd-tools orthanc dcmtk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,5 +16,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Keep the packages' services (orthanc's system instance on 0.0.0.0:8042) from starting:
+# Debian's policy-rc.d hook answers 101 ("action forbidden") while we install.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+fi
+cleanup() { [ "$own_policy" -eq 1 ] && rm -f "$policy"; return 0; }
+trap cleanup EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"

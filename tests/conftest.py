@@ -119,3 +119,28 @@ class _RevertExpectation:
 def reverts() -> type[_RevertExpectation]:
     """``with reverts("Name", arg=value): ...`` asserts the custom error and its arguments."""
     return _RevertExpectation
+
+
+# ---------------------------------------------------------------------- hospital nodes
+
+NODE_PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, exchange: Exchange, actors: Actors, chain: Chain):  # type: ignore[no-untyped-def]
+    """Factory: a fresh node directory on the test chain, holding the HOSPITAL role and gas money."""
+    from contracts.manifest import write_manifest
+    from node.node import Node
+
+    manifest = tmp_path / "deployment.json"
+    write_manifest(exchange.deployment, manifest)
+
+    def make(name: str = "General Hospital", *, role: bool = True) -> Node:
+        node = Node.init(tmp_path / f"node-{name.replace(' ', '-')}", hospital_name=name, rpc_url=chain.rpc_url,
+                         manifest=manifest, passphrase=NODE_PASSPHRASE)
+        chain.send_value(actors.admin, node.address, 10**18)
+        if role:
+            exchange.roles.grant(actors.admin, Role.HOSPITAL, node.address)
+        return node
+
+    return make

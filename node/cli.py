@@ -1,0 +1,259 @@
+"""``metai-node``: the hospital node's command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from contracts.errors import ChainError
+from node.config import NodeSettings
+from node.errors import NodeError
+from node.node import Node
+
+app = typer.Typer(help="MeTAI hospital node.", no_args_is_help=True, add_completion=False)
+
+
+def _out() -> Console:
+    # A console per call binds to the current stdout (so output can be captured and redirected).
+    return Console(soft_wrap=True)
+
+
+def _settings() -> NodeSettings:
+    return NodeSettings()
+
+
+def _passphrase(settings: NodeSettings, *, confirm: bool = False) -> str:
+    if settings.passphrase is None and _out().is_terminal:
+        value = typer.prompt("Node passphrase", hide_input=True, confirmation_prompt=confirm)
+        settings = settings.model_copy(update={"passphrase": value})
+    return settings.require_passphrase()
+
+
+def _open() -> Node:
+    settings = _settings()
+    return Node(settings.dir, _passphrase(settings), rpc_url=settings.rpc_url)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    _out().print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Option(help="the hospital's display name")],
+    manifest: Annotated[Path, typer.Option(help="the consortium's deployment manifest")],
+    rpc_url: Annotated[str, typer.Option(help="the chain's JSON-RPC URL")] = "",
+    key_file: Annotated[Path | None, typer.Option(help="import this hex private key instead of creating one")] = None,
+) -> None:
+    """Create the node directory (METAI_NODE_DIR) with an encrypted hospital key."""
+    settings = _settings()
+    try:
+        key = key_file.read_text(encoding="utf-8").strip() if key_file else None
+        node = Node.init(settings.dir, hospital_name=name, rpc_url=rpc_url, manifest=manifest,
+                         passphrase=_passphrase(settings, confirm=True), private_key=key)
+    except (NodeError, ChainError, OSError) as exc:
+        raise _fail(exc) from exc
+    _out().print(f"node created in {node.dir}; hospital address [bold]{node.address}[/]")
+    _out().print("ask the consortium admin to grant this address the HOSPITAL role")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files and folders (recursive)")],
+    labels: Annotated[Path | None, typer.Option(help="CSV sidecar: file,label[,patient_id]")] = None,
+    patient: Annotated[str | None, typer.Option(help="local patient id for objects naming none")] = None,
+    burned_in: Annotated[str, typer.Option(help="burned-in annotation: refuse or flag")] = "refuse",
+) -> None:
+    """Validate, de-identify and catalog DICOM, ISMRMRD and sinogram files."""
+    from node.deid import DeidPolicy
+    from node.ingest import Ingestor, iter_report_lines, read_sidecar
+
+    if burned_in not in ("refuse", "flag"):
+        raise _fail(ValueError(f"--burned-in must be refuse or flag, not {burned_in!r}"))
+    try:
+        node = _open()
+        ingestor = Ingestor(node, sidecar=read_sidecar(labels) if labels else None, default_patient=patient,
+                            policy=DeidPolicy(burned_in=burned_in))  # type: ignore[arg-type]
+        columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.description}"))
+        with Progress(*columns, console=_out(), transient=True) as bar:
+            task = bar.add_task("", total=None)
+            report = ingestor.run(
+                paths, skip=[labels] if labels else [],
+                progress=lambda done, total, name: bar.update(task, completed=done, total=total, description=name),
+            )
+    except (NodeError, ChainError) as exc:
+        raise _fail(exc) from exc
+    for line in iter_report_lines(report):
+        _out().print(line, highlight=False, markup=False)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("import-pacs")
+def import_pacs(
+    study: Annotated[list[str] | None, typer.Option(help="StudyInstanceUID to pull (repeatable); default all")] = None,
+    patient: Annotated[str | None, typer.Option(help="local patient id for objects naming none")] = None,
+) -> None:
+    """Pull studies from Orthanc (METAI_NODE_PACS_URL/_USER/_PASSWORD) and ingest them."""
+    from node.ingest import Ingestor, iter_report_lines
+    from node.pacs import OrthancClient, pull_studies
+
+    settings = _settings()
+    if not settings.pacs_url:
+        raise _fail(ValueError("METAI_NODE_PACS_URL is not set: give the Orthanc REST URL"))
+    try:
+        node = _open()
+        password = settings.pacs_password.get_secret_value() if settings.pacs_password else None
+        client = OrthancClient(settings.pacs_url, settings.pacs_user, password)
+        inbox = node.dir / "pacs-inbox"
+        with Progress(TextColumn("pull"), BarColumn(), MofNCompleteColumn(), console=_out(), transient=True) as bar:
+            task = bar.add_task("", total=None)
+            pulled = pull_studies(client, inbox, study_uids=study,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        _out().print(f"pulled {len(pulled.downloaded)} instances, {len(pulled.skipped_existing)} already here, "
+                      f"{len(pulled.failed)} failed")
+        for instance, reason in pulled.failed:
+            _out().print(f"  failed {instance}: {reason}", markup=False)
+        report = Ingestor(node, default_patient=patient).run([inbox])
+    except (NodeError, ChainError) as exc:
+        raise _fail(exc) from exc
+    for line in iter_report_lines(report):
+        _out().print(line, highlight=False, markup=False)
+    raise typer.Exit(report.exit_code if not pulled.failed else max(report.exit_code, 2))
+
+
+@app.command()
+def challenge(local_patient_id: str) -> None:
+    """Issue the text a patient signs to enrol (give it to the patient)."""
+    from node.enrol import issue_challenge
+
+    try:
+        issued = issue_challenge(_open(), local_patient_id)
+    except NodeError as exc:
+        raise _fail(exc) from exc
+    _out().print(issued.text, markup=False, highlight=False)
+
+
+@app.command()
+def enrol(local_patient_id: str, address: str, signature: str) -> None:
+    """Link a local patient to ADDRESS, proven by SIGNATURE over their challenge."""
+    from node.enrol import enrol as do_enrol
+
+    try:
+        pseudonym = do_enrol(_open(), local_patient_id, address, signature)
+    except NodeError as exc:
+        raise _fail(exc) from exc
+    _out().print(f"patient {pseudonym} is now linked to {address}")
+
+
+@app.command()
+def datasets() -> None:
+    """List registered datasets and the drafts of records not yet registered."""
+    from node.datasets import list_datasets
+
+    table = Table("name", "kind", "modality", "synthetic", "records", "status", "root")
+    try:
+        views = list_datasets(_open())
+    except NodeError as exc:
+        raise _fail(exc) from exc
+    for v in views:
+        status = f"chain #{v.chain_dataset_id} (block {v.registered_block})" if v.chain_dataset_id else "draft"
+        root = f"0x{v.merkle_root[:12]}…" if v.merkle_root else ""
+        table.add_row(v.name, v.kind.name or str(int(v.kind)), v.modality, str(v.synthetic), str(v.record_count),
+                      status, root)
+    _out().print(table)
+
+
+@app.command()
+def register(dataset: str) -> None:
+    """Anchor the draft DATASET on chain (its Merkle root, count, kind, modality)."""
+    from node.datasets import register as do_register
+
+    try:
+        d = do_register(_open(), dataset)
+    except (NodeError, ChainError) as exc:
+        raise _fail(exc) from exc
+    _out().print(f"registered {d.name}: chain dataset {d.chain_dataset_id}, {d.record_count} records, "
+                  f"root 0x{d.merkle_root}, block {d.registered_block}")
+
+
+@app.command()
+def verify() -> None:
+    """Recompute every registered dataset from disk and compare with the chain."""
+    from node.datasets import verify as do_verify
+
+    try:
+        problems = do_verify(_open())
+    except (NodeError, ChainError) as exc:
+        raise _fail(exc) from exc
+    for line in problems:
+        _out().print(f"[red]mismatch:[/] {line}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    _out().print("every registered dataset matches the disk and the chain")
+
+
+def _decide(study_id: int, approve: bool, yes: bool) -> None:
+    node = _open()
+    try:
+        s = node.exchange.studies.study(study_id)
+        _out().print(f"study {study_id}: {s.kinds!r} for {s.purpose.name}"
+                      f"{f':{s.disease}' if s.disease else ''}, {s.rounds} rounds, researcher {s.researcher}, "
+                      f"status {s.status.name}")
+        if not yes and not typer.confirm(f"{'Approve' if approve else 'Decline'} study {study_id}?"):
+            raise typer.Exit(1)
+        studies = node.exchange.studies
+        tx = studies.approve(node.account, study_id) if approve else studies.decline(node.account, study_id)
+    except (NodeError, ChainError) as exc:
+        raise _fail(exc) from exc
+    _out().print(f"{'approved' if approve else 'declined'} study {study_id} in block {tx.block_number}")
+
+
+@app.command()
+def approve(study: int, yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
+    """Approve STUDY on chain (the data committee's decision)."""
+    _decide(study, True, yes)
+
+
+@app.command()
+def decline(study: int, yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
+    """Decline STUDY on chain."""
+    _decide(study, False, yes)
+
+
+@app.command()
+def status() -> None:
+    """Show the node: hospital, chain, role, records, patients, datasets."""
+    from sqlalchemy import func, select
+
+    from contracts.roles import Role
+    from node.catalog import Dataset, Patient, Record
+
+    node = _open()
+    _out().print(f"node {node.dir}: {node.info.hospital_name} ({node.address})")
+    with node.sessions() as session:
+        by_kind = session.execute(select(Record.kind, func.count()).group_by(Record.kind)).all()
+        patients = session.scalar(select(func.count()).select_from(Patient)) or 0
+        enrolled = session.scalar(select(func.count()).select_from(Patient).where(Patient.address.is_not(None))) or 0
+        registered = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    from contracts.datause import Kind
+
+    counts = ", ".join(f"{Kind(k).name}: {n}" for k, n in by_kind) or "none"
+    _out().print(f"records: {counts}; patients: {patients} ({enrolled} enrolled); registered datasets: {registered}")
+    try:
+        holds = node.exchange.roles.has(Role.HOSPITAL, node.address)
+        _out().print(f"chain {node.rpc_url}: block {node.exchange.chain.block_number}, "
+                      f"HOSPITAL role {'held' if holds else '[red]not held[/]'}")
+    except ChainError as exc:
+        _out().print(f"[red]chain unreachable:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,83 @@
+"""Settings of a hospital node: environment (``METAI_NODE_*``), .env, and the node directory.
+
+The node directory holds everything the node keeps: ``node.json`` (what ``init`` recorded),
+the encrypted hospital key, the encrypted node secrets, the catalog, the content store and the
+quarantine. Nothing else in the node reads environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from node.errors import NodeConfigError
+
+NODE_FILE = "node.json"
+NODE_FORMAT_VERSION = 1
+_PLACEHOLDER_PASSPHRASES = {"", "changeme", "change-me", "passphrase", "password"}
+
+
+class NodeSettings(BaseSettings):
+    """Where the node lives and how to unlock it."""
+
+    model_config = SettingsConfigDict(env_prefix="METAI_NODE_", env_file=".env", extra="ignore")
+
+    #: The node directory.
+    dir: Path = Path("metai-node")
+    #: Passphrase protecting the hospital key and the node secrets. No default.
+    passphrase: SecretStr | None = None
+    #: Overrides the chain URL recorded by ``init``.
+    rpc_url: str | None = None
+    #: Orthanc REST URL and credentials for ``import-pacs``.
+    pacs_url: str | None = None
+    pacs_user: str | None = None
+    pacs_password: SecretStr | None = None
+
+    def require_passphrase(self) -> str:
+        """The passphrase; raise NodeConfigError if unset or a placeholder."""
+        value = self.passphrase.get_secret_value() if self.passphrase else ""
+        if value.strip().lower() in _PLACEHOLDER_PASSPHRASES:
+            raise NodeConfigError(
+                "METAI_NODE_PASSPHRASE is not set (or is a placeholder): it unlocks the hospital key"
+            )
+        if len(value) < 12:
+            raise NodeConfigError("the node passphrase must have at least 12 characters")
+        return value
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What ``metai-node init`` recorded in ``node.json``."""
+
+    hospital_name: str
+    hospital_address: str
+    rpc_url: str
+    manifest: str  # path of the deployment manifest copy, relative to the node directory
+    created_at: str
+    version: int = NODE_FORMAT_VERSION
+
+    def save(self, node_dir: Path) -> None:
+        """Write ``node.json`` atomically."""
+        path = node_dir / NODE_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, node_dir: Path) -> NodeInfo:
+        """Read ``node.json``; raise NodeConfigError naming the problem."""
+        path = node_dir / NODE_FILE
+        if not path.exists():
+            raise NodeConfigError(f"{node_dir} is not a node directory (no {NODE_FILE}); run `metai-node init`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            info = cls(**data)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise NodeConfigError(f"{path} is malformed: {exc}") from exc
+        if info.version != NODE_FORMAT_VERSION:
+            raise NodeConfigError(f"{path} has format {info.version}; this node reads {NODE_FORMAT_VERSION}")
+        return info

@@ -1,0 +1,429 @@
+"""De-identify DICOM data sets with the PS3.15 Annex E Basic Application Level Confidentiality Profile.
+
+The attribute table lives in ``node.deid_profile``; this module applies it, with these options and choices:
+
+- Retain Longitudinal Temporal Information with Modified Dates Option (DCM 113107): every DA and DT value
+  of the patient, in the data set and in every sequence item, is shifted by the patient's whole-day offset,
+  and TM values are kept (a whole-day shift leaves the time of day unchanged). A zero offset keeps the
+  real dates, which is the Full Dates Option (DCM 113106), and the result says so. Patient's Birth Date
+  and Birth Time stay governed by the basic profile (emptied / removed): they identify on their own.
+- The patient keeps a link to the node's records: PatientName and PatientID (action Z) receive the
+  pseudonym as their dummy value; in nested items they are emptied.
+- UIDs with action U are replaced through ``UidMapper`` (HMAC of the original), so studies, series and
+  references stay consistent across files and runs without keeping a look-up table. UIDs defined by DICOM
+  itself (root 1.2.840.10008) are kept: they name classes and well-known frames, not the patient.
+- The combined codes are resolved without IOD module types, to a choice that conforms whatever the type
+  turns out to be: X/Z -> Z; X/D, Z/D and X/Z/D -> D (sequences: Z when allowed, else one empty item);
+  X/Z/U* -> keep the sequence and replace the instance UIDs it holds (references survive).
+- D writes a fixed dummy per VR (``deid_profile.DUMMY_BY_VR``). C is applied to dates and times as the
+  date option above; C on any other VR would write the D dummy, since free text cannot be proven clean.
+- Private attributes are removed (unless ``DeidPolicy.keep_private_tags``), so are curve groups (50xx)
+  and whole overlay groups (60xx), group length elements (stale once anything changes), command elements
+  (group 0000, never part of a stored instance), AE titles and private information in the file meta, and the
+  128-byte preamble (free-form, may hold a TIFF header).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, Literal
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from node.deid_profile import (
+    DUMMY_BY_VR,
+    DUMMY_TEXT,
+    NOT_LONGITUDINAL,
+    REMOVED_REPEATING_GROUPS,
+    RULES_BY_TAG,
+    VERSION_STAMPS,
+)
+from node.errors import BurnedInAnnotationError, DeidentificationError, NodeConfigError
+
+__all__ = ["PROFILE_NAME", "DeidPolicy", "DeidResult", "PatientContext", "UidMapper", "deidentify"]
+
+PROFILE_NAME = "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile"
+MODIFIED_DATES_OPTION = "Retain Longitudinal Temporal Information Modified Dates Option"
+FULL_DATES_OPTION = "Retain Longitudinal Temporal Information Full Dates Option"
+PRIVATE_KEPT_NOTE = "Private attributes retained without review"
+BURNED_IN_KEPT_NOTE = "Burned-in annotation declared and retained"
+
+_CODES = {PROFILE_NAME: "113100", MODIFIED_DATES_OPTION: "113107", FULL_DATES_OPTION: "113106"}
+_CODE_MEANINGS = {
+    "113100": "Basic Application Confidentiality Profile",
+    "113106": FULL_DATES_OPTION,
+    "113107": MODIFIED_DATES_OPTION,
+}
+_DICOM_UID_ROOT = "1.2.840.10008."
+_PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PATIENT_NAME, _PATIENT_ID, _BURNED_IN, _VISUAL_FEATURES = 0x00100010, 0x00100020, 0x00280301, 0x00280302
+# SOP classes whose pixels commonly carry burned-in text (Secondary Capture family, Ultrasound).
+_TEXT_PRONE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.1")
+# File meta elements that name the sending/receiving systems or carry vendor data.
+_FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+_TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_LTIM_ORDER = ("UNMODIFIED", "MODIFIED", "REMOVED")
+_DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
+_DT = re.compile(r"(\d{4})(?:(\d{2})(?:(\d{2})(\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
+
+
+@dataclass(frozen=True)
+class PatientContext:
+    """Who the data set belongs to, pseudonymously: the pseudonym and this patient's date offset."""
+
+    pseudonym: str
+    date_shift_days: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pseudonym, str) or not _PSEUDONYM.fullmatch(self.pseudonym):
+            raise DeidentificationError(
+                f"pseudonym {self.pseudonym!r} cannot be written as PatientID and PatientName: expected 1-64 "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. 'MTP-9F3A2C7D1B')"
+            )
+        if isinstance(self.date_shift_days, bool) or not isinstance(self.date_shift_days, int):
+            raise DeidentificationError(
+                f"date_shift_days is {self.date_shift_days!r}, expected a whole number of days (int)"
+            )
+
+
+class UidMapper:
+    """Deterministic UID replacement: the same original UID always maps to the same new UID on this node."""
+
+    def __init__(self, secret: bytes) -> None:
+        """Create a mapper keyed by the node's UID secret.
+
+        Args:
+            secret: at least 16 random bytes, kept by the node; whoever holds it can test guesses of
+                original UIDs, so it never leaves the node.
+
+        Raises:
+            NodeConfigError: the secret is not bytes or shorter than 16 bytes.
+        """
+        if not isinstance(secret, bytes | bytearray) or len(secret) < 16:
+            size = f"{len(secret)} bytes" if isinstance(secret, bytes | bytearray) else type(secret).__name__
+            raise NodeConfigError(
+                f"UID secret is {size}, expected at least 16 random bytes; "
+                "generate one with secrets.token_bytes(32) and keep it in the node settings"
+            )
+        self._secret = bytes(secret)
+
+    def map(self, uid: str) -> str:
+        """Return the replacement of ``uid``: "2.25." and the first 128 bits of HMAC-SHA256(secret, uid).
+
+        Args:
+            uid: the original UID; trailing padding (space or NUL) is ignored.
+
+        Returns:
+            A valid DICOM UID of at most 44 characters, never equal to ``uid``.
+
+        Raises:
+            DeidentificationError: ``uid`` is empty.
+        """
+        original = str(uid).strip(" \x00")
+        if not original:
+            raise DeidentificationError("cannot map an empty UID; leave empty UID values as they are")
+        digest = hmac.new(self._secret, original.encode("utf-8"), hashlib.sha256).digest()
+        mapped = f"2.25.{int.from_bytes(digest[:16], 'big')}"
+        if mapped == original:  # only if the input is this mapper's own fixed point; use the other half
+            mapped = f"2.25.{int.from_bytes(digest[16:], 'big')}"
+        return mapped
+
+
+@dataclass(frozen=True)
+class DeidPolicy:
+    """Choices left to the node; the defaults are the profile's.
+
+    ``burned_in``: what to do when BurnedInAnnotation is YES: "refuse" raises BurnedInAnnotationError,
+    "flag" keeps the image, reports a flag and records it in DeidentificationMethod. ``keep_private_tags``:
+    keep private attributes (dates in them are still shifted); the result then no longer conforms to the
+    profile, which DeidentificationMethod and the flags say.
+    """
+
+    burned_in: Literal["refuse", "flag"] = "refuse"
+    keep_private_tags: bool = False
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """The de-identified copy and what was done to it.
+
+    ``removed`` counts deleted elements (a removed sequence counts once); ``replaced`` counts elements whose
+    value changed (emptied, dummy, pseudonym, mapped UID, shifted date). Added markers are not counted.
+    """
+
+    dataset: pydicom.Dataset
+    flags: tuple[str, ...]
+    removed: int
+    replaced: int
+
+
+def deidentify(
+    ds: pydicom.Dataset, patient: PatientContext, uids: UidMapper, policy: DeidPolicy = DeidPolicy()
+) -> DeidResult:
+    """De-identify a copy of ``ds`` with the basic profile and the longitudinal temporal date option.
+
+    Args:
+        ds: the data set as read (file meta included when read from a file); not modified.
+        patient: the pseudonym and the date offset of the patient the data set belongs to.
+        uids: the node's UID mapper, shared by every data set so references stay consistent.
+        policy: what to do with declared burned-in annotation and with private attributes.
+
+    Returns:
+        The de-identified copy with flags and counts.
+
+    Raises:
+        BurnedInAnnotationError: BurnedInAnnotation is YES and the policy is "refuse".
+        DeidentificationError: a date cannot be shifted by the patient's offset, or the input is not a data set.
+    """
+    if not isinstance(ds, pydicom.Dataset):
+        raise DeidentificationError(f"expected a pydicom Dataset, got {type(ds).__name__}")
+    burned_in = _declares_burned_in(ds)
+    if burned_in and policy.burned_in == "refuse":
+        raise BurnedInAnnotationError(
+            "BurnedInAnnotation (0028,0301) is YES: the pixels may show identifying text, which this profile "
+            "does not clean; review the image, or de-identify with DeidPolicy(burned_in='flag') to keep it "
+            "flagged for manual review"
+        )
+    flags = _pixel_flags(ds, burned_in)
+    out = copy.deepcopy(ds)
+    cleaner = _Cleaner(uids, policy, patient.date_shift_days)
+    cleaner.clean(out, top=True)
+    cleaner.clean_file_meta(out)
+    cleaner.set_pseudonym(out, patient.pseudonym)
+    if isinstance(out, FileDataset):
+        # The copy must not point back at the original file or hold its bytes.
+        out.preamble = b"\x00" * 128 if out.preamble is not None else None
+        out.filename = None
+        out.buffer = None
+    methods = [PROFILE_NAME, MODIFIED_DATES_OPTION if patient.date_shift_days else FULL_DATES_OPTION]
+    if patient.date_shift_days == 0:
+        flags.append("date_shift_days is 0: real dates and times kept (Full Dates Option)")
+    if policy.keep_private_tags:
+        methods.append(PRIVATE_KEPT_NOTE)
+        flags.append("private attributes kept by policy; the profile does not cover them")
+    if burned_in:
+        methods.append(BURNED_IN_KEPT_NOTE)
+    _mark_deidentified(out, methods, "MODIFIED" if patient.date_shift_days else "UNMODIFIED")
+    return DeidResult(out, tuple(flags + cleaner.flags), cleaner.removed, cleaner.replaced)
+
+
+def _declares_burned_in(ds: pydicom.Dataset) -> bool:
+    return _BURNED_IN in ds and str(ds[_BURNED_IN].value).strip().upper() == "YES"
+
+
+def _pixel_flags(ds: pydicom.Dataset, burned_in: bool) -> list[str]:
+    flags: list[str] = []
+    if burned_in:
+        flags.append("burned-in annotation declared; kept by policy")
+    elif _BURNED_IN not in ds or not str(ds[_BURNED_IN].value).strip():
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class.startswith(_TEXT_PRONE_SOP_PREFIXES):
+            flags.append(
+                f"BurnedInAnnotation (0028,0301) absent on a {UID(sop_class).name} image, a kind that often "
+                "has text in the pixels; the pixels were not checked"
+            )
+    if _VISUAL_FEATURES in ds and str(ds[_VISUAL_FEATURES].value).strip().upper() == "YES":
+        flags.append("RecognizableVisualFeatures (0028,0302) is YES: the image may show the patient's face")
+    return flags
+
+
+class _Cleaner:
+    """Applies the table to one data set and its items, counting what it does."""
+
+    def __init__(self, uids: UidMapper, policy: DeidPolicy, shift_days: int) -> None:
+        self.uids = uids
+        self.policy = policy
+        self.shift_days = shift_days
+        self.removed = 0
+        self.replaced = 0
+        self.flags: list[str] = []
+
+    def clean(self, ds: pydicom.Dataset, top: bool = False) -> None:
+        for tag in list(ds.keys()):
+            if top and tag in (_PATIENT_NAME, _PATIENT_ID):
+                continue  # set_pseudonym writes them
+            elem = ds[tag]
+            action = self._action(elem)
+            if action == "X":
+                del ds[tag]
+                self.removed += 1
+            elif action == "Z":
+                self._set(elem, _empty(elem.VR))
+            elif action == "D":
+                self._set(elem, _dummy(elem.VR))
+            elif action == "U":
+                self._set(elem, self._mapped_uids(elem.value))
+            elif action == "C" and elem.VR in ("DA", "DT"):
+                self._shift(elem)
+            elif action == "C" and elem.VR not in _TEMPORAL_VRS | {"SQ"}:
+                self._set(elem, _dummy(elem.VR))
+                self.flags.append(f"{_describe(elem)}: free text replaced by a dummy (cleaning not available)")
+            elif elem.VR == "SQ":  # K, U* and C on a sequence: keep it, clean every item
+                for item in elem.value:
+                    self.clean(item)
+            elif elem.tag.is_private and elem.VR in ("DA", "DT"):
+                self._shift(elem)
+
+    def _action(self, elem: DataElement) -> str:
+        tag, vr = elem.tag, elem.VR
+        if tag.is_private:
+            return "K" if self.policy.keep_private_tags else "X"
+        if tag.group == 0 or tag.element == 0:
+            return "X"  # command elements do not belong in a stored instance; group lengths go stale
+        if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
+            return "X"
+        rule = RULES_BY_TAG.get(int(tag))
+        if vr in _TEMPORAL_VRS and tag not in NOT_LONGITUDINAL:
+            return "K" if tag in VERSION_STAMPS else "C"
+        code = rule.action if rule is not None else "K"
+        if code == "X/Z/U*":
+            return "U*" if vr == "SQ" else "Z"
+        if code == "X/Z":
+            return "Z"
+        if code in ("X/D", "Z/D", "X/Z/D"):
+            # An empty value cannot be Type 1, so D is never the required choice for it.
+            if vr == "SQ" or not _values(elem.value):
+                return "Z" if "Z" in code else ("D" if vr == "SQ" else "X")
+            return "D"
+        return code
+
+    def _set(self, elem: DataElement, value: Any) -> None:
+        if elem.VR == "SQ":
+            changed = len(elem.value) != len(value) or any(len(item) for item in elem.value)
+        else:
+            changed = _values(elem.value) != _values(value)
+        if changed:
+            elem.value = value
+            self.replaced += 1
+
+    def _mapped_uids(self, value: Any) -> Any:
+        mapped = [
+            v if not v.strip(" \x00") or v.startswith(_DICOM_UID_ROOT) else self.uids.map(v) for v in _values(value)
+        ]
+        return mapped if len(mapped) > 1 else (mapped[0] if mapped else value)
+
+    def _shift(self, elem: DataElement) -> None:
+        if self.shift_days == 0:
+            return
+        shift = _shift_da if elem.VR == "DA" else _shift_dt
+        try:
+            shifted = [shift(v, self.shift_days) for v in _values(elem.value)]
+        except ValueError:
+            self._set(elem, _empty(elem.VR))
+            self.flags.append(f"{_describe(elem)}: not a valid {elem.VR} value, so it could not be shifted; emptied")
+            return
+        except OverflowError as exc:
+            raise DeidentificationError(
+                f"{_describe(elem)} cannot be shifted by {self.shift_days} days: the result falls outside years "
+                "1-9999; use a smaller date_shift_days"
+            ) from exc
+        self._set(elem, shifted if len(shifted) > 1 else (shifted[0] if shifted else elem.value))
+
+    def clean_file_meta(self, ds: pydicom.Dataset) -> None:
+        meta = getattr(ds, "file_meta", None)
+        if not isinstance(meta, FileMetaDataset):
+            return
+        for tag in _FILE_META_REMOVED:
+            if tag in meta:
+                del meta[tag]
+                self.removed += 1
+        if "MediaStorageSOPInstanceUID" not in meta:
+            return
+        elem = meta["MediaStorageSOPInstanceUID"]
+        sop_instance = str(ds.get("SOPInstanceUID", ""))
+        self._set(elem, sop_instance if sop_instance else self._mapped_uids(elem.value))
+
+    def set_pseudonym(self, ds: pydicom.Dataset, pseudonym: str) -> None:
+        for tag, vr in ((_PATIENT_NAME, "PN"), (_PATIENT_ID, "LO")):
+            if tag in ds:
+                self._set(ds[tag], pseudonym)
+            else:
+                ds.add_new(tag, vr, pseudonym)
+
+
+def _mark_deidentified(ds: pydicom.Dataset, methods: list[str], temporal: str) -> None:
+    ds.PatientIdentityRemoved = "YES"
+    earlier = [str(v) for v in _values(ds.get("DeidentificationMethod", ""))] if "DeidentificationMethod" in ds else []
+    ds.DeidentificationMethod = list(dict.fromkeys(v for v in [*earlier, *methods] if v))
+    items = list(ds.DeidentificationMethodCodeSequence) if "DeidentificationMethodCodeSequence" in ds else []
+    present = {(str(i.get("CodeValue", "")), str(i.get("CodingSchemeDesignator", ""))) for i in items}
+    for method in methods:
+        value = _CODES.get(method)
+        if value is not None and (value, "DCM") not in present:
+            item = pydicom.Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = _CODE_MEANINGS[value]
+            items.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    # Never claim less modification than an earlier de-identification already made.
+    earlier_ltim = str(ds.get("LongitudinalTemporalInformationModified", "")).strip().upper()
+    rank = max(_LTIM_ORDER.index(temporal), _LTIM_ORDER.index(earlier_ltim) if earlier_ltim in _LTIM_ORDER else 0)
+    ds.LongitudinalTemporalInformationModified = _LTIM_ORDER[rank]
+
+
+def _values(value: Any) -> list[Any]:
+    """Return the values of an element as a list of str (bytes stay bytes), empty for an empty element."""
+    if value is None or value == "" or value == b"":
+        return []
+    items = value if isinstance(value, MultiValue | list | tuple) else [value]
+    return [v if isinstance(v, bytes) else str(v) for v in items]
+
+
+def _empty(vr: str) -> Any:
+    """Return the zero-length value of ``vr`` as pydicom reads it back from a file."""
+    if vr == "SQ":
+        return Sequence()
+    if vr in _BINARY_VRS:
+        return b""
+    return "" if vr in _TEXT_VRS else None
+
+
+def _dummy(vr: str) -> Any:
+    if vr == "SQ":
+        return Sequence([pydicom.Dataset()])  # non-zero length, and nothing of the original
+    return DUMMY_BY_VR.get(vr.split(" or ")[0], DUMMY_TEXT)
+
+
+def _describe(elem: DataElement) -> str:
+    return f"{elem.keyword or 'private attribute'} {elem.tag}"
+
+
+def _shift_da(value: str, days: int) -> str:
+    text = str(value).strip()
+    if not text:
+        return text
+    match = _DA.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    shifted = date(int(match[1]), int(match[2]), int(match[3])) + timedelta(days=days)
+    return f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}"
+
+
+def _shift_dt(value: str, days: int) -> str:
+    """Shift the date part of a DT value, keeping its precision, time of day and UTC offset."""
+    text = str(value).strip()
+    if not text:
+        return text
+    match = _DT.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    year, month, day, time, offset = match.groups()
+    # A partial date is shifted from the start of its period, then cut back to the same precision.
+    shifted = date(int(year), int(month or 1), int(day or 1)) + timedelta(days=days)
+    digits = f"{shifted.year:04d}{shifted.month:02d}{shifted.day:02d}"[: 4 + (2 if month else 0) + (2 if day else 0)]
+    return f"{digits}{time or ''}{offset or ''}"

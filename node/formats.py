@@ -1,0 +1,292 @@
+"""Recognise, validate and de-identify the objects a node ingests.
+
+Three formats: DICOM (any transfer syntax pydicom can decode), ISMRMRD HDF5 (MRI raw data)
+and the MeTAI CT sinogram HDF5 layout. :func:`parse` validates an object and finds its local
+patient id; :func:`deidentify` returns the bytes to store, de-identified for that patient.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import struct
+import tempfile
+import xml.etree.ElementTree as ET
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from contracts.datause import Kind
+from node.deid import DeidPolicy, PatientContext, UidMapper
+from node.deid import deidentify as deidentify_dicom
+from node.errors import IngestError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
+SINOGRAM_FORMAT = "metai-ct-sinogram"
+#: Sinogram provenance keys that describe the acquisition, not the patient: kept.
+SINOGRAM_PROVENANCE_KEEP = frozenset(
+    {"created_by", "scanner_profile", "noise_seed", "dose_factor", "incident_flux", "noise",
+     "mu_water_per_mm", "phantom", "phantom_seed", "lesion", "synthetic"}
+)
+#: Sinogram provenance keys holding dates: shifted like DICOM dates.
+SINOGRAM_PROVENANCE_DATES = frozenset({"created_at", "acquired_at"})
+#: Where a sinogram names its patient (the hospital's local id), removed on ingest.
+SINOGRAM_PATIENT_KEY = "patient_id"
+_DICOM_READ_ERRORS = (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+                      struct.error, NotImplementedError, RuntimeError, OSError, zlib.error)
+
+
+@dataclass
+class Parsed:
+    """An object recognised and validated, before de-identification."""
+
+    format: str  # dicom | ismrmrd | metai-ct-sinogram
+    kind: Kind
+    modality: str
+    local_patient_id: str | None
+    synthetic: bool
+    payload: Any  # the parsed dataset (DICOM) or the source path (HDF5)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """De-identified content ready for the store."""
+
+    content: bytes
+    suffix: str
+    study_uid: str | None = None
+    series_uid: str | None = None
+    flags: tuple[str, ...] = ()
+
+
+def parse(path: Path, content: bytes) -> Parsed:
+    """Recognise and validate ``content`` (read from ``path``).
+
+    Raises:
+        IngestError: empty, unrecognised, truncated or undecodable; the message is the reason.
+    """
+    if not content:
+        raise IngestError("empty file (0 bytes)")
+    if content.startswith(HDF5_SIGNATURE):
+        return _parse_hdf5(path)
+    return _parse_dicom(content)
+
+
+def deidentify(
+    parsed: Parsed, patient: PatientContext, uids: UidMapper, policy: DeidPolicy, tmp_dir: Path
+) -> Processed:
+    """De-identify ``parsed`` for ``patient``; return the bytes to store."""
+    if parsed.format == "dicom":
+        result = deidentify_dicom(parsed.payload, patient, uids, policy)
+        buf = io.BytesIO()
+        result.dataset.save_as(buf, enforce_file_format=True)
+        return Processed(
+            content=buf.getvalue(),
+            suffix=".dcm",
+            study_uid=str(result.dataset.get("StudyInstanceUID", "")) or None,
+            series_uid=str(result.dataset.get("SeriesInstanceUID", "")) or None,
+            flags=tuple(result.flags),
+        )
+    scrub = _scrub_sinogram if parsed.format == SINOGRAM_FORMAT else _scrub_ismrmrd
+    return Processed(content=_rewrite_hdf5(parsed.payload, tmp_dir, lambda f: scrub(f, patient)), suffix=".h5")
+
+
+# ---------------------------------------------------------------------- DICOM
+
+
+def _parse_dicom(content: bytes) -> Parsed:
+    ds: pydicom.Dataset
+    try:
+        ds = pydicom.dcmread(io.BytesIO(content))
+    except InvalidDicomError:
+        ds = _parse_headerless_dicom(content)
+    except _DICOM_READ_ERRORS as exc:
+        raise IngestError(
+            f"DICOM cannot be parsed ({type(exc).__name__}: {exc}); the file is truncated or damaged"
+        ) from exc
+    if ds.get("SOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage:
+        raise IngestError("a DICOMDIR index, not an image: ingest the image files it lists")
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = ds.get("SOPClassUID")
+        raise IngestError(f"DICOM without pixel data (SOP class {getattr(sop, 'name', sop)}): not an image")
+    try:
+        pixels = ds.pixel_array
+    except _DICOM_READ_ERRORS as exc:
+        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        name = getattr(ts, "name", ts) or "unknown transfer syntax"
+        raise IngestError(f"pixel data cannot be decoded ({name}): {exc}") from exc
+    if not np.all(np.isfinite(pixels)) if pixels.dtype.kind == "f" else False:
+        raise IngestError("pixel data hold NaN or infinite values")
+    local_id = str(ds.get("PatientID", "") or "").strip() or None
+    return Parsed("dicom", Kind.IMAGE, str(ds.get("Modality", "OT") or "OT"), local_id, False, ds)
+
+
+def _parse_headerless_dicom(content: bytes) -> pydicom.Dataset:
+    # Some valid files lack the 128-byte preamble; accept them only if they look like DICOM.
+    try:
+        ds = pydicom.dcmread(io.BytesIO(content), force=True)
+        if "SOPClassUID" in ds and ("PixelData" in ds or "Modality" in ds):
+            return ds
+    except _DICOM_READ_ERRORS:
+        pass
+    raise IngestError("neither DICOM (no DICM preamble, no DICOM header) nor HDF5: not a supported file")
+
+
+# ---------------------------------------------------------------------- HDF5
+
+
+def _parse_hdf5(path: Path) -> Parsed:
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+            fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+            if fmt == SINOGRAM_FORMAT:
+                return _parse_sinogram(path, f)
+            xml = _ismrmrd_xml(f)
+    except OSError as exc:
+        raise IngestError(f"HDF5 cannot be read ({exc}); the file is truncated or corrupt") from exc
+    if xml is None:
+        raise IngestError(
+            "HDF5 but neither an ISMRMRD dataset (no /dataset/xml) nor a MeTAI sinogram (format attribute)"
+        )
+    return _parse_ismrmrd(path, xml)
+
+
+def _parse_sinogram(path: Path, f: Any) -> Parsed:
+    from raw_data.errors import RawDataError
+    from raw_data.sinogram_io import read_sinogram
+
+    try:
+        sinogram = read_sinogram(path)
+    except RawDataError as exc:
+        raise IngestError(f"invalid CT sinogram file: {exc}") from exc
+    provenance = dict(sinogram.provenance)
+    local_id = provenance.get(SINOGRAM_PATIENT_KEY, "").strip() or None
+    synthetic = provenance.get("synthetic", "").lower() in ("1", "true", "yes")
+    return Parsed(SINOGRAM_FORMAT, Kind.CT_SINOGRAM, "CT", local_id, synthetic, path)
+
+
+def _ismrmrd_xml(f: Any) -> str | None:
+    if "dataset" in f and "xml" in f["dataset"]:
+        raw = f["dataset"]["xml"][0]
+        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    return None
+
+
+def _parse_ismrmrd(path: Path, xml: str) -> Parsed:
+    from raw_data.errors import RawDataError
+    from raw_data.ismrmrd_io import read_ismrmrd
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise IngestError(f"ISMRMRD header is not valid XML: {exc}") from exc
+    try:
+        read_ismrmrd(path)
+    except RawDataError as exc:
+        raise IngestError(f"invalid ISMRMRD dataset: {exc}") from exc
+    local_id = _xml_text(root, "subjectInformation", "patientID")
+    return Parsed("ismrmrd", Kind.MR_KSPACE, "MR", local_id, False, path)
+
+
+def _xml_text(root: ET.Element, *names: str) -> str | None:
+    node: ET.Element | None = root
+    for name in names:
+        node = None if node is None else node.find(f"{{{ISMRMRD_NS}}}{name}")
+    text = node.text.strip() if node is not None and node.text else ""
+    return text or None
+
+
+def _rewrite_hdf5(source: Path, tmp_dir: Path, scrub: Any) -> bytes:
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".h5")
+    os.close(fd)
+    try:
+        Path(tmp).write_bytes(source.read_bytes())
+        with h5py.File(tmp, "r+") as f:
+            scrub(f)
+        return Path(tmp).read_bytes()
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _shift_iso(value: str, days: int) -> str:
+    try:
+        moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return ""  # an unparseable date is dropped rather than kept unshifted
+    return (moment + _dt.timedelta(days=days)).isoformat()
+
+
+def _scrub_sinogram(f: Any, patient: PatientContext) -> None:
+    for attrs in (f.attrs, f["provenance"].attrs if "provenance" in f else None):
+        if attrs is None:
+            continue
+        for key in list(attrs.keys()):
+            value = attrs[key]
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            if key in SINOGRAM_PROVENANCE_DATES:
+                attrs[key] = _shift_iso(text, patient.date_shift_days)
+            elif attrs is not f.attrs and key not in SINOGRAM_PROVENANCE_KEEP:
+                del attrs[key]  # free text and patient fields cannot be checked: removed
+    prov = f.require_group("provenance").attrs
+    prov["patient"] = patient.pseudonym
+    prov["deidentification"] = "MeTAI node: provenance allow-list, patient pseudonymised, dates shifted"
+
+
+#: ISMRMRD header elements removed (identifying) and those whose dates are shifted.
+_ISMRMRD_REMOVE = {
+    "subjectInformation": ("patientName", "patientBirthdate", "patientWeight_kg", "patientHeight_m"),
+    "studyInformation": ("accessionNumber", "referringPhysicianName", "studyDescription", "studyID",
+                         "bodyPartExamined"),
+    "measurementInformation": ("seriesDescription", "protocolName"),
+    "acquisitionSystemInformation": ("institutionName", "stationName", "deviceSerialNumber"),
+}
+_ISMRMRD_DATES = {"studyInformation": ("studyDate",), "measurementInformation": ("seriesDate",)}
+
+
+def _scrub_ismrmrd(f: Any, patient: PatientContext) -> None:
+    ET.register_namespace("", ISMRMRD_NS)
+    root = ET.fromstring(_ismrmrd_xml(f) or "")
+    ns = f"{{{ISMRMRD_NS}}}"
+    for section, names in _ISMRMRD_REMOVE.items():
+        parent = root.find(ns + section)
+        for name in names:
+            for child in [] if parent is None else parent.findall(ns + name):
+                parent.remove(child)  # type: ignore[union-attr]
+    for section, names in _ISMRMRD_DATES.items():
+        parent = root.find(ns + section)
+        for name in names:
+            date_el = None if parent is None else parent.find(ns + name)
+            if parent is not None and date_el is not None and date_el.text:
+                try:
+                    day = _dt.date.fromisoformat(date_el.text.strip())
+                    date_el.text = (day + _dt.timedelta(days=patient.date_shift_days)).isoformat()
+                except ValueError:
+                    parent.remove(date_el)
+    # The schema fixes element order: subjectInformation follows the optional version, and
+    # patientID precedes patientGender.
+    subject: ET.Element | None = root.find(ns + "subjectInformation")
+    if subject is None:
+        subject = ET.Element(ns + "subjectInformation")
+        root.insert(1 if len(root) and root[0].tag == ns + "version" else 0, subject)
+    pid = subject.find(ns + "patientID")
+    if pid is None:
+        pid = ET.Element(ns + "patientID")
+        gender = subject.find(ns + "patientGender")
+        subject.insert(list(subject).index(gender) if gender is not None else len(subject), pid)
+    pid.text = patient.pseudonym
+    text = ET.tostring(root, encoding="unicode", xml_declaration=True)
+    dataset = f["dataset"]
+    dtype = dataset["xml"].dtype
+    del dataset["xml"]
+    dataset.create_dataset("xml", data=np.array([text], dtype=dtype) if dtype.kind != "O" else [text],
+                           dtype=h5py.string_dtype() if dtype.kind == "O" else dtype)

@@ -1,0 +1,84 @@
+"""The pseudonym map: local patient id <-> pseudonym, date shift and address, sealed at rest.
+
+Each patient's entry is sealed with AES-256-GCM under the node's vault key (bound to its
+pseudonym as associated data, so entries cannot be swapped). The catalog indexes patients by
+an HMAC of the local id, so a local id can be looked up without being stored in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from node.catalog import Patient
+from node.errors import KeyStoreError
+from node.keys import NodeSecrets
+
+#: Date shifts are drawn from this range of days (always into the past, never zero).
+SHIFT_RANGE = (-3650, -30)
+
+
+@dataclass(frozen=True)
+class VaultEntry:
+    """What the vault knows of one patient."""
+
+    pseudonym: str
+    local_id: str
+    date_shift_days: int
+    address: str | None
+
+
+class Vault:
+    """Seal, unseal and look up pseudonym-map entries."""
+
+    def __init__(self, secrets_: NodeSecrets) -> None:
+        self._aead = AESGCM(secrets_.vault_key)
+        self._lookup_key = secrets_.lookup_secret
+
+    def lookup(self, local_id: str) -> str:
+        """The catalog index of ``local_id`` (HMAC-SHA256, hex)."""
+        return hmac.new(self._lookup_key, local_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def seal(self, entry: VaultEntry) -> bytes:
+        """Encrypt ``entry``; the pseudonym is bound as associated data."""
+        nonce = os.urandom(12)
+        plain = json.dumps({"local_id": entry.local_id, "shift": entry.date_shift_days, "address": entry.address})
+        return nonce + self._aead.encrypt(nonce, plain.encode(), entry.pseudonym.encode())
+
+    def unseal(self, pseudonym: str, sealed: bytes) -> VaultEntry:
+        """Decrypt an entry; raise KeyStoreError if it was tampered with or moved."""
+        try:
+            plain = json.loads(self._aead.decrypt(sealed[:12], sealed[12:], pseudonym.encode()))
+        except InvalidTag as exc:
+            raise KeyStoreError(f"pseudonym-map entry of {pseudonym} fails authentication") from exc
+        return VaultEntry(pseudonym, plain["local_id"], int(plain["shift"]), plain["address"])
+
+    def get_or_create(self, session: Session, local_id: str) -> VaultEntry:
+        """The entry of ``local_id``, creating a pseudonym and a date shift the first time."""
+        key = self.lookup(local_id)
+        patient = session.scalar(select(Patient).where(Patient.lookup == key))
+        if patient is not None:
+            return self.unseal(patient.pseudonym, patient.sealed)
+        entry = VaultEntry(
+            pseudonym="MTP-" + secrets.token_hex(6).upper(),
+            local_id=local_id,
+            date_shift_days=secrets.randbelow(SHIFT_RANGE[1] - SHIFT_RANGE[0] + 1) + SHIFT_RANGE[0],
+            address=None,
+        )
+        session.add(Patient(pseudonym=entry.pseudonym, lookup=key, sealed=self.seal(entry)))
+        session.flush()
+        return entry
+
+    def find(self, session: Session, local_id: str) -> VaultEntry | None:
+        """The entry of ``local_id`` if the node knows this patient."""
+        patient = session.scalar(select(Patient).where(Patient.lookup == self.lookup(local_id)))
+        return None if patient is None else self.unseal(patient.pseudonym, patient.sealed)

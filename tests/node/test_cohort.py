@@ -1,0 +1,102 @@
+"""The cohort of a study at a block is exactly the consenting, enrolled patients' records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils.crypto import keccak
+from pydicom.data import get_testdata_file
+
+from contracts.datause import Kind, Purpose, Scope
+from contracts.merkle import MerkleTree
+from contracts.studies import StudyRequest
+from deploy.anvil import advance_time
+from node.cohort import build_cohort
+from node.enrol import enrol, issue_challenge
+from node.ingest import Ingestor
+from node.leaves import cohort_leaf
+
+PATIENTS = ["TEST-P1", "TEST-P2", "TEST-P3", "TEST-P4", "TEST-P5", "TEST-P6"]
+
+
+@pytest.fixture
+def setup(make_node, exchange, actors, tmp_path: Path, now: int):  # type: ignore[no-untyped-def]
+    node = make_node()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, pid in enumerate(PATIENTS):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PatientID, ds.PatientName = pid, f"Test^{pid}"
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(folder / f"{i}.dcm")
+    Ingestor(node).run([folder])
+    keys = {}
+    for pid in PATIENTS:
+        keys[pid] = Account.create()
+        text = issue_challenge(node, pid).text
+        enrol(node, pid, keys[pid].address, keys[pid].sign_message(encode_defunct(text=text)).signature.hex())
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.DS, disease=77, kinds=Kind.IMAGE, hospitals=(node.address,),
+        task_code_hash=keccak(b"task"), rounds=3))
+    exchange.studies.approve(node.account, study_id)
+    exchange.studies.start(actors.coordinator, study_id)
+    c = exchange.consent
+    far = now + 10**6
+    relay = actors.coordinator
+    c.relay(relay, c.sign_grant(keys["TEST-P1"], Scope(purpose=Purpose.GRU), Kind.IMAGE, far))
+    c.relay(relay, c.sign_grant(keys["TEST-P2"], Scope(hospital=node.address, purpose=Purpose.HMB), Kind.IMAGE, far))
+    c.relay(relay, c.sign_grant(keys["TEST-P3"], Scope(purpose=Purpose.DS, disease=77), Kind.IMAGE, far))
+    c.relay(relay, c.sign_grant(keys["TEST-P4"], Scope(purpose=Purpose.DS, disease=77, study_id=study_id),
+                                Kind.IMAGE, now + 500))
+    c.relay(relay, c.sign_grant(keys["TEST-P5"], Scope(purpose=Purpose.DS, disease=88), Kind.IMAGE, far))
+    before_revoke = exchange.chain.block_number
+    revoke = c.relay(relay, c.sign_revoke(keys["TEST-P3"], Scope(purpose=Purpose.DS, disease=77)))
+    return node, study_id, keys, before_revoke, revoke.block_number
+
+
+def addresses(cohort, keys, *pids):  # type: ignore[no-untyped-def]
+    return {m.patient for m in cohort.members}, {keys[p].address for p in pids}
+
+
+def test_cohort_before_revocation(setup) -> None:
+    node, study_id, keys, before_revoke, _ = setup
+    cohort = build_cohort(node, study_id, before_revoke)
+    got, want = addresses(cohort, keys, "TEST-P1", "TEST-P2", "TEST-P3", "TEST-P4")
+    assert got == want
+
+
+def test_revocation_expiry_and_wrong_purpose_exclude(setup, anvil) -> None:
+    node, study_id, keys, _, revoked_at = setup
+    cohort = build_cohort(node, study_id, revoked_at)
+    got, want = addresses(cohort, keys, "TEST-P1", "TEST-P2", "TEST-P4")
+    assert got == want  # P3 revoked in this block, P5 consented to another disease, P6 to nothing
+    advance_time(anvil.rpc_url, 1000)
+    later = build_cohort(node, study_id, node.exchange.chain.block_number)
+    got, want = addresses(later, keys, "TEST-P1", "TEST-P2")
+    assert got == want  # P4's consent expired
+
+
+def test_cohort_commitment_matches_its_members(setup) -> None:
+    node, study_id, _, _, revoked_at = setup
+    cohort = build_cohort(node, study_id, revoked_at)
+    expected = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in cohort.members)
+    assert (cohort.root, cohort.count) == (expected.root, 3)
+    leaf, proof = cohort.proof(cohort.members[0].record_id)
+    assert expected.root == cohort.root
+    from contracts.merkle import verify
+
+    assert verify(cohort.root, leaf, proof)
+
+
+def test_kinds_not_requested_are_not_in_the_cohort(setup, exchange, actors) -> None:
+    node, _, _, _, _ = setup
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.GRU, kinds=Kind.CT_SINOGRAM, hospitals=(node.address,),
+        task_code_hash=keccak(b"task2"), rounds=1))
+    cohort = build_cohort(node, study_id, exchange.chain.block_number)
+    assert cohort.count == 0
+    assert cohort.root == bytes(32)

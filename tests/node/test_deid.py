@@ -1,0 +1,705 @@
+"""Tests of node.deid: the PS3.15 Basic Application Level Confidentiality Profile on real and synthetic data.
+
+Synthetic data uses obviously fake identities ("Test^Patient", "ID-TEST-0001") and UIDs under 1.2.999.999.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from node.deid import (
+    FULL_DATES_OPTION,
+    MODIFIED_DATES_OPTION,
+    PROFILE_NAME,
+    DeidPolicy,
+    PatientContext,
+    UidMapper,
+    deidentify,
+)
+from node.deid_profile import BASIC_PROFILE, NOT_LONGITUDINAL, RULES_BY_TAG, VERSION_STAMPS
+from node.errors import BurnedInAnnotationError, DeidentificationError, NodeConfigError
+
+SECRET = b"test-secret-not-for-production-0001"
+PSEUDONYM = "MTP-TEST000001"
+SHIFT = 17
+# Single-frame, multi-frame (emri_small, 10 frames), JPEG 2000 and JPEG lossless compressed, overlays.
+REAL_FILES = (
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "emri_small.dcm",
+    "JPEG2000.dcm",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm",
+)
+# Attributes this node writes itself; checked by test_markers_* rather than by the table walk.
+MARKERS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientAddress",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "InstitutionName",
+    "InstitutionAddress",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "AccessionNumber",
+    "StudyID",
+    "StationName",
+    "DeviceSerialNumber",
+)
+UID_RE = re.compile(r"2\.25\.(0|[1-9][0-9]*)")
+
+
+@pytest.fixture
+def deid_uids() -> UidMapper:
+    return UidMapper(SECRET)
+
+
+@pytest.fixture
+def deid_patient() -> PatientContext:
+    return PatientContext(PSEUDONYM, SHIFT)
+
+
+@pytest.fixture
+def deid_synthetic() -> Dataset:
+    """A small CT-like data set of a fake patient, without file meta (as received over the network)."""
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = "1.2.999.999.1.1"
+    ds.StudyInstanceUID = "1.2.999.999.2"
+    ds.SeriesInstanceUID = "1.2.999.999.3"
+    ds.FrameOfReferenceUID = "1.2.999.999.4"
+    ds.PatientName = "Test^Patient"
+    ds.PatientID = "ID-TEST-0001"
+    ds.Modality = "CT"
+    ds.StudyDate = "20200115"
+    ds.StudyTime = "101500"
+    return ds
+
+
+def _read(name: str) -> pydicom.FileDataset:
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.fail(f"test file {name} not found; install the dev extra (pydicom-data)")
+    return pydicom.dcmread(path)
+
+
+def _vals(value: Any) -> list[Any]:
+    if value is None or value == "" or value == b"":
+        return []
+    items = value if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [value]
+    return [v if isinstance(v, bytes) else str(v) for v in items]
+
+
+def _shift(text: str, days: int) -> str:
+    day = datetime.strptime(text[:8], "%Y%m%d").date() + timedelta(days=days)
+    return day.strftime("%Y%m%d") + text[8:]
+
+
+def _expected_uid(uids: UidMapper, value: str) -> str:
+    return value if value.startswith("1.2.840.10008.") else uids.map(value)
+
+
+def _check_profile(orig: Dataset, out: Dataset, uids: UidMapper, days: int, top: bool = False) -> None:
+    """Assert that every element of ``orig`` came out of de-identification as Table E.1-1 requires."""
+    for elem in orig:
+        tag, vr = elem.tag, elem.VR
+        where = f"{elem.keyword or 'private'} {tag}"
+        before = _vals(elem.value) if vr != "SQ" else None
+        after = out.get(tag)
+        removed_group = tag.group % 2 == 0 and tag.group & 0xFF00 in (0x5000, 0x6000)
+        if tag.is_private or tag.group == 0 or tag.element == 0 or removed_group:
+            assert after is None, f"{where} should be removed"
+            continue
+        if top and tag in MARKERS:
+            continue
+        if top and tag in (0x00100010, 0x00100020):
+            assert after is not None, where
+            assert str(after.value) == PSEUDONYM, where
+            continue
+        rule = RULES_BY_TAG.get(int(tag))
+        code = rule.action if rule is not None else "K"
+        if vr in ("DA", "DT", "TM") and tag not in NOT_LONGITUDINAL and tag not in VERSION_STAMPS:
+            # Modified Dates Option: dates and date-times shifted, times of day kept.
+            assert after is not None, f"{where} should be kept (shifted)"
+            expected = before if vr == "TM" else [_shift(v, days) if v else v for v in before or []]
+            assert _vals(after.value) == expected, where
+            continue
+        if code == "X":
+            assert after is None, f"{where} should be removed"
+        elif code == "U":
+            assert after is not None, where
+            assert _vals(after.value) == [_expected_uid(uids, v) for v in before or []], where
+        elif code == "K":
+            assert after is not None, f"{where} should be kept"
+            if vr == "SQ":
+                assert len(after.value) == len(elem.value), where
+                for item_in, item_out in zip(elem.value, after.value, strict=True):
+                    _check_profile(item_in, item_out, uids, days)
+            else:
+                assert _vals(after.value) == before, f"{where} should be unchanged"
+        elif code == "X/Z/U*" and after is not None and len(after.value):
+            for item_in, item_out in zip(elem.value, after.value, strict=True):
+                _check_profile(item_in, item_out, uids, days)
+        elif code != "X/Z/U*":
+            _check_emptied_or_dummy(code, where, elem, after)
+
+
+def _check_emptied_or_dummy(code: str, where: str, elem: Any, after: Any) -> None:
+    if after is None:
+        assert code.startswith("X"), f"{where} ({code}) may not be removed"
+        return
+    if elem.VR == "SQ":
+        # Z: no items; D: dummy items holding nothing of the original.
+        assert all(len(item) == 0 for item in after.value), where
+        assert "Z" in code or len(after.value) > 0, where
+        return
+    value = _vals(after.value)
+    if not value:
+        assert "Z" in code, f"{where} ({code}) may not be empty"
+    else:
+        assert "D" in code or code == "Z", f"{where} ({code}) has a value"
+        assert value != _vals(elem.value), f"{where} ({code}) still holds the original value"
+
+
+def _identifying_bytes(ds: Dataset) -> Iterator[bytes]:
+    """Yield the identifying values of ``ds`` that must not survive anywhere in the output file."""
+    for elem in ds.iterall():
+        if elem.tag.is_private or elem.VR == "SQ":
+            continue
+        texts: list[str] = []
+        if elem.keyword in IDENTIFYING or elem.VR == "DA":
+            texts = [str(v) for v in _vals(elem.value)]
+            if elem.VR == "PN":
+                texts += [part for v in texts for part in re.split(r"[\^=]", v)]
+        rule = RULES_BY_TAG.get(int(elem.tag))
+        if rule is not None and rule.action == "U":
+            texts = [v for v in _vals(elem.value) if not v.startswith("1.2.840.10008.")]
+        for text in texts:
+            if len(text.strip()) >= 4:
+                yield text.strip().encode("latin-1")
+
+
+def _markers(ds: Dataset) -> tuple[list[str], list[tuple[str, str]], str]:
+    codes = [(str(i.CodeValue), str(i.CodingSchemeDesignator)) for i in ds.DeidentificationMethodCodeSequence]
+    return [str(v) for v in _vals(ds.DeidentificationMethod)], codes, str(ds.LongitudinalTemporalInformationModified)
+
+
+# --- the profile table -------------------------------------------------------------------------------------
+
+
+def test_profile_table_keywords_match_the_dicom_dictionary() -> None:
+    mismatched = [
+        (hex(r.tag), r.keyword, keyword_for_tag(r.tag)) for r in BASIC_PROFILE if keyword_for_tag(r.tag) != r.keyword
+    ]
+    assert mismatched == []
+    assert len({r.tag for r in BASIC_PROFILE}) == len(BASIC_PROFILE), "a tag is listed twice"
+
+
+@pytest.mark.parametrize(
+    ("keyword", "action"),
+    [
+        ("PatientName", "Z"),
+        ("PatientID", "Z"),
+        ("PatientBirthDate", "Z"),
+        ("PatientSex", "Z"),
+        ("PatientAge", "X"),
+        ("OtherPatientIDs", "X"),
+        ("OtherPatientIDsSequence", "X"),
+        ("OtherPatientNames", "X"),
+        ("PatientAddress", "X"),
+        ("PatientTelephoneNumbers", "X"),
+        ("ReferringPhysicianName", "Z"),
+        ("PerformingPhysicianName", "X"),
+        ("OperatorsName", "X/Z/D"),
+        ("InstitutionName", "X/Z/D"),
+        ("InstitutionAddress", "X"),
+        ("StationName", "X/Z/D"),
+        ("AccessionNumber", "Z"),
+        ("StudyID", "Z"),
+        ("StudyDescription", "X"),
+        ("SeriesDescription", "X"),
+        ("DeviceSerialNumber", "X/Z/D"),
+        ("RequestAttributesSequence", "X"),
+        ("ContentDate", "Z/D"),
+        ("ContentTime", "Z/D"),
+        ("StudyInstanceUID", "U"),
+        ("SeriesInstanceUID", "U"),
+        ("SOPInstanceUID", "U"),
+        ("FrameOfReferenceUID", "U"),
+        ("ReferencedSOPInstanceUID", "U"),
+        ("MediaStorageSOPInstanceUID", "U"),
+        ("ReferencedImageSequence", "X/Z/U*"),
+        ("SourceImageSequence", "X/Z/U*"),
+    ],
+)
+def test_profile_table_assigns_the_standard_action(keyword: str, action: str) -> None:
+    rules = {r.keyword: r.action for r in BASIC_PROFILE}
+    assert rules[keyword] == action
+
+
+# --- real public files ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_file_follows_the_profile_table(
+    name: str, tmp_path: Path, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    original = _read(name)
+    result = deidentify(original, deid_patient, deid_uids, DeidPolicy())
+    path = tmp_path / f"deid-{name}"
+    result.dataset.save_as(path)
+    out = pydicom.dcmread(path)
+
+    _check_profile(original, out, deid_uids, SHIFT, top=True)
+    assert [e.tag for e in out.iterall() if e.tag.is_private] == []
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert out.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert "SourceApplicationEntityTitle" not in out.file_meta
+    assert out.PixelData == original.PixelData
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_file_bytes_hold_no_original_identifier(
+    name: str, tmp_path: Path, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    original = _read(name)
+    # Vendor names are public and kept; an institution named like its scanner vendor is not a leak.
+    public = " ".join(str(original.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName")).encode("latin-1")
+    needles = {n for n in _identifying_bytes(original) if n not in public}
+    path = tmp_path / f"deid-{name}"
+    deidentify(original, deid_patient, deid_uids).dataset.save_as(path)
+    data = path.read_bytes()
+
+    assert needles, "the file should have identifying values to look for"
+    assert sorted(n for n in needles if n in data) == []
+
+
+def test_multiframe_file_keeps_every_frame(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    original = _read("emri_small.dcm")
+    out = deidentify(original, deid_patient, deid_uids).dataset
+    assert out.NumberOfFrames == 10
+    assert (out.pixel_array == original.pixel_array).all()
+
+
+# --- UIDs --------------------------------------------------------------------------------------------------
+
+
+def _series(count: int) -> list[pydicom.FileDataset]:
+    """Instances of one fake series built from CT_small; the last one references the first."""
+    instances = []
+    for number in range(1, count + 1):
+        ds = _read("CT_small.dcm")
+        ds.PatientName = "Test^Patient"
+        ds.PatientID = "ID-TEST-0001"
+        ds.StudyInstanceUID = "1.2.999.999.2"
+        ds.SeriesInstanceUID = "1.2.999.999.3"
+        ds.FrameOfReferenceUID = "1.2.999.999.4"
+        ds.SOPInstanceUID = f"1.2.999.999.1.{number}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = number
+        instances.append(ds)
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = CTImageStorage
+    ref.ReferencedSOPInstanceUID = instances[0].SOPInstanceUID
+    instances[-1].ReferencedImageSequence = Sequence([ref])
+    return instances
+
+
+def test_series_keeps_its_structure_and_references(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    outs = [deidentify(ds, deid_patient, deid_uids).dataset for ds in _series(4)]
+
+    assert len({o.StudyInstanceUID for o in outs}) == 1
+    assert len({o.SeriesInstanceUID for o in outs}) == 1
+    assert len({o.FrameOfReferenceUID for o in outs}) == 1
+    assert len({o.SOPInstanceUID for o in outs}) == 4
+    assert outs[0].StudyInstanceUID not in ("1.2.999.999.2", "")
+    assert outs[-1].ReferencedImageSequence[0].ReferencedSOPInstanceUID == outs[0].SOPInstanceUID
+    assert outs[-1].ReferencedImageSequence[0].ReferencedSOPClassUID == CTImageStorage
+    assert [o.file_meta.MediaStorageSOPInstanceUID for o in outs] == [o.SOPInstanceUID for o in outs]
+    assert [o.InstanceNumber for o in outs] == [1, 2, 3, 4]
+
+
+def test_well_known_uids_are_kept(deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    deid_synthetic.FrameOfReferenceUID = "1.2.840.10008.1.4.1.1"  # Talairach brain atlas frame of reference
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert out.SOPClassUID == CTImageStorage
+    assert out.FrameOfReferenceUID == "1.2.840.10008.1.4.1.1"
+    assert out.SOPInstanceUID == deid_uids.map("1.2.999.999.1.1")
+
+
+def test_uid_mapper_is_deterministic_per_secret() -> None:
+    first, again, other = UidMapper(SECRET), UidMapper(SECRET), UidMapper(b"another-test-secret-0002")
+    assert first.map("1.2.999.999.2") == again.map("1.2.999.999.2")
+    assert first.map("1.2.999.999.2") != other.map("1.2.999.999.2")
+    assert first.map("1.2.999.999.2") != first.map("1.2.999.999.3")
+    assert first.map("1.2.999.999.2\x00") == first.map("1.2.999.999.2")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[1-9][0-9]{0,5}(\.(0|[1-9][0-9]{0,8})){1,12}", fullmatch=True))
+def test_uid_mapper_returns_a_new_valid_uid(uid: str) -> None:
+    mapped = UidMapper(SECRET).map(uid)
+    assert UID_RE.fullmatch(mapped)
+    assert len(mapped) <= 64
+    assert mapped != uid
+
+
+def test_uid_mapper_refuses_a_short_secret() -> None:
+    with pytest.raises(NodeConfigError, match="UID secret is 5 bytes, expected at least 16"):
+        UidMapper(b"short")
+
+
+def test_uid_mapper_refuses_an_empty_uid(deid_uids: UidMapper) -> None:
+    with pytest.raises(DeidentificationError, match="empty UID"):
+        deid_uids.map(" ")
+
+
+# --- dates -------------------------------------------------------------------------------------------------
+
+
+def _dated(ds: Dataset) -> Dataset:
+    ds.SeriesDate = "20200115"
+    ds.AcquisitionDate = "20200116"
+    ds.ContentDate = "20200117"
+    ds.InstanceCreationDate = "20200118"
+    ds.AcquisitionDateTime = "20200115101530.123456+0100"
+    ds.ContentTime = "101530"
+    ds.PatientBirthDate = "19800101"
+    drug = Dataset()
+    drug.RadiopharmaceuticalStartDateTime = "20200115093000"
+    ds.RadiopharmaceuticalInformationSequence = Sequence([drug])
+    return ds
+
+
+def test_dates_of_a_patient_shift_by_the_same_days(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    out = deidentify(_dated(deid_synthetic), PatientContext(PSEUDONYM, 40), deid_uids).dataset
+
+    assert [out.StudyDate, out.SeriesDate, out.AcquisitionDate, out.ContentDate, out.InstanceCreationDate] == [
+        "20200224",
+        "20200224",
+        "20200225",
+        "20200226",
+        "20200227",
+    ]
+    assert out.AcquisitionDateTime == "20200224101530.123456+0100"
+    assert out.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime == "20200224093000"
+    assert (out.StudyTime, out.ContentTime) == ("101500", "101530")
+
+
+def test_another_patient_gets_another_shift(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    first = deidentify(_dated(deid_synthetic), PatientContext("MTP-TEST000001", 40), deid_uids).dataset
+    second = deidentify(_dated(deid_synthetic), PatientContext("MTP-TEST000002", -5), deid_uids).dataset
+    assert (first.StudyDate, second.StudyDate) == ("20200224", "20200110")
+    assert second.AcquisitionDateTime == "20200110101530.123456+0100"
+
+
+def test_birth_date_is_emptied_not_shifted(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    out = deidentify(_dated(deid_synthetic), PatientContext(PSEUDONYM, 40), deid_uids).dataset
+    assert "PatientBirthDate" in out
+    assert out.PatientBirthDate == ""
+
+
+@settings(max_examples=60, deadline=None)
+@given(day=st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31)), days=st.integers(-20000, 20000))
+def test_study_date_moves_by_exactly_the_shift(day: date, days: int) -> None:
+    ds = Dataset()
+    ds.StudyDate = day.strftime("%Y%m%d")
+    out = deidentify(ds, PatientContext(PSEUDONYM, days), UidMapper(SECRET)).dataset
+    assert datetime.strptime(out.StudyDate, "%Y%m%d").date() - day == timedelta(days=days)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2020", "2020"),
+        ("202001", "202002"),
+        ("20200115", "20200224"),
+        ("2020011510", "2020022410"),
+        ("20200115101530.5-0500", "20200224101530.5-0500"),
+    ],
+)
+def test_datetime_keeps_its_precision_and_offset(
+    deid_synthetic: Dataset, deid_uids: UidMapper, value: str, expected: str
+) -> None:
+    deid_synthetic.AcquisitionDateTime = value
+    out = deidentify(deid_synthetic, PatientContext(PSEUDONYM, 40), deid_uids).dataset
+    assert out.AcquisitionDateTime == expected
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_unreadable_date_is_emptied_and_flagged(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.ContentDate = "2020-13-45"
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert result.dataset.ContentDate == ""
+    assert any("ContentDate (0008,0023): not a valid DA value" in f for f in result.flags)
+
+
+def test_shift_past_year_9999_is_refused(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    deid_synthetic.StudyDate = "99991225"
+    with pytest.raises(DeidentificationError, match=r"StudyDate \(0008,0020\) cannot be shifted by 17 days"):
+        deidentify(deid_synthetic, PatientContext(PSEUDONYM, 17), deid_uids)
+
+
+# --- markers -----------------------------------------------------------------------------------------------
+
+
+def test_markers_name_the_profile_and_the_modified_dates_option(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert out.PatientIdentityRemoved == "YES"
+    assert _markers(out) == ([PROFILE_NAME, MODIFIED_DATES_OPTION], [("113100", "DCM"), ("113107", "DCM")], "MODIFIED")
+
+
+def test_markers_name_the_full_dates_option_when_nothing_is_shifted(
+    deid_synthetic: Dataset, deid_uids: UidMapper
+) -> None:
+    result = deidentify(deid_synthetic, PatientContext(PSEUDONYM, 0), deid_uids)
+    assert _markers(result.dataset) == (
+        [PROFILE_NAME, FULL_DATES_OPTION],
+        [("113100", "DCM"), ("113106", "DCM")],
+        "UNMODIFIED",
+    )
+    assert result.dataset.StudyDate == "20200115"
+    assert any("real dates" in f for f in result.flags)
+
+
+def test_markers_keep_an_earlier_deidentification(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    original = _read("emri_small.dcm")  # already says BASIC APPLICATION LEVEL CONFIDENTIALITY PROFILE
+    out = deidentify(original, deid_patient, deid_uids).dataset
+    methods, codes, _ = _markers(out)
+    assert methods == [original.DeidentificationMethod, PROFILE_NAME, MODIFIED_DATES_OPTION]
+    assert codes == [("113100", "DCM"), ("113107", "DCM")]
+
+
+# --- burned-in annotation ------------------------------------------------------------------------------------
+
+
+def test_burned_in_annotation_is_refused_by_default(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.BurnedInAnnotation = "YES"
+    with pytest.raises(BurnedInAnnotationError, match=r"BurnedInAnnotation \(0028,0301\) is YES"):
+        deidentify(deid_synthetic, deid_patient, deid_uids)
+
+
+def test_burned_in_annotation_is_kept_and_flagged_by_policy(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.BurnedInAnnotation = "YES"
+    result = deidentify(deid_synthetic, deid_patient, deid_uids, DeidPolicy(burned_in="flag"))
+    assert result.flags[0] == "burned-in annotation declared; kept by policy"
+    assert result.dataset.BurnedInAnnotation == "YES"
+    assert "Burned-in annotation declared and retained" in result.dataset.DeidentificationMethod
+
+
+def test_secondary_capture_without_declaration_is_flagged(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    result = deidentify(_read("JPEG2000.dcm"), deid_patient, deid_uids)
+    assert any(f.startswith("BurnedInAnnotation (0028,0301) absent on a Secondary Capture") for f in result.flags)
+
+
+def test_recognizable_face_is_flagged(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.RecognizableVisualFeatures = "YES"
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert result.flags == ("RecognizableVisualFeatures (0028,0302) is YES: the image may show the patient's face",)
+
+
+# --- element actions -----------------------------------------------------------------------------------------
+
+
+def test_input_is_not_modified(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    original = _read("CT_small.dcm")
+    before = io.BytesIO()
+    original.save_as(before)
+    deidentify(original, deid_patient, deid_uids)
+    after = io.BytesIO()
+    original.save_as(after)
+    assert after.getvalue() == before.getvalue()
+
+
+def test_counts_removed_and_replaced_elements(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.PatientAge = "042Y"  # X
+    deid_synthetic.InstitutionAddress = "1 Test Street"  # X
+    deid_synthetic.AccessionNumber = "ACC-TEST-1"  # Z
+    block = deid_synthetic.private_block(0x0009, "TEST_CREATOR", create=True)
+    block.add_new(0x01, "LO", "private test value")  # creator + element: 2 removed
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    # Replaced: 4 UIDs, StudyDate, AccessionNumber, PatientName, PatientID. StudyTime and Modality stay.
+    assert (result.removed, result.replaced) == (4, 8)
+
+
+def test_private_tags_are_removed_everywhere(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.999.999.1.9"
+    item.private_block(0x0011, "TEST_CREATOR", create=True).add_new(0x01, "LO", "private test value")
+    deid_synthetic.ReferencedImageSequence = Sequence([item])
+    deid_synthetic.private_block(0x0009, "TEST_CREATOR", create=True).add_new(0x01, "DA", "20200115")
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert [e.tag for e in out.iterall() if e.tag.is_private] == []
+    assert out.ReferencedImageSequence[0].ReferencedSOPInstanceUID == deid_uids.map("1.2.999.999.1.9")
+
+
+def test_private_tags_kept_by_policy_are_flagged_and_date_shifted(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.private_block(0x0009, "TEST_CREATOR", create=True).add_new(0x01, "DA", "20200115")
+    result = deidentify(deid_synthetic, deid_patient, deid_uids, DeidPolicy(keep_private_tags=True))
+    assert result.dataset[0x00091001].value == "20200201"
+    assert "private attributes kept by policy; the profile does not cover them" in result.flags
+    assert "Private attributes retained without review" in result.dataset.DeidentificationMethod
+
+
+def test_overlays_and_curves_go_waveforms_stay(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.add_new(0x60000010, "US", 16)
+    deid_synthetic.add_new(0x60000011, "US", 16)
+    deid_synthetic.add_new(0x60003000, "OW", b"\xff" * 32)
+    deid_synthetic.add_new(0x60024000, "LT", "overlay test comment")
+    deid_synthetic.add_new(0x50000005, "US", 1)
+    waveform = Dataset()
+    waveform.NumberOfWaveformChannels = 1
+    deid_synthetic.WaveformSequence = Sequence([waveform])
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert [e.tag for e in out if e.tag.group & 0xFF00 in (0x5000, 0x6000)] == []
+    assert out.WaveformSequence[0].NumberOfWaveformChannels == 1
+
+
+def test_nested_items_are_cleaned_at_every_depth(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    instance = Dataset()
+    instance.ReferencedSOPInstanceUID = "1.2.999.999.1.7"
+    instance.InstitutionAddress = "1 Test Street"  # X, two levels down
+    series = Dataset()
+    series.SeriesInstanceUID = "1.2.999.999.3"
+    series.ReferencedInstanceSequence = Sequence([instance])
+    deid_synthetic.ReferencedSeriesSequence = Sequence([series])
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    item = out.ReferencedSeriesSequence[0]
+    assert item.SeriesInstanceUID == out.SeriesInstanceUID
+    assert item.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == deid_uids.map("1.2.999.999.1.7")
+    assert "InstitutionAddress" not in item.ReferencedInstanceSequence[0]
+
+
+def test_removed_sequence_takes_its_items_along(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    request = Dataset()
+    request.RequestedProcedureID = "RP-TEST-1"
+    request.ScheduledProcedureStepDescription = "Test procedure"
+    deid_synthetic.RequestAttributesSequence = Sequence([request])
+    other = Dataset()
+    other.PatientID = "ID-TEST-OTHER"
+    deid_synthetic.OtherPatientIDsSequence = Sequence([other])
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert "RequestAttributesSequence" not in result.dataset
+    assert "OtherPatientIDsSequence" not in result.dataset
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "dummy"),
+    [
+        ("OperatorsName", "Test^Operator", "ANONYMIZED"),  # X/Z/D on PN
+        ("DeviceSerialNumber", "SN-TEST-1", "ANONYMIZED"),  # X/Z/D on LO
+        ("ProtocolName", "Test protocol", "ANONYMIZED"),  # X/D
+        ("ContrastBolusAgent", "Test agent", "ANONYMIZED"),  # Z/D
+        ("VerifyingObserverName", "Test^Observer", "ANONYMIZED"),  # D
+    ],
+)
+def test_d_writes_a_dummy_of_the_vr(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext, keyword: str, value: str, dummy: str
+) -> None:
+    setattr(deid_synthetic, keyword, value)
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert str(getattr(out, keyword)) == dummy
+
+
+def test_d_on_a_sequence_leaves_one_empty_item(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    text = Dataset()
+    text.UnformattedTextValue = "Test^Patient ID-TEST-0001"
+    annotation = Dataset()
+    annotation.TextObjectSequence = Sequence([text])
+    deid_synthetic.GraphicAnnotationSequence = Sequence([annotation])
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert [len(item) for item in out.GraphicAnnotationSequence] == [0]
+
+
+def test_z_and_empty_d_choices_leave_empty_values(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.PatientSex = "O"  # Z
+    deid_synthetic.ReferringPhysicianName = "Test^Referrer"  # Z
+    deid_synthetic.InstitutionName = ""  # X/Z/D already empty: nothing to replace
+    deid_synthetic.ReferencedStudySequence = Sequence([Dataset()])  # X/Z
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert (out.PatientSex, out.ReferringPhysicianName, out.InstitutionName) == ("", "", "")
+    assert len(out.ReferencedStudySequence) == 0
+
+
+def test_file_meta_follows_the_new_instance_uid(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    original = _read("CT_small.dcm")
+    out = deidentify(original, deid_patient, deid_uids).dataset
+    assert out.file_meta.MediaStorageSOPInstanceUID == deid_uids.map(original.SOPInstanceUID)
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert out.preamble == b"\x00" * 128  # CT_small's preamble holds a TIFF header
+    assert out.filename is None
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pseudonym", ["", "Test^Patient", "has space", "x" * 65, "-MTP"])
+def test_patient_context_refuses_an_unusable_pseudonym(pseudonym: str) -> None:
+    with pytest.raises(DeidentificationError, match=r"pseudonym .* cannot be written as PatientID"):
+        PatientContext(pseudonym, 1)
+
+
+@pytest.mark.parametrize("days", ["3", 2.5, True])
+def test_patient_context_refuses_a_non_integer_shift(days: Any) -> None:
+    with pytest.raises(DeidentificationError, match=r"date_shift_days is .*, expected a whole number"):
+        PatientContext(PSEUDONYM, days)
+
+
+def test_deidentify_refuses_what_is_not_a_data_set(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    with pytest.raises(DeidentificationError, match="expected a pydicom Dataset, got dict"):
+        deidentify({"PatientName": "Test^Patient"}, deid_patient, deid_uids)  # type: ignore[arg-type]
+
+
+def test_deidentified_copy_is_independent(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    original = _read("MR_small.dcm")
+    pristine = copy.deepcopy(original)
+    out = deidentify(original, deid_patient, deid_uids).dataset
+    out.Modality = "OT"
+    assert original.Modality == pristine.Modality == "MR"

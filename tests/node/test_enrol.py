@@ -1,0 +1,74 @@
+"""Enrolment: a patient proves control of an address by signing the node's challenge."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from pydicom.data import get_testdata_file
+from sqlalchemy import select
+
+from node.catalog import Patient
+from node.enrol import enrol, issue_challenge
+from node.errors import EnrolmentError
+from node.ingest import Ingestor
+
+LOCAL_ID = "1CT1"  # the PatientID of pydicom's public CT_small.dcm
+
+
+@pytest.fixture
+def node(make_node, tmp_path: Path):  # type: ignore[no-untyped-def]
+    n = make_node(role=False)
+    (tmp_path / "in").mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "in")
+    Ingestor(n).run([tmp_path / "in"])
+    return n
+
+
+def sign(account, text: str) -> str:  # type: ignore[no-untyped-def]
+    return "0x" + account.sign_message(encode_defunct(text=text)).signature.hex().removeprefix("0x")
+
+
+def test_valid_signature_links_the_address(node) -> None:
+    patient = Account.create()
+    challenge = issue_challenge(node, LOCAL_ID)
+    pseudonym = enrol(node, LOCAL_ID, patient.address, sign(patient, challenge.text))
+    with node.sessions() as s:
+        row = s.get(Patient, pseudonym)
+        assert row is not None
+        assert row.address == patient.address
+        assert node.vault.unseal(row.pseudonym, row.sealed).address == patient.address
+
+
+def test_signature_by_another_key_is_refused(node) -> None:
+    patient, other = Account.create(), Account.create()
+    challenge = issue_challenge(node, LOCAL_ID)
+    with pytest.raises(EnrolmentError, match=f"made by {other.address}"):
+        enrol(node, LOCAL_ID, patient.address, sign(other, challenge.text))
+
+
+def test_signature_over_another_challenge_is_refused(node) -> None:
+    patient = Account.create()
+    issue_challenge(node, LOCAL_ID)
+    forged_text = "MeTAI exchange: link my key to my records\nNonce: 00"
+    with pytest.raises(EnrolmentError, match="does not prove control"):
+        enrol(node, LOCAL_ID, patient.address, sign(patient, forged_text))
+    with node.sessions() as s:
+        assert s.scalar(select(Patient.address)) is None
+
+
+def test_challenge_is_single_use(node) -> None:
+    patient = Account.create()
+    challenge = issue_challenge(node, LOCAL_ID)
+    signature = sign(patient, challenge.text)
+    enrol(node, LOCAL_ID, patient.address, signature)
+    with pytest.raises(EnrolmentError, match="no open challenge"):
+        enrol(node, LOCAL_ID, patient.address, signature)
+
+
+def test_unknown_patient_is_refused(node) -> None:
+    with pytest.raises(EnrolmentError, match="no patient 'nobody'"):
+        issue_challenge(node, "nobody")
