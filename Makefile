@@ -32,7 +32,7 @@ demo: deps
 
 lint: deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy contracts deploy benchmarks raw_data
+	$(VENV)/bin/mypy contracts deploy benchmarks raw_data node
 
 test: deps lint
 	$(PY) -m contracts.build --check

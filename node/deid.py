@@ -38,6 +38,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from node.deid_profile import (
@@ -172,7 +173,12 @@ class DeidResult:
 
 
 def deidentify(
-    ds: pydicom.Dataset, patient: PatientContext, uids: UidMapper, policy: DeidPolicy = DeidPolicy()
+    ds: pydicom.Dataset,
+    patient: PatientContext,
+    uids: UidMapper,
+    policy: DeidPolicy = DeidPolicy(),
+    *,
+    in_place: bool = False,
 ) -> DeidResult:
     """De-identify a copy of ``ds`` with the basic profile and the longitudinal temporal date option.
 
@@ -181,6 +187,8 @@ def deidentify(
         patient: the pseudonym and the date offset of the patient the data set belongs to.
         uids: the node's UID mapper, shared by every data set so references stay consistent.
         policy: what to do with declared burned-in annotation and with private attributes.
+        in_place: de-identify ``ds`` itself instead of a copy (for callers that discard the
+            original anyway, such as ingest: the deep copy is a third of the work).
 
     Returns:
         The de-identified copy with flags and counts.
@@ -199,7 +207,7 @@ def deidentify(
             "flagged for manual review"
         )
     flags = _pixel_flags(ds, burned_in)
-    out = copy.deepcopy(ds)
+    out = ds if in_place else copy.deepcopy(ds)
     cleaner = _Cleaner(uids, policy, patient.date_shift_days)
     cleaner.clean(out, top=True)
     cleaner.clean_file_meta(out)
@@ -256,6 +264,12 @@ class _Cleaner:
         for tag in list(ds.keys()):
             if top and tag in (_PATIENT_NAME, _PATIENT_ID):
                 continue  # set_pseudonym writes them
+            if self._kept_unread(ds, tag):
+                continue
+            if tag.is_private and not self.policy.keep_private_tags:
+                del ds[tag]  # removed undecoded: most tags of a vendor's instance are private
+                self.removed += 1
+                continue
             elem = ds[tag]
             action = self._action(elem)
             if action == "X":
@@ -277,6 +291,23 @@ class _Cleaner:
                     self.clean(item)
             elif elem.tag.is_private and elem.VR in ("DA", "DT"):
                 self._shift(elem)
+
+    def _kept_unread(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+        """Whether the element is kept as is, decided from its tag and VR without decoding it.
+
+        Most elements of an instance are kept; decoding each one (and re-encoding it on write)
+        was most of the cost of de-identification.
+        """
+        raw = ds.get_item(tag)
+        vr = raw.VR if raw is not None else None
+        if vr is None or vr == "SQ" or vr in _TEMPORAL_VRS:
+            return False
+        if tag.is_private or tag.group == 0 or tag.element == 0:
+            return False
+        if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
+            return False
+        rule = RULES_BY_TAG.get(int(tag))
+        return rule is None or rule.action == "K"
 
     def _action(self, elem: DataElement) -> str:
         tag, vr = elem.tag, elem.VR

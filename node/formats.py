@@ -85,7 +85,7 @@ def deidentify(
 ) -> Processed:
     """De-identify ``parsed`` for ``patient``; return the bytes to store."""
     if parsed.format == "dicom":
-        result = deidentify_dicom(parsed.payload, patient, uids, policy)
+        result = deidentify_dicom(parsed.payload, patient, uids, policy, in_place=True)
         buf = io.BytesIO()
         result.dataset.save_as(buf, enforce_file_format=True)
         return Processed(
@@ -206,16 +206,30 @@ def _xml_text(root: ET.Element, *names: str) -> str | None:
 
 
 def _rewrite_hdf5(source: Path, tmp_dir: Path, scrub: Any) -> bytes:
+    """Scrub a copy of ``source``, then repack it into a fresh file and return its bytes.
+
+    HDF5 does not erase what is deleted or overwritten in place: the old attribute and header
+    bytes stay in the file. Copying the scrubbed objects into a new file carries over only what
+    is live, so nothing removed can be recovered from the stored bytes.
+    """
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".h5")
+    fd, scrubbed = tempfile.mkstemp(dir=tmp_dir, suffix=".h5")
+    os.close(fd)
+    fd, packed = tempfile.mkstemp(dir=tmp_dir, suffix=".h5")
     os.close(fd)
     try:
-        Path(tmp).write_bytes(source.read_bytes())
-        with h5py.File(tmp, "r+") as f:
+        Path(scrubbed).write_bytes(source.read_bytes())
+        with h5py.File(scrubbed, "r+") as f:
             scrub(f)
-        return Path(tmp).read_bytes()
+        with h5py.File(scrubbed, "r") as src, h5py.File(packed, "w", track_order=True) as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for name in src:
+                src.copy(src[name], dst, name=name)
+        return Path(packed).read_bytes()
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        Path(scrubbed).unlink(missing_ok=True)
+        Path(packed).unlink(missing_ok=True)
 
 
 def _shift_iso(value: str, days: int) -> str:
@@ -227,19 +241,26 @@ def _shift_iso(value: str, days: int) -> str:
 
 
 def _scrub_sinogram(f: Any, patient: PatientContext) -> None:
-    for attrs in (f.attrs, f["provenance"].attrs if "provenance" in f else None):
-        if attrs is None:
-            continue
+    # Root attributes describe the file (format, version, creator, creation time): kept, with
+    # the creation time shifted like every date of this patient.
+    for key in SINOGRAM_PROVENANCE_DATES & set(f.attrs.keys()):
+        f.attrs[key] = _shift_iso(_text(f.attrs[key]), patient.date_shift_days)
+    if "provenance" in f:
+        attrs = f["provenance"].attrs
         for key in list(attrs.keys()):
-            value = attrs[key]
-            text = value.decode() if isinstance(value, bytes) else str(value)
             if key in SINOGRAM_PROVENANCE_DATES:
-                attrs[key] = _shift_iso(text, patient.date_shift_days)
-            elif attrs is not f.attrs and key not in SINOGRAM_PROVENANCE_KEEP:
+                attrs[key] = _shift_iso(_text(attrs[key]), patient.date_shift_days)
+            elif key not in SINOGRAM_PROVENANCE_KEEP:
                 del attrs[key]  # free text and patient fields cannot be checked: removed
+
+
     prov = f.require_group("provenance").attrs
     prov["patient"] = patient.pseudonym
     prov["deidentification"] = "MeTAI node: provenance allow-list, patient pseudonymised, dates shifted"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 #: ISMRMRD header elements removed (identifying) and those whose dates are shifted.

@@ -25,6 +25,7 @@ from node.errors import IngestError
 from node.formats import deidentify, parse
 from node.node import Node
 from node.store import put
+from node.vault import VaultEntry
 
 QUARANTINE_DIR = "quarantine"
 TMP_DIR = "tmp"
@@ -121,6 +122,7 @@ class Ingestor:
         self.policy = policy or DeidPolicy()
         self.batch = batch
         self._uids = UidMapper(node.secrets.uid_secret)
+        self._patients: dict[str, VaultEntry] = {}
 
     def run(
         self, paths: Sequence[Path], *, progress: Callable[[int, int, str], None] | None = None,
@@ -129,6 +131,7 @@ class Ingestor:
         """Ingest every file under ``paths``; ``progress(done, total, name)`` after each file."""
         files = discover(paths, skip)
         report = IngestReport()
+        self._patients.clear()
         session = self.node.sessions()
         try:
             for done, (path, name) in enumerate(files, start=1):
@@ -157,6 +160,7 @@ class Ingestor:
             record, flags = self._ingest(session, path, name, content, source_sha)
         except IngestError as exc:
             savepoint.rollback()
+            self._patients.clear()  # a patient created inside the savepoint is gone with it
             self._quarantine(session, path, content, source_sha, str(exc))
             report.quarantined.append((str(path), str(exc)))
             return
@@ -177,7 +181,9 @@ class Ingestor:
                 "names no patient (no PatientID / patientID / patient_id): give one in the sidecar's "
                 "patient_id column or with --patient"
             )
-        entry = self.node.vault.get_or_create(session, local_id)
+        entry = self._patients.get(local_id)
+        if entry is None:  # a folder holds many objects of one patient: unseal each entry once
+            entry = self._patients[local_id] = self.node.vault.get_or_create(session, local_id)
         processed = deidentify(parsed, PatientContext(entry.pseudonym, entry.date_shift_days), self._uids,
                                self.policy, self.node.dir / TMP_DIR)
         record_id, rel = put(self.node.dir, processed.content, processed.suffix)

@@ -3,6 +3,11 @@
 Each patient's entry is sealed with AES-256-GCM under the node's vault key (bound to its
 pseudonym as associated data, so entries cannot be swapped). The catalog indexes patients by
 an HMAC of the local id, so a local id can be looked up without being stored in clear.
+
+Pseudonym and date shift are derived from the local id with keyed HMACs (the node's lookup
+secret, which never leaves it): without the secret they reveal nothing, and with it every
+ingest worker computes the same values without asking the catalog, so files can be
+de-identified in parallel.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -25,6 +29,14 @@ from node.keys import NodeSecrets
 
 #: Date shifts are drawn from this range of days (always into the past, never zero).
 SHIFT_RANGE = (-3650, -30)
+
+
+def derive_pseudonym(lookup_secret: bytes, local_id: str) -> tuple[str, int]:
+    """The pseudonym and date shift (days) of ``local_id`` on the node holding ``lookup_secret``."""
+    mac = hmac.new(lookup_secret, b"pseudonym\0" + local_id.encode("utf-8"), hashlib.sha256).digest()
+    span = SHIFT_RANGE[1] - SHIFT_RANGE[0] + 1
+    shift = SHIFT_RANGE[0] + int.from_bytes(mac[8:16], "big") % span
+    return "MTP-" + mac[:6].hex().upper(), shift
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,8 @@ class Vault:
         patient = session.scalar(select(Patient).where(Patient.lookup == key))
         if patient is not None:
             return self.unseal(patient.pseudonym, patient.sealed)
-        entry = VaultEntry(
-            pseudonym="MTP-" + secrets.token_hex(6).upper(),
-            local_id=local_id,
-            date_shift_days=secrets.randbelow(SHIFT_RANGE[1] - SHIFT_RANGE[0] + 1) + SHIFT_RANGE[0],
-            address=None,
-        )
+        pseudonym, shift = derive_pseudonym(self._lookup_key, local_id)
+        entry = VaultEntry(pseudonym=pseudonym, local_id=local_id, date_shift_days=shift, address=None)
         session.add(Patient(pseudonym=entry.pseudonym, lookup=key, sealed=self.seal(entry)))
         session.flush()
         return entry
