@@ -1,6 +1,8 @@
 """Start and stop a local Anvil chain, and the few Anvil-only calls tests need.
 
-Anvil's own binary is run directly from ``node_modules`` (npm ``@foundry-rs/anvil``), so the
+Anvil's own binary is run directly from ``node_modules`` (npm ``@foundry-rs/anvil-linux-amd64``,
+the platform package of ``@foundry-rs/anvil``, pinned directly because npm 11 leaves the
+wrapper's other-platform packages out of the lock file, which then fails ``npm ci``), so the
 PID we hold is Anvil's and stopping it is exact. It listens on 127.0.0.1 only, keeps a
 bounded number of past states in memory only (``--prune-history N``) and, with
 ``state_file``, saves its whole state on stop
@@ -27,7 +29,7 @@ import requests
 from deploy.errors import ServiceStartError, ToolMissing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_PLATFORMS = {("Linux", "x86_64"): "linux-amd64", ("Linux", "aarch64"): "linux-arm64"}
+_PLATFORMS = {("Linux", "x86_64"): "linux-amd64"}  # package.json pins this platform's Anvil package
 
 
 @dataclass(frozen=True)

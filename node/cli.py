@@ -184,6 +184,30 @@ def register(dataset: str) -> None:
 
 
 @app.command()
+def proof(dataset: str, record: str) -> None:
+    """Print RECORD's leaf and Merkle proof in registered DATASET, and check it on chain."""
+    from node.catalog import Dataset
+    from node.datasets import record_proof
+
+    try:
+        node = _open()
+        leaf, path = record_proof(node, dataset, record)
+        with node.sessions() as session:
+            from sqlalchemy import select
+
+            chain_id = session.scalar(select(Dataset.chain_dataset_id).where(Dataset.name == dataset))
+        accepted = node.exchange.datasets.contains_record(chain_id, leaf, path) if chain_id else False
+    except (NodeError, ChainError) as exc:
+        raise _fail(exc) from exc
+    _out().print(f"leaf 0x{leaf.hex()}", highlight=False)
+    for sibling in path:
+        _out().print(f"proof 0x{sibling.hex()}", highlight=False)
+    _out().print(f"chain dataset {chain_id} accepts this proof: {accepted}")
+    if not accepted:
+        raise typer.Exit(1)
+
+
+@app.command()
 def verify() -> None:
     """Recompute every registered dataset from disk and compare with the chain."""
     from node.datasets import verify as do_verify

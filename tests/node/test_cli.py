@@ -53,6 +53,10 @@ def test_init_ingest_register_verify(env, exchange, actors, chain, tmp_path: Pat
     assert "chain dataset 1, 1 records" in result.output
     assert exchange.datasets.dataset(1).hospital == address
     assert run(env, "verify").exit_code == 0
+    record_id = next((Path(env["METAI_NODE_DIR"]) / "store").rglob("*.dcm")).stem
+    proof = run(env, "proof", "image-CT-v1", record_id)
+    assert proof.exit_code == 0, proof.output
+    assert "chain dataset 1 accepts this proof: True" in proof.output
     status = run(env, "status").output
     assert "HOSPITAL role held" in status
     assert "IMAGE: 1" in status

@@ -14,8 +14,10 @@ from contracts.datause import Kind
 from node.catalog import Patient, QuarantineEntry, Record
 from node.ingest import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Ingestor, read_sidecar
 
-REAL_FILES = ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm",
-              "MR_small_jpeg_ls_lossless.dcm"]
+# Bundled with pydicom, then from pydicom-data: CT, MR, multi-frame, and compressed
+# (JPEG 2000, RLE, JPEG-LS, JPEG 2000 lossless MR, enhanced multi-frame CT).
+REAL_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "MR_small_jpeg_ls_lossless.dcm",
+              "emri_small.dcm", "MR2_J2KR.dcm", "eCT_Supplemental.dcm", "liver.dcm"]
 
 
 def records(node) -> list[Record]:  # type: ignore[no-untyped-def]
