@@ -57,7 +57,7 @@ def _permission_table(
 
 def run_demo(run_dir: Path, console: Console | None = None) -> int:
     """Run the demo in ``run_dir`` (a fresh chain each time); return a process exit code."""
-    out = console or Console()
+    out = console or Console(width=150)
     step: Callable[[str], None] = lambda text: out.rule(f"[bold]{text}")  # noqa: E731
     chain_dir = run_dir / "chain"
     state = chain_dir / "state.json"

@@ -1,0 +1,40 @@
+"""ClientApp: one train handler that reports what the node saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from flower_probe.task import local_target, train, write_json
+
+app = ClientApp()
+
+
+@app.train()
+def handle_train(msg: Message, context: Context) -> Message:
+    """Pull the received vector toward this node's target and reply with it."""
+    vector = msg.content["arrays"]["vector"].numpy()
+    node_value = float(context.node_config["node-value"])
+    new_vector = train(vector, local_target(node_value, vector.shape[0]), float(context.run_config["lr"]))
+    report_dir = str(context.node_config.get("report-dir", ""))
+    if report_dir:
+        name = str(context.node_config["node-name"])
+        write_json(
+            Path(report_dir) / f"{name}-round{msg.metadata.group_id}.json",
+            {
+                "node_config": dict(context.node_config),
+                "run_config": dict(context.run_config),
+                "node_id": context.node_id,
+                "run_id": context.run_id,
+                "round": msg.metadata.group_id,
+            },
+        )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"vector": Array(new_vector)}),
+            "metrics": MetricRecord({"num-examples": 1, "node-value": node_value}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
