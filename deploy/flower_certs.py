@@ -69,8 +69,7 @@ def make_security(
         ValueError: a node name is malformed or repeated, or ``days`` is not positive.
     """
     for name in node_names:
-        if not _NAME.match(name):
-            raise ValueError(f"SuperNode name {name!r} is not 1-63 letters, digits, '.', '_' or '-'; rename it")
+        check_node_name(name)
     if len(set(node_names)) != len(node_names):
         raise ValueError(f"SuperNode names repeat: {sorted(node_names)}; give each node its own name")
     if days <= 0:
@@ -118,6 +117,16 @@ def make_security(
         public = node_key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         _write(public_path, public + b"\n")
     return security
+
+
+def check_node_name(name: str) -> None:
+    """Refuse a SuperNode name that is not 1-63 letters, digits, ``.``, ``_`` or ``-`` (it names files).
+
+    Raises:
+        ValueError: the name is malformed.
+    """
+    if not _NAME.match(name):
+        raise ValueError(f"SuperNode name {name!r} is not 1-63 letters, digits, '.', '_' or '-'; rename it")
 
 
 def _builder(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -15,7 +16,7 @@ app = ClientApp()
 @app.train()
 def handle_train(msg: Message, context: Context) -> Message:
     """Pull the received vector toward this node's target and reply with it."""
-    vector = msg.content["arrays"]["vector"].numpy()
+    vector = msg.content.array_records["arrays"]["vector"].numpy()
     node_value = float(context.node_config["node-value"])
     new_vector = train(vector, local_target(node_value, vector.shape[0]), float(context.run_config["lr"]))
     report_dir = str(context.node_config.get("report-dir", ""))
@@ -29,6 +30,9 @@ def handle_train(msg: Message, context: Context) -> Message:
                 "node_id": context.node_id,
                 "run_id": context.run_id,
                 "round": msg.metadata.group_id,
+                # Where the code runs from: the installed FAB, in the SuperNode's interpreter
+                "app_file": __file__,
+                "sys_prefix": sys.prefix,
             },
         )
     content = RecordDict(

@@ -9,7 +9,7 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from flower_probe.task import average, initial_vector, write_json
+from flower_probe.task import average, initial_vector, scalar, write_json
 
 app = ServerApp()
 
@@ -34,19 +34,19 @@ def main(grid: Grid, context: Context) -> None:
             )
             for node_id in node_ids
         ]
-        replies = _send_and_receive(grid, messages, float(cfg["poll-interval"]))
+        replies = _send_and_receive(grid, messages, float(cfg["poll-interval"]), float(cfg["round-timeout"]))
         errors = [str(r.error.reason) for r in replies if r.has_error()]
         if errors or len(replies) != len(node_ids):
             raise RuntimeError(f"round {server_round}: {len(replies)}/{len(node_ids)} replies, errors {errors}")
-        vectors = [r.content["arrays"]["vector"].numpy() for r in replies]
-        weights = [float(r.content["metrics"]["num-examples"]) for r in replies]
+        vectors = [r.content.array_records["arrays"]["vector"].numpy() for r in replies]
+        weights = [scalar(r.content.metric_records["metrics"]["num-examples"]) for r in replies]
         vector = average(vectors, weights)
         rounds.append(
             {
                 "round": server_round,
                 "seconds": time.monotonic() - started,
                 "nodes": sorted(r.metadata.src_node_id for r in replies),
-                "node_values": sorted(float(r.content["metrics"]["node-value"]) for r in replies),
+                "node_values": sorted(scalar(r.content.metric_records["metrics"]["node-value"]) for r in replies),
             }
         )
         print(f"probe round {server_round}: vector={vector.tolist()} from {len(replies)} nodes", flush=True)
@@ -66,13 +66,14 @@ def _wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     return node_ids
 
 
-def _send_and_receive(grid: Grid, messages: list[Message], poll: float) -> list[Message]:
+def _send_and_receive(grid: Grid, messages: list[Message], poll: float, timeout: float) -> list[Message]:
     # Grid.send_and_receive polls every 3 s; a shorter poll takes seconds off each round.
     if poll <= 0:
-        return list(grid.send_and_receive(messages))
+        return list(grid.send_and_receive(messages, timeout=timeout))
     pending = set(grid.push_messages(messages))
     replies: list[Message] = []
-    while pending:
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
         got: Iterable[Message] = grid.pull_messages(pending)
         for reply in got:
             replies.append(reply)

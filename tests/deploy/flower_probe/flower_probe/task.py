@@ -36,3 +36,10 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def scalar(value: object) -> float:
+    """Return a metric that must be one number (not a list) as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected one number, got {type(value).__name__} {value!r}")
+    return float(value)
