@@ -116,8 +116,8 @@ class _RevertExpectation:
 
 
 @pytest.fixture
-def reverts() -> type[_RevertExpectation]:
-    """``with reverts("Name", arg=value): ...`` asserts the custom error and its arguments."""
+def expect_revert() -> type[_RevertExpectation]:
+    """``with expect_revert("Name", arg=value): ...`` asserts the custom error and its arguments."""
     return _RevertExpectation
 
 

@@ -77,95 +77,95 @@ def test_regrant_after_revoke_restores_permission(exchange: Exchange, actors) ->
 # ---------------------------------------------------------------- refusals
 
 
-def test_signature_by_someone_else_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_signature_by_someone_else_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient, impostor = Account.create(), Account.create()
     registry, chain_id = exchange.consent.address, exchange.chain.chain_id
     typed = eip712.grant_typed_data(chain_id, registry, patient.address, HMB, Kind.CT_SINOGRAM, NO_EXPIRY, 0, 2**40)
     sig = impostor.sign_message(encode_typed_data(full_message=typed))
     forged = eip712.SignedConsent(patient.address, HMB, 0, 2**40, sig.v, sig.r.to_bytes(32, "big"),
                                   sig.s.to_bytes(32, "big"), Kind.CT_SINOGRAM, NO_EXPIRY)
-    with reverts("ConsentRegistryInvalidSigner", signer=impostor.address, patient=patient.address):
+    with expect_revert("ConsentRegistryInvalidSigner", signer=impostor.address, patient=patient.address):
         exchange.consent.relay(actors.coordinator, forged)
 
 
-def test_signature_over_other_terms_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_signature_over_other_terms_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient = Account.create()
     signed = exchange.consent.sign_grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY)
     widened = dataclasses.replace(signed, kinds=Kind.CT_SINOGRAM | Kind.IMAGE)
-    with reverts("ConsentRegistryInvalidSigner", patient=patient.address):
+    with expect_revert("ConsentRegistryInvalidSigner", patient=patient.address):
         exchange.consent.relay(actors.coordinator, widened)
 
 
-def test_malformed_signature_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_malformed_signature_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient = Account.create()
     signed = exchange.consent.sign_grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY)
     high_s = (2**256 - 1).to_bytes(32, "big")  # above secp256k1n/2: malleable, rejected
-    with reverts("ConsentRegistryInvalidSignature", patient=patient.address):
+    with expect_revert("ConsentRegistryInvalidSignature", patient=patient.address):
         exchange.consent.relay(actors.coordinator, dataclasses.replace(signed, s=high_s))
 
 
-def test_replayed_signature_is_refused_by_nonce(exchange: Exchange, actors, reverts) -> None:
+def test_replayed_signature_is_refused_by_nonce(exchange: Exchange, actors, expect_revert) -> None:
     patient = Account.create()
     signed = exchange.consent.sign_grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY)
     exchange.consent.relay(actors.coordinator, signed)
-    with reverts("InvalidAccountNonce", account=patient.address, currentNonce=1):
+    with expect_revert("InvalidAccountNonce", account=patient.address, currentNonce=1):
         exchange.consent.relay(actors.coordinator, signed)
 
 
-def test_expired_deadline_is_refused(exchange: Exchange, actors, reverts, now) -> None:
+def test_expired_deadline_is_refused(exchange: Exchange, actors, expect_revert, now) -> None:
     patient = Account.create()
     signed = exchange.consent.sign_grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY, deadline=now - 1)
-    with reverts("ConsentRegistryExpiredSignature", deadline=now - 1):
+    with expect_revert("ConsentRegistryExpiredSignature", deadline=now - 1):
         exchange.consent.relay(actors.coordinator, signed)
 
 
-def test_grant_expiring_in_the_past_is_refused(exchange: Exchange, actors, reverts, now) -> None:
-    with reverts("ConsentRegistryExpiryInPast", expiresAt=now - 10):
+def test_grant_expiring_in_the_past_is_refused(exchange: Exchange, actors, expect_revert, now) -> None:
+    with expect_revert("ConsentRegistryExpiryInPast", expiresAt=now - 10):
         exchange.consent.grant(actors.patients[0], HMB, Kind.CT_SINOGRAM, now - 10)
 
 
-def test_invalid_kinds_are_refused(exchange: Exchange, actors, reverts) -> None:
-    with reverts("ConsentRegistryInvalidKinds", kinds=16):
+def test_invalid_kinds_are_refused(exchange: Exchange, actors, expect_revert) -> None:
+    with expect_revert("ConsentRegistryInvalidKinds", kinds=16):
         exchange.consent.grant(actors.patients[0], HMB, Kind(0) | 16, NO_EXPIRY)  # type: ignore[operator]
 
 
-def test_revoking_a_revoked_consent_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_revoking_a_revoked_consent_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient = actors.patients[0]
     exchange.consent.grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY)
     first = exchange.consent.revoke(patient, HMB)
-    with reverts("ConsentRegistryConsentRevoked", patient=patient.address, revokedAtBlock=first.block_number):
+    with expect_revert("ConsentRegistryConsentRevoked", patient=patient.address, revokedAtBlock=first.block_number):
         exchange.consent.revoke(patient, HMB)
 
 
-def test_revoking_a_consent_never_granted_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_revoking_a_consent_never_granted_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient = actors.patients[0]
-    with reverts("ConsentRegistryNotGranted", patient=patient.address,
+    with expect_revert("ConsentRegistryNotGranted", patient=patient.address,
                  consentId=exchange.consent.consent_id(patient.address, HMB)):
         exchange.consent.revoke(patient, HMB)
 
 
-def test_expired_consent_is_refused_with_its_expiry(exchange: Exchange, actors, reverts, now, anvil) -> None:
+def test_expired_consent_is_refused_with_its_expiry(exchange: Exchange, actors, expect_revert, now, anvil) -> None:
     patient = actors.patients[0]
     exchange.consent.grant(patient, HMB, Kind.CT_SINOGRAM, now + 100)
     use = use_by(actors.hospital.address)
     exchange.consent.explain(patient.address, use)  # in force: returns
     advance_time(anvil.rpc_url, 200)
-    with reverts("ConsentRegistryConsentExpired", patient=patient.address, expiresAt=now + 100):
+    with expect_revert("ConsentRegistryConsentExpired", patient=patient.address, expiresAt=now + 100):
         exchange.consent.explain(patient.address, use)
 
 
-def test_revoked_consent_is_refused_with_its_block(exchange: Exchange, actors, reverts) -> None:
+def test_revoked_consent_is_refused_with_its_block(exchange: Exchange, actors, expect_revert) -> None:
     patient = actors.patients[0]
     exchange.consent.grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY)
     tx = exchange.consent.revoke(patient, HMB)
-    with reverts("ConsentRegistryConsentRevoked", patient=patient.address, revokedAtBlock=tx.block_number):
+    with expect_revert("ConsentRegistryConsentRevoked", patient=patient.address, revokedAtBlock=tx.block_number):
         exchange.consent.explain(patient.address, use_by(actors.hospital.address))
 
 
-def test_uncovered_kind_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_uncovered_kind_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient = actors.patients[0]
     exchange.consent.grant(patient, HMB, Kind.IMAGE, NO_EXPIRY)
-    with reverts("ConsentRegistryKindsNotCovered", granted=int(Kind.IMAGE), requested=int(Kind.CT_SINOGRAM)):
+    with expect_revert("ConsentRegistryKindsNotCovered", granted=int(Kind.IMAGE), requested=int(Kind.CT_SINOGRAM)):
         exchange.consent.explain(patient.address, use_by(actors.hospital.address))
 
 

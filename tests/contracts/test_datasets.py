@@ -52,48 +52,50 @@ def test_gas_does_not_depend_on_record_count(exchange: Exchange, actors) -> None
     assert abs(large.gas_used - small.gas_used) <= 3 * 12
 
 
-def test_non_hospital_is_refused(exchange: Exchange, actors, reverts) -> None:
-    with reverts("AccessControlUnauthorizedAccount", account=actors.stranger.address, neededRole=Role.HOSPITAL.value):
+def test_non_hospital_is_refused(exchange: Exchange, actors, expect_revert) -> None:
+    with expect_revert("AccessControlUnauthorizedAccount", account=actors.stranger.address,
+                       neededRole=Role.HOSPITAL.value):
         exchange.datasets.register(actors.stranger, tree_of(1).root, 1, Kind.IMAGE, "CT", synthetic=True)
 
 
-def test_revoked_hospital_role_takes_effect(exchange: Exchange, actors, reverts) -> None:
+def test_revoked_hospital_role_takes_effect(exchange: Exchange, actors, expect_revert) -> None:
     exchange.roles.revoke(actors.admin, Role.HOSPITAL, actors.hospital2.address)
-    with reverts("AccessControlUnauthorizedAccount", account=actors.hospital2.address):
+    with expect_revert("AccessControlUnauthorizedAccount", account=actors.hospital2.address):
         exchange.datasets.register(actors.hospital2, tree_of(1).root, 1, Kind.IMAGE, "CT", synthetic=True)
 
 
-def test_duplicate_root_is_refused(exchange: Exchange, actors, reverts) -> None:
+def test_duplicate_root_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     root = tree_of(2).root
     first, _ = exchange.datasets.register(actors.hospital, root, 2, Kind.IMAGE, "CT", synthetic=True)
-    with reverts("DatasetRegistryDuplicateRoot", hospital=actors.hospital.address, merkleRoot=root, datasetId=first):
+    with expect_revert("DatasetRegistryDuplicateRoot", hospital=actors.hospital.address, merkleRoot=root,
+                       datasetId=first):
         exchange.datasets.register(actors.hospital, root, 2, Kind.IMAGE, "CT", synthetic=True)
 
 
-def test_malformed_registrations_are_refused(exchange: Exchange, actors, reverts) -> None:
+def test_malformed_registrations_are_refused(exchange: Exchange, actors, expect_revert) -> None:
     h, root = actors.hospital, tree_of(2).root
-    with reverts("DatasetRegistryZeroRoot"):
+    with expect_revert("DatasetRegistryZeroRoot"):
         exchange.datasets.register(h, bytes(32), 2, Kind.IMAGE, "CT", synthetic=True)
-    with reverts("DatasetRegistryNoRecords", recordCount=0):
+    with expect_revert("DatasetRegistryNoRecords", recordCount=0):
         exchange.datasets.register(h, root, 0, Kind.IMAGE, "CT", synthetic=True)
-    with reverts("DatasetRegistryInvalidKinds", kinds=32):
+    with expect_revert("DatasetRegistryInvalidKinds", kinds=32):
         exchange.datasets.register(h, root, 2, Kind(0) | 32, "CT", synthetic=True)  # type: ignore[operator]
-    with reverts("DatasetRegistryUnknownParent", parentId=9):
+    with expect_revert("DatasetRegistryUnknownParent", parentId=9):
         exchange.datasets.register(h, root, 2, Kind.IMAGE, "CT", synthetic=True, parents=[9],
                                    transform_hash=keccak(b"t"))
-    with reverts("DatasetRegistryTransformWithoutParents", transformHash=keccak(b"t")):
+    with expect_revert("DatasetRegistryTransformWithoutParents", transformHash=keccak(b"t")):
         exchange.datasets.register(h, root, 2, Kind.IMAGE, "CT", synthetic=True, transform_hash=keccak(b"t"))
 
 
-def test_parents_without_transform_are_refused(exchange: Exchange, actors, reverts) -> None:
+def test_parents_without_transform_are_refused(exchange: Exchange, actors, expect_revert) -> None:
     parent, _ = exchange.datasets.register(actors.hospital, tree_of(2).root, 2, Kind.IMAGE, "CT", synthetic=True)
-    with reverts("DatasetRegistryMissingTransform"):
+    with expect_revert("DatasetRegistryMissingTransform"):
         exchange.datasets.register(actors.hospital, tree_of(2, 1).root, 2, Kind.IMAGE, "CT", synthetic=True,
                                    parents=[parent])
 
 
-def test_unknown_dataset_is_refused(exchange: Exchange, reverts) -> None:
-    with reverts("DatasetRegistryUnknownDataset", datasetId=3):
+def test_unknown_dataset_is_refused(exchange: Exchange, expect_revert) -> None:
+    with expect_revert("DatasetRegistryUnknownDataset", datasetId=3):
         exchange.datasets.dataset(3)
 
 

@@ -21,7 +21,7 @@ def test_admin_revokes_role_with_event(exchange: Exchange, actors) -> None:
     assert not exchange.roles.has(Role.HOSPITAL, actors.hospital2.address)
 
 
-def test_non_admin_cannot_grant(exchange: Exchange, actors, reverts) -> None:
-    with reverts("AccessControlUnauthorizedAccount", account=actors.hospital.address,
+def test_non_admin_cannot_grant(exchange: Exchange, actors, expect_revert) -> None:
+    with expect_revert("AccessControlUnauthorizedAccount", account=actors.hospital.address,
                  neededRole=Role.CONSORTIUM_ADMIN.value):
         exchange.roles.grant(actors.hospital, Role.HOSPITAL, actors.stranger.address)

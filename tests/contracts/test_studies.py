@@ -74,11 +74,11 @@ def test_approve_emits_event(exchange: Exchange, actors, study) -> None:
     assert exchange.studies.decision_of(study, actors.hospital.address) == Decision.APPROVED
 
 
-def test_decline_emits_event_and_blocks_the_study(exchange: Exchange, actors, study, reverts) -> None:
+def test_decline_emits_event_and_blocks_the_study(exchange: Exchange, actors, study, expect_revert) -> None:
     tx = exchange.studies.decline(actors.hospital2, study)
     assert tx.event(StudyDeclined).hospital == actors.hospital2.address
     assert exchange.studies.study(study).status == StudyStatus.DECLINED
-    with reverts("StudyRegistryUnexpectedStatus", status=StudyStatus.DECLINED, expected=StudyStatus.REQUESTED):
+    with expect_revert("StudyRegistryUnexpectedStatus", status=StudyStatus.DECLINED, expected=StudyStatus.REQUESTED):
         exchange.studies.start(actors.coordinator, study)
 
 
@@ -134,117 +134,118 @@ def test_cohort_proof_view(exchange: Exchange, actors, running) -> None:
 # ---------------------------------------------------------------- refusals
 
 
-def test_request_by_non_researcher_is_refused(exchange: Exchange, actors, request_, reverts) -> None:
-    with reverts("AccessControlUnauthorizedAccount", account=actors.hospital.address, neededRole=Role.RESEARCHER.value):
+def test_request_by_non_researcher_is_refused(exchange: Exchange, actors, request_, expect_revert) -> None:
+    with expect_revert("AccessControlUnauthorizedAccount", account=actors.hospital.address,
+                       neededRole=Role.RESEARCHER.value):
         exchange.studies.request(actors.hospital, request_)
 
 
-def test_request_naming_a_non_hospital_is_refused(exchange: Exchange, actors, request_, reverts) -> None:
+def test_request_naming_a_non_hospital_is_refused(exchange: Exchange, actors, request_, expect_revert) -> None:
     bad = StudyRequest(**{**request_.__dict__, "hospitals": (actors.hospital.address, actors.stranger.address)})
-    with reverts("StudyRegistryNotAHospital", hospital=actors.stranger.address):
+    with expect_revert("StudyRegistryNotAHospital", hospital=actors.stranger.address):
         exchange.studies.request(actors.researcher, bad)
 
 
-def test_request_naming_a_hospital_twice_is_refused(exchange: Exchange, actors, request_, reverts) -> None:
+def test_request_naming_a_hospital_twice_is_refused(exchange: Exchange, actors, request_, expect_revert) -> None:
     bad = StudyRequest(**{**request_.__dict__, "hospitals": (actors.hospital.address, actors.hospital.address)})
-    with reverts("StudyRegistryDuplicateHospital", hospital=actors.hospital.address):
+    with expect_revert("StudyRegistryDuplicateHospital", hospital=actors.hospital.address):
         exchange.studies.request(actors.researcher, bad)
 
 
 def test_approving_a_study_not_addressed_to_the_hospital_is_refused(exchange: Exchange, actors, study,
-                                                                     reverts) -> None:
-    with reverts("StudyRegistryNotInvited", studyId=study, hospital=actors.outsider_hospital.address):
+                                                                     expect_revert) -> None:
+    with expect_revert("StudyRegistryNotInvited", studyId=study, hospital=actors.outsider_hospital.address):
         exchange.studies.approve(actors.outsider_hospital, study)
 
 
-def test_deciding_twice_is_refused(exchange: Exchange, actors, study, reverts) -> None:
+def test_deciding_twice_is_refused(exchange: Exchange, actors, study, expect_revert) -> None:
     exchange.studies.approve(actors.hospital, study)
-    with reverts("StudyRegistryAlreadyDecided", hospital=actors.hospital.address, decision=Decision.APPROVED):
+    with expect_revert("StudyRegistryAlreadyDecided", hospital=actors.hospital.address, decision=Decision.APPROVED):
         exchange.studies.approve(actors.hospital, study)
 
 
-def test_starting_before_all_approvals_is_refused(exchange: Exchange, actors, study, reverts) -> None:
+def test_starting_before_all_approvals_is_refused(exchange: Exchange, actors, study, expect_revert) -> None:
     exchange.studies.approve(actors.hospital, study)
-    with reverts("StudyRegistryNotApproved", studyId=study, approvals=1, required=2):
+    with expect_revert("StudyRegistryNotApproved", studyId=study, approvals=1, required=2):
         exchange.studies.start(actors.coordinator, study)
 
 
-def test_start_by_non_coordinator_is_refused(exchange: Exchange, actors, study, reverts) -> None:
-    with reverts("AccessControlUnauthorizedAccount", account=actors.researcher.address,
+def test_start_by_non_coordinator_is_refused(exchange: Exchange, actors, study, expect_revert) -> None:
+    with expect_revert("AccessControlUnauthorizedAccount", account=actors.researcher.address,
                  neededRole=Role.COORDINATOR.value):
         exchange.studies.start(actors.researcher, study)
 
 
-def test_contribution_to_a_study_not_started_is_refused(exchange: Exchange, actors, study, reverts) -> None:
+def test_contribution_to_a_study_not_started_is_refused(exchange: Exchange, actors, study, expect_revert) -> None:
     exchange.studies.approve(actors.hospital, study)
-    with reverts("StudyRegistryUnexpectedStatus", studyId=study, status=StudyStatus.REQUESTED,
+    with expect_revert("StudyRegistryUnexpectedStatus", studyId=study, status=StudyStatus.REQUESTED,
                  expected=StudyStatus.RUNNING):
         exchange.studies.contribute(actors.hospital, study, 1, ROOT, 1, UPDATE)
 
 
 def test_contribution_from_a_hospital_not_in_the_study_is_refused(exchange: Exchange, actors, running,
-                                                                   reverts) -> None:
-    with reverts("StudyRegistryNotParticipant", studyId=running, hospital=actors.outsider_hospital.address,
+                                                                   expect_revert) -> None:
+    with expect_revert("StudyRegistryNotParticipant", studyId=running, hospital=actors.outsider_hospital.address,
                  decision=Decision.NONE):
         exchange.studies.contribute(actors.outsider_hospital, running, 1, ROOT, 1, UPDATE)
 
 
-def test_contribution_to_a_closed_round_is_refused(exchange: Exchange, actors, running, reverts) -> None:
-    with reverts("StudyRegistryWrongRound", studyId=running, round=2, expected=1):
+def test_contribution_to_a_closed_round_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
+    with expect_revert("StudyRegistryWrongRound", studyId=running, round=2, expected=1):
         exchange.studies.contribute(actors.hospital, running, 2, ROOT, 1, UPDATE)
 
 
-def test_second_contribution_to_a_round_is_refused(exchange: Exchange, actors, running, reverts) -> None:
+def test_second_contribution_to_a_round_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     exchange.studies.contribute(actors.hospital, running, 1, ROOT, 1, UPDATE)
-    with reverts("StudyRegistryAlreadyContributed", studyId=running, round=1, hospital=actors.hospital.address):
+    with expect_revert("StudyRegistryAlreadyContributed", studyId=running, round=1, hospital=actors.hospital.address):
         exchange.studies.contribute(actors.hospital, running, 1, ROOT, 1, UPDATE)
 
 
-def test_empty_cohort_is_refused(exchange: Exchange, actors, running, reverts) -> None:
-    with reverts("StudyRegistryInvalidCohort", cohortRoot=ROOT, cohortCount=0):
+def test_empty_cohort_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
+    with expect_revert("StudyRegistryInvalidCohort", cohortRoot=ROOT, cohortCount=0):
         exchange.studies.contribute(actors.hospital, running, 1, ROOT, 0, UPDATE)
 
 
-def test_round_without_the_named_contribution_is_refused(exchange: Exchange, actors, running, reverts) -> None:
+def test_round_without_the_named_contribution_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     exchange.studies.contribute(actors.hospital, running, 1, ROOT, 1, UPDATE)
-    with reverts("StudyRegistryMissingContribution", studyId=running, round=1, hospital=actors.hospital2.address):
+    with expect_revert("StudyRegistryMissingContribution", studyId=running, round=1, hospital=actors.hospital2.address):
         exchange.studies.record_round(actors.coordinator, running, 1, keccak(b"m"),
                                       [actors.hospital.address, actors.hospital2.address])
 
 
-def test_privacy_budget_is_enforced(exchange: Exchange, actors, running, reverts) -> None:
+def test_privacy_budget_is_enforced(exchange: Exchange, actors, running, expect_revert) -> None:
     contribute_both(exchange, actors, running, 1)
     hospitals = [actors.hospital.address, actors.hospital2.address]
     exchange.studies.record_round(actors.coordinator, running, 1, keccak(b"m1"), hospitals, privacy_spent=2000)
     contribute_both(exchange, actors, running, 2)
-    with reverts("StudyRegistryPrivacyBudgetExceeded", studyId=running, spent=2000, requested=1500, budget=3000):
+    with expect_revert("StudyRegistryPrivacyBudgetExceeded", studyId=running, spent=2000, requested=1500, budget=3000):
         exchange.studies.record_round(actors.coordinator, running, 2, keccak(b"m2"), hospitals, privacy_spent=1500)
 
 
-def test_no_round_beyond_the_requested_number(exchange: Exchange, actors, running, reverts) -> None:
+def test_no_round_beyond_the_requested_number(exchange: Exchange, actors, running, expect_revert) -> None:
     hospitals = [actors.hospital.address, actors.hospital2.address]
     for r in (1, 2):
         contribute_both(exchange, actors, running, r)
         exchange.studies.record_round(actors.coordinator, running, r, keccak(bytes([r])), hospitals)
-    with reverts("StudyRegistryWrongRound", studyId=running, round=3, expected=3):
+    with expect_revert("StudyRegistryWrongRound", studyId=running, round=3, expected=3):
         exchange.studies.contribute(actors.hospital, running, 3, ROOT, 1, UPDATE)
 
 
-def test_second_completion_is_refused(exchange: Exchange, actors, running, reverts) -> None:
+def test_second_completion_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     contribute_both(exchange, actors, running, 1)
     exchange.studies.record_round(actors.coordinator, running, 1, keccak(b"m"),
                                   [actors.hospital.address, actors.hospital2.address])
     exchange.studies.complete(actors.coordinator, running, keccak(b"final"))
-    with reverts("StudyRegistryUnexpectedStatus", studyId=running, status=StudyStatus.COMPLETED,
+    with expect_revert("StudyRegistryUnexpectedStatus", studyId=running, status=StudyStatus.COMPLETED,
                  expected=StudyStatus.RUNNING):
         exchange.studies.complete(actors.coordinator, running, keccak(b"final again"))
 
 
-def test_completion_without_any_round_is_refused(exchange: Exchange, actors, running, reverts) -> None:
-    with reverts("StudyRegistryWrongRound", studyId=running, round=0, expected=1):
+def test_completion_without_any_round_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
+    with expect_revert("StudyRegistryWrongRound", studyId=running, round=0, expected=1):
         exchange.studies.complete(actors.coordinator, running, keccak(b"final"))
 
 
-def test_unknown_study_is_refused(exchange: Exchange, reverts) -> None:
-    with reverts("StudyRegistryUnknownStudy", studyId=42):
+def test_unknown_study_is_refused(exchange: Exchange, expect_revert) -> None:
+    with expect_revert("StudyRegistryUnknownStudy", studyId=42):
         exchange.studies.study(42)
