@@ -32,7 +32,7 @@ demo: deps
 
 lint: deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy contracts deploy benchmarks raw_data node
+	$(VENV)/bin/mypy contracts deploy benchmarks raw_data node coordinator tasks
 
 test: deps lint
 	$(PY) -m contracts.build --check

@@ -30,6 +30,7 @@ class CohortMember:
     patient: str  # address
     path: str
     label: str | None
+    format: str  # dicom | ismrmrd | metai-ct-sinogram
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
     study = study or exchange.studies.study(study_id, block=block)
     with node.sessions() as session:
         rows = session.execute(
-            select(Record.record_id, Record.kind, Patient.address, Record.path, Record.label)
+            select(Record.record_id, Record.kind, Patient.address, Record.path, Record.label, Record.format)
             .join(Patient, Patient.pseudonym == Record.patient_pseudonym)
             .where(Patient.address.is_not(None)).order_by(Record.record_id)
         ).all()
@@ -80,7 +81,7 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
         use = Use(hospital=node.address, kinds=kind, purpose=study.purpose, disease=study.disease, study_id=study_id)
         allowed = {p for p, ok in zip(patients, exchange.consent.permits_batch(patients, use, block=block),
                                       strict=True) if ok}
-        members.extend(CohortMember(r.record_id, r.kind, r.address, r.path, r.label)
+        members.extend(CohortMember(r.record_id, r.kind, r.address, r.path, r.label, r.format)
                        for r in of_kind if r.address in allowed)
     members.sort(key=lambda m: m.record_id)
     if not members:

@@ -1,0 +1,1 @@
+"""Coordinator settings and shared plumbing."""

@@ -1,0 +1,15 @@
+"""Exceptions of the coordinator."""
+
+from __future__ import annotations
+
+
+class CoordinatorError(Exception):
+    """Root of every error raised by the coordinator."""
+
+
+class CoordinatorConfigError(CoordinatorError, ValueError):
+    """A coordinator setting is missing or invalid."""
+
+
+class StudyAborted(CoordinatorError, RuntimeError):
+    """A study could not continue (too few nodes contributed, budget exhausted, ...)."""

@@ -1,0 +1,45 @@
+"""The Flower ServerApp of the coordinator: reads its settings, runs the study (coordinator/federation.py)."""
+
+from __future__ import annotations
+
+import json
+
+from eth_account import Account
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from contracts.exchange import Exchange
+from coordinator.core.config import CoordinatorSettings
+from coordinator.federation import FederationConfig, run_study
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the study named in the run config (``study-id``) to completion."""
+    settings = CoordinatorSettings()
+    rpc_url, passphrase = settings.require()
+    coordinator = Account.from_key(Account.decrypt(json.loads(settings.key_file.read_text("utf-8")), passphrase))
+    cfg = context.run_config
+    run_study(
+        grid,
+        FederationConfig(
+            study_id=int(cfg["study-id"]),
+            task=str(cfg["task"]),
+            min_nodes=int(cfg["min-nodes"]),
+            local_epochs=int(cfg["local-epochs"]),
+            lr=float(cfg["lr"]),
+            batch_size=int(cfg["batch-size"]),
+            proximal_mu=float(cfg["proximal-mu"]),
+            poll_interval=float(cfg["poll-interval"]),
+            round_timeout=float(cfg["round-timeout"]),
+            wait_nodes=float(cfg["wait-nodes"]),
+            round_delay=float(cfg["round-delay"]),
+            eval_examples=int(cfg["eval-examples"]),
+            eval_seed=int(cfg["eval-seed"]),
+        ),
+        Exchange.connect(rpc_url, settings.manifest),
+        coordinator,
+        settings.model_dir,
+    )

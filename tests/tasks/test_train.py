@@ -1,0 +1,189 @@
+"""Training helpers: weights in and out, their hash and files, local training, FedProx, evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks import (
+    TaskDataError,
+    TrainConfig,
+    TrainingError,
+    WeightsError,
+    evaluate,
+    get_task,
+    get_weights,
+    load_weights,
+    save_weights,
+    set_weights,
+    train,
+    weights_hash,
+)
+from tests.tasks.conftest import KSPACE
+
+
+@pytest.fixture(scope="module")
+def examples() -> tuple[torch.Tensor, torch.Tensor]:
+    """Sixteen MR examples (the cheapest task to simulate)."""
+    return get_task(KSPACE).synthetic_examples(16, 3)
+
+
+@pytest.fixture
+def model() -> torch.nn.Module:
+    return get_task(KSPACE).build_model()
+
+
+def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(((x - y) ** 2).sum() for x, y in zip(a, b, strict=True))))
+
+
+def test_weights_round_trip_through_a_model(model: torch.nn.Module) -> None:
+    weights = [w + 0.5 for w in get_weights(model)]
+    set_weights(model, weights)
+    assert all(np.array_equal(a, b) for a, b in zip(get_weights(model), weights, strict=True))
+
+
+def test_weights_of_another_model_are_refused_and_leave_the_model_unchanged(model: torch.nn.Module) -> None:
+    before = get_weights(model)
+    other = get_weights(get_task("ct-sinogram-lesion-v1").build_model())
+    with pytest.raises(WeightsError, match="got 13 weight arrays, but the model has 10"):
+        set_weights(model, other)
+    assert _distance(get_weights(model), before) == 0
+
+
+def test_weight_of_the_wrong_shape_is_refused(model: torch.nn.Module) -> None:
+    weights = get_weights(model)
+    weights[0] = weights[0][:1]
+    with pytest.raises(WeightsError, match=r"weight 'features.0.0.weight' has shape \(1, 1, 3, 3\)"):
+        set_weights(model, weights)
+
+
+def test_weights_hash_is_32_bytes_and_changes_with_any_weight(model: torch.nn.Module) -> None:
+    weights = get_weights(model)
+    digest = weights_hash(weights)
+    assert len(digest) == 32
+    assert weights_hash([w.copy() for w in weights]) == digest
+    weights[-1][0] += 1e-6
+    assert weights_hash(weights) != digest
+
+
+def test_weights_hash_follows_values_not_memory_layout() -> None:
+    values = np.arange(6, dtype="<f4").reshape(2, 3)
+    same = [np.asfortranarray(values.astype(">f4"))]
+    assert weights_hash(same) == weights_hash([values])
+
+
+def test_weights_hash_distinguishes_dtype_and_shape() -> None:
+    values = np.arange(6, dtype=np.float32)
+    digests = {
+        weights_hash([values]),
+        weights_hash([values.astype(np.float64)]),
+        weights_hash([values.reshape(2, 3)]),
+        weights_hash([values[:3], values[3:]]),
+    }
+    assert len(digests) == 4
+
+
+def test_weights_hash_refuses_object_arrays() -> None:
+    with pytest.raises(WeightsError, match="dtype object"):
+        weights_hash([np.array([object()])])
+
+
+def test_weights_file_round_trips(tmp_path: Path, model: torch.nn.Module) -> None:
+    weights = get_weights(model)
+    path = tmp_path / "global"  # no suffix: written exactly there, not to global.npz
+    save_weights(path, weights)
+    back = load_weights(path)
+    assert weights_hash(back) == weights_hash(weights)
+    assert [p.name for p in tmp_path.iterdir()] == ["global"]
+
+
+def test_weights_file_that_is_not_npz_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(WeightsError, match=r"cannot be read as a weights \.npz"):
+        load_weights(path)
+
+
+def test_weights_file_with_other_arrays_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    np.savez(path, a=np.zeros(2))
+    with pytest.raises(WeightsError, match="holds arrays \\['a'\\], expected w0000"):
+        load_weights(path)
+
+
+def test_training_lowers_the_loss_and_reports_its_metrics(
+    model: torch.nn.Module, examples: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    inputs, labels = examples
+    before = evaluate(model, inputs, labels)["loss"]
+    metrics = train(model, inputs, labels, TrainConfig(epochs=3, lr=3e-3, batch_size=4))
+    assert set(metrics) == {"train_loss", "train_accuracy", "examples"}
+    assert metrics["examples"] == 16
+    assert evaluate(model, inputs, labels)["loss"] < before
+
+
+def test_training_is_deterministic(examples: tuple[torch.Tensor, torch.Tensor]) -> None:
+    inputs, labels = examples
+    runs = []
+    for _ in range(2):
+        model = get_task(KSPACE).build_model()
+        train(model, inputs, labels, TrainConfig(epochs=1, batch_size=4, seed=5))
+        runs.append(weights_hash(get_weights(model)))
+    assert runs[0] == runs[1]
+
+
+def test_fedprox_term_keeps_the_weights_near_the_global_model(examples: tuple[torch.Tensor, torch.Tensor]) -> None:
+    inputs, labels = examples
+    start = get_weights(get_task(KSPACE).build_model())
+    moved = {}
+    for mu in (0.0, 1000.0):
+        model = get_task(KSPACE).build_model()
+        train(model, inputs, labels, TrainConfig(epochs=2, lr=3e-3, batch_size=4, proximal_mu=mu), start)
+        moved[mu] = _distance(get_weights(model), start)
+    assert moved[1000.0] < 0.5 * moved[0.0]
+
+
+def test_fedprox_needs_the_global_weights(model: torch.nn.Module, examples: tuple[torch.Tensor, torch.Tensor]) -> None:
+    with pytest.raises(TrainingError, match="proximal_mu > 0 needs global_weights"):
+        train(model, *examples, TrainConfig(proximal_mu=0.1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("epochs", 0, "epochs 0"), ("lr", 0.0, "lr is 0.0"), ("proximal_mu", -1.0, "proximal_mu is -1.0")],
+)
+def test_invalid_training_configuration_is_refused(field: str, value: float, message: str) -> None:
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_labels_other_than_zero_and_one_are_refused(
+    model: torch.nn.Module, examples: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    inputs, labels = examples
+    with pytest.raises(TaskDataError, match="labels must be 0"):
+        evaluate(model, inputs, labels + 1)
+
+
+def test_inputs_and_labels_of_different_lengths_are_refused(
+    model: torch.nn.Module, examples: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    inputs, labels = examples
+    with pytest.raises(TaskDataError, match=r"labels have shape \(15,\), expected \(16,\)"):
+        train(model, inputs, labels[1:], TrainConfig())
+
+
+def test_evaluation_of_a_constant_model_scores_chance_on_balanced_labels(
+    examples: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    inputs, labels = examples
+    model = get_task(KSPACE).build_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    result = evaluate(model, inputs, labels)
+    assert result == {"loss": pytest.approx(np.log(2)), "accuracy": 0.5, "examples": 16}
