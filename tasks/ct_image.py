@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 
 from raw_data import DigitalPatient
-from tasks._files import atomic_path
+from raw_data._files import atomic_target as atomic_path
 from tasks.base import Task, TaskSpec
 from tasks.ct import SINOGRAM_FORMAT, fbp_hu, read_task_sinogram, scan_patients
 from tasks.dicom_ct import CtSlice, read_ct_image, write_ct_image

@@ -35,7 +35,7 @@ from raw_data import (
     simulate_kspace,
     write_ismrmrd,
 )
-from tasks._files import atomic_path
+from raw_data._files import atomic_target as atomic_path
 from tasks.base import Task, TaskSpec
 from tasks.errors import TaskDataError
 from tasks.models import LesionCNN, seeded_init

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from raw_data import DigitalPatient, Lesion, make_patient
-from tasks._files import atomic_path
+from raw_data._files import atomic_target as atomic_path
 from tasks.errors import TaskDataError
 
 __all__ = ["balanced_patients", "check_patient_ids", "fake_patient_ids", "write_labels_csv"]

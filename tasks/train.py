@@ -18,7 +18,7 @@ import torch
 from eth_utils.crypto import keccak
 from torch import nn
 
-from tasks._files import atomic_path
+from raw_data._files import atomic_target as atomic_path
 from tasks.errors import TaskDataError, TrainingError, WeightsError
 
 __all__ = [
