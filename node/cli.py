@@ -69,6 +69,7 @@ def ingest(
     labels: Annotated[Path | None, typer.Option(help="CSV sidecar: file,label[,patient_id]")] = None,
     patient: Annotated[str | None, typer.Option(help="local patient id for objects naming none")] = None,
     burned_in: Annotated[str, typer.Option(help="burned-in annotation: refuse or flag")] = "refuse",
+    keep_bad: Annotated[bool, typer.Option(help="copy bad files to the quarantine instead of moving them")] = False,
 ) -> None:
     """Validate, de-identify and catalog DICOM, ISMRMRD and sinogram files."""
     from node.deid import DeidPolicy
@@ -79,7 +80,7 @@ def ingest(
     try:
         node = _open()
         ingestor = Ingestor(node, sidecar=read_sidecar(labels) if labels else None, default_patient=patient,
-                            policy=DeidPolicy(burned_in=burned_in))  # type: ignore[arg-type]
+                            policy=DeidPolicy(burned_in=burned_in), keep_bad=keep_bad)  # type: ignore[arg-type]
         columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.description}"))
         with Progress(*columns, console=_out(), transient=True) as bar:

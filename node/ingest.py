@@ -1,14 +1,16 @@
 """Ingest files and folders into the node: validate, de-identify, store, catalog, report.
 
 Nothing is lost and nothing is skipped silently: every input file ends up ingested, known
-already (a duplicate), or quarantined with its reason. The source files are never modified;
-a quarantined file is copied into ``<node>/quarantine`` next to a ``.reason.txt``. Work is
+already (a duplicate), or quarantined with its reason. A quarantined file is moved into
+``<node>/quarantine`` next to a ``.reason.txt`` (copied instead with ``keep_bad``); good source
+files are never modified. Work is
 committed in small batches, so an interrupted ingest loses at most one batch and simply
 finishes the job when run again (content addressing makes every step idempotent).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import shutil
@@ -105,6 +107,8 @@ class Ingestor:
         default_patient: local patient id for objects that name none (e.g. phantom raw data).
         policy: de-identification options.
         batch: files per catalog commit.
+        keep_bad: copy bad files into the quarantine instead of moving them there (for sources
+            that must stay untouched, e.g. a read-only export).
     """
 
     def __init__(
@@ -115,8 +119,10 @@ class Ingestor:
         default_patient: str | None = None,
         policy: DeidPolicy | None = None,
         batch: int = 50,
+        keep_bad: bool = False,
     ) -> None:
         self.node = node
+        self.keep_bad = keep_bad
         self.sidecar = sidecar or {}
         self.default_patient = default_patient
         self.policy = policy or DeidPolicy()
@@ -205,6 +211,11 @@ class Ingestor:
         if not dest.exists():
             shutil.copyfile(path, dest) if content else dest.touch()
         dest.with_name(dest.name + ".reason.txt").write_text(f"{path}\n{reason}\n", encoding="utf-8")
+        if not self.keep_bad:
+            # Moved: the copy and its reason are safely in place before the source goes. A
+            # read-only source keeps its file (the quarantine still holds the copy and reason).
+            with contextlib.suppress(OSError):
+                path.unlink()
         exists = session.scalar(select(QuarantineEntry.id).where(
             QuarantineEntry.source_sha256 == source_sha, QuarantineEntry.reason == reason))
         if exists is None:

@@ -89,8 +89,19 @@ def test_mixed_folder_ingests_good_and_quarantines_bad_with_reasons(node, good_d
     assert report.exit_code == EXIT_PARTIAL
     qdir = node.dir / "quarantine"
     assert len(list(qdir.glob("*.reason.txt"))) == 5
+    assert sorted(p.name for p in good_dir.iterdir()) == sorted(REAL_FILES)  # bad files moved out
+    assert {p.name.split("-", 1)[1] for p in qdir.iterdir() if not p.name.endswith(".reason.txt")} == set(reasons)
     with node.sessions() as s:
         assert s.scalar(select(func.count()).select_from(QuarantineEntry)) == 5
+
+
+def test_keep_bad_copies_instead_of_moving(node, tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.txt").write_text("x")
+    report = Ingestor(node, keep_bad=True).run([tmp_path / "bad"])
+    assert len(report.quarantined) == 1
+    assert (tmp_path / "bad" / "x.txt").exists()
+    assert len(list((node.dir / "quarantine").glob("*-x.txt"))) == 1
 
 
 def test_only_bad_files_exit_failed(node, tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_reference_tool_output_needs_a_patient(node, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     subprocess.run([tool, "-m", "64", "-c", "4", "-o", str(folder / "sl.h5")], check=True, capture_output=True)
-    report = Ingestor(node).run([folder])
+    report = Ingestor(node, keep_bad=True).run([folder])
     assert [reason for _, reason in report.quarantined] == [
         "names no patient (no PatientID / patientID / patient_id): give one in the sidecar's patient_id column "
         "or with --patient"
