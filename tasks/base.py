@@ -70,8 +70,10 @@ class Task(abc.ABC):
     spec: TaskSpec
     formats: tuple[str, ...]
     input_shape: tuple[int, ...]
-    lesion_radius_mm: tuple[float, float]
-    lesion_contrast_hu: tuple[float, float]
+    # Shared by every task: lesions of these sizes, always brighter than brain, are learnable
+    # from ~160 examples without being trivial (see tests/tasks/test_learning.py).
+    lesion_radius_mm: tuple[float, float] = (6.0, 12.0)
+    lesion_contrast_hu: tuple[float, float] = (40.0, 100.0)
 
     @abc.abstractmethod
     def build_model(self) -> torch.nn.Module:

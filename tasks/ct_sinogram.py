@@ -40,8 +40,6 @@ class CtSinogramTask(Task):
     )
     formats = (SINOGRAM_FORMAT,)
     input_shape = (1, *MODEL_SINOGRAM_SHAPE)
-    lesion_radius_mm = (6.0, 12.0)
-    lesion_contrast_hu = (40.0, 100.0)
 
     def build_model(self) -> torch.nn.Module:
         """Return a fresh :class:`SinogramLesionNet` for the compact-head model geometry."""

@@ -119,8 +119,6 @@ class MrKspaceTask(Task):
     )
     formats = (ISMRMRD_FORMAT,)
     input_shape = (1, *MODEL_GRID)
-    lesion_radius_mm = (6.0, 12.0)
-    lesion_contrast_hu = (40.0, 100.0)
 
     def build_model(self) -> torch.nn.Module:
         """Return a fresh one-channel :class:`LesionCNN`."""
