@@ -4,9 +4,11 @@ Parallel beam uses a shift-and-add scheme. Along an image row (or column, for vi
 to vertical) the detector coordinate of the pixels is affine, ``u = step * j + offset``.
 Each view's filtered projection is therefore resampled once, by linear interpolation, onto a
 fine grid ``step / OVERSAMPLE`` apart and stored in polyphase order; every image row is then
-a contiguous slice of that fine profile, read with one row copy instead of per-pixel gathers.
-The only approximation is rounding each row's offset to the fine grid: at most
-``0.5 / OVERSAMPLE`` pixel along the row, below 0.04 detector element with the default.
+a contiguous slice of that fine profile. A row's offset generally falls between two fine
+samples, so the two neighbouring slices are read and blended with the row's fractional
+offset (one batched matrix product over the views also does the sum). The result is linear
+interpolation of the detector samples, except within a fine step of a detector sample,
+where it rounds the kink of the piecewise-linear profile slightly.
 
 Fan beam interpolates each pixel's detector position directly (it is not affine along rows)
 and applies the ``1 / L**2`` distance weight of the equiangular fan-beam FBP.
@@ -18,8 +20,8 @@ import torch
 
 from raw_data.geometry import FanBeamGeometry, ParallelBeamGeometry
 
-OVERSAMPLE = 16
-_VIEWS_PER_CHUNK = 16
+OVERSAMPLE = 8
+_VIEWS_PER_CHUNK = 8
 _PIXELS_PER_FAN_CHUNK = 1 << 21
 
 
@@ -49,15 +51,19 @@ def _shift_and_add(
         profiles: ``(S, V, D)`` filtered projections.
         step: ``(V,)`` detector-coordinate increment per pixel along a line (nonzero).
         offset: ``(V, lines)`` detector coordinate of each line's first pixel.
-        target: ``(S, lines, length)`` accumulator (may be a transposed view).
-        buffer: scratch memory for the gathered rows, or None when autograd must track them.
+        target: ``(S, lines, length)`` accumulator, contiguous.
+        buffer: scratch memory for the gathered rows (``2 * S * V * lines * length``
+            elements at least), or None when autograd must track them.
     """
     slices, views, _ = profiles.shape
     lines, length = target.shape[1:]
     m = OVERSAMPLE
-    fine = torch.round(m * offset / step[:, None]).long()  # each line's start on the fine grid
+    exact = m * offset / step[:, None]  # each line's start in fine samples
+    below = torch.floor(exact)
+    weight = (exact - below).to(profiles.dtype)  # share of the next fine sample, (V, lines)
+    fine = below.long()
     first = fine.min(dim=1).values
-    span = int((fine.max(dim=1).values - first).max()) + m * (length - 1) + 1
+    span = int((fine.max(dim=1).values - first).max()) + m * (length - 1) + 2
     phases = span // m + 2  # samples per polyphase branch
     # Fine sample p + m * k of each view, laid out directly in polyphase order (p, k).
     dtype, dev = profiles.dtype, profiles.device
@@ -65,8 +71,12 @@ def _shift_and_add(
     positions = (step / m).to(dtype)[:, None] * (fine_index.reshape(1, -1) + first.to(dtype)[:, None])
     poly = _interpolate(profiles, positions)  # (S, V, m * phases)
     rel = fine - first[:, None]
-    start = torch.arange(views, device=dev)[:, None] * (m * phases) + (rel % m) * phases + rel // m
+    view_base = torch.arange(views, device=dev)[:, None] * (m * phases)
+    lower = view_base + (rel % m) * phases + rel // m
+    upper = view_base + ((rel + 1) % m) * phases + (rel + 1) // m
+    start = torch.cat([lower, upper]).T  # (lines, 2V): every line's 2V source rows together
     start = start[None] + torch.arange(slices, device=dev)[:, None, None] * (views * m * phases)
+    blend = torch.cat([1 - weight, weight]).T.contiguous()  # (lines, 2V), matching ``start``
     windows = poly.reshape(-1).unfold(0, length, 1)
     index = start.reshape(-1)
     if buffer is None:
@@ -74,7 +84,8 @@ def _shift_and_add(
     else:
         # Reusing one buffer avoids faulting in fresh pages for every chunk.
         rows = torch.index_select(windows, 0, index, out=buffer[: index.numel() * length].view(-1, length))
-    target.add_(rows.view(slices, views, lines, length).sum(dim=1))
+    blend = blend[None].expand(slices, -1, -1).reshape(slices * lines, 1, 2 * views)
+    target.view(slices * lines, 1, length).baddbmm_(blend, rows.view(slices * lines, 2 * views, length))
 
 
 def parallel_backproject(filtered: torch.Tensor, geometry: ParallelBeamGeometry) -> torch.Tensor:
@@ -98,8 +109,9 @@ def parallel_backproject(filtered: torch.Tensor, geometry: ParallelBeamGeometry)
     y = torch.as_tensor(geometry.image.y_mm(), device=dev)
     x = torch.as_tensor(geometry.image.x_mm(), device=dev)
     image = filtered.new_zeros(slices, rows, cols)
+    transposed = filtered.new_zeros(slices, cols, rows)  # for the views summed along columns
     tracked = torch.is_grad_enabled() and filtered.requires_grad
-    buffer = None if tracked else filtered.new_empty(slices * _VIEWS_PER_CHUNK * rows * cols)
+    buffer = None if tracked else filtered.new_empty(2 * slices * _VIEWS_PER_CHUNK * rows * cols)
     along_rows = cos.abs() >= sin.abs()
     for row_mode in (True, False):
         views = torch.nonzero(along_rows == row_mode).flatten()
@@ -113,8 +125,8 @@ def parallel_backproject(filtered: torch.Tensor, geometry: ParallelBeamGeometry)
             else:  # affine in i: accumulate into the transposed image
                 step = -h * s / pitch
                 offset = (x[None, :] * c[:, None] + y[0] * s[:, None]) / pitch + centre
-                _shift_and_add(filtered[:, v], step, offset, image.transpose(1, 2), buffer)
-    return image
+                _shift_and_add(filtered[:, v], step, offset, transposed, buffer)
+    return image + transposed.transpose(1, 2)
 
 
 def fan_backproject(filtered: torch.Tensor, geometry: FanBeamGeometry) -> torch.Tensor:
