@@ -4,15 +4,26 @@ Each round sends the global model to every connected node, collects the replies,
 those whose update hash matches both the returned weights and the contribution the hospital
 anchored on chain, aggregates them (FedAvg weighted by cohort size; FedProx when the nodes
 are told a proximal term), evaluates the result on held-out synthetic data, and anchors the
-round (model hash and contributors). A node that fails or refuses does not stop the study
-while at least ``min_nodes`` contribute. At the end the final model is saved and its hash
-anchored as the study's completion.
+round (model hash, contributors, privacy spent). A node that fails or refuses does not stop
+the study while at least ``min_nodes`` contribute. At the end the final model is saved and its
+hash anchored as the study's completion.
+
+Differential privacy (a study approved with a privacy budget) is central DP with client-side
+clipping: each round asks the nodes to clip their update to ``dp_clipping_norm`` (Flower's
+``fixedclipping_mod`` on the node, see node/client_app.py), averages the clipped updates with
+equal weights and adds Gaussian noise of standard deviation ``z * C / m`` for ``m`` averaged
+updates. Flower's RDP accountant composes one Gaussian release per round (hospital-level
+neighbouring, no sampling amplification: every node takes part); each round records the
+epsilon it spent, in milli-epsilon rounded up, and the study stops before a round that would
+take the total over the budget.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,6 +58,15 @@ class FederationConfig:
     round_delay: float
     eval_examples: int
     eval_seed: int
+    #: Gaussian noise multiplier z of central DP; 0 turns DP off.
+    dp_noise_multiplier: float = 0.0
+    #: L2 norm the nodes clip their update to, C.
+    dp_clipping_norm: float = 1.0
+    #: The delta at which epsilon is accounted.
+    dp_delta: float = 1e-5
+    #: Anchor on chain (the coordinator's own setting, never the run config); off only to
+    #: measure what anchoring costs.
+    anchor: bool = True
 
 
 @dataclass
@@ -56,6 +76,53 @@ class StudyLog:
     study_id: int
     rounds: list[dict[str, object]] = field(default_factory=list)
     final_model_hash: str = ""
+    stopped: str = ""
+    privacy: dict[str, object] = field(default_factory=dict)
+
+
+class PrivacyLedger:
+    """Epsilon spent by the study's rounds, accounted with Flower's RDP accountant."""
+
+    def __init__(self, cfg: FederationConfig, budget_milli: int, hospitals: int, rounds_done: int) -> None:
+        from flwr.serverapp import GaussianPrivacyEvent
+        from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
+        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+        self.budget_milli = budget_milli
+        self.accountant = RdpAccountant(PrivacyConfig(
+            target_delta=cfg.dp_delta, population_size=hospitals,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=budget_milli / 1000))
+        self.event = GaussianPrivacyEvent(noise_multiplier=cfg.dp_noise_multiplier, sample_size=hospitals,
+                                          population_size=hospitals)
+        if rounds_done:  # a resumed study: its earlier rounds were released with the same noise
+            self.accountant.compose(self.event, rounds_done)
+
+    def epsilon(self) -> float:
+        """Total epsilon spent so far (0 before any round)."""
+        if self.accountant.num_releases == 0:
+            return 0.0
+        return self.accountant.get_epsilon(self.accountant.config.target_delta)
+
+    def next_round_fits(self) -> bool:
+        """Whether one more round keeps the total within the budget (as recorded on chain)."""
+        if self.accountant.would_exceed(self.event):
+            return False
+        after = self._projected()
+        return math.ceil(after * 1000) <= self.budget_milli
+
+    def _projected(self) -> float:
+        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+        probe = RdpAccountant(self.accountant.config)
+        probe.compose(self.event, self.accountant.num_releases + 1)
+        return probe.get_epsilon(self.accountant.config.target_delta)
+
+    def spend_round(self, recorded_milli: int) -> tuple[int, float]:
+        """Compose one round; return its milli-epsilon (so the chain total covers the total) and the total."""
+        self.accountant.compose(self.event)
+        total = self.epsilon()
+        return max(0, math.ceil(total * 1000) - recorded_milli), total
 
 
 def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator: LocalAccount,
@@ -68,6 +135,8 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         raise StudyAborted(f"study {cfg.study_id} is {study.status.name}; start it before launching the run")
     if study.task_code_hash != task_code_hash(cfg.task):
         raise StudyAborted(f"task {cfg.task!r} is not the task study {cfg.study_id} was approved for")
+    ledger = _privacy_ledger(cfg, study.privacy_budget, len(exchange.studies.hospitals_of(cfg.study_id)),
+                             study.rounds_completed)
     task = get_task(cfg.task)
     model = task.build_model()
     weights = get_weights(model)
@@ -75,36 +144,86 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
     out_dir = model_dir / f"study-{cfg.study_id}"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = StudyLog(cfg.study_id)
+    recorded_milli = study.privacy_spent
     node_ids = _wait_for_nodes(grid, cfg.min_nodes, cfg.wait_nodes)
     for round_ in range(study.rounds_completed + 1, study.rounds + 1):
+        if ledger is not None and not ledger.next_round_fits():
+            record.stopped = (f"privacy budget: round {round_} would take epsilon from {ledger.epsilon():.3f} "
+                              f"over the budget of {study.privacy_budget / 1000:g}")
+            log.warning("study %s stops before round %s: %s", cfg.study_id, round_, record.stopped)
+            break
         if round_ > 1 and cfg.round_delay > 0:
             time.sleep(cfg.round_delay)
         started = time.monotonic()
         node_ids = sorted(set(node_ids) | set(grid.get_node_ids()))
         replies = _send_and_receive(grid, [_train_message(cfg, round_, weights, n) for n in node_ids],
                                     cfg.poll_interval, cfg.round_timeout)
-        accepted, refused = _check(exchange, cfg.study_id, round_, replies)
+        received = time.monotonic()
+        accepted, refused = _check(exchange, cfg, round_, weights, replies)
         if len(accepted) < cfg.min_nodes:
             raise StudyAborted(f"round {round_}: {len(accepted)} of {cfg.min_nodes} required nodes contributed; "
                                f"refusals: {refused}")
-        weights = _aggregate([w for _, w, _ in accepted], [n for _, _, n in accepted])
+        checked = time.monotonic()
+        if ledger is None:
+            weights = _aggregate([c.weights for c in accepted], [c.cohort_count for c in accepted])
+        else:
+            weights = _private_mean(weights, [c.weights for c in accepted], cfg)
         set_weights(model, weights)
         metrics = evaluate(model, eval_inputs, eval_labels)
         model_hash = weights_hash(weights)
         _save(out_dir / f"round-{round_}.npz", weights)
-        tx = exchange.studies.record_round(coordinator, cfg.study_id, round_, model_hash, [h for h, _, _ in accepted])
+        aggregated = time.monotonic()
+        spent_milli, epsilon = ledger.spend_round(recorded_milli) if ledger is not None else (0, 0.0)
+        block = None
+        if cfg.anchor:
+            tx = exchange.studies.record_round(coordinator, cfg.study_id, round_, model_hash,
+                                               [c.hospital for c in accepted], spent_milli)
+            block = tx.block_number
+        recorded_milli += spent_milli
+        ended = time.monotonic()
         record.rounds.append({
-            "round": round_, "contributors": [h for h, _, _ in accepted], "cohort_counts": [n for _, _, n in accepted],
-            "refused": refused, "model_hash": "0x" + model_hash.hex(), "eval": metrics, "block": tx.block_number,
-            "seconds": round(time.monotonic() - started, 3),
+            "round": round_, "contributors": [c.hospital for c in accepted],
+            "cohort_counts": [c.cohort_count for c in accepted], "refused": refused,
+            "model_hash": "0x" + model_hash.hex(), "eval": metrics, "block": block,
+            "privacy": {"milli_epsilon": spent_milli, "epsilon_total": epsilon} if ledger is not None else None,
+            "seconds": round(ended - started, 4),
+            "server_seconds": {"send_receive": round(received - started, 4), "check": round(checked - received, 4),
+                               "aggregate_evaluate_save": round(aggregated - checked, 4),
+                               "record": round(ended - aggregated, 4)},
+            "node_seconds": {c.hospital: c.seconds for c in accepted},
         })
-        log.info("study %s round %s: %s contributors, eval %s", cfg.study_id, round_, len(accepted), metrics)
+        log.info("study %s round %s: %s contributors, eval %s%s", cfg.study_id, round_, len(accepted), metrics,
+                 f", epsilon {epsilon:.3f}" if ledger is not None else "")
+    if not record.rounds and study.rounds_completed == 0:
+        raise StudyAborted(f"study {cfg.study_id}: no round could run ({record.stopped})")
     final_hash = weights_hash(weights)
     _save(out_dir / "final.npz", weights)
-    exchange.studies.complete(coordinator, cfg.study_id, final_hash)
+    if cfg.anchor:
+        exchange.studies.complete(coordinator, cfg.study_id, final_hash)
     record.final_model_hash = "0x" + final_hash.hex()
+    if ledger is not None:
+        record.privacy = {"epsilon": ledger.epsilon(), "delta": cfg.dp_delta, "milli_epsilon_recorded": recorded_milli,
+                          "budget_milli_epsilon": study.privacy_budget, "noise_multiplier": cfg.dp_noise_multiplier,
+                          "clipping_norm": cfg.dp_clipping_norm}
     (out_dir / "study.json").write_text(json.dumps(record.__dict__, indent=1, default=str), encoding="utf-8")
     return record
+
+
+def _privacy_ledger(cfg: FederationConfig, budget_milli: int, hospitals: int, rounds_done: int) -> PrivacyLedger | None:
+    """The study's privacy ledger, or None without DP; refuse a run that does not match the study."""
+    if budget_milli == 0:
+        if cfg.dp_noise_multiplier > 0:
+            raise StudyAborted(f"study {cfg.study_id} has no privacy budget on chain, so its rounds cannot record "
+                               "the epsilon they spend: launch it with dp-noise-multiplier = 0, or request a study "
+                               "with a budget")
+        return None
+    if cfg.dp_noise_multiplier <= 0:
+        raise StudyAborted(f"study {cfg.study_id} was approved with differential privacy (budget epsilon "
+                           f"{budget_milli / 1000:g}): launch it with dp-noise-multiplier > 0")
+    if cfg.dp_clipping_norm <= 0 or not 0 < cfg.dp_delta < 1:
+        raise StudyAborted(f"dp-clipping-norm must be > 0 and dp-delta in (0, 1), got {cfg.dp_clipping_norm} "
+                           f"and {cfg.dp_delta}")
+    return PrivacyLedger(cfg, budget_milli, hospitals, rounds_done)
 
 
 def _train_message(cfg: FederationConfig, round_: int, weights: list[np.ndarray], node_id: int) -> Message:
@@ -112,17 +231,32 @@ def _train_message(cfg: FederationConfig, round_: int, weights: list[np.ndarray]
         "study-id": cfg.study_id, "round": round_, "task": cfg.task, "local-epochs": cfg.local_epochs,
         "lr": cfg.lr, "batch-size": cfg.batch_size, "proximal-mu": cfg.proximal_mu,
     })
+    if cfg.dp_noise_multiplier > 0:
+        config["clipping_norm"] = cfg.dp_clipping_norm  # read by Flower's fixedclipping_mod on the node
     arrays = ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)})
     return Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=node_id,
                    message_type=MessageType.TRAIN, group_id=str(round_))
 
 
-def _check(exchange: Exchange, study_id: int, round_: int,
-           replies: list[Message]) -> tuple[list[tuple[str, list[np.ndarray], int]], list[str]]:
-    """Keep replies whose update hash matches the weights and the chain; say why others are out."""
+@dataclass(frozen=True)
+class Contribution:
+    """A node's reply that passed every check."""
+
+    hospital: str
+    weights: list[np.ndarray]
+    cohort_count: int
+    seconds: dict[str, float]
+
+
+def _check(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
+           replies: list[Message]) -> tuple[list[Contribution], list[str]]:
+    """Keep replies whose update hash matches the weights and the chain; say why others are out.
+
+    With DP on, an update farther than the clipping norm from the model sent is refused too.
+    """
     from tasks import weights_hash
 
-    accepted: list[tuple[str, list[np.ndarray], int]] = []
+    accepted: list[Contribution] = []
     refused: list[str] = []
     for reply in replies:
         if reply.has_error():
@@ -132,15 +266,39 @@ def _check(exchange: Exchange, study_id: int, round_: int,
         hospital = str(commitment["hospital"])
         arrays = reply.content.array_records["arrays"]
         weights = [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
-        on_chain = exchange.studies.contribution_of(study_id, round_, hospital)
         claimed = str(commitment["update-hash"])
+        metrics = reply.content.metric_records["metrics"]
+        seconds = {k.removesuffix("-seconds"): float(v) for k, v in metrics.items()  # type: ignore[arg-type]
+                   if k.endswith("-seconds")}
         if "0x" + weights_hash(weights).hex() != claimed:
             refused.append(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
-        elif on_chain.cohort_count == 0 or "0x" + on_chain.cohort_root.hex() != str(commitment["cohort-root"]):
+            continue
+        if cfg.dp_noise_multiplier > 0:
+            norm = math.sqrt(sum(float(np.sum((w.astype(np.float64) - s) ** 2)) for w, s in zip(weights, sent,
+                                                                                              strict=True)))
+            if norm > cfg.dp_clipping_norm * (1 + 1e-4):
+                refused.append(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
+                continue
+        if not cfg.anchor:
+            accepted.append(Contribution(hospital, weights, int(str(commitment["cohort-count"])), seconds))
+            continue
+        on_chain = exchange.studies.contribution_of(cfg.study_id, round_, hospital)
+        if on_chain.cohort_count == 0 or "0x" + on_chain.cohort_root.hex() != str(commitment["cohort-root"]):
             refused.append(f"{hospital}: no matching contribution anchored on chain for round {round_}")
         else:
-            accepted.append((hospital, weights, on_chain.cohort_count))
+            accepted.append(Contribution(hospital, weights, on_chain.cohort_count, seconds))
     return accepted, refused
+
+
+def _private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: FederationConfig) -> list[np.ndarray]:
+    """Equal-weight mean of clipped updates plus Gaussian noise of std ``z * C / m``."""
+    rng = np.random.default_rng(secrets.randbits(128))
+    std = cfg.dp_noise_multiplier * cfg.dp_clipping_norm / len(updates)
+    out = []
+    for i, base in enumerate(sent):
+        delta = np.mean([u[i].astype(np.float64) - base for u in updates], axis=0)
+        out.append((base + delta + rng.normal(0.0, std, base.shape)).astype(base.dtype))
+    return out
 
 
 def _aggregate(updates: list[list[np.ndarray]], counts: list[int]) -> list[np.ndarray]:

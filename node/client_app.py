@@ -1,25 +1,54 @@
-"""The Flower ClientApp of a hospital node: handlers only (the work is in node/training.py).
+"""The Flower ClientApp of a hospital node: handlers and mods only (the work is in node/training.py).
+
+A training message passes through two mods before the handler, and its reply back through
+them in reverse order:
+
+1. ``anchoring_mod`` (outermost) anchors the update the node actually sends: it hashes the
+   reply's weights, submits ``contribute(study, round, cohortRoot, cohortCount, updateHash)``
+   with the hospital's key and keeps the cohort for inclusion proofs.
+2. ``dp_clipping_mod`` applies Flower's ``fixedclipping_mod`` when the round asks for clipped
+   updates (differential privacy): the update is clipped before it is hashed and anchored.
+3. ``handle_train`` checks the study, builds the cohort at the current block and trains.
 
 The node's directory comes from the SuperNode's node config (``node-dir``), its passphrase
 from the file named by ``passphrase-file`` there (or ``METAI_NODE_PASSPHRASE`` in the
 SuperNode's environment), its chain URL from the node directory (or ``METAI_NODE_RPC_URL``).
-The coordinator's message names only the study, round, task and hyper-parameters.
+``anchor = false`` in the node config turns the chain writes off (benchmarks only). On the
+simulation engine, whose node config holds only ``partition-id``, the same keys come from
+entry ``partition-id`` of the JSON list in ``METAI_SIMULATION_NODES``. The coordinator's
+message names only the study, round, task and hyper-parameters.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 from typing import TypeVar
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
 
+from node.cohort import Cohort
 from node.config import NodeSettings
+from node.errors import NodeError
 from node.node import Node
-from node.training import train_round
+from node.training import anchor_contribution, train_local
 
-app = ClientApp()
+#: The round config key Flower's clipping mod reads.
+CLIPPING_NORM = "clipping_norm"
+SIMULATION_NODES_ENV = "METAI_SIMULATION_NODES"
+
 N = TypeVar("N", int, float)
+_nodes: dict[tuple[str, str], Node] = {}
+_pending: dict[str, Cohort] = {}  # message id -> cohort trained on, until anchored
+
+
+class NodeConfigError(NodeError, ValueError):
+    """The SuperNode's node config does not say which node this is."""
 
 
 def _number(value: object, kind: type[N]) -> N:
@@ -29,21 +58,83 @@ def _number(value: object, kind: type[N]) -> N:
     raise TypeError(f"expected a number in the round's config, got {value!r}")
 
 
-@app.train()
-def handle_train(msg: Message, context: Context) -> Message:
-    """Train one round of the study on this node's consenting records and anchor it."""
+def node_settings(context: Context) -> dict[str, str]:
+    """This node's own settings: the SuperNode's node config, or its simulation entry."""
+    config = {k: str(v) for k, v in context.node_config.items()}
+    if "node-dir" not in config and "partition-id" in config:
+        listed = os.environ.get(SIMULATION_NODES_ENV)
+        if not listed:
+            raise NodeConfigError(f"simulation partition {config['partition-id']}: {SIMULATION_NODES_ENV} is not set")
+        entries = json.loads(listed)
+        index = int(config["partition-id"])
+        if not 0 <= index < len(entries):
+            raise NodeConfigError(f"simulation partition {index}: {SIMULATION_NODES_ENV} lists {len(entries)} nodes")
+        config.update({str(k): str(v) for k, v in entries[index].items()})
+    return config
+
+
+def open_node(context: Context) -> Node:
+    """The node this SuperNode serves (opened once per process)."""
+    config = node_settings(context)
     settings = NodeSettings()
-    node_dir = Path(str(context.node_config.get("node-dir", settings.dir)))
-    passphrase_file = str(context.node_config.get("passphrase-file", ""))
+    node_dir = config.get("node-dir", str(settings.dir))
+    passphrase_file = config.get("passphrase-file", "")
     if passphrase_file:
         passphrase = Path(passphrase_file).read_text(encoding="utf-8").strip()
     else:
         passphrase = settings.require_passphrase()
-    node = Node(node_dir, passphrase, rpc_url=settings.rpc_url)
+    key = (str(Path(node_dir).resolve()), passphrase)
+    if key not in _nodes:
+        _nodes[key] = Node(Path(node_dir), passphrase, rpc_url=settings.rpc_url)
+    return _nodes[key]
+
+
+def anchoring_enabled(context: Context) -> bool:
+    """Whether this node anchors its contributions (node config ``anchor``; default true)."""
+    value = node_settings(context).get("anchor", "true").strip().lower()
+    if value not in {"true", "false"}:
+        raise NodeConfigError(f"node config anchor = {value!r}; expected true or false")
+    return value == "true"
+
+
+def anchoring_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Anchor the update in the reply (after any clipping) with the cohort it was trained on."""
+    reply = call_next(msg, context)
+    if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
+        return reply
+    cohort = _pending.pop(msg.metadata.message_id)
+    config = msg.content.config_records["config"]
+    arrays = reply.content.array_records["arrays"]
+    weights = [arrays[key].numpy() for key in sorted(arrays.keys(), key=int)]
+    anchored = anchor_contribution(open_node(context), cohort, _number(config["round"], int), weights,
+                                   anchor=anchoring_enabled(context))
+    commitment = reply.content.config_records["commitment"]
+    commitment["update-hash"] = "0x" + anchored.update_hash.hex()
+    commitment["tx"] = anchored.tx_hash
+    reply.content.metric_records["metrics"]["anchor-seconds"] = anchored.seconds
+    return reply
+
+
+def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Clip the update with Flower's ``fixedclipping_mod`` when the round asks for it."""
+    if msg.metadata.message_type == MessageType.TRAIN and CLIPPING_NORM in msg.content.config_records["config"]:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+app = ClientApp(mods=[anchoring_mod, dp_clipping_mod])
+
+
+@app.train()
+def handle_train(msg: Message, context: Context) -> Message:
+    """Train one round of the study on this node's consenting records."""
+    started = time.perf_counter()
+    node = open_node(context)
     config = msg.content.config_records["config"]
     arrays = msg.content.array_records["arrays"]
     weights = [arrays[key].numpy() for key in sorted(arrays.keys(), key=int)]
-    result = train_round(
+    clipping = config.get(CLIPPING_NORM)
+    result = train_local(
         node,
         study_id=_number(config["study-id"], int),
         round_=_number(config["round"], int),
@@ -53,17 +144,20 @@ def handle_train(msg: Message, context: Context) -> Message:
         lr=_number(config["lr"], float),
         batch_size=_number(config["batch-size"], int),
         proximal_mu=_number(config["proximal-mu"], float),
+        clipping_norm=None if clipping is None else _number(clipping, float),
     )
+    _pending[msg.metadata.message_id] = result.cohort
+    seconds = {f"{name}-seconds": value for name, value in result.seconds.items()}
     content = RecordDict(
         {
             "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(result.weights)}),
-            "metrics": MetricRecord({**result.metrics, "cohort-count": result.cohort.count}),
+            "metrics": MetricRecord({**result.metrics, **seconds, "cohort-count": result.cohort.count,
+                                     "node-seconds": time.perf_counter() - started}),
             "commitment": ConfigRecord(
                 {
                     "hospital": node.address,
                     "cohort-root": "0x" + result.cohort.root.hex(),
-                    "update-hash": "0x" + result.update_hash.hex(),
-                    "tx": result.tx_hash,
+                    "cohort-count": result.cohort.count,
                 }
             ),
         }

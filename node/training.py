@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,26 @@ class StudyRefused(NodeError, PermissionError):
 
 
 @dataclass(frozen=True)
+class TrainedRound:
+    """A round trained on this node's cohort, not yet anchored."""
+
+    weights: list[np.ndarray]
+    metrics: dict[str, float]
+    cohort: Cohort
+    #: Seconds spent: ``check`` (study on chain), ``cohort`` (consents on chain), ``load``, ``train``.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Anchored:
+    """A contribution anchored on chain (or, with anchoring off, only hashed)."""
+
+    update_hash: bytes
+    tx_hash: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class RoundResult:
     """What the node sends back, and what it anchored."""
 
@@ -40,8 +61,12 @@ class RoundResult:
     tx_hash: str
 
 
-def check_study(node: Node, study_id: int, task_code: str, block: int) -> None:
+def check_study(node: Node, study_id: int, task_code: str, block: int, *, clipping_norm: float | None = None) -> None:
     """Refuse unless the study is running, this hospital approved it, and the task code matches.
+
+    A study approved with a privacy budget is trained only when the round's message asks for
+    the update to be clipped (``clipping_norm``): without clipping, the coordinator's noise
+    would not give the differential privacy the hospital approved.
 
     Raises:
         StudyRefused: naming the reason.
@@ -64,6 +89,12 @@ def check_study(node: Node, study_id: int, task_code: str, block: int) -> None:
             f"task {task_code!r} here hashes to 0x{local.hex()}, study {study_id} was approved for "
             f"0x{study.task_code_hash.hex()}: refusing to run code the committee did not approve"
         )
+    if study.privacy_budget > 0 and clipping_norm is None:
+        raise StudyRefused(
+            f"study {study_id} was approved with differential privacy (budget epsilon "
+            f"{study.privacy_budget / 1000:g}) but this round does not ask for clipped updates: "
+            "refusing to send an unclipped update"
+        )
 
 
 def label_of(raw: str | None, record_id: str) -> int:
@@ -72,6 +103,69 @@ def label_of(raw: str | None, record_id: str) -> int:
     if value is None:
         raise StudyRefused(f"record {record_id} has label {raw!r}; expected one of {sorted(LABELS)}")
     return value
+
+
+def train_local(
+    node: Node,
+    *,
+    study_id: int,
+    round_: int,
+    task_code: str,
+    weights: list[np.ndarray],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    proximal_mu: float,
+    clipping_norm: float | None = None,
+) -> TrainedRound:
+    """Check the study, build the cohort at the current block and train on it (no chain write).
+
+    Raises:
+        StudyRefused: the study is not to be trained here, or no record may be used.
+    """
+    import torch
+
+    from tasks import TrainConfig, get_task, set_weights, train
+    from tasks import get_weights as model_weights
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    block = node.exchange.chain.block_number
+    check_study(node, study_id, task_code, block, clipping_norm=clipping_norm)
+    task = get_task(task_code)
+    seconds["check"] = (now := time.perf_counter()) - started
+    cohort = build_cohort(node, study_id, block)
+    members = [m for m in cohort.members if m.kind == task.spec.kind]
+    if not members:
+        raise StudyRefused(f"no consenting records of the task's kind for study {study_id} at block {block}")
+    seconds["cohort"] = (then := time.perf_counter()) - now
+    inputs = torch.stack([task.load_record(node.dir / m.path, m.format) for m in members])
+    labels = torch.tensor([label_of(m.label, m.record_id) for m in members])
+    seconds["load"] = (now := time.perf_counter()) - then
+    model = task.build_model()
+    set_weights(model, weights)
+    metrics = train(model, inputs, labels, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size,
+                                                       proximal_mu=proximal_mu, seed=round_), weights)
+    seconds["train"] = time.perf_counter() - now
+    return TrainedRound(model_weights(model), {k: float(v) for k, v in metrics.items()}, cohort, seconds)
+
+
+def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[np.ndarray], *,
+                        anchor: bool = True) -> Anchored:
+    """Hash the update this node sends; anchor it with the cohort on chain and keep the cohort.
+
+    With ``anchor=False`` (the node's own ``anchor`` setting, for measuring the anchoring
+    overhead) nothing is written on chain and no cohort is kept.
+    """
+    from tasks import weights_hash
+
+    started = time.perf_counter()
+    update = weights_hash(weights)
+    if not anchor:
+        return Anchored(update, "", time.perf_counter() - started)
+    tx = node.exchange.studies.contribute(node.account, cohort.study_id, round_, cohort.root, cohort.count, update)
+    _keep_cohort(node, cohort, round_)
+    return Anchored(update, tx.tx_hash, time.perf_counter() - started)
 
 
 def train_round(
@@ -87,29 +181,10 @@ def train_round(
     proximal_mu: float,
 ) -> RoundResult:
     """Run one round for ``study_id`` on this node and anchor the contribution on chain."""
-    import torch
-
-    from tasks import TrainConfig, get_task, set_weights, train, weights_hash
-    from tasks import get_weights as model_weights
-
-    block = node.exchange.chain.block_number
-    check_study(node, study_id, task_code, block)
-    task = get_task(task_code)
-    cohort = build_cohort(node, study_id, block)
-    members = [m for m in cohort.members if m.kind == task.spec.kind]
-    if not members:
-        raise StudyRefused(f"no consenting records of the task's kind for study {study_id} at block {block}")
-    inputs = torch.stack([task.load_record(node.dir / m.path, m.format) for m in members])
-    labels = torch.tensor([label_of(m.label, m.record_id) for m in members])
-    model = task.build_model()
-    set_weights(model, weights)
-    metrics = train(model, inputs, labels, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size,
-                                                       proximal_mu=proximal_mu, seed=round_), weights)
-    new_weights = model_weights(model)
-    update = weights_hash(new_weights)
-    tx = node.exchange.studies.contribute(node.account, study_id, round_, cohort.root, cohort.count, update)
-    _keep_cohort(node, cohort, round_)
-    return RoundResult(new_weights, {k: float(v) for k, v in metrics.items()}, cohort, update, tx.tx_hash)
+    trained = train_local(node, study_id=study_id, round_=round_, task_code=task_code, weights=weights,
+                          epochs=epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu)
+    anchored = anchor_contribution(node, trained.cohort, round_, trained.weights)
+    return RoundResult(trained.weights, trained.metrics, trained.cohort, anchored.update_hash, anchored.tx_hash)
 
 
 def _keep_cohort(node: Node, cohort: Cohort, round_: int) -> None:

@@ -25,6 +25,9 @@ class CoordinatorSettings(BaseSettings):
     passphrase: SecretStr | None = None
     #: Where final and per-round models are stored.
     model_dir: Path = Path("run/models")
+    #: Anchor rounds and completion on chain. Off only to measure what anchoring costs
+    #: (benchmarks/federated.py); the nodes must be told too (node config ``anchor``).
+    anchor: bool = True
 
     def require(self) -> tuple[str, str]:
         """The RPC URL and passphrase; raise CoordinatorConfigError if either is unset."""

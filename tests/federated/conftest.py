@@ -1,7 +1,10 @@
-"""Fixtures of the federated tests: hospital nodes holding task data, and a running study."""
+"""Fixtures of the federated tests: hospital nodes holding task data, a running study, and a
+way to run it on the Flower deployment engine."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +14,16 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
+from contracts.manifest import write_manifest
 from contracts.studies import StudyRequest
+from deploy.flower import RunResult, run_app, start_superlink, start_supernode, stop, write_federation_config
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
+from tests.conftest import NODE_PASSPHRASE
 
 TASK = "ct-sinogram-lesion-v1"
+COORDINATOR_PASSPHRASE = "coordinator passphrase for tests"
 
 
 @dataclass
@@ -67,3 +74,42 @@ def study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
         exchange.studies.approve(h.node.account, study_id)
     exchange.studies.start(actors.coordinator, study_id)
     return study_id
+
+
+FlowerRun = Callable[[Mapping[str, object]], RunResult]
+
+
+@pytest.fixture
+def flower_run(tmp_path: Path, repo_root: Path, exchange, actors, hospitals,  # type: ignore[no-untyped-def]
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[FlowerRun]:
+    """Run the app on a SuperLink + one SuperNode per hospital (plain HTTP); models go to tmp_path/models.
+
+    The SuperLink (and so the ServerApp) inherits the coordinator settings set here.
+    """
+    key_file = tmp_path / "coordinator-key.json"
+    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, COORDINATOR_PASSPHRASE)))
+    manifest = tmp_path / "deployment.json"
+    write_manifest(exchange.deployment, manifest)
+    for name, value in {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
+                        "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(tmp_path / "models")}.items():
+        monkeypatch.setenv(f"METAI_COORDINATOR_{name}", value)
+    superlink = start_superlink(tmp_path / "superlink")
+    supernodes = []
+    try:
+        write_federation_config(superlink.flwr_home, "metai", superlink, None)
+        for h in hospitals:
+            secret = h.node.dir / "passphrase"
+            secret.write_text(NODE_PASSPHRASE)
+            config = {"node-dir": str(h.node.dir), "passphrase-file": str(secret)}
+            supernodes.append(start_supernode(tmp_path / f"sn-{h.node.address[:8]}", superlink,
+                                              h.node.address[2:10], node_config=config))
+
+        def run(run_config: Mapping[str, object]) -> RunResult:
+            return run_app(repo_root, flwr_home=superlink.flwr_home, federation="metai", timeout=600,
+                           run_config=run_config)  # type: ignore[arg-type]
+
+        yield run
+    finally:
+        for process in supernodes:
+            stop(process)
+        stop(superlink)

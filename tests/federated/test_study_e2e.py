@@ -3,73 +3,43 @@ one revocation between rounds 1 and 2, and everything checked against the chain.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 
 from contracts.datause import Purpose, Scope
 from contracts.studies import StudyStatus
-from deploy.flower import run_app, start_superlink, start_supernode, stop, write_federation_config
 from node.cohort import build_cohort
 from node.training import read_kept_cohort
 from tests.federated.conftest import TASK
 
-PASSPHRASE = "coordinator passphrase for tests"
-
 
 @pytest.mark.slow
-def test_three_rounds_with_a_revocation(tmp_path: Path, repo_root: Path, exchange, actors, hospitals, study,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_three_rounds_with_a_revocation(tmp_path: Path, exchange, actors, hospitals, study, flower_run) -> None:
     from tasks import load_weights, weights_hash
 
-    key_file = tmp_path / "coordinator-key.json"
-    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, PASSPHRASE)))
-    manifest = tmp_path / "deployment.json"
     models = tmp_path / "models"
-    for name, value in {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
-                        "PASSPHRASE": PASSPHRASE, "MODEL_DIR": str(models)}.items():
-        monkeypatch.setenv(f"METAI_COORDINATOR_{name}", value)
-    from contracts.manifest import write_manifest
+    revoked_pid, revoked_key = next(iter(hospitals[0].patients.items()))
+    revoked_at: list[int] = []
+    done = threading.Event()
 
-    write_manifest(exchange.deployment, manifest)
-    superlink = start_superlink(tmp_path / "superlink")
-    supernodes = []
+    def revoke_after_round_one() -> None:
+        while exchange.studies.round_model_hash(study, 1) == bytes(32):
+            if done.wait(0.2):
+                return  # the run ended without a first round
+        tx = exchange.consent.relay(actors.coordinator,
+                                    exchange.consent.sign_revoke(revoked_key, Scope(purpose=Purpose.GRU)))
+        revoked_at.append(tx.block_number)
+
+    watcher = threading.Thread(target=revoke_after_round_one, daemon=True)
+    watcher.start()
     try:
-        write_federation_config(superlink.flwr_home, "metai", superlink, None)
-        for h in hospitals:
-            secret = h.node.dir / "passphrase"
-            secret.write_text("correct horse battery staple")
-            config = {"node-dir": str(h.node.dir), "passphrase-file": str(secret)}
-            supernodes.append(start_supernode(tmp_path / f"sn-{h.node.address[:8]}", superlink, h.node.address[2:10],
-                                              node_config=config))
-        revoked_pid, revoked_key = next(iter(hospitals[0].patients.items()))
-        revoked_at: list[int] = []
-        done = threading.Event()
-
-        def revoke_after_round_one() -> None:
-            while exchange.studies.round_model_hash(study, 1) == bytes(32):
-                if done.wait(0.2):
-                    return  # the run ended without a first round
-            tx = exchange.consent.relay(actors.coordinator,
-                                        exchange.consent.sign_revoke(revoked_key, Scope(purpose=Purpose.GRU)))
-            revoked_at.append(tx.block_number)
-
-        watcher = threading.Thread(target=revoke_after_round_one, daemon=True)
-        watcher.start()
-        try:
-            result = run_app(repo_root, flwr_home=superlink.flwr_home, federation="metai", timeout=600,
-                             run_config={"study-id": study, "task": TASK, "min-nodes": 2, "round-delay": 4.0,
-                                         "local-epochs": 1, "eval-examples": 32})
-        finally:
-            done.set()
-            watcher.join(timeout=30)
+        result = flower_run({"study-id": study, "task": TASK, "min-nodes": 2, "round-delay": 4.0,
+                             "local-epochs": 1, "eval-examples": 32})
     finally:
-        for process in supernodes:
-            stop(process)
-        stop(superlink)
+        done.set()
+        watcher.join(timeout=30)
     assert result.status.startswith("finished"), result.logs[-3000:]
     assert revoked_at, "the revocation was never sent"
 

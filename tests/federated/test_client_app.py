@@ -1,0 +1,91 @@
+"""The ClientApp with its mods, called in-process: clipping comes before anchoring, and a study
+that promises differential privacy is not trained without clipping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+
+from contracts.datause import Kind, Purpose
+from contracts.studies import StudyRequest
+from node.client_app import app
+from node.training import StudyRefused, read_kept_cohort, train_local
+from tests.conftest import NODE_PASSPHRASE
+from tests.federated.conftest import TASK
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages are made outside Flower's processes here: give them the identity Flower would."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+def initial_weights() -> list[np.ndarray]:
+    from tasks import get_task, get_weights
+
+    return get_weights(get_task(TASK).build_model())
+
+
+def train_message(study_id: int, weights: list[np.ndarray], clipping_norm: float | None) -> Message:
+    config = ConfigRecord({"study-id": study_id, "round": 1, "task": TASK, "local-epochs": 1, "lr": 0.01,
+                           "batch-size": 4, "proximal-mu": 0.0})
+    if clipping_norm is not None:
+        config["clipping_norm"] = clipping_norm
+    arrays = ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)})
+    return Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=1,
+                   message_type=MessageType.TRAIN)
+
+
+def context_for(node_dir: Path, passphrase_file: Path) -> Context:
+    node_config = {"node-dir": str(node_dir), "passphrase-file": str(passphrase_file)}
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def private_study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
+    from tasks import task_code_hash
+
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=(hospitals[0].node.address,),
+        task_code_hash=task_code_hash(TASK), rounds=2, privacy_budget=5000))
+    exchange.studies.approve(hospitals[0].node.account, study_id)
+    exchange.studies.start(actors.coordinator, study_id)
+    return study_id
+
+
+def test_the_anchored_update_is_the_clipped_one(hospitals, exchange, actors, tmp_path: Path) -> None:
+    from tasks import weights_hash
+
+    study_id = private_study(exchange, actors, hospitals)
+    node = hospitals[0].node
+    secret = tmp_path / "passphrase"
+    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    sent = initial_weights()
+    reply = app(train_message(study_id, sent, clipping_norm=0.01), context_for(node.dir, secret))
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    arrays = reply.content.array_records["arrays"]
+    returned = [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
+    norm = math.sqrt(sum(float(np.sum((r.astype(np.float64) - s) ** 2)) for r, s in zip(returned, sent, strict=True)))
+    assert norm == pytest.approx(0.01, rel=1e-3)  # lr 0.01 moves the weights much farther than 0.01
+    commitment = reply.content.config_records["commitment"]
+    assert commitment["update-hash"] == "0x" + weights_hash(returned).hex()
+    on_chain = exchange.studies.contribution_of(study_id, 1, node.address)
+    assert on_chain.cohort_count == 12
+    assert "0x" + on_chain.cohort_root.hex() == commitment["cohort-root"]
+    assert read_kept_cohort(node, study_id, 1)["count"] == 12
+    assert reply.content.metric_records["metrics"]["anchor-seconds"] >= 0
+
+
+def test_a_private_study_is_not_trained_without_clipping(hospitals, exchange, actors) -> None:
+    study_id = private_study(exchange, actors, hospitals)
+    node = hospitals[0].node
+    with pytest.raises(StudyRefused, match="refusing to send an unclipped update"):
+        train_local(node, study_id=study_id, round_=1, task_code=TASK, weights=initial_weights(), epochs=1,
+                    lr=0.01, batch_size=4, proximal_mu=0.0)
+    assert exchange.studies.contribution_of(study_id, 1, node.address).cohort_count == 0

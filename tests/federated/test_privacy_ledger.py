@@ -1,0 +1,60 @@
+"""The coordinator's privacy accounting and private aggregation, without Flower or a chain."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from coordinator.errors import StudyAborted
+from coordinator.federation import FederationConfig, PrivacyLedger, _private_mean, _privacy_ledger
+
+
+def config(noise: float, clipping: float = 1.0) -> FederationConfig:
+    return FederationConfig(study_id=7, task="ct-sinogram-lesion-v1", min_nodes=2, local_epochs=1, lr=0.01,
+                            batch_size=8, proximal_mu=0.0, poll_interval=0.2, round_timeout=60, wait_nodes=60,
+                            round_delay=0, eval_examples=8, eval_seed=1, dp_noise_multiplier=noise,
+                            dp_clipping_norm=clipping, dp_delta=1e-5)
+
+
+def test_a_run_must_match_the_study_it_runs() -> None:
+    assert _privacy_ledger(config(0.0), 0, 2, 0) is None
+    with pytest.raises(StudyAborted, match="no privacy budget on chain"):
+        _privacy_ledger(config(1.0), 0, 2, 0)
+    with pytest.raises(StudyAborted, match="launch it with dp-noise-multiplier > 0"):
+        _privacy_ledger(config(0.0), 3000, 2, 0)
+    with pytest.raises(StudyAborted, match="dp-clipping-norm must be > 0"):
+        _privacy_ledger(config(1.0, clipping=0.0), 3000, 2, 0)
+
+
+def test_rounds_spend_rounded_up_and_stop_before_the_budget() -> None:
+    ledger = PrivacyLedger(config(2.0), 3500, 2, 0)
+    assert ledger.epsilon() == 0.0
+    recorded, spent = 0, []
+    while ledger.next_round_fits():
+        milli, total = ledger.spend_round(recorded)
+        recorded += milli
+        spent.append(milli)
+        assert recorded == math.ceil(total * 1000)  # the chain's total covers the true epsilon
+    assert len(spent) == 2 and recorded <= 3500
+    # more rounds add less each (composition is sub-additive under RDP)
+    assert spent[1] < spent[0]
+
+
+def test_a_resumed_study_counts_its_earlier_rounds() -> None:
+    fresh = PrivacyLedger(config(1.0), 100_000, 2, 0)
+    for _ in range(3):
+        fresh.spend_round(0)
+    resumed = PrivacyLedger(config(1.0), 100_000, 2, 3)
+    assert resumed.epsilon() == pytest.approx(fresh.epsilon())
+
+
+def test_private_mean_is_the_plain_mean_plus_noise_of_the_stated_size() -> None:
+    sent = [np.zeros((400, 500), dtype=np.float32)]
+    updates = [[np.full((400, 500), 0.1, dtype=np.float32)], [np.full((400, 500), 0.3, dtype=np.float32)]]
+    out = _private_mean(sent, updates, config(2.0, clipping=0.5))[0]
+    assert out.dtype == np.float32
+    noise = out.astype(np.float64) - 0.2
+    assert abs(noise.mean()) < 0.01
+    assert noise.std() == pytest.approx(2.0 * 0.5 / 2, rel=0.01)

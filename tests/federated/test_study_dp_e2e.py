@@ -1,0 +1,52 @@
+"""Differential privacy end to end on the deployment engine: every round records the epsilon it
+spent, and the study stops before a round that would exceed its budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts.datause import Kind, Purpose
+from contracts.events import RoundRecorded, read_events
+from contracts.studies import StudyRequest, StudyStatus
+from tests.federated.conftest import TASK
+
+NOISE = 2.0
+# With z = 2 and delta = 1e-5 (RDP, no sampling amplification) the total epsilon is about
+# 2.17 after one round, 3.19 after two and 4.01 after three: a budget of 3.5 allows two rounds.
+BUDGET_MILLI = 3500
+
+
+@pytest.mark.slow
+def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(tmp_path: Path, exchange, actors, hospitals,
+                                                                   flower_run) -> None:
+    from tasks import load_weights, task_code_hash, weights_hash
+
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.node.address for h in hospitals),
+        task_code_hash=task_code_hash(TASK), rounds=3, privacy_budget=BUDGET_MILLI))
+    for h in hospitals:
+        exchange.studies.approve(h.node.account, study_id)
+    exchange.studies.start(actors.coordinator, study_id)
+
+    result = flower_run({"study-id": study_id, "task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
+                         "dp-noise-multiplier": NOISE, "dp-clipping-norm": 0.5, "dp-delta": 1e-5})
+    assert result.status.startswith("finished"), result.logs[-3000:]
+
+    record = exchange.studies.study(study_id)
+    assert record.status == StudyStatus.COMPLETED
+    assert record.rounds_completed == 2
+    log = json.loads((tmp_path / "models" / f"study-{study_id}" / "study.json").read_text())
+    assert "round 3 would take epsilon" in log["stopped"]
+    recorded = [r["privacy"]["milli_epsilon"] for r in log["rounds"]]
+    assert all(m > 0 for m in recorded)
+    assert record.privacy_spent == sum(recorded) <= BUDGET_MILLI
+    # the chain's total covers the accountant's epsilon (rounded up to the milli-epsilon)
+    assert record.privacy_spent / 1000 >= log["privacy"]["epsilon"] > record.privacy_spent / 1000 - 0.001
+    events = [e for e in read_events(exchange.chain, [exchange.studies.address])
+              if isinstance(e, RoundRecorded) and e.study_id == study_id]
+    assert [e.privacy_spent for e in events] == recorded
+    final = load_weights(tmp_path / "models" / f"study-{study_id}" / "final.npz")
+    assert weights_hash(final) == record.final_model_hash
