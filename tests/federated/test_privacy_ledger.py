@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from coordinator.errors import StudyAborted
-from coordinator.federation import FederationConfig, PrivacyLedger, _private_mean, _privacy_ledger
+from coordinator.federation import FederationConfig, PrivacyLedger, _privacy_ledger, _private_mean
 
 
 def config(noise: float, clipping: float = 1.0) -> FederationConfig:
@@ -37,7 +37,8 @@ def test_rounds_spend_rounded_up_and_stop_before_the_budget() -> None:
         recorded += milli
         spent.append(milli)
         assert recorded == math.ceil(total * 1000)  # the chain's total covers the true epsilon
-    assert len(spent) == 2 and recorded <= 3500
+    assert len(spent) == 2
+    assert recorded <= 3500
     # more rounds add less each (composition is sub-additive under RDP)
     assert spent[1] < spent[0]
 
