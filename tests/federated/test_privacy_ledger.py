@@ -59,3 +59,34 @@ def test_private_mean_is_the_plain_mean_plus_noise_of_the_stated_size() -> None:
     noise = out.astype(np.float64) - 0.2
     assert abs(noise.mean()) < 0.01
     assert noise.std() == pytest.approx(2.0 * 0.5 / 2, rel=0.01)
+
+
+def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from coordinator.federation import _check
+    from tasks import weights_hash
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+    sent = [np.zeros(100, dtype=np.float32)]
+    request = Message(content=RecordDict({"config": ConfigRecord({"round": 1})}), dst_node_id=1,
+                      message_type=MessageType.TRAIN)
+
+    def reply(hospital: str, step: float) -> Message:
+        weights = [np.full(100, step, dtype=np.float32)]  # update norm = 10 * step
+        return Message(content=RecordDict({
+            "arrays": ArrayRecord({"0": Array(weights[0])}),
+            "metrics": MetricRecord({"train-seconds": 0.5}),
+            "commitment": ConfigRecord({"hospital": hospital, "cohort-root": "0x" + "11" * 32, "cohort-count": 3,
+                                        "update-hash": "0x" + weights_hash(weights).hex()}),
+        }), reply_to=request)
+
+    cfg = replace(config(1.0, clipping=0.5), anchor=False)
+    accepted, refused = _check(None, cfg, 1, sent, [reply("0xA", 0.05), reply("0xB", 0.2)])  # type: ignore[arg-type]
+    assert [c.hospital for c in accepted] == ["0xA"]
+    assert accepted[0].seconds == {"train": 0.5}
+    assert refused == ["0xB: update norm 2 exceeds the clipping norm 0.5"]
