@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 
 from eth_account import Account
 from flwr.app import Context
@@ -18,6 +20,12 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the study named in the run config (``study-id``) to completion."""
+    coordinator_log = logging.getLogger("metai.coordinator")
+    if not coordinator_log.handlers:  # the per-round lines go to the run's log (``flwr log``, deploy study run)
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        coordinator_log.addHandler(handler)
+        coordinator_log.setLevel(logging.INFO)
     settings = CoordinatorSettings()
     rpc_url, passphrase = settings.require()
     coordinator = Account.from_key(Account.decrypt(json.loads(settings.key_file.read_text("utf-8")), passphrase))

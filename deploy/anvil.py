@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
-import signal
-import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +23,20 @@ from typing import Any
 import requests
 
 from deploy.errors import ServiceStartError, ToolMissing
+from deploy.process import free_port, spawn, start_time, stop_tree, tail
+
+__all__ = [
+    "AnvilNode",
+    "advance_time",
+    "anvil_binary",
+    "free_port",
+    "mine",
+    "revert_to",
+    "rpc",
+    "snapshot",
+    "start_anvil",
+    "stop_anvil",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PLATFORMS = {("Linux", "x86_64"): "linux-amd64"}  # package.json pins this platform's Anvil package
@@ -43,6 +53,7 @@ class AnvilNode:
     log_file: Path
     state_file: Path | None
     dev_keys: tuple[str, ...]  # private keys of Anvil's funded dev accounts
+    start_time: int | None = None  # of ``pid``, in clock ticks since boot: a reused PID is not stopped
 
     def to_json(self) -> str:
         """Serialise for the run directory's ``anvil.json``."""
@@ -62,6 +73,7 @@ class AnvilNode:
             log_file=Path(d["log_file"]),
             state_file=Path(d["state_file"]) if d.get("state_file") else None,
             dev_keys=tuple(d["dev_keys"]),
+            start_time=int(d["start_time"]) if d.get("start_time") is not None else None,
         )
 
 
@@ -79,13 +91,6 @@ def anvil_binary() -> Path:
     if not path.exists():
         raise ToolMissing(f"Anvil not found at {path}: run `npm ci` in {REPO_ROOT} (make does it)")
     return path
-
-
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float = 10.0) -> Any:
@@ -142,19 +147,18 @@ def start_anvil(
     if state_file is not None:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         cmd += ["--state", str(state_file)]
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = spawn(cmd, log_file, own_session=False)  # in our session, as it always was
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise ServiceStartError(f"anvil exited with {proc.returncode}:\n{_tail(log_file)}")
+            raise ServiceStartError(f"anvil exited with {proc.returncode}:\n{tail(log_file, 20)}")
         with contextlib.suppress(requests.RequestException, RuntimeError, ValueError):
             if int(rpc(url, "eth_chainId", timeout=2), 16) == chain_id and config_out.exists():
                 break
         if time.monotonic() > deadline:
-            _terminate(proc.pid, 5.0)
-            raise ServiceStartError(f"anvil did not answer on {url} within {timeout} s:\n{_tail(log_file)}")
+            stop_tree(proc.pid, timeout=5.0)
+            raise ServiceStartError(f"anvil did not answer on {url} within {timeout} s:\n{tail(log_file, 20)}")
         time.sleep(0.05)
     config = json.loads(config_out.read_text(encoding="utf-8"))
     node = AnvilNode(
@@ -165,48 +169,19 @@ def start_anvil(
         log_file=log_file,
         state_file=state_file,
         dev_keys=tuple(config["private_keys"]),
+        start_time=start_time(proc.pid),
     )
     (run_dir / "anvil.json").write_text(node.to_json(), encoding="utf-8")
     return node
 
 
 def stop_anvil(node: AnvilNode, timeout: float = 30.0) -> None:
-    """Stop ``node`` by its PID (SIGTERM, so it saves ``--state``; SIGKILL after ``timeout``)."""
-    _terminate(node.pid, timeout)
+    """Stop ``node`` by its PID (SIGTERM, so it saves ``--state``; SIGKILL after ``timeout``).
 
-
-def _terminate(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _reaped(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    _reaped(pid)
-
-
-def _reaped(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == pid
-    except ChildProcessError:  # not our child: poll for its disappearance
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    Stopping twice is harmless: a PID that now belongs to a process started at another time
+    (recorded in ``node.start_time``) is left alone.
+    """
+    stop_tree(node.pid, (), timeout, node.start_time)
 
 
 # ---------------------------------------------------------------------- Anvil-only calls

@@ -17,21 +17,23 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty, Queue
 
 import requests
 
-from deploy.anvil import free_port
 from deploy.errors import DeployError, ServiceStartError, ToolMissing
 from deploy.flower_certs import FlowerSecurity, check_node_name, make_security
+from deploy.process import HOST, clean, descendants, free_port, read_log, spawn, start_time, stop_tree, tail, tail_text
 
 __all__ = [
     "FlowerRunError",
@@ -42,6 +44,7 @@ __all__ = [
     "flower_env",
     "load_process",
     "make_security",
+    "read_app_config",
     "register_supernodes",
     "run_app",
     "start_superlink",
@@ -50,9 +53,7 @@ __all__ = [
     "write_federation_config",
 ]
 
-HOST = "127.0.0.1"
 ConfigValue = str | int | float | bool
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
@@ -110,13 +111,18 @@ class RunResult:
     details: str = ""
 
 
-def flower_env(run_dir: Path) -> dict[str, str]:
-    """Return the environment for Flower processes whose FLWR_HOME is ``run_dir / "flwr-home"``."""
-    return _env(run_dir / "flwr-home")
+def flower_env(run_dir: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment for Flower processes whose FLWR_HOME is ``run_dir / "flwr-home"``.
+
+    It is this process's environment, plus ``extra_env``, plus the Flower settings of
+    docs/flower.md (which ``extra_env`` cannot override, except the SuperExec poll interval).
+    """
+    return _env(run_dir / "flwr-home", extra_env)
 
 
-def _env(flwr_home: Path) -> dict[str, str]:
+def _env(flwr_home: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)  # passed through whole: children need PATH, HOME, locale
+    env.update(extra_env or {})
     no_proxy = ",".join(p for p in (env.get("NO_PROXY", ""), HOST, "localhost") if p)
     env.update(
         FLWR_HOME=str(flwr_home.resolve()),
@@ -134,7 +140,12 @@ def _env(flwr_home: Path) -> dict[str, str]:
 
 
 def start_superlink(
-    run_dir: Path, *, security: FlowerSecurity | None = None, port: int | None = None, timeout: float = 60
+    run_dir: Path,
+    *,
+    security: FlowerSecurity | None = None,
+    port: int | None = None,
+    timeout: float = 60,
+    extra_env: Mapping[str, str] | None = None,
 ) -> SuperLinkProcess:
     """Start a SuperLink on 127.0.0.1 and wait until it answers.
 
@@ -144,6 +155,8 @@ def start_superlink(
             None: plain HTTP, any SuperNode is admitted (a lab on one machine only).
         port: the one port of all its APIs; a free one if None.
         timeout: seconds to wait for ``/health`` to answer.
+        extra_env: added to its environment, which its ServerApps inherit (e.g. the
+            coordinator's ``METAI_COORDINATOR_*`` settings); this process's own is left alone.
 
     Raises:
         ToolMissing: flwr is not installed in this venv.
@@ -160,7 +173,7 @@ def start_superlink(
         cmd += ["--ssl-ca-certfile", str(security.ca_cert), "--ssl-certfile", str(security.server_cert)]
         cmd += ["--ssl-keyfile", str(security.server_key), "--enable-supernode-auth"]
     log_file = run_dir / "superlink.log"
-    proc = _spawn(cmd, flower_env(run_dir), log_file)
+    proc = spawn(cmd, log_file, env=flower_env(run_dir, extra_env))
     url = f"{'http' if security is None else 'https'}://{HOST}:{port}/health"
     deadline = time.monotonic() + timeout
     try:
@@ -168,7 +181,7 @@ def start_superlink(
             _check_alive(proc, "flower-superlink", log_file, deadline, timeout)
             time.sleep(0.1)
     except BaseException:  # not ready, or the caller was interrupted: leave nothing running
-        _stop_tree(proc.pid, (), 5.0)
+        stop_tree(proc.pid, (), 5.0)
         raise
     address = f"{HOST}:{port}"
     superlink = SuperLinkProcess(
@@ -180,8 +193,8 @@ def start_superlink(
         database=database,
         flwr_home=run_dir / "flwr-home",
         ca_cert=security.ca_cert if security else None,
-        children=_descendants(proc.pid),
-        start_time=_start_time(proc.pid),
+        children=descendants(proc.pid),
+        start_time=start_time(proc.pid),
     )
     _save(superlink, run_dir / "superlink.json")
     return superlink
@@ -256,6 +269,7 @@ def start_supernode(
     security: FlowerSecurity | None = None,
     port: int | None = None,
     timeout: float = 60,
+    extra_env: Mapping[str, str] | None = None,
 ) -> SuperNodeProcess:
     """Start SuperNode ``name`` and wait until the SuperLink has activated it.
 
@@ -268,6 +282,7 @@ def start_supernode(
         security: the material the SuperLink was started with (TLS + this node's key).
         port: its Runtime API port; a free one if None.
         timeout: seconds to wait for activation (the log line ``SuperNode ID: <id>``).
+        extra_env: added to its environment, which its ClientApps inherit.
 
     Raises:
         ValueError: a node_config key or value cannot be passed, or ``security`` does not
@@ -292,14 +307,14 @@ def start_supernode(
         cmd += ["--root-certificates", str(security.ca_cert), "--auth-supernode-private-key", str(private_key)]
     log_file = node_dir / "supernode.log"
     log_start = log_file.stat().st_size if log_file.exists() else 0
-    proc = _spawn(cmd, flower_env(node_dir), log_file)
+    proc = spawn(cmd, log_file, env=flower_env(node_dir, extra_env))
     deadline = time.monotonic() + timeout
     try:
-        while not (found := _NODE_ID.search(_read(log_file, log_start))):
+        while not (found := _NODE_ID.search(read_log(log_file, log_start))):
             _check_alive(proc, f"flower-supernode {name!r}", log_file, deadline, timeout)
             time.sleep(0.1)
     except BaseException:  # refused, not ready, or the caller was interrupted: leave nothing running
-        _stop_tree(proc.pid, (), 5.0)
+        stop_tree(proc.pid, (), 5.0)
         raise
     node = SuperNodeProcess(
         pid=proc.pid,
@@ -309,8 +324,8 @@ def start_supernode(
         log_file=log_file,
         flwr_home=node_dir / "flwr-home",
         node_config_file=config_file,
-        children=_descendants(proc.pid),
-        start_time=_start_time(proc.pid),
+        children=descendants(proc.pid),
+        start_time=start_time(proc.pid),
     )
     _save(node, node_dir / "supernode.json")
     return node
@@ -323,6 +338,8 @@ def run_app(
     federation: str,
     run_config: Mapping[str, ConfigValue],
     timeout: float,
+    on_submitted: Callable[[int], None] | None = None,
+    on_log: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Submit the Flower app in ``app_dir`` with ``flwr run``, follow it to the end, and return how it ended.
 
@@ -333,6 +350,12 @@ def run_app(
         run_config: overrides of ``[tool.flwr.app.config]`` (each key must exist there); both
             the ServerApp and every ClientApp see the merged result as ``context.run_config``.
         timeout: seconds from submission to the end of the run; after it the run is stopped.
+        on_submitted: called with the run id once the SuperLink has accepted the run.
+        on_log: called with each line of the ServerApp's log (no newline) as it arrives; the
+            lines also go to ``<flwr_home>/runs/<run id>.log`` as they arrive.
+
+    If the caller is interrupted (Ctrl-C) while the run is followed, the run is stopped
+    (``flwr stop``) before the interruption goes on.
 
     Raises:
         ValueError: a run_config key is not in the app's ``[tool.flwr.app.config]``, or a value
@@ -359,35 +382,41 @@ def run_app(
     overrides.replace(runs / f"{run_id}.run-config.toml")
     log_file = runs / f"{run_id}.log"
     remaining = max(1.0, timeout - (time.monotonic() - started))
-    try:  # the log stream ends when the run has finished
-        stream = subprocess.run(
-            [str(_tool("flwr")), "log", str(run_id), federation, "--stream"],
-            env=_env(flwr_home),
-            capture_output=True,
-            text=True,
-            timeout=remaining,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        logs = _clean(exc.stdout)
-        log_file.write_text(logs, encoding="utf-8")
-        with contextlib.suppress(DeployError, subprocess.SubprocessError):
-            _flwr(["stop", str(run_id), federation, "--format", "json"], flwr_home, what=f"stopping run {run_id}")
+    try:
+        if on_submitted is not None:
+            on_submitted(run_id)
+        logs, returncode, errors = _follow(run_id, federation, flwr_home, log_file, remaining, on_log)
+    except BaseException:  # interrupted: the run would go on without anyone following it
+        _stop_run(run_id, federation, flwr_home)
+        raise
+    if returncode is None:
+        _stop_run(run_id, federation, flwr_home)
         raise FlowerRunError(
-            f"run {run_id} did not finish within {timeout} s and was stopped; log tail:\n{_tail_text(logs)}",
+            f"run {run_id} did not finish within {timeout} s and was stopped; log tail:\n{tail_text(logs)}",
             run_id=run_id,
             status="timeout",
-        ) from None
-    logs = _clean(stream.stdout)
-    log_file.write_text(logs, encoding="utf-8")
-    if stream.returncode != 0:  # the status below says how the run ended; this says why we could not follow it
-        logs += f"\n(flwr log exited with {stream.returncode}: {_tail_text(_clean(stream.stderr), 5)})"
+        )
+    if returncode != 0:  # the status below says how the run ended; this says why we could not follow it
+        logs += f"\n(flwr log exited with {returncode}: {tail_text(errors, 5)})"
     status, details = _run_status(run_id, federation, flwr_home)
     if status != "finished:completed":
         raise FlowerRunError(
-            f"run {run_id} ended {status} ({details}); log tail:\n{_tail_text(logs)}", run_id=run_id, status=status
+            f"run {run_id} ended {status} ({details}); log tail:\n{tail_text(logs)}", run_id=run_id, status=status
         )
     return RunResult(run_id, status, logs, log_file, time.monotonic() - started, details)
+
+
+def read_app_config(app_dir: Path) -> dict[str, ConfigValue]:
+    """Return the defaults of the app's ``[tool.flwr.app.config]``, nested keys joined with dots.
+
+    Raises:
+        ValueError: ``app_dir/pyproject.toml`` cannot be read or parsed.
+    """
+    try:
+        project = tomllib.loads((app_dir / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{app_dir} is not a Flower app: its pyproject.toml cannot be read ({exc})") from None
+    return _flat(project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
 
 
 def stop(process: SuperLinkProcess | SuperNodeProcess, timeout: float = 10.0) -> None:
@@ -397,7 +426,7 @@ def stop(process: SuperLinkProcess | SuperNodeProcess, timeout: float = 10.0) ->
     exit by themselves within seconds of their parent, but are ended here so nothing outlives
     the call.
     """
-    _stop_tree(process.pid, process.children, timeout, process.start_time)
+    stop_tree(process.pid, process.children, timeout, process.start_time)
 
 
 def load_process(path: Path) -> SuperLinkProcess | SuperNodeProcess:
@@ -430,24 +459,6 @@ def _save(process: SuperLinkProcess | SuperNodeProcess, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _stop_tree(pid: int, children: tuple[tuple[int, int], ...], timeout: float, start_time: int | None = None) -> None:
-    if start_time is not None and _start_time(pid) not in (start_time, None):
-        return  # it ended long ago and its PID now belongs to someone else
-    family = dict.fromkeys((*children, *_descendants(pid)))  # (pid, start time): a reused PID is left alone
-    _terminate(pid, timeout)
-    alive = [child for child, started in family if _start_time(child) == started]
-    for child in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive and time.monotonic() < deadline:
-        alive = [child for child in alive if not _gone(child)]
-        time.sleep(0.05)
-    for child in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
-
-
 def _bin_dir() -> Path:
     return Path(sys.executable).parent
 
@@ -459,22 +470,11 @@ def _tool(name: str) -> Path:
     return path
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        # Its own session: a terminal's Ctrl-C goes to the caller, who stops it by PID.
-        return subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
-
-
 def _check_alive(proc: subprocess.Popen[bytes], what: str, log_file: Path, deadline: float, timeout: float) -> None:
     if proc.poll() is not None:
-        raise ServiceStartError(f"{what} exited with {proc.returncode}:\n{_tail(log_file)}")
+        raise ServiceStartError(f"{what} exited with {proc.returncode}:\n{tail(log_file)}")
     if time.monotonic() > deadline:
-        raise ServiceStartError(f"{what} was not ready within {timeout} s:\n{_tail(log_file)}")
+        raise ServiceStartError(f"{what} was not ready within {timeout} s:\n{tail(log_file)}")
 
 
 def _healthy(url: str, verify: str | bool) -> bool:
@@ -507,7 +507,7 @@ def _flwr(args: list[str], flwr_home: Path, *, what: str, timeout: float = 120) 
     except json.JSONDecodeError:
         answer = None
     if done.returncode != 0 or not isinstance(answer, dict):
-        output = _tail_text(_clean(done.stdout + done.stderr))
+        output = tail_text(clean(done.stdout + done.stderr))
         raise FlowerRunError(f"{what}: `flwr {' '.join(args)}` exited with {done.returncode}:\n{output}")
     return answer
 
@@ -538,12 +538,7 @@ def _checked_config(config: Mapping[str, ConfigValue], what: str) -> Mapping[str
 
 def _check_run_config_keys(app_dir: Path, run_config: Mapping[str, ConfigValue]) -> None:
     # Flower refuses unknown keys with a bare "Invalid run configuration"; name them here instead.
-    try:
-        project = tomllib.loads((app_dir / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{app_dir} is not a Flower app: its pyproject.toml cannot be read ({exc})") from None
-    defaults = project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
-    known = set(_flat_keys(defaults))
+    known = set(read_app_config(app_dir))
     if unknown := sorted(set(run_config) - known):
         raise ValueError(
             f"run_config keys {unknown} are not in [tool.flwr.app.config] of {app_dir / 'pyproject.toml'} "
@@ -551,11 +546,81 @@ def _check_run_config_keys(app_dir: Path, run_config: Mapping[str, ConfigValue])
         )
 
 
-def _flat_keys(table: Mapping[str, object], prefix: str = "") -> list[str]:
-    keys: list[str] = []
+def _flat(table: Mapping[str, object], prefix: str = "") -> dict[str, ConfigValue]:
+    flat: dict[str, ConfigValue] = {}
     for key, value in table.items():
-        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [prefix + key]
-    return keys
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, str | int | float | bool):
+            flat[prefix + key] = value
+    return flat
+
+
+def _follow(
+    run_id: int,
+    federation: str,
+    flwr_home: Path,
+    log_file: Path,
+    timeout: float,
+    on_log: Callable[[str], None] | None,
+) -> tuple[str, int | None, str]:
+    """Stream the run's log (``flwr log --stream``, which ends with the run) into ``log_file`` and ``on_log``.
+
+    Returns the log, the exit code of ``flwr log`` (None: ``timeout`` ran out first) and its stderr.
+    """
+    lines: Queue[str | None] = Queue()
+    with tempfile.TemporaryFile() as errors, open(log_file, "w", encoding="utf-8") as out:
+        stream = subprocess.Popen(
+            [str(_tool("flwr")), "log", str(run_id), federation, "--stream"],
+            env=_env(flwr_home),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        pipe = stream.stdout
+        assert pipe is not None  # stdout=PIPE
+
+        def pump() -> None:  # a thread, so the wait below can time out between lines
+            for line in pipe:
+                lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        text: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    line = lines.get(timeout=min(left, 1.0))
+                except Empty:
+                    continue
+                if line is None:
+                    break
+                text.append(line := clean(line))
+                out.write(line)
+                out.flush()
+                if on_log is not None:
+                    on_log(line.rstrip("\n"))
+            else:
+                return "".join(text), None, ""
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+            stream.wait()
+            reader.join(timeout=5)  # it reads to the end of the pipe, which closed with the process
+            if not reader.is_alive():
+                pipe.close()
+        errors.seek(0)
+        return "".join(text), stream.returncode, clean(errors.read())
+
+
+def _stop_run(run_id: int, federation: str, flwr_home: Path) -> None:
+    with contextlib.suppress(DeployError, subprocess.SubprocessError):
+        _flwr(["stop", str(run_id), federation, "--format", "json"], flwr_home, what=f"stopping run {run_id}")
 
 
 def _toml(table: Mapping[str, object], prefix: str = "") -> str:
@@ -583,81 +648,3 @@ def _value(value: object) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     raise ValueError(f"cannot write {type(value).__name__} {value!r} to TOML")
-
-
-def _descendants(pid: int) -> tuple[tuple[int, int], ...]:
-    """(pid, start time) of every live descendant of ``pid``, read from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))):
-            parents.setdefault(int(stat[1]), []).append(int(entry.name))
-    found: list[tuple[int, int]] = []
-    todo = list(parents.get(pid, []))
-    while todo:
-        child = todo.pop()
-        if (started := _start_time(child)) is not None:
-            found.append((child, started))
-        todo += parents.get(child, [])
-    return tuple(found)
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields after "pid (comm) "; [0] is state, [1] the parent
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _stat(pid)
-    return int(stat[19]) if stat and stat[0] != "Z" else None  # field 22 of proc(5); zombies count as gone
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited; our own child is also reaped, so its PID is free afterwards."""
-    try:
-        return os.waitpid(pid, os.WNOHANG)[0] == pid
-    except ChildProcessError:  # not our child: a zombie awaits its own parent (or init) and counts as gone
-        return _start_time(pid) is None
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        _gone(pid)
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _gone(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0  # SIGKILL cannot be refused, only delayed (uninterruptible I/O)
-    while not _gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _read(path: Path, start: int = 0) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            return _clean(f.read().decode("utf-8", errors="replace"))
-    except OSError:
-        return ""
-
-
-def _clean(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    return _ANSI.sub("", text or "")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return _tail_text(_read(path), lines) or "(no log)"
-
-
-def _tail_text(text: str, lines: int = 30) -> str:
-    return "\n".join(text.splitlines()[-lines:])

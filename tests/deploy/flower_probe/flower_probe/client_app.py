@@ -17,11 +17,14 @@ app = ClientApp()
 def handle_train(msg: Message, context: Context) -> Message:
     """Pull the received vector toward this node's target and reply with it."""
     vector = msg.content.array_records["arrays"]["vector"].numpy()
-    node_value = float(context.node_config["node-value"])
+    node_value = float(context.node_config.get("node-value", 1.0))  # a node started by deploy.federation has none
     new_vector = train(vector, local_target(node_value, vector.shape[0]), float(context.run_config["lr"]))
-    report_dir = str(context.node_config.get("report-dir", ""))
+    # A node started by deploy.federation has only node-dir (and passphrase-file): report there.
+    # A simulated one has only partition-id and num-partitions: report where the run config says.
+    node_config = context.node_config
+    report_dir = str(node_config.get("report-dir", node_config.get("node-dir", context.run_config["report-dir"])))
     if report_dir:
-        name = str(context.node_config["node-name"])
+        name = str(node_config.get("node-name", f"probe{node_config.get('partition-id', '')}"))
         write_json(
             Path(report_dir) / f"{name}-round{msg.metadata.group_id}.json",
             {

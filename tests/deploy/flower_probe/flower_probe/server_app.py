@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,7 +54,13 @@ def main(grid: Grid, context: Context) -> None:
     if result_file := str(cfg["result-file"]):
         write_json(
             Path(result_file),
-            {"run_id": context.run_id, "run_config": dict(cfg), "vector": vector.tolist(), "rounds": rounds},
+            {
+                "run_id": context.run_id,
+                "run_config": dict(cfg),
+                "vector": vector.tolist(),
+                "rounds": rounds,
+                "env": {key: os.environ.get(key) for key in str(cfg["env-keys"]).split(",") if key},
+            },
         )
 
 
