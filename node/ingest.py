@@ -63,8 +63,8 @@ class IngestReport:
 def read_sidecar(path: Path) -> dict[str, SidecarRow]:
     """Read a CSV sidecar with columns ``file`` and ``label`` (and optionally ``patient_id``).
 
-    ``file`` is matched against each input's path relative to the folder given to ingest, or
-    its bare file name.
+    ``file`` is matched against each input's path relative to the sidecar's own folder, its
+    path relative to the folder given to ingest, or its bare file name.
 
     Raises:
         IngestError: unreadable, or without a ``file`` column.
@@ -76,9 +76,11 @@ def read_sidecar(path: Path) -> dict[str, SidecarRow]:
                 raise IngestError(f"{path}: the sidecar needs a 'file' column (and 'label', 'patient_id')")
             rows = {}
             for row in reader:
-                rows[row["file"].strip()] = SidecarRow(
+                name = row["file"].strip()
+                rows[name] = SidecarRow(
                     (row.get("label") or "").strip() or None, (row.get("patient_id") or "").strip() or None
                 )
+                rows.setdefault(str((path.parent / name).resolve()), rows[name])
             return rows
     except OSError as exc:
         raise IngestError(f"cannot read sidecar {path}: {exc.strerror}") from exc
@@ -180,7 +182,8 @@ class Ingestor:
     def _ingest(self, session: Session, path: Path, name: str, content: bytes,
                 source_sha: str) -> tuple[str | None, tuple[str, ...]]:
         parsed = parse(path, content)
-        side = self.sidecar.get(name) or self.sidecar.get(path.name) or SidecarRow(None, None)
+        side = (self.sidecar.get(str(path.resolve())) or self.sidecar.get(name) or self.sidecar.get(path.name)
+                or SidecarRow(None, None))
         local_id = parsed.local_patient_id or side.patient_id or self.default_patient
         if local_id is None:
             raise IngestError(

@@ -144,6 +144,15 @@ def test_sidecar_labels_and_patients(node, tmp_path: Path, good_dir: Path) -> No
     assert labels == {"CT": "lesion", "MR": "normal"}
 
 
+def test_sidecar_paths_relative_to_the_sidecar_match(node, tmp_path: Path, good_dir: Path) -> None:
+    """A sidecar next to the ingested folder names files as ``good/<name>`` (as tasks.write_labels_csv does)."""
+    sidecar = tmp_path / "labels.csv"
+    sidecar.write_text("file,label\ngood/CT_small.dcm,lesion\ngood/MR_small.dcm,normal\n")
+    Ingestor(node, sidecar=read_sidecar(sidecar), default_patient="TEST-UNNAMED").run([good_dir])
+    labels = {r.modality: r.label for r in records(node) if r.label}
+    assert labels == {"CT": "lesion", "MR": "normal"}
+
+
 def test_sidecar_without_file_column_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "labels.csv"
     bad.write_text("name,label\nx,y\n")
