@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"  # the only address anything here binds
+# Children started by spawn(), until is_gone() sees them exit: holding the Popen keeps Python
+# from warning that a still-running child was dropped, and poll() reaps it.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -63,7 +66,7 @@ def spawn(
     with open(log_file, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -71,6 +74,8 @@ def spawn(
             env=None if env is None else dict(env),
             start_new_session=own_session,
         )
+    _CHILDREN[proc.pid] = proc
+    return proc
 
 
 def start_time(pid: int) -> int | None:
@@ -97,6 +102,11 @@ def descendants(pid: int) -> tuple[tuple[int, int], ...]:
 
 def is_gone(pid: int) -> bool:
     """Return True once ``pid`` has exited; our own child is also reaped, so its PID is free afterwards."""
+    if (proc := _CHILDREN.get(pid)) is not None:
+        if proc.poll() is None:
+            return False
+        del _CHILDREN[pid]
+        return True
     try:
         return os.waitpid(pid, os.WNOHANG)[0] == pid
     except ChildProcessError:  # not our child: a zombie awaits its own parent (or init) and counts as gone
