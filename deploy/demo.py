@@ -5,8 +5,10 @@ synthetic CT sinograms of five digital patients (plus a public DICOM file and a 
 refuse), de-identifies them, and anchors them on chain as a dataset. Patients enrol with their
 own keys and sign consent, which the coordinator relays. A researcher requests a study, the
 hospital approves it, the coordinator starts it, and the node computes the study's cohort: the
-records whose patients permit this use now. A patient revokes; the cohort shrinks. Every event
-is read back from the chain and shown.
+records whose patients permit this use now. A patient revokes; the cohort shrinks. Then a
+second hospital joins and a study trains across both on the Flower deployment engine, every
+round anchored, a revocation between rounds (deploy/demo_study.py). Every event is read back
+from the chain and shown.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from typing import TYPE_CHECKING
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from eth_utils.crypto import keccak
 from pydicom.data import get_testdata_file
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +33,7 @@ from contracts.manifest import write_manifest
 from contracts.roles import Role
 from contracts.studies import StudyRequest
 from deploy.anvil import start_anvil, stop_anvil
+from deploy.demo_study import DemoActors, run_study_part
 from deploy.deployer import deploy_contracts
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
     from node.enrol import enrol, issue_challenge
     from node.ingest import Ingestor, iter_report_lines, read_sidecar
     from node.node import Node
+    from tasks import task_code_hash
 
     out = console or Console(width=150)
     step: Callable[[str], None] = lambda text: out.rule(f"[bold]{text}")  # noqa: E731
@@ -161,7 +164,7 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
         step(f"8. A researcher requests a study on disease {_DISEASE}; the hospital approves; it starts")
         study_id, _ = ex.studies.request(researcher, StudyRequest(
             purpose=Purpose.DS, disease=_DISEASE, kinds=Kind.CT_SINOGRAM, hospitals=(node.address,),
-            task_code_hash=keccak(text="ct-sinogram-lesion-v1"), rounds=3))
+            task_code_hash=task_code_hash("ct-sinogram-lesion-v1"), rounds=3))
         ex.studies.approve(node.account, study_id)
         ex.studies.start(coordinator, study_id)
         out.print(f"study {study_id} is {ex.studies.study(study_id).status.name}")
@@ -183,7 +186,10 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
             except ContractRevert as exc:
                 out.print(f"why not {pid}: [yellow]{exc.error}[/]")
 
-        step("11. Every event, read back from the chain")
+        run_study_part(run_dir, node.dir, DemoActors(chain, ex, admin, researcher, coordinator, manifest, _PASSPHRASE),
+                       out, step, first_step=11)
+
+        step("15. Every event, read back from the chain")
         for event in ex.events():
             out.print(f"block {event.block_number:>3}  {event.contract:<16} {event.name:<20} {event.describe()}")
     finally:
