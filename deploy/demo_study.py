@@ -169,7 +169,8 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
     record = ex.studies.study(study_id)
     log = json.loads((models / f"study-{study_id}" / "study.json").read_text(encoding="utf-8"))
     table = Table(title=f"study {study_id}: {record.status.name}, {record.rounds_completed} rounds",
-                  caption="held-out accuracy: the round's model on 48 synthetic patients no hospital holds (chance 0.5)")
+                  caption="held-out accuracy: the round's model on 48 synthetic patients no hospital holds "
+                          "(chance 0.5)")
     for column in ("round", "hospital", "cohort", f"{revoked_pid} in it", "root = recomputed", "model = saved",
                    "held-out accuracy"):
         table.add_column(column)

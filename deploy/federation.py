@@ -46,8 +46,10 @@ from deploy.flower import (
 )
 from deploy.flower_certs import check_node_name
 from deploy.process import start_time, tail
+from deploy.signers import SignerProcess, start_signer, stop_signer
 from node.config import NodeInfo
 from node.errors import NodeConfigError
+from node.keys import KEY_FILE
 
 __all__ = [
     "APP_DIR",
@@ -131,7 +133,7 @@ class NodeSpec:
 class Member:
     """One process of a federation, as :meth:`Federation.status` sees it."""
 
-    role: str  # "superlink" or "supernode"
+    role: str  # "superlink", "supernode" or "signer"
     name: str
     pid: int
     running: bool
@@ -152,6 +154,7 @@ class Federation:
     nodes: tuple[NodeSpec, ...]
     security: FlowerSecurity | None
     app_dir: Path = APP_DIR
+    signers: tuple[SignerProcess, ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -169,6 +172,7 @@ class Federation:
         app_dir: Path = APP_DIR,
         port: int | None = None,
         timeout: float = 60.0,
+        signers: bool = True,
     ) -> Federation:
         """Start a SuperLink and one SuperNode per node on 127.0.0.1, and record them in ``run_dir``.
 
@@ -182,6 +186,9 @@ class Federation:
             app_dir: the Flower app that :meth:`launch` submits (default: this repository's).
             port: the SuperLink's port; a free one if None.
             timeout: seconds each process may take to start.
+            signers: start a signing agent (node/signer.py) for each hospital node (a directory
+                with ``node.json`` and the hospital key) given with a passphrase file, so that
+                rounds do not unlock the hospital key in every ClientApp process.
 
         Raises:
             NodeSpecError: no nodes, a node directory or passphrase file is missing, or two
@@ -205,7 +212,12 @@ class Federation:
         (run_dir / "superlink" / "superlink.db").unlink(missing_ok=True)  # runs and registrations of an earlier one
         security = make_security(run_dir / "security", names) if tls else None
         started: list[SuperLinkProcess | SuperNodeProcess] = []
+        agents: dict[str, SignerProcess] = {}
         try:
+            for node, name in zip(nodes, names, strict=True):
+                if signers and node.passphrase_file is not None and _holds_hospital_key(node.node_dir):
+                    agents[name] = start_signer(node.node_dir, node.passphrase_file,
+                                                run_dir / "signers" / f"signer-{name}.log", name, timeout)
             superlink = start_superlink(
                 run_dir / "superlink", security=security, port=port, timeout=timeout, extra_env=coordinator_env
             )
@@ -219,18 +231,22 @@ class Federation:
                         run_dir / "supernodes",
                         superlink,
                         name,
-                        node_config=node.node_config(),
+                        node_config={**node.node_config(),
+                                     **({"signer-socket": str(agents[name].socket)} if name in agents else {})},
                         security=security,
                         timeout=timeout,
                     )
                 )
                 started.append(supernodes[-1])
             write_federation_config(superlink.flwr_home, CONNECTION, superlink, security)
-            federation = cls(run_dir, superlink, tuple(supernodes), tuple(nodes), security, app_dir)
+            federation = cls(run_dir, superlink, tuple(supernodes), tuple(nodes), security, app_dir,
+                             tuple(agents.values()))
             federation._save()
         except BaseException:  # failed or interrupted: leave nothing running
             for process in reversed(started):
                 stop(process)
+            for agent in agents.values():
+                stop_signer(agent)
             raise
         return federation
 
@@ -264,7 +280,8 @@ class Federation:
             keys = {name: (Path(private), Path(public)) for name, (private, public) in sec["supernode_keys"].items()}
             security = FlowerSecurity(Path(sec["ca_cert"]), Path(sec["server_cert"]), Path(sec["server_key"]), keys)
         members = tuple(n for n in supernodes if isinstance(n, SuperNodeProcess))
-        return cls(run_dir, superlink, members, nodes, security, Path(data["app_dir"]))
+        agents = tuple(SignerProcess.from_json(text) for text in data.get("signers", []))
+        return cls(run_dir, superlink, members, nodes, security, Path(data["app_dir"]), agents)
 
     def launch(
         self,
@@ -317,6 +334,7 @@ class Federation:
         members += [
             Member("supernode", n.name, n.pid, _running(n), n.clientappio_address, n.log_file) for n in self.supernodes
         ]
+        members += [Member("signer", a.name, a.pid, a.running(), str(a.socket), a.log_file) for a in self.signers]
         return members
 
     def run_log(self, run_id: int) -> Path:
@@ -327,6 +345,8 @@ class Federation:
         """Stop the SuperNodes, then the SuperLink, and forget the federation; doing it twice is harmless."""
         for node in reversed(self.supernodes):
             stop(node)
+        for agent in self.signers:
+            stop_signer(agent)
         stop(self.superlink)
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
 
@@ -360,6 +380,7 @@ class Federation:
                 for n, name in zip(self.nodes, (s.name for s in self.supernodes), strict=True)
             ],
             "security": security,
+            "signers": [a.to_json() for a in self.signers],
         }
         (self.run_dir / STATE_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -447,6 +468,10 @@ def _typed(key: str, text: str, default: ConfigValue) -> ConfigValue:
         except ValueError:
             raise ValueError(f"--set {key}={text}: {key} is a number ({kind.__name__}, default {default})") from None
     return text
+
+
+def _holds_hospital_key(node_dir: Path) -> bool:
+    return (node_dir / "node.json").is_file() and (node_dir / KEY_FILE).is_file()
 
 
 def _running(process: SuperLinkProcess | SuperNodeProcess) -> bool:

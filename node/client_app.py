@@ -13,7 +13,9 @@ them in reverse order:
 The node's directory comes from the SuperNode's node config (``node-dir``), its passphrase
 from the file named by ``passphrase-file`` there (or ``METAI_NODE_PASSPHRASE`` in the
 SuperNode's environment), its chain URL from the node directory (or ``METAI_NODE_RPC_URL``).
-``anchor = false`` in the node config turns the chain writes off (benchmarks only). On the
+With ``signer-socket`` in the node config, contributions are signed by the node's signing
+agent (node/signer.py) instead of unlocking the key in every round's process. ``anchor =
+false`` in the node config turns the chain writes off (benchmarks only). On the
 simulation engine, whose node config holds only ``partition-id``, the same keys come from
 entry ``partition-id`` of the JSON list in ``METAI_SIMULATION_NODES``. The coordinator's
 message names only the study, round, task and hyper-parameters.
@@ -36,6 +38,7 @@ from node.cohort import Cohort
 from node.config import NodeSettings
 from node.errors import NodeError
 from node.node import Node
+from node.signer import RemoteSigner
 from node.training import anchor_contribution, train_local
 
 #: The round config key Flower's clipping mod reads.
@@ -106,8 +109,10 @@ def anchoring_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
     config = msg.content.config_records["config"]
     arrays = reply.content.array_records["arrays"]
     weights = [arrays[key].numpy() for key in sorted(arrays.keys(), key=int)]
+    socket = node_settings(context).get("signer-socket")
+    signer = RemoteSigner(Path(socket)) if socket else None
     anchored = anchor_contribution(open_node(context), cohort, _number(config["round"], int), weights,
-                                   anchor=anchoring_enabled(context))
+                                   anchor=anchoring_enabled(context), signer=signer)
     commitment = reply.content.config_records["commitment"]
     commitment["update-hash"] = "0x" + anchored.update_hash.hex()
     commitment["tx"] = anchored.tx_hash

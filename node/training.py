@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,11 +152,13 @@ def train_local(
 
 
 def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[np.ndarray], *,
-                        anchor: bool = True) -> Anchored:
+                        anchor: bool = True, signer: Any = None) -> Anchored:
     """Hash the update this node sends; anchor it with the cohort on chain and keep the cohort.
 
-    With ``anchor=False`` (the node's own ``anchor`` setting, for measuring the anchoring
-    overhead) nothing is written on chain and no cohort is kept.
+    ``signer`` signs the contribution in place of the node's own unlocked key (a
+    :class:`node.signer.RemoteSigner`). With ``anchor=False`` (the node's own ``anchor``
+    setting, for measuring the anchoring overhead) nothing is written on chain and no cohort
+    is kept.
     """
     from tasks import weights_hash
 
@@ -163,7 +166,8 @@ def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[n
     update = weights_hash(weights)
     if not anchor:
         return Anchored(update, "", time.perf_counter() - started)
-    tx = node.exchange.studies.contribute(node.account, cohort.study_id, round_, cohort.root, cohort.count, update)
+    account = node.account if signer is None else signer
+    tx = node.exchange.studies.contribute(account, cohort.study_id, round_, cohort.root, cohort.count, update)
     _keep_cohort(node, cohort, round_)
     return Anchored(update, tx.tx_hash, time.perf_counter() - started)
 

@@ -69,9 +69,14 @@ def test_two_rounds_over_tls_and_an_unregistered_supernode_is_refused(
         link_log = federation.superlink.log_file.read_text(errors="replace")
         assert "No SuperNode found with the given public key" in link_log
 
+        assert [a.name for a in federation.signers] == [h.node.address for h in hospitals]
         result = federation.launch(study, {"task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
                                            "round-delay": 0.0}, timeout=600)
+        signer_logs = [a.log_file.read_text() for a in federation.signers]
     assert result.status == "finished:completed", result.logs[-3000:]
+    # each hospital's key was unlocked once, by its signing agent, which signed nothing it should not
+    assert all("listening on" in text and "refused" not in text for text in signer_logs)
+    assert all(not a.socket.parent.exists() for a in federation.signers)
 
     record = exchange.studies.study(study)
     assert record.status == StudyStatus.COMPLETED
