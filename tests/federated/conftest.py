@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.manifest import write_manifest
 from contracts.studies import StudyRequest
+from deploy.federation import NodeSpec
 from deploy.flower import RunResult, run_app, start_superlink, start_supernode, stop, write_federation_config
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
@@ -63,37 +64,58 @@ def hospitals(make_node, tmp_path: Path, exchange, actors) -> list[Hospital]:  #
     return out
 
 
-@pytest.fixture
-def study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
+def running_study(exchange, actors, hospitals: list[Hospital], rounds: int,  # type: ignore[no-untyped-def]
+                  privacy_budget: int = 0) -> int:
+    """A study of TASK across ``hospitals``: requested, approved by each, started."""
     from tasks import task_code_hash
 
     study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
         purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.node.address for h in hospitals),
-        task_code_hash=task_code_hash(TASK), rounds=3))
+        task_code_hash=task_code_hash(TASK), rounds=rounds, privacy_budget=privacy_budget))
     for h in hospitals:
         exchange.studies.approve(h.node.account, study_id)
     exchange.studies.start(actors.coordinator, study_id)
-    return study_id
+    return int(study_id)
+
+
+@pytest.fixture
+def study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
+    return running_study(exchange, actors, hospitals, rounds=3)
+
+
+@pytest.fixture
+def coordinator_env(tmp_path: Path, exchange, actors) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The coordinator's settings (keystore, manifest, models in tmp_path/models) as environment variables."""
+    key_file = tmp_path / "coordinator-key.json"
+    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, COORDINATOR_PASSPHRASE)))
+    manifest = tmp_path / "deployment.json"
+    write_manifest(exchange.deployment, manifest)
+    values = {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
+              "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(tmp_path / "models")}
+    return {f"METAI_COORDINATOR_{name}": value for name, value in values.items()}
+
+
+@pytest.fixture
+def node_specs(tmp_path: Path, hospitals) -> list[NodeSpec]:  # type: ignore[no-untyped-def]
+    """Each hospital's node directory with a passphrase file (mode 0600)."""
+    specs = []
+    for h in hospitals:
+        secret = tmp_path / f"{h.node.address}.passphrase"
+        secret.write_text(NODE_PASSPHRASE)
+        secret.chmod(0o600)
+        specs.append(NodeSpec(h.node.dir, secret))
+    return specs
 
 
 FlowerRun = Callable[[Mapping[str, object]], RunResult]
 
 
 @pytest.fixture
-def flower_run(tmp_path: Path, repo_root: Path, exchange, actors, hospitals,  # type: ignore[no-untyped-def]
-               monkeypatch: pytest.MonkeyPatch) -> Iterator[FlowerRun]:
-    """Run the app on a SuperLink + one SuperNode per hospital (plain HTTP); models go to tmp_path/models.
-
-    The SuperLink (and so the ServerApp) inherits the coordinator settings set here.
-    """
-    key_file = tmp_path / "coordinator-key.json"
-    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, COORDINATOR_PASSPHRASE)))
-    manifest = tmp_path / "deployment.json"
-    write_manifest(exchange.deployment, manifest)
-    for name, value in {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
-                        "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(tmp_path / "models")}.items():
-        monkeypatch.setenv(f"METAI_COORDINATOR_{name}", value)
-    superlink = start_superlink(tmp_path / "superlink")
+def flower_run(tmp_path: Path, repo_root: Path, hospitals, coordinator_env: dict[str, str],  # type: ignore[no-untyped-def]
+               ) -> Iterator[FlowerRun]:
+    """Run the app on a SuperLink + one SuperNode per hospital (plain HTTP, no signing agents, so
+    each round's ClientApp unlocks the key itself); models go to tmp_path/models."""
+    superlink = start_superlink(tmp_path / "superlink", extra_env=coordinator_env)
     supernodes = []
     try:
         write_federation_config(superlink.flwr_home, "metai", superlink, None)

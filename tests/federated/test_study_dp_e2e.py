@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from contracts.datause import Kind, Purpose
 from contracts.events import RoundRecorded, read_events
-from contracts.studies import StudyRequest, StudyStatus
-from tests.federated.conftest import TASK
+from contracts.studies import StudyStatus
+from tests.federated.conftest import TASK, running_study
 
 NOISE = 2.0
 # With z = 2 and delta = 1e-5 (RDP, no sampling amplification) the total epsilon is about
@@ -22,14 +21,9 @@ BUDGET_MILLI = 3500
 @pytest.mark.slow
 def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(tmp_path: Path, exchange, actors, hospitals,
                                                                    flower_run) -> None:
-    from tasks import load_weights, task_code_hash, weights_hash
+    from tasks import load_weights, weights_hash
 
-    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
-        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.node.address for h in hospitals),
-        task_code_hash=task_code_hash(TASK), rounds=3, privacy_budget=BUDGET_MILLI))
-    for h in hospitals:
-        exchange.studies.approve(h.node.account, study_id)
-    exchange.studies.start(actors.coordinator, study_id)
+    study_id = running_study(exchange, actors, hospitals, rounds=3, privacy_budget=BUDGET_MILLI)
 
     result = flower_run({"study-id": study_id, "task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
                          "dp-noise-multiplier": NOISE, "dp-clipping-norm": 0.5, "dp-delta": 1e-5})

@@ -4,61 +4,26 @@ that admits only the two registered hospitals, runs two rounds, and refuses a th
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 
-from contracts.datause import Kind, Purpose
-from contracts.manifest import write_manifest
-from contracts.studies import StudyRequest, StudyStatus
+from contracts.studies import StudyStatus
 from deploy.errors import ServiceStartError
-from deploy.federation import Federation, NodeSpec
+from deploy.federation import Federation
 from deploy.flower import make_security, start_supernode
-from tests.conftest import NODE_PASSPHRASE
-from tests.federated.conftest import TASK
-
-PASSPHRASE = "coordinator passphrase for tests"
-
-
-@pytest.fixture
-def two_round_study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
-    """The fixture study's twin with two rounds: requested, approved by both hospitals, started."""
-    from tasks import task_code_hash
-
-    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
-        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.node.address for h in hospitals),
-        task_code_hash=task_code_hash(TASK), rounds=2))
-    for h in hospitals:
-        exchange.studies.approve(h.node.account, study_id)
-    exchange.studies.start(actors.coordinator, study_id)
-    return int(study_id)
+from tests.federated.conftest import TASK, running_study
 
 
 @pytest.mark.slow
 def test_two_rounds_over_tls_and_an_unregistered_supernode_is_refused(
-    tmp_path: Path, exchange, actors, hospitals, two_round_study: int  # type: ignore[no-untyped-def]
+    tmp_path: Path, exchange, actors, hospitals, node_specs, coordinator_env  # type: ignore[no-untyped-def]
 ) -> None:
     from tasks import load_weights, weights_hash
 
-    study = two_round_study
-    key_file = tmp_path / "coordinator-key.json"
-    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, PASSPHRASE)))
-    manifest = tmp_path / "deployment.json"
-    write_manifest(exchange.deployment, manifest)
+    study = running_study(exchange, actors, hospitals, rounds=2)
     models = tmp_path / "models"
-    coordinator = {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
-                   "PASSPHRASE": PASSPHRASE, "MODEL_DIR": str(models)}
-    nodes = []
-    for h in hospitals:
-        secret = tmp_path / f"{h.node.address}.passphrase"
-        secret.write_text(NODE_PASSPHRASE)
-        secret.chmod(0o600)
-        nodes.append(NodeSpec(h.node.dir, secret))
-
-    with Federation.up(tmp_path / "federation", nodes, tls=True,
-                       coordinator_env={f"METAI_COORDINATOR_{k}": v for k, v in coordinator.items()}) as federation:
+    with Federation.up(tmp_path / "federation", node_specs, tls=True, coordinator_env=coordinator_env) as federation:
         assert federation.security is not None
         assert [n.name for n in federation.supernodes] == [h.node.address for h in hospitals]
         # A third SuperNode that trusts the federation's CA but whose key was never registered.
