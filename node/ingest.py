@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,18 @@ class SidecarRow:
     patient_id: str | None
 
 
+class Sidecar(dict[str, SidecarRow]):
+    """A sidecar's rows by its ``file`` column, and the folder the sidecar lies in."""
+
+    def __init__(self, rows: dict[str, SidecarRow], folder: Path) -> None:
+        super().__init__(rows)
+        self.folder = folder.resolve()
+
+    def relative_name(self, path: Path) -> str:
+        """``path`` as the sidecar's own folder names it (``..`` where it lies outside)."""
+        return os.path.relpath(path.resolve(), self.folder)
+
+
 @dataclass
 class IngestReport:
     """The outcome of one ingest run, file by file."""
@@ -60,7 +73,7 @@ class IngestReport:
         return EXIT_PARTIAL if self.ingested or self.duplicates else EXIT_FAILED
 
 
-def read_sidecar(path: Path) -> dict[str, SidecarRow]:
+def read_sidecar(path: Path) -> Sidecar:
     """Read a CSV sidecar with columns ``file`` and ``label`` (and optionally ``patient_id``).
 
     ``file`` is matched against each input's path relative to the sidecar's own folder, its
@@ -76,12 +89,10 @@ def read_sidecar(path: Path) -> dict[str, SidecarRow]:
                 raise IngestError(f"{path}: the sidecar needs a 'file' column (and 'label', 'patient_id')")
             rows = {}
             for row in reader:
-                name = row["file"].strip()
-                rows[name] = SidecarRow(
+                rows[row["file"].strip()] = SidecarRow(
                     (row.get("label") or "").strip() or None, (row.get("patient_id") or "").strip() or None
                 )
-                rows.setdefault(str((path.parent / name).resolve()), rows[name])
-            return rows
+            return Sidecar(rows, path.parent)
     except OSError as exc:
         raise IngestError(f"cannot read sidecar {path}: {exc.strerror}") from exc
 
@@ -182,8 +193,10 @@ class Ingestor:
     def _ingest(self, session: Session, path: Path, name: str, content: bytes,
                 source_sha: str) -> tuple[str | None, tuple[str, ...]]:
         parsed = parse(path, content)
-        side = (self.sidecar.get(str(path.resolve())) or self.sidecar.get(name) or self.sidecar.get(path.name)
-                or SidecarRow(None, None))
+        side = self.sidecar.get(name) or self.sidecar.get(path.name)
+        if side is None and isinstance(self.sidecar, Sidecar):
+            side = self.sidecar.get(self.sidecar.relative_name(path))
+        side = side or SidecarRow(None, None)
         local_id = parsed.local_patient_id or side.patient_id or self.default_patient
         if local_id is None:
             raise IngestError(
