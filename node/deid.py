@@ -1,26 +1,30 @@
 """De-identify DICOM data sets with the PS3.15 Annex E Basic Application Level Confidentiality Profile.
 
-The attribute table lives in ``node.deid_profile``; this module applies it, with these options and choices:
+The rules live in ``node.deid_profile``: the standard's Table E.1-1 (generated from a pinned source, edition
+recorded) and the node's deviations from it, each with its reason (also in docs/deidentification-dicom.md). This
+module applies them:
 
-- Retain Longitudinal Temporal Information with Modified Dates Option (DCM 113107): every DA and DT value
-  of the patient, in the data set and in every sequence item, is shifted by the patient's whole-day offset,
-  and TM values are kept (a whole-day shift leaves the time of day unchanged). A zero offset keeps the
-  real dates, which is the Full Dates Option (DCM 113106), and the result says so. Patient's Birth Date
-  and Birth Time stay governed by the basic profile (emptied / removed): they identify on their own.
-- The patient keeps a link to the node's records: PatientName and PatientID (action Z) receive the
-  pseudonym as their dummy value; in nested items they are emptied.
-- UIDs with action U are replaced through ``UidMapper`` (HMAC of the original), so studies, series and
-  references stay consistent across files and runs without keeping a look-up table. UIDs defined by DICOM
-  itself (root 1.2.840.10008) are kept: they name classes and well-known frames, not the patient.
-- The combined codes are resolved without IOD module types, to a choice that conforms whatever the type
-  turns out to be: X/Z -> Z; X/D, Z/D and X/Z/D -> D (sequences: Z when allowed, else one empty item);
-  X/Z/U* -> keep the sequence and replace the instance UIDs it holds (references survive).
-- D writes a fixed dummy per VR (``deid_profile.DUMMY_BY_VR``). C is applied to dates and times as the
-  date option above; C on any other VR would write the D dummy, since free text cannot be proven clean.
-- Private attributes are removed (unless ``DeidPolicy.keep_private_tags``), so are curve groups (50xx)
-  and whole overlay groups (60xx), group length elements (stale once anything changes), command elements
-  (group 0000, never part of a stored instance), AE titles and private information in the file meta, and the
-  128-byte preamble (free-form, may hold a TIFF header).
+- Retain Longitudinal Temporal Information with Modified Dates Option (DCM 113107): every DA and DT value of the
+  patient, in the data set and in every sequence item, is shifted by the patient's whole-day offset, and TM values
+  are kept (a whole-day shift leaves the time of day unchanged). A zero offset keeps the real dates, which is the
+  Full Dates Option (DCM 113106), and the result says so. Patient's Birth Date and Birth Time stay governed by the
+  basic profile (emptied / removed): they identify on their own.
+- The patient keeps a link to the node's records: PatientName and PatientID receive the pseudonym as their dummy
+  value; in nested items they follow the table.
+- UIDs with action U are replaced through ``UidMapper`` (HMAC of the original), so studies, series and references
+  stay consistent across files and runs without keeping a look-up table; D on a UI is mapped the same way. UIDs
+  defined by DICOM itself (root 1.2.840.10008) are kept: they name classes and well-known frames, not the patient.
+- The compound codes are resolved without IOD module types, to a choice that conforms whatever the type turns out
+  to be: X/Z -> Z; X/D, Z/D and X/Z/D -> D (sequences: Z when allowed, else one empty item); X/Z/U* -> keep the
+  sequence and replace the instance UIDs it holds (references survive).
+- D writes a fixed dummy per VR (``deid_profile.DUMMY_BY_VR``). C is applied to dates and times as the date option
+  above; C on any other VR would write the D dummy, since free text cannot be proven clean.
+- A public attribute that the table does not list and whose VR holds free text (``deid_profile.FREE_TEXT_VRS``) is
+  treated as X/Z/D unless it is on the allow-list ``deid_profile.FREE_TEXT_KEPT``; the result names them in a flag.
+- Private attributes are removed (unless ``DeidPolicy.keep_private_tags``), so are curve groups (50xx) and whole
+  overlay groups (60xx), group length elements (stale once anything changes), command elements (group 0000, never
+  part of a stored instance), AE titles, original UIDs and private information in the file meta, and the 128-byte
+  preamble (free-form, may hold a TIFF header).
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ from pydicom.uid import UID
 from node.deid_profile import (
     DUMMY_BY_VR,
     DUMMY_TEXT,
+    FREE_TEXT_KEPT,
+    FREE_TEXT_VRS,
     NOT_LONGITUDINAL,
     REMOVED_REPEATING_GROUPS,
     RULES_BY_TAG,
-    VERSION_STAMPS,
 )
 from node.errors import BurnedInAnnotationError, DeidentificationError, NodeConfigError
 
@@ -71,7 +76,7 @@ _PATIENT_NAME, _PATIENT_ID, _BURNED_IN, _VISUAL_FEATURES = 0x00100010, 0x0010002
 # SOP classes whose pixels commonly carry burned-in text (Secondary Capture family, Ultrasound).
 _TEXT_PRONE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.1")
 # File meta elements that name the sending/receiving systems or carry vendor data.
-_FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+_FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020033, 0x00020100, 0x00020102)
 _TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -210,6 +215,10 @@ def deidentify(
     out = ds if in_place else copy.deepcopy(ds)
     cleaner = _Cleaner(uids, policy, patient.date_shift_days)
     cleaner.clean(out, top=True)
+    if cleaner.unlisted_text:
+        cleaner.flags.append(
+            "free text outside the profile table replaced: " + ", ".join(sorted(cleaner.unlisted_text))
+        )
     cleaner.clean_file_meta(out)
     cleaner.set_pseudonym(out, patient.pseudonym)
     if isinstance(out, FileDataset):
@@ -259,6 +268,7 @@ class _Cleaner:
         self.removed = 0
         self.replaced = 0
         self.flags: list[str] = []
+        self.unlisted_text: set[str] = set()
 
     def clean(self, ds: pydicom.Dataset, top: bool = False) -> None:
         for tag in list(ds.keys()):
@@ -280,6 +290,8 @@ class _Cleaner:
             elif action == "D":
                 self._set(elem, _dummy(elem.VR))
             elif action == "U":
+                if elem.VR == "UN":
+                    elem.VR = "UI"  # the mapped value is text; written as UN it would need to be bytes
                 self._set(elem, self._mapped_uids(elem.value))
             elif action == "C" and elem.VR in ("DA", "DT"):
                 self._shift(elem)
@@ -307,7 +319,9 @@ class _Cleaner:
         if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
             return False
         rule = RULES_BY_TAG.get(int(tag))
-        return rule is None or rule.action == "K"
+        if rule is None:
+            return vr not in FREE_TEXT_VRS or int(tag) in FREE_TEXT_KEPT
+        return rule.action == "K"
 
     def _action(self, elem: DataElement) -> str:
         tag, vr = elem.tag, elem.VR
@@ -318,9 +332,9 @@ class _Cleaner:
         if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
             return "X"
         rule = RULES_BY_TAG.get(int(tag))
-        if vr in _TEMPORAL_VRS and tag not in NOT_LONGITUDINAL:
-            return "K" if tag in VERSION_STAMPS else "C"
-        code = rule.action if rule is not None else "K"
+        if vr in _TEMPORAL_VRS and tag not in NOT_LONGITUDINAL and (rule is None or rule.action != "K"):
+            return "C"
+        code = rule.action if rule is not None else self._unlisted(elem)
         if code == "X/Z/U*":
             return "U*" if vr == "SQ" else "Z"
         if code == "X/Z":
@@ -329,8 +343,18 @@ class _Cleaner:
             # An empty value cannot be Type 1, so D is never the required choice for it.
             if vr == "SQ" or not _values(elem.value):
                 return "Z" if "Z" in code else ("D" if vr == "SQ" else "X")
-            return "D"
+            code = "D"
+        if code == "D" and vr == "UI":
+            return "U"  # a mapped UID is a valid dummy that keeps distinct values distinct
         return code
+
+    def _unlisted(self, elem: DataElement) -> str:
+        """The code of a public attribute the table does not list: X/Z/D for unreviewed free text, else K."""
+        if elem.VR not in FREE_TEXT_VRS or int(elem.tag) in FREE_TEXT_KEPT:
+            return "K"
+        if _values(elem.value):
+            self.unlisted_text.add(_describe(elem))
+        return "X/Z/D"
 
     def _set(self, elem: DataElement, value: Any) -> None:
         if elem.VR == "SQ":
@@ -342,9 +366,9 @@ class _Cleaner:
             self.replaced += 1
 
     def _mapped_uids(self, value: Any) -> Any:
-        mapped = [
-            v if not v.strip(" \x00") or v.startswith(_DICOM_UID_ROOT) else self.uids.map(v) for v in _values(value)
-        ]
+        # An undecoded value (VR UN) is read as ASCII, the character repertoire of UIDs.
+        texts = [v.decode("ascii", "replace") if isinstance(v, bytes) else v for v in _values(value)]
+        mapped = [v if not v.strip(" \x00") or v.startswith(_DICOM_UID_ROOT) else self.uids.map(v) for v in texts]
         return mapped if len(mapped) > 1 else (mapped[0] if mapped else value)
 
     def _shift(self, elem: DataElement) -> None:
@@ -431,7 +455,7 @@ def _dummy(vr: str) -> Any:
 
 
 def _describe(elem: DataElement) -> str:
-    return f"{elem.keyword or 'private attribute'} {elem.tag}"
+    return f"{elem.keyword or ('private attribute' if elem.tag.is_private else 'attribute')} {elem.tag}"
 
 
 def _shift_da(value: str, days: int) -> str:

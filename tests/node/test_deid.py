@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
-from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -32,8 +31,8 @@ from node.deid import (
     UidMapper,
     deidentify,
 )
-from node.deid_profile import BASIC_PROFILE, NOT_LONGITUDINAL, RULES_BY_TAG, VERSION_STAMPS
 from node.errors import BurnedInAnnotationError, DeidentificationError, NodeConfigError
+from tests.node.deid_expected import BIRTH_DATE_TIME, DEVIATION_CODES, PSEUDONYM_TAGS, expected_code
 
 SECRET = b"test-secret-not-for-production-0001"
 PSEUDONYM = "MTP-TEST000001"
@@ -121,7 +120,7 @@ def _expected_uid(uids: UidMapper, value: str) -> str:
 
 
 def _check_profile(orig: Dataset, out: Dataset, uids: UidMapper, days: int, top: bool = False) -> None:
-    """Assert that every element of ``orig`` came out of de-identification as Table E.1-1 requires."""
+    """Assert that every element of ``orig`` came out as the standard's table and the written-out deviations say."""
     for elem in orig:
         tag, vr = elem.tag, elem.VR
         where = f"{elem.keyword or 'private'} {tag}"
@@ -133,18 +132,19 @@ def _check_profile(orig: Dataset, out: Dataset, uids: UidMapper, days: int, top:
             continue
         if top and tag in MARKERS:
             continue
-        if top and tag in (0x00100010, 0x00100020):
+        if top and tag in PSEUDONYM_TAGS:
             assert after is not None, where
             assert str(after.value) == PSEUDONYM, where
             continue
-        rule = RULES_BY_TAG.get(int(tag))
-        code = rule.action if rule is not None else "K"
-        if vr in ("DA", "DT", "TM") and tag not in NOT_LONGITUDINAL and tag not in VERSION_STAMPS:
+        code = expected_code(int(tag), vr)
+        if vr in ("DA", "DT", "TM") and tag not in BIRTH_DATE_TIME and DEVIATION_CODES.get(int(tag)) != "K":
             # Modified Dates Option: dates and date-times shifted, times of day kept.
             assert after is not None, f"{where} should be kept (shifted)"
             expected = before if vr == "TM" else [_shift(v, days) if v else v for v in before or []]
             assert _vals(after.value) == expected, where
             continue
+        if code == "D" and vr == "UI":
+            code = "U"  # a mapped UID stands for the dummy
         if code == "X":
             assert after is None, f"{where} should be removed"
         elif code == "U":
@@ -192,8 +192,7 @@ def _identifying_bytes(ds: Dataset) -> Iterator[bytes]:
             texts = [str(v) for v in _vals(elem.value)]
             if elem.VR == "PN":
                 texts += [part for v in texts for part in re.split(r"[\^=]", v)]
-        rule = RULES_BY_TAG.get(int(elem.tag))
-        if rule is not None and rule.action == "U":
+        if expected_code(int(elem.tag), elem.VR) == "U":
             texts = [v for v in _vals(elem.value) if not v.startswith("1.2.840.10008.")]
         for text in texts:
             if len(text.strip()) >= 4:
@@ -203,59 +202,6 @@ def _identifying_bytes(ds: Dataset) -> Iterator[bytes]:
 def _markers(ds: Dataset) -> tuple[list[str], list[tuple[str, str]], str]:
     codes = [(str(i.CodeValue), str(i.CodingSchemeDesignator)) for i in ds.DeidentificationMethodCodeSequence]
     return [str(v) for v in _vals(ds.DeidentificationMethod)], codes, str(ds.LongitudinalTemporalInformationModified)
-
-
-# --- the profile table -------------------------------------------------------------------------------------
-
-
-def test_profile_table_keywords_match_the_dicom_dictionary() -> None:
-    mismatched = [
-        (hex(r.tag), r.keyword, keyword_for_tag(r.tag)) for r in BASIC_PROFILE if keyword_for_tag(r.tag) != r.keyword
-    ]
-    assert mismatched == []
-    assert len({r.tag for r in BASIC_PROFILE}) == len(BASIC_PROFILE), "a tag is listed twice"
-
-
-@pytest.mark.parametrize(
-    ("keyword", "action"),
-    [
-        ("PatientName", "Z"),
-        ("PatientID", "Z"),
-        ("PatientBirthDate", "Z"),
-        ("PatientSex", "Z"),
-        ("PatientAge", "X"),
-        ("OtherPatientIDs", "X"),
-        ("OtherPatientIDsSequence", "X"),
-        ("OtherPatientNames", "X"),
-        ("PatientAddress", "X"),
-        ("PatientTelephoneNumbers", "X"),
-        ("ReferringPhysicianName", "Z"),
-        ("PerformingPhysicianName", "X"),
-        ("OperatorsName", "X/Z/D"),
-        ("InstitutionName", "X/Z/D"),
-        ("InstitutionAddress", "X"),
-        ("StationName", "X/Z/D"),
-        ("AccessionNumber", "Z"),
-        ("StudyID", "Z"),
-        ("StudyDescription", "X"),
-        ("SeriesDescription", "X"),
-        ("DeviceSerialNumber", "X/Z/D"),
-        ("RequestAttributesSequence", "X"),
-        ("ContentDate", "Z/D"),
-        ("ContentTime", "Z/D"),
-        ("StudyInstanceUID", "U"),
-        ("SeriesInstanceUID", "U"),
-        ("SOPInstanceUID", "U"),
-        ("FrameOfReferenceUID", "U"),
-        ("ReferencedSOPInstanceUID", "U"),
-        ("MediaStorageSOPInstanceUID", "U"),
-        ("ReferencedImageSequence", "X/Z/U*"),
-        ("SourceImageSequence", "X/Z/U*"),
-    ],
-)
-def test_profile_table_assigns_the_standard_action(keyword: str, action: str) -> None:
-    rules = {r.keyword: r.action for r in BASIC_PROFILE}
-    assert rules[keyword] == action
 
 
 # --- real public files ---------------------------------------------------------------------------------------
@@ -703,3 +649,96 @@ def test_deidentified_copy_is_independent(deid_uids: UidMapper, deid_patient: Pa
     out = deidentify(original, deid_patient, deid_uids).dataset
     out.Modality = "OT"
     assert original.Modality == pristine.Modality == "MR"
+
+
+# --- attributes the table does not list, and rule-level deviations ---------------------------------------------
+
+
+def test_unlisted_free_text_is_replaced_and_named_in_a_flag(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.SegmentLabel = "MARK-0001-ZQX"  # LO
+    deid_synthetic.EvaluatorName = "MARK^0002^ZQX"  # PN
+    deid_synthetic.RetrieveURL = "https://pacs.example.invalid/MARK-0003-ZQX"  # UR
+    deid_synthetic.ViewName = "MARK-0004-ZQX"  # SH
+    deid_synthetic.CalibrationNotes = "MARK-0005-ZQX"  # LT
+    deid_synthetic.add_new(0x0018FFF0, "UN", b"MARK-0006-ZQX\x00")  # public, unknown to the dictionary
+    deid_synthetic.ViewCodeSequence = Sequence([Dataset()])
+    deid_synthetic.ViewCodeSequence[0].CodingSchemeName = "MARK-0007-ZQX"  # ST, in an item
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    out = result.dataset
+
+    assert [out.SegmentLabel, out.EvaluatorName, out.RetrieveURL, out.ViewName, out.CalibrationNotes] == [
+        "ANONYMIZED"
+    ] * 5
+    assert out[0x0018FFF0].value == b"\x00\x00"
+    assert out.ViewCodeSequence[0].CodingSchemeName == "ANONYMIZED"
+    buf = io.BytesIO()
+    out.save_as(buf, implicit_vr=False, little_endian=True)
+    assert b"MARK" not in buf.getvalue()
+    (flag,) = [f for f in result.flags if f.startswith("free text outside the profile table replaced")]
+    assert "SegmentLabel (0062,0005)" in flag
+    assert "(0018,FFF0)" in flag
+    assert "MARK" not in flag
+
+
+def test_unlisted_empty_free_text_stays_empty(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.SegmentLabel = ""
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert result.dataset.SegmentLabel == ""
+    assert not any(f.startswith("free text outside") for f in result.flags)
+
+
+def test_allow_listed_free_text_and_unlisted_coded_values_are_kept(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.Manufacturer = "Test Vendor"
+    deid_synthetic.ConvolutionKernel = "B30f"
+    deid_synthetic.RescaleType = "HU"
+    deid_synthetic.BodyPartExamined = "CHEST"  # CS: not free text
+    deid_synthetic.SliceThickness = "1.25"  # DS
+    region = Dataset()
+    region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = "T-D3000", "SRT", "Chest"
+    deid_synthetic.AnatomicRegionSequence = Sequence([region])
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    out = result.dataset
+    assert [out.Manufacturer, out.ConvolutionKernel, out.RescaleType, out.BodyPartExamined] == [
+        "Test Vendor", "B30f", "HU", "CHEST"
+    ]  # fmt: skip
+    assert str(out.SliceThickness) == "1.25"
+    item = out.AnatomicRegionSequence[0]
+    assert (item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning) == ("T-D3000", "SRT", "Chest")
+    assert not any(f.startswith("free text outside") for f in result.flags)
+
+
+def test_d_on_a_uid_maps_it(deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    deid_synthetic.add_new(0x006A0003, "UI", "1.2.999.999.7")  # AnnotationGroupUID: D in the 2026c table
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert out[0x006A0003].value == deid_uids.map("1.2.999.999.7")
+
+
+def test_public_version_stamps_are_kept_local_ones_shifted(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "T-D3000", "SRT", "Chest"
+    code.ContextGroupVersion = "20040112000000"  # a DCMR release: kept
+    code.ContextGroupLocalVersion = "20200115000000"  # the hospital's own extension: a date like any other
+    deid_synthetic.AnatomicRegionSequence = Sequence([code])
+    out = deidentify(deid_synthetic, PatientContext(PSEUDONYM, 40), deid_uids).dataset
+    item = out.AnatomicRegionSequence[0]
+    assert (item.ContextGroupVersion, item.ContextGroupLocalVersion) == ("20040112000000", "20200224000000")
+
+
+def test_file_meta_loses_the_rtv_communication_instance_uid(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    original = _read("CT_small.dcm")
+    original.file_meta.add_new(0x00020033, "UI", "1.2.999.999.9")  # RTVCommunicationSOPInstanceUID
+    out = deidentify(original, deid_patient, deid_uids).dataset
+    assert 0x00020033 not in out.file_meta
+
+
+def test_unlisted_dates_are_shifted_too(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    deid_synthetic.SecondaryReviewDate = "20200115"  # DA the table does not list
+    deid_synthetic.StudyUpdateDateTime = "20200115101530"  # DT the table does not list
+    out = deidentify(deid_synthetic, PatientContext(PSEUDONYM, 40), deid_uids).dataset
+    assert (out.SecondaryReviewDate, out.StudyUpdateDateTime) == ("20200224", "20200224101530")
