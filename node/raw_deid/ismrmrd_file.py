@@ -185,7 +185,9 @@ def _array(dset: h5py.Dataset) -> np.ndarray | None:
         out["real"], out["imag"] = values["real"], values["imag"]
         return out
     if dtype.kind in "iuf":
-        return np.asarray(values, dtype=dtype.newbyteorder("<"))
+        # A fresh plain type: an HDF5 enumeration reads as an integer type whose metadata carries
+        # the member names, which would be written back with it.
+        return np.asarray(values, dtype=np.dtype(dtype.newbyteorder("<").str))
     if dtype.kind == "c":
         out = np.empty(values.shape, dtype=_COMPLEX128 if dtype.itemsize > 8 else _COMPLEX64)
         out["real"], out["imag"] = values.real, values.imag

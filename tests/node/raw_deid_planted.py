@@ -269,6 +269,11 @@ def planted_ismrmrd(path: Path, plant: Plant, local_id: str, *, group: str = "da
         dset.append_waveform(ismrmrd.Waveform.from_array(np.frombuffer(samples, dtype=np.uint32).reshape(1, -1).copy()))
     finally:
         dset.close()
+    with h5py.File(path, "r+") as f:
+        # A numeric array the reference tools also write, typed as an HDF5 enumeration: the member
+        # names travel with the type, not the values.
+        labels = h5py.enum_dtype({plant.marker("enum member name"): 0, plant.marker("enum member name"): 1}, "i1")
+        f["dataset"].create_dataset("coil_images", data=np.zeros((1, 4, 8, 8), dtype="i1"), dtype=labels)
     plant_hdf5_everywhere(path, plant, ["/", "/dataset"])
     if group != "dataset":
         with h5py.File(path, "r+") as f:
