@@ -100,7 +100,8 @@ def plant_hdf5_everywhere(path: Path, plant: Plant, groups: list[str]) -> None:
                 [plant.marker(f"string array attribute on {name}"), plant.marker(f"string array attribute on {name}")],
                 dtype=h5py.string_dtype(),
             )
-            attrs[f"blob_{len(attrs)}"] = np.void(plant.marker(f"opaque attribute on {name}").encode())
+            opaque = plant.marker(f"opaque UTF-16 attribute on {name}").encode("utf-16-le")
+            attrs[f"blob_{len(attrs)}"] = np.void(opaque)
         for name in groups:
             group = f[name]
             text = plant.marker(f"string dataset in {name}")
@@ -224,10 +225,17 @@ def planted_header(base_xml: str | bytes, plant: Plant) -> str:
             ismrmrd.xsd.userParameterStringType(name=f"metai.{key}", value=plant.marker(f"user parameter metai.{key}"))
         )
     text = str(ismrmrd.xsd.ToXML(header))
-    # XML the schema does not describe but parsers accept: a comment and a processing instruction.
+    # XML the schema does not describe but parsers accept: attributes (a schema location, unknown
+    # ones on the root and on an element), a comment and a processing instruction.
     root_end = text.index(">", text.index("<ismrmrdHeader")) + 1
+    attributes = (
+        ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+        f' xsi:schemaLocation="{ISMRMRD_NS} {plant.marker("xsi:schemaLocation")}.xsd"'
+        f' note="{plant.marker("unknown attribute on the root element")}"'
+    )
     extra = f"<!-- {plant.marker('XML comment')} --><?metai {plant.marker('XML processing instruction')}?>"
-    return text[:root_end] + extra + text[root_end:]
+    text = text[: root_end - 1] + attributes + ">" + extra + text[root_end:]
+    return text.replace("<studyInformation>", f'<studyInformation note="{plant.marker("element attribute")}">', 1)
 
 
 def base_kspace_file(path: Path) -> None:
