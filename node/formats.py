@@ -24,7 +24,6 @@ from contracts.datause import Kind
 from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.deid import deidentify as deidentify_dicom
 from node.errors import IngestError
-from node.raw_deid import deidentify_raw
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
@@ -86,7 +85,10 @@ def deidentify(
             series_uid=str(result.dataset.get("SeriesInstanceUID", "")) or None,
             flags=tuple(result.flags),
         )
-    # Raw files are rebuilt in memory from their allow-lists (node.raw_deid): ``tmp_dir`` is not used.
+    # Raw files are rebuilt in memory from their allow-lists: ``tmp_dir`` is not used. Imported here,
+    # like the readers in parse, so that importing this module does not load torch and ismrmrd.
+    from node.raw_deid import deidentify_raw
+
     raw = deidentify_raw(parsed.format, parsed.payload, patient, uids)
     return Processed(content=raw.content, suffix=".h5", study_uid=raw.study_uid, flags=raw.flags)
 
