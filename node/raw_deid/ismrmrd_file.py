@@ -20,6 +20,7 @@ from ismrmrd.hdf5 import acquisition_dtype
 
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
+from node.raw_deid.h5 import local_object
 from node.raw_deid.ismrmrd_header import rebuild_header
 from node.raw_deid.rules import FieldRule, RuleSet
 
@@ -92,7 +93,7 @@ def rebuild_ismrmrd(
         group = _ismrmrd_group(src)
         xml, study_uid = rebuild_header(_text(group["xml"]), patient, uids)
         acquisitions = _acquisitions(group["data"])
-        found = {name: _array(group[name]) for name in _ARRAYS if _hard(group, name, h5py.Dataset)}
+        found = {name: _array(group[name]) for name in _ARRAYS if _is_local(group, name, h5py.Dataset)}
         arrays = {name: values for name, values in found.items() if values is not None}
         notes = _notes(src, group, arrays)
     buffer = io.BytesIO()
@@ -106,21 +107,22 @@ def rebuild_ismrmrd(
     return buffer.getvalue(), study_uid, notes
 
 
-def _hard(group: h5py.Group, name: str, kind: type) -> bool:
-    """Whether ``name`` is a hard link in ``group`` to an object of ``kind`` (links are never followed)."""
-    return isinstance(group.get(name, getlink=True), h5py.HardLink) and isinstance(group.get(name), kind)
+def _is_local(group: h5py.Group, name: str, kind: type) -> bool:
+    """Whether ``name`` in ``group`` is an object of ``kind`` in this file (external links are never followed)."""
+    return isinstance(local_object(group, name), kind)
 
 
 def _ismrmrd_group(src: h5py.File) -> h5py.Group:
     """The group holding ``xml`` and ``data``: ``dataset`` by convention, or the only such group."""
-    candidates = [name for name in src if _hard(src, name, h5py.Group)
-                  and _hard(src[name], "xml", h5py.Dataset) and _hard(src[name], "data", h5py.Dataset)]
+    candidates = [name for name in src if _is_local(src, name, h5py.Group)
+                  and _is_local(src[name], "xml", h5py.Dataset) and _is_local(src[name], "data", h5py.Dataset)]
     if GROUP in candidates:
         return src[GROUP]
-    if len(candidates) == 1:
+    distinct = {src[name].id: name for name in candidates}  # soft links to one group count once
+    if len(distinct) == 1:
         return src[candidates[0]]
     raise DeidentificationError(
-        f"the file holds {len(candidates)} groups with an ISMRMRD header and acquisitions, expected one "
+        f"the file holds {len(distinct)} groups with an ISMRMRD header and acquisitions, expected one "
         "(named 'dataset'); split the file"
     )
 
@@ -199,7 +201,7 @@ def _notes(src: h5py.File, group: h5py.Group, arrays: dict[str, np.ndarray]) -> 
     """Counts of what was left out (never names: a name can itself be the identifier)."""
     kept = {"xml", "data", *arrays}
     left_in_group = [name for name in group if name not in kept]
-    images = sum(1 for name in left_in_group if _hard(group, name, h5py.Group) and "attributes" in group[name])
+    images = sum(1 for name in left_in_group if _is_local(group, name, h5py.Group) and "attributes" in group[name])
     waveforms = "waveforms" in left_in_group
     others = len(left_in_group) - images - int(waveforms) + sum(1 for name in src if "/" + name != group.name)
     notes = []

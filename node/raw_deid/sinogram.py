@@ -17,6 +17,7 @@ import numpy as np
 
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
+from node.raw_deid.h5 import local_object
 from node.raw_deid.provenance import PROVENANCE_RULES, clean_provenance
 from node.raw_deid.rules import DROP, FieldRule, RuleSet, check
 
@@ -79,6 +80,7 @@ SINOGRAM_RULES = RuleSet((
     *(rule.at(f"/provenance@{rule.path}") for rule in PROVENANCE_RULES),
 ))
 _DATASETS = {"/sinogram": (np.float32, "gzip"), "/geometry/angles_rad": (np.float64, None)}
+_REQUIRED = ("/sinogram", "/geometry", "/geometry/angles_rad")
 _SCANNER_KEYS = tuple(r.path.split("@")[1] for r in SINOGRAM_RULES if r.path.startswith("/scanner@"))
 
 
@@ -108,15 +110,21 @@ def _plan(src: h5py.File, patient: PatientContext, uids: UidMapper) -> dict[str,
         obj_path, _, key = rule.path.partition("@")
         if key or rule.action != "keep" or obj_path in plan:
             continue
-        obj = _object(src, obj_path)
+        obj = local_object(src, obj_path)
         if isinstance(obj, h5py.Group):
             plan[obj_path] = {"@": {}}
         elif obj_path in _DATASETS and isinstance(obj, h5py.Dataset):
             plan[obj_path] = {"@": {}, "data": _numeric(obj, obj_path)}
+    missing = [path for path in _REQUIRED if path not in plan]
+    if missing:
+        raise DeidentificationError(
+            f"{', '.join(missing)} cannot be read from the file itself (absent, or a link to another file, which "
+            "the node never follows); copy the data into the file and ingest it again"
+        )
     for rule in SINOGRAM_RULES:
         obj_path, _, key = rule.path.partition("@")
         if key and obj_path in plan and obj_path != "/provenance" and rule.kind != "derived":
-            value = check(rule, _attr(src[obj_path], key), patient, uids)
+            value = check(rule, _attr(local_object(src, obj_path), key), patient, uids)
             if value is not DROP:
                 plan[obj_path]["@"][key] = value
     root = plan["/"]["@"]
@@ -124,22 +132,10 @@ def _plan(src: h5py.File, patient: PatientContext, uids: UidMapper) -> dict[str,
     if "/scanner" in plan:
         _scanner(plan)
     # Always written: the stored file names its pseudonym and what was done, even if the source had no provenance.
-    provenance = src["/provenance"] if "/provenance" in plan else None
+    provenance = local_object(src, "/provenance") if "/provenance" in plan else None
     items = [] if provenance is None else [(key, _attr(provenance, key)) for key in provenance.attrs]
     plan["/provenance"] = {"@": dict(clean_provenance(items, patient, uids))}
     return plan
-
-
-def _object(src: h5py.File, path: str) -> Any:
-    """The object at ``path`` if it is reached by hard links only (soft and external links are not followed)."""
-    if path == "/":
-        return src
-    parent, _, _ = path.rpartition("/")
-    if parent and not isinstance(_object(src, parent), h5py.Group):
-        return None
-    if not isinstance(src.get(path, getlink=True), h5py.HardLink):
-        return None
-    return src[path]
 
 
 def _attr(obj: Any, key: str) -> Any:

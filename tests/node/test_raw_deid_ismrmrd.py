@@ -246,3 +246,20 @@ def test_every_element_of_the_schema_has_a_row() -> None:
 def test_every_row_names_an_element_of_the_schema() -> None:
     unused = [r.path for r in HEADER_RULES if not any(HEADER_RULES.get(p) is r for p in SCHEMA_PATHS)]
     assert unused == []
+
+
+def test_arrays_behind_a_link_to_another_file_are_not_read(tmp_path: Path) -> None:
+    source = tmp_path / "mr.h5"
+    base_kspace_file(source)
+    other = tmp_path / "elsewhere.h5"
+    with h5py.File(source, "r") as f, h5py.File(other, "w") as o:
+        o.create_dataset("csm", data=f["dataset/csm"][()])
+        o["csm"].attrs["note"] = "MARK-EXT-0002"
+    with h5py.File(source, "r+") as f:
+        del f["dataset/csm"]
+        f["dataset/csm"] = h5py.ExternalLink(other.name, "/csm")
+    assert read_ismrmrd(source).coil_maps is not None  # h5py follows it for the reader
+    stored = rebuilt(source, tmp_path)
+    with h5py.File(stored, "r") as f:
+        assert sorted(f["dataset"]) == ["data", "phantom", "xml"]
+    assert read_ismrmrd(stored).coil_maps is None

@@ -121,3 +121,34 @@ def test_a_date_that_cannot_be_shifted_is_refused_without_naming_it(scan: Path) 
     with pytest.raises(DeidentificationError, match=r"^/@created_at: a date cannot be shifted by 5 days") as err:
         deidentify_raw(FMT, scan, PatientContext("MTP-1", 5), UIDS)
     assert "9999-12-30" not in str(err.value)
+
+
+def test_soft_links_inside_the_file_are_read_and_links_to_other_files_are_not(scan: Path, tmp_path: Path) -> None:
+    other = scan.parent / "elsewhere.h5"
+    with h5py.File(other, "w") as f:
+        f.create_group("scanner").attrs.update({**get_profile("compact-head").to_dict(), "name": "MARK-EXT-0001"})
+    with h5py.File(scan, "r+") as f:
+        f.move("geometry", "moved_geometry")
+        f["geometry"] = h5py.SoftLink("/moved_geometry")
+        del f["scanner"]
+        f["scanner"] = h5py.ExternalLink(other.name, "/scanner")
+    before = read_sinogram(scan)
+    assert before.profile is not None
+    assert before.profile.name == "MARK-EXT-0001"  # h5py itself follows the external link
+    stored = rebuilt(scan, tmp_path)
+    after = read_sinogram(stored)
+    assert after.geometry == before.geometry
+    assert after.profile is None  # the node never opens a file it was not given
+    assert b"MARK-EXT-0001" not in stored.read_bytes()
+
+
+def test_a_required_group_in_another_file_is_refused(scan: Path) -> None:
+    other = scan.parent / "elsewhere.h5"
+    with h5py.File(scan, "r+") as f, h5py.File(other, "w") as o:
+        f.copy(f["geometry"], o, name="geometry")
+        del f["geometry"]
+        f["geometry"] = h5py.ExternalLink(other.name, "/geometry")
+    read_sinogram(scan)  # valid for h5py, which follows the link
+    with pytest.raises(DeidentificationError, match=r"^/geometry, /geometry/angles_rad cannot be read from the file "
+                       r"itself \(absent, or a link to another file"):
+        deidentify_raw(FMT, scan, PATIENT, UIDS)
