@@ -19,7 +19,7 @@ from xsdata.exceptions import ConverterWarning, ParserError
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
 from node.raw_deid.provenance import PROVENANCE_RULES, clean_provenance
-from node.raw_deid.rules import DROP, FieldRule, RuleSet, check
+from node.raw_deid.rules import DROP, Action, FieldRule, Kind, RuleSet, check
 
 __all__ = ["HEADER_RULES", "rebuild_header"]
 
@@ -46,7 +46,7 @@ _X = "PS3.15"
 _KEEP_ACQ = "acquisition parameter, needed to reconstruct or to interpret the data"
 
 
-def _r(path: str, kind: Any, action: Any, reason: str, **extra: Any) -> FieldRule:
+def _r(path: str, kind: Kind, action: Action, reason: str, **extra: Any) -> FieldRule:
     return FieldRule(path, kind, action, reason, **extra)
 
 
