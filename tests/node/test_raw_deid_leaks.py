@@ -20,11 +20,11 @@ from sqlalchemy import select
 from contracts.datause import Kind
 from node.catalog import Record
 from node.deid import UidMapper
-from node.ingest import Ingestor
+from node.ingest import Ingestor, iter_report_lines
 from node.node import Node
 from node.vault import VaultEntry
 from raw_data import read_sinogram
-from tests.node.leakscan import describe, scan_tree
+from tests.node.leakscan import describe, scan_bytes, scan_tree
 from tests.node.raw_deid_planted import Plant, planted_ismrmrd, planted_sinogram
 
 
@@ -34,6 +34,7 @@ class Ingested:
     sinogram: Plant
     mr: Plant
     local_ids: dict[str, str]  # "S" / "M" -> the hospital's patient id planted in that file
+    report_lines: list[str]  # what `metai-node ingest` prints
 
     def records(self, kind: Kind) -> list[Record]:
         with self.node.sessions() as s:
@@ -64,7 +65,7 @@ def ingested(make_node, tmp_path: Path) -> Ingested:  # type: ignore[no-untyped-
     report = Ingestor(node).run([folder])
     assert report.quarantined == []
     assert len(report.ingested) == 3
-    return Ingested(node, sino, mr, local_ids)
+    return Ingested(node, sino, mr, local_ids, list(iter_report_lines(report)))
 
 
 def _planted_uid(plant: Plant, field: str) -> str:
@@ -88,6 +89,12 @@ def test_planted_markers_in_every_raw_field_leave_no_trace_in_the_node(ingested:
         + "\n".join(f"  {m}: planted as {where.get(m)}" for m in survivors)
         + "\n" + describe(hits)
     )
+
+
+def test_the_ingest_report_names_no_planted_value(ingested: Ingested) -> None:
+    markers = ingested.sinogram.all_markers() | ingested.mr.all_markers()
+    assert any("left out" in line for line in ingested.report_lines)  # the notes are there, as counts
+    assert list(scan_bytes("\n".join(ingested.report_lines).encode(), markers)) == []
 
 
 def test_uids_come_out_mapped_with_the_dicom_mapping(ingested: Ingested) -> None:
