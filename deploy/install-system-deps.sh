@@ -3,8 +3,9 @@
 #   ismrmrd-tools  reference C++ ISMRMRD tools (interoperability tests)
 #   orthanc        a real PACS for `metai-node import-pacs` tests (tests start their own instance)
 #   dcmtk          DICOM command-line tools, for inspecting what the node stores
+#   strace         tests prove raw de-identification writes no file (tests/node/test_raw_deid_nodisk.py)
 set -euo pipefail
-packages=(ismrmrd-tools orthanc dcmtk)
+packages=(ismrmrd-tools orthanc dcmtk strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,11 +7,8 @@ patient id; :func:`deidentify` returns the bytes to store, de-identified for tha
 
 from __future__ import annotations
 
-import datetime as _dt
 import io
-import os
 import struct
-import tempfile
 import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass
@@ -31,13 +28,6 @@ from node.errors import IngestError
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 SINOGRAM_FORMAT = "metai-ct-sinogram"
-#: Sinogram provenance keys that describe the acquisition, not the patient: kept.
-SINOGRAM_PROVENANCE_KEEP = frozenset(
-    {"created_by", "scanner_profile", "noise_seed", "dose_factor", "incident_flux", "noise",
-     "mu_water_per_mm", "phantom", "phantom_seed", "lesion", "synthetic"}
-)
-#: Sinogram provenance keys holding dates: shifted like DICOM dates.
-SINOGRAM_PROVENANCE_DATES = frozenset({"created_at", "acquired_at"})
 #: Where a sinogram names its patient (the hospital's local id), removed on ingest.
 SINOGRAM_PATIENT_KEY = "patient_id"
 _DICOM_READ_ERRORS = (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError,
@@ -95,8 +85,12 @@ def deidentify(
             series_uid=str(result.dataset.get("SeriesInstanceUID", "")) or None,
             flags=tuple(result.flags),
         )
-    scrub = _scrub_sinogram if parsed.format == SINOGRAM_FORMAT else _scrub_ismrmrd
-    return Processed(content=_rewrite_hdf5(parsed.payload, tmp_dir, lambda f: scrub(f, patient)), suffix=".h5")
+    # Raw files are rebuilt in memory from their allow-lists: ``tmp_dir`` is not used. Imported here,
+    # like the readers in parse, so that importing this module does not load torch and ismrmrd.
+    from node.raw_deid import deidentify_raw
+
+    raw = deidentify_raw(parsed.format, parsed.payload, patient, uids)
+    return Processed(content=raw.content, suffix=".h5", study_uid=raw.study_uid, flags=raw.flags)
 
 
 # ---------------------------------------------------------------------- DICOM
@@ -203,111 +197,3 @@ def _xml_text(root: ET.Element, *names: str) -> str | None:
         node = None if node is None else node.find(f"{{{ISMRMRD_NS}}}{name}")
     text = node.text.strip() if node is not None and node.text else ""
     return text or None
-
-
-def _rewrite_hdf5(source: Path, tmp_dir: Path, scrub: Any) -> bytes:
-    """Scrub a copy of ``source``, then repack it into a fresh file and return its bytes.
-
-    HDF5 does not erase what is deleted or overwritten in place: the old attribute and header
-    bytes stay in the file. Copying the scrubbed objects into a new file carries over only what
-    is live, so nothing removed can be recovered from the stored bytes.
-    """
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, scrubbed = tempfile.mkstemp(dir=tmp_dir, suffix=".h5")
-    os.close(fd)
-    fd, packed = tempfile.mkstemp(dir=tmp_dir, suffix=".h5")
-    os.close(fd)
-    try:
-        Path(scrubbed).write_bytes(source.read_bytes())
-        with h5py.File(scrubbed, "r+") as f:
-            scrub(f)
-        with h5py.File(scrubbed, "r") as src, h5py.File(packed, "w", track_order=True) as dst:
-            for key, value in src.attrs.items():
-                dst.attrs[key] = value
-            for name in src:
-                src.copy(src[name], dst, name=name)
-        return Path(packed).read_bytes()
-    finally:
-        Path(scrubbed).unlink(missing_ok=True)
-        Path(packed).unlink(missing_ok=True)
-
-
-def _shift_iso(value: str, days: int) -> str:
-    try:
-        moment = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return ""  # an unparseable date is dropped rather than kept unshifted
-    return (moment + _dt.timedelta(days=days)).isoformat()
-
-
-def _scrub_sinogram(f: Any, patient: PatientContext) -> None:
-    # Root attributes describe the file (format, version, creator, creation time): kept, with
-    # the creation time shifted like every date of this patient.
-    for key in SINOGRAM_PROVENANCE_DATES & set(f.attrs.keys()):
-        f.attrs[key] = _shift_iso(_text(f.attrs[key]), patient.date_shift_days)
-    if "provenance" in f:
-        attrs = f["provenance"].attrs
-        for key in list(attrs.keys()):
-            if key in SINOGRAM_PROVENANCE_DATES:
-                attrs[key] = _shift_iso(_text(attrs[key]), patient.date_shift_days)
-            elif key not in SINOGRAM_PROVENANCE_KEEP:
-                del attrs[key]  # free text and patient fields cannot be checked: removed
-
-
-    prov = f.require_group("provenance").attrs
-    prov["patient"] = patient.pseudonym
-    prov["deidentification"] = "MeTAI node: provenance allow-list, patient pseudonymised, dates shifted"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-#: ISMRMRD header elements removed (identifying) and those whose dates are shifted.
-_ISMRMRD_REMOVE = {
-    "subjectInformation": ("patientName", "patientBirthdate", "patientWeight_kg", "patientHeight_m"),
-    "studyInformation": ("accessionNumber", "referringPhysicianName", "studyDescription", "studyID",
-                         "bodyPartExamined"),
-    "measurementInformation": ("seriesDescription", "protocolName"),
-    "acquisitionSystemInformation": ("institutionName", "stationName", "deviceSerialNumber"),
-}
-_ISMRMRD_DATES = {"studyInformation": ("studyDate",), "measurementInformation": ("seriesDate",)}
-
-
-def _scrub_ismrmrd(f: Any, patient: PatientContext) -> None:
-    ET.register_namespace("", ISMRMRD_NS)
-    root = ET.fromstring(_ismrmrd_xml(f) or "")
-    ns = f"{{{ISMRMRD_NS}}}"
-    for section, names in _ISMRMRD_REMOVE.items():
-        parent = root.find(ns + section)
-        for name in names:
-            for child in [] if parent is None else parent.findall(ns + name):
-                parent.remove(child)  # type: ignore[union-attr]
-    for section, names in _ISMRMRD_DATES.items():
-        parent = root.find(ns + section)
-        for name in names:
-            date_el = None if parent is None else parent.find(ns + name)
-            if parent is not None and date_el is not None and date_el.text:
-                try:
-                    day = _dt.date.fromisoformat(date_el.text.strip())
-                    date_el.text = (day + _dt.timedelta(days=patient.date_shift_days)).isoformat()
-                except ValueError:
-                    parent.remove(date_el)
-    # The schema fixes element order: subjectInformation follows the optional version, and
-    # patientID precedes patientGender.
-    subject: ET.Element | None = root.find(ns + "subjectInformation")
-    if subject is None:
-        subject = ET.Element(ns + "subjectInformation")
-        root.insert(1 if len(root) and root[0].tag == ns + "version" else 0, subject)
-    pid = subject.find(ns + "patientID")
-    if pid is None:
-        pid = ET.Element(ns + "patientID")
-        gender = subject.find(ns + "patientGender")
-        subject.insert(list(subject).index(gender) if gender is not None else len(subject), pid)
-    pid.text = patient.pseudonym
-    text = ET.tostring(root, encoding="unicode", xml_declaration=True)
-    dataset = f["dataset"]
-    dtype = dataset["xml"].dtype
-    del dataset["xml"]
-    dataset.create_dataset("xml", data=np.array([text], dtype=dtype) if dtype.kind != "O" else [text],
-                           dtype=h5py.string_dtype() if dtype.kind == "O" else dtype)
