@@ -100,35 +100,35 @@ def _check_table_type(h5: Hdf5File, dset: Any) -> None:
         raise IsmrmrdFormatError(f"{dset.name} acquisition headers lack the fields {missing}", h5.where)
 
 
-def _stored_lengths(h5: Hdf5File, dset: Any, member: str) -> npt.NDArray[np.uint32]:
-    lengths = h5.vlen_lengths(dset, member)
-    if lengths is None:
+def read_acquisitions(h5: Hdf5File, dset: Any, slice_index: int) -> Acquisitions:
+    """Read and check every acquisition header of the table ``dset``.
+
+    Headers and stored lengths are decoded from the raw records: HDF5 would allocate every
+    variable-length array at its stored length even to return the headers alone.
+
+    Raises:
+        IsmrmrdFormatError: not an ISMRMRD acquisition table, or stored in a way this
+            reader does not decode.
+        HeaderMismatchError: an acquisition holds another number of values than its header says.
+        CorruptFileError: the table cannot be read.
+    """
+    _check_table_type(h5, dset)
+    records = h5.raw_records(dset)
+    if records is None:
         raise IsmrmrdFormatError(
             f"{dset.name} is stored with a layout or filter this reader does not decode (it reads "
             "contiguous or chunked storage, with deflate, shuffle or fletcher32); repack the file "
             "with h5repack -f NONE",
             h5.where,
         )
-    return lengths
-
-
-def read_acquisitions(h5: Hdf5File, dset: Any, slice_index: int) -> Acquisitions:
-    """Read and check every acquisition header of the table ``dset``.
-
-    Raises:
-        IsmrmrdFormatError: not an ISMRMRD acquisition table.
-        HeaderMismatchError: an acquisition holds another number of values than its header says.
-        CorruptFileError: the table cannot be read.
-    """
-    _check_table_type(h5, dset)
-    data_lengths = _stored_lengths(h5, dset, "data")
+    heads = h5.member(dset, records, "head")
+    data_lengths = h5.member(dset, records, "data")
     names = h5.describe(dset)[1].names or ()
-    traj_lengths = _stored_lengths(h5, dset, "traj") if "traj" in names else np.zeros_like(data_lengths)
-    with reading(h5.where, f"the acquisition headers of {dset.name}"):
-        heads = np.asarray(dset.fields("head")[()])
+    traj_lengths = h5.member(dset, records, "traj") if "traj" in names else np.zeros_like(data_lengths)
     idx = heads["idx"]
+    flags = heads["flags"].astype(np.uint64)
     out = Acquisitions(
-        flags=heads["flags"].astype(np.uint64),
+        flags=flags,
         samples=heads["number_of_samples"].astype(np.int64),
         channels=heads["active_channels"].astype(np.int64),
         discard_pre=heads["discard_pre"].astype(np.int64),
@@ -137,7 +137,7 @@ def read_acquisitions(h5: Hdf5File, dset: Any, slice_index: int) -> Acquisitions
         line=idx["kspace_encode_step_1"].astype(np.int64),
         slice=idx["slice"].astype(np.int64),
         repetition=idx["repetition"].astype(np.int64),
-        imaging=((heads["flags"].astype(np.uint64) & np.uint64(_NON_IMAGING_MASK)) == 0)
+        imaging=((flags & np.uint64(_NON_IMAGING_MASK)) == 0)
         & (heads["encoding_space_ref"] == 0)
         & (idx["contrast"] == 0)
         & (idx["phase"] == 0)

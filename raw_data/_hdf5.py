@@ -5,8 +5,8 @@ h5py reports a damaged file through whatever exception the failing call happens 
 damage do worse: a global heap collection holding a free-space object of size 0 makes the
 HDF5 library loop forever, and a flipped length of a variable-length sequence makes it
 allocate and clear up to 16 GiB before it notices. :class:`Hdf5File` opens a file only after
-checking for the first, offers :meth:`Hdf5File.vlen_lengths` to read sequence lengths from
-the raw storage before HDF5 allocates anything, bounds every array read by what the file
+checking for the first, offers :meth:`Hdf5File.raw_records` to read records and
+sequence lengths from the raw storage before HDF5 allocates anything, bounds every array read by what the file
 can hold, and turns whatever the library raises inside each step into
 :class:`~raw_data.errors.CorruptFileError` naming the file and the step.
 """
@@ -221,20 +221,18 @@ class Hdf5File:
         with reading(self.where, f"dataset {dset.name}"):
             return np.asarray(dset[selection])
 
-    def vlen_lengths(self, dset: Any, member: str | None) -> npt.NDArray[np.uint32] | None:
-        """Return the stored lengths of a 1D dataset's variable-length member, from raw bytes.
+    def raw_records(self, dset: Any) -> npt.NDArray[np.uint8] | None:
+        """Return the stored bytes of a one-dimensional dataset, ``(elements, element size)``.
 
-        HDF5 allocates (and clears) a variable-length sequence at the length stored in the
-        file before it checks the length against the heap object, so a flipped length costs
-        gigabytes. The lengths are read here from the storage itself, without conversion.
-
-        Parameters:
-            dset: a one-dimensional dataset of a compound type (``member`` names the
-                variable-length field) or of a variable-length type (``member`` None).
+        HDF5 allocates (and clears) every variable-length sequence at the length stored in
+        the file before it checks that length against the heap, even when only other fields
+        are requested, so a flipped length costs gigabytes. Reading the records' bytes
+        directly lets a reader check those lengths first (see :meth:`member`).
 
         Returns:
-            uint32 ``(elements,)``, or None if the storage is of a kind this function does
-            not decode (compact layout, or a filter other than deflate, shuffle, fletcher32).
+            uint8 ``(elements, element size)``, or None if the storage is of a kind this
+            function does not decode (compact layout, or a filter other than deflate,
+            shuffle and fletcher32).
 
         Raises:
             CorruptFileError: the storage lies outside the file, does not cover every
@@ -242,14 +240,8 @@ class Hdf5File:
         """
         shape, _ = self.describe(dset)
         with reading(self.where, f"the storage layout of {dset.name}"):
-            ftype = dset.id.get_type()
-            size = ftype.get_size()
-            offset = 0
-            if member is not None:
-                index = ftype.get_member_index(member.encode())
-                offset = ftype.get_member_offset(index)
-            plist = dset.id.get_create_plist()
-            layout = plist.get_layout()
+            size = dset.id.get_type().get_size()
+            layout = dset.id.get_create_plist().get_layout()
         count = shape[0] if len(shape) == 1 else 0
         if count * size > self._max_bytes(dset):
             raise CorruptFileError(
@@ -261,17 +253,36 @@ class Hdf5File:
                 start = dset.id.get_offset()
             raw = self._bytes(dset, start, count * size) if count else b""
         elif layout == h5py.h5d.CHUNKED:
-            raw_or_none = self._chunked_bytes(dset, count, size)
-            if raw_or_none is None:
+            chunked = self._chunked_bytes(dset, count, size)
+            if chunked is None:
                 return None
-            raw = raw_or_none
+            raw = chunked
         else:
             return None
-        records = np.frombuffer(raw, dtype=np.uint8).reshape(count, size)
-        lengths: npt.NDArray[np.uint32] = (
-            records[:, offset : offset + 4].copy().view("<u4").reshape(count).astype(np.uint32)
-        )
-        return lengths
+        return np.frombuffer(raw, dtype=np.uint8).reshape(count, size)
+
+    def member(self, dset: Any, records: npt.NDArray[np.uint8], name: str | None) -> npt.NDArray[Any]:
+        """Decode one field of :meth:`raw_records` without HDF5.
+
+        A fixed-size field comes back as its stored numpy type; a variable-length field (or
+        the whole element when ``name`` is None) as the uint32 lengths stored for it.
+        """
+        with reading(self.where, f"the type of {dset.name}"):
+            ftype = dset.id.get_type()
+            if name is None:
+                offset, mtype = 0, ftype
+            else:
+                index = ftype.get_member_index(name.encode())
+                offset, mtype = ftype.get_member_offset(index), ftype.get_member_type(index)
+            variable = mtype.get_class() == h5py.h5t.VLEN or (
+                mtype.get_class() == h5py.h5t.STRING and mtype.is_variable_str()
+            )
+            dtype = np.dtype("<u4") if variable else mtype.dtype
+            width = 4 if variable else mtype.get_size()
+        if dtype.itemsize != width or offset + width > records.shape[1]:
+            raise CorruptFileError(f"field {name!r} of {dset.name} has an inconsistent stored layout", self.where)
+        field: npt.NDArray[Any] = records[:, offset : offset + width].copy().view(dtype).reshape(records.shape[0])
+        return field
 
     def _bytes(self, dset: Any, start: int | None, length: int) -> bytes:
         if start is None or start < 0 or start + length > self.size:

@@ -1,8 +1,8 @@
 """Worker for the mutation tests: read each file named on stdin, print how the read ended.
 
 Usage: ``python -m tests.raw_data.mutation_worker MODULE:FUNCTION CAP_BYTES``. Prints
-``"ready"`` once imported, then one JSON string per file: ``"read"``, the class name of a
-documented error, or ``"ESCAPED <class>: <message>"`` for anything else.
+``"ready"`` once imported, then one JSON string per file: ``"read"``, ``"<class>: <message>"``
+for a documented error, or ``"ESCAPED <class>: <message>"`` for anything else.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main() -> None:
             reader(line.rstrip("\n"))
             outcome = "read"
         except allowed as exc:
-            outcome = type(exc).__name__
+            outcome = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the finding the test looks for: report it, keep going
             outcome = f"ESCAPED {type(exc).__name__}: {str(exc)[:300]}"
         print(json.dumps(outcome), flush=True)

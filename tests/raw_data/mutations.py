@@ -216,8 +216,8 @@ class ReaderProcess:
         return json.loads(line) if line else ""
 
     def read(self, path: Path) -> str:
-        """Return ``"read"``, the documented error's class name, or ``"ESCAPED ..."``,
-        ``"HANG"`` or ``"CRASH ..."``."""
+        """Return ``"read"``, ``"<documented class>: <message>"``, or ``"ESCAPED ..."``,
+        ``"HANG ..."`` or ``"CRASH ..."``."""
         proc = self.proc or self._start()
         assert proc.stdin is not None
         proc.stdin.write(f"{path}\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ from raw_data import (
     write_sinogram,
 )
 from raw_data.scanners import ScannerProfile
-from tests.raw_data.mutations import run_corpus
+from tests.raw_data.mutations import ReaderProcess, run_corpus
 
 MUTANTS = 600
 
@@ -90,3 +91,58 @@ def test_mutants_read_or_raise_only_documented_errors(
     assert sum(tally.values()) == MUTANTS
     # The corpus must actually break files, not only touch sample values.
     assert tally.get("CorruptFileError", 0) >= MUTANTS // 10, tally
+
+
+def _overwrite(path: Path, offset: int, value: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset : offset + len(value)] = value
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("kind", "reader"),
+    [("sinogram", "raw_data.sinogram_io:read_sinogram"), ("ismrmrd-ours", "raw_data.ismrmrd_io:read_ismrmrd")],
+)
+def test_global_heap_that_would_hang_hdf5_is_refused(
+    kind: str, reader: str, tmp_path: Path, make_tool_file: Callable[..., Path]
+) -> None:
+    path = CORPORA[kind][1](tmp_path, make_tool_file)
+    collection = path.read_bytes().index(b"GCOL")
+    # First object of the collection: index 0 (free space), stored size 0. libhdf5's
+    # collection decoder steps by the stored size, so it would never move on.
+    _overwrite(path, collection + 16, b"\x00" * 16)
+    with ReaderProcess(reader) as worker:
+        outcome = worker.read(path)
+    assert outcome.startswith("CorruptFileError: "), outcome
+    assert f"global heap collection at byte {collection} is corrupt" in outcome
+
+
+def test_dataset_claiming_more_than_the_file_holds_is_refused(
+    tmp_path: Path, make_tool_file: Callable[..., Path]
+) -> None:
+    path = _sinogram_file(tmp_path, make_tool_file)
+    with h5py.File(path, "r+") as f:
+        del f["sinogram"]
+        # A legal HDF5 extent of 1.6 TB with no chunk written: a small file can claim it.
+        f.create_dataset("sinogram", shape=(1 << 30, 24, 16), dtype="f4", chunks=(1, 24, 16))
+    with ReaderProcess("raw_data.sinogram_io:read_sinogram") as worker:
+        outcome = worker.read(path)
+    assert outcome.startswith("CorruptFileError: "), outcome
+    assert "/sinogram claims shape (1073741824, 24, 16)" in outcome
+
+
+def test_flipped_sample_count_is_refused_before_hdf5_allocates_it(
+    tmp_path: Path, make_tool_file: Callable[..., Path]
+) -> None:
+    path = _our_ismrmrd_file(tmp_path, make_tool_file)
+    with h5py.File(path, "r") as f:
+        table = f["dataset/data"]
+        chunk = table.id.get_chunk_info(0).byte_offset
+        ftype = table.id.get_type()
+        data_member = ftype.get_member_offset(ftype.get_member_index(b"data"))
+    # The stored length of acquisition 0's samples: 2**31 - 1 floats (8 GiB) instead of 128.
+    _overwrite(path, chunk + data_member, (2**31 - 1).to_bytes(4, "little"))
+    with ReaderProcess("raw_data.ismrmrd_io:read_ismrmrd") as worker:
+        outcome = worker.read(path)
+    assert outcome.startswith("HeaderMismatchError: "), outcome
+    assert "acquisition 0 holds 2147483647 data values but its header announces 128" in outcome
