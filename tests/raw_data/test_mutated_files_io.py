@@ -2,8 +2,8 @@
 raises one of the errors its docstring lists, never anything else, never hangs, never crashes.
 
 Each corpus is seeded and generated here from a small file written by our writers, by the
-Debian reference tool ``ismrmrd_generate_cartesian_shepp_logan``,
-then read in a worker process (see ``tests/raw_data/mutations.py``).
+Debian reference tool ``ismrmrd_generate_cartesian_shepp_logan`` or shipped with pydicom
+(``CT_small.dcm``), then read in a worker process (see ``tests/raw_data/mutations.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pydicom.data
 import pytest
 
 from raw_data import (
@@ -73,10 +74,18 @@ def _tool_ismrmrd_file(folder: Path, tool: Callable[..., Path]) -> Path:
     return tool("mutation-source.h5", "-m", "32", "-c", "2", "-a", "2", "-w", "8", "-C")
 
 
+def _dicom_file(folder: Path, _tool: Callable[..., Path]) -> Path:
+    source = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
+    path = folder / "ct.dcm"
+    path.write_bytes(source.read_bytes())
+    return path
+
+
 CORPORA = {
     "sinogram": ("raw_data.sinogram_io:read_sinogram", _sinogram_file, 11),
     "ismrmrd-ours": ("raw_data.ismrmrd_io:read_ismrmrd", _our_ismrmrd_file, 12),
     "ismrmrd-tool": ("raw_data.ismrmrd_io:read_ismrmrd", _tool_ismrmrd_file, 13),
+    "dicom": ("raw_data.virtual_scan:read_dicom_attenuation", _dicom_file, 14),
 }
 
 
