@@ -188,7 +188,8 @@ def _read_xml(h5: Hdf5File, dset: Any) -> bytes | str:
     if len(shape) != 1 or shape[0] < 1 or h5py.check_string_dtype(dtype) is None:
         raise IsmrmrdFormatError(f"{dset.name} has shape {shape} and type {dtype}, expected one string", h5.where)
     if h5py.check_vlen_dtype(dtype) is not None or h5py.check_string_dtype(dtype).length is None:
-        lengths = h5.vlen_lengths(dset, None)
+        records = h5.raw_records(dset)
+        lengths = None if records is None else h5.member(dset, records, None)
         if lengths is not None and int(lengths[0]) > h5.size:
             raise CorruptFileError(
                 f"{dset.name} claims a {int(lengths[0])}-byte header in a {h5.size}-byte file", h5.where
