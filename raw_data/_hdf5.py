@@ -14,6 +14,7 @@ can hold, and turns whatever the library raises inside each step into
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import zlib
@@ -124,6 +125,42 @@ def check_global_heaps(path: Path, where: str) -> None:
                 pos = mm.find(b"GCOL", pos + 4)
 
 
+def _type_mismatch(tid: Any, dtype: np.dtype[Any], name: str) -> str | None:
+    """Return how the numpy type h5py derived for a stored type disagrees with it, or None.
+
+    A damaged datatype message (a float of 4 bytes claiming 64 bits of precision) makes
+    h5py derive a wider numpy type; inside a compound its fields then overlap, and reading
+    into it corrupts the heap (seen as "double free or corruption", a crash, not an error).
+    """
+    kind = tid.get_class()
+    if kind == h5py.h5t.COMPOUND:
+        fields = dtype.fields
+        if fields is None or len(fields) != tid.get_nmembers():
+            return f"{name} has {tid.get_nmembers()} stored fields but {len(dtype.names or ())} as read"
+        spans = []
+        for i in range(tid.get_nmembers()):
+            member = tid.get_member_name(i).decode(errors="replace")
+            if member not in fields:
+                return f"field {member!r} of {name} is missing as read"
+            sub, offset = fields[member][:2]
+            problem = _type_mismatch(tid.get_member_type(i), sub, f"{name}.{member}")
+            if problem is not None:
+                return problem
+            spans.append((offset, offset + sub.itemsize, member))
+        spans.sort()
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+            if start < end:
+                return f"fields {first!r} and {second!r} of {name} overlap"
+        if spans and spans[-1][1] > dtype.itemsize:
+            return f"field {spans[-1][2]!r} of {name} runs past its element"
+        return None
+    if kind in (h5py.h5t.VLEN, h5py.h5t.REFERENCE) or dtype.kind == "O":
+        return None
+    if dtype.itemsize != tid.get_size():
+        return f"{name} is stored in {tid.get_size()} bytes but would be read as {dtype} ({dtype.itemsize} bytes)"
+    return None
+
+
 class Hdf5File:
     """A read-only HDF5 file whose every access raises only this package's errors.
 
@@ -193,6 +230,13 @@ class Hdf5File:
         with reading(self.where, f"the shape and type of {dset.name}"):
             return tuple(int(n) for n in dset.shape), dset.dtype
 
+    def check_type(self, dset: Any) -> None:
+        """Raise CorruptFileError if the dataset's stored type and its numpy type disagree."""
+        with reading(self.where, f"the type of {dset.name}"):
+            problem = _type_mismatch(dset.id.get_type(), dset.dtype, dset.name)
+        if problem is not None:
+            raise CorruptFileError(f"the datatype of {dset.name} is damaged: {problem}", self.where)
+
     def _filters(self, dset: Any) -> list[int]:
         with reading(self.where, f"the storage properties of {dset.name}"):
             plist = dset.id.get_create_plist()
@@ -210,6 +254,7 @@ class Hdf5File:
         best ratio deflate achieves.
         """
         shape, dtype = self.describe(dset)
+        self.check_type(dset)
         needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
         limit = self._max_bytes(dset)
         if needed > limit:
@@ -267,6 +312,7 @@ class Hdf5File:
         A fixed-size field comes back as its stored numpy type; a variable-length field (or
         the whole element when ``name`` is None) as the uint32 lengths stored for it.
         """
+        self.check_type(dset)
         with reading(self.where, f"the type of {dset.name}"):
             ftype = dset.id.get_type()
             if name is None:

@@ -11,6 +11,7 @@ to extreme values, and truncations, weighted towards them.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -204,7 +205,16 @@ class ReaderProcess:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
+            self._close_pipes(self.proc)
             self.proc = None
+
+    @staticmethod
+    def _close_pipes(proc: subprocess.Popen[str]) -> None:
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                # The worker may have died with input unread: nothing is left to flush.
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
 
     def _reply(self, timeout: float) -> str | None:
         assert self.proc is not None
@@ -228,6 +238,7 @@ class ReaderProcess:
             return f"HANG (no answer within {READ_TIMEOUT_S:.0f} s)"
         if outcome == "":
             code = proc.wait()
+            self._close_pipes(proc)
             self.proc = None
             return f"CRASH (worker exited with {code})"
         return outcome

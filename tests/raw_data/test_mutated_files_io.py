@@ -155,3 +155,24 @@ def test_flipped_sample_count_is_refused_before_hdf5_allocates_it(
         outcome = worker.read(path)
     assert outcome.startswith("HeaderMismatchError: "), outcome
     assert "acquisition 0 holds 2147483647 data values but its header announces 128" in outcome
+
+
+def test_damaged_datatype_that_would_corrupt_the_heap_is_refused(
+    tmp_path: Path, make_tool_file: Callable[..., Path]
+) -> None:
+    path = _our_ismrmrd_file(tmp_path, make_tool_file)
+    with h5py.File(path, "r") as f:
+        info = h5py.h5o.get_info(f["dataset/csm"].id)
+        start, length = info.addr, info.hdr.space.total
+    raw = path.read_bytes()
+    # IEEE float32 properties in a datatype message: bit offset 0, precision 32, exponent
+    # at bit 23 of 8 bits, mantissa at 0 of 23 bits, bias 127. An exponent bias of 125 (one
+    # flipped bit, found by the corpus with seed 102) makes h5py read the 4-byte 'real'
+    # field as float64, overlapping 'imag': libc then aborts ("double free or corruption").
+    pattern = b"\x00\x00\x20\x00\x17\x08\x00\x17\x7f\x00\x00\x00"
+    at = raw.index(pattern, start, start + length)
+    _overwrite(path, at + 8, b"\x7d")
+    with ReaderProcess("raw_data.ismrmrd_io:read_ismrmrd") as worker:
+        outcome = worker.read(path)
+    assert outcome.startswith("CorruptFileError: "), outcome
+    assert "the datatype of /dataset/csm is damaged: /dataset/csm.real is stored in 4 bytes" in outcome
