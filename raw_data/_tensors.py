@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from raw_data.errors import DataShapeError
+from raw_data.errors import DataShapeError, NonFiniteDataError
 
 
 def as_batch(data: torch.Tensor, expected: tuple[int, int], what: str, axes: str) -> tuple[torch.Tensor, bool]:
@@ -32,3 +32,18 @@ def as_batch(data: torch.Tensor, expected: tuple[int, int], what: str, axes: str
         )
     single = data.dim() == 2
     return (data.unsqueeze(0) if single else data), single
+
+
+def check_finite_tensor(data: torch.Tensor, what: str, fix: str) -> None:
+    """Raise :class:`NonFiniteDataError` if ``data`` holds NaN or inf, naming how many and where.
+
+    Checked at the public entry points because NaN spreads: one NaN in a sinogram turns
+    every pixel of its filtered back-projection into NaN.
+    """
+    bad = ~torch.isfinite(data.detach())
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0].tolist())
+        verb = "hold" if what.endswith("s") else "holds"
+        raise NonFiniteDataError(
+            f"{what} {verb} {int(bad.sum())} NaN or infinite values (first at index {first}); {fix}"
+        )

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from raw_data._tensors import as_batch
+from raw_data._tensors import as_batch, check_finite_tensor
 from raw_data.backprojection import (
     circle_mask,
     fan_backproject,
@@ -75,10 +75,12 @@ def fbp(
 
     Raises:
         DataShapeError: the sinogram's shape does not match the geometry.
+        NonFiniteDataError: the sinogram holds NaN or inf (one would spread to every pixel).
         GeometryError: unknown filter, or views not equally spaced over the needed range.
     """
     check_filter(filter_name)
     batch, single = as_batch(sinogram, geometry.sinogram_shape, "sinogram", "(views, detectors)")
+    check_finite_tensor(sinogram, "sinogram", "fix or drop the corrupt views before reconstruction")
     _check_coverage(geometry)
     length = padded_length(geometry.n_detectors)
     if isinstance(geometry, FanBeamGeometry):

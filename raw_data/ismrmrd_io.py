@@ -9,13 +9,16 @@ places ``ismrmrd_generate_cartesian_shepp_logan`` uses, so either tool's files r
 
 The reader accepts any 2D Cartesian dataset: oversampled or asymmetric readouts, any
 number of coils, reversed lines, repeated lines (averaged), missing lines (left at zero).
-It skips noise, navigator and other non-imaging acquisitions.
+It skips noise, navigator and other non-imaging acquisitions, combines the repetitions of
+an interleaved acquisition (``calibrationMode`` ``interleaved``) into one k-space, and says
+in the returned :class:`KSpace` which repetitions it read and why. Whatever the bytes of
+the file, it returns k-space or raises one of the errors its docstring lists.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
@@ -23,9 +26,11 @@ import ismrmrd
 import ismrmrd.xsd
 import numpy as np
 import numpy.typing as npt
-from xsdata.exceptions import ConverterWarning, ParserError  # ismrmrd's XML binding
 
+from raw_data._acquisitions import Acquisitions, read_acquisitions, read_samples
 from raw_data._files import atomic_target, created_by, existing_file, utc_now
+from raw_data._hdf5 import Hdf5File, reading
+from raw_data._ismrmrd_header import Encoding, parse_header
 from raw_data.errors import (
     CorruptFileError,
     HeaderMismatchError,
@@ -37,17 +42,9 @@ from raw_data.sinogram import check_finite
 
 __all__ = ["read_ismrmrd", "write_ismrmrd"]
 
-_SKIPPED_FLAGS = (
-    ismrmrd.ACQ_IS_NOISE_MEASUREMENT,
-    ismrmrd.ACQ_IS_NAVIGATION_DATA,
-    ismrmrd.ACQ_IS_PHASECORR_DATA,
-    ismrmrd.ACQ_IS_HPFEEDBACK_DATA,
-    ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
-    ismrmrd.ACQ_IS_RTFEEDBACK_DATA,
-    ismrmrd.ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA,
-    ismrmrd.ACQ_IS_PHASE_STABILIZATION_REFERENCE,
-    ismrmrd.ACQ_IS_PHASE_STABILIZATION,
-)
+# Floor of the k-space memory budget, so that a small file may still describe a large matrix
+# of which it samples few lines.
+_MIN_KSPACE_BUDGET = 256 << 20
 _SLICE_THICKNESS_MM = 5.0
 
 
@@ -166,96 +163,178 @@ def _complex(array: npt.NDArray[Any]) -> npt.NDArray[np.complex64]:
     return np.asarray(array, dtype=np.complex64)
 
 
-def _array(raw: npt.NDArray[Any] | None, name: str, shape: tuple[int, ...], path: str) -> Any:
-    """Return a stored complex array reshaped to ``shape``, or None if the file has none."""
-    if raw is None:
+def _array(h5: Hdf5File, group: Any, name: str, shape: tuple[int, ...]) -> Any:
+    """Return the stored complex array ``name`` reshaped to ``shape``, or None if absent."""
+    dset = h5.child(group, name)
+    if dset is None:
         return None
-    values = _complex(raw)
-    if values.size != int(np.prod(shape)):
+    if not isinstance(dset, h5py.Dataset):
+        raise IsmrmrdFormatError(f"{group.name}/{name} is not a dataset", h5.where)
+    stored, dtype = h5.describe(dset)
+    numeric = dtype.kind in "fc" or (dtype.names is not None and {"real", "imag"} <= set(dtype.names))
+    if not numeric or int(np.prod(stored, dtype=object)) != int(np.prod(shape)):
         raise HeaderMismatchError(
-            f"array {name} has shape {values.shape}, expected {shape} for the recon matrix and coil count of this file",
-            path,
+            f"array {name} has shape {stored} and type {dtype}, expected {shape} complex values for the "
+            "recon matrix and coil count of this file",
+            h5.where,
         )
+    with reading(h5.where, f"array {name}"):
+        values = _complex(h5.read(dset))
     return values.reshape(shape)
 
 
-def _encoding(xml: bytes | str, path: str) -> tuple[Any, Any, dict[str, str]]:
-    try:
-        with warnings.catch_warnings():
-            # A value of the wrong type (a matrix size "abc") is only a warning to xsdata.
-            warnings.simplefilter("error", ConverterWarning)
-            header = ismrmrd.xsd.CreateFromDocument(xml)
-    except TypeError as exc:  # xsdata reports a missing required element this way
-        raise MissingFieldError(f"XML header lacks a required element ({exc})", path) from exc
-    except (ParserError, ConverterWarning, ValueError) as exc:
-        raise IsmrmrdFormatError(f"XML header does not parse as ISMRMRD ({exc})", path) from exc
-    if not header.encoding:
-        raise MissingFieldError("XML header has no <encoding>; it is required", path)
-    enc = header.encoding[0]
-    if enc.trajectory != ismrmrd.xsd.trajectoryType.CARTESIAN:
-        raise IsmrmrdFormatError(f"trajectory is {enc.trajectory.value!r}; this reader handles Cartesian only", path)
-    if enc.encodedSpace.matrixSize.z != 1:
-        raise IsmrmrdFormatError(
-            f"encoded matrix z is {enc.encodedSpace.matrixSize.z}; only 2D (z = 1) is supported",
-            path,
+def _read_xml(h5: Hdf5File, dset: Any) -> bytes | str:
+    shape, dtype = h5.describe(dset)
+    if len(shape) != 1 or shape[0] < 1 or h5py.check_string_dtype(dtype) is None:
+        raise IsmrmrdFormatError(f"{dset.name} has shape {shape} and type {dtype}, expected one string", h5.where)
+    if h5py.check_vlen_dtype(dtype) is not None or h5py.check_string_dtype(dtype).length is None:
+        records = h5.raw_records(dset)
+        lengths = None if records is None else h5.member(dset, records, None)
+        if lengths is not None and int(lengths[0]) > h5.size:
+            raise CorruptFileError(
+                f"{dset.name} claims a {int(lengths[0])}-byte header in a {h5.size}-byte file", h5.where
+            )
+    xml = h5.read(dset, 0)
+    if isinstance(xml, np.ndarray):
+        xml = xml.item()
+    if not isinstance(xml, bytes | str):
+        raise IsmrmrdFormatError(f"{dset.name} holds a {type(xml).__name__}, expected XML text", h5.where)
+    return xml
+
+
+def _repetitions(
+    enc: Encoding, present: list[int], requested: int | Sequence[int] | None
+) -> tuple[tuple[int, ...], str, int]:
+    """Choose the repetitions to read; return them, a sentence saying why, and the acceleration."""
+    interleaved = enc.calibration_mode == "interleaved" and enc.acceleration > 1
+    others = f"; the file holds repetitions {present}" if len(present) > 1 else ""
+    if isinstance(requested, int):
+        note = f"repetition {requested} only, as requested{others}"
+        if interleaved:
+            note += (
+                f"; calibrationMode is 'interleaved' with acceleration {enc.acceleration}, so this is one "
+                "undersampled pass: pass repetition=None to combine the passes"
+            )
+        return (requested,), note, enc.acceleration
+    if requested is not None:
+        chosen = tuple(sorted({int(r) for r in requested}))
+        note = f"repetitions {list(chosen)} combined, as requested (lines acquired more than once are averaged)"
+        passes = sum(r in present for r in chosen)
+        return chosen, note, max(1, enc.acceleration // passes) if interleaved and passes else enc.acceleration
+    if interleaved:
+        group = tuple(range(enc.acceleration))
+        found = [r for r in group if r in present]
+        note = (
+            f"repetitions 0-{enc.acceleration - 1} combined: the header declares calibrationMode "
+            f"'interleaved' with acceleration {enc.acceleration}, so each repetition is one undersampled "
+            "pass over different lines of the same k-space"
         )
-    params: dict[str, str] = {}
-    if header.userParameters is not None:
-        for p in header.userParameters.userParameterString:
-            params[p.name.removeprefix("metai.")] = p.value
-    return header, enc, params
+        if len(found) < len(group):
+            note += f"; only repetitions {found} of those passes are in the file, the other lines stay empty"
+        if any(r >= enc.acceleration for r in present):
+            frames = (max(present) // enc.acceleration) + 1
+            note += (
+                f"; the file holds {frames} such frames (repetitions {present}), pass "
+                f"repetition={tuple(range(enc.acceleration, 2 * enc.acceleration))} for the next"
+            )
+        return group, note, max(1, enc.acceleration // max(1, len(found)))
+    if len(present) > 1:
+        mode = f"is {enc.calibration_mode!r}" if enc.calibration_mode else "is not given"
+        note = (
+            f"repetition 0 of repetitions {present}: calibrationMode {mode}, so each repetition is "
+            "a complete acquisition; pass repetition=k to read another or a tuple to average several"
+        )
+    else:
+        note = "repetition 0, the only one in the file"
+    return (0,), note, enc.acceleration
 
 
-def _read_lines(
-    dset: Any, enc: Any, coils: int | None, slice_: int, repetition: int, path: str
+def _assemble(
+    h5: Hdf5File,
+    enc: Encoding,
+    table: Acquisitions,
+    numbers: npt.NDArray[np.int64],
+    samples: list[Any],
+    coils: int,
 ) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    lines, readout = enc.encodedSpace.matrixSize.y, enc.encodedSpace.matrixSize.x
-    limits = enc.encodingLimits.kspace_encoding_step_1
-    shift = lines // 2 - (limits.center if limits is not None else lines // 2)
-    total = np.zeros((coils or 1, lines, readout), dtype=np.complex128)
+    """Place each acquisition's samples on its k-space line; average lines acquired twice."""
+    path = h5.where
+    lines, readout = enc.lines, enc.readout
+    shift = lines // 2 - enc.centre_line
+    total = np.zeros((coils, lines, readout), dtype=np.complex128)
     hits = np.zeros(lines, dtype=int)
     imaging = np.zeros(lines, dtype=bool)
     calibration = np.zeros(lines, dtype=bool)
-    for n in range(dset.number_of_acquisitions()):
-        acq = dset.read_acquisition(n)
-        if any(acq.is_flag_set(f) for f in _SKIPPED_FLAGS) or acq.encoding_space_ref != 0:
-            continue
-        idx = acq.idx
-        if (idx.slice, idx.repetition, idx.contrast, idx.phase, idx.set) != (slice_, repetition, 0, 0, 0):
-            continue
-        if coils is None:
-            coils = acq.active_channels
-            total = np.zeros((coils, lines, readout), dtype=np.complex128)
-        if acq.active_channels != coils:
-            raise HeaderMismatchError(f"acquisition {n} has {acq.active_channels} channels, expected {coils}", path)
-        row = idx.kspace_encode_step_1 + shift
+    for n, values in zip(numbers.tolist(), samples, strict=True):
+        row = int(table.line[n]) + shift
         if not 0 <= row < lines:
             raise HeaderMismatchError(
-                f"acquisition {n} has kspace_encode_step_1 {idx.kspace_encode_step_1}, outside "
+                f"acquisition {n} has kspace_encode_step_1 {int(table.line[n])}, outside "
                 f"the encoded matrix of {lines} lines",
                 path,
             )
-        data = acq.data[:, acq.discard_pre : acq.number_of_samples - acq.discard_post]
+        pre, post, count = int(table.discard_pre[n]), int(table.discard_post[n]), int(table.samples[n])
+        if pre + post > count:
+            raise HeaderMismatchError(f"acquisition {n} discards {pre} + {post} of its {count} samples", path)
+        data = values[:, pre : count - post]
         check_finite(data, f"acquisition {n}", path)
-        if acq.is_flag_set(ismrmrd.ACQ_IS_REVERSE):
+        if table.has(n, ismrmrd.ACQ_IS_REVERSE):
             data = data[:, ::-1]
-        start = readout // 2 - (acq.center_sample - acq.discard_pre)
+        start = readout // 2 - (int(table.center_sample[n]) - pre)
         if start < 0 or start + data.shape[1] > readout:
             raise HeaderMismatchError(
-                f"acquisition {n} has {data.shape[1]} samples centred at {acq.center_sample}, "
+                f"acquisition {n} has {data.shape[1]} samples centred at {int(table.center_sample[n])}, "
                 f"which do not fit the encoded readout of {readout}",
                 path,
             )
         total[:, row, start : start + data.shape[1]] += data
         hits[row] += 1
-        calib = acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
-        both = acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+        calib = table.has(n, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+        both = table.has(n, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
         calibration[row] |= calib or both
         imaging[row] |= not calib
-    if not hits.any():
-        raise MissingFieldError(f"no imaging acquisitions for slice {slice_}, repetition {repetition}", path)
     total[:, hits > 0] /= hits[hits > 0][None, :, None]  # repeated lines are averaged
     return total.astype(np.complex64), imaging, calibration
+
+
+def _select(
+    h5: Hdf5File, enc: Encoding, table: Acquisitions, slice_index: int, repetition: int | Sequence[int] | None
+) -> tuple[npt.NDArray[np.int64], tuple[int, ...], str, int, int]:
+    """Return the acquisitions to read, the repetitions, the note, the acceleration and coil count."""
+    in_slice = table.imaging & (table.slice == slice_index)
+    present = sorted({int(r) for r in table.repetition[in_slice]})
+    reps, note, acceleration = _repetitions(enc, present, repetition)
+    numbers = np.nonzero(in_slice & np.isin(table.repetition, reps))[0].astype(np.int64)
+    if numbers.size == 0:
+        raise MissingFieldError(
+            f"no imaging acquisitions for slice {slice_index}, repetitions {list(reps)}"
+            f" (repetitions in this slice: {present or 'none'})",
+            h5.where,
+        )
+    channels = np.unique(table.channels[numbers])
+    coils = int(channels[0])
+    if channels.size > 1 or coils < 1:
+        n = int(numbers[np.argmax(table.channels[numbers] != coils)]) if channels.size > 1 else int(numbers[0])
+        raise HeaderMismatchError(
+            f"acquisition {n} has {int(table.channels[n])} channels, expected {coils} like the others"
+            if channels.size > 1
+            else f"acquisition {n} has {coils} channels, expected at least 1",
+            h5.where,
+        )
+    if enc.receiver_channels is not None and coils != enc.receiver_channels:
+        raise HeaderMismatchError(
+            f"acquisition {int(numbers[0])} has {coils} channels, expected {enc.receiver_channels}", h5.where
+        )
+    # k-space is held in complex128 while lines are summed: refuse a header whose matrix
+    # would need far more memory than the file's samples can fill.
+    needed = coils * enc.lines * enc.readout * 16
+    if needed > max(64 * h5.size, _MIN_KSPACE_BUDGET):
+        raise HeaderMismatchError(
+            f"the header's {enc.lines} x {enc.readout} matrix for {coils} coils needs {needed} bytes, "
+            f"out of proportion with the {h5.size}-byte file; the header is corrupt",
+            h5.where,
+        )
+    return numbers, reps, note, acceleration, coils
 
 
 def read_ismrmrd(
@@ -263,23 +342,34 @@ def read_ismrmrd(
     *,
     dataset: str = "dataset",
     slice_index: int = 0,
-    repetition: int = 0,
+    repetition: int | Sequence[int] | None = None,
 ) -> KSpace:
     """Read one slice of a 2D Cartesian ISMRMRD dataset as k-space.
+
+    Which repetitions are read, and why, is recorded in the result's ``repetitions`` and
+    ``read_note``:
+
+    - ``repetition=None`` (default): when the header declares ``calibrationMode``
+      ``interleaved`` with acceleration R > 1, repetitions 0 to R-1 are one undersampled
+      pass each over different lines of the same k-space (what
+      ``ismrmrd_generate_cartesian_shepp_logan -a R`` writes), so they are combined into one
+      k-space (acceleration 1 when every pass is present). Otherwise repetition 0 is read.
+    - an integer: that repetition alone.
+    - a sequence: those repetitions combined; a line acquired in several is averaged.
+
+    Acquisitions of other contrasts, phases or sets, of another encoding space, and noise,
+    navigator or other non-imaging acquisitions are skipped.
 
     Parameters:
         path: the ISMRMRD ``.h5`` file.
         dataset: name of the ISMRMRD group (``"dataset"`` by convention).
         slice_index: which slice to read (``idx.slice``).
-        repetition: which repetition to read (``idx.repetition``).
-
-    Acquisitions of other contrasts, phases or sets, of another encoding space, and noise,
-    navigator or other non-imaging acquisitions are skipped.
+        repetition: which repetitions to read (``idx.repetition``), see above.
 
     Returns:
         k-space ``(coils, phase_encodes, readout)`` on the encoded matrix, with recon shape
-        and field of view from the header's recon space, and coil maps (``csm``) and reference
-        image (``phantom``) when the file holds them.
+        and field of view from the header's recon space, coil maps (``csm``) and reference
+        image (``phantom``) when the file holds them, and the repetitions read.
 
     Raises:
         MissingFileError: no such file.
@@ -287,54 +377,42 @@ def read_ismrmrd(
         MissingFieldError: no such dataset, no XML header, no acquisitions for the slice.
         IsmrmrdFormatError: the header does not parse, or the data are not 2D Cartesian.
         HeaderMismatchError: acquisitions disagree with the header or with each other.
-        NonFiniteDataError: NaN or inf samples.
+        NonFiniteDataError: NaN or inf samples or coil maps.
     """
-    p = existing_file(path)
-    where = str(p)
-    try:
-        with h5py.File(p, "r") as f:
-            if dataset not in f:
-                raise MissingFieldError(
-                    f"no ISMRMRD group {dataset!r}; groups present: {sorted(f.keys())}; pass dataset=...",
-                    where,
-                )
-            group = f[dataset]
-            for name in ("xml", "data"):
-                if name not in group:
-                    raise MissingFieldError(f"dataset /{dataset}/{name} is missing", where)
-            extras = {k: (group[k][()] if k in group else None) for k in ("csm", "phantom")}
-        dset = ismrmrd.Dataset(str(p), dataset, mode="r")
-        try:
-            header, enc, params = _encoding(dset.read_xml_header(), where)
-            system = header.acquisitionSystemInformation
-            coils = None if system is None else system.receiverChannels
-            data, imaging, calibration = _read_lines(dset, enc, coils, slice_index, repetition, where)
-        finally:
-            dset.close()
-    except OSError as exc:
-        if isinstance(exc, CorruptFileError | FileNotFoundError):
-            raise
-        raise CorruptFileError(
-            f"cannot be read as HDF5 ({exc}); the file is truncated or corrupt, copy it again",
-            where,
-        ) from exc
-    rows, cols = enc.reconSpace.matrixSize.y, enc.reconSpace.matrixSize.x
-    if not (0 < rows <= data.shape[1] and 0 < cols <= data.shape[2]):
-        raise HeaderMismatchError(
-            f"recon matrix {(rows, cols)} is larger than the encoded matrix {data.shape[1:]}",
-            where,
-        )
-    maps = _array(extras["csm"], "csm", (data.shape[0], rows, cols), where)
-    reference = _array(extras["phantom"], "phantom", (rows, cols), where)
-    pi = enc.parallelImaging
+    with Hdf5File(existing_file(path)) as h5:
+        where = h5.where
+        group = h5.child(h5.root, dataset)
+        if not isinstance(group, h5py.Group):
+            raise MissingFieldError(
+                f"no ISMRMRD group {dataset!r}; groups present: {sorted(h5.names(h5.root))}; pass dataset=...",
+                where,
+            )
+        found = {name: h5.child(group, name) for name in ("xml", "data")}
+        for name, dset in found.items():
+            if not isinstance(dset, h5py.Dataset):
+                raise MissingFieldError(f"dataset /{dataset}/{name} is missing", where)
+        enc = parse_header(_read_xml(h5, found["xml"]), where)
+        table = read_acquisitions(h5, found["data"], slice_index)
+        numbers, reps, note, acceleration, coils = _select(h5, enc, table, slice_index, repetition)
+        samples = read_samples(h5, found["data"], table, numbers)
+        data, imaging, calibration = _assemble(h5, enc, table, numbers, samples, coils)
+        if not (enc.rows <= enc.lines and enc.cols <= enc.readout):
+            raise HeaderMismatchError(
+                f"recon matrix {(enc.rows, enc.cols)} is larger than the encoded matrix {(enc.lines, enc.readout)}",
+                where,
+            )
+        maps = _array(h5, group, "csm", (coils, enc.rows, enc.cols))
+        reference = _array(h5, group, "phantom", (enc.rows, enc.cols))
     return KSpace(
         data=data,
         imaging=imaging,
         calibration=calibration,
-        recon_shape=(rows, cols),
-        fov_mm=(enc.reconSpace.fieldOfView_mm.y, enc.reconSpace.fieldOfView_mm.x),
-        acceleration=1 if pi is None else pi.accelerationFactor.kspace_encoding_step_1,
+        recon_shape=(enc.rows, enc.cols),
+        fov_mm=enc.fov_mm,
+        acceleration=acceleration,
         coil_maps=maps,
         reference=reference,
-        provenance=params,
+        provenance=enc.parameters,
+        repetitions=reps,
+        read_note=note,
     )

@@ -58,6 +58,10 @@ class KSpace:
         coil_maps: complex64 ``(coils, rows, cols)`` sensitivities, when known.
         reference: complex64 ``(rows, cols)`` ground-truth image, when known.
         provenance: free-form strings.
+        repetitions: the ISMRMRD repetitions whose lines this k-space holds (``(0,)`` for
+            simulated data); several when interleaved passes were combined.
+        read_note: how the data were selected from their file (which repetitions and
+            why), empty for simulated data.
     """
 
     data: Complex
@@ -69,6 +73,8 @@ class KSpace:
     coil_maps: Complex | None = None
     reference: Complex | None = None
     provenance: Mapping[str, str] = field(default_factory=dict)
+    repetitions: tuple[int, ...] = (0,)
+    read_note: str = ""
 
     def __post_init__(self) -> None:
         data = np.asarray(self.data)

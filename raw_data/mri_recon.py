@@ -9,6 +9,11 @@ import numpy.typing as npt
 
 from raw_data.errors import DataShapeError
 from raw_data.kspace import KSpace, ifft2c
+from raw_data.sinogram import check_finite
+
+# KSpace checks its data on construction, but its arrays stay writable afterwards.
+_FIX_KSPACE = "fix or drop the corrupt lines before reconstruction"
+_FIX_IMAGES = "fix the k-space they came from"
 
 __all__ = ["coil_images", "combine_coils", "reconstruct_kspace", "root_sum_of_squares"]
 
@@ -20,7 +25,11 @@ def coil_images(kspace: KSpace) -> npt.NDArray[np.complex64]:
 
     Returns:
         complex64 ``(coils, rows, cols)`` with ``(rows, cols) = kspace.recon_shape``.
+
+    Raises:
+        NonFiniteDataError: the k-space holds NaN or inf (one would spread to every pixel).
     """
+    check_finite(kspace.data, "k-space", fix=_FIX_KSPACE)
     images = ifft2c(kspace.data)
     rows, cols = kspace.recon_shape
     r0 = images.shape[1] // 2 - rows // 2
@@ -30,7 +39,12 @@ def coil_images(kspace: KSpace) -> npt.NDArray[np.complex64]:
 
 
 def root_sum_of_squares(images: npt.NDArray[np.complexfloating]) -> npt.NDArray[np.float32]:
-    """Combine coil images ``(coils, rows, cols)`` by root-sum-of-squares (magnitude)."""
+    """Combine coil images ``(coils, rows, cols)`` by root-sum-of-squares (magnitude).
+
+    Raises:
+        NonFiniteDataError: the images hold NaN or inf.
+    """
+    check_finite(images, "coil images", fix=_FIX_IMAGES)
     combined: npt.NDArray[np.float32] = np.sqrt((np.abs(images) ** 2).sum(axis=0)).astype(np.float32)
     return combined
 
@@ -49,9 +63,12 @@ def combine_coils(
 
     Raises:
         DataShapeError: the two shapes differ.
+        NonFiniteDataError: images or maps hold NaN or inf.
     """
     if images.shape != maps.shape:
         raise DataShapeError(f"coil images {images.shape} and maps {maps.shape} differ in shape")
+    check_finite(images, "coil images", fix=_FIX_IMAGES)
+    check_finite(maps, "coil maps", fix="fix or re-estimate the sensitivity maps")
     weight = (np.abs(maps) ** 2).sum(axis=0)
     combined = (np.conj(maps) * images).sum(axis=0)
     safe = np.where(weight > 1e-12, weight, 1.0)
@@ -71,6 +88,7 @@ def reconstruct_kspace(kspace: KSpace, *, method: str = "auto") -> npt.NDArray[n
 
     Raises:
         DataShapeError: ``method`` is unknown, or ``"coil-maps"`` without maps.
+        NonFiniteDataError: the k-space (or its coil maps) hold NaN or inf.
     """
     if method not in _METHODS:
         raise DataShapeError(f"method {method!r} is unknown; choose one of {', '.join(_METHODS)}")

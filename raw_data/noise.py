@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from raw_data._tensors import check_finite_tensor
 from raw_data.errors import GeometryError
 
 __all__ = ["MIN_COUNTS", "detector_blur", "make_generator", "simulate_measurement"]
@@ -79,11 +80,13 @@ def simulate_measurement(
 
     Raises:
         GeometryError: non-positive flux or negative noise or blur.
+        NonFiniteDataError: the line integrals hold NaN or inf.
     """
     if not (math.isfinite(incident_flux) and incident_flux > 0):
         raise GeometryError(f"incident flux is {incident_flux}, expected photons > 0")
     if not (math.isfinite(electronic_noise) and electronic_noise >= 0):
         raise GeometryError(f"electronic noise is {electronic_noise}, expected counts >= 0")
+    check_finite_tensor(line_integrals, "line integrals", "fix the projection before simulating noise")
     expected = detector_blur(incident_flux * torch.exp(-line_integrals), blur_fwhm)
     counts = torch.poisson(expected, generator=generator)
     if electronic_noise > 0:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from raw_data._tensors import as_batch
+from raw_data._tensors import as_batch, check_finite_tensor
 from raw_data.geometry import Geometry, ParallelBeamGeometry
 
 __all__ = ["back_project", "forward_project"]
@@ -201,8 +201,10 @@ def forward_project(image: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 
     Raises:
         DataShapeError: ``image`` is not a floating tensor of the grid's shape.
+        NonFiniteDataError: ``image`` holds NaN or inf.
     """
     batch, single = as_batch(image, geometry.image.shape, "image", "(rows, cols)")
+    check_finite_tensor(image, "image", "fix the attenuation values before projecting")
     plan = _plan(geometry, batch.device, batch.dtype)
     out = _apply(_Forward, batch.contiguous(), plan)
     out = out.reshape(batch.shape[0], *geometry.sinogram_shape)
@@ -225,8 +227,10 @@ def back_project(sinogram: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 
     Raises:
         DataShapeError: ``sinogram`` is not a floating tensor of the geometry's shape.
+        NonFiniteDataError: ``sinogram`` holds NaN or inf.
     """
     batch, single = as_batch(sinogram, geometry.sinogram_shape, "sinogram", "(views, detectors)")
+    check_finite_tensor(sinogram, "sinogram", "fix or drop the corrupt views before back-projecting")
     plan = _plan(geometry, batch.device, batch.dtype)
     flat = batch.reshape(batch.shape[0], -1).contiguous()
     out = _apply(_Adjoint, flat, plan)

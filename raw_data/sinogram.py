@@ -16,14 +16,27 @@ from raw_data.scanners import ScannerProfile
 __all__ = ["Sinogram", "check_finite"]
 
 
-def check_finite(data: npt.NDArray[np.inexact], what: str, path: str | None = None) -> None:
-    """Raise :class:`NonFiniteDataError` naming how many values of ``data`` are NaN or inf."""
+def check_finite(
+    data: npt.NDArray[np.inexact],
+    what: str,
+    path: str | None = None,
+    *,
+    fix: str = "fix or drop the corrupt views before use",
+) -> None:
+    """Raise :class:`NonFiniteDataError` naming how many values of ``data`` are NaN or inf.
+
+    Parameters:
+        data: the array to check.
+        what: its name in the message ("sinogram data", "coil images").
+        path: the file it came from, if any.
+        fix: how to fix it, the end of the message.
+    """
     bad = ~np.isfinite(data)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
+        verb = "hold" if what.endswith("s") else "holds"
         raise NonFiniteDataError(
-            f"{what} holds {int(bad.sum())} NaN or infinite values (first at index {first}); "
-            "fix or drop the corrupt views before use",
+            f"{what} {verb} {int(bad.sum())} NaN or infinite values (first at index {first}); {fix}",
             path,
         )
 

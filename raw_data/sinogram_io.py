@@ -7,6 +7,7 @@ reads validate everything and raise an error naming the problem and the file.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,8 +16,8 @@ import h5py
 import numpy as np
 
 from raw_data._files import atomic_target, created_by, existing_file, utc_now
+from raw_data._hdf5 import Hdf5File
 from raw_data.errors import (
-    CorruptFileError,
     DataShapeError,
     GeometryError,
     HeaderMismatchError,
@@ -27,7 +28,7 @@ from raw_data.geometry import FanBeamGeometry, Geometry, ImageGrid, ParallelBeam
 from raw_data.scanners import ScannerProfile
 from raw_data.sinogram import Sinogram, check_finite
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "read_sinogram", "write_sinogram"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "is_sinogram", "read_sinogram", "write_sinogram"]
 
 FORMAT_NAME = "metai-ct-sinogram"
 FORMAT_VERSION = "1.0"
@@ -91,117 +92,148 @@ def write_sinogram(path: str | os.PathLike[str], sinogram: Sinogram) -> None:
         f.create_group("provenance").attrs.update(dict(sinogram.provenance))
 
 
-def _attr(group: Any, key: str, path: str) -> Any:
-    if key not in group.attrs:
+def _attr(h5: Hdf5File, group: Any, key: str) -> Any:
+    value = h5.attr(group, key)
+    if value is None:
         raise MissingFieldError(
             f"attribute {key!r} missing from {group.name}; the file is not a complete "
             f"{FORMAT_NAME} (see docs/formats/ct-sinogram.md)",
-            path,
+            h5.where,
         )
-    value = group.attrs[key]
-    return value.decode() if isinstance(value, bytes) else value
+    return value
 
 
-def _number(group: Any, key: str, path: str, kind: type) -> Any:
-    value = _attr(group, key, path)
+def _number(h5: Hdf5File, group: Any, key: str, kind: type) -> Any:
+    value = _attr(h5, group, key)
     try:
-        return kind(value)
-    except (TypeError, ValueError):
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
         raise HeaderMismatchError(
-            f"{group.name} attribute {key!r} is {value!r}, expected a {kind.__name__}", path
+            f"{group.name} attribute {key!r} is {value!r}, expected a {kind.__name__}", h5.where
         ) from None
+    if kind is float and not math.isfinite(number):
+        raise HeaderMismatchError(f"{group.name} attribute {key!r} is {number}, expected a finite number", h5.where)
+    return number
 
 
-def _check_header(f: Any, path: str) -> None:
-    fmt = f.attrs.get("format")
-    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+def _check_header(h5: Hdf5File) -> None:
+    fmt = h5.attr(h5.root, "format")
     if fmt != FORMAT_NAME:
         raise SinogramFormatError(
             f"root attribute 'format' is {fmt!r}, expected {FORMAT_NAME!r}; this is not a "
             "MeTAI CT sinogram (for ISMRMRD k-space use read_ismrmrd)",
-            path,
+            h5.where,
         )
-    version = str(_attr(f, "format_version", path))
+    version = str(_attr(h5, h5.root, "format_version"))
     if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
         raise SinogramFormatError(
             f"format_version {version!r} is not supported (this reader reads "
             f"{FORMAT_VERSION.split('.')[0]}.x); upgrade metai-exchange",
-            path,
+            h5.where,
         )
 
 
-def _read_geometry(f: Any, path: str) -> Geometry:
-    if "geometry" not in f or not isinstance(f["geometry"], h5py.Group):
+def _read_geometry(h5: Hdf5File) -> Geometry:
+    path = h5.where
+    geo = h5.child(h5.root, "geometry")
+    if not isinstance(geo, h5py.Group):
         raise MissingFieldError("group /geometry is missing; the geometry is required", path)
-    geo = f["geometry"]
-    kind = _attr(geo, "type", path)
-    if "angles_rad" not in geo:
+    kind = _attr(h5, geo, "type")
+    stored = h5.child(geo, "angles_rad")
+    if not isinstance(stored, h5py.Dataset):
         raise MissingFieldError("dataset /geometry/angles_rad is missing", path)
-    angles = np.asarray(geo["angles_rad"][()], dtype=np.float64)
-    if angles.ndim != 1:
-        raise DataShapeError(f"/geometry/angles_rad has shape {angles.shape}, expected (views,)", path)
-    check_finite(angles, "/geometry/angles_rad", path)
-    n_views = _number(geo, "n_views", path, int)
-    if n_views != angles.size:
+    shape, dtype = h5.describe(stored)
+    if len(shape) != 1 or dtype.kind not in "fiu":
+        raise DataShapeError(f"/geometry/angles_rad has shape {shape} and type {dtype}, expected (views,) floats", path)
+    n_views = _number(h5, geo, "n_views", int)
+    if n_views != shape[0]:
         raise HeaderMismatchError(
-            f"/geometry n_views is {n_views} but /geometry/angles_rad holds {angles.size} angles",
+            f"/geometry n_views is {n_views} but /geometry/angles_rad holds {shape[0]} angles",
             path,
         )
-    rows, cols, pixel = (_number(geo, k, path, t) for k, t in zip(_GRID_KEYS, (int, int, float), strict=True))
+    angles = np.asarray(h5.read(stored), dtype=np.float64)
+    check_finite(angles, "/geometry/angles_rad", path)
+    rows, cols, pixel = (_number(h5, geo, k, t) for k, t in zip(_GRID_KEYS, (int, int, float), strict=True))
     common: dict[str, Any] = {
         "angles_rad": tuple(angles.tolist()),
-        "n_detectors": _number(geo, "n_detectors", path, int),
-        "detector_pitch_mm": _number(geo, "detector_pitch_mm", path, float),
+        "n_detectors": _number(h5, geo, "n_detectors", int),
+        "detector_pitch_mm": _number(h5, geo, "detector_pitch_mm", float),
     }
     try:
         image = ImageGrid((rows, cols), pixel)
         if kind == _PARALLEL:
             return ParallelBeamGeometry(image=image, **common)
         if kind == _FAN:
-            sid, sdd = (_number(geo, k, path, float) for k in _FAN_KEYS)
+            sid, sdd = (_number(h5, geo, k, float) for k in _FAN_KEYS)
             return FanBeamGeometry(image=image, source_to_isocenter_mm=sid, source_to_detector_mm=sdd, **common)
     except GeometryError as exc:
         raise GeometryError(f"invalid /geometry: {exc}", path) from exc
     raise SinogramFormatError(f"/geometry type is {kind!r}, expected {_PARALLEL!r} or {_FAN!r}", path)
 
 
-def _read_profile(f: Any, path: str) -> ScannerProfile | None:
-    if "scanner" not in f:
+def _read_profile(h5: Hdf5File) -> ScannerProfile | None:
+    group = h5.child(h5.root, "scanner")
+    if group is None:
         return None
-    group = f["scanner"]
+    if not isinstance(group, h5py.Group):
+        raise SinogramFormatError("/scanner is not a group; it must hold the profile as attributes", h5.where)
     kinds = {"name": str, "description": str, "n_detectors": int, "n_views": int}
-    values = {k: _number(group, k, path, kinds.get(k, float)) for k in _PROFILE_KEYS}
+    values = {k: _number(h5, group, k, kinds.get(k, float)) for k in _PROFILE_KEYS}
     try:
         return ScannerProfile(**values)
     except GeometryError as exc:
-        raise GeometryError(f"invalid /scanner: {exc}", path) from exc
+        raise GeometryError(f"invalid /scanner: {exc}", h5.where) from exc
 
 
-def _read_data(f: Any, path: str, geometry: Geometry) -> np.ndarray:
-    if "sinogram" not in f or not isinstance(f["sinogram"], h5py.Dataset):
+def _read_data(h5: Hdf5File, geometry: Geometry) -> np.ndarray:
+    path = h5.where
+    dset = h5.child(h5.root, "sinogram")
+    if not isinstance(dset, h5py.Dataset):
         raise MissingFieldError("dataset /sinogram is missing", path)
-    dset = f["sinogram"]
-    if dset.dtype.kind != "f":
-        raise DataShapeError(f"/sinogram has dtype {dset.dtype}, expected float32", path)
-    if dset.ndim not in (2, 3):
+    shape, dtype = h5.describe(dset)
+    if dtype.kind != "f":
+        raise DataShapeError(f"/sinogram has dtype {dtype}, expected float32", path)
+    if len(shape) not in (2, 3):
         raise DataShapeError(
-            f"/sinogram has {dset.ndim} dimensions, expected 2 (views, detectors) or 3 (slices, views, detectors)",
+            f"/sinogram has {len(shape)} dimensions, expected 2 (views, detectors) or 3 (slices, views, detectors)",
             path,
         )
-    if dset.shape[-2:] != geometry.sinogram_shape:
+    if shape[-2:] != geometry.sinogram_shape:
         raise HeaderMismatchError(
-            f"/sinogram has shape {dset.shape} but /geometry describes (views, detectors) = {geometry.sinogram_shape}",
+            f"/sinogram has shape {shape} but /geometry describes (views, detectors) = {geometry.sinogram_shape}",
             path,
         )
-    data = np.asarray(dset[()], dtype=np.float32)
+    data = np.asarray(h5.read(dset), dtype=np.float32)
     check_finite(data, "/sinogram", path)
     return data
 
 
-def _provenance(f: Any) -> Mapping[str, str]:
-    if "provenance" not in f:
+def _provenance(h5: Hdf5File) -> Mapping[str, str]:
+    group = h5.child(h5.root, "provenance")
+    if group is None:
         return {}
-    return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in f["provenance"].attrs.items()}
+    return {k: str(v) for k, v in h5.attrs(group).items()}
+
+
+def is_sinogram(path: str | os.PathLike[str]) -> bool:
+    """Tell whether ``path`` is a MeTAI sinogram file, by its root ``format`` attribute.
+
+    Use it to choose a reader for an HDF5 file (sinogram or ISMRMRD); it opens the file
+    with the same guards as :func:`read_sinogram`.
+
+    Parameters:
+        path: an HDF5 file.
+
+    Returns:
+        True if the root attribute ``format`` is ``"metai-ct-sinogram"``.
+
+    Raises:
+        MissingFileError: no such file.
+        CorruptFileError: not HDF5, truncated or unreadable.
+    """
+    p = existing_file(path)
+    with Hdf5File(p) as h5:
+        return bool(h5.attr(h5.root, "format") == FORMAT_NAME)
 
 
 def read_sinogram(path: str | os.PathLike[str]) -> Sinogram:
@@ -224,20 +256,10 @@ def read_sinogram(path: str | os.PathLike[str]) -> Sinogram:
         GeometryError: the stored geometry is invalid.
         NonFiniteDataError: the data or angles hold NaN or inf.
     """
-    p = existing_file(path)
-    where = str(p)
-    try:
-        with h5py.File(p, "r") as f:
-            _check_header(f, where)
-            geometry = _read_geometry(f, where)
-            data = _read_data(f, where, geometry)
-            profile = _read_profile(f, where)
-            provenance = _provenance(f)
-    except OSError as exc:
-        if isinstance(exc, CorruptFileError):
-            raise
-        raise CorruptFileError(
-            f"cannot be read as HDF5 ({exc}); the file is truncated or corrupt, copy it again",
-            where,
-        ) from exc
+    with Hdf5File(existing_file(path)) as h5:
+        _check_header(h5)
+        geometry = _read_geometry(h5)
+        data = _read_data(h5, geometry)
+        profile = _read_profile(h5)
+        provenance = _provenance(h5)
     return Sinogram(data, geometry, profile, provenance)

@@ -9,9 +9,13 @@ never patient identifiers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import math
 import os
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +25,7 @@ import torch
 from pydicom.errors import InvalidDicomError
 
 from raw_data._files import created_by, existing_file, utc_now
-from raw_data.errors import CorruptFileError, DataShapeError, DicomFormatError
+from raw_data.errors import CorruptFileError, DataShapeError, DicomFormatError, GeometryError
 from raw_data.filtered_backprojection import fbp
 from raw_data.geometry import ImageGrid
 from raw_data.noise import make_generator, simulate_measurement
@@ -31,6 +35,36 @@ from raw_data.scanners import ScannerProfile
 from raw_data.sinogram import Sinogram, check_finite
 
 __all__ = ["AttenuationImage", "read_dicom_attenuation", "reconstruct", "scan_image"]
+
+# Lossless and lossy codecs stay far below this ratio on CT slices.
+_MAX_DECODE_RATIO = 1100
+# What pydicom and its pixel handlers raise on damaged files: bad lengths, tags, values
+# (invalid DS/IS strings), transfer syntaxes or codec streams.
+_PYDICOM_ERRORS = (
+    InvalidDicomError,
+    AttributeError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    struct.error,
+)
+
+
+@contextlib.contextmanager
+def _decoding(where: str, failure: str) -> Iterator[None]:
+    """Turn pydicom's exceptions inside the block (third-party calls only) into CorruptFileError."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise CorruptFileError(f"{failure} (out of memory: a length in the file is corrupt)", where) from exc
+    except _PYDICOM_ERRORS as exc:
+        raise CorruptFileError(f"{failure} ({type(exc).__name__}: {exc})", where) from exc
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,44 +96,75 @@ def read_dicom_attenuation(path: str | os.PathLike[str]) -> AttenuationImage:
 
     Raises:
         MissingFileError: no such file.
-        CorruptFileError: not a DICOM file, or the pixel data cannot be decoded.
-        DicomFormatError: not CT, multi-frame, missing PixelSpacing, or non-square pixels.
+        CorruptFileError: not a DICOM file, a value or the pixel data cannot be decoded,
+            or the header claims more pixels than the file can hold.
+        DicomFormatError: not CT, multi-frame or colour, missing PixelSpacing, non-square
+            pixels, or unusable Rows, Columns or rescale values.
+        NonFiniteDataError: the rescaled pixels hold NaN or inf.
     """
     p = existing_file(path)
     where = str(p)
-    try:
-        ds = pydicom.dcmread(p)
-        pixels = np.asarray(ds.pixel_array, dtype=np.float64)
-    except (InvalidDicomError, AttributeError, ValueError, OSError) as exc:
-        raise CorruptFileError(f"cannot be read as a DICOM image ({exc})", where) from exc
-    modality = ds.get("Modality", "")
+    # Parse from memory: a corrupt element length then reads at most the file's bytes,
+    # where reading from the file object would first allocate whatever the length claims.
+    raw = p.read_bytes()
+    with _decoding(where, "cannot be read as a DICOM image"):
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        modality = ds.get("Modality", "")
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        spacing = ds.get("PixelSpacing")
+        spacing = None if spacing is None else [float(v) for v in spacing]
+        slope = float(ds.get("RescaleSlope", 1.0))
+        intercept = float(ds.get("RescaleIntercept", 0.0))
     if modality != "CT":
         raise DicomFormatError(
             f"Modality is {modality!r}, expected 'CT'; only CT slices carry Hounsfield units",
             where,
         )
-    if pixels.ndim != 2:
+    if frames != 1 or samples != 1:
         raise DicomFormatError(
-            f"pixel data has shape {pixels.shape}, expected one slice (rows, cols); split multi-frame files first",
+            f"the file holds {frames} frames of {samples} samples per pixel, expected one greyscale "
+            "slice (rows, cols); split multi-frame files first",
             where,
         )
-    spacing = ds.get("PixelSpacing")
+    # Decoded pixels cannot outgrow the file by more than the best compression ratio; a
+    # larger Rows x Columns x BitsAllocated is a corrupt header, refused before decoding.
+    needed = rows * cols * max(bits, 8) // 8
+    if needed > _MAX_DECODE_RATIO * len(raw):
+        raise CorruptFileError(
+            f"Rows {rows} x Columns {cols} x {bits} bits need {needed} bytes, out of proportion with the "
+            f"{len(raw)}-byte file; the header is corrupt",
+            where,
+        )
     if spacing is None or len(spacing) != 2:
         raise DicomFormatError("PixelSpacing (0028,0030) is missing; pixel size is required", where)
-    row_mm, col_mm = float(spacing[0]), float(spacing[1])
-    if abs(row_mm - col_mm) > 1e-3 * max(row_mm, col_mm):
+    row_mm, col_mm = spacing
+    if not (math.isfinite(row_mm) and math.isfinite(col_mm)) or abs(row_mm - col_mm) > 1e-3 * max(row_mm, col_mm):
         raise DicomFormatError(
             f"PixelSpacing is {row_mm} x {col_mm} mm; square pixels are required (resample first)",
             where,
         )
-    slope = float(ds.get("RescaleSlope", 1.0))
-    intercept = float(ds.get("RescaleIntercept", 0.0))
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise DicomFormatError(f"RescaleSlope {slope} / RescaleIntercept {intercept} are not finite", where)
+    with _decoding(where, "pixel data cannot be decoded"):
+        pixels = np.asarray(ds.pixel_array, dtype=np.float64)
+    if pixels.shape != (rows, cols):
+        raise DicomFormatError(
+            f"pixel data has shape {pixels.shape}, expected one slice (rows, cols) = {(rows, cols)}",
+            where,
+        )
+    try:
+        grid = ImageGrid((rows, cols), col_mm)
+    except GeometryError as exc:
+        raise DicomFormatError(f"Rows, Columns or PixelSpacing are unusable: {exc}", where) from exc
     hu = pixels * slope + intercept
     check_finite(hu, "pixel data", where)
     digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
     return AttenuationImage(
         mu=hu_to_attenuation(hu),
-        grid=ImageGrid((int(hu.shape[0]), int(hu.shape[1])), col_mm),
+        grid=grid,
         source=f"dicom pixel-data sha256:{digest}",
     )
 

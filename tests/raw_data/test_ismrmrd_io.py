@@ -130,12 +130,14 @@ def test_reference_generator_output_reconstructs_to_its_phantom(tool_file: Path)
     assert correlation(image, np.abs(kspace.reference)) >= 0.99
 
 
-def test_reference_generator_undersampled_output_reads(
+def test_reference_generator_single_interleaved_pass_reads_on_request(
     make_tool_file: Callable[..., Path],
 ) -> None:
     out = make_tool_file("accel.h5", "-m", "64", "-c", "4", "-a", "2", "-w", "8", "-C")
-    kspace = read_ismrmrd(out)  # the noise-calibration acquisition is skipped
+    kspace = read_ismrmrd(out, repetition=0)  # the noise-calibration acquisition is skipped
     assert kspace.acceleration == 2
+    assert kspace.repetitions == (0,)
+    assert "one undersampled pass" in kspace.read_note
     assert kspace.imaging.sum() == 32
     assert kspace.calibration.sum() == 8
     assert not np.any(kspace.data[:, ~kspace.sampled, :])
