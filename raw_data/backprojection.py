@@ -28,6 +28,7 @@ import torch
 from raw_data.geometry import FanBeamGeometry, ParallelBeamGeometry
 
 OVERSAMPLE = 8
+_COMPILED_DTYPES = (torch.float32, torch.float64)  # what the compiled loops take
 _VIEWS_PER_CHUNK = 8  # torch path: its gathered windows take 16 MiB per slice
 _PIXELS_PER_FAN_CHUNK = 1 << 21
 
@@ -162,11 +163,11 @@ def _shift_and_add(
             autograd does not track the profiles.
     """
     plan = _plan_lines(step, offset, target.shape[2], profiles)
-    if profiles.device.type != "cpu":
+    if profiles.device.type != "cpu" or profiles.dtype not in _COMPILED_DTYPES:
         return target + _backproject_torch(profiles, plan)
     if torch.is_grad_enabled() and profiles.requires_grad:
         return target + _apply(_Backproject, profiles, plan)
-    _kernels().backproject(profiles.contiguous().numpy(), *_kernel_args(plan), target.numpy())
+    _kernels().backproject(profiles.detach().contiguous().numpy(), *_kernel_args(plan), target.detach().numpy())
     return target
 
 

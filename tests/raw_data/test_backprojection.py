@@ -112,6 +112,25 @@ def test_back_projection_gives_the_same_image_with_and_without_autograd() -> Non
     torch.testing.assert_close(tracked.detach(), untracked, rtol=1e-6, atol=1e-5)
 
 
+def test_back_projection_of_a_tracked_tensor_under_no_grad_is_plain() -> None:
+    geometry = _geometry(GEOMETRIES[1])
+    filtered = torch.randn(1, *geometry.sinogram_shape, generator=torch.Generator().manual_seed(9))
+    expected = parallel_backproject(filtered, geometry)
+    with torch.no_grad():
+        got = parallel_backproject(filtered.clone().requires_grad_(True), geometry)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, expected)
+
+
+def test_back_projection_in_half_precision_takes_the_torch_path() -> None:
+    geometry = _geometry(GEOMETRIES[3])
+    filtered = torch.randn(1, *geometry.sinogram_shape, generator=torch.Generator().manual_seed(10))
+    expected = parallel_backproject(filtered.double(), geometry)
+    got = parallel_backproject(filtered.bfloat16(), geometry)
+    assert got.dtype == torch.bfloat16
+    assert torch.linalg.norm(got.double() - expected) <= 0.02 * torch.linalg.norm(expected)
+
+
 def test_back_projection_keeps_no_intermediate_larger_than_a_few_images(
     parallel_geometry: ParallelBeamGeometry,
 ) -> None:
