@@ -11,21 +11,24 @@ views at a time into a small scratch array and add the windows straight into the
 line: the line and the scratch stay in the level-1 and level-2 caches, and the windows are
 never written anywhere.
 
-Numba compiles them on first use for the CPU it runs on (AVX2 or AVX-512) and caches the
-machine code. They take numpy views of CPU tensors and accumulate into their output.
+They are plain Python here; :func:`loops` compiles them with numba on first use, for the
+CPU it runs on (AVX2 or AVX-512), and numba caches the machine code on disk. Importing this
+module does not import numba, so ``raw_data`` loads fast and its task code hash (which
+covers the modules a task reaches, ``tasks/registry.py``) covers these loops too. They take
+numpy views of CPU tensors and accumulate into their output.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 Array = npt.NDArray[Any]
 
 # Views resampled per pass over the lines. Their fine profiles (at most 64 KiB each for a
@@ -34,13 +37,6 @@ Array = npt.NDArray[Any]
 BLOCK = 8
 
 
-def _compiled(fn: _F) -> _F:
-    # boundscheck off: the caller builds every index in range (backprojection.py) and the
-    # tests compare against the torch reference; "contract" allows fused multiply-add.
-    return cast(_F, numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})(fn))
-
-
-@_compiled
 def _resample(profile: Array, scale: float, origin: float, oversample: int, phases: int, out: Array) -> None:
     """Write ``profile`` linearly interpolated at ``scale * (n + origin)`` into ``out``.
 
@@ -62,7 +58,6 @@ def _resample(profile: Array, scale: float, origin: float, oversample: int, phas
                 out[p * phases + k] = left + frac * (right - left)
 
 
-@_compiled
 def _resample_adjoint(fine: Array, scale: float, origin: float, oversample: int, phases: int, out: Array) -> None:
     """Add the transpose of :func:`_resample` applied to ``fine`` into ``out``."""
     size = out.shape[0]
@@ -78,33 +73,28 @@ def _resample_adjoint(fine: Array, scale: float, origin: float, oversample: int,
                 out[i + 1] += frac * value
 
 
-@_compiled
 def _add_two(row: Array, first: Array, second: Array, a: Any, b: Any) -> None:
     for j in range(row.shape[0]):
         row[j] += a * first[j] + b * second[j]
 
 
-@_compiled
 def _add_four(row: Array, w: Array, x: Array, y: Array, z: Array, a: Any, b: Any, c: Any, d: Any) -> None:
     # Two views per pass over the line: one load and store of the line per four windows.
     for j in range(row.shape[0]):
         row[j] += (a * w[j] + b * x[j]) + (c * y[j] + d * z[j])
 
 
-@_compiled
 def _window(fine: Array, t: int, v: int, i: int, oversample: int, phases: int) -> int:
     """Where line ``i``'s window ``t`` of view ``v`` starts in the view's polyphase profile."""
     n: int = fine[t, v, i]
     return (n % oversample) * phases + n // oversample
 
 
-@_compiled
 def _add_one(out: Array, source: Array, a: Any) -> None:
     for j in range(out.shape[0]):
         out[j] += a * source[j]
 
 
-@_compiled
 def _block_phases(needed: Array, v0: int, v1: int, oversample: int) -> int:
     most = 0
     for v in range(v0, v1):
@@ -112,7 +102,6 @@ def _block_phases(needed: Array, v0: int, v1: int, oversample: int) -> int:
     return most // oversample + 2
 
 
-@_compiled
 def backproject(
     profiles: Array,
     scale: Array,
@@ -174,7 +163,6 @@ def backproject(
                     _add_two(row, a[a0 : a0 + length], a[a1 : a1 + length], blend[0, v, i], blend[1, v, i])
 
 
-@_compiled
 def backproject_adjoint(
     grad: Array,
     scale: Array,
@@ -203,3 +191,48 @@ def backproject_adjoint(
                         _add_one(w[lo : lo + length], g, blend[t, v, i])
             for v in range(v0, v1):
                 _resample_adjoint(scratch[v - v0], scale[v], origin[v], oversample, phases, out[s, v])
+
+
+# Callees first: a loop is compiled on its first call, and by then the functions it calls
+# must already be numba's.
+_ORDER = (
+    "_resample",
+    "_resample_adjoint",
+    "_add_two",
+    "_add_four",
+    "_add_one",
+    "_window",
+    "_block_phases",
+    "backproject",
+    "backproject_adjoint",
+)
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Loops:
+    """The compiled entry points."""
+
+    backproject: Callable[..., None]
+    backproject_adjoint: Callable[..., None]
+
+
+_loops: Loops | None = None
+
+
+def loops() -> Loops:
+    """Return the compiled loops, compiling them with numba on the first call."""
+    global _loops
+    with _lock:
+        if _loops is None:
+            import numba
+
+            # boundscheck off: the caller builds every index in range (backprojection.py)
+            # and the tests compare with the torch reference; "contract" allows fused
+            # multiply-add.
+            jit = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
+            namespace = globals()
+            for name in _ORDER:
+                namespace[name] = jit(namespace[name])
+            _loops = Loops(namespace["backproject"], namespace["backproject_adjoint"])
+        return _loops

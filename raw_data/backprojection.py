@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from raw_data import _kernels
 from raw_data.geometry import FanBeamGeometry, ParallelBeamGeometry
 
 OVERSAMPLE = 8
@@ -114,7 +115,7 @@ class _Backproject(torch.autograd.Function):
     def forward(ctx: Any, profiles: torch.Tensor, plan: _Lines) -> torch.Tensor:
         ctx.plan = plan
         out = profiles.new_zeros(profiles.shape[0], plan.fine.shape[2], plan.length)
-        _kernels().backproject(profiles.detach().contiguous().numpy(), *_kernel_args(plan), out.numpy())
+        _kernels.loops().backproject(profiles.detach().contiguous().numpy(), *_kernel_args(plan), out.numpy())
         return out
 
     @staticmethod
@@ -129,7 +130,7 @@ class _BackprojectAdjoint(torch.autograd.Function):
     def forward(ctx: Any, grad: torch.Tensor, plan: _Lines) -> torch.Tensor:
         ctx.plan = plan
         out = grad.new_zeros(grad.shape[0], plan.fine.shape[1], plan.detectors)
-        _kernels().backproject_adjoint(grad.detach().contiguous().numpy(), *_kernel_args(plan), out.numpy())
+        _kernels.loops().backproject_adjoint(grad.detach().contiguous().numpy(), *_kernel_args(plan), out.numpy())
         return out
 
     @staticmethod
@@ -140,14 +141,6 @@ class _BackprojectAdjoint(torch.autograd.Function):
 def _apply(fn: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
     result: torch.Tensor = fn.apply(*args)  # type: ignore[no-untyped-call]
     return result
-
-
-def _kernels() -> Any:
-    # Imported on first use: numba takes a moment to load, and most users of raw_data
-    # never back-project.
-    from raw_data import _kernels as kernels
-
-    return kernels
 
 
 def _shift_and_add(
@@ -167,7 +160,7 @@ def _shift_and_add(
         return target + _backproject_torch(profiles, plan)
     if torch.is_grad_enabled() and profiles.requires_grad:
         return target + _apply(_Backproject, profiles, plan)
-    _kernels().backproject(profiles.detach().contiguous().numpy(), *_kernel_args(plan), target.detach().numpy())
+    _kernels.loops().backproject(profiles.detach().contiguous().numpy(), *_kernel_args(plan), target.detach().numpy())
     return target
 
 
