@@ -3,6 +3,10 @@ direct pixel-by-pixel interpolation, their adjoint, gradients, and the memory th
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -145,3 +149,18 @@ def test_back_projection_keeps_no_intermediate_larger_than_a_few_images(
     largest = max(e.cpu_memory_usage for e in prof.events())
     image_bytes = 4 * parallel_geometry.image.shape[0] * parallel_geometry.image.shape[1]
     assert 0 < largest <= 4 * image_bytes
+
+
+def test_task_code_hash_covers_the_compiled_loops() -> None:
+    # The CT tasks reach FBP; the loops decide its result, so their source is hashed too.
+    from tasks import task_modules
+
+    assert "raw_data._kernels" in task_modules("ct-image-lesion-v1")
+    assert "raw_data._kernels" in task_modules("ct-sinogram-lesion-v1")
+
+
+def test_importing_raw_data_does_not_load_numba() -> None:
+    code = "import sys, raw_data; print('numba' in sys.modules)"
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
