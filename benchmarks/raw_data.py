@@ -20,17 +20,24 @@ AVX2 code paths, as on an EPYC without AVX-512 (Rome, Milan): torch's kernels
 back-projector's numba loops. Cache sizes cannot be emulated; the back-projector is built so
 that its working set does not depend on them (below).
 
-Why an earlier back-projector ran 2.4x slower on another EPYC: it gathered, for each chunk
-of 8 views, every image line's two windows of the fine profiles into a 16 MiB buffer
-(``index_select``) and summed them with one batched matrix product: about 1.5 GB written
-and 1.5 GB read back per slice. On this machine (Zen 5, 32 MiB L3) the buffer stays in L3:
-0.12 s. Growing the buffer past the L3 (16, 32, 64 views per chunk: 32, 64, 128 MiB) made
-the same code take 0.26, 0.31 and 0.43 s, the 0.34 s measured on the other EPYC, whose L3
-(16 MiB per 4 cores on Rome, 32 MiB per 8 on Milan, shared with other tenants) cannot hold
-the buffer. Its instruction set was not the cause: held to AVX2 here it took 0.116 s
-against 0.127 s native (medians of 7). ``raw_data/_kernels.py`` now adds the windows
-straight into each line from a scratch profile of 8 views (at most 512 KiB, the L2 of
-those EPYCs), so nothing the size of the image ever leaves the caches.
+Why an earlier back-projector ran 2.4x slower on another EPYC (0.34 s against 0.143 s): it
+gathered, for each chunk of 8 views, every image line's two windows of the fine profiles
+into a 16 MiB buffer (``index_select``) and summed them with a batched matrix product,
+so about 1.5 GB were written and 1.5 GB read back per slice (720 views x 512 lines x 2
+windows x 512 pixels x 4 bytes). Its speed was that of the last-level cache. On this
+machine (Zen 5, 32 MiB L3 for 2 vCPUs) the buffer fits: 0.10-0.13 s in a quiet moment. In
+interleaved runs while other processes took 55-63% of the two CPUs (medians of 11), it took
+0.205 s, and 0.29, 0.31 and 0.33 s with the buffer grown to 32, 64 and 128 MiB (16, 32, 64
+views per chunk). In a run of 0.199 s, ``index_select`` took 50 ms, ``baddbmm`` 49 ms, the
+resampling 16 ms and the filter 4 ms. An EPYC Rome or Milan has 16 or 32 MiB of L3 per 4
+or 8 cores, shared with other tenants' vCPUs, so the buffer spills there. The instruction
+set was not the cause: held to AVX2 (the variables above) the same code took 0.217 s
+against 0.205 s native in the same conditions.
+
+``raw_data/_kernels.py`` now resamples 8 views at a time into a scratch profile (256 KiB
+here, within the 512 KiB L2 of those EPYCs) and adds the blended windows straight into
+each image line (2 KiB), so nothing the size of the image is written per view. In the same
+interleaved runs it took 0.046 s native and 0.047 s held to AVX2.
 """
 
 from __future__ import annotations
@@ -263,7 +270,8 @@ def main() -> None:
             "FBP speed-up over skimage, torch on all cores",
             round(native["skimage_s"] / t_ours_all, 2),
             "x",
-            note=f"{default_threads} torch threads vs skimage's one; the back-projection loop runs on one",
+            note=f"{default_threads} torch threads vs skimage's one; the compiled loop runs on one, and torch's "
+            "threads wait for CPUs other processes hold",
         ),
         Measurement(
             "forward projection throughput",

@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 Array = npt.NDArray[Any]
 
-# Views resampled per pass over the lines. Their fine profiles (at most 64 KiB each for a
-# 512-pixel line at 8x oversampling) stay in a level-2 cache of 512 KiB, the smallest on
+# Views resampled per pass over the lines. Their fine profiles (32 KiB each for a 512 x 512
+# image at 8x oversampling) stay in a level-2 cache of 512 KiB, the smallest on
 # the x86 servers this runs on.
 BLOCK = 8
 
