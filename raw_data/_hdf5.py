@@ -161,6 +161,41 @@ def _type_mismatch(tid: Any, dtype: np.dtype[Any], name: str) -> str | None:
     return None
 
 
+def _stored_size(tid: Any, address_size: int) -> int:
+    """Return how many bytes one element of ``tid`` takes in the file (not in memory).
+
+    HDF5 hands out a dataset's type in its memory form: a variable-length sequence as a
+    ``(length, pointer)`` pair and a variable-length string as a pointer, with a compound's
+    later members moved to fit. In the file each is a 4-byte length and a global heap id
+    (an address and a 4-byte index), so a compound holding variable-length strings is longer
+    on disk than in memory.
+    """
+    kind = tid.get_class()
+    if kind == h5py.h5t.VLEN or (kind == h5py.h5t.STRING and tid.is_variable_str()):
+        return 4 + address_size + 4
+    if kind == h5py.h5t.COMPOUND:
+        return int(tid.get_size()) + sum(
+            _stored_size(m, address_size) - int(m.get_size())
+            for m in (tid.get_member_type(i) for i in range(tid.get_nmembers()))
+        )
+    if kind == h5py.h5t.ARRAY:
+        base = tid.get_super()
+        count = int(np.prod(tid.get_array_dims()))
+        return int(tid.get_size()) + count * (_stored_size(base, address_size) - int(base.get_size()))
+    return int(tid.get_size())
+
+
+def _stored_offset(tid: Any, index: int, address_size: int) -> int:
+    """Return where member ``index`` of compound ``tid`` starts in the file's element bytes."""
+    offset = int(tid.get_member_offset(index))
+    shift = 0
+    for i in range(tid.get_nmembers()):
+        if int(tid.get_member_offset(i)) < offset:
+            member = tid.get_member_type(i)
+            shift += _stored_size(member, address_size) - int(member.get_size())
+    return offset + shift
+
+
 class Hdf5File:
     """A read-only HDF5 file whose every access raises only this package's errors.
 
@@ -237,6 +272,10 @@ class Hdf5File:
         if problem is not None:
             raise CorruptFileError(f"the datatype of {dset.name} is damaged: {problem}", self.where)
 
+    def _address_size(self) -> int:
+        with reading(self.where, "the file's address size"):
+            return int(self.root.id.get_create_plist().get_sizes()[0])
+
     def _filters(self, dset: Any) -> list[int]:
         with reading(self.where, f"the storage properties of {dset.name}"):
             plist = dset.id.get_create_plist()
@@ -285,7 +324,7 @@ class Hdf5File:
         """
         shape, _ = self.describe(dset)
         with reading(self.where, f"the storage layout of {dset.name}"):
-            size = dset.id.get_type().get_size()
+            size = _stored_size(dset.id.get_type(), self._address_size())
             layout = dset.id.get_create_plist().get_layout()
         count = shape[0] if len(shape) == 1 else 0
         if count * size > self._max_bytes(dset):
@@ -319,7 +358,8 @@ class Hdf5File:
                 offset, mtype = 0, ftype
             else:
                 index = ftype.get_member_index(name.encode())
-                offset, mtype = ftype.get_member_offset(index), ftype.get_member_type(index)
+                offset = _stored_offset(ftype, index, self._address_size())
+                mtype = ftype.get_member_type(index)
             variable = mtype.get_class() == h5py.h5t.VLEN or (
                 mtype.get_class() == h5py.h5t.STRING and mtype.is_variable_str()
             )

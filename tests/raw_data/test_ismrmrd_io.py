@@ -235,3 +235,32 @@ def test_non_finite_samples(written: Path) -> None:
 def test_missing_slice(written: Path) -> None:
     with pytest.raises(MissingFieldError, match="no imaging acquisitions for slice 2"):
         read_ismrmrd(written, slice_index=2)
+
+
+def _rewrite_chunked(path: Path, name: str, values: Any, dtype: Any) -> None:
+    with h5py.File(path, "r+") as f:
+        del f["dataset"][name]
+        f["dataset"].create_dataset(name, data=values, dtype=dtype, maxshape=(None,), chunks=(4,))
+
+
+def test_acquisition_table_with_an_extra_text_member_reads(written: Path, kspace: KSpace) -> None:
+    # Valid HDF5 another writer may produce: a variable-length string beside head, traj and
+    # data takes 16 bytes per record in the file but 8 in the type HDF5 reports, so the
+    # records' stored size is not the reported type size.
+    with h5py.File(written, "r") as f:
+        table = f["dataset/data"][()]
+    names = table.dtype.names
+    widened = np.dtype([(n, table.dtype.fields[n][0]) for n in names] + [("note", h5py.string_dtype())])
+    rows = np.zeros(table.shape, dtype=widened)
+    for n in names:
+        rows[n] = table[n]
+    rows["note"] = [f"acquisition {i}" for i in range(len(rows))]
+    _rewrite_chunked(written, "data", rows, widened)
+    assert np.array_equal(read_ismrmrd(written).data, kspace.data)
+
+
+def test_chunked_header_string_reads(written: Path, kspace: KSpace) -> None:
+    with h5py.File(written, "r") as f:
+        xml = f["dataset/xml"][0]
+    _rewrite_chunked(written, "xml", [xml], h5py.string_dtype())
+    assert read_ismrmrd(written).recon_shape == kspace.recon_shape
