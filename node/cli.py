@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -123,7 +124,7 @@ def init(
     key = key_file.read_text(encoding="utf-8").strip() if key_file else None
     node = Node.init(settings.dir, hospital_name=name, rpc_url=rpc_url, manifest=manifest,
                      passphrase=_passphrase(settings, confirm=True), private_key=key)
-    _out().print(f"node created in {node.dir}; hospital address [bold]{node.address}[/]")
+    _out().print(f"node created in {escape(str(node.dir))}; hospital address [bold]{node.address}[/]")
     _out().print("ask the consortium admin to grant this address the HOSPITAL role")
 
 
@@ -209,7 +210,7 @@ def enrol(local_patient_id: str, address: str, signature: str) -> None:
     from node.enrol import enrol as do_enrol
 
     pseudonym = do_enrol(node, local_patient_id, address, signature)
-    _out().print(f"patient {pseudonym} is now linked to {address}")
+    _out().print(f"patient {pseudonym} is now linked to {address}", markup=False)
 
 
 @app.command()
@@ -267,7 +268,7 @@ def verify() -> None:
 
     problems = do_verify(node)
     for line in problems:
-        _out().print(f"[red]mismatch:[/] {line}", highlight=False)
+        _out().print(f"[red]mismatch:[/] {escape(line)}", highlight=False)
     if problems:
         raise typer.Exit(1)
     _out().print("every registered dataset matches the disk and the chain")
@@ -308,7 +309,7 @@ def status() -> None:
     from contracts.roles import Role
     from node.catalog import Dataset, Patient, Record
 
-    _out().print(f"node {node.dir}: {node.info.hospital_name} ({node.address})")
+    _out().print(f"node {node.dir}: {node.info.hospital_name} ({node.address})", markup=False)
     with node.sessions() as session:
         by_kind = session.execute(select(Record.kind, func.count()).group_by(Record.kind)).all()
         patients = session.scalar(select(func.count()).select_from(Patient)) or 0
@@ -317,7 +318,7 @@ def status() -> None:
     counts = ", ".join(f"{Kind(k).name}: {n}" for k, n in by_kind) or "none"
     _out().print(f"records: {counts}; patients: {patients} ({enrolled} enrolled); registered datasets: {registered}")
     holds = node.exchange.roles.has(Role.HOSPITAL, node.address)  # a chain that is down: the boundary's one line
-    _out().print(f"chain {node.rpc_url}: block {node.exchange.chain.block_number}, "
+    _out().print(f"chain {escape(node.rpc_url)}: block {node.exchange.chain.block_number}, "
                   f"HOSPITAL role {'held' if holds else '[red]not held[/]'}")
 
 
