@@ -155,7 +155,7 @@ class Boundary:
         ``expected``: a command raised ``exc`` on purpose (a refused option), whatever its class.
         """
         if isinstance(exc, KeyboardInterrupt):
-            return "interrupted (Ctrl-C); what had started was stopped", INTERRUPTED
+            return "interrupted (Ctrl-C)", INTERRUPTED
         if isinstance(exc, ValidationError):
             prefixes = {c.__name__: str(c.model_config.get("env_prefix", "")) for c in self.settings}
             return _settings_error(exc, prefixes), FAILED

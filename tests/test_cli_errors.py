@@ -17,9 +17,11 @@ run four at a time, once per module, and each parametrised test checks one of th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -110,8 +112,10 @@ NODE_OPENING: dict[str, tuple[dict[str, str | None], str]] = {
                                "init` made, or make one with it; the node directory is METAI_NODE_DIR"),
     "malformed URL": ({"METAI_NODE_RPC_URL": "notaurl"}, "METAI_NODE_RPC_URL: 'notaurl' is not a JSON-RPC URL"),
 }
-NODE_CHAIN_DOWN = ({"METAI_NODE_RPC_URL": "{closed}"}, "cannot reach the chain at {closed} (connection refused)")
-PACS = {"METAI_NODE_PACS_URL": "{closed}", "METAI_NODE_PACS_USER": "orthanc", "METAI_NODE_PACS_PASSWORD": PACS_PASSWORD}
+NODE_CHAIN_DOWN: tuple[dict[str, str | None], str] = (
+    {"METAI_NODE_RPC_URL": "{closed}"}, "cannot reach the chain at {closed} (connection refused)")
+PACS: dict[str, str | None] = {"METAI_NODE_PACS_URL": "{closed}", "METAI_NODE_PACS_USER": "orthanc",
+                               "METAI_NODE_PACS_PASSWORD": PACS_PASSWORD}
 
 # command -> (arguments, touches the chain, extra environment)
 NODE_COMMANDS: dict[str, tuple[tuple[str, ...], bool, dict[str, str | None]]] = {
@@ -339,7 +343,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors
     for name in ("CT_small.dcm", "MR_small.dcm"):
         folder = root / f"in-{name}"
         folder.mkdir()
-        shutil.copy(get_testdata_file(name), folder)
+        shutil.copy(str(get_testdata_file(name)), folder)
         (ingested,) = Ingestor(node).run([folder]).ingested
         if name == "CT_small.dcm":
             register(node, "image-CT-v1")
@@ -370,10 +374,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors
 class Outcome:
     case: Case
     case_dir: Path
-    returncode: int
+    returncode: int | None  # None: still running after CASE_TIMEOUT seconds (then killed)
     stdout: str
     stderr: str
-    leftover_processes: tuple[str, ...]
+    leftover_processes: tuple[str, ...]  # processes of the case still running after it ended (then killed)
+
+
+CASE_TIMEOUT = 120.0  # seconds; every case answers in a few once fixed
 
 
 def _base_env(world: World, case_dir: Path) -> dict[str, str]:
@@ -392,8 +399,8 @@ def _base_env(world: World, case_dir: Path) -> dict[str, str]:
     return env
 
 
-def _processes_mentioning(text: str) -> tuple[str, ...]:
-    found = []
+def _processes_mentioning(text: str) -> dict[int, str]:
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
@@ -402,11 +409,13 @@ def _processes_mentioning(text: str) -> tuple[str, ...]:
         except OSError:
             continue
         if text in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return tuple(found)
+            found[int(proc.name)] = cmdline
+    return found
 
 
 def run_case(world: World, case: Case, busy_port: int) -> Outcome:
+    """Run ``case`` in its own directory and session; kill whatever of it outlives it (a command that wrongly
+    succeeded may leave a federation or an agent running)."""
     case_dir = world.root / "cases" / case.id.replace(" ", "_").replace("/", "_")
     case_dir.mkdir(parents=True)
     env = _base_env(world, case_dir)
@@ -417,9 +426,21 @@ def run_case(world: World, case: Case, busy_port: int) -> Outcome:
             env[name] = world.fmt(value, case_dir)
     args = [world.fmt(a, case_dir, busy_port=str(busy_port)) for a in case.args]
     cmd = [sys.executable, "-m", MODULES[case.cli], *case.command, *args]
-    done = subprocess.run(cmd, cwd=case_dir, env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
-    return Outcome(case, case_dir, done.returncode, done.stdout, done.stderr, _processes_mentioning(str(case_dir)))
+    proc = subprocess.Popen(cmd, cwd=case_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    returncode: int | None
+    try:
+        stdout, stderr = proc.communicate(timeout=CASE_TIMEOUT)
+        returncode = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        returncode = None
+    leftovers = _processes_mentioning(str(case_dir))
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return Outcome(case, case_dir, returncode, stdout, stderr, tuple(leftovers.values()))
 
 
 @pytest.fixture(scope="module")
@@ -439,6 +460,7 @@ def test_command_fails_with_one_line_and_no_secret(case: Case, outcomes: dict[st
     outcome = outcomes[case.id]
     shown = f"exit {outcome.returncode}\n--- stdout\n{outcome.stdout}\n--- stderr\n{outcome.stderr}"
     everything = outcome.stdout + outcome.stderr
+    assert outcome.returncode is not None, f"still running after {CASE_TIMEOUT:g} s\n{shown}"
     assert outcome.returncode != 0, shown
     assert "Traceback" not in everything, shown
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
@@ -514,12 +536,39 @@ def test_an_unexpected_error_is_one_line_asking_for_a_report(monkeypatch: pytest
                              "same command run with METAI_DEBUG=1\n")
 
 
+def test_bracketed_text_in_paths_and_names_is_printed_as_is(world: World, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from node.cli import app
+
+    node_dir = tmp_path / "node [red]x[/]"  # rich would take the brackets for markup and drop them
+    env = {"METAI_NODE_DIR": str(node_dir), "METAI_NODE_PASSPHRASE": NODE_PASSPHRASE, "METAI_NODE_RPC_URL": world.rpc}
+    init = CliRunner().invoke(app, ["init", "--name", "St [bold]Mary[/]", "--manifest", str(world.manifest)], env=env)
+    assert init.exit_code == 0, init.output
+    assert f"node created in {node_dir}; hospital address 0x" in init.output
+    status = CliRunner().invoke(app, ["status"], env=env)
+    assert f"node {node_dir}: St [bold]Mary[/] (0x" in status.output
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import deploy.__main__
+
+    def interrupted() -> object:  # what Ctrl-C raises wherever the command happens to be
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy.__main__, "_federation_dir", interrupted)
+    result = CliRunner().invoke(deploy.__main__.app, ["federation", "status"])
+    assert (result.exit_code, result.output) == (130, "error: interrupted (Ctrl-C)\n")
+
+
 def test_a_missing_role_is_named_with_what_to_do(make_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from node.ingest import Ingestor
 
     node = make_node("Roleless Hospital", role=False)
     (tmp_path / "in").mkdir()
-    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "in")
+    shutil.copy(str(get_testdata_file("CT_small.dcm")), tmp_path / "in")
     Ingestor(node).run([tmp_path / "in"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAI_")}
     env |= {"PYTHONPATH": str(REPO), "METAI_NODE_DIR": str(node.dir), "METAI_NODE_PASSPHRASE": NODE_PASSPHRASE}
