@@ -83,8 +83,6 @@ def _unreachable_reason(exc: BaseException, timeout: float) -> str:
         return "TLS handshake failed"
     if any(isinstance(c, ConnectionResetError) for c in causes):
         return "connection reset"
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code} instead of a JSON-RPC answer"
     if any(isinstance(c, OSError) and c.strerror for c in causes):
         return next(str(c.strerror).lower() for c in causes if isinstance(c, OSError) and c.strerror)
     return type(exc).__name__
@@ -105,13 +103,21 @@ class _Provider(HTTPProvider):
         try:
             return super().make_request(method, params)
         except requests.RequestException as exc:
-            raise ChainUnavailable(str(self.endpoint_uri), _unreachable_reason(exc, self._timeout)) from exc
+            raise self._unavailable(exc) from exc
 
     def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> Any:
         try:
             return super().make_batch_request(batch_requests)
         except requests.RequestException as exc:
-            raise ChainUnavailable(str(self.endpoint_uri), _unreachable_reason(exc, self._timeout)) from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: requests.RequestException) -> ConnectionFailed:
+        url = str(self.endpoint_uri)
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            # Something answers there, but not a chain (a web server, a proxy's error page).
+            return ConnectionFailed(f"{url} answers HTTP {exc.response.status_code}, not as an EVM JSON-RPC "
+                                    "endpoint; check the URL")
+        return ChainUnavailable(url, _unreachable_reason(exc, self._timeout))
 
 
 def _rpc_message(exc: Exception) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from pydantic import ValidationError
 
 from contracts.chain import Chain
 from contracts.endpoint import check_rpc_url
-from contracts.errors import ChainUnavailable, ContractRevert, InvalidRpcUrl
+from contracts.errors import ChainUnavailable, ConnectionFailed, ContractRevert, InvalidRpcUrl
 from contracts.exchange import Exchange
 from contracts.roles import Role
 from deploy.anvil import start_anvil, stop_anvil
@@ -40,6 +42,27 @@ def test_a_chain_that_goes_away_mid_way_gives_the_same_error(tmp_path: Path) -> 
         stop_anvil(anvil)
     with pytest.raises(ChainUnavailable, match=rf"^cannot reach the chain at {anvil.rpc_url} \(connection refused\)"):
         chain.balance("0x" + "11" * 20)
+
+
+def test_a_web_server_that_is_not_a_chain_is_named_as_such() -> None:
+    class NotFound(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(ConnectionFailed) as info:
+            Chain(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not isinstance(info.value, ChainUnavailable)
+    assert str(info.value) == f"{url} answers HTTP 404, not as an EVM JSON-RPC endpoint; check the URL"
 
 
 @pytest.mark.parametrize(("url", "why"), [
