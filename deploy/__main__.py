@@ -229,15 +229,18 @@ def _ready_to_run(study_id: int | None, node: list[str], set_: list[str] | None)
     """
     from deploy.federation import APP_DIR, coordinator_env
     from deploy.flower import read_app_config
-    from deploy.preflight import check_coordinator, check_nodes, check_study, check_task
+    from deploy.preflight import check_coordinator, check_min_nodes, check_nodes, check_study, check_task
 
     nodes = _nodes(node)
     run_config = _overrides(APP_DIR, set_)
+    config = {**read_app_config(APP_DIR), **run_config}  # what the apps will see
+    if study_id is not None:
+        check_min_nodes(int(config["min-nodes"]), len(nodes))
     coordinator = check_coordinator()
     study = check_study(coordinator.exchange, study_id) if study_id is not None else None
     check_nodes(nodes, study, coordinator)
     if study is not None:
-        check_task(study, str(run_config.get("task", read_app_config(APP_DIR)["task"])))
+        check_task(study, str(config["task"]))
     return nodes, run_config, coordinator_env(coordinator.settings)
 
 
@@ -321,17 +324,19 @@ def study_launch(study_id: StudyIdOption, set_: SetOption = None, timeout: Timeo
     """
     from deploy.federation import Federation, coordinator_env
     from deploy.flower import read_app_config
-    from deploy.preflight import check_coordinator, check_study, check_task
+    from deploy.preflight import check_coordinator, check_min_nodes, check_study, check_task
 
     federation = Federation.load(_federation_dir())
     run_config = _overrides(federation.app_dir, set_)
+    config = {**read_app_config(federation.app_dir), **run_config}
+    check_min_nodes(int(config["min-nodes"]), len(federation.supernodes))
     try:
         coordinator = check_coordinator()
     except SettingsError:  # the ServerApp has the settings the federation was started with; these are for checks
         env: dict[str, str] | None = None
     else:
         study = check_study(coordinator.exchange, study_id)
-        check_task(study, str(run_config.get("task", read_app_config(federation.app_dir)["task"])))
+        check_task(study, str(config["task"]))
         env = coordinator_env(coordinator.settings)
     result = _launch(federation, study_id, run_config, timeout, env)
     typer.echo(f"ServerApp log: {result.log_file}")

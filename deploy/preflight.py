@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from contracts.exchange import Exchange
     from contracts.studies import StudyRecord
 
-__all__ = ["Coordinator", "PreflightError", "check_coordinator", "check_nodes", "check_study", "check_task"]
+__all__ = ["Coordinator", "PreflightError", "check_coordinator", "check_min_nodes", "check_nodes", "check_study",
+           "check_task"]
 
 
 class PreflightError(DeployError, ValueError):
@@ -42,6 +43,20 @@ class Coordinator:
     settings: CoordinatorSettings
     account: LocalAccount
     exchange: Exchange
+
+
+def check_min_nodes(min_nodes: int, nodes: int) -> None:
+    """Refuse a run whose ``min-nodes`` exceeds the nodes given: its ServerApp would wait for them, then fail.
+
+    Raises:
+        PreflightError: naming both numbers and the two ways out.
+    """
+    if min_nodes > nodes:
+        given = f"{nodes} node is" if nodes == 1 else f"{nodes} nodes are"
+        raise PreflightError(
+            f"the run config asks for min-nodes={min_nodes} but {given} given, so the run could never start; "
+            f"give more --node, or --set min-nodes={nodes}"
+        )
 
 
 def check_coordinator(settings: CoordinatorSettings | None = None) -> Coordinator:

@@ -213,21 +213,24 @@ def _deploy_cases() -> Iterator[Case]:
     for command in (("federation", "status"), ("federation", "down"), ("study", "launch")):
         args = ("--study-id", "{running}") if command == ("study", "launch") else ()
         yield Case("deploy", command, "no federation", args, "no federation is recorded in {case}/run/federation")
+    one = ("--set", "min-nodes=1")  # the app's default is 2; these cases are about something else
     for condition, (node, env, expect) in RUN_NODE_CONDITIONS.items():
         yield Case("deploy", ("federation", "up"), condition, ("--node", node), expect, env, starts_nothing=True)
         for command in (("study", "run"), ("study", "simulate")):
-            yield Case("deploy", command, condition, ("--study-id", "{running}", "--node", node), expect, env,
+            yield Case("deploy", command, condition, ("--study-id", "{running}", "--node", node, *one), expect, env,
                        starts_nothing=True)
     for command in (("study", "run"), ("study", "simulate")):
-        yield Case("deploy", command, "study not running", ("--study-id", "{requested}", "--node", NODE_ARG),
+        yield Case("deploy", command, "study not running", ("--study-id", "{requested}", "--node", NODE_ARG, *one),
                    "study {requested} is REQUESTED, not RUNNING", starts_nothing=True)
-        yield Case("deploy", command, "unknown study", ("--study-id", "999", "--node", NODE_ARG),
+        yield Case("deploy", command, "unknown study", ("--study-id", "999", "--node", NODE_ARG, *one),
                    "there is no study 999 on the chain at {rpc}", starts_nothing=True)
-        yield Case("deploy", command, "unknown task", ("--study-id", "{running}", "--node", NODE_ARG,
+        yield Case("deploy", command, "more min-nodes than nodes", ("--study-id", "{running}", "--node", NODE_ARG),
+                   "the run config asks for min-nodes=2 but 1 node is given", starts_nothing=True)
+        yield Case("deploy", command, "unknown task", ("--study-id", "{running}", "--node", NODE_ARG, *one,
                                                        "--set", "task=no-such-task"),
                    "no task 'no-such-task'", starts_nothing=True)
     yield Case("deploy", ("study", "simulate"), "no passphrase file", ("--study-id", "{running}", "--node",
-                                                                        "{node_dir}"),
+                                                                        "{node_dir}", *one),
                "has no passphrase file", starts_nothing=True)
 
 

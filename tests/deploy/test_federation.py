@@ -371,7 +371,9 @@ def test_study_run_without_coordinator_settings_fails(
 ) -> None:
     monkeypatch.delenv("METAI_COORDINATOR_RPC_URL")
     node = _node(tmp_path, "general")
-    result = cli.invoke(app, ["study", "run", "--study-id", "1", "--node", f"{node.node_dir}={node.passphrase_file}"])
+    args = ["study", "run", "--study-id", "1", "--node", f"{node.node_dir}={node.passphrase_file}",
+            "--set", "min-nodes=1"]
+    result = cli.invoke(app, args)
     assert result.exit_code == 1
     assert "error: METAI_COORDINATOR_RPC_URL is not set" in result.stderr
 
