@@ -403,15 +403,18 @@ def _base_env(world: World, case_dir: Path) -> dict[str, str]:
 
 
 def _processes_mentioning(text: str) -> dict[int, str]:
+    """Processes whose command line or environment holds ``text``: a case's descendants all inherit its
+    METAI_RUN_DIR, even those whose arguments name no path of the case (a signing agent's socket is elsewhere)."""
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:  # gone, or another user's
             continue
-        if text in cmdline:
+        if text in cmdline or text in environ:
             found[int(proc.name)] = cmdline
     return found
 
