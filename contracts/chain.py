@@ -6,20 +6,23 @@ sender's key and sent raw, so the node needs no unlocked accounts.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import BlockIdentifier
+from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse
 
 from contracts.artifacts import Artifact, load_artifact
-from contracts.errors import ChainError, ConnectionFailed, StateUnavailable, TransactionFailed
+from contracts.endpoint import check_rpc_url
+from contracts.errors import ChainError, ChainUnavailable, ConnectionFailed, StateUnavailable, TransactionFailed
 from contracts.reverts import decode_revert
 
 if TYPE_CHECKING:
@@ -54,6 +57,78 @@ def _is_pruned(exc: Exception) -> bool:
     return any(marker in str(exc) for marker in _PRUNED_MARKERS)
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, arguments, urllib3's ``reason``."""
+    seen: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        pending += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+    return seen
+
+
+def _unreachable_reason(exc: BaseException, timeout: float) -> str:
+    """Why a request to the endpoint failed, in a few words (urllib3's text is for developers)."""
+    causes = _causes(exc)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return "unknown host"
+    if any(isinstance(c, (requests.Timeout, TimeoutError, socket.timeout)) for c in causes):
+        return f"no answer within {timeout:g} s"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return "TLS handshake failed"
+    if any(isinstance(c, ConnectionResetError) for c in causes):
+        return "connection reset"
+    if any(isinstance(c, OSError) and c.strerror for c in causes):
+        return next(str(c.strerror).lower() for c in causes if isinstance(c, OSError) and c.strerror)
+    return type(exc).__name__
+
+
+class _Provider(HTTPProvider):
+    """web3's HTTP provider, raising :class:`ChainUnavailable` instead of requests' exceptions.
+
+    Every RPC goes through here, so a chain that goes away in the middle of a command gives
+    the same one clear error as one that was never there.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        super().__init__(url, request_kwargs={"timeout": timeout})
+        self._timeout = timeout
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except requests.RequestException as exc:
+            raise self._unavailable(exc) from exc
+
+    def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> Any:
+        try:
+            return super().make_batch_request(batch_requests)
+        except requests.RequestException as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: requests.RequestException) -> ConnectionFailed:
+        url = str(self.endpoint_uri)
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            # Something answers there, but not a chain (a web server, a proxy's error page).
+            return ConnectionFailed(f"{url} answers HTTP {exc.response.status_code}, not as an EVM JSON-RPC "
+                                    "endpoint; check the URL")
+        return ChainUnavailable(url, _unreachable_reason(exc, self._timeout))
+
+
+def _rpc_message(exc: Exception) -> str:
+    """The node's own words for a refused call ("Insufficient funds for gas * price + value")."""
+    detail: Any = exc.args[0] if exc.args else None
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        code = f" (JSON-RPC error {detail['code']})" if "code" in detail else ""
+        return f"{detail['message']}{code}"
+    return str(exc)
+
+
 def _revert_data(exc: Exception) -> bytes | None:
     data: Any = getattr(exc, "data", None)
     if isinstance(data, dict):
@@ -71,17 +146,24 @@ class Chain:
         timeout: seconds to wait for each RPC answer and for each receipt.
 
     Raises:
-        ConnectionFailed: the endpoint does not answer.
+        InvalidRpcUrl: ``rpc_url`` is not an http(s) URL with a host.
+        ChainUnavailable: nothing answers there (here and on any later call).
+        ConnectionFailed: something answers, but not as a JSON-RPC endpoint.
     """
 
     def __init__(self, rpc_url: str, *, timeout: float = 30.0) -> None:
-        self.rpc_url = rpc_url
+        self.rpc_url = check_rpc_url(rpc_url)
         self.timeout = timeout
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.w3 = Web3(_Provider(self.rpc_url, timeout))
         try:
             self.chain_id = int(self.w3.eth.chain_id)
-        except (requests.RequestException, OSError, Web3RPCError) as exc:
-            raise ConnectionFailed(f"no JSON-RPC answer from {rpc_url}: {exc}") from exc
+        except ChainUnavailable:
+            raise
+        except (Web3RPCError, ValueError, TypeError) as exc:
+            raise ConnectionFailed(
+                f"{self.rpc_url} answers, but not as an EVM JSON-RPC endpoint ({type(exc).__name__}: {exc}); "
+                "check the URL"
+            ) from exc
         self._names: dict[str, str] = {}  # checksum address -> contract name
 
     # ------------------------------------------------------------------ contracts
@@ -118,8 +200,6 @@ class Chain:
                     "query a newer block or use an archive node"
                 ) from exc
             raise self._decoded(exc, fn.address) from exc
-        except requests.RequestException as exc:
-            raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
 
     def call_raw(self, to: str, data: bytes, *, block: BlockIdentifier = "latest") -> bytes:
         """Run pre-encoded calldata against ``to`` at ``block`` and return the raw result.
@@ -133,8 +213,6 @@ class Chain:
             if block != "latest" and _is_pruned(exc):
                 raise StateUnavailable(f"{self.rpc_url} no longer keeps the state of block {block!r}") from exc
             raise self._decoded(exc, to) from exc
-        except requests.RequestException as exc:
-            raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
 
     def transact(self, account: LocalAccount, fn: ContractFunction) -> TxResult:
         """Sign and send a call of ``fn`` from ``account``; wait until it is mined.
@@ -183,8 +261,6 @@ class Chain:
             tx = fn.build_transaction({**base, "gas": estimate + estimate // 5 + _GAS_MARGIN})
         except (ContractLogicError, Web3RPCError) as exc:
             raise self._decoded(exc, getattr(fn, "address", None)) from exc
-        except requests.RequestException as exc:
-            raise ConnectionFailed(f"{self.rpc_url} did not answer: {exc}") from exc
         return self._submit(account, tx, contract)
 
     def _submit(self, account: LocalAccount, tx: Any, contract: str | None) -> TxResult:
@@ -225,5 +301,6 @@ class Chain:
         data = _revert_data(exc)
         name = self.contract_name(address) if address else None
         if data is None:
-            return TransactionFailed(f"call to {name or address} failed: {exc}")
+            target = name or address or "a contract creation"
+            return TransactionFailed(f"call to {target} failed: {_rpc_message(exc)}")
         return decode_revert(data, name)

@@ -26,8 +26,26 @@ class ManifestError(ChainError, ValueError):
     """A deployment manifest is missing, malformed or does not match the chain."""
 
 
+class InvalidRpcUrl(ChainError, ValueError):
+    """A JSON-RPC URL is malformed (no http(s) scheme, no host, bad port)."""
+
+
 class ConnectionFailed(ChainError, ConnectionError):
     """The JSON-RPC endpoint cannot be reached or answers wrongly."""
+
+
+class ChainUnavailable(ConnectionFailed):
+    """Nothing answers at the JSON-RPC URL (connection refused, unknown host, timeout).
+
+    Attributes:
+        url: the endpoint.
+        reason: why, in a few words ("connection refused", "no answer within 30 s").
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the chain at {url} ({reason}); is it running?")
 
 
 class StateUnavailable(ChainError, LookupError):
@@ -51,7 +69,7 @@ class ContractRevert(ChainError):
         self.error = error
         self.values = values
         self.contract = contract
-        shown = ", ".join(f"{k}={_show(v)}" for k, v in values.items())
+        shown = ", ".join(f"{k}={_show(k, v)}" for k, v in values.items())
         where = f" in {contract}" if contract else ""
         super().__init__(f"{error}({shown}){where}")
 
@@ -64,7 +82,20 @@ class UnknownRevert(ChainError):
         super().__init__(message)
 
 
-def _show(value: Any) -> str:
+def role_name(value: bytes) -> str | None:
+    """The name of the consortium role whose on-chain id is ``value`` (``"HOSPITAL"``), or None."""
+    from contracts.roles import Role  # local: roles imports the chain layer, which imports this module
+
+    for role in Role:
+        if role.value == value:
+            return role.name
+    return None
+
+
+def _show(name: str, value: Any) -> str:
     if isinstance(value, bytes):
+        # A role argument (AccessControl's neededRole, ...) is a bytes32 hash: show its name.
+        if "role" in name.lower() and (known := role_name(value)) is not None:
+            return known
         return "0x" + value.hex()
     return repr(value) if isinstance(value, str) else str(value)

@@ -1,4 +1,10 @@
-"""``python -m deploy``: start/stop a local chain, deploy the contracts, run the demo, run federated studies."""
+"""``python -m deploy``: start/stop a local chain, deploy the contracts, run the demo, run federated studies.
+
+Every command runs inside one error boundary (:mod:`node.cli_boundary`): one ``error: ...``
+line on stderr and a non-zero exit code, never a traceback or a secret. The study commands
+check what can be checked (keys, passphrases, chain, the study's state, the task) before they
+start anything (:mod:`deploy.preflight`). Heavy modules are imported inside the commands.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +12,44 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from eth_account import Account
 
-from contracts.chain import Chain
-from contracts.errors import ChainError
-from contracts.manifest import write_manifest
-from contracts.roles import Role
-from deploy.anvil import AnvilNode, start_anvil, stop_anvil
-from deploy.deployer import deploy_contracts
-from deploy.errors import DeployError
-from deploy.federation import APP_DIR, Federation, NodeSpec, coordinator_env, parse_node, parse_overrides
-from deploy.flower import ConfigValue, RunResult
+from contracts.errors import ChainUnavailable
+from coordinator.core.config import CoordinatorSettings
+from deploy.errors import SettingsError
 from deploy.settings import Settings
+from node.cli_boundary import Boundary
+from node.config import NodeSettings
 
-app = typer.Typer(help="Bring up the MeTAI exchange.", no_args_is_help=True, add_completion=False)
-chain_app = typer.Typer(help="A local Anvil chain on 127.0.0.1.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from deploy.federation import Federation, NodeSpec
+    from deploy.flower import ConfigValue, RunResult
+
+
+def _hint(exc: BaseException) -> str | None:
+    if isinstance(exc, ChainUnavailable):
+        return "check METAI_RPC_URL / METAI_COORDINATOR_RPC_URL (and a node's METAI_NODE_RPC_URL or node.json)"
+    return None
+
+
+BOUNDARY = Boundary(settings=(Settings, CoordinatorSettings, NodeSettings), hints=(_hint,))
+
+
+def _typer(help_text: str, **kwargs: object) -> typer.Typer:
+    return typer.Typer(help=help_text, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_show_locals=False, **kwargs)  # type: ignore[arg-type]
+
+
+app = _typer("Bring up the MeTAI exchange.", cls=BOUNDARY.group())
+chain_app = _typer("A local Anvil chain on 127.0.0.1.")
 app.add_typer(chain_app, name="chain")
-federation_app = typer.Typer(
-    help="A Flower SuperLink and one SuperNode per hospital node, on 127.0.0.1.", no_args_is_help=True
-)
+federation_app = _typer("A Flower SuperLink and one SuperNode per hospital node, on 127.0.0.1.")
 app.add_typer(federation_app, name="federation")
-study_app = typer.Typer(help="Federated training of a study (the Flower app of this repository).", no_args_is_help=True)
+study_app = _typer("Federated training of a study (the Flower app of this repository).")
 app.add_typer(study_app, name="study")
 
 NodeOption = Annotated[
@@ -43,7 +61,7 @@ NodeOption = Annotated[
         show_default=False,
     ),
 ]
-StudyIdOption = Annotated[int, typer.Option("--study-id", help="the study's id on chain (it must be RUNNING)")]
+StudyIdOption = Annotated[int, typer.Option("--study-id", min=1, help="the study's id on chain (it must be RUNNING)")]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help=r"key=value overriding \[tool.flwr.app.config]; repeatable", show_default=False),
@@ -53,23 +71,16 @@ TlsOption = Annotated[bool, typer.Option("--tls", help="TLS and SuperNode authen
 PortOption = Annotated[int | None, typer.Option(help="the SuperLink's port (default: a free one)")]
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
-
-
 @chain_app.command("start")
 def chain_start(
     state: Annotated[Path | None, typer.Option(help="state file: loaded if present, saved on stop")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default: a free one)")] = None,
 ) -> None:
     """Start Anvil in the background; its details go to <run_dir>/chain/anvil.json."""
-    settings = Settings()
-    chain_dir = settings.run_dir / "chain"
-    try:
-        node = start_anvil(chain_dir, port=port, state_file=state or chain_dir / "state.json")
-    except DeployError as exc:
-        raise _fail(exc) from exc
+    from deploy.anvil import start_anvil
+
+    chain_dir = Settings().run_dir / "chain"
+    node = start_anvil(chain_dir, port=port, state_file=state or chain_dir / "state.json")
     typer.echo(f"anvil pid {node.pid} listening on {node.rpc_url} (chain id {node.chain_id})")
     typer.echo(f"export METAI_RPC_URL={node.rpc_url}")
 
@@ -77,9 +88,12 @@ def chain_start(
 @chain_app.command("stop")
 def chain_stop() -> None:
     """Stop the Anvil started by `chain start` (its state is saved)."""
+    from deploy.anvil import AnvilNode, stop_anvil
+
     info = Settings().run_dir / "chain" / "anvil.json"
     if not info.exists():
-        raise _fail(FileNotFoundError(f"no running chain recorded in {info}"))
+        raise SettingsError(f"no running chain recorded in {info}; start one with `python -m deploy chain start` "
+                            "(with the same METAI_RUN_DIR)")
     node = AnvilNode.from_json(info.read_text(encoding="utf-8"))
     stop_anvil(node)
     info.unlink()
@@ -89,18 +103,27 @@ def chain_stop() -> None:
 @app.command("contracts")
 def contracts_cmd() -> None:
     """Deploy the contracts to METAI_RPC_URL as METAI_ADMIN_KEY and write the manifest."""
+    from eth_account import Account
+
+    from contracts.chain import Chain
+    from contracts.manifest import write_manifest
+    from contracts.roles import Role
+    from deploy.deployer import deploy_contracts
+
     settings = Settings()
-    try:
-        chain = Chain(settings.require_rpc_url())
-        admin = Account.from_key(settings.require_admin_key())
-        roles = [(Role.HOSPITAL, a) for a in settings.hospitals]
-        roles += [(Role.RESEARCHER, a) for a in settings.researchers]
-        if settings.coordinator:
-            roles.append((Role.COORDINATOR, settings.coordinator))
-        deployment = deploy_contracts(chain, admin, initial_roles=roles, progress=typer.echo)
-        write_manifest(deployment, settings.manifest_path())
-    except (DeployError, ChainError) as exc:
-        raise _fail(exc) from exc
+    admin = Account.from_key(settings.require_admin_key())
+    chain = Chain(settings.require_rpc_url())
+    if chain.balance(admin.address) == 0:
+        raise SettingsError(
+            f"the admin account {admin.address} (METAI_ADMIN_KEY) holds no ether on {chain.rpc_url}, so it cannot "
+            "pay for the deployment; fund it, or set METAI_ADMIN_KEY to the consortium admin's key"
+        )
+    roles = [(Role.HOSPITAL, a) for a in settings.hospitals]
+    roles += [(Role.RESEARCHER, a) for a in settings.researchers]
+    if settings.coordinator:
+        roles.append((Role.COORDINATOR, settings.coordinator))
+    deployment = deploy_contracts(chain, admin, initial_roles=roles, progress=typer.echo)
+    write_manifest(deployment, settings.manifest_path())
     typer.echo(f"manifest written to {settings.manifest_path()}")
 
 
@@ -109,12 +132,9 @@ def demo() -> None:
     """Run the end-to-end demo on a fresh local chain."""
     from deploy.demo import run_demo  # heavy imports only for this command
 
-    settings = Settings()
-    try:
-        code = run_demo(settings.run_dir / "demo")
-    except (DeployError, ChainError) as exc:
-        raise _fail(exc) from exc
-    raise typer.Exit(code)
+    run_dir = Settings().run_dir / "demo"
+    run_dir.mkdir(parents=True, exist_ok=True)  # an unusable METAI_RUN_DIR is refused before anything starts
+    raise typer.Exit(run_demo(run_dir))
 
 
 # ---------------------------------------------------------------------- federated studies
@@ -125,10 +145,22 @@ def _federation_dir() -> Path:
 
 
 def _nodes(values: list[str]) -> list[NodeSpec]:
+    from deploy.federation import parse_node
+
     nodes = [parse_node(value) for value in values]
     for node in nodes:
         node.check()
     return nodes
+
+
+def _overrides(app_dir: Path, items: list[str] | None) -> dict[str, ConfigValue]:
+    from deploy.federation import parse_overrides
+    from deploy.preflight import PreflightError
+
+    try:
+        return parse_overrides(app_dir, items or [])
+    except ValueError as exc:  # a malformed --set is the user's, not a bug
+        raise PreflightError(str(exc)) from None
 
 
 def _describe(federation: Federation) -> None:
@@ -187,18 +219,29 @@ def _model_dir(env: dict[str, str], study_id: int) -> str:
     return str(Path(env["METAI_COORDINATOR_MODEL_DIR"]) / f"study-{study_id}")
 
 
-def _guarded(work: Callable[[], None], cleanup: Callable[[], None] | None = None) -> None:
-    """Run ``work``; deploy and settings errors exit 1 in red, Ctrl-C exits 130; ``cleanup`` runs always."""
-    try:
-        work()
-    except (DeployError, ValueError, KeyError) as exc:
-        raise _fail(exc) from exc
-    except KeyboardInterrupt:
-        typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(130) from None
-    finally:
-        if cleanup is not None:
-            cleanup()
+def _ready_to_run(study_id: int | None, node: list[str], set_: list[str] | None) -> tuple[
+        list[NodeSpec], dict[str, ConfigValue], dict[str, str]]:
+    """Check everything a federation or run needs before anything starts; return nodes, run config, coordinator env.
+
+    Nodes (directories, passphrase files), ``--set`` overrides, the coordinator's settings, key
+    and passphrase, its chain and role, the study's state (``study_id``), each node's
+    passphrase, chain and participation, and the task code the study was approved for.
+    """
+    from deploy.federation import APP_DIR, coordinator_env
+    from deploy.flower import read_app_config
+    from deploy.preflight import check_coordinator, check_min_nodes, check_nodes, check_study, check_task
+
+    nodes = _nodes(node)
+    run_config = _overrides(APP_DIR, set_)
+    config = {**read_app_config(APP_DIR), **run_config}  # what the apps will see
+    if study_id is not None:
+        check_min_nodes(int(config["min-nodes"]), len(nodes))
+    coordinator = check_coordinator()
+    study = check_study(coordinator.exchange, study_id) if study_id is not None else None
+    check_nodes(nodes, study, coordinator)
+    if study is not None:
+        check_task(study, str(config["task"]))
+    return nodes, run_config, coordinator_env(coordinator.settings)
 
 
 @federation_app.command("up")
@@ -212,44 +255,37 @@ def federation_up(
     The ServerApp reads the coordinator's METAI_COORDINATOR_* settings (environment or .env)
     as they are now; bring the federation down and up again to change them.
     """
+    from deploy.federation import Federation
 
-    def work() -> None:
-        nodes = _nodes(node)
-        env = coordinator_env()
-        federation = Federation.up(_federation_dir(), nodes, tls=tls, coordinator_env=env, port=port)
-        _describe(federation)
-        typer.echo(f"federation up in {federation.run_dir}; launch with `python -m deploy study launch --study-id N`")
-
-    _guarded(work)
+    nodes, _, env = _ready_to_run(None, node, None)
+    federation = Federation.up(_federation_dir(), nodes, tls=tls, coordinator_env=env, port=port)
+    _describe(federation)
+    typer.echo(f"federation up in {federation.run_dir}; launch with `python -m deploy study launch --study-id N`")
 
 
 @federation_app.command("status")
 def federation_status() -> None:
     """Show the recorded federation's processes; exit 1 if none is recorded or one is not running."""
+    from deploy.federation import Federation
 
-    def work() -> None:
-        federation = Federation.load(_federation_dir())
-        members = federation.status()
-        for member in members:
-            state = "running" if member.running else "NOT RUNNING"
-            where = f"on {member.address}; log {member.log_file}"
-            typer.echo(f"{member.role} {member.name}: pid {member.pid} {state} {where}")
-        if not all(member.running for member in members):
-            raise typer.Exit(1)
-
-    _guarded(work)
+    federation = Federation.load(_federation_dir())
+    members = federation.status()
+    for member in members:
+        state = "running" if member.running else "NOT RUNNING"
+        where = f"on {member.address}; log {member.log_file}"
+        typer.echo(f"{member.role} {member.name}: pid {member.pid} {state} {where}")
+    if not all(member.running for member in members):
+        raise typer.Exit(1)
 
 
 @federation_app.command("down")
 def federation_down() -> None:
     """Stop the recorded federation's SuperNodes and SuperLink (their logs stay)."""
+    from deploy.federation import Federation
 
-    def work() -> None:
-        federation = Federation.load(_federation_dir())
-        federation.down()
-        typer.echo(f"federation down; logs stay in {federation.run_dir}")
-
-    _guarded(work)
+    federation = Federation.load(_federation_dir())
+    federation.down()
+    typer.echo(f"federation down; logs stay in {federation.run_dir}")
 
 
 @study_app.command("run")
@@ -261,68 +297,69 @@ def study_run(
     timeout: TimeoutOption = 3600.0,
     port: PortOption = None,
 ) -> None:
-    """Bring a federation up, run study --study-id on it to the end, and bring it down (also on Ctrl-C or failure)."""
-    federation: list[Federation] = []
+    """Bring a federation up, run study --study-id on it to the end, and bring it down (also on Ctrl-C or failure).
 
-    def work() -> None:
-        nodes = _nodes(node)
-        run_config = parse_overrides(APP_DIR, set_ or [])  # refused before anything starts
-        env = coordinator_env()
-        federation.append(Federation.up(_federation_dir(), nodes, tls=tls, coordinator_env=env, port=port))
-        _describe(federation[0])
-        _launch(federation[0], study_id, run_config, timeout, env)
+    Before anything starts, the coordinator's key, the chain, the study (RUNNING), each node
+    (its passphrase, chain and approval) and the task code are checked.
+    """
+    from deploy.federation import Federation
+
+    nodes, run_config, env = _ready_to_run(study_id, node, set_)
+    federation = Federation.up(_federation_dir(), nodes, tls=tls, coordinator_env=env, port=port)
+    try:
+        _describe(federation)
+        _launch(federation, study_id, run_config, timeout, env)
         typer.echo(f"models in {_model_dir(env, study_id)}")
-
-    def down() -> None:
-        if federation:
-            federation[0].down()
-            typer.echo(f"federation down; logs stay in {federation[0].run_dir}")
-
-    _guarded(work, down)
+    finally:
+        federation.down()
+        typer.echo(f"federation down; logs stay in {federation.run_dir}")
 
 
 @study_app.command("launch")
 def study_launch(study_id: StudyIdOption, set_: SetOption = None, timeout: TimeoutOption = 3600.0) -> None:
     """Run study --study-id on the federation `federation up` started, and follow it to the end.
 
+    With the coordinator's settings at hand, the study's state and task are checked first.
     Ctrl-C stops the run (not the federation).
     """
+    from deploy.federation import Federation, coordinator_env
+    from deploy.flower import read_app_config
+    from deploy.preflight import check_coordinator, check_min_nodes, check_study, check_task
 
-    def work() -> None:
-        federation = Federation.load(_federation_dir())
-        run_config = parse_overrides(federation.app_dir, set_ or [])
-        try:
-            env: dict[str, str] | None = coordinator_env()
-        except DeployError:  # the ServerApp has the settings the federation was started with; these are for progress
-            env = None
-        result = _launch(federation, study_id, run_config, timeout, env)
-        typer.echo(f"ServerApp log: {result.log_file}")
-
-    _guarded(work)
+    federation = Federation.load(_federation_dir())
+    run_config = _overrides(federation.app_dir, set_)
+    config = {**read_app_config(federation.app_dir), **run_config}
+    check_min_nodes(int(config["min-nodes"]), len(federation.supernodes))
+    try:
+        coordinator = check_coordinator()
+    except SettingsError:  # the ServerApp has the settings the federation was started with; these are for checks
+        env: dict[str, str] | None = None
+    else:
+        study = check_study(coordinator.exchange, study_id)
+        check_task(study, str(config["task"]))
+        env = coordinator_env(coordinator.settings)
+    result = _launch(federation, study_id, run_config, timeout, env)
+    typer.echo(f"ServerApp log: {result.log_file}")
 
 
 @study_app.command("simulate")
 def study_simulate(study_id: StudyIdOption, node: NodeOption, set_: SetOption = None) -> None:
     """Run study --study-id on Flower's simulation engine (Ray, in this process): one virtual SuperNode per --node.
 
-    Each --node needs its passphrase file (DIR=PASSPHRASE_FILE).
+    Each --node needs its passphrase file (DIR=PASSPHRASE_FILE). The same checks as `study run`
+    come first.
     """
     from deploy.simulation import simulate, simulation_env  # imports flwr and, when run, Ray
 
-    def work() -> None:
-        nodes = _nodes(node)
-        simulation_env(nodes)  # each node has its passphrase file
-        env = coordinator_env()
-        run_config = parse_overrides(APP_DIR, set_ or [])
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("  | %(message)s"))
-        logging.getLogger("metai").addHandler(handler)
-        logging.getLogger("metai").setLevel(logging.INFO)
-        result = simulate(nodes, study_id, run_config, coordinator_env=env)
-        typer.echo(f"simulation of study {study_id} finished after {result.seconds:.0f} s")
-        typer.echo(f"models in {_model_dir(env, study_id)}")
-
-    _guarded(work)
+    simulation_env(_nodes(node))  # each node has its passphrase file
+    nodes, run_config, env = _ready_to_run(study_id, node, set_)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  | %(message)s"))
+    logging.getLogger("metai").addHandler(handler)
+    logging.getLogger("metai").setLevel(logging.INFO)
+    result = simulate(nodes, study_id, run_config, coordinator_env=env)
+    typer.echo(f"simulation of study {study_id} finished after {result.seconds:.0f} s")
+    typer.echo(f"models in {_model_dir(env, study_id)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.endpoint import check_rpc_url
 from deploy.errors import SettingsError
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "0x", "<admin-key>", "your-key-here"}
@@ -30,6 +31,11 @@ class Settings(BaseSettings):
     hospitals: Annotated[list[str], NoDecode] = []
     researchers: Annotated[list[str], NoDecode] = []
     coordinator: str | None = None
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else check_rpc_url(value)
 
     @field_validator("hospitals", "researchers", mode="before")
     @classmethod
@@ -57,5 +63,5 @@ class Settings(BaseSettings):
     def require_rpc_url(self) -> str:
         """The RPC URL; raise SettingsError if unset."""
         if not self.rpc_url:
-            raise SettingsError("METAI_RPC_URL is not set: give the chain's JSON-RPC URL")
+            raise SettingsError("METAI_RPC_URL is not set; set it to the chain's JSON-RPC URL, e.g. http://127.0.0.1:8545")
         return self.rpc_url

@@ -11,14 +11,16 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.endpoint import check_rpc_url
 from node.errors import NodeConfigError
 
 NODE_FILE = "node.json"
 NODE_FORMAT_VERSION = 1
 _PLACEHOLDER_PASSPHRASES = {"", "changeme", "change-me", "passphrase", "password"}
+MIN_PASSPHRASE = 12
 
 
 class NodeSettings(BaseSettings):
@@ -37,15 +39,25 @@ class NodeSettings(BaseSettings):
     pacs_user: str | None = None
     pacs_password: SecretStr | None = None
 
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc_url(cls, value: str | None) -> str | None:
+        # Refused when the settings load, not when a command first reaches for the chain.
+        return None if value is None or not value.strip() else check_rpc_url(value)
+
     def require_passphrase(self) -> str:
-        """The passphrase; raise NodeConfigError if unset or a placeholder."""
+        """The passphrase; raise NodeConfigError if unset, a placeholder or too short (never showing it)."""
         value = self.passphrase.get_secret_value() if self.passphrase else ""
         if value.strip().lower() in _PLACEHOLDER_PASSPHRASES:
             raise NodeConfigError(
-                "METAI_NODE_PASSPHRASE is not set (or is a placeholder): it unlocks the hospital key"
+                "METAI_NODE_PASSPHRASE is not set (or is a placeholder); set it to the passphrase given to "
+                "`metai-node init` (it unlocks the hospital key)"
             )
-        if len(value) < 12:
-            raise NodeConfigError("the node passphrase must have at least 12 characters")
+        if len(value) < MIN_PASSPHRASE:
+            raise NodeConfigError(
+                f"METAI_NODE_PASSPHRASE is shorter than {MIN_PASSPHRASE} characters, the minimum of a node "
+                "passphrase; set it to the passphrase given to `metai-node init`"
+            )
         return value
 
 
@@ -72,12 +84,15 @@ class NodeInfo:
         """Read ``node.json``; raise NodeConfigError naming the problem."""
         path = node_dir / NODE_FILE
         if not path.exists():
-            raise NodeConfigError(f"{node_dir} is not a node directory (no {NODE_FILE}); run `metai-node init`")
+            what = "does not exist" if not node_dir.exists() else f"is not a node directory (no {NODE_FILE})"
+            raise NodeConfigError(
+                f"node directory {node_dir} {what}; give the directory `metai-node init` made, or make one with it"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             info = cls(**data)
         except (json.JSONDecodeError, TypeError) as exc:
-            raise NodeConfigError(f"{path} is malformed: {exc}") from exc
+            raise NodeConfigError(f"{path} is malformed ({exc}); restore it from a backup") from exc
         if info.version != NODE_FORMAT_VERSION:
             raise NodeConfigError(f"{path} has format {info.version}; this node reads {NODE_FORMAT_VERSION}")
         return info

@@ -13,7 +13,9 @@ ClientApp that runs the wrong code cannot spend the hospital's funds or sign in 
 elsewhere.
 
 Run: ``python -m node.signer --node-dir DIR --passphrase-file FILE --socket PATH`` (stops on
-SIGTERM or Ctrl-C, removing its socket and key file).
+SIGTERM or Ctrl-C, removing its socket and key file). Like every node process it takes the
+chain URL from ``METAI_NODE_RPC_URL`` when set, else from the node directory's ``node.json``.
+An error is one line on stderr (the node's error boundary, :mod:`node.cli_boundary`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Listener
@@ -34,7 +35,7 @@ from eth_utils.abi import function_abi_to_4byte_selector
 from hexbytes import HexBytes
 from web3 import Web3
 
-from node.errors import NodeError
+from node.errors import KeyStoreError, NodeError
 
 log = logging.getLogger("metai.node.signer")
 KEY_SUFFIX = ".key"
@@ -82,12 +83,17 @@ class RemoteSigner:
 
 
 class SigningAgent:
-    """Holds the unlocked key and answers ``address`` and ``sign`` requests for contributions."""
+    """Holds the unlocked key and answers ``address`` and ``sign`` requests for contributions.
 
-    def __init__(self, node_dir: Path, passphrase: str) -> None:
+    Parameters:
+        node_dir, passphrase: the node and what unlocks it.
+        rpc_url: the chain, overriding the one ``node.json`` records (``METAI_NODE_RPC_URL``).
+    """
+
+    def __init__(self, node_dir: Path, passphrase: str, *, rpc_url: str | None = None) -> None:
         from node.node import Node
 
-        node = Node(node_dir, passphrase)
+        node = Node(node_dir, passphrase, rpc_url=rpc_url)
         self.account = node.account  # the one scrypt unlock
         studies = node.exchange.studies
         self.chain_id = node.exchange.chain.chain_id
@@ -162,20 +168,33 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: unlock the node's key and serve until stopped."""
+    """Command line: unlock the node's key and serve until stopped; an error is one line on stderr."""
+    from contracts.errors import ChainUnavailable, InvalidRpcUrl
+    from node.cli_boundary import Boundary
+    from node.config import NodeSettings
+
     parser = argparse.ArgumentParser(prog="python -m node.signer", description=__doc__.splitlines()[0])
     parser.add_argument("--node-dir", type=Path, required=True)
     parser.add_argument("--passphrase-file", type=Path, required=True)
     parser.add_argument("--socket", type=Path, required=True, help="Unix socket path (its directory becomes 0700)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def hint(exc: BaseException) -> str | None:
+        if isinstance(exc, KeyStoreError) and "wrong passphrase" in str(exc):
+            return f"write the node's passphrase (the one given to `metai-node init`) in {args.passphrase_file}"
+        if isinstance(exc, ChainUnavailable | InvalidRpcUrl):
+            return "check METAI_NODE_RPC_URL, or the rpc_url in the node's node.json"
+        return None
+
+    boundary = Boundary(settings=(NodeSettings,), hints=(hint,))
     try:
         passphrase = args.passphrase_file.read_text(encoding="utf-8").strip()
-        agent = SigningAgent(args.node_dir, passphrase)
-    except (OSError, NodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    agent.serve(args.socket)
+        boundary = Boundary(settings=(NodeSettings,), hints=(hint,), extra_secrets=(passphrase,))
+        agent = SigningAgent(args.node_dir, passphrase, rpc_url=NodeSettings().rpc_url)
+        agent.serve(args.socket)
+    except (Exception, KeyboardInterrupt) as exc:
+        return boundary.report(exc)
     return 0
 
 

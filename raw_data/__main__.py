@@ -6,12 +6,19 @@
   write the sinogram file.
 - ``info``: describe a sinogram or ISMRMRD file (and validate it).
 - ``profiles``: list the scanner profiles.
+
+Any error ends as one ``error: ...`` line on stderr: exit code 2 for bad input (a missing or
+unreadable file, a wrong option value), 1 for anything unexpected (a bug: the line asks for a
+report; ``METAI_DEBUG=1`` adds the traceback), 130 for Ctrl-C. Output paths are checked
+before any work, so a long comparison does not fail at its last step.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +26,7 @@ import h5py
 
 from raw_data._files import existing_file
 from raw_data.compare import compare_profiles, format_table, write_panel
-from raw_data.errors import CorruptFileError, RawDataError
+from raw_data.errors import CorruptFileError, MissingFileError, RawDataError
 from raw_data.ismrmrd_io import read_ismrmrd
 from raw_data.phantoms import make_patient
 from raw_data.scanners import PROFILES, get_profile
@@ -119,25 +126,59 @@ def _info(args: argparse.Namespace) -> None:
     )
 
 
+def _check_output(path: Path | None) -> None:
+    """Refuse an output path whose folder does not exist, before any work is done."""
+    if path is not None and not path.parent.is_dir():
+        raise MissingFileError(f"the folder of --out does not exist ({path.parent}); create it or give another path",
+                               path)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, RawDataError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__}; check the path"
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _debug() -> bool:
+    # The command line's own switch: this pure library has no settings class to read it from.
+    return os.environ.get("METAI_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "compare":
+        _check_output(args.out)
+        _compare(args)
+    elif args.command == "scan":
+        _check_output(args.out)
+        _scan(args)
+    elif args.command == "info":
+        _info(args)
+    else:
+        for p in PROFILES.values():
+            print(
+                f"{p.name:<16} {p.n_views:>5} views x {p.n_detectors:>4} detectors, "
+                f"FOV {p.field_of_view_mm:.0f} mm, flux {p.incident_flux:.0e}: {p.description}"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit status."""
+    """Run the command line; return the process exit status (0, 2 bad input, 1 a bug, 130 Ctrl-C)."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "compare":
-            _compare(args)
-        elif args.command == "scan":
-            _scan(args)
-        elif args.command == "info":
-            _info(args)
-        else:
-            for p in PROFILES.values():
-                print(
-                    f"{p.name:<16} {p.n_views:>5} views x {p.n_detectors:>4} detectors, "
-                    f"FOV {p.field_of_view_mm:.0f} mm, flux {p.incident_flux:.0e}: {p.description}"
-                )
+        _run(args)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except (RawDataError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_describe(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if _debug():
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__} ({_describe(exc)}): this is a bug; please report it with "
+              "the output of the same command run with METAI_DEBUG=1", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -28,6 +29,7 @@ from deploy.federation import (
 from deploy.flower import RunResult, SuperLinkProcess
 from deploy.simulation import NODES_ENV, simulation_env
 from node.config import NodeInfo
+from tests.conftest import NODE_PASSPHRASE
 
 PROBE = Path(__file__).resolve().parent / "flower_probe"
 ADDRESS = "0x1234567890AbcdEF1234567890aBcdef12345678"
@@ -369,7 +371,9 @@ def test_study_run_without_coordinator_settings_fails(
 ) -> None:
     monkeypatch.delenv("METAI_COORDINATOR_RPC_URL")
     node = _node(tmp_path, "general")
-    result = cli.invoke(app, ["study", "run", "--study-id", "1", "--node", f"{node.node_dir}={node.passphrase_file}"])
+    args = ["study", "run", "--study-id", "1", "--node", f"{node.node_dir}={node.passphrase_file}",
+            "--set", "min-nodes=1"]
+    result = cli.invoke(app, args)
     assert result.exit_code == 1
     assert "error: METAI_COORDINATOR_RPC_URL is not set" in result.stderr
 
@@ -387,17 +391,39 @@ def test_federation_status_and_down_without_a_federation_fail(cli: CliRunner) ->
         assert "error: no federation is recorded" in result.stderr
 
 
-def test_federation_up_quotes_the_superlink_log_when_it_cannot_start(cli: CliRunner, tmp_path: Path) -> None:
-    node = _node(tmp_path, "general")
+@pytest.fixture
+def real_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_node, exchange,  # type: ignore[no-untyped-def]
+             actors) -> tuple[CliRunner, str, str]:
+    """The commands with a real coordinator (keystore, chain, manifest) and a real hospital node, which
+    `federation up` checks before it starts anything: (runner, --node value, hospital address)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("METAI_RUN_DIR", str(tmp_path / "run"))
+    node = make_node("General Hospital")  # also writes tmp_path/deployment.json
+    key_file = tmp_path / "coordinator-key.json"
+    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, "coordinator passphrase")))
+    settings = CoordinatorSettings(rpc_url=exchange.chain.rpc_url, manifest=tmp_path / "deployment.json",
+                                   key_file=key_file, passphrase=SecretStr("coordinator passphrase"),
+                                   model_dir=tmp_path / "models")
+    for name, value in coordinator_env(settings).items():
+        monkeypatch.setenv(name, value)
+    secret = tmp_path / "general.passphrase"
+    secret.write_text(NODE_PASSPHRASE + "\n")
+    return CliRunner(), f"{node.dir}={secret}", node.address
+
+
+def test_federation_up_quotes_the_cause_from_the_superlink_log_when_it_cannot_start(
+        real_cli: tuple[CliRunner, str, str], tmp_path: Path) -> None:
+    cli, node, _ = real_cli
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        args = ["federation", "up", "--node", f"{node.node_dir}={node.passphrase_file}", "--port", str(port)]
-        result = cli.invoke(app, args)
+        result = cli.invoke(app, ["federation", "up", "--node", node, "--port", str(port)])
     assert result.exit_code == 1
-    assert "error: flower-superlink exited with 1:" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # one line: the log's cause, not the whole log
+    assert result.stderr.startswith("error: flower-superlink exited with 1: ... ")
     assert f"error while attempting to bind on address ('127.0.0.1', {port}): address already in use" in result.stderr
+    assert "lines quoted with METAI_DEBUG=1" in result.stderr
 
 
 def test_study_simulate_needs_each_passphrase_file(cli: CliRunner, tmp_path: Path) -> None:
@@ -408,16 +434,16 @@ def test_study_simulate_needs_each_passphrase_file(cli: CliRunner, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_federation_up_status_down(cli: CliRunner, tmp_path: Path) -> None:
-    node = _node(tmp_path, "general", address=ADDRESS)
-    up = cli.invoke(app, ["federation", "up", "--node", f"{node.node_dir}={node.passphrase_file}"])
+def test_federation_up_status_down(real_cli: tuple[CliRunner, str, str], tmp_path: Path) -> None:
+    cli, node, address = real_cli
+    up = cli.invoke(app, ["federation", "up", "--node", node])
     try:
         assert up.exit_code == 0, up.stderr
-        assert f"SuperNode {ADDRESS} pid" in up.stdout
+        assert f"SuperNode {address} pid" in up.stdout
         status = cli.invoke(app, ["federation", "status"])
         assert status.exit_code == 0, status.stderr
         members = [line.split(":")[0] for line in status.stdout.splitlines()]
-        assert members == ["superlink superlink", f"supernode {ADDRESS}"]
+        assert members == ["superlink superlink", f"supernode {address}", f"signer {address}"]
         assert status.stdout.count(" running on 127.0.0.1:") == 2
     finally:
         down = cli.invoke(app, ["federation", "down"])
