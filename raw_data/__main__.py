@@ -22,15 +22,12 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
-
-from raw_data._files import existing_file
 from raw_data.compare import compare_profiles, format_table, write_panel
-from raw_data.errors import CorruptFileError, MissingFileError, RawDataError
+from raw_data.errors import MissingFileError, RawDataError
 from raw_data.ismrmrd_io import read_ismrmrd
 from raw_data.phantoms import make_patient
 from raw_data.scanners import PROFILES, get_profile
-from raw_data.sinogram_io import FORMAT_NAME, read_sinogram, write_sinogram
+from raw_data.sinogram_io import is_sinogram, read_sinogram, write_sinogram
 from raw_data.virtual_scan import read_dicom_attenuation, scan_image
 
 
@@ -98,18 +95,8 @@ def _scan(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {views} views x {detectors} detectors, profile {profile.name}")
 
 
-def _is_sinogram(path: Path) -> bool:
-    """Tell a MeTAI sinogram from other HDF5 files (ISMRMRD) by its format attribute."""
-    existing_file(path)
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("format") in (FORMAT_NAME, FORMAT_NAME.encode())
-    except OSError as exc:
-        raise CorruptFileError(f"cannot be read as HDF5 ({exc})", path) from exc
-
-
 def _info(args: argparse.Namespace) -> None:
-    if _is_sinogram(args.file):
+    if is_sinogram(args.file):
         s = read_sinogram(args.file)
         g = s.geometry
         print(f"CT sinogram, {g.kind} beam, data {s.data.shape} (views, detectors)")
@@ -124,6 +111,8 @@ def _info(args: argparse.Namespace) -> None:
         f"  lines acquired {int(k.sampled.sum())} (calibration {int(k.calibration.sum())}), "
         f"acceleration {k.acceleration}, coil maps {'yes' if k.coil_maps is not None else 'no'}"
     )
+    if k.read_note:
+        print(f"  read: {k.read_note}")
 
 
 def _check_output(path: Path | None) -> None:
@@ -165,6 +154,12 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status (0, 2 bad input, 1 a bug, 130 Ctrl-C)."""
     args = _parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A damaged file's text may not be valid UTF-8 (it reads back with surrogate escapes):
+        # show such bytes escaped instead of failing to print them.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         _run(args)
     except KeyboardInterrupt:
