@@ -9,11 +9,14 @@ given, so ingesting the same file twice changes nothing.
 from __future__ import annotations
 
 import datetime as _dt
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from node.private import create_file
 
 CATALOG_FILE = "catalog.sqlite"
 
@@ -111,6 +114,9 @@ class QuarantineEntry(Base):
 
 def open_catalog(node_dir: Path) -> sessionmaker[Session]:
     """Open (creating if needed) the catalog of the node in ``node_dir``."""
+    # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode of
+    # the database file, so the whole catalog stays private whatever the umask.
+    create_file(node_dir / CATALOG_FILE)
     engine = create_engine(f"sqlite:///{node_dir / CATALOG_FILE}")
     _tune_sqlite(engine)
     Base.metadata.create_all(engine)
@@ -126,3 +132,33 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+class CatalogReader:
+    """Read-only lookups for ingest workers, on their own SQLite connection (no SQLAlchemy).
+
+    Each query is its own transaction (autocommit), so a worker never holds a snapshot that
+    would keep the writer's WAL from being checkpointed.
+    """
+
+    def __init__(self, node_dir: Path) -> None:
+        self._db = sqlite3.connect(node_dir / CATALOG_FILE, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA query_only=ON")
+
+    def has_source(self, source_sha256: str) -> bool:
+        """Whether a record was ingested from a file with this sha256."""
+        row = self._db.execute("SELECT 1 FROM records WHERE source_sha256 = ?", (source_sha256,)).fetchone()
+        return row is not None
+
+    def has_record(self, record_id: str) -> bool:
+        """Whether a record with this id (sha256 of the stored content) exists."""
+        return self._db.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)).fetchone() is not None
+
+    def patient(self, lookup: str) -> tuple[str, bytes] | None:
+        """(pseudonym, sealed vault entry) of the patient with this lookup HMAC, if known."""
+        row = self._db.execute("SELECT pseudonym, sealed FROM patients WHERE lookup = ?", (lookup,)).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
