@@ -30,9 +30,9 @@ from node.quarantine import file_kind
 
 @dataclass
 class Discovery:
-    """The files to ingest as (path, name relative to its root), and the entries left with a reason."""
+    """The files to ingest as (path, name relative to its root, size in bytes), and the entries left with a reason."""
 
-    files: list[tuple[Path, str]] = field(default_factory=list)
+    files: list[tuple[Path, str, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -71,7 +71,7 @@ class _Walk:
         elif stat.S_ISDIR(st.st_mode):
             self.folder(root, real, "")
         elif stat.S_ISREG(st.st_mode):
-            self.file(root, real, root.name)
+            self.file(root, real, root.name, st.st_size)
         else:
             self.found.skipped.append((str(root), f"{file_kind(st.st_mode)}, not a regular file: never opened"))
 
@@ -87,7 +87,8 @@ class _Walk:
             name = f"{prefix}{entry.name}"
             entry_real = os.path.join(real, entry.name)  # real, since links below are never followed
             try:
-                mode = entry.stat(follow_symlinks=False).st_mode
+                st = entry.stat(follow_symlinks=False)
+                mode = st.st_mode
             except OSError as exc:
                 self.found.skipped.append((str(path), _os_reason("cannot be examined", exc)))
                 continue
@@ -99,15 +100,15 @@ class _Walk:
                 else:
                     self.folder(path, entry_real, f"{name}/")
             elif stat.S_ISREG(mode):
-                self.file(path, entry_real, name)
+                self.file(path, entry_real, name, st.st_size)
             else:
                 self.found.skipped.append((str(path), f"{file_kind(mode)}, not a regular file: never opened"))
 
-    def file(self, path: Path, real: str, name: str) -> None:
+    def file(self, path: Path, real: str, name: str, size: int) -> None:
         if real in self.skip or real in self.seen:
             return  # the sidecar of this run, or the same file reached through overlapping paths
         self.seen.add(real)
-        self.found.files.append((path, name))
+        self.found.files.append((path, name, size))
 
     def _link_reason(self, link: Path) -> str:
         try:

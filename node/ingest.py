@@ -36,7 +36,7 @@ from node.catalog import Patient, QuarantineEntry, Record
 from node.deid import DeidPolicy
 from node.discover import discover
 from node.errors import IngestError
-from node.ingest_pool import default_workers, outcomes
+from node.ingest_pool import FILE_SECONDS, default_workers, outcomes
 from node.ingest_recovery import IngestLock, recover
 from node.ingest_work import Bad, Broken, Crashed, FileTask, Known, Outcome, Stored, Unread, WorkContext
 from node.node import Node
@@ -85,7 +85,11 @@ class Ingestor:
         batch: files per catalog commit.
         keep_bad: copy bad files into the quarantine instead of moving them there (for sources
             that must stay untouched, e.g. a read-only export).
-        workers: worker processes (default: the CPUs this process may use); 1 works in-process.
+        workers: worker processes (default: the CPUs this process may use, at least 2); 1 works
+            in this process, where a reader that crashes or loops on a damaged file cannot be
+            stopped (for debugging).
+        file_seconds: a worker still reading one file after this many seconds (plus one per MB
+            of the file) is stopped and the file quarantined.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Ingestor:
         batch: int = 50,
         keep_bad: bool = False,
         workers: int | None = None,
+        file_seconds: float = FILE_SECONDS,
     ) -> None:
         if workers is not None and workers < 1:
             raise IngestError(f"workers is {workers}, expected 1 or more (1 works in the ingest's own process)")
@@ -108,6 +113,7 @@ class Ingestor:
         self.policy = policy or DeidPolicy()
         self.batch = batch
         self.workers = workers or default_workers()
+        self.file_seconds = file_seconds
 
     def run(
         self, paths: Sequence[Path], *, progress: Callable[[int, int, str], None] | None = None,
@@ -121,12 +127,13 @@ class Ingestor:
         """
         found = discover(paths, skip, exclude=[self.node.dir])
         report = IngestReport(skipped=list(found.skipped))
-        tasks = [FileTask(i, str(path), name) for i, (path, name) in enumerate(found.files)]
+        tasks = [FileTask(i, str(path), name, size) for i, (path, name, size) in enumerate(found.files)]
         ctx = WorkContext(self.node.dir, self.node.secrets, self.sidecar, self.default_patient, self.policy)
         with IngestLock(self.node.dir) as lock:
             report.recovery = recover(self.node, full=not lock.previous_clean).lines()
             writer = _Writer(self.node, report, self.batch, self.keep_bad)
-            stream = outcomes(tasks, ctx, workers=self.workers, before_fork=writer.before_fork)
+            stream = outcomes(tasks, ctx, workers=self.workers, before_fork=writer.before_fork,
+                              file_seconds=self.file_seconds)
             try:
                 for done, outcome in enumerate(stream, start=1):
                     task = tasks[outcome.index]

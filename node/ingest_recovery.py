@@ -39,6 +39,8 @@ from node.quarantine import QUARANTINE_DIR, REASON_SUFFIX
 from node.store import STORE_DIR
 
 LOCK_FILE = "ingest.lock"
+#: Seconds to wait for the lock: the workers of a killed run take a moment to die.
+LOCK_WAIT = 10.0
 _CLEAN, _RUNNING = b"clean\n", b"running\n"
 
 
@@ -70,15 +72,15 @@ class IngestLock:
 
     Parameters:
         node_dir: the node directory.
-        wait: seconds to wait for the lock (workers of a killed run take a moment to die).
+        wait: seconds to wait for the lock (default :data:`LOCK_WAIT`).
 
     Raises:
         IngestError: (on entering) another ingest holds the lock.
     """
 
-    def __init__(self, node_dir: Path, *, wait: float = 10.0) -> None:
+    def __init__(self, node_dir: Path, *, wait: float | None = None) -> None:
         self.path = node_dir / LOCK_FILE
-        self.wait = wait
+        self.wait = LOCK_WAIT if wait is None else wait
         self.previous_clean = False
         self._fd = -1
 

@@ -40,11 +40,12 @@ NO_PATIENT = (
 
 @dataclass(frozen=True)
 class FileTask:
-    """One file to ingest: its position in the run, path, and name relative to its root."""
+    """One file to ingest: its position in the run, path, name relative to its root, size in bytes."""
 
     index: int
     path: str
     name: str
+    size: int = 0
 
 
 @dataclass(frozen=True)
