@@ -126,9 +126,8 @@ def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
     if ds.get("SOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage:
         raise IngestError("a DICOMDIR index, not an image: ingest the image files it lists")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        sop = ds.get("SOPClassUID")
-        name = value_free(str(getattr(sop, "name", sop)), content)
-        raise IngestError(f"DICOM without pixel data (SOP class {name}): not an image")
+        raise IngestError(f"DICOM without pixel data (SOP class {_uid_name(ds.get('SOPClassUID'), content)}): "
+                          "not an image")
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     try:
         if "PixelData" in ds and isinstance(ts, pydicom.uid.UID) and ts.is_transfer_syntax and not ts.is_compressed:
@@ -145,10 +144,17 @@ def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
     except IngestError:
         raise
     except Exception as exc:  # every decoder has its own errors
-        name = value_free(str(getattr(ts, "name", ts) or "unknown transfer syntax"), content)
+        name = _uid_name(ts, content) if ts else "unknown transfer syntax"
         raise IngestError(f"pixel data cannot be decoded ({name}): {describe(exc, content)}") from exc
     local_id = str(ds.get("PatientID", "") or "").strip() or None
     return Parsed("dicom", Kind.IMAGE, str(ds.get("Modality", "OT") or "OT"), local_id, False, ds)
+
+
+def _uid_name(uid: Any, content: bytes) -> str:
+    """The dictionary name of a well-known UID; any other value only without what the file holds."""
+    if isinstance(uid, pydicom.uid.UID) and uid.name != str(uid):
+        return uid.name  # from pydicom's UID dictionary, not from the file
+    return value_free(str(uid), content)
 
 
 def _parse_headerless_dicom(content: bytes) -> pydicom.Dataset:
