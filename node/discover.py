@@ -10,7 +10,9 @@ The policy (docs/node.md, "What is ingested"):
 - Hidden files and folders (names starting with ".") are ingested like any other.
 - FIFOs, sockets and devices are reported and never opened (opening a FIFO blocks).
 - A folder that cannot be listed is reported; so is a given path that does not exist.
-- The node's own directory is never ingested from (it is reported once if it lies inside).
+- The node's own directory is not walked into from outside (it is reported once if it lies
+  inside a given folder); a folder inside it can be given explicitly (the PACS inbox), but its
+  store, quarantine and temporary folders are never ingested from.
 
 Nothing is skipped without an entry in the ingest summary: every entry not taken is returned
 with its reason.
@@ -36,26 +38,30 @@ class Discovery:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def discover(paths: Sequence[Path], skip: Iterable[Path] = (), exclude: Iterable[Path] = ()) -> Discovery:
+def discover(paths: Sequence[Path], skip: Iterable[Path] = (), exclude: Iterable[Path] = (),
+             protect: Iterable[Path] = ()) -> Discovery:
     """Expand files and folders into the regular files to ingest.
 
     Parameters:
         paths: files and folders given by the operator.
         skip: files used otherwise by this run (a label sidecar), left out without a report.
-        exclude: folders never ingested from (the node directory), reported when met.
+        exclude: folders not walked into from outside (the node directory), reported when met.
+        protect: folders never ingested from, even when given (the node's store and quarantine).
     """
     walk = _Walk({os.path.realpath(p) for p in skip}, [os.path.realpath(p) for p in exclude],
-                 [os.path.realpath(p) for p in paths])
+                 [os.path.realpath(p) for p in protect], [os.path.realpath(p) for p in paths])
     for root in paths:
         walk.root(Path(root))
     return walk.found
 
 
 class _Walk:
-    def __init__(self, skip: set[str], exclude: list[str], roots: list[str]) -> None:
+    def __init__(self, skip: set[str], exclude: list[str], protect: list[str], roots: list[str]) -> None:
         self.skip = skip
         self.exclude = exclude
+        self.protect = protect
         self.roots = roots
+        self.root_real = ""
         self.seen: set[str] = set()
         self.found = Discovery()
 
@@ -65,9 +71,9 @@ class _Walk:
         except OSError as exc:
             self.found.skipped.append((str(root), _os_reason("cannot be read", exc)))
             return
-        real = os.path.realpath(root)
+        real = self.root_real = os.path.realpath(root)
         if self._excluded(real):
-            self.found.skipped.append((str(root), "the node's own directory: never ingested from"))
+            self.found.skipped.append((str(root), _NODE_REASON))
         elif stat.S_ISDIR(st.st_mode):
             self.folder(root, real, "")
         elif stat.S_ISREG(st.st_mode):
@@ -96,7 +102,7 @@ class _Walk:
                 self.found.skipped.append((str(path), self._link_reason(path)))
             elif stat.S_ISDIR(mode):
                 if self._excluded(entry_real):
-                    self.found.skipped.append((str(path), "the node's own directory: never ingested from"))
+                    self.found.skipped.append((str(path), _NODE_REASON))
                 else:
                     self.folder(path, entry_real, f"{name}/")
             elif stat.S_ISREG(mode):
@@ -124,7 +130,13 @@ class _Walk:
         return "symbolic link to a path outside the given folders: not followed"
 
     def _excluded(self, real: str) -> bool:
-        return any(_inside(real, folder) for folder in self.exclude)
+        if any(_inside(real, folder) for folder in self.protect):
+            return True
+        # Walked into from outside: excluded; given explicitly (or walked from such a root): not.
+        return any(_inside(real, folder) and not _inside(self.root_real, folder) for folder in self.exclude)
+
+
+_NODE_REASON = "the node's own directory (or its store, quarantine or temporary files): never ingested from"
 
 
 def _inside(path: str, folder: str) -> bool:

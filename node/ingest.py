@@ -38,10 +38,11 @@ from node.discover import discover
 from node.errors import IngestError
 from node.ingest_pool import FILE_SECONDS, default_workers, outcomes
 from node.ingest_recovery import IngestLock, recover
-from node.ingest_work import Bad, Broken, Crashed, FileTask, Known, Outcome, Stored, Unread, WorkContext
+from node.ingest_work import TMP_DIR, Bad, Broken, Crashed, FileTask, Known, Outcome, Stored, Unread, WorkContext
 from node.node import Node
-from node.quarantine import NotRegularFileError, keep_from_source
+from node.quarantine import QUARANTINE_DIR, NotRegularFileError, keep_from_source
 from node.sidecar import Sidecar, SidecarRow, read_sidecar
+from node.store import STORE_DIR
 from node.vault import VaultEntry
 
 __all__ = [
@@ -125,7 +126,9 @@ class Ingestor:
             IngestError: another ingest is running on this node, or the node cannot store its
                 work (e.g. a full disk); what was done is kept and a rerun finishes the job.
         """
-        found = discover(paths, skip, exclude=[self.node.dir])
+        node_dir = self.node.dir
+        found = discover(paths, skip, exclude=[node_dir],
+                         protect=[node_dir / STORE_DIR, node_dir / QUARANTINE_DIR, node_dir / TMP_DIR])
         report = IngestReport(skipped=list(found.skipped))
         tasks = [FileTask(i, str(path), name, size) for i, (path, name, size) in enumerate(found.files)]
         ctx = WorkContext(self.node.dir, self.node.secrets, self.sidecar, self.default_patient, self.policy)

@@ -133,8 +133,16 @@ def test_the_node_directory_is_never_ingested_from(make_node, tmp_path: Path) ->
     first = Ingestor(node, keep_bad=True).run([tmp_path])  # tmp_path holds the node directory itself
     assert [Path(s).name for s, _ in first.ingested] == ["scan.dcm"]
     assert [Path(s).name for s, _ in first.quarantined] == ["deployment.json"]  # the test's manifest
-    assert (str(node.dir), "the node's own directory: never ingested from") in first.skipped
+    reason = "the node's own directory (or its store, quarantine or temporary files): never ingested from"
+    assert (str(node.dir), reason) in first.skipped
     assert len(catalog(node)[0]) == 1
+    # A folder inside the node given explicitly (the PACS inbox) is ingested; its store is not.
+    inbox = node.dir / "pacs-inbox"
+    inbox.mkdir()
+    (inbox / "pulled.dcm").write_bytes(dicom_bytes(patient="SELF-2", instance=2))
+    second = Ingestor(node).run([inbox, node.dir / "store"])
+    assert [Path(s).name for s, _ in second.ingested] == ["pulled.dcm"]
+    assert second.skipped == [(str(node.dir / "store"), reason)]
 
 
 def test_a_250_character_file_name_is_quarantined(node, tmp_path: Path) -> None:
