@@ -88,7 +88,10 @@ def tighten(node_dir: Path, *, always: tuple[str, ...] = ()) -> None:
     """
     for entry in _entries(node_dir):
         if entry.is_dir(follow_symlinks=False):
-            loose = entry.stat(follow_symlinks=False).st_mode & _LOOSE
+            try:
+                loose = entry.stat(follow_symlinks=False).st_mode & _LOOSE
+            except FileNotFoundError:
+                continue
             if loose or entry.name in always:
                 _walk(Path(entry.path))
             _tighten_one(Path(entry.path), DIR_MODE)
@@ -115,8 +118,11 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _tighten_one(path: Path, mode: int) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        return  # a link's own mode means nothing; its target is not the node's to change
-    if stat.S_IMODE(st.st_mode) & ~mode & 0o7777:
-        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return  # a link's own mode means nothing; its target is not the node's to change
+        if stat.S_IMODE(st.st_mode) & ~mode & 0o7777:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+    except FileNotFoundError:
+        pass  # removed meanwhile (a running ingest's temporary file): nothing left to protect
