@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from node.ingest import EXIT_OK, EXIT_PARTIAL
 from tests.node.ingest_corpus import (
     catalog,
     files_containing,
@@ -99,15 +100,17 @@ def test_sigkill_at_seeded_points_then_rerun_accounts_for_every_file(make_node, 
         shutil.copytree(template, source)
         # Half the points are counted in files the run has written, half in seconds since start
         # (which also lands in start-up, discovery and recovery).
-        first: int | float = rng.randint(0, total) if point % 2 == 0 else rng.uniform(0.0, 6.0)
+        first: int | float = rng.randint(0, total) if point % 2 == 0 else rng.uniform(0.0, 3.0)
         outcomes.append(_kill_at(node.dir, first, str(source)))
         if point % 4 == 1:  # kill the rerun as well: recovery itself must survive a kill
             outcomes.append(_kill_at(node.dir, rng.randint(0, total // 2), str(source)))
         final = run_ingest(node.dir, str(source))
-        assert final.returncode == 2, final.stdout + final.stderr  # the bad files are quarantined
+        # 2 while bad files were still there to quarantine; 0 if a killed run had finished that.
+        assert final.returncode in (EXIT_OK, EXIT_PARTIAL), final.stdout + final.stderr
         assert "Traceback" not in final.stderr
         _check_accounted(node, source, originals)
-    assert outcomes.count("killed") >= KILL_POINTS  # the kills really happened mid-run
+    # Most kills must land while the ingest was at work (a run may end before its kill point).
+    assert outcomes.count("killed") >= 0.75 * len(outcomes), outcomes
 
 
 def test_sigkill_while_a_temporary_file_exists_leaves_nothing_identifying(make_node, tmp_path: Path) -> None:
