@@ -9,7 +9,6 @@ given, so ingesting the same file twice changes nothing.
 from __future__ import annotations
 
 import datetime as _dt
-import sqlite3
 from pathlib import Path
 
 from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint, create_engine, event
@@ -133,32 +132,3 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-
-class CatalogReader:
-    """Read-only lookups for ingest workers, on their own SQLite connection (no SQLAlchemy).
-
-    Each query is its own transaction (autocommit), so a worker never holds a snapshot that
-    would keep the writer's WAL from being checkpointed.
-    """
-
-    def __init__(self, node_dir: Path) -> None:
-        self._db = sqlite3.connect(node_dir / CATALOG_FILE, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA query_only=ON")
-
-    def has_source(self, source_sha256: str) -> bool:
-        """Whether a record was ingested from a file with this sha256."""
-        row = self._db.execute("SELECT 1 FROM records WHERE source_sha256 = ?", (source_sha256,)).fetchone()
-        return row is not None
-
-    def has_record(self, record_id: str) -> bool:
-        """Whether a record with this id (sha256 of the stored content) exists."""
-        return self._db.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)).fetchone() is not None
-
-    def patient(self, lookup: str) -> tuple[str, bytes] | None:
-        """(pseudonym, sealed vault entry) of the patient with this lookup HMAC, if known."""
-        row = self._db.execute("SELECT pseudonym, sealed FROM patients WHERE lookup = ?", (lookup,)).fetchone()
-        return None if row is None else (str(row[0]), bytes(row[1]))
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._db.close()

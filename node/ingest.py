@@ -131,12 +131,16 @@ class Ingestor:
                          protect=[node_dir / STORE_DIR, node_dir / QUARANTINE_DIR, node_dir / TMP_DIR])
         report = IngestReport(skipped=list(found.skipped))
         tasks = [FileTask(i, str(path), name, size) for i, (path, name, size) in enumerate(found.files)]
-        ctx = WorkContext(self.node.dir, self.node.secrets, self.sidecar, self.default_patient, self.policy)
         with IngestLock(self.node.dir) as lock:
             report.recovery = recover(self.node, full=not lock.previous_clean).lines()
-            writer = _Writer(self.node, report, self.batch, self.keep_bad)
-            stream = outcomes(tasks, ctx, workers=self.workers, before_fork=writer.before_fork,
-                              file_seconds=self.file_seconds)
+            with self.node.sessions() as session:  # what the workers need to know, read once
+                sources = frozenset(session.scalars(select(Record.source_sha256)))
+                records = set(session.scalars(select(Record.record_id)))
+                patients = {p.lookup: (p.pseudonym, p.sealed) for p in session.scalars(select(Patient))}
+            ctx = WorkContext(self.node.dir, self.node.secrets, self.sidecar, self.default_patient, self.policy,
+                              sources, patients)
+            writer = _Writer(self.node, report, self.batch, self.keep_bad, records, {p for p, _ in patients.values()})
+            stream = outcomes(tasks, ctx, workers=self.workers, file_seconds=self.file_seconds)
             try:
                 for done, outcome in enumerate(stream, start=1):
                     task = tasks[outcome.index]
@@ -147,7 +151,6 @@ class Ingestor:
             finally:
                 stream.close()  # stops the workers now, before the lock is released
                 writer.close()  # uncommitted work of an interrupted run is undone by the next one's recovery
-                ctx.close()
             lock.mark_clean()
         return report
 
@@ -155,7 +158,8 @@ class Ingestor:
 class _Writer:
     """The catalog's single writer: applies outcomes in order, commits in batches."""
 
-    def __init__(self, node: Node, report: IngestReport, batch: int, keep_bad: bool) -> None:
+    def __init__(self, node: Node, report: IngestReport, batch: int, keep_bad: bool, record_ids: set[str],
+                 pseudonyms: set[str]) -> None:
         self.node = node
         self.report = report
         self.batch = batch
@@ -166,8 +170,8 @@ class _Writer:
         self.bad: list[dict[str, Any]] = []
         self.to_remove: list[Path] = []  # quarantined sources, removed once their rows are committed
         self.sources: set[str] = set()  # source sha256 ingested in this run
-        self.record_ids: set[str] = set()
-        self.known_patients: set[str] = set()
+        self.record_ids = record_ids  # in the catalog, or added in this run
+        self.known_patients = pseudonyms
         self.quarantine_rows: set[tuple[str, str]] = set()
         self.pending = 0
         self.since = time.monotonic()
@@ -195,17 +199,18 @@ class _Writer:
 
     def _stored(self, source: str, out: Stored) -> None:
         if out.source_sha256 in self.sources or out.record_id in self.record_ids:
-            self.report.duplicates.append(source)  # the same file or content earlier in this run
+            # The same file earlier in this run, or a file that de-identified to a record already
+            # stored (in this run or before).
+            self.report.duplicates.append(source)
             return
         self.sources.add(out.source_sha256)
         self.record_ids.add(out.record_id)
         if out.pseudonym not in self.known_patients:
             self.known_patients.add(out.pseudonym)
-            if self._session().get(Patient, out.pseudonym) is None:
-                vault = self.node.vault
-                entry = VaultEntry(out.pseudonym, out.local_id, out.date_shift_days, None)
-                self.patients.append({"pseudonym": out.pseudonym, "lookup": vault.lookup(out.local_id),
-                                      "sealed": vault.seal(entry)})
+            vault = self.node.vault
+            entry = VaultEntry(out.pseudonym, out.local_id, out.date_shift_days, None)
+            self.patients.append({"pseudonym": out.pseudonym, "lookup": vault.lookup(out.local_id),
+                                  "sealed": vault.seal(entry)})
         self.records.append({
             "record_id": out.record_id, "source_sha256": out.source_sha256, "patient_pseudonym": out.pseudonym,
             "kind": out.kind, "modality": out.modality, "format": out.format, "path": out.path, "size": out.size,
@@ -259,14 +264,6 @@ class _Writer:
         self.to_remove = []
         self.pending = 0
         self.since = time.monotonic()
-
-    def before_fork(self) -> None:
-        """Commit and close every catalog connection: a forked worker must not inherit one."""
-        if self.session is not None:
-            self.commit()
-            self.session.close()
-            self.session = None
-        self.node.close_connections()
 
     def close(self) -> None:
         """Drop what is not committed (the next run's recovery removes its files)."""

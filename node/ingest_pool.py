@@ -1,10 +1,11 @@
 """Worker processes for an ingest: files are read, parsed, de-identified and stored in parallel.
 
 Workers are forked from the ingest process after its heavy imports, so they start in
-milliseconds and share the loaded libraries; each gets the node's secrets at start and
-never asks the catalog writer anything (pseudonyms and date shifts are derived from the
-node's lookup secret). Outcomes come back in the order of the tasks, with a bounded number
-of tasks in flight, so memory stays flat whatever the number of files.
+milliseconds and share the loaded libraries; each gets the node's secrets and a snapshot of
+what the catalog knows at start, and never asks the catalog writer anything (pseudonyms and
+date shifts are derived from the node's lookup secret) nor opens the catalog. Outcomes come
+back in the order of the tasks, with a bounded number of tasks in flight, so memory stays
+flat whatever the number of files.
 
 A worker that dies (a decoder crashing on a damaged file, the kernel's OOM killer) or
 takes longer than the file's time limit (a damaged HDF5 file can send the HDF5 library into
@@ -25,7 +26,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from node.ingest_work import Crashed, FileTask, Outcome, WorkContext, process_file
@@ -52,15 +53,13 @@ def default_workers() -> int:
 
 
 def outcomes(tasks: Sequence[FileTask], ctx: WorkContext, *, workers: int,
-             before_fork: Callable[[], None], file_seconds: float = FILE_SECONDS) -> Generator[Outcome, None, None]:
+             file_seconds: float = FILE_SECONDS) -> Generator[Outcome, None, None]:
     """The outcome of every task, in task order.
 
     Parameters:
         tasks: the files, with ``index`` equal to their position.
         ctx: what the workers need.
         workers: worker processes; 1 works in this process (no time limit, no crash isolation).
-        before_fork: called before each worker is forked (the caller closes its database
-            connections: a child must not inherit them).
         file_seconds: the base of each file's time limit (:func:`time_limit`).
     """
     if workers <= 1:
@@ -72,7 +71,7 @@ def outcomes(tasks: Sequence[FileTask], ctx: WorkContext, *, workers: int,
         return
     if not tasks:
         return
-    pool = _Pool(ctx, min(workers, len(tasks)), before_fork, file_seconds)
+    pool = _Pool(ctx, min(workers, len(tasks)), file_seconds)
     try:
         yield from pool.run(tasks)
     finally:
@@ -125,11 +124,9 @@ class _Worker:
 
 
 class _Pool:
-    def __init__(self, ctx: WorkContext, size: int, before_fork: Callable[[], None], file_seconds: float) -> None:
+    def __init__(self, ctx: WorkContext, size: int, file_seconds: float) -> None:
         self.ctx = ctx
-        self.before_fork = before_fork
         self.file_seconds = file_seconds
-        before_fork()
         self.workers = [_Worker(ctx) for _ in range(size)]
 
     def run(self, tasks: Sequence[FileTask]) -> Iterator[Outcome]:
@@ -152,7 +149,6 @@ class _Pool:
                     worker.process.kill()
                 if overdue is not None or not worker.process.is_alive():
                     self._bury(worker, done, queue, overdue)
-                    self.before_fork()
                     self.workers[slot] = _Worker(self.ctx)
             while position in done:
                 yield done.pop(position)
@@ -230,8 +226,6 @@ def _serve(conn: mpc.Connection, ctx: WorkContext, parent: int, output: int, par
             conn.send(outcome)
     except (EOFError, OSError):
         pass  # the ingest process is gone
-    finally:
-        ctx.close()
 
 
 def _die_with(parent: int) -> None:

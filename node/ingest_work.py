@@ -4,7 +4,10 @@
 with one worker). It never raises for a problem of the file: whatever goes wrong becomes an
 outcome with a reason, and what the libraries warn or log while reading the file is caught
 and turned into value-free notes, so no element value reaches a terminal or a log. The
-catalog is not written here: the outcome goes to the ingest's single writer.
+catalog is neither written nor read here: workers get a snapshot of what they need when they
+start (the sources already ingested, the patients already known) and the outcome goes to the
+ingest's single writer. A forked worker therefore never touches SQLite, whose connections
+must not cross a fork.
 """
 
 from __future__ import annotations
@@ -12,13 +15,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import sqlite3
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from node.catalog import CatalogReader
 from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.errors import IngestError, NodeError
 from node.formats import deidentify, parse
@@ -79,7 +80,7 @@ class Stored(Outcome):
 
 @dataclass(frozen=True)
 class Known(Outcome):
-    """Already in the catalog: the same file, or a file that de-identifies to the same record."""
+    """Already in the catalog: the same file was ingested before."""
 
     source_sha256: str
 
@@ -116,23 +117,22 @@ class Crashed(Outcome):
 
 @dataclass
 class WorkContext:
-    """What every worker needs, given once when it starts (workers never ask the catalog writer)."""
+    """What every worker needs, given once when it starts (workers never ask the catalog writer).
+
+    ``known_sources`` holds the sha256 of every file already ingested; ``known_patients`` the
+    catalog's patients as lookup HMAC -> (pseudonym, sealed vault entry), both taken when the
+    ingest starts (it holds the node's ingest lock, so nothing else changes them meanwhile).
+    """
 
     node_dir: Path
     secrets: NodeSecrets
     sidecar: Mapping[str, SidecarRow]
     default_patient: str | None
     policy: DeidPolicy
-    _reader: CatalogReader | None = field(default=None, init=False, repr=False)
+    known_sources: frozenset[str] = frozenset()
+    known_patients: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
     _uids: UidMapper | None = field(default=None, init=False, repr=False)
     _patients: dict[str, tuple[str, int]] = field(default_factory=dict, init=False, repr=False)
-
-    @property
-    def reader(self) -> CatalogReader:
-        """This process's read-only catalog connection (opened on first use, after any fork)."""
-        if self._reader is None:
-            self._reader = CatalogReader(self.node_dir)
-        return self._reader
 
     @property
     def uids(self) -> UidMapper:
@@ -146,8 +146,8 @@ class WorkContext:
         found = self._patients.get(local_id)
         if found is None:
             vault = Vault(self.secrets)
-            row = self.reader.patient(vault.lookup(local_id))
-            if row is not None:
+            row = self.known_patients.get(vault.lookup(local_id))
+            if row is not None:  # created by this node before pseudonyms were derived: kept as it is
                 entry = vault.unseal(*row)
                 found = (entry.pseudonym, entry.date_shift_days)
             else:
@@ -155,11 +155,6 @@ class WorkContext:
             self._patients[local_id] = found
         return found
 
-    def close(self) -> None:
-        """Close the catalog connection."""
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
 
 def process_file(task: FileTask, ctx: WorkContext) -> Outcome:
@@ -174,12 +169,12 @@ def process_file(task: FileTask, ctx: WorkContext) -> Outcome:
         return Unread(task.index, f"cannot read: {exc.strerror or type(exc).__name__}")
     source_sha = hashlib.sha256(content).hexdigest()
     caught: list[str] = []
+    if source_sha in ctx.known_sources:
+        return Known(task.index, source_sha)
     try:
-        if ctx.reader.has_source(source_sha):
-            return Known(task.index, source_sha)
         with _capture(caught):
             outcome = _ingest(task, path, content, source_sha, ctx)
-    except (NodeError, OSError, sqlite3.Error) as exc:  # _ingest turned every problem of the file into an outcome
+    except (NodeError, OSError) as exc:  # _ingest turned every problem of the file into an outcome
         return Broken(task.index, f"the node cannot store its work: {describe(exc)}")
     notes = tuple(dict.fromkeys(value_free(message, content) for message in caught))
     return replace(outcome, notes=notes) if notes else outcome
@@ -205,8 +200,6 @@ def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, ctx: Wo
         reason = f"unexpected error while {stage}: {describe(exc, content)}"
         return _quarantine(task, path, content, source_sha, reason, ctx)
     record_id = hashlib.sha256(processed.content).hexdigest()
-    if ctx.reader.has_record(record_id):
-        return Known(task.index, source_sha)  # another source de-identified to identical content
     _, rel = put(ctx.node_dir, processed.content, processed.suffix, digest=record_id)
     return Stored(
         task.index, source_sha, record_id, rel, len(processed.content), int(parsed.kind), parsed.modality[:16],

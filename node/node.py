@@ -86,10 +86,6 @@ class Node:
         ).save(node_dir)
         return cls(node_dir, passphrase)
 
-    def close_connections(self) -> None:
-        """Close the catalog's pooled connections (before forking: a child must not inherit them)."""
-        self.sessions.kw["bind"].dispose()
-
     @cached_property
     def secrets(self) -> NodeSecrets:
         """The unsealed node secrets (raises KeyStoreError on a wrong passphrase)."""
