@@ -3,6 +3,7 @@ files that make the readers raise anything, a worker killed mid-file, and a seco
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import h5py
+import pydicom
 import pytest
 
 from node import ingest_recovery
@@ -321,3 +323,43 @@ def test_a_file_that_makes_the_reader_loop_is_stopped_and_quarantined(node, tmp_
     _, (row,) = catalog(node)
     assert row.reason == "reading it took longer than 3 s, so it was stopped (damage can make a reader loop)"
     assert Path(row.source_path).name == "loops.h5"
+
+
+def test_a_file_that_de_identifies_to_a_stored_record_is_already_present(node, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = dicom_bytes(patient="TWIN-1", instance=1)
+    (folder / "a.dcm").write_bytes(data)
+    (folder / "b.dcm").write_bytes(b"other preamble".ljust(128, b"\0") + data[128:])  # the preamble is not kept
+    first = Ingestor(node).run([folder])
+    assert ([Path(s).name for s, _ in first.ingested], [Path(s).name for s in first.duplicates]) == (["a.dcm"],
+                                                                                                     ["b.dcm"])
+    again = Ingestor(node).run([folder])
+    assert (again.ingested, sorted(Path(s).name for s in again.duplicates)) == ([], ["a.dcm", "b.dcm"])
+    assert len(catalog(node)[0]) == 1
+
+
+def test_a_patient_the_catalog_already_knows_keeps_its_pseudonym(node, tmp_path: Path) -> None:
+    from node.catalog import Patient
+    from node.vault import VaultEntry, derive_pseudonym
+
+    vault = node.vault  # a pseudonym made before pseudonyms were derived from the lookup secret
+    legacy = VaultEntry("MTP-000000LEGACY", "OLD-1", -400, None)
+    with node.sessions() as s:
+        s.add(Patient(pseudonym=legacy.pseudonym, lookup=vault.lookup("OLD-1"), sealed=vault.seal(legacy)))
+        s.commit()
+    (tmp_path / "old.dcm").write_bytes(dicom_bytes(patient="OLD-1", instance=1))
+    (tmp_path / "new.dcm").write_bytes(dicom_bytes(patient="NEW-1", instance=2))
+    report = Ingestor(node).run([tmp_path / "old.dcm", tmp_path / "new.dcm"])
+    assert len(report.ingested) == 2
+    by_source = {Path(s).name: r for s, r in report.ingested}
+    records = {r.record_id: r for r in catalog(node)[0]}
+    old = records[by_source["old.dcm"]]
+    assert old.patient_pseudonym == "MTP-000000LEGACY"
+    original = dt.date.fromisoformat(pydicom.dcmread(tmp_path / "old.dcm").StudyDate)
+    assert pydicom.dcmread(node.dir / old.path).StudyDate == (original - dt.timedelta(days=400)).strftime("%Y%m%d")
+    with node.sessions() as s:
+        new = vault.find(s, "NEW-1")
+    assert new is not None
+    assert records[by_source["new.dcm"]].patient_pseudonym == new.pseudonym
+    assert new.pseudonym == derive_pseudonym(node.secrets.lookup_secret, "NEW-1")[0]
