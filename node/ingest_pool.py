@@ -19,6 +19,7 @@ killed ingest leaves no process writing into the node.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -87,7 +88,13 @@ class _Worker:
         self.output, write_end = os.pipe()
         os.set_blocking(self.output, False)
         self.process = mp.Process(target=_serve, args=(child, ctx, os.getpid(), write_end, self.output), daemon=True)
-        self.process.start()
+        # Frozen objects are left alone by the child's garbage collector, which would otherwise
+        # write into (and so copy) every page of the inherited heap on its first full pass.
+        gc.freeze()
+        try:
+            self.process.start()
+        finally:
+            gc.unfreeze()
         child.close()
         os.close(write_end)
         self.said = b""
