@@ -40,7 +40,7 @@ from node.ingest_pool import FILE_SECONDS, default_workers, outcomes
 from node.ingest_recovery import IngestLock, recover
 from node.ingest_work import TMP_DIR, Bad, Broken, Crashed, FileTask, Known, Outcome, Stored, Unread, WorkContext
 from node.node import Node
-from node.quarantine import QUARANTINE_DIR, NotRegularFileError, keep_from_source
+from node.quarantine import QUARANTINE_DIR, FileIdentity, NotRegularFileError, keep_from_source, remove_if_unchanged
 from node.sidecar import Sidecar, SidecarRow, read_sidecar
 from node.store import STORE_DIR
 from node.vault import VaultEntry
@@ -168,7 +168,7 @@ class _Writer:
         self.records: list[dict[str, Any]] = []
         self.patients: list[dict[str, Any]] = []
         self.bad: list[dict[str, Any]] = []
-        self.to_remove: list[Path] = []  # quarantined sources, removed once their rows are committed
+        self.to_remove: list[tuple[Path, FileIdentity]] = []  # quarantined sources: removed once their rows are in
         self.sources: set[str] = set()  # source sha256 ingested in this run
         self.record_ids = record_ids  # in the catalog, or added in this run
         self.known_patients = pseudonyms
@@ -184,7 +184,7 @@ class _Writer:
         elif isinstance(outcome, Known):
             self.report.duplicates.append(source)
         elif isinstance(outcome, Bad):
-            self._bad(Path(source), outcome.source_sha256, outcome.reason, outcome.quarantine_path)
+            self._bad(Path(source), outcome.source_sha256, outcome.reason, outcome.quarantine_path, outcome.identity)
         elif isinstance(outcome, Crashed):
             self._crashed(Path(source), outcome.reason)
         elif isinstance(outcome, Unread):
@@ -219,7 +219,7 @@ class _Writer:
         self.report.ingested.append((source, out.record_id))
         self.report.flags.extend((source, flag) for flag in out.flags)
 
-    def _bad(self, source: Path, sha: str, reason: str, quarantine_path: str) -> None:
+    def _bad(self, source: Path, sha: str, reason: str, quarantine_path: str, identity: FileIdentity) -> None:
         key = (sha, reason)
         if key not in self.quarantine_rows:
             self.quarantine_rows.add(key)
@@ -229,19 +229,19 @@ class _Writer:
                 self.bad.append({"source_path": str(source), "source_sha256": sha,
                                  "quarantine_path": quarantine_path, "reason": reason})
         if not self.keep_bad:
-            self.to_remove.append(source)
+            self.to_remove.append((source, identity))
         self.report.quarantined.append((str(source), reason))
 
     def _crashed(self, source: Path, reason: str) -> None:
         try:
-            sha, rel = keep_from_source(self.node.dir, source, reason)
+            sha, rel, identity = keep_from_source(self.node.dir, source, reason)
         except NotRegularFileError as exc:
             self.report.skipped.append((str(source), f"{exc.kind}, not a regular file: never read"))
             return
         except OSError as exc:
             self.report.skipped.append((str(source), f"{reason}; and it cannot be read again: {exc.strerror}"))
             return
-        self._bad(source, sha, reason, rel)
+        self._bad(source, sha, reason, rel, identity)
 
     def commit(self) -> None:
         """Write the batch's rows in one transaction; then remove the quarantined sources."""
@@ -254,13 +254,10 @@ class _Writer:
             session.execute(insert(QuarantineEntry), self.bad)
         session.commit()
         self.patients, self.records, self.bad = [], [], []
-        for source in self.to_remove:
-            try:
-                source.unlink()
-            except FileNotFoundError:
-                pass  # the same file reached twice in this run
-            except OSError as exc:
-                self.report.flags.append((str(source), f"copied to the quarantine but not removed: {exc.strerror}"))
+        for source, identity in self.to_remove:
+            problem = remove_if_unchanged(source, identity)
+            if problem is not None:
+                self.report.flags.append((str(source), problem))
         self.to_remove = []
         self.pending = 0
         self.since = time.monotonic()

@@ -24,7 +24,7 @@ from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.errors import IngestError, NodeError
 from node.formats import deidentify, parse
 from node.keys import NodeSecrets
-from node.quarantine import NotRegularFileError, keep, open_regular
+from node.quarantine import FileIdentity, NotRegularFileError, file_identity, keep, open_regular
 from node.redact import describe, value_free
 from node.sidecar import SidecarRow, sidecar_row
 from node.store import put
@@ -92,6 +92,7 @@ class Bad(Outcome):
     source_sha256: str
     reason: str
     quarantine_path: str
+    identity: FileIdentity
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def process_file(task: FileTask, ctx: WorkContext) -> Outcome:
     path = Path(task.path)
     try:
         with open_regular(path) as fh:
+            identity = file_identity(fh)
             content = fh.readall()
     except NotRegularFileError as exc:
         return Unread(task.index, f"{exc.kind}, not a regular file: never read")
@@ -173,14 +175,15 @@ def process_file(task: FileTask, ctx: WorkContext) -> Outcome:
         return Known(task.index, source_sha)
     try:
         with _capture(caught):
-            outcome = _ingest(task, path, content, source_sha, ctx)
+            outcome = _ingest(task, path, content, source_sha, identity, ctx)
     except (NodeError, OSError) as exc:  # _ingest turned every problem of the file into an outcome
         return Broken(task.index, f"the node cannot store its work: {describe(exc)}")
     notes = tuple(dict.fromkeys(value_free(message, content) for message in caught))
     return replace(outcome, notes=notes) if notes else outcome
 
 
-def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, ctx: WorkContext) -> Outcome:
+def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, identity: FileIdentity,
+            ctx: WorkContext) -> Outcome:
     stage = "parsing"
     try:
         parsed = parse(path, content)
@@ -195,10 +198,10 @@ def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, ctx: Wo
     except IngestError as exc:
         # Our own reasons name no value; those of de-identification are checked like any text.
         reason = str(exc) if type(exc) is IngestError else value_free(str(exc), content)
-        return _quarantine(task, path, content, source_sha, reason, ctx)
+        return _quarantine(task, path, content, source_sha, identity, reason, ctx)
     except Exception as exc:  # any failure while reading one file is that file's problem
         reason = f"unexpected error while {stage}: {describe(exc, content)}"
-        return _quarantine(task, path, content, source_sha, reason, ctx)
+        return _quarantine(task, path, content, source_sha, identity, reason, ctx)
     record_id = hashlib.sha256(processed.content).hexdigest()
     _, rel = put(ctx.node_dir, processed.content, processed.suffix, digest=record_id)
     return Stored(
@@ -208,10 +211,10 @@ def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, ctx: Wo
     )
 
 
-def _quarantine(task: FileTask, path: Path, content: bytes, source_sha: str, reason: str,
+def _quarantine(task: FileTask, path: Path, content: bytes, source_sha: str, identity: FileIdentity, reason: str,
                 ctx: WorkContext) -> Bad:
     rel = keep(ctx.node_dir, path, content, source_sha, reason)
-    return Bad(task.index, source_sha, reason, rel)
+    return Bad(task.index, source_sha, reason, rel, identity)
 
 
 class _ListHandler(logging.Handler):

@@ -58,13 +58,14 @@ def keep(node_dir: Path, source: Path, content: bytes, source_sha256: str, reaso
     return copy.relative_to(node_dir).as_posix()
 
 
-def keep_from_source(node_dir: Path, source: Path, reason: str) -> tuple[str, str]:
+def keep_from_source(node_dir: Path, source: Path, reason: str) -> tuple[str, str, FileIdentity]:
     """Copy the file at ``source`` into the quarantine, hashing it on the way.
 
     For files whose bytes are not at hand (the process reading them died).
 
     Returns:
-        (sha256 of the copied bytes, the copy's path relative to ``node_dir``).
+        (sha256 of the copied bytes, the copy's path relative to ``node_dir``, the identity of
+        the file read).
 
     Raises:
         OSError: the source cannot be opened or read; NotRegularFileError: it is not a regular file.
@@ -76,6 +77,7 @@ def keep_from_source(node_dir: Path, source: Path, reason: str) -> tuple[str, st
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as out, open_regular(source) as src:
+            identity = file_identity(src)
             while block := src.read(1 << 20):
                 digest.update(block)
                 out.write(block)
@@ -85,7 +87,38 @@ def keep_from_source(node_dir: Path, source: Path, reason: str) -> tuple[str, st
         Path(tmp).unlink(missing_ok=True)
         raise
     _write_reason(copy, source, digest.hexdigest(), reason)
-    return digest.hexdigest(), copy.relative_to(node_dir).as_posix()
+    return digest.hexdigest(), copy.relative_to(node_dir).as_posix(), identity
+
+
+#: (device, inode, size, modification time in ns) of a file as it was read.
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(fh: io.FileIO) -> FileIdentity:
+    """The identity of the open file ``fh``."""
+    st = os.fstat(fh.fileno())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def remove_if_unchanged(path: Path, identity: FileIdentity) -> str | None:
+    """Remove the source at ``path`` if it is still the file that was read; else say why not.
+
+    A quarantined source is removed only after its catalog row is committed, a moment after it
+    was read: a file written over it meanwhile is another file, and stays.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None  # the same file reached twice in this run, or removed by someone else
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != identity:
+        return "copied to the quarantine but not removed: it changed after it was read"
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"copied to the quarantine but not removed: {exc.strerror}"
+    return None
 
 
 def open_regular(path: Path) -> io.FileIO:

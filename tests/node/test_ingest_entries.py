@@ -21,7 +21,7 @@ from node.errors import IngestError
 from node.ingest import EXIT_PARTIAL, Ingestor
 from node.ingest_recovery import IngestLock
 from node.node import Node
-from node.quarantine import NotRegularFileError, open_regular
+from node.quarantine import NotRegularFileError, file_identity, open_regular, remove_if_unchanged
 from tests.conftest import NODE_PASSPHRASE
 from tests.node.ingest_corpus import (
     bad_link_sinogram,
@@ -363,3 +363,19 @@ def test_a_patient_the_catalog_already_knows_keeps_its_pseudonym(node, tmp_path:
     assert new is not None
     assert records[by_source["new.dcm"]].patient_pseudonym == new.pseudonym
     assert new.pseudonym == derive_pseudonym(node.secrets.lookup_secret, "NEW-1")[0]
+
+
+def test_a_quarantined_source_changed_after_it_was_read_is_left_in_place(tmp_path: Path) -> None:
+    source = tmp_path / "bad.dcm"
+    source.write_bytes(b"as read")
+    with open_regular(source) as fh:
+        identity = file_identity(fh)
+    time.sleep(0.01)
+    source.write_bytes(b"written over meanwhile")  # same path, another file now
+    assert remove_if_unchanged(source, identity) == "copied to the quarantine but not removed: it changed after it " \
+                                                    "was read"
+    assert source.read_bytes() == b"written over meanwhile"
+    with open_regular(source) as fh:
+        identity = file_identity(fh)
+    assert remove_if_unchanged(source, identity) is None
+    assert not source.exists()
