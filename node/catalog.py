@@ -15,6 +15,8 @@ from sqlalchemy import ForeignKey, LargeBinary, String, UniqueConstraint, create
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from node.private import create_file
+
 CATALOG_FILE = "catalog.sqlite"
 
 
@@ -111,6 +113,9 @@ class QuarantineEntry(Base):
 
 def open_catalog(node_dir: Path) -> sessionmaker[Session]:
     """Open (creating if needed) the catalog of the node in ``node_dir``."""
+    # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode of
+    # the database file, so the whole catalog stays private whatever the umask.
+    create_file(node_dir / CATALOG_FILE)
     engine = create_engine(f"sqlite:///{node_dir / CATALOG_FILE}")
     _tune_sqlite(engine)
     Base.metadata.create_all(engine)
@@ -126,3 +131,4 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+

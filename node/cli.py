@@ -136,8 +136,16 @@ def ingest(
     patient: Annotated[str | None, typer.Option(help="local patient id for objects naming none")] = None,
     burned_in: Annotated[str, typer.Option(help="burned-in annotation: refuse or flag")] = "refuse",
     keep_bad: Annotated[bool, typer.Option(help="copy bad files to the quarantine instead of moving them")] = False,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: one per CPU, at least 2; 1: none, "
+                                                     "for debugging)")] = None,
+    file_timeout: Annotated[float, typer.Option(help="seconds (plus one per MB) a worker may spend on one file "
+                                                     "before it is stopped and the file quarantined")] = 60.0,
 ) -> None:
-    """Validate, de-identify and catalog DICOM, ISMRMRD and sinogram files."""
+    """Validate, de-identify and catalog DICOM, ISMRMRD and sinogram files.
+
+    Every entry not ingested is listed with its reason: quarantined (a bad file, moved to the
+    node's quarantine) or skipped (not a regular file, a symbolic link, unreadable: left in place).
+    """
     from node.deid import DeidPolicy
     from node.ingest import Ingestor, iter_report_lines, read_sidecar
 
@@ -146,7 +154,8 @@ def ingest(
     try:
         node = _open()
         ingestor = Ingestor(node, sidecar=read_sidecar(labels) if labels else None, default_patient=patient,
-                            policy=DeidPolicy(burned_in=burned_in), keep_bad=keep_bad)  # type: ignore[arg-type]
+                            policy=DeidPolicy(burned_in=burned_in), keep_bad=keep_bad,  # type: ignore[arg-type]
+                            workers=workers, file_seconds=file_timeout)
         columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.description}"))
         with Progress(*columns, console=_out(), transient=True) as bar:

@@ -8,9 +8,7 @@ patient id; :func:`deidentify` returns the bytes to store, de-identified for tha
 from __future__ import annotations
 
 import io
-import struct
 import xml.etree.ElementTree as ET
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +17,19 @@ import h5py
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels.decoders.base import DecodeRunner
 
 from contracts.datause import Kind
 from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.deid import deidentify as deidentify_dicom
 from node.errors import IngestError
+from node.redact import describe, value_free
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 SINOGRAM_FORMAT = "metai-ct-sinogram"
 #: Where a sinogram names its patient (the hospital's local id), removed on ingest.
 SINOGRAM_PATIENT_KEY = "patient_id"
-_DICOM_READ_ERRORS = (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-                      struct.error, NotImplementedError, RuntimeError, OSError, zlib.error)
 
 
 @dataclass
@@ -60,19 +58,21 @@ class Processed:
 def parse(path: Path, content: bytes) -> Parsed:
     """Recognise and validate ``content`` (read from ``path``).
 
+    Any failure of the libraries reading the file becomes an :class:`IngestError` whose
+    message states the exception class and carries no value taken from the file
+    (:func:`node.redact.describe`).
+
     Raises:
         IngestError: empty, unrecognised, truncated or undecodable; the message is the reason.
     """
     if not content:
         raise IngestError("empty file (0 bytes)")
     if content.startswith(HDF5_SIGNATURE):
-        return _parse_hdf5(path)
+        return _parse_hdf5(path, content)
     return _parse_dicom(content)
 
 
-def deidentify(
-    parsed: Parsed, patient: PatientContext, uids: UidMapper, policy: DeidPolicy, tmp_dir: Path
-) -> Processed:
+def deidentify(parsed: Parsed, patient: PatientContext, uids: UidMapper, policy: DeidPolicy) -> Processed:
     """De-identify ``parsed`` for ``patient``; return the bytes to store."""
     if parsed.format == "dicom":
         result = deidentify_dicom(parsed.payload, patient, uids, policy, in_place=True)
@@ -85,8 +85,8 @@ def deidentify(
             series_uid=str(result.dataset.get("SeriesInstanceUID", "")) or None,
             flags=tuple(result.flags),
         )
-    # Raw files are rebuilt in memory from their allow-lists: ``tmp_dir`` is not used. Imported here,
-    # like the readers in parse, so that importing this module does not load torch and ismrmrd.
+    # Raw files are rebuilt in memory from their allow-lists (nothing is written on the way). Imported
+    # here, like the readers in parse, so that importing this module does not load torch and ismrmrd.
     from node.raw_deid import deidentify_raw
 
     raw = deidentify_raw(parsed.format, parsed.payload, patient, uids)
@@ -102,25 +102,51 @@ def _parse_dicom(content: bytes) -> Parsed:
         ds = pydicom.dcmread(io.BytesIO(content))
     except InvalidDicomError:
         ds = _parse_headerless_dicom(content)
-    except _DICOM_READ_ERRORS as exc:
+    except Exception as exc:  # a damaged file can make the reader fail in any way
         raise IngestError(
-            f"DICOM cannot be parsed ({type(exc).__name__}: {exc}); the file is truncated or damaged"
+            f"DICOM cannot be parsed ({describe(exc, content)}); the file is truncated or damaged"
         ) from exc
+    try:
+        return _check_dicom(ds, content)
+    except IngestError:
+        raise
+    except Exception as exc:  # values are converted lazily, so damage shows only here
+        raise IngestError(f"DICOM cannot be read ({describe(exc, content)}); the file is damaged") from exc
+
+
+def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
     if ds.get("SOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage:
         raise IngestError("a DICOMDIR index, not an image: ingest the image files it lists")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        sop = ds.get("SOPClassUID")
-        raise IngestError(f"DICOM without pixel data (SOP class {getattr(sop, 'name', sop)}): not an image")
+        raise IngestError(f"DICOM without pixel data (SOP class {_uid_name(ds.get('SOPClassUID'), content)}): "
+                          "not an image")
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     try:
-        pixels = ds.pixel_array
-    except _DICOM_READ_ERRORS as exc:
-        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-        name = getattr(ts, "name", ts) or "unknown transfer syntax"
-        raise IngestError(f"pixel data cannot be decoded ({name}): {exc}") from exc
-    if not np.all(np.isfinite(pixels)) if pixels.dtype.kind == "f" else False:
-        raise IngestError("pixel data hold NaN or infinite values")
+        if "PixelData" in ds and isinstance(ts, pydicom.uid.UID) and ts.is_transfer_syntax and not ts.is_compressed:
+            # Native integer pixels: decoding only reshapes the buffer once pydicom's decoder has
+            # checked the pixel description against it, so that check is the whole validation
+            # (and takes a quarter of the time of building the array).
+            runner = DecodeRunner(ts)
+            runner.set_source(ds)
+            runner.validate()
+        else:
+            pixels = ds.pixel_array
+            if pixels.dtype.kind == "f" and not np.all(np.isfinite(pixels)):
+                raise IngestError("pixel data hold NaN or infinite values")
+    except IngestError:
+        raise
+    except Exception as exc:  # every decoder has its own errors
+        name = _uid_name(ts, content) if ts else "unknown transfer syntax"
+        raise IngestError(f"pixel data cannot be decoded ({name}): {describe(exc, content)}") from exc
     local_id = str(ds.get("PatientID", "") or "").strip() or None
     return Parsed("dicom", Kind.IMAGE, str(ds.get("Modality", "OT") or "OT"), local_id, False, ds)
+
+
+def _uid_name(uid: Any, content: bytes) -> str:
+    """The dictionary name of a well-known UID; any other value only without what the file holds."""
+    if isinstance(uid, pydicom.uid.UID) and uid.name != str(uid):
+        return uid.name  # from pydicom's UID dictionary, not from the file
+    return value_free(str(uid), content)
 
 
 def _parse_headerless_dicom(content: bytes) -> pydicom.Dataset:
@@ -129,7 +155,7 @@ def _parse_headerless_dicom(content: bytes) -> pydicom.Dataset:
         ds = pydicom.dcmread(io.BytesIO(content), force=True)
         if "SOPClassUID" in ds and ("PixelData" in ds or "Modality" in ds):
             return ds
-    except _DICOM_READ_ERRORS:
+    except Exception:  # not DICOM after all: said below
         pass
     raise IngestError("neither DICOM (no DICM preamble, no DICOM header) nor HDF5: not a supported file")
 
@@ -137,34 +163,35 @@ def _parse_headerless_dicom(content: bytes) -> pydicom.Dataset:
 # ---------------------------------------------------------------------- HDF5
 
 
-def _parse_hdf5(path: Path) -> Parsed:
+def _parse_hdf5(path: Path, content: bytes) -> Parsed:
     try:
         with h5py.File(path, "r") as f:
             fmt = f.attrs.get("format")
             fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
             if fmt == SINOGRAM_FORMAT:
-                return _parse_sinogram(path, f)
+                return _parse_sinogram(path, content)
             xml = _ismrmrd_xml(f)
-    except OSError as exc:
-        raise IngestError(f"HDF5 cannot be read ({exc}); the file is truncated or corrupt") from exc
+    except IngestError:
+        raise
+    except Exception as exc:  # h5py raises OSError, RuntimeError, KeyError, ... on damage
+        raise IngestError(f"HDF5 cannot be read ({describe(exc, content)}); the file is truncated or corrupt") from exc
     if xml is None:
         raise IngestError(
             "HDF5 but neither an ISMRMRD dataset (no /dataset/xml) nor a MeTAI sinogram (format attribute)"
         )
-    return _parse_ismrmrd(path, xml)
+    return _parse_ismrmrd(path, xml, content)
 
 
-def _parse_sinogram(path: Path, f: Any) -> Parsed:
-    from raw_data.errors import RawDataError
+def _parse_sinogram(path: Path, content: bytes) -> Parsed:
     from raw_data.sinogram_io import read_sinogram
 
     try:
         sinogram = read_sinogram(path)
-    except RawDataError as exc:
-        raise IngestError(f"invalid CT sinogram file: {exc}") from exc
+    except Exception as exc:  # the reader's documented errors and any other
+        raise IngestError(f"invalid CT sinogram file ({describe(exc, content)})") from exc
     provenance = dict(sinogram.provenance)
-    local_id = provenance.get(SINOGRAM_PATIENT_KEY, "").strip() or None
-    synthetic = provenance.get("synthetic", "").lower() in ("1", "true", "yes")
+    local_id = str(provenance.get(SINOGRAM_PATIENT_KEY, "")).strip() or None
+    synthetic = str(provenance.get("synthetic", "")).lower() in ("1", "true", "yes")
     return Parsed(SINOGRAM_FORMAT, Kind.CT_SINOGRAM, "CT", local_id, synthetic, path)
 
 
@@ -175,18 +202,17 @@ def _ismrmrd_xml(f: Any) -> str | None:
     return None
 
 
-def _parse_ismrmrd(path: Path, xml: str) -> Parsed:
-    from raw_data.errors import RawDataError
+def _parse_ismrmrd(path: Path, xml: str, content: bytes) -> Parsed:
     from raw_data.ismrmrd_io import read_ismrmrd
 
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise IngestError(f"ISMRMRD header is not valid XML: {exc}") from exc
+        raise IngestError(f"ISMRMRD header is not valid XML ({describe(exc, content)})") from exc
     try:
         read_ismrmrd(path)
-    except RawDataError as exc:
-        raise IngestError(f"invalid ISMRMRD dataset: {exc}") from exc
+    except Exception as exc:  # the reader's documented errors and any other
+        raise IngestError(f"invalid ISMRMRD dataset ({describe(exc, content)})") from exc
     local_id = _xml_text(root, "subjectInformation", "patientID")
     return Parsed("ismrmrd", Kind.MR_KSPACE, "MR", local_id, False, path)
 

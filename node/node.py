@@ -1,4 +1,7 @@
-"""One hospital node: its directory, catalog, unlocked secrets, key and chain connection."""
+"""One hospital node: its directory, catalog, unlocked secrets, key and chain connection.
+
+The node directory is private: 0700, and every file in it 0600 (:mod:`node.private`).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,19 @@ from node.catalog import open_catalog
 from node.config import NodeInfo
 from node.errors import NodeConfigError
 from node.keys import NodeSecrets, create_secrets, load_key, load_secrets, store_key
+from node.private import make_dir, private_umask, tighten
 from node.vault import Vault
 
 MANIFEST_COPY = "deployment.json"
+#: Folders whose every file is checked for loose permissions each time a node is opened.
+_ALWAYS_TIGHTENED = ("quarantine", "tmp")
 
 
 class Node:
     """A hospital node opened with its passphrase.
+
+    Opening a node sets the process umask to 077 (every file the process writes from then on
+    is private to its user) and tightens what an older version left readable by others.
 
     Parameters:
         node_dir: the node directory made by :meth:`init`.
@@ -33,6 +42,8 @@ class Node:
     def __init__(self, node_dir: Path, passphrase: str, *, rpc_url: str | None = None) -> None:
         self.dir = Path(node_dir)
         self.info = NodeInfo.load(self.dir)
+        private_umask()
+        tighten(self.dir, always=_ALWAYS_TIGHTENED)
         self._passphrase = passphrase
         self.rpc_url = rpc_url or self.info.rpc_url
         self.sessions: sessionmaker[Session] = open_catalog(self.dir)
@@ -57,7 +68,8 @@ class Node:
         if (node_dir / "node.json").exists():
             raise NodeConfigError(f"{node_dir} already holds a node; choose another directory")
         deployment = read_manifest(manifest)  # validate before creating anything
-        node_dir.mkdir(parents=True, exist_ok=True)
+        private_umask()
+        make_dir(node_dir)
         if private_key is None:
             from eth_account import Account
 

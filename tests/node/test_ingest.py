@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -90,7 +91,11 @@ def test_mixed_folder_ingests_good_and_quarantines_bad_with_reasons(node, good_d
     qdir = node.dir / "quarantine"
     assert len(list(qdir.glob("*.reason.txt"))) == 5
     assert sorted(p.name for p in good_dir.iterdir()) == sorted(REAL_FILES)  # bad files moved out
-    assert {p.name.split("-", 1)[1] for p in qdir.iterdir() if not p.name.endswith(".reason.txt")} == set(reasons)
+    copies = [p for p in qdir.iterdir() if not p.name.endswith(".reason.txt")]
+    for copy in copies:  # named by the sha256 of the bytes, never by the source's name
+        assert copy.name.split(".")[0] == hashlib.sha256(copy.read_bytes()).hexdigest()
+    named = {Path(p.read_text().splitlines()[0].removeprefix("source: ")).name for p in qdir.glob("*.reason.txt")}
+    assert named == set(reasons)
     with node.sessions() as s:
         assert s.scalar(select(func.count()).select_from(QuarantineEntry)) == 5
 
@@ -101,7 +106,7 @@ def test_keep_bad_copies_instead_of_moving(node, tmp_path: Path) -> None:
     report = Ingestor(node, keep_bad=True).run([tmp_path / "bad"])
     assert len(report.quarantined) == 1
     assert (tmp_path / "bad" / "x.txt").exists()
-    assert len(list((node.dir / "quarantine").glob("*-x.txt"))) == 1
+    assert [p.read_bytes() for p in (node.dir / "quarantine").glob("*.txt") if ".reason" not in p.name] == [b"x"]
 
 
 def test_only_bad_files_exit_failed(node, tmp_path: Path) -> None:
