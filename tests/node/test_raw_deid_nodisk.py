@@ -26,7 +26,7 @@ from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.formats import deidentify, parse
 source, tmp = Path(sys.argv[1]), Path(sys.argv[2])
 parsed = parse(source, source.read_bytes())
-out = deidentify(parsed, PatientContext("MTP-0123456789", -40), UidMapper(b"k" * 32), DeidPolicy(), tmp)
+out = deidentify(parsed, PatientContext("MTP-0123456789", -40), UidMapper(b"k" * 32), DeidPolicy())
 print(len(out.content))
 """
 _CALLS = "open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,mkdir,mkdirat,truncate"
