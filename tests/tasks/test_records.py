@@ -97,7 +97,7 @@ def test_record_stored_by_a_node_still_loads_the_same(code: str, written_records
     task = get_task(code)
     path, _ = written_records[code][0]
     parsed = parse(path, path.read_bytes())
-    stored = deidentify(parsed, PatientContext("MTP-0123456789", -30), UidMapper(bytes(16)), DeidPolicy(), tmp_path)
+    stored = deidentify(parsed, PatientContext("MTP-0123456789", -30), UidMapper(bytes(16)), DeidPolicy())
     copy = tmp_path / f"stored{stored.suffix}"
     copy.write_bytes(stored.content)
     assert b"TEST-P0001" not in stored.content
