@@ -4,91 +4,30 @@ At least 500 mutants of every supported format (DICOM from pydicom's public test
 CT sinograms, ISMRMRD k-space), made by bit flips, truncations and overwritten byte ranges
 aimed at the structures the readers walk: for DICOM the preamble, the file meta group and the
 element headers (tag, VR, length); for HDF5 the superblock and the objects found by their
-signatures (object headers, B-trees, local and global heaps, symbol-table nodes). The
+signatures and through h5py (object headers, B-trees, heaps, chunks): tests/raw_data/mutations.py. The
 originals go in too. One ingest takes them all.
 """
 
 from __future__ import annotations
 
-import io
-import random
 import re
 import shutil
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.filereader import data_element_generator
 
 from node.ingest import EXIT_PARTIAL
 from raw_data import read_ismrmrd, read_sinogram
 from tests.node.ingest_corpus import catalog, run_ingest, sha, write_kspace, write_sinogram
+from tests.raw_data.mutations import unique_mutants
 
 SEED = 9_000_009
 PER_FORMAT = 510
 DICOM_ORIGINALS = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "MR_small_jpeg_ls_lossless.dcm",
                    "rtdose.dcm"]
-HDF5_SIGNATURES = [b"OHDR", b"OCHK", b"TREE", b"HEAP", b"GCOL", b"SNOD", b"BTHD", b"BTIN", b"BTLF", b"FRHP",
-                   b"FHDB", b"FHIB", b"FSHD", b"FSSE"]
-
-
-def _dicom_targets(data: bytes) -> list[int]:
-    """The preamble's end, the DICM prefix, and the header (tag, VR, length) of every element."""
-    targets = [0, 120, 128, 132]
-    fp = io.BytesIO(data)
-    fp.seek(132)
-    meta_end = 132
-    for raw in data_element_generator(fp, False, True):  # the file meta group: explicit VR little endian
-        if raw.tag.group != 2:
-            break
-        targets.append(raw.value_tell - _header_length(raw.VR, implicit=False))
-        meta_end = raw.value_tell + raw.length
-    implicit, little = pydicom.dcmread(io.BytesIO(data)).original_encoding
-    fp.seek(meta_end)
-    for raw in data_element_generator(fp, bool(implicit), little is not False):
-        at = raw.value_tell if hasattr(raw, "value_tell") else raw.file_tell  # a parsed sequence has no value_tell
-        targets.append(at - _header_length(raw.VR, implicit=bool(implicit)))
-    return sorted({t for t in targets if 0 <= t < len(data)})
-
-
-def _header_length(vr: str | None, *, implicit: bool) -> int:
-    long_form = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-    return 8 if implicit or vr not in long_form else 12
-
-
-def _hdf5_targets(data: bytes) -> list[int]:
-    """The superblock, and every object whose signature appears in the file."""
-    targets = [0, 8, 12, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88]
-    for signature in HDF5_SIGNATURES:
-        targets.extend(m.start() for m in re.finditer(re.escape(signature), data))
-    return sorted(set(t for t in targets if t < len(data)))
-
-
-def _mutants(original: bytes, targets: list[int], rng: random.Random, count: int) -> list[bytes]:
-    out: list[bytes] = []
-    seen = {sha(original)}
-    while len(out) < count:
-        data = bytearray(original)
-        how = rng.random()
-        if how < 0.30:  # bit flips anywhere
-            for _ in range(rng.randint(1, 8)):
-                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        elif how < 0.45:  # truncation
-            data = data[: rng.randrange(len(data))]
-        else:  # an overwritten range in a header, heap or tree
-            at = rng.choice(targets) + rng.randrange(0, 48)
-            width = rng.randint(1, 16)
-            fill = rng.choice([lambda: rng.randrange(256), lambda: 0, lambda: 255])
-            for i in range(at, min(at + width, len(data))):
-                data[i] = fill()
-        digest = sha(bytes(data))
-        if digest not in seen:
-            seen.add(digest)
-            out.append(bytes(data))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +37,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tu
     The originals' names sort first: a mutant that de-identifies to the same record (a flip in
     the DICOM preamble) is then the duplicate, not the original.
     """
-    rng = random.Random(SEED)
     root = tmp_path_factory.mktemp("fuzz")
     folder = root / "corpus"
     folder.mkdir()
@@ -112,16 +50,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tu
         originals[f"0-orig-kspace-{i}.h5"] = ("ismrmrd", (root / f"k{i}.h5").read_bytes())
     for name, (_, data) in originals.items():
         (folder / name).write_bytes(data)
-    by_format: dict[str, list[tuple[str, bytes]]] = {}
-    for name, (fmt, data) in originals.items():
-        by_format.setdefault(fmt, []).append((name, data))
-    targets: dict[str, Callable[[bytes], list[int]]] = {"dicom": _dicom_targets, "sinogram": _hdf5_targets,
-                                                        "ismrmrd": _hdf5_targets}
-    for fmt, sources in by_format.items():
-        per_source = -(-PER_FORMAT // len(sources))
-        for name, data in sources:
-            for i, mutant in enumerate(_mutants(data, targets[fmt](data), rng, per_source)):
-                (folder / f"mut-{fmt}-{Path(name).stem}-{i:03d}{Path(name).suffix}").write_bytes(mutant)
+    by_format: dict[str, list[str]] = {}
+    for name, (fmt, _) in originals.items():
+        by_format.setdefault(fmt, []).append(name)
+    for fmt, names in by_format.items():
+        per_source = -(-PER_FORMAT // len(names))
+        for n, name in enumerate(names):
+            for i, mutant in enumerate(unique_mutants(folder / name, SEED + 1000 * n, per_source)):
+                (folder / f"mut-{fmt}-{Path(name).stem}-{i:03d}{Path(name).suffix}").write_bytes(mutant.data)
     return folder, originals
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import os
 import re
@@ -26,6 +27,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pydicom
+from pydicom.filereader import data_element_generator
 
 import raw_data.errors
 
@@ -97,13 +100,41 @@ def regions(path: Path) -> list[Region]:
 
 
 def _dicom_regions(raw: bytes) -> list[Region]:
-    """Split a DICOM file's meta header and data set up to the pixel data into 32-byte pieces.
+    """Return the DICOM structures a reader parses: the preamble's end, the DICM prefix, and the
+    header (tag, VR, length) of every element of the file meta group and the data set.
 
-    Tags, value representations and lengths live there; the pixel data are samples.
+    Values are mostly samples and text, which a reader takes as they come; the headers decide
+    how everything after them is parsed. A file whose elements cannot be walked falls back to
+    32-byte pieces up to the pixel data.
     """
-    pixel_tag = raw.find(b"\xe0\x7f\x10\x00")
-    end = pixel_tag + 12 if pixel_tag > 0 else len(raw)
-    return [Region(f"DICOM header +{start}", start, 32) for start in range(128, end, 32)]
+    found = [Region("preamble end", 120, 8), Region("DICM prefix", 128, 4)]
+    try:
+        fp = io.BytesIO(raw)
+        fp.seek(132)
+        meta_end = 132
+        for elem in data_element_generator(fp, False, True):  # the file meta group: explicit VR little endian
+            if elem.tag.group != 2:
+                break
+            found.append(_element_header(elem, implicit=False))
+            meta_end = elem.value_tell + elem.length
+        implicit, little = pydicom.dcmread(io.BytesIO(raw)).original_encoding
+        fp.seek(meta_end)
+        for elem in data_element_generator(fp, bool(implicit), little is not False):
+            found.append(_element_header(elem, implicit=bool(implicit)))
+    except Exception:
+        pixel_tag = raw.find(b"\xe0\x7f\x10\x00")
+        end = pixel_tag + 12 if pixel_tag > 0 else len(raw)
+        return [Region(f"DICOM header +{start}", start, 32) for start in range(128, end, 32)]
+    return found
+
+
+_LONG_FORM_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+
+
+def _element_header(elem: Any, *, implicit: bool) -> Region:
+    start = elem.value_tell if hasattr(elem, "value_tell") else elem.file_tell  # a parsed sequence has no value_tell
+    length = 8 if implicit or elem.VR not in _LONG_FORM_VRS else 12
+    return Region(f"DICOM element ({elem.tag.group:04X},{elem.tag.element:04X}) header", start - length, length)
 
 
 _EXTREMES = (b"\xff" * 8, b"\x00" * 8, b"\x7f\xff\xff\xff" * 2, b"\x00\x00\x00\x80" * 2, b"\x01\x00\x00\x00" * 2)
@@ -264,3 +295,19 @@ def run_corpus(reader: str, original: Path, folder: Path, *, seed: int, count: i
             key = outcome.split(":")[0].split(" (")[0]
             tally[key] = tally.get(key, 0) + 1
     return findings, tally
+
+
+def unique_mutants(path: Path, seed: int, count: int) -> list[Mutant]:
+    """Return ``count`` distinct corruptions of the file at ``path`` (none equal to it)."""
+    raw = path.read_bytes()
+    where = regions(path)
+    seen = {raw}
+    out: list[Mutant] = []
+    batch = 0
+    while len(out) < count:
+        for mutant in mutants(raw, where, seed + 7919 * batch, count):
+            if mutant.data not in seen and len(out) < count:
+                seen.add(mutant.data)
+                out.append(mutant)
+        batch += 1
+    return out
