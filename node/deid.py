@@ -271,13 +271,18 @@ class _Cleaner:
         self.unlisted_text: set[str] = set()
 
     def clean(self, ds: pydicom.Dataset, top: bool = False) -> None:
+        drop_private = not self.policy.keep_private_tags
         for tag in list(ds.keys()):
+            if drop_private and (tag >> 16) & 1:
+                del ds[tag]  # removed undecoded: most tags of a vendor's instance are private
+                self.removed += 1
+                continue
             if top and tag in (_PATIENT_NAME, _PATIENT_ID):
                 continue  # set_pseudonym writes them
             if self._kept_unread(ds, tag):
                 continue
-            if tag.is_private and not self.policy.keep_private_tags:
-                del ds[tag]  # removed undecoded: most tags of a vendor's instance are private
+            if self._removed_unread(ds, tag):
+                del ds[tag]
                 self.removed += 1
                 continue
             elem = ds[tag]
@@ -312,16 +317,37 @@ class _Cleaner:
         """
         raw = ds.get_item(tag)
         vr = raw.VR if raw is not None else None
-        if vr is None or vr == "SQ" or vr in _TEMPORAL_VRS:
-            return False
         if tag.is_private or tag.group == 0 or tag.element == 0:
             return False
         if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
+            return False
+        if vr == "TM" and tag not in NOT_LONGITUDINAL:
+            return True  # a whole-day date shift leaves times of day as they are, whatever the rule
+        if vr is None or vr == "SQ" or vr in _TEMPORAL_VRS:
             return False
         rule = RULES_BY_TAG.get(int(tag))
         if rule is None:
             return vr not in FREE_TEXT_VRS or int(tag) in FREE_TEXT_KEPT
         return rule.action == "K"
+
+    def _removed_unread(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+        """Whether the element is removed whatever its value, decided without decoding it.
+
+        Decoding an element only to delete it (a whole sequence, for some) costs as much as
+        keeping it; :meth:`_action` gives the same answer from the decoded element.
+        """
+        if tag.is_private:
+            return not self.policy.keep_private_tags
+        if tag.group == 0 or tag.element == 0:
+            return True
+        if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
+            return True
+        raw = ds.get_item(tag)
+        vr = raw.VR if raw is not None else None
+        if vr is None or vr in _TEMPORAL_VRS:
+            return False  # dates are shifted, not removed (the modified dates option)
+        rule = RULES_BY_TAG.get(int(tag))
+        return rule is not None and rule.action == "X"
 
     def _action(self, elem: DataElement) -> str:
         tag, vr = elem.tag, elem.VR
