@@ -22,6 +22,7 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from contracts.datause import Kind
 from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.deid import deidentify as deidentify_dicom
+from node.dicom_file import encode_file
 from node.errors import IngestError
 from node.redact import describe, value_free
 
@@ -76,10 +77,8 @@ def deidentify(parsed: Parsed, patient: PatientContext, uids: UidMapper, policy:
     """De-identify ``parsed`` for ``patient``; return the bytes to store."""
     if parsed.format == "dicom":
         result = deidentify_dicom(parsed.payload, patient, uids, policy, in_place=True)
-        buf = io.BytesIO()
-        result.dataset.save_as(buf, enforce_file_format=True)
         return Processed(
-            content=buf.getvalue(),
+            content=encode_file(result.dataset),
             suffix=".dcm",
             study_uid=str(result.dataset.get("StudyInstanceUID", "")) or None,
             series_uid=str(result.dataset.get("SeriesInstanceUID", "")) or None,
