@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from node.ingest import Ingestor
-from tests.node.leakscan import describe, scan_tree
 from tests.node.ingest_corpus import write_kspace
+from tests.node.leakscan import describe, scan_tree
 
 MARKER16 = "MRK-IDXUSER-0016"  # 16 bytes: fits idx.user (8 x uint16)
 
