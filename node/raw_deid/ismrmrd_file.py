@@ -37,9 +37,12 @@ FILE_RULES = RuleSet((
     FieldRule("/dataset/xml", "derived", "replace", "the header, rebuilt from its own allow-list (below)"),
     FieldRule("/dataset/data", "data", "keep", "the acquisitions, rebuilt with the standard ISMRMRD type and only "
               "the header fields below"),
-    FieldRule("/dataset/csm", "data", "keep", "coil sensitivity maps: numbers only (the reader uses them)"),
-    FieldRule("/dataset/phantom", "data", "keep", "reference image of a simulation: numbers only (the reader uses it)"),
-    FieldRule("/dataset/coil_images", "data", "keep", "coil images the reference tools write: numbers only"),
+    FieldRule("/dataset/csm", "data", "keep", "coil sensitivity maps, kept only as real or complex floats (the reader "
+              "uses them); integers, which can spell text, are dropped"),
+    FieldRule("/dataset/phantom", "data", "keep", "reference image of a simulation, kept only as real or "
+              "complex floats (the reader uses it)"),
+    FieldRule("/dataset/coil_images", "data", "keep", "coil images the reference tools write, kept only as real or "
+              "complex floats"),
     FieldRule("/dataset/waveforms", "data", "drop", "ECG, pulse and respiratory traces are physiological "
               "signals; not needed to reconstruct"),
     FieldRule("/dataset/*", "data", "drop", "images (their attribute strings are free-text XML meta) and any "
@@ -65,6 +68,8 @@ ACQUISITION_RULES = RuleSet((
         "position", "read_dir", "phase_dir", "slice_dir", "patient_table_position")),
     FieldRule("head/idx", "structure", "keep", "the encoding counters"),
     FieldRule("head/idx/*", "integer", "keep", "loop counters (line, partition, slice, repetition...)"),
+    FieldRule("head/idx/user", "identifier", "replace",
+              "the encoding's free user counters, vendor-defined like user_int: set to 0"),
     FieldRule("head/user_int", "identifier", "replace",
               "vendor-defined numbers of unknown meaning (could carry a date or an id): set to 0"),
     FieldRule("head/user_float", "identifier", "replace", "vendor-defined numbers of unknown meaning: set to 0"),
@@ -178,7 +183,11 @@ def _floats(value: Any, field: str) -> np.ndarray:
 
 
 def _array(dset: h5py.Dataset) -> np.ndarray | None:
-    """A known array as plain numbers (complex as ISMRMRD's real/imag pairs), or None if it is not numeric."""
+    """A known array as plain floats (complex as ISMRMRD's real/imag pairs), or None for any other type.
+
+    ISMRMRD writes these arrays as real or complex floats. Integers are refused: an 8-bit array is
+    text in all but name, and a wider one can hold it as well.
+    """
     values = dset[()]
     dtype = values.dtype
     if dtype.names and set(dtype.names) == {"real", "imag"} and all(dtype[n].kind == "f" for n in dtype.names):
@@ -186,9 +195,8 @@ def _array(dset: h5py.Dataset) -> np.ndarray | None:
         out = np.empty(values.shape, dtype=_COMPLEX128 if wide else _COMPLEX64)
         out["real"], out["imag"] = values["real"], values["imag"]
         return out
-    if dtype.kind in "iuf":
-        # A fresh plain type: an HDF5 enumeration reads as an integer type whose metadata carries
-        # the member names, which would be written back with it.
+    if dtype.kind == "f":
+        # A fresh plain type: the source's type could carry metadata that would be written back with it.
         return np.asarray(values, dtype=np.dtype(dtype.newbyteorder("<").str))
     if dtype.kind == "c":
         out = np.empty(values.shape, dtype=_COMPLEX128 if dtype.itemsize > 8 else _COMPLEX64)
@@ -199,12 +207,13 @@ def _array(dset: h5py.Dataset) -> np.ndarray | None:
 
 def _notes(src: h5py.File, group: h5py.Group, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
     """Counts of what was left out (never names: a name can itself be the identifier)."""
-    kept = {"xml", "data", *arrays}
+    kept = {"xml", "data", *_ARRAYS}
     left_in_group = [name for name in group if name not in kept]
     images = sum(1 for name in left_in_group if _is_local(group, name, h5py.Group) and "attributes" in group[name])
     waveforms = "waveforms" in left_in_group
     others = len(left_in_group) - images - int(waveforms) + sum(1 for name in src if "/" + name != group.name)
-    notes = []
+    notes = [f"raw de-identification dropped the {name} array: not real or complex floats"
+             for name in _ARRAYS if name not in arrays and _is_local(group, name, h5py.Dataset)]
     if images:
         notes.append(f"raw de-identification dropped {images} ISMRMRD image series (free-text attributes)")
     if waveforms:

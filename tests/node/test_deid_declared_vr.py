@@ -1,13 +1,13 @@
-"""Review of issue 9 sections 1, 2 and 6: DICOM values that bypass the profile table.
+"""DICOM values that bypass the profile table by what the file declares (issue 9, sections 1, 2 and 6).
 
-``node.deid._Cleaner._kept_unread`` keeps an element undecoded when the file declares its VR as
-TM (times of day are kept under the modified dates option), whatever its tag and whatever the table
-says for that tag; it also keeps an attribute the table does not list when the declared VR is not
-one of the free-text VRs (e.g. OB or CS). An explicit-VR file says what it likes about a VR, so a
-patient's other names, comments or an institution written with VR "TM" are stored as they are.
-The file meta group keeps the presentation addresses of the sending and receiving systems
-(0002,0026-0028, host names or IP addresses, while the AE titles beside them are removed), the
-implementation version name and the RTV source identifier.
+An explicit-VR file says what it likes about a VR, and the rules depend on it: times of day are
+kept, unlisted attributes are kept unless their VR holds free text. Before the fix a name, a
+comment or an institution declared as TM, or an unlisted attribute declared as OB, was stored as
+it was, and so was text written into a kept code string or time. The file meta group kept the
+presentation addresses of the sending and receiving systems (0002,0026-0028), the implementation
+version name and the RTV source identifier. Now each element is judged by the standard's VR
+(declared otherwise: removed), a code, number, UID, age, date or time holding characters its VR
+cannot have is removed, and the file meta keeps only what a reader needs.
 
 Each planted value is ingested with ``python -m node.cli ingest`` and looked for in every byte the
 node wrote (leakscan) and on the terminal.
@@ -33,8 +33,12 @@ DATASET_PLANTS = [
     ("InstitutionName (0008,0080) declared TM", 0x00080080, "TM", "MRK-TMINST-01"),
     ("OtherPatientNames (0010,1001) declared TM", 0x00101001, "TM", "MRK-TMOPN-02"),
     ("PatientComments (0010,4000) declared TM", 0x00104000, "TM", "MRK-TMCOMM-03"),
-    ("ExtendedCodeMeaning (0008,0106, unlisted LO) declared OB", 0x00080106, "OB", b"MRK-UNLOB-04"),
-    ("ExtendedCodeValue (0008,0105, unlisted LO) declared CS", 0x00080105, "CS", "MRK-UNLCS-05"),
+    ("ContextGroupVersion (0008,0106, DT: kept) declared OB", 0x00080106, "OB", b"MRK-UNLOB-04"),
+    ("MappingResource (0008,0105, unlisted CS) holding text", 0x00080105, "CS", "MRK-UNLCS-05"),
+    ("StudyTime (0008,0030, TM: kept) holding text", 0x00080030, "TM", "MRK TMTEXT 12"),
+    ("Modality (0008,0060, CS: kept) holding text", 0x00080060, "CS", "MRK.MODALITY.13"),
+    ("a public attribute the standard does not define (0018,FFF0)", 0x0018FFF0, "LO",
+     "MRK-UNKNOWN-15"),
 ]
 META_PLANTS = [
     ("SourcePresentationAddress (0002,0026)", 0x00020026, "UR", "https://MRK-SRCADDR-06.example/"),
