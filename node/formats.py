@@ -8,6 +8,7 @@ patient id; :func:`deidentify` returns the bytes to store, de-identified for tha
 from __future__ import annotations
 
 import io
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from node.deid import deidentify as deidentify_dicom
 from node.dicom_file import encode_file
 from node.errors import IngestError
 from node.redact import describe, value_free
+from node.redact_view import decoded_view
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
@@ -94,6 +96,8 @@ def deidentify(parsed: Parsed, patient: PatientContext, uids: UidMapper, policy:
 
 # ---------------------------------------------------------------------- DICOM
 
+_MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
+
 
 def _parse_dicom(content: bytes) -> Parsed:
     ds: pydicom.Dataset
@@ -103,14 +107,15 @@ def _parse_dicom(content: bytes) -> Parsed:
         ds = _parse_headerless_dicom(content)
     except Exception as exc:  # a damaged file can make the reader fail in any way
         raise IngestError(
-            f"DICOM cannot be parsed ({describe(exc, content)}); the file is truncated or damaged"
+            f"DICOM cannot be parsed ({describe(exc, decoded_view(content))}); the file is truncated or damaged"
         ) from exc
     try:
         return _check_dicom(ds, content)
     except IngestError:
         raise
     except Exception as exc:  # values are converted lazily, so damage shows only here
-        raise IngestError(f"DICOM cannot be read ({describe(exc, content)}); the file is damaged") from exc
+        reason = describe(exc, decoded_view(content))
+        raise IngestError(f"DICOM cannot be read ({reason}); the file is damaged") from exc
 
 
 def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
@@ -136,16 +141,26 @@ def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
         raise
     except Exception as exc:  # every decoder has its own errors
         name = _uid_name(ts, content) if ts else "unknown transfer syntax"
-        raise IngestError(f"pixel data cannot be decoded ({name}): {describe(exc, content)}") from exc
+        raise IngestError(f"pixel data cannot be decoded ({name}): {describe(exc, decoded_view(content))}") from exc
     local_id = str(ds.get("PatientID", "") or "").strip() or None
-    return Parsed("dicom", Kind.IMAGE, str(ds.get("Modality", "OT") or "OT"), local_id, False, ds)
+    return Parsed("dicom", Kind.IMAGE, _modality(ds), local_id, False, ds)
+
+
+def _modality(ds: pydicom.Dataset) -> str:
+    """The catalog's modality: the file's code if it is a code (PS3.5 CS, one value), else OT.
+
+    The catalog is written from the parsed file, before de-identification, so a value that is not a
+    code (text written into Modality) must not reach it.
+    """
+    value = str(ds.get("Modality", "") or "").strip()
+    return value if _MODALITY.fullmatch(value) else "OT"
 
 
 def _uid_name(uid: Any, content: bytes) -> str:
     """The dictionary name of a well-known UID; any other value only without what the file holds."""
     if isinstance(uid, pydicom.uid.UID) and uid.name != str(uid):
         return uid.name  # from pydicom's UID dictionary, not from the file
-    return value_free(str(uid), content)
+    return value_free(str(uid), decoded_view(content))
 
 
 def _parse_headerless_dicom(content: bytes) -> pydicom.Dataset:
@@ -173,7 +188,9 @@ def _parse_hdf5(path: Path, content: bytes) -> Parsed:
     except IngestError:
         raise
     except Exception as exc:  # h5py raises OSError, RuntimeError, KeyError, ... on damage
-        raise IngestError(f"HDF5 cannot be read ({describe(exc, content)}); the file is truncated or corrupt") from exc
+        raise IngestError(
+            f"HDF5 cannot be read ({describe(exc, decoded_view(content, path))}); the file is truncated or corrupt"
+        ) from exc
     if xml is None:
         raise IngestError(
             "HDF5 but neither an ISMRMRD dataset (no /dataset/xml) nor a MeTAI sinogram (format attribute)"
@@ -187,7 +204,7 @@ def _parse_sinogram(path: Path, content: bytes) -> Parsed:
     try:
         sinogram = read_sinogram(path)
     except Exception as exc:  # the reader's documented errors and any other
-        raise IngestError(f"invalid CT sinogram file ({describe(exc, content)})") from exc
+        raise IngestError(f"invalid CT sinogram file ({describe(exc, decoded_view(content, path))})") from exc
     provenance = dict(sinogram.provenance)
     local_id = str(provenance.get(SINOGRAM_PATIENT_KEY, "")).strip() or None
     synthetic = str(provenance.get("synthetic", "")).lower() in ("1", "true", "yes")
@@ -207,11 +224,13 @@ def _parse_ismrmrd(path: Path, xml: str, content: bytes) -> Parsed:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise IngestError(f"ISMRMRD header is not valid XML ({describe(exc, content)})") from exc
+        raise IngestError(
+            f"ISMRMRD header is not valid XML ({describe(exc, decoded_view(content, path))})"
+        ) from exc
     try:
         read_ismrmrd(path)
     except Exception as exc:  # the reader's documented errors and any other
-        raise IngestError(f"invalid ISMRMRD dataset ({describe(exc, content)})") from exc
+        raise IngestError(f"invalid ISMRMRD dataset ({describe(exc, decoded_view(content, path))})") from exc
     local_id = _xml_text(root, "subjectInformation", "patientID")
     return Parsed("ismrmrd", Kind.MR_KSPACE, "MR", local_id, False, path)
 
