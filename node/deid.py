@@ -30,6 +30,7 @@ module applies them:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import hmac
 import re
@@ -38,6 +39,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 import pydicom
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -50,6 +52,7 @@ from node.deid_profile import (
     DUMMY_TEXT,
     FREE_TEXT_KEPT,
     FREE_TEXT_VRS,
+    NEWER_VRS,
     NOT_LONGITUDINAL,
     REMOVED_REPEATING_GROUPS,
     RULES_BY_TAG,
@@ -75,12 +78,28 @@ _PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PATIENT_NAME, _PATIENT_ID, _BURNED_IN, _VISUAL_FEATURES = 0x00100010, 0x00100020, 0x00280301, 0x00280302
 # SOP classes whose pixels commonly carry burned-in text (Secondary Capture family, Ultrasound).
 _TEXT_PRONE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.1")
-# File meta elements that name the sending/receiving systems or carry vendor data.
-_FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020033, 0x00020100, 0x00020102)
+# The file meta elements kept (an allow-list): what a reader needs to decode the file. The
+# implementation's class UID and version name are dropped too; the writer puts its own in.
+# Everything else names the sending and receiving systems (AE titles, presentation addresses),
+# the real-time video source, or carries private data.
+_FILE_META_KEPT = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010})
 _TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
+# The character repertoire of the VRs whose values are codes, numbers, UIDs, ages, dates and
+# times (PS3.5 6.2), with backslash between values, space/NUL padding and, leniently, lower
+# case and "/" in codes (both seen in real files). Text outside it cannot be such a value: it is removed.
+_FORMATTED = {
+    "CS": re.compile(rb"[A-Za-z0-9 _/\\]*"),
+    "IS": re.compile(rb"[ +\-0-9\\]*"),
+    "DS": re.compile(rb"[ +\-0-9.eE\\]*"),
+    "UI": re.compile(rb"[0-9. \x00\\]*"),
+    "AS": re.compile(rb"(?:[0-9]{1,3} ?[DWMY] ?)?(?:\\[0-9]{1,3} ?[DWMY] ?)*"),
+    "DA": re.compile(rb"[0-9. \-\\]*"),
+    "TM": re.compile(rb"[0-9.: \-\\]*"),
+    "DT": re.compile(rb"[0-9.+ \-\\]*"),
+}
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _LTIM_ORDER = ("UNMODIFIED", "MODIFIED", "REMOVED")
 _DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
@@ -279,6 +298,14 @@ class _Cleaner:
                 continue
             if top and tag in (_PATIENT_NAME, _PATIENT_ID):
                 continue  # set_pseudonym writes them
+            if self._declared_vr_refused(ds, tag):
+                del ds[tag]
+                self.removed += 1
+                continue
+            if self._malformed(ds, tag):
+                del ds[tag]
+                self.removed += 1
+                continue
             if self._kept_unread(ds, tag):
                 continue
             if self._removed_unread(ds, tag):
@@ -309,6 +336,60 @@ class _Cleaner:
             elif elem.tag.is_private and elem.VR in ("DA", "DT"):
                 self._shift(elem)
 
+    def _declared_vr_refused(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+        """Whether a public element goes because the VR its file declares is not the standard's.
+
+        An explicit-VR file says what it likes about a VR, and every rule here depends on it
+        (times of day are kept, unlisted attributes are kept unless their VR holds text), so a
+        name declared as TM, or an unlisted description declared as OB, would pass as kept. The
+        standard's dictionary decides instead; an element it does not define, or declares with
+        another VR, cannot be judged and is removed (flagged). UN (the sender did not know the
+        VR) is decoded with the dictionary's VR and judged by it.
+        """
+        if tag.is_private or tag.group == 0 or tag.element == 0:
+            return False
+        raw = ds.get_item(tag)
+        declared = raw.VR if raw is not None else None
+        standard = _standard_vrs(int(tag))
+        if standard is not None and (declared is None or declared == "UN" or set(declared.split(" or ")) <= standard):
+            return False
+        name = keyword_for_tag(tag) or "attribute"
+        self.flags.append(
+            f"{name} {tag}: not defined by the standard, removed" if standard is None
+            else f"{name} {tag}: declared with VR {declared}, the standard defines {'/'.join(sorted(standard))}; "
+            "removed"
+        )
+        return True
+
+    def _malformed(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+        """Whether a code, number, UID, age, date or time holds characters its VR cannot have.
+
+        Such an element is kept (or shifted) by most rules, so text written into it (a name in
+        a code string, a note in a time) would pass; checked on the bytes as read.
+        """
+        if tag.is_private:
+            return False
+        rule = RULES_BY_TAG.get(int(tag))
+        standard = _standard_vrs(int(tag))
+        if rule is not None and rule.action != "K" and not (standard and standard & _TEMPORAL_VRS):
+            return False  # replaced or removed by its rule: what it holds never reaches the store
+        raw = ds.get_item(tag)
+        if raw is None:
+            return False
+        value = raw.value
+        if isinstance(raw, DataElement) and raw.VR in _FORMATTED:  # already decoded
+            value = "\\".join(str(v) for v in _values(value)).encode("utf-8", "replace")
+        if not isinstance(value, bytes) or not value:
+            return False
+        declared: str | None = raw.VR
+        if declared in (None, "UN"):
+            declared = next(iter(standard)) if standard is not None and len(standard) == 1 else None
+        pattern = _FORMATTED.get(declared or "")
+        if pattern is None or pattern.fullmatch(value):
+            return False
+        self.flags.append(f"{keyword_for_tag(tag) or 'attribute'} {tag}: not a valid {declared} value; removed")
+        return True
+
     def _kept_unread(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
         """Whether the element is kept as is, decided from its tag and VR without decoding it.
 
@@ -323,8 +404,8 @@ class _Cleaner:
             return False
         if vr == "TM" and tag not in NOT_LONGITUDINAL:
             return True  # a whole-day date shift leaves times of day as they are, whatever the rule
-        if vr is None or vr == "SQ" or vr in _TEMPORAL_VRS:
-            return False
+        if vr is None or vr in ("SQ", "UN") or vr in _TEMPORAL_VRS:
+            return False  # implicit or unknown VR: decoded with the dictionary's VR and judged by it
         rule = RULES_BY_TAG.get(int(tag))
         if rule is None:
             return vr not in FREE_TEXT_VRS or int(tag) in FREE_TEXT_KEPT
@@ -418,8 +499,8 @@ class _Cleaner:
         meta = getattr(ds, "file_meta", None)
         if not isinstance(meta, FileMetaDataset):
             return
-        for tag in _FILE_META_REMOVED:
-            if tag in meta:
+        for tag in list(meta.keys()):
+            if int(tag) not in _FILE_META_KEPT:
                 del meta[tag]
                 self.removed += 1
         if "MediaStorageSOPInstanceUID" not in meta:
@@ -455,6 +536,15 @@ def _mark_deidentified(ds: pydicom.Dataset, methods: list[str], temporal: str) -
     earlier_ltim = str(ds.get("LongitudinalTemporalInformationModified", "")).strip().upper()
     rank = max(_LTIM_ORDER.index(temporal), _LTIM_ORDER.index(earlier_ltim) if earlier_ltim in _LTIM_ORDER else 0)
     ds.LongitudinalTemporalInformationModified = _LTIM_ORDER[rank]
+
+
+@functools.lru_cache(maxsize=4096)
+def _standard_vrs(tag: int) -> frozenset[str] | None:
+    """The VRs the standard's dictionary allows for a public ``tag`` ("US or SS" gives both), None if unknown."""
+    try:
+        return frozenset(dictionary_VR(tag).split(" or "))
+    except KeyError:
+        return frozenset({NEWER_VRS[tag]}) if tag in NEWER_VRS else None
 
 
 def _values(value: Any) -> list[Any]:

@@ -38,6 +38,7 @@ __all__ = [
     "EDITION",
     "FREE_TEXT_KEPT",
     "FREE_TEXT_VRS",
+    "NEWER_VRS",
     "NOT_LONGITUDINAL",
     "REMOVED_REPEATING_GROUPS",
     "RULES_BY_TAG",
@@ -243,12 +244,34 @@ RULE_DEVIATIONS: tuple[RuleDeviation, ...] = (
         "command elements never belong in a stored instance; group lengths go stale once anything changes",
     ),
     RuleDeviation(
-        "File meta (0002,xxxx) other than Media Storage SOP Instance UID, and the preamble",
+        "File meta (0002,xxxx) and the preamble",
         "no row",
-        "AE titles (0002,0016-0018), RTV Communication SOP Instance UID (0002,0033) and private information "
-        "(0002,0100/0102) removed; the 128-byte preamble zeroed",
-        "they name the sending and receiving systems, carry an original UID or vendor data; the preamble may hold "
-        "a TIFF header",
+        "an allow-list: File Meta Information Version, Media Storage SOP Class UID, Media Storage SOP Instance UID "
+        "(the mapped SOP Instance UID) and Transfer Syntax UID kept; everything else removed (AE titles, presentation "
+        "addresses (0002,0026-0028), implementation class UID and version name, the RTV elements, private "
+        "information), the writer adding its own implementation class UID and version name; the 128-byte preamble "
+        "zeroed",
+        "a reader needs only these four; the others name the sending and receiving systems and their software, carry "
+        "an original UID or vendor data; the preamble may hold a TIFF header",
+    ),
+    RuleDeviation(
+        "An element whose file declares a VR the standard's dictionary does not give its tag (a name declared TM, a "
+        "description declared OB), or a public tag the dictionary does not define",
+        "no row",
+        "X, named in a flag",
+        "every rule depends on the VR (times are kept, unlisted attributes are kept unless their VR holds text), and "
+        "an explicit-VR file can declare any VR; the standard's VR decides. The dictionary is pydicom's, completed "
+        "with the VRs of the table's newer attributes (`NEWER_VRS`). UN (VR unknown to the sender) is decoded with "
+        "the dictionary's VR",
+    ),
+    RuleDeviation(
+        "A kept or shifted code, number, UID, age, date or time (CS, IS, DS, UI, AS, DA, TM, DT) with characters its "
+        "VR cannot have",
+        "no row",
+        "X, named in a flag",
+        "text written into a kept code string or time would otherwise pass; the repertoire check is PS3.5's, relaxed "
+        "to allow lower case and \"/\" in codes (both seen in real files). A value made only of allowed characters (a "
+        "16-character upper-case code) still passes: see the limits below",
     ),
     RuleDeviation(
         "Public attributes the table does not list, of VR AE, LO, LT, PN, SH, ST, UC, UR, UT or UN, except the "
@@ -258,6 +281,18 @@ RULE_DEVIATIONS: tuple[RuleDeviation, ...] = (
         "free text can hold anything; the allow-list keeps what the tasks need to read pixels and acquisition",
     ),
 )
+
+#: VRs (PS3.6, edition above) of the table's attributes that pydicom's data dictionary predates. The node
+#: judges every public element by the standard's VR, not the one its file declares, and removes an element
+#: the dictionary does not define; these complete the dictionary. Montage Name (0040,B03B) and Montage
+#: Channel Label (0040,B03F) are not here: unknown, they are removed, which is what the table asks (X).
+NEWER_VRS: dict[int, str] = {
+    0x00081301: "SQ", 0x00081302: "SQ", 0x00081303: "SQ", 0x00081304: "SQ",  # diagnosis code sequences
+    0x00100011: "SQ", 0x00100012: "LT", 0x00100013: "UT", 0x00100014: "SQ", 0x00100015: "SQ", 0x00100016: "UT",
+    0x00100041: "SQ", 0x00100042: "UT", 0x00100043: "SQ", 0x00100044: "SQ", 0x00100045: "UT", 0x00100046: "SQ",
+    0x00100047: "UR", 0x00102162: "UC",
+    0x0040A034: "DT", 0x0040A035: "DT", 0x0040B034: "DT", 0x0040B036: "DT", 0x0040E012: "UR",
+}  # fmt: skip
 
 #: VRs whose values can hold free text (or, for UN, anything): unlisted public attributes of these are replaced.
 FREE_TEXT_VRS: frozenset[str] = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN"})
