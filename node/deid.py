@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -298,15 +298,12 @@ class _Cleaner:
                 continue
             if top and tag in (_PATIENT_NAME, _PATIENT_ID):
                 continue  # set_pseudonym writes them
-            if self._declared_vr_refused(ds, tag):
+            raw = ds.get_item(tag)
+            if self._declared_vr_refused(raw, tag) or self._malformed(raw, tag):
                 del ds[tag]
                 self.removed += 1
                 continue
-            if self._malformed(ds, tag):
-                del ds[tag]
-                self.removed += 1
-                continue
-            if self._kept_unread(ds, tag):
+            if self._kept_unread(raw, tag):
                 continue
             if self._removed_unread(ds, tag):
                 del ds[tag]
@@ -336,7 +333,7 @@ class _Cleaner:
             elif elem.tag.is_private and elem.VR in ("DA", "DT"):
                 self._shift(elem)
 
-    def _declared_vr_refused(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+    def _declared_vr_refused(self, raw: DataElement | RawDataElement | None, tag: BaseTag) -> bool:
         """Whether a public element goes because the VR its file declares is not the standard's.
 
         An explicit-VR file says what it likes about a VR, and every rule here depends on it
@@ -348,11 +345,10 @@ class _Cleaner:
         """
         if tag.is_private or tag.group == 0 or tag.element == 0:
             return False
-        raw = ds.get_item(tag)
         declared = raw.VR if raw is not None else None
-        standard = _standard_vrs(int(tag))
-        if standard is not None and (declared is None or declared == "UN" or set(declared.split(" or ")) <= standard):
+        if _vr_conforms(int(tag), declared):
             return False
+        standard = _standard_vrs(int(tag))
         name = keyword_for_tag(tag) or "attribute"
         self.flags.append(
             f"{name} {tag}: not defined by the standard, removed" if standard is None
@@ -361,42 +357,35 @@ class _Cleaner:
         )
         return True
 
-    def _malformed(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+    def _malformed(self, raw: DataElement | RawDataElement | None, tag: BaseTag) -> bool:
         """Whether a code, number, UID, age, date or time holds characters its VR cannot have.
 
         Such an element is kept (or shifted) by most rules, so text written into it (a name in
         a code string, a note in a time) would pass; checked on the bytes as read.
         """
-        if tag.is_private:
-            return False
-        rule = RULES_BY_TAG.get(int(tag))
-        standard = _standard_vrs(int(tag))
-        if rule is not None and rule.action != "K" and not (standard and standard & _TEMPORAL_VRS):
-            return False  # replaced or removed by its rule: what it holds never reaches the store
-        raw = ds.get_item(tag)
-        if raw is None:
-            return False
-        value = raw.value
-        if isinstance(raw, DataElement) and raw.VR in _FORMATTED:  # already decoded
-            value = "\\".join(str(v) for v in _values(value)).encode("utf-8", "replace")
-        if not isinstance(value, bytes) or not value:
+        if tag.is_private or raw is None:
             return False
         declared: str | None = raw.VR
         if declared in (None, "UN"):
+            standard = _standard_vrs(int(tag))
             declared = next(iter(standard)) if standard is not None and len(standard) == 1 else None
         pattern = _FORMATTED.get(declared or "")
-        if pattern is None or pattern.fullmatch(value):
+        if pattern is None or not _value_kept(int(tag)):
+            return False  # not a formatted VR, or replaced or removed by its rule: never reaches the store
+        value = raw.value
+        if isinstance(raw, DataElement):  # already decoded
+            value = "\\".join(str(v) for v in _values(value)).encode("utf-8", "replace")
+        if not isinstance(value, bytes) or not value or pattern.fullmatch(value):
             return False
         self.flags.append(f"{keyword_for_tag(tag) or 'attribute'} {tag}: not a valid {declared} value; removed")
         return True
 
-    def _kept_unread(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
+    def _kept_unread(self, raw: DataElement | RawDataElement | None, tag: BaseTag) -> bool:
         """Whether the element is kept as is, decided from its tag and VR without decoding it.
 
         Most elements of an instance are kept; decoding each one (and re-encoding it on write)
         was most of the cost of de-identification.
         """
-        raw = ds.get_item(tag)
         vr = raw.VR if raw is not None else None
         if tag.is_private or tag.group == 0 or tag.element == 0:
             return False
@@ -536,6 +525,21 @@ def _mark_deidentified(ds: pydicom.Dataset, methods: list[str], temporal: str) -
     earlier_ltim = str(ds.get("LongitudinalTemporalInformationModified", "")).strip().upper()
     rank = max(_LTIM_ORDER.index(temporal), _LTIM_ORDER.index(earlier_ltim) if earlier_ltim in _LTIM_ORDER else 0)
     ds.LongitudinalTemporalInformationModified = _LTIM_ORDER[rank]
+
+
+@functools.lru_cache(maxsize=8192)
+def _vr_conforms(tag: int, declared: str | None) -> bool:
+    """Whether a public ``tag`` is defined by the standard and ``declared`` is one of its VRs (None, UN: unknown)."""
+    standard = _standard_vrs(tag)
+    return standard is not None and (declared in (None, "UN") or set(str(declared).split(" or ")) <= standard)
+
+
+@functools.lru_cache(maxsize=4096)
+def _value_kept(tag: int) -> bool:
+    """Whether a public element's value can reach the store as it is: kept by its rule, unlisted, or a date/time."""
+    rule = RULES_BY_TAG.get(tag)
+    standard = _standard_vrs(tag)
+    return rule is None or rule.action == "K" or bool(standard and standard & _TEMPORAL_VRS)
 
 
 @functools.lru_cache(maxsize=4096)
