@@ -193,13 +193,20 @@ class Demographics:
         return 1.0 + _VENTRICLE_GROWTH_PER_YEAR * max(0.0, self.age_years - _AGING_FROM_YEARS)
 
 
-def draw_demographics(rng: np.random.Generator) -> Demographics:
+def draw_demographics(rng: np.random.Generator, sex: str | None = None) -> Demographics:
     """Draw a sex (even odds), an age (uniform, 20-90 years) and a sex-dependent head size.
 
     Parameters:
-        rng: the generator to draw from (three draws).
+        rng: the generator to draw from (three draws, whether or not ``sex`` is given).
+        sex: ``"female"`` or ``"male"`` to fix the sex instead of drawing it.
+
+    Raises:
+        PhantomError: an unknown ``sex``.
     """
-    sex = SEXES[int(rng.integers(0, len(SEXES)))]
+    drawn = SEXES[int(rng.integers(0, len(SEXES)))]
+    if sex is not None and sex not in SEXES:
+        raise PhantomError(f"sex is {sex!r}, expected one of {', '.join(SEXES)}")
+    sex = drawn if sex is None else sex
     age = float(rng.uniform(*_AGE_YEARS))
     return Demographics(sex, age, float(rng.uniform(*_HEAD_SCALE[sex])))
 

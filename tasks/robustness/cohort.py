@@ -6,7 +6,8 @@ records and the coordinator's held-out set) can give the same patient. Half the 
 one hyperdense lesion; radii and contrasts cover ranges wider than the tasks train on (smaller
 and fainter lesions included), the lesion patients cycling through every radius x contrast bin
 so that each bin holds lesions, and every patient has demographics
-(:func:`raw_data.phantoms.draw_demographics`) that shape the anatomy.
+(:func:`raw_data.phantoms.draw_demographics`; sexes alternate in pairs, ages and head sizes
+are drawn) that shape the anatomy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raw_data import DigitalPatient, Lesion, PhantomError, make_patient
-from raw_data.phantoms import draw_demographics
+from raw_data.phantoms import SEXES, draw_demographics
 from tasks.errors import TaskDataError
 
 __all__ = ["CONTRAST_BINS", "RADIUS_BINS", "HeldOutPatient", "held_out_patients", "patient_seed"]
@@ -81,7 +82,9 @@ def held_out_patients(n: int, seed: int) -> list[HeldOutPatient]:
         raise TaskDataError(f"n is {n}, expected at least 2 patients (one with a lesion, one without)")
     out = []
     for i in range(n):
-        demographics = draw_demographics(np.random.default_rng(patient_seed(seed, i, _DEMOGRAPHICS)))
+        # Sexes alternate in pairs, so each sex holds as many patients with a lesion as without.
+        sex = SEXES[(i // 2) % len(SEXES)]
+        demographics = draw_demographics(np.random.default_rng(patient_seed(seed, i, _DEMOGRAPHICS)), sex)
         # Lesion patient j (index 2j + 1) takes radius bin j mod 3 and contrast bin (j div 3) mod 3.
         j = i // 2
         radius = RADIUS_BINS[j % len(RADIUS_BINS)]

@@ -94,3 +94,12 @@ def test_ct_head_refuses_a_skull_no_denser_than_brain() -> None:
         ct_head(skull_hu=30.0)
     with pytest.raises(PhantomError, match=r"ventricle_scale is 2.5, expected 0.5 to 2"):
         ct_head(ventricle_scale=2.5)
+
+
+def test_a_given_sex_is_kept_and_the_draws_stay_in_step() -> None:
+    drawn = draw_demographics(np.random.default_rng(4))
+    fixed = draw_demographics(np.random.default_rng(4), "female")
+    assert fixed.sex == "female"
+    assert fixed.age_years == drawn.age_years
+    with pytest.raises(PhantomError, match=r"sex is 'x', expected one of female, male"):
+        draw_demographics(np.random.default_rng(4), "x")
