@@ -57,7 +57,7 @@ def write_heatmap(report: RobustnessReport, path: Path) -> None:
             found = present.get(f"{rl}, {cl}")
             if found is not None and math.isfinite(found.sensitivity):
                 sens[r, c] = found.sensitivity
-                sens_text[r][c] = f"{found.sensitivity:.2f}\n(n={found.n_positive})"
+                sens_text[r][c] = f"{found.sensitivity:.2f}\n({found.n_positive} scans)"
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
     try:
         cmap = plt.get_cmap("viridis").with_extremes(bad="#bbbbbb")
@@ -72,7 +72,7 @@ def write_heatmap(report: RobustnessReport, path: Path) -> None:
         right.set_yticks(range(len(radius_levels)), radius_levels)
         right.set_xlabel("lesion contrast above brain")
         right.set_ylabel("lesion radius")
-        right.set_title("sensitivity, all conditions pooled")
+        right.set_title("sensitivity (lesion scans), all conditions pooled")
         _annotate(right, sens, sens_text, 0.0, 1.0)
         fig.colorbar(image, ax=right, fraction=0.046)
         fig.suptitle(f"{report.task}: model {report.weights_hash[:12]}... across virtual scanners")
