@@ -96,12 +96,14 @@ def conditions_for(task_code: str, doses: tuple[float, ...] = CT_DOSES) -> list[
     """Return every condition a task is evaluated under, scanners major, levels minor.
 
     Raises:
-        TaskDataError: an empty or non-positive dose list.
+        TaskDataError: an empty dose list, a dose that is not positive, or a repeated dose.
     """
     if task_code == MR_TASK:
         return [Condition(f"mr-{c}-coil", "noise", f) for c in MR_COILS for f in MR_NOISE]
-    if not doses or not all(math.isfinite(d) and d > 0 for d in doses):
-        raise TaskDataError(f"doses are {doses}, expected one or more positive dose factors such as (1.0, 0.25)")
+    if not doses or not all(math.isfinite(d) and d > 0 for d in doses) or len(set(doses)) != len(doses):
+        raise TaskDataError(
+            f"doses are {doses}, expected one or more distinct positive dose factors such as (1.0, 0.25)"
+        )
     return [Condition(name, "dose", d) for name in PROFILES for d in doses]
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raw_data import PROFILES, get_profile
+from raw_data import PROFILES, get_profile, make_patient
+from raw_data.phantoms import Demographics
 from tasks import TaskDataError, get_task
 from tasks.ct import SOURCE_PROFILE
-from tasks.robustness import conditions_for, held_out_patients, rebin_fan_beam
+from tasks.robustness import HeldOutPatient, conditions_for, held_out_patients, rebin_fan_beam
 from tasks.robustness.acquisition import write_records
 from tasks.robustness.cohort import CONTRAST_BINS, RADIUS_BINS
 from tasks.synthetic import balanced_patients
@@ -74,9 +75,10 @@ def test_mr_task_meets_three_coil_arrays_at_two_noise_levels() -> None:
     ]
 
 
-def test_doses_must_be_positive() -> None:
-    with pytest.raises(TaskDataError, match=r"doses are \(1.0, 0.0\), expected one or more positive"):
-        conditions_for(SINOGRAM, (1.0, 0.0))
+@pytest.mark.parametrize("doses", [(1.0, 0.0), (), (0.5, 0.5), (1.0, float("nan"))])
+def test_doses_must_be_distinct_and_positive(doses: tuple[float, ...]) -> None:
+    with pytest.raises(TaskDataError, match=r"expected one or more distinct positive dose factors"):
+        conditions_for(SINOGRAM, doses)
 
 
 @pytest.mark.parametrize("name", [n for n in PROFILES if n != SOURCE_PROFILE.name])
@@ -132,3 +134,18 @@ def test_each_sex_holds_patients_with_and_without_a_lesion() -> None:
     cohort = held_out_patients(8, 1)
     pairs = sorted((h.patient.demographics.sex, h.label) for h in cohort)  # type: ignore[union-attr]
     assert pairs == sorted([("female", 0), ("female", 1), ("male", 0), ("male", 1)] * 2)
+
+
+def test_age_reaches_the_data_the_model_reads(tmp_path: Path) -> None:
+    # The same patient young and old: the old skull attenuates less, in the record itself.
+    task = get_task(SINOGRAM)
+    reference = next(c for c in conditions_for(SINOGRAM) if c.scanner == SOURCE_PROFILE.name)
+
+    def total(age: float, noise_seed: int) -> float:
+        patient = make_patient(5, lesions=0, demographics=Demographics("male", age, 0.97))
+        ((path, fmt),) = write_records(SINOGRAM, HeldOutPatient(0, patient), [reference], [noise_seed], tmp_path)
+        return float(task.load_record(path, fmt).sum())
+
+    young, young_again, old = total(25.0, 9), total(25.0, 10), total(85.0, 9)
+    assert abs(young - young_again) < 0.001 * young  # what noise alone changes
+    assert old < 0.985 * young

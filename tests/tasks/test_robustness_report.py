@@ -200,3 +200,10 @@ def test_unknown_task_is_refused() -> None:
 def test_weights_of_another_model_are_refused() -> None:
     with pytest.raises(WeightsError, match=r"the weights belong to another model"):
         evaluate_robustness(KSPACE, get_weights(get_task(SINOGRAM).build_model()), seed=0, patients_per_cell=4)
+
+
+def test_weights_holding_nan_are_refused() -> None:
+    weights = get_weights(get_task(KSPACE).build_model())
+    weights[0] = np.full_like(weights[0], np.nan)
+    with pytest.raises(WeightsError, match=r"holds NaN or infinite values"):
+        evaluate_robustness(KSPACE, weights, seed=0, patients_per_cell=4)
