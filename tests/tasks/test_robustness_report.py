@@ -42,16 +42,23 @@ def _constant_weights(code: str, logit: float) -> Weights:
 
 
 @pytest.fixture(scope="module")
-def sinogram_report() -> RobustnessReport:
-    """The demo's task, untrained, on 4 patients per cell."""
+def module_thread() -> Iterator[None]:
+    """One thread for the module-wide fixtures too, restored afterwards."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sinogram_report(module_thread: None) -> RobustnessReport:
+    """The demo's task, untrained, on 4 patients per cell."""
     return evaluate_robustness(SINOGRAM, get_weights(get_task(SINOGRAM).build_model()), seed=3, patients_per_cell=4)
 
 
 @pytest.fixture(scope="module")
-def trained_mr() -> Weights:
+def trained_mr(module_thread: None) -> Weights:
     """The MR task's model trained on 160 synthetic examples (the recipe of test_learning)."""
-    torch.set_num_threads(1)
     task = get_task(KSPACE)
     inputs, labels = task.synthetic_examples(160, 1)
     model = task.build_model()
@@ -60,9 +67,8 @@ def trained_mr() -> Weights:
 
 
 @pytest.fixture(scope="module")
-def trained_mr_report(trained_mr: Weights) -> RobustnessReport:
+def trained_mr_report(trained_mr: Weights, module_thread: None) -> RobustnessReport:
     """The trained MR model across coil arrays and noise levels, 18 patients per cell."""
-    torch.set_num_threads(1)
     return evaluate_robustness(KSPACE, trained_mr, seed=0, patients_per_cell=18)
 
 
