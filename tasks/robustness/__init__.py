@@ -11,10 +11,11 @@ from tasks.robustness.acquisition import Condition, conditions_for, rebin_fan_be
 from tasks.robustness.cohort import HeldOutPatient, held_out_patients
 from tasks.robustness.evaluate import build_cells, evaluate_robustness
 from tasks.robustness.metrics import CellMetrics, auc, auc_interval, cell_metrics
-from tasks.robustness.report import RobustnessCell, RobustnessReport, ScanScore
+from tasks.robustness.report import CellNotFoundError, RobustnessCell, RobustnessReport, ScanScore
 
 __all__ = [
     "CellMetrics",
+    "CellNotFoundError",
     "Condition",
     "HeldOutPatient",
     "RobustnessCell",

@@ -7,7 +7,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RobustnessCell", "RobustnessReport", "ScanScore"]
+from tasks.errors import TaskError
+
+__all__ = ["CellNotFoundError", "RobustnessCell", "RobustnessReport", "ScanScore"]
+
+
+class CellNotFoundError(TaskError, KeyError):
+    """A report has no cell of the requested dimension and level (the message lists them)."""
+
+    def __str__(self) -> str:
+        # KeyError would print the repr of its argument, quotes and all.
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -111,12 +121,17 @@ class RobustnessReport:
         """Return the cell ``(dimension, level)``.
 
         Raises:
-            KeyError: no such cell (the message lists the dimensions).
+            CellNotFoundError: no such cell; the message lists the levels of ``dimension``, or
+                the dimensions when there is none of that name. Empty bins have no cell.
         """
         for c in self.cells:
             if c.dimension == dimension and c.level == level:
                 return c
-        raise KeyError(f"no cell {dimension!r} / {level!r}; dimensions: {sorted({c.dimension for c in self.cells})}")
+        levels = [c.level for c in self.cells if c.dimension == dimension]
+        if levels:
+            raise CellNotFoundError(f"no cell {level!r} in dimension {dimension!r}; its cells: {', '.join(levels)}")
+        dimensions = ", ".join(dict.fromkeys(c.dimension for c in self.cells))
+        raise CellNotFoundError(f"no dimension {dimension!r} in the report; its dimensions: {dimensions}")
 
     def grid_dimension(self) -> str:
         """Return the name of the scanner-by-level cells, e.g. ``"scanner x dose"``."""

@@ -16,7 +16,7 @@ from scipy.stats import mannwhitneyu
 from raw_data import PROFILES
 from tasks import TrainConfig, UnknownTaskError, WeightsError, get_task, get_weights, train, weights_hash
 from tasks.errors import TaskDataError
-from tasks.robustness import RobustnessReport, evaluate_robustness
+from tasks.robustness import CellNotFoundError, RobustnessReport, evaluate_robustness
 from tests.tasks.conftest import KSPACE, SINOGRAM
 
 Weights = list[np.ndarray]
@@ -213,3 +213,10 @@ def test_weights_holding_nan_are_refused() -> None:
     weights[0] = np.full_like(weights[0], np.nan)
     with pytest.raises(WeightsError, match=r"holds NaN or infinite values"):
         evaluate_robustness(KSPACE, weights, seed=0, patients_per_cell=4)
+
+
+def test_asking_for_a_missing_cell_names_what_exists(sinogram_report: RobustnessReport) -> None:
+    with pytest.raises(CellNotFoundError, match=r"no cell 'ultra-like' in dimension 'scanner'; its cells: lightspeed"):
+        sinogram_report.cell("scanner", "ultra-like")
+    with pytest.raises(CellNotFoundError, match=r"no dimension 'ethnicity' in the report; its dimensions: all, "):
+        sinogram_report.cell("ethnicity", "any")
