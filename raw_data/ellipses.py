@@ -118,11 +118,14 @@ def ellipse_line_integrals(ellipses: Iterable[Ellipse], geometry: Geometry) -> n
         Sinogram, shape ``(views, detectors)``: value times chord length (mm), summed.
     """
     theta, t = _parallel_coordinates(geometry)
+    # The ray directions' cosines and sines are shared by every ellipse; each ellipse's own
+    # rotation then costs products, not new trigonometric functions over every ray.
+    cos_t, sin_t = np.cos(theta), np.sin(theta)
     out = np.zeros_like(t)
     for e in ellipses:
         a, b = e.axes_mm
-        shift = t - (e.center_mm[0] * np.cos(theta) + e.center_mm[1] * np.sin(theta))
-        rel = theta - e.angle_rad
-        s2 = (a * np.cos(rel)) ** 2 + (b * np.sin(rel)) ** 2
+        shift = t - (e.center_mm[0] * cos_t + e.center_mm[1] * sin_t)
+        c, s = math.cos(e.angle_rad), math.sin(e.angle_rad)
+        s2 = (a * (cos_t * c + sin_t * s)) ** 2 + (b * (sin_t * c - cos_t * s)) ** 2
         out += e.value * 2 * a * b * np.sqrt(np.clip(s2 - shift**2, 0, None)) / s2
     return out

@@ -9,7 +9,10 @@ Two families share the Shepp-Logan head outline:
 
 :func:`make_patient` draws a seeded variant of the CT head (size, tilt) with zero or more
 round lesions of chosen size, contrast and position; the patient's ``label`` is 1 when it
-has a lesion, the target of the detection training tasks.
+has a lesion, the target of the detection training tasks. Given :class:`Demographics`
+(sex, age, head size; see :func:`draw_demographics`), the anatomy follows them: the head's
+size, the skull's density and the ventricles' size change, so that a model's performance
+can be compared between groups of patients.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from raw_data.geometry import Geometry, ImageGrid
 
 __all__ = [
     "MU_WATER_PER_MM",
+    "SEXES",
+    "Demographics",
     "DigitalPatient",
     "Lesion",
     "ct_head",
+    "draw_demographics",
     "hu_to_attenuation",
     "make_patient",
     "shepp_logan",
@@ -57,6 +63,7 @@ _MODIFIED = (1.0, -0.8, -0.2, -0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
 # Tissue of each region, HU: skull, brain, two ventricles (CSF), then grey-matter-like spots.
 _REGION_HU = (1000.0, 40.0, 8.0, 8.0, 52.0, 60.0, 60.0, 65.0, 65.0, 65.0)
 _PARENT = (None, 0, 1, 1, 1, 1, 1, 1, 1, 1)  # which region each ellipse sits in
+_VENTRICLES = (2, 3)  # the two CSF-filled ellipses, which widen with age
 
 
 def hu_to_attenuation(hu: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -68,18 +75,22 @@ def hu_to_attenuation(hu: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 def _ellipses(
-    values: tuple[float, ...], fov_mm: float, scale: float = 1.0, tilt_rad: float = 0.0
+    values: tuple[float, ...],
+    fov_mm: float,
+    scale: float = 1.0,
+    tilt_rad: float = 0.0,
+    growth: tuple[float, ...] = (1.0,) * len(_SHAPES),
 ) -> tuple[Ellipse, ...]:
     half = fov_mm / 2 * scale
     c, s = math.cos(tilt_rad), math.sin(tilt_rad)
     out = []
-    for value, (a, b, x, y, deg) in zip(values, _SHAPES, strict=True):
+    for value, (a, b, x, y, deg), g in zip(values, _SHAPES, growth, strict=True):
         cx, cy = x * half, y * half
         out.append(
             Ellipse(
                 value=value,
                 center_mm=(cx * c - cy * s, cx * s + cy * c),
-                axes_mm=(a * half, b * half),
+                axes_mm=(a * half * g, b * half * g),
                 angle_rad=math.radians(deg) + tilt_rad,
             )
         )
@@ -99,23 +110,105 @@ def shepp_logan(fov_mm: float = 256.0, *, modified: bool = True) -> tuple[Ellips
     return _ellipses(_MODIFIED if modified else _ORIGINAL, fov_mm)
 
 
-def _ct_values() -> tuple[float, ...]:
-    mu = [float(hu_to_attenuation(hu)) for hu in _REGION_HU]
+def _ct_values(skull_hu: float) -> tuple[float, ...]:
+    mu = [float(hu_to_attenuation(hu)) for hu in (skull_hu, *_REGION_HU[1:])]
     return tuple(m - (0.0 if p is None else mu[p]) for m, p in zip(mu, _PARENT, strict=True))
 
 
-def ct_head(fov_mm: float = 256.0, *, scale: float = 1.0, tilt_rad: float = 0.0) -> tuple[Ellipse, ...]:
+def ct_head(
+    fov_mm: float = 256.0,
+    *,
+    scale: float = 1.0,
+    tilt_rad: float = 0.0,
+    skull_hu: float = _REGION_HU[0],
+    ventricle_scale: float = 1.0,
+) -> tuple[Ellipse, ...]:
     """Return the Shepp-Logan-shaped CT head: skull 1000 HU, brain 40 HU, CSF 8 HU.
 
     Parameters:
         fov_mm: field of view, mm.
         scale: size factor applied to every ellipse (1 fills 92% of the field vertically).
         tilt_rad: rotation of the whole head, radians, counter-clockwise.
+        skull_hu: skull density, HU (lower for thinner, less mineralised bone).
+        ventricle_scale: factor on both semi-axes of the two ventricles (above 1: the
+            enlarged ventricles of an atrophic, older brain).
 
     Returns:
         Ten ellipses with additive linear attenuation values, 1/mm.
+
+    Raises:
+        PhantomError: ``skull_hu`` not above the brain's 40 HU, or ``ventricle_scale``
+            outside 0.5-2 (larger ventricles would cross the skull).
     """
-    return _ellipses(_ct_values(), fov_mm, scale, tilt_rad)
+    if not (math.isfinite(skull_hu) and skull_hu > _REGION_HU[1]):
+        raise PhantomError(f"skull_hu is {skull_hu}, expected a number above the brain's {_REGION_HU[1]:.0f} HU")
+    if not (0.5 <= ventricle_scale <= 2.0):
+        raise PhantomError(f"ventricle_scale is {ventricle_scale}, expected 0.5 to 2")
+    growth = tuple(ventricle_scale if i in _VENTRICLES else 1.0 for i in range(len(_SHAPES)))
+    return _ellipses(_ct_values(skull_hu), fov_mm, scale, tilt_rad, growth)
+
+
+SEXES = ("female", "male")
+"""The sexes :class:`Demographics` can carry."""
+# Stand-in anatomy, not clinical norms: heads of the male phantoms are drawn about 6 %
+# larger; from 30 years on the skull loses density and the ventricles widen steadily.
+_HEAD_SCALE = {"female": (0.88, 0.98), "male": (0.94, 1.04)}
+_AGE_YEARS = (20.0, 90.0)
+_SKULL_LOSS_HU_PER_YEAR = 5.0
+_VENTRICLE_GROWTH_PER_YEAR = 0.005
+_AGING_FROM_YEARS = 30.0
+
+
+@dataclass(frozen=True)
+class Demographics:
+    """Demographic-like attributes of a digital patient, and the anatomy they imply.
+
+    Attributes:
+        sex: ``"female"`` or ``"male"``.
+        age_years: age, years, 20 to 90.
+        head_scale: size factor of the whole head (1 fills 92 % of the field vertically),
+            0.8 to 1.05.
+    """
+
+    sex: str
+    age_years: float
+    head_scale: float
+
+    def __post_init__(self) -> None:
+        if self.sex not in SEXES:
+            raise PhantomError(f"sex is {self.sex!r}, expected one of {', '.join(SEXES)}")
+        if not (_AGE_YEARS[0] <= self.age_years <= _AGE_YEARS[1]):
+            raise PhantomError(f"age_years is {self.age_years}, expected {_AGE_YEARS[0]:.0f} to {_AGE_YEARS[1]:.0f}")
+        if not (0.8 <= self.head_scale <= 1.05):
+            raise PhantomError(f"head_scale is {self.head_scale}, expected 0.8 to 1.05 (the head must fit the field)")
+
+    @property
+    def skull_hu(self) -> float:
+        """Skull density for this age, HU (1000 up to 30 years, 5 HU less each year after)."""
+        return _REGION_HU[0] - _SKULL_LOSS_HU_PER_YEAR * max(0.0, self.age_years - _AGING_FROM_YEARS)
+
+    @property
+    def ventricle_scale(self) -> float:
+        """Ventricle size factor for this age (1 up to 30 years, +0.5 % each year after)."""
+        return 1.0 + _VENTRICLE_GROWTH_PER_YEAR * max(0.0, self.age_years - _AGING_FROM_YEARS)
+
+
+def draw_demographics(rng: np.random.Generator, sex: str | None = None) -> Demographics:
+    """Draw a sex (even odds), an age (uniform, 20-90 years) and a sex-dependent head size.
+
+    Parameters:
+        rng: the generator to draw from (three draws, whether or not ``sex`` is given).
+        sex: ``"female"`` or ``"male"`` to fix the sex instead of drawing it.
+
+    Raises:
+        PhantomError: an unknown ``sex``.
+    """
+    drawn = SEXES[int(rng.integers(0, len(SEXES)))]
+    if sex is not None and sex not in SEXES:
+        raise PhantomError(f"sex is {sex!r}, expected one of {', '.join(SEXES)}")
+    sex = drawn if sex is None else sex
+    age = float(rng.uniform(*_AGE_YEARS))
+    return Demographics(sex, age, float(rng.uniform(*_HEAD_SCALE[sex])))
 
 
 @dataclass(frozen=True)
@@ -153,12 +246,14 @@ class DigitalPatient:
         lesions: the lesions added on top of the anatomy.
         fov_mm: field of view the patient is meant to be imaged in, mm.
         description: how the patient was made (family, seed), for provenance.
+        demographics: the attributes the anatomy was made from, if any.
     """
 
     anatomy: tuple[Ellipse, ...]
     lesions: tuple[Lesion, ...]
     fov_mm: float
     description: str
+    demographics: Demographics | None = None
 
     @property
     def label(self) -> int:
@@ -225,6 +320,7 @@ def make_patient(
     radius_mm: tuple[float, float] = (4.0, 10.0),
     contrast_hu: tuple[float, float] = (20.0, 60.0),
     vary_anatomy: bool = True,
+    demographics: Demographics | None = None,
 ) -> DigitalPatient:
     """Draw a seeded digital CT patient with ``lesions`` round lesions inside the brain.
 
@@ -235,6 +331,10 @@ def make_patient(
         radius_mm: range the lesion radii are drawn from, mm.
         contrast_hu: range of absolute lesion contrast, HU; the sign is drawn at random.
         vary_anatomy: scale the head by 0.9-1.0 and tilt it by up to 5 degrees.
+        demographics: sex, age and head size to build the anatomy from: the head is
+            scaled by ``head_scale`` (instead of the drawn 0.9-1.0), the skull and
+            ventricles follow the age. None (the default) gives the same patients as
+            before demographics existed.
 
     Returns:
         The patient; ``label`` is 1 if ``lesions > 0``.
@@ -253,7 +353,18 @@ def make_patient(
     rng = np.random.default_rng(seed)
     scale = float(rng.uniform(0.9, 1.0)) if vary_anatomy else 1.0
     tilt = float(rng.uniform(-1, 1) * math.radians(5)) if vary_anatomy else 0.0
-    anatomy = ct_head(fov_mm, scale=scale, tilt_rad=tilt)
+    if demographics is not None:
+        # The draws above still happen, so a seed's tilt is the same with or without demographics.
+        scale = demographics.head_scale
+        anatomy = ct_head(
+            fov_mm,
+            scale=scale,
+            tilt_rad=tilt,
+            skull_hu=demographics.skull_hu,
+            ventricle_scale=demographics.ventricle_scale,
+        )
+    else:
+        anatomy = ct_head(fov_mm, scale=scale, tilt_rad=tilt)
     brain = anatomy[1]
     placed: list[Lesion] = []
     for _ in range(lesions):
@@ -262,4 +373,6 @@ def make_patient(
         sign = 1.0 if rng.uniform() < 0.5 else -1.0
         placed.append(Lesion(centre, r, sign * float(rng.uniform(*contrast_hu))))
     description = f"ct_head seed={seed} lesions={lesions} scale={scale:.3f} tilt_rad={tilt:.4f}"
-    return DigitalPatient(anatomy, tuple(placed), fov_mm, description)
+    if demographics is not None:
+        description += f" sex={demographics.sex} age_years={demographics.age_years:.1f}"
+    return DigitalPatient(anatomy, tuple(placed), fov_mm, description, demographics)
