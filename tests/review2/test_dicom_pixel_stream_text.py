@@ -75,3 +75,24 @@ def test_text_hidden_in_the_compressed_pixel_stream_does_not_reach_the_store(
     assert pydicom.dcmread(node.dir / record.path).pixel_array.shape == ds.pixel_array.shape
     hits = scan_tree(node.dir, [marker])
     assert hits == [], f"{case} kept {marker!r}:\n{describe(hits)}"
+
+
+def test_text_after_the_last_pixel_of_native_pixel_data_does_not_reach_the_store(
+    make_node, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Native pixel data longer than Rows x Columns x samples: pydicom calls the excess padding and
+    warns; the node notes the warning and stores the excess (here 3,400 bytes of text) as it was."""
+    marker = "MRKZQXPIXELTAIL04"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = "REVIEW2-PIX-2"
+    ds.PixelData = ds.PixelData + (marker.encode() + b" ") * 200
+    folder = tmp_path / "in"
+    folder.mkdir()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    (folder / "image.dcm").write_bytes(buffer.getvalue())
+    node = make_node(role=False)
+    report = Ingestor(node).run([folder])
+    assert (report.quarantined, len(report.ingested)) == ([], 1)
+    hits = scan_tree(node.dir, [marker])
+    assert hits == [], f"the excess pixel bytes kept {marker!r}:\n{describe(hits)}"
