@@ -1,0 +1,98 @@
+"""Review 2 of issue 9: text inside a compressed pixel data stream is stored as it was.
+
+Encapsulated pixel data are kept byte for byte. A JPEG stream has a comment segment (COM, FFFE)
+and application segments a writer may fill with anything; a JPEG 2000 codestream has a comment
+marker (COM, FF64); and bytes after a stream's end-of-image marker are ignored by every decoder.
+Each can hold a name that no decoder shows and no attribute rule sees. The pixels decode the same
+with or without them, so the node could drop them; it does not. Public test files from pydicom
+are rewritten with one marker each and ingested; the stored file is searched for the marker.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
+from sqlalchemy import select
+
+from node.catalog import Record
+from node.ingest import Ingestor
+from tests.node.leakscan import describe, scan_tree
+
+
+def _jpeg_comment(marker: bytes) -> Callable[[bytes], bytes]:
+    def edit(frame: bytes) -> bytes:
+        assert frame[:2] == b"\xff\xd8"  # SOI
+        return frame[:2] + b"\xff\xfe" + (len(marker) + 2).to_bytes(2, "big") + marker + frame[2:]
+    return edit
+
+
+def _j2k_comment(marker: bytes) -> Callable[[bytes], bytes]:
+    def edit(frame: bytes) -> bytes:
+        siz = frame.index(b"\xff\x51")  # the COM marker may follow SIZ in the main header
+        end = siz + 2 + int.from_bytes(frame[siz + 2 : siz + 4], "big")
+        segment = b"\xff\x64" + (len(marker) + 4).to_bytes(2, "big") + b"\x00\x01" + marker  # Rcom 1: Latin text
+        return frame[:end] + segment + frame[end:]
+    return edit
+
+
+def _after_end(marker: bytes) -> Callable[[bytes], bytes]:
+    return lambda frame: frame + marker
+
+
+CASES = {
+    "JPEG COM segment (baseline JPEG)": ("SC_rgb_jpeg_dcmtk.dcm", "MRKZQXJPEGCOMMENT1", _jpeg_comment),
+    "bytes after the JPEG EOI": ("SC_rgb_jpeg_dcmtk.dcm", "MRKZQXJPEGTRAILER2", _after_end),
+    "JPEG 2000 COM marker (MR, lossless)": ("MR_small_jp2klossless.dcm", "MRKZQXJ2KCOMMENT3", _j2k_comment),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_text_hidden_in_the_compressed_pixel_stream_does_not_reach_the_store(
+    case: str, make_node, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    template, marker, edit = CASES[case]
+    ds = pydicom.dcmread(get_testdata_file(template))
+    ds.PatientID = "REVIEW2-PIX-1"
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    plant = edit(marker.encode())
+    ds.PixelData = encapsulate([plant(f) for f in generate_frames(ds.PixelData, number_of_frames=frames)])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    (folder / "image.dcm").write_bytes(buffer.getvalue())
+    node = make_node(role=False)
+    report = Ingestor(node).run([folder])
+    assert (report.quarantined, len(report.ingested)) == ([], 1)  # it decodes: a valid image
+    with node.sessions() as session:
+        record = session.scalars(select(Record)).one()
+    assert pydicom.dcmread(node.dir / record.path).pixel_array.shape == ds.pixel_array.shape
+    hits = scan_tree(node.dir, [marker])
+    assert hits == [], f"{case} kept {marker!r}:\n{describe(hits)}"
+
+
+def test_text_after_the_last_pixel_of_native_pixel_data_does_not_reach_the_store(
+    make_node, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Native pixel data longer than Rows x Columns x samples: pydicom calls the excess padding and
+    warns; the node notes the warning and stores the excess (here 3,400 bytes of text) as it was."""
+    marker = "MRKZQXPIXELTAIL04"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = "REVIEW2-PIX-2"
+    ds.PixelData = ds.PixelData + (marker.encode() + b" ") * 200
+    folder = tmp_path / "in"
+    folder.mkdir()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    (folder / "image.dcm").write_bytes(buffer.getvalue())
+    node = make_node(role=False)
+    report = Ingestor(node).run([folder])
+    assert (report.quarantined, len(report.ingested)) == ([], 1)
+    hits = scan_tree(node.dir, [marker])
+    assert hits == [], f"the excess pixel bytes kept {marker!r}:\n{describe(hits)}"
