@@ -52,6 +52,7 @@ from node.deid_profile import (
     DUMMY_TEXT,
     FREE_TEXT_KEPT,
     FREE_TEXT_VRS,
+    MODALITIES,
     NEWER_VRS,
     NOT_LONGITUDINAL,
     REMOVED_REPEATING_GROUPS,
@@ -76,6 +77,7 @@ _CODE_MEANINGS = {
 _DICOM_UID_ROOT = "1.2.840.10008."
 _PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PATIENT_NAME, _PATIENT_ID, _BURNED_IN, _VISUAL_FEATURES = 0x00100010, 0x00100020, 0x00280301, 0x00280302
+_MODALITY = 0x00080060
 # SOP classes whose pixels commonly carry burned-in text (Secondary Capture family, Ultrasound).
 _TEXT_PRONE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.1")
 # The file meta elements kept (an allow-list): what a reader needs to decode the file. The
@@ -240,6 +242,7 @@ def deidentify(
         )
     cleaner.clean_file_meta(out)
     cleaner.set_pseudonym(out, patient.pseudonym)
+    cleaner.check_modality(out)
     if isinstance(out, FileDataset):
         # The copy must not point back at the original file or hold its bytes.
         out.preamble = b"\x00" * 128 if out.preamble is not None else None
@@ -497,6 +500,12 @@ class _Cleaner:
         elem = meta["MediaStorageSOPInstanceUID"]
         sop_instance = str(ds.get("SOPInstanceUID", ""))
         self._set(elem, sop_instance if sop_instance else self._mapped_uids(elem.value))
+
+    def check_modality(self, ds: pydicom.Dataset) -> None:
+        """Modality is kept by the table; a value that is not one of the standard's defined terms becomes OT."""
+        if _MODALITY in ds and str(ds[_MODALITY].value or "").strip() not in MODALITIES | {""}:
+            self._set(ds[_MODALITY], "OT")
+            self.flags.append("Modality (0008,0060): not a defined term of the standard; replaced by OT")
 
     def set_pseudonym(self, ds: pydicom.Dataset, pseudonym: str) -> None:
         for tag, vr in ((_PATIENT_NAME, "PN"), (_PATIENT_ID, "LO")):

@@ -38,6 +38,7 @@ __all__ = [
     "EDITION",
     "FREE_TEXT_KEPT",
     "FREE_TEXT_VRS",
+    "MODALITIES",
     "NEWER_VRS",
     "NOT_LONGITUDINAL",
     "REMOVED_REPEATING_GROUPS",
@@ -281,6 +282,19 @@ RULE_DEVIATIONS: tuple[RuleDeviation, ...] = (
         "free text can hold anything; the allow-list keeps what the tasks need to read pixels and acquisition",
     ),
 )
+
+#: Modality (0008,0060): the defined terms of PS3.3 C.7.3.1.1.1, current and retired. Modality is kept by the
+#: table and it goes into the catalog and onto the chain with a dataset, so any other value (a code string
+#: can spell a name) becomes OT, "other".
+MODALITIES: frozenset[str] = frozenset({
+    "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CFM", "CT", "CTPROTOCOL", "DMS", "DG", "DOC", "DX", "ECG", "EEG",
+    "EMG", "EOG", "EPS", "ES", "FID", "GM", "HC", "HD", "IO", "IOL", "IVOCT", "IVUS", "KER", "KO", "LEN", "LS",
+    "MG", "MR", "M3D", "NM", "OAM", "OCT", "OP", "OPM", "OPT", "OPTBSV", "OPTENF", "OPV", "OSS", "OT", "PA",
+    "PLAN", "POS", "PR", "PT", "PX", "REG", "RESP", "RF", "RG", "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN",
+    "RTRAD", "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV", "SEG", "SM", "SMR", "SR", "SRF", "STAIN", "TEXTUREMAP",
+    "TG", "US", "VA", "XA", "XAPROTOCOL", "XC", "AS", "CD", "CF", "CP", "CS", "DD", "DF", "DM", "DS", "EC",
+    "FA", "FS", "LP", "MA", "MS", "OPR", "ST", "VF",
+})  # fmt: skip
 
 #: VRs (PS3.6, edition above) of the table's attributes that pydicom's data dictionary predates. The node
 #: judges every public element by the standard's VR, not the one its file declares, and removes an element

@@ -8,7 +8,6 @@ patient id; :func:`deidentify` returns the bytes to store, de-identified for tha
 from __future__ import annotations
 
 import io
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from contracts.datause import Kind
 from node.deid import DeidPolicy, PatientContext, UidMapper
 from node.deid import deidentify as deidentify_dicom
+from node.deid_profile import MODALITIES
 from node.dicom_file import encode_file
 from node.errors import IngestError
 from node.redact import describe, value_free
@@ -96,9 +96,6 @@ def deidentify(parsed: Parsed, patient: PatientContext, uids: UidMapper, policy:
 
 # ---------------------------------------------------------------------- DICOM
 
-_MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
-
-
 def _parse_dicom(content: bytes) -> Parsed:
     ds: pydicom.Dataset
     try:
@@ -147,13 +144,14 @@ def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
 
 
 def _modality(ds: pydicom.Dataset) -> str:
-    """The catalog's modality: the file's code if it is a code (PS3.5 CS, one value), else OT.
+    """The catalog's modality: the file's if it is one of the standard's defined terms, else OT.
 
-    The catalog is written from the parsed file, before de-identification, so a value that is not a
-    code (text written into Modality) must not reach it.
+    The catalog is written from the parsed file, before de-identification, and a dataset's modality
+    goes on chain, so only a value from the standard's list may reach them (a code string can spell
+    a name).
     """
     value = str(ds.get("Modality", "") or "").strip()
-    return value if _MODALITY.fullmatch(value) else "OT"
+    return value if value in MODALITIES else "OT"
 
 
 def _uid_name(uid: Any, content: bytes) -> str:

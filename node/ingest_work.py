@@ -27,6 +27,7 @@ from node.formats import deidentify, parse
 from node.keys import NodeSecrets
 from node.quarantine import FileIdentity, NotRegularFileError, file_identity, keep, open_regular
 from node.redact import describe, value_free
+from node.redact_view import decoded_view
 from node.sidecar import SidecarRow, sidecar_row
 from node.store import put
 from node.vault import Vault, derive_pseudonym
@@ -179,7 +180,8 @@ def process_file(task: FileTask, ctx: WorkContext) -> Outcome:
             outcome = _ingest(task, path, content, source_sha, identity, ctx)
     except (NodeError, OSError) as exc:  # _ingest turned every problem of the file into an outcome
         return Broken(task.index, f"the node cannot store its work: {describe(exc)}")
-    notes = tuple(dict.fromkeys(value_free(message, content) for message in caught))
+    view = decoded_view(content, path) if caught else b""  # what a warning can quote: not only the bytes
+    notes = tuple(dict.fromkeys(value_free(message, view) for message in caught))
     return replace(outcome, notes=notes) if notes else outcome
 
 
@@ -202,10 +204,10 @@ def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, identit
             _check_unchanged(path, identity)
     except IngestError as exc:
         # Our own reasons name no value; those of de-identification are checked like any text.
-        reason = str(exc) if type(exc) is IngestError else value_free(str(exc), content)
+        reason = str(exc) if type(exc) is IngestError else value_free(str(exc), decoded_view(content, path))
         return _quarantine(task, path, content, source_sha, identity, reason, ctx)
     except Exception as exc:  # any failure while reading one file is that file's problem
-        reason = f"unexpected error while {stage}: {describe(exc, content)}"
+        reason = f"unexpected error while {stage}: {describe(exc, decoded_view(content, path))}"
         return _quarantine(task, path, content, source_sha, identity, reason, ctx)
     record_id = hashlib.sha256(processed.content).hexdigest()
     _, rel = put(ctx.node_dir, processed.content, processed.suffix, digest=record_id)

@@ -8,7 +8,8 @@ alone would let it through. :func:`decoded_view` adds what can be decoded:
 - every zlib or gzip stream found at any offset, inflated (HDF5's deflate filter writes zlib);
 - the body of a deflated DICOM file, inflated as raw deflate;
 - for HDF5, read through h5py itself (so through whatever filter it applies): every object's
-  name, every attribute value, and every dataset of text, opaque or compound type.
+  name, every attribute value, and every dataset of text, opaque or compound type; text with
+  XML character or entity references also as the XML parser reads it.
 
 It only runs when a message is about to be made from a failure, never on the ingest's good path.
 What it gathers is bounded (:data:`LIMIT` bytes); past that it stops adding.
@@ -17,6 +18,8 @@ What it gathers is bounded (:data:`LIMIT` bytes); past that it stops adding.
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b
 # Every two-byte zlib header with the deflate method and no preset dictionary.
 _ZLIB_HEADERS = frozenset(bytes((cmf, flg)) for cmf in (0x08, 0x18, 0x28, 0x38, 0x48, 0x58, 0x68, 0x78)
                           for flg in range(256) if (cmf * 256 + flg) % 31 == 0 and not flg & 0x20)
+# Where a stream can start (overlapping matches, so that no offset is skipped).
+_STREAM_START = re.compile(b"(?=(" + b"|".join(re.escape(h) for h in sorted(_ZLIB_HEADERS | {b"\x1f\x8b"})) + b"))")
 
 
 def decoded_view(content: bytes, path: Path | None = None) -> bytes:
@@ -68,11 +73,9 @@ def _streams(content: bytes, budget: _Budget) -> list[bytes]:
         data = budget.take(_inflate(view[start:], -zlib.MAX_WBITS))
         if data:
             found.append(data)
-    for offset in range(len(content) - 1):
-        pair = content[offset : offset + 2]
-        gzip = pair == b"\x1f\x8b"
-        if not gzip and pair not in _ZLIB_HEADERS:
-            continue
+    for match in _STREAM_START.finditer(content):
+        offset = match.start()
+        gzip = match.group(1) == b"\x1f\x8b"
         inflated = _inflate(view[offset:], 16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
         if inflated:
             data = budget.take(inflated)
@@ -114,6 +117,8 @@ def _hdf5_texts(path: Path, budget: _Budget) -> list[bytes]:
 
     def add(value: Any) -> None:
         data = _as_bytes(value, np)
+        if b"&" in data:  # XML (the ISMRMRD header) can spell any text as character references
+            data += b"\n" + html.unescape(data.decode("utf-8", "replace")).encode("utf-8", "replace")
         if data:
             taken = budget.take(data)
             if taken:

@@ -99,10 +99,18 @@ def check_study(node: Node, study_id: int, task_code: str, block: int, *, clippi
 
 
 def label_of(raw: str | None, record_id: str) -> int:
-    """The class of a record's label; raise StudyRefused for a record without a usable label."""
+    """The class of a record's label; raise StudyRefused for a record without a usable label.
+
+    The refusal's text travels to the SuperLink and the coordinator (Flower sends an exception's
+    message as the reply's error), so it names the record, never the label: a labels sidecar with
+    a shifted column would otherwise send a name out of the hospital.
+    """
     value = LABELS.get((raw or "").strip().lower())
     if value is None:
-        raise StudyRefused(f"record {record_id} has label {raw!r}; expected one of {sorted(LABELS)}")
+        raise StudyRefused(
+            f"record {record_id} has no usable label (not one of {sorted(LABELS)}); correct its row in the "
+            "labels sidecar and ingest again"
+        )
     return value
 
 
