@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
+import numpy as np
 import pydicom
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -48,6 +49,9 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from node.deid_profile import (
+    BINARY_KEPT,
+    BINARY_VRS,
+    CODE_STRINGS_OF_TEXT,
     DUMMY_BY_VR,
     DUMMY_TEXT,
     FREE_TEXT_KEPT,
@@ -102,6 +106,14 @@ _FORMATTED = {
     "TM": re.compile(rb"[0-9.: \-\\]*"),
     "DT": re.compile(rb"[0-9.+ \-\\]*"),
 }
+# Byte size of one value of the numeric VRs; a kept element of these must hold a whole number of
+# values, as many as the standard's VM allows.
+_NUMBER_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
+# Text VRs of one value whose text may contain a backslash.
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+_CHECKED_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI", *_NUMBER_SIZES}
+)
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _LTIM_ORDER = ("UNMODIFIED", "MODIFIED", "REMOVED")
 _DA = re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})")
@@ -240,6 +252,10 @@ def deidentify(
         cleaner.flags.append(
             "free text outside the profile table replaced: " + ", ".join(sorted(cleaner.unlisted_text))
         )
+    if cleaner.unlisted_binary:
+        cleaner.flags.append(
+            "binary content outside the profile table removed: " + ", ".join(sorted(cleaner.unlisted_binary))
+        )
     cleaner.clean_file_meta(out)
     cleaner.set_pseudonym(out, patient.pseudonym)
     cleaner.check_modality(out)
@@ -291,6 +307,7 @@ class _Cleaner:
         self.replaced = 0
         self.flags: list[str] = []
         self.unlisted_text: set[str] = set()
+        self.unlisted_binary: set[str] = set()
 
     def clean(self, ds: pydicom.Dataset, top: bool = False) -> None:
         drop_private = not self.policy.keep_private_tags
@@ -361,10 +378,12 @@ class _Cleaner:
         return True
 
     def _malformed(self, raw: DataElement | RawDataElement | None, tag: BaseTag) -> bool:
-        """Whether a code, number, UID, age, date or time holds characters its VR cannot have.
+        """Whether a kept value holds what its VR or its number of values cannot.
 
-        Such an element is kept (or shifted) by most rules, so text written into it (a name in
-        a code string, a note in a time) would pass; checked on the bytes as read.
+        Such an element is kept (or shifted) by its rule, so text written into it would pass: a
+        name in a code string or a note in a time (characters the VR does not allow), or bytes
+        spelling text as numbers (more values than the standard allows: eight pixel values where
+        one is). Checked on the bytes as read.
         """
         if tag.is_private or raw is None:
             return False
@@ -372,15 +391,39 @@ class _Cleaner:
         if declared in (None, "UN"):
             standard = _standard_vrs(int(tag))
             declared = next(iter(standard)) if standard is not None and len(standard) == 1 else None
-        pattern = _FORMATTED.get(declared or "")
-        if pattern is None or not _value_kept(int(tag)):
-            return False  # not a formatted VR, or replaced or removed by its rule: never reaches the store
+        if declared is None or declared not in _CHECKED_VRS or not _value_kept(int(tag)):
+            return False  # not checkable, or replaced or removed by its rule: never reaches the store
         value = raw.value
         if isinstance(raw, DataElement):  # already decoded
+            if declared in _NUMBER_SIZES:
+                return self._refuse_count(tag, len(_values(value)))
             value = "\\".join(str(v) for v in _values(value)).encode("utf-8", "replace")
-        if not isinstance(value, bytes) or not value or pattern.fullmatch(value):
+        if not isinstance(value, bytes) or not value:
             return False
-        self.flags.append(f"{keyword_for_tag(tag) or 'attribute'} {tag}: not a valid {declared} value; removed")
+        size = _NUMBER_SIZES.get(declared)
+        if size is not None:
+            if declared in ("FL", "FD") and len(value) % size == 0 and not _plausible_reals(raw, declared, value):
+                self.flags.append(
+                    f"{keyword_for_tag(tag) or 'attribute'} {tag}: values outside any physical range "
+                    f"(not finite, above 1e9 or below 1e-12 in magnitude); removed"
+                )
+                return True
+            return self._refuse_count(tag, len(value) / size)
+        pattern = _FORMATTED.get(declared)
+        if pattern is not None and not pattern.fullmatch(value):
+            self.flags.append(f"{keyword_for_tag(tag) or 'attribute'} {tag}: not a valid {declared} value; removed")
+            return True
+        return declared not in _SINGLE_TEXT_VRS and self._refuse_count(tag, value.count(b"\\") + 1)
+
+    def _refuse_count(self, tag: BaseTag, count: float) -> bool:
+        """Whether ``count`` values are more or fewer than the standard's VM for ``tag`` (flagged if so)."""
+        vm = _dictionary_vm(int(tag))
+        if vm is None or count == 0 or _vm_allows(vm, count):  # an empty element holds nothing
+            return False
+        shown = f"{count:g}" if count == int(count) else f"{count:.2f}"
+        self.flags.append(
+            f"{keyword_for_tag(tag) or 'attribute'} {tag}: {shown} values where the standard allows {vm}; removed"
+        )
         return True
 
     def _kept_unread(self, raw: DataElement | RawDataElement | None, tag: BaseTag) -> bool:
@@ -400,7 +443,7 @@ class _Cleaner:
             return False  # implicit or unknown VR: decoded with the dictionary's VR and judged by it
         rule = RULES_BY_TAG.get(int(tag))
         if rule is None:
-            return vr not in FREE_TEXT_VRS or int(tag) in FREE_TEXT_KEPT
+            return _unlisted_code(int(tag), vr) == "K"
         return rule.action == "K"
 
     def _removed_unread(self, ds: pydicom.Dataset, tag: BaseTag) -> bool:
@@ -448,12 +491,13 @@ class _Cleaner:
         return code
 
     def _unlisted(self, elem: DataElement) -> str:
-        """The code of a public attribute the table does not list: X/Z/D for unreviewed free text, else K."""
-        if elem.VR not in FREE_TEXT_VRS or int(elem.tag) in FREE_TEXT_KEPT:
-            return "K"
-        if _values(elem.value):
+        """The code of a public attribute the table does not list (see :func:`_unlisted_code`), noted for the flags."""
+        code = _unlisted_code(int(elem.tag), elem.VR)
+        if code == "X/Z/D" and _values(elem.value):
             self.unlisted_text.add(_describe(elem))
-        return "X/Z/D"
+        elif code == "X":
+            self.unlisted_binary.add(_describe(elem))
+        return code
 
     def _set(self, elem: DataElement, value: Any) -> None:
         if elem.VR == "SQ":
@@ -558,6 +602,63 @@ def _standard_vrs(tag: int) -> frozenset[str] | None:
         return frozenset(dictionary_VR(tag).split(" or "))
     except KeyError:
         return frozenset({NEWER_VRS[tag]}) if tag in NEWER_VRS else None
+
+
+def _plausible_reals(raw: DataElement | RawDataElement, vr: str, value: bytes) -> bool:
+    """Whether the FL/FD values in ``value`` are finite and 0 or between 1e-12 and 1e9 in magnitude.
+
+    Bytes of text read as floating point numbers are almost always far outside that window (the
+    exponent comes from a character code), while measured quantities in mm, s, mT/m, degrees are
+    inside it.
+    """
+    little = getattr(raw, "is_little_endian", True) is not False
+    dtype = np.dtype(("<" if little else ">") + ("f4" if vr == "FL" else "f8"))
+    numbers = np.abs(np.frombuffer(value, dtype=dtype))
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.isfinite(numbers) & ((numbers == 0) | ((numbers >= 1e-12) & (numbers <= 1e9)))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vm(tag: int) -> str | None:
+    """The standard's value multiplicity of a public ``tag`` ("1", "2-2n", "1-n"), None if unknown."""
+    try:
+        return str(dictionary_VM(tag))
+    except KeyError:
+        return None
+
+
+def _vm_allows(vm: str, count: float) -> bool:
+    """Whether ``count`` values fit the value multiplicity ``vm`` ("3", "1-3", "1-n", "2-2n")."""
+    if count != int(count):
+        return False  # a part of a value: not what the VR stores
+    n = int(count)
+    low_text, _, high_text = vm.partition("-")
+    low = int(low_text)
+    if not high_text:
+        return n == low
+    if high_text == "n":
+        return n >= low
+    if high_text.endswith("n"):  # "2-2n": multiples of the step
+        step = int(high_text[:-1])
+        return n >= low and n % step == 0
+    return low <= n <= int(high_text)
+
+
+def _unlisted_code(tag: int, vr: str) -> str:
+    """The action for a public attribute the table does not list, by its (standard) VR.
+
+    Free text (and the code strings people type) is replaced, X/Z/D; binary content (documents,
+    keys, encrypted or signed copies, colour profiles) is removed, X, except what the pixels need;
+    anything else (numbers, codes, UIDs, dates) is kept, K.
+    """
+    if tag in FREE_TEXT_KEPT:
+        return "K"
+    vrs = set(vr.split(" or "))
+    if vrs & BINARY_VRS:
+        return "K" if tag in BINARY_KEPT else "X"
+    if vrs & FREE_TEXT_VRS or tag in CODE_STRINGS_OF_TEXT:
+        return "X/Z/D"
+    return "K"
 
 
 def _values(value: Any) -> list[Any]:

@@ -32,6 +32,9 @@ from typing import Literal, cast
 from node.deid_profile_table import EDITION, ROWS, SOURCE
 
 __all__ = [
+    "BINARY_KEPT",
+    "BINARY_VRS",
+    "CODE_STRINGS_OF_TEXT",
     "DEVIATIONS",
     "DUMMY_BY_VR",
     "DUMMY_TEXT",
@@ -275,6 +278,35 @@ RULE_DEVIATIONS: tuple[RuleDeviation, ...] = (
         "16-character upper-case code) still passes: see the limits below",
     ),
     RuleDeviation(
+        "Public attributes the table does not list, of a binary VR (OB, OD, OF, OL, OV, OW), except the allow-list "
+        "BINARY_KEPT",
+        "no row (kept)",
+        "X, named in a flag",
+        "binary content can be anything (a record key, a document, the original attributes encrypted or signed, an "
+        "ICC profile's text descriptions); the allow-list keeps what the pixels need",
+    ),
+    RuleDeviation(
+        "Code strings people type: FileSetID, ReferencedFileID, ContentLabel (CODE_STRINGS_OF_TEXT)",
+        "no row (kept)",
+        "X/Z/D, as unlisted free text",
+        "a file set name, a folder path or a label is typed by a person; a CS value of allowed characters can spell "
+        "a name",
+    ),
+    RuleDeviation(
+        "A kept element whose number of values the standard does not allow (VM), or whose FL/FD values are not "
+        "finite or lie outside 1e-12 to 1e9 in magnitude",
+        "no row",
+        "X, named in a flag",
+        "bytes of text read as numbers make extra values (eight pixel values where one is allowed) and, as floating "
+        "point numbers, magnitudes no measurement has; numbers that fit both checks are kept (see the limits below)",
+    ),
+    RuleDeviation(
+        "Modality (0008,0060) not one of the standard's defined terms (MODALITIES)",
+        "K",
+        "replaced by OT, named in a flag",
+        "the modality also goes into the catalog and onto the chain with a dataset; a code string can spell a name",
+    ),
+    RuleDeviation(
         "Public attributes the table does not list, of VR AE, LO, LT, PN, SH, ST, UC, UR, UT or UN, except the "
         "allow-list FREE_TEXT_KEPT",
         "no row (kept)",
@@ -341,6 +373,40 @@ FREE_TEXT_KEPT: Mapping[int, tuple[str, str]] = MappingProxyType(
         0x00080119: ("LongCodeValue", _CODE),
         0x00080120: ("URNCodeValue", _CODE),
         0x00120063: ("DeidentificationMethod", "names earlier de-identification steps; the node adds its own"),
+    }
+)
+
+#: VRs whose values are bytes or arrays of numbers: an unlisted public attribute of these is removed (documents,
+#: keys, encrypted or signed copies of the original attributes, colour profiles with text descriptions), except
+#: the allow-list below.
+BINARY_VRS: frozenset[str] = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+
+#: Binary attributes the table does not list that are kept: what is needed to decode and display the pixels.
+BINARY_KEPT: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        0x7FE00010: ("PixelData", "the image"),
+        0x7FE00008: ("FloatPixelData", "the image, as floats"),
+        0x7FE00009: ("DoubleFloatPixelData", "the image, as doubles"),
+        0x7FE00001: ("ExtendedOffsetTable", "where each frame of encapsulated pixel data starts"),
+        0x7FE00002: ("ExtendedOffsetTableLengths", "the length of each such frame"),
+        0x00281201: ("RedPaletteColorLookupTableData", "palette colour images: the colours of the pixel values"),
+        0x00281202: ("GreenPaletteColorLookupTableData", "palette colour images: the colours of the pixel values"),
+        0x00281203: ("BluePaletteColorLookupTableData", "palette colour images: the colours of the pixel values"),
+        0x00281204: ("AlphaPaletteColorLookupTableData", "palette colour images: the opacity of the pixel values"),
+        0x00281221: ("SegmentedRedPaletteColorLookupTableData", "the same, segmented"),
+        0x00281222: ("SegmentedGreenPaletteColorLookupTableData", "the same, segmented"),
+        0x00281223: ("SegmentedBluePaletteColorLookupTableData", "the same, segmented"),
+        0x00283006: ("LUTData", "modality and VOI lookup tables that map the pixel values"),
+    }
+)
+
+#: Attributes whose VR is CS but whose values people type (file set names, folder paths, content labels): treated
+#: as free text, like an unlisted LO.
+CODE_STRINGS_OF_TEXT: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        0x00041130: ("FileSetID", "the name someone gave a file set"),
+        0x00041500: ("ReferencedFileID", "a path of folder and file names on the media"),
+        0x00700080: ("ContentLabel", "a label typed for a presentation, segmentation or annotation"),
     }
 )
 

@@ -13,6 +13,7 @@ from pydicom.datadict import keyword_for_tag
 from node import deid_profile_build as build
 from node import deid_profile_table as table
 from node.deid_profile import (
+    BINARY_KEPT,
     DEVIATIONS,
     FREE_TEXT_KEPT,
     FREE_TEXT_VRS,
@@ -157,6 +158,11 @@ def test_docs_list_every_deviation_per_attribute() -> None:
 def test_docs_list_every_deviation_by_rule() -> None:
     documented = [tuple(row) for row in _doc_table("### Deviations by rule")]
     assert documented == [(r.scope, r.standard, r.ours, r.reason) for r in RULE_DEVIATIONS]
+
+
+def test_docs_list_the_binary_allow_list() -> None:
+    documented = {_tag(tag): (keyword, why) for keyword, tag, why in _doc_table("### Binary attributes kept")}
+    assert documented == dict(BINARY_KEPT)
 
 
 def test_docs_list_the_free_text_allow_list() -> None:
