@@ -43,6 +43,7 @@ from deploy.flower import (
     write_federation_config,
 )
 from deploy.signers import SignerProcess, start_signer, stop_signer
+from deploy.threads import threads_per_node
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
@@ -187,7 +188,8 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
                     agents.append(start_signer(node.dir, node.dir / "passphrase", run_dir / f"signer-{index}.log",
                                                f"hospital-{index}"))
                     config["signer-socket"] = str(agents[-1].socket)
-                processes.append(start_supernode(run_dir, superlink, f"hospital-{index}", node_config=config))
+                processes.append(start_supernode(run_dir, superlink, f"hospital-{index}", node_config=config,
+                                                 torch_threads=threads_per_node(len(lab.nodes))))
         deployed = time.perf_counter() - started
         started = time.perf_counter()
         result = run_app(REPO_ROOT, flwr_home=superlink.flwr_home, federation=_CONNECTION,

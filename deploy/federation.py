@@ -46,7 +46,9 @@ from deploy.flower import (
 )
 from deploy.flower_certs import check_node_name
 from deploy.process import start_time, tail
+from deploy.settings import Settings
 from deploy.signers import SignerProcess, start_signer, stop_signer
+from deploy.threads import threads_per_node
 from node.config import NodeInfo
 from node.errors import NodeConfigError
 from node.keys import KEY_FILE
@@ -173,6 +175,7 @@ class Federation:
         port: int | None = None,
         timeout: float = 60.0,
         signers: bool = True,
+        torch_threads: int | None = None,
     ) -> Federation:
         """Start a SuperLink and one SuperNode per node on 127.0.0.1, and record them in ``run_dir``.
 
@@ -189,6 +192,9 @@ class Federation:
             signers: start a signing agent (node/signer.py) for each hospital node (a directory
                 with ``node.json`` and the hospital key) given with a passphrase file, so that
                 rounds do not unlock the hospital key in every ClientApp process.
+            torch_threads: intra-op threads of torch in each node's ClientApps; None:
+                ``METAI_TORCH_THREADS`` if set, else this machine's CPUs divided among the
+                nodes (at least 1), so that the nodes do not oversubscribe the CPUs.
 
         Raises:
             NodeSpecError: no nodes, a node directory or passphrase file is missing, or two
@@ -210,6 +216,8 @@ class Federation:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / STATE_FILE).unlink(missing_ok=True)  # a record of one that is no longer running
         (run_dir / "superlink" / "superlink.db").unlink(missing_ok=True)  # runs and registrations of an earlier one
+        if torch_threads is None:
+            torch_threads = threads_per_node(len(nodes), configured=Settings().torch_threads)
         security = make_security(run_dir / "security", names) if tls else None
         started: list[SuperLinkProcess | SuperNodeProcess] = []
         agents: dict[str, SignerProcess] = {}
@@ -235,6 +243,7 @@ class Federation:
                                      **({"signer-socket": str(agents[name].socket)} if name in agents else {})},
                         security=security,
                         timeout=timeout,
+                        torch_threads=torch_threads,
                     )
                 )
                 started.append(supernodes[-1])

@@ -34,6 +34,7 @@ import requests
 from deploy.errors import DeployError, ServiceStartError, ToolMissing
 from deploy.flower_certs import FlowerSecurity, check_node_name, make_security
 from deploy.process import HOST, clean, descendants, free_port, read_log, spawn, start_time, stop_tree, tail, tail_text
+from deploy.threads import thread_env
 
 __all__ = [
     "FlowerRunError",
@@ -270,6 +271,7 @@ def start_supernode(
     port: int | None = None,
     timeout: float = 60,
     extra_env: Mapping[str, str] | None = None,
+    torch_threads: int | None = None,
 ) -> SuperNodeProcess:
     """Start SuperNode ``name`` and wait until the SuperLink has activated it.
 
@@ -283,10 +285,12 @@ def start_supernode(
         port: its Runtime API port; a free one if None.
         timeout: seconds to wait for activation (the log line ``SuperNode ID: <id>``).
         extra_env: added to its environment, which its ClientApps inherit.
+        torch_threads: intra-op threads torch may use in its ClientApps (see
+            :func:`deploy.threads.threads_per_node`); None: torch's default, one per core.
 
     Raises:
         ValueError: a node_config key or value cannot be passed, or ``security`` does not
-            match the SuperLink.
+            match the SuperLink; ``torch_threads`` < 1.
         KeyError: ``security`` has no key pair for ``name``.
         ServiceStartError: it exited (e.g. exit code 305 when the SuperLink refuses an
             unregistered key) or was not activated in time; its log is quoted.
@@ -307,7 +311,8 @@ def start_supernode(
         cmd += ["--root-certificates", str(security.ca_cert), "--auth-supernode-private-key", str(private_key)]
     log_file = node_dir / "supernode.log"
     log_start = log_file.stat().st_size if log_file.exists() else 0
-    proc = spawn(cmd, log_file, env=flower_env(node_dir, extra_env))
+    env = {**(thread_env(torch_threads) if torch_threads is not None else {}), **(extra_env or {})}
+    proc = spawn(cmd, log_file, env=flower_env(node_dir, env))
     deadline = time.monotonic() + timeout
     try:
         while not (found := _NODE_ID.search(read_log(log_file, log_start))):

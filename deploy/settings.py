@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     hospitals: Annotated[list[str], NoDecode] = []
     researchers: Annotated[list[str], NoDecode] = []
     coordinator: str | None = None
+    #: torch threads per hospital node started here (``deploy.threads``); 0: CPUs // nodes.
+    torch_threads: int = 0
 
     @field_validator("rpc_url")
     @classmethod

@@ -14,6 +14,7 @@ from torch import nn
 
 from raw_data import MU_WATER_PER_MM, FanBeamGeometry
 from raw_data.filters import fan_response, padded_length
+from tasks.augment import RandomDihedral
 from tasks.backprojection import FanBackProjector
 from tasks.errors import TaskDataError
 from tasks.preprocess import MODEL_GRID, WINDOW_CENTRE_HU, WINDOW_SCALE_HU
@@ -43,6 +44,8 @@ class LesionCNN(nn.Module):
     """Four 3 x 3 convolution layers, two 2 x 2 max-pools, a global max-pool and a logit.
 
     The global max-pool makes the answer "is there a lesion anywhere", whatever its position.
+    While training, each image is first turned or mirrored at random (:class:`RandomDihedral`),
+    so that 40 records a hospital are enough to find the lesion rather than memorise them.
 
     Parameters:
         in_channels: channels of the input image.
@@ -50,6 +53,7 @@ class LesionCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
+        self.augment = RandomDihedral()
         self.features = nn.Sequential(
             _conv(in_channels, 16),
             _conv(16, 16),
@@ -64,7 +68,7 @@ class LesionCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Return the logits ``(n,)`` of images ``(n, in_channels, rows, cols)``."""
-        logits: torch.Tensor = self.head(self.features(images)).squeeze(1)
+        logits: torch.Tensor = self.head(self.features(self.augment(images))).squeeze(1)
         return logits
 
 

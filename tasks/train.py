@@ -144,9 +144,24 @@ def train(
             raise TrainingError("proximal_mu > 0 needs global_weights, the model the round started from")
         reference = _check_weights(model, global_weights)
         anchors = [(p, reference[name]) for name, p in model.named_parameters() if p.requires_grad]
-    n = inputs.shape[0]
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     order = torch.Generator().manual_seed(config.seed)
+    # Augmentation draws from the global generator: seeded here, and the caller's state restored.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _epochs(model, inputs, targets, config, optimiser, order, anchors)
+
+
+def _epochs(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    config: TrainConfig,
+    optimiser: torch.optim.Optimizer,
+    order: torch.Generator,
+    anchors: list[tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, float]:
+    n = inputs.shape[0]
     model.train()
     loss_sum, correct = 0.0, 0
     for _ in range(config.epochs):

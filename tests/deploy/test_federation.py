@@ -256,6 +256,17 @@ def test_the_serverapp_inherits_the_coordinator_env(lab_run: LabRun) -> None:
 
 
 @pytest.mark.slow
+def test_each_clientapp_gets_its_share_of_the_cpus_as_torch_threads(
+    lab: tuple[Federation, list[NodeSpec]], lab_run: LabRun
+) -> None:
+    _, nodes = lab
+    share = str(max(1, len(os.sched_getaffinity(0)) // len(nodes)))
+    for node in nodes:
+        seen = json.loads((node.node_dir / "probe-round1.json").read_text())
+        assert seen["omp_num_threads"] == share
+
+
+@pytest.mark.slow
 def test_each_clientapp_gets_its_node_directory_and_passphrase_file(
     lab: tuple[Federation, list[NodeSpec]], lab_run: LabRun
 ) -> None:

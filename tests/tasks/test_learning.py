@@ -1,10 +1,10 @@
 """Each task learns: trained on synthetic patients, it detects lesions in patients it never saw.
 
 160 training examples (seed 1) and 96 held-out examples (seed 1000: other patients, other
-noise), half of each with a lesion, 12 epochs. Chance is 0.5; every task must reach 0.75.
-On the development machine (torch 2.13 CPU, one thread) the held-out accuracy was 1.0 for
-the sinogram, image and k-space tasks; over six training-order seeds the lowest were 0.99,
-1.0 and 0.958.
+noise), half of each with a lesion, 24 epochs. Chance is 0.5; every task must reach 0.75.
+Training sees each image turned and mirrored (tasks/augment.py), which keeps the CNN from
+memorising its examples but lengthens the plateau before it finds the lesion: the image task
+was at 0.57 after 12 epochs (training accuracy 0.62) and at 1.0 after 24.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tasks import TrainConfig, evaluate, get_task, train
 from tests.tasks.conftest import IMAGE, KSPACE, SINOGRAM
 
 THRESHOLD = 0.75
-CONFIG = TrainConfig(epochs=12, batch_size=8, lr=3e-3, seed=0)
+CONFIG = TrainConfig(epochs=24, batch_size=8, lr=3e-3, seed=0)
 Examples = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -55,3 +55,17 @@ def test_mean_input_does_not_give_the_label_away(examples: tuple[str, Examples])
     truth = labels.numpy() == 1
     best = max(max(np.mean((means > t) == truth), np.mean((means <= t) == truth)) for t in means)
     assert best < THRESHOLD
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", [0, 1])
+@pytest.mark.parametrize("code", [SINOGRAM, IMAGE, KSPACE])
+def test_the_demo_study_learns(code: str, run: int) -> None:
+    # The demo's study (2 hospitals x 40 patients, 3 rounds, its local training settings, FedAvg)
+    # as benchmarks/learning.py runs it, on two of its data seeds; held-out patients no hospital
+    # holds. Before the symmetry augmentation it ended at chance on some seeds.
+    from benchmarks.learning import federated_run
+
+    result = federated_run(code, run, held_out=96)
+    assert len(result.rounds) == 3
+    assert result.final_accuracy >= 0.8, [r["accuracy"] for r in result.rounds]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def handle_train(msg: Message, context: Context) -> Message:
                 # Where the code runs from: the installed FAB, in the SuperNode's interpreter
                 "app_file": __file__,
                 "sys_prefix": sys.prefix,
+                # The thread cap deploy gives a node's ClientApps (deploy/threads.py).
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             },
         )
     content = RecordDict(
