@@ -38,6 +38,7 @@ def plot_training_curves(path: Path, rounds: Sequence[int], loss: Sequence[float
         left.plot(rounds, loss, marker="o", color="tab:red")
         left.set_xlabel("round")
         left.set_ylabel("held-out loss (cross-entropy)")
+        left.set_ylim(bottom=0.0)  # from zero, so a small change does not look like a collapse
         right.plot(rounds, accuracy, marker="o", color="tab:blue", label="model")
         right.axhline(chance, linestyle="--", color="grey", label=f"chance ({chance:g})")
         right.set_ylim(0.0, 1.0)

@@ -218,7 +218,8 @@ def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> 
             **held_out,
             "made_by": f"tasks.get_task({code!r}).synthetic_examples({held_out.get('examples')}, "
                        f"{held_out.get('seed')})",
-            "note": "virtual patients made from the task's digital phantoms with this seed; no hospital holds them",
+            "note": ("virtual patients made by the coordinator from the task's digital phantoms with this seed, "
+                     "not taken from any hospital's records"),
         },
         "rounds": rounds,
         "synthetic_data": _synthetic_section(chain, rounds),
@@ -231,7 +232,8 @@ def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> 
 def robustness_json(section: RobustnessSection, seed: int) -> dict[str, Any]:
     """Return the card's ``robustness`` section for ``section`` evaluated with ``seed``."""
     return {"available": section.available, "note": section.note, "seed": seed, "report": section.report,
-            "table_markdown": section.table_markdown, "heatmap_png": section.heatmap}
+            "table_markdown": section.table_markdown, "short_table": [list(row) for row in section.short_table],
+            "heatmap_png": section.heatmap}
 
 
 def write_model_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path, weights: list[np.ndarray], *,
