@@ -82,6 +82,10 @@ def _rounds(card: dict[str, Any]) -> list[str]:
         [(r["round"], r["block"], f"`{r['model_hash']}`", _number(r["held_out"].get("loss")),
           _number(r["held_out"].get("accuracy")), r["records"], _share(r["synthetic_share"]),
           f"{r['privacy_spent_epsilon']:g}") for r in card["rounds"]])
+    for r in card["rounds"]:
+        if not r["held_out_source"].startswith("the coordinator's evaluation"):
+            lines += [f"Round {r['round']}'s held-out figures were {r['held_out_source']} (it was trained before "
+                      "this run resumed the study).", ""]
     lines += ["Each hospital's anchored contribution (cohort count, root and block as the chain holds them; "
               "synthetic records as the hospital reported them):", ""]
     lines += _table(
@@ -95,9 +99,9 @@ def _rounds(card: dict[str, Any]) -> list[str]:
 def _synthetic(card: dict[str, Any]) -> list[str]:
     data = card["synthetic_data"]
     lines = ["## Synthetic data", "",
-             f"Over all rounds the model was trained on {data['records_trained_on']} cohort records, of which "
-             f"{_number(data['synthetic_records_reported'])} were synthetic ({_share(data['share'])}) as the "
-             "hospitals' nodes reported them from their catalogs.", "",
+             f"Summed over the rounds, the cohorts held {data['records_trained_on']} records (a record used in "
+             f"every round counts once per round), of which {_number(data['synthetic_records_reported'])} were "
+             f"synthetic ({_share(data['share'])}) as the hospitals' nodes counted them from their catalogs.", "",
              "Datasets the study's hospitals registered on chain (with the chain's synthetic flag):", ""]
     lines += _table(["dataset", "hospital", "records", "synthetic", "modality", "kinds", "block"],
                     [(d["dataset_id"], f"`{d['hospital']}`", d["records"], "yes" if d["synthetic"] else "no",

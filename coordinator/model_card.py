@@ -34,7 +34,7 @@ from coordinator.card_markdown import render_markdown
 from coordinator.card_plots import plot_training_curves
 from coordinator.card_robustness import RobustnessSection, robustness_section
 from coordinator.errors import ModelCardError
-from coordinator.model_loader import file_sha256, model_hash
+from coordinator.model_loader import file_sha256, load_model, model_hash
 
 __all__ = ["CARD_FORMAT", "CARD_JSON", "CARD_MD", "CARD_VERSION", "CURVES_PNG", "ModelCardFiles", "build_card",
            "read_card", "robustness_json", "write_model_card"]
@@ -113,16 +113,28 @@ def _share(synthetic: int | None, total: int) -> float | None:
     return None if synthetic is None or total == 0 else synthetic / total
 
 
-def _round_section(on_chain: RoundOnChain, logged: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def _re_evaluate(saved: Path, code: str, held_out: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a saved round model on the held-out set (a round this run's record does not hold)."""
+    from tasks import evaluate, get_task
+
+    if not isinstance(held_out.get("examples"), int) or not isinstance(held_out.get("seed"), int):
+        raise ModelCardError(f"the coordinator's record names no held-out set ({held_out!r}) to evaluate {saved} on")
+    inputs, labels = get_task(code).synthetic_examples(held_out["examples"], held_out["seed"])
+    return dict(evaluate(load_model(saved, code), inputs, labels))
+
+
+def _round_section(on_chain: RoundOnChain, logged: dict[str, Any] | None, out_dir: Path, code: str,
+                   held_out_set: dict[str, Any]) -> dict[str, Any]:
+    """One round of the card; ``logged`` is None for a round an earlier run trained (a resumed study)."""
     r = on_chain.round
-    if str(logged.get("model_hash", "")).lower() != _hex(on_chain.model_hash):
+    if logged is not None and str(logged.get("model_hash", "")).lower() != _hex(on_chain.model_hash):
         raise ModelCardError(f"round {r}: the coordinator's record says model {logged.get('model_hash')}, the chain "
                              f"says {_hex(on_chain.model_hash)}; the card states only what the chain confirms")
     saved = out_dir / f"round-{r}.npz"
     if model_hash(saved) != _hex(on_chain.model_hash):
         raise ModelCardError(f"{saved}: weights hash to {model_hash(saved)}, the chain's round {r} model is "
                              f"{_hex(on_chain.model_hash)}; the saved model was altered or belongs to another study")
-    reported: dict[str, Any] = logged.get("synthetic_counts") or {}
+    reported: dict[str, Any] = (logged or {}).get("synthetic_counts") or {}
     contributions: list[dict[str, Any]] = []
     for c in sorted(on_chain.contributions, key=lambda c: c.hospital.lower()):
         value = reported.get(c.hospital)
@@ -136,12 +148,17 @@ def _round_section(on_chain: RoundOnChain, logged: dict[str, Any], out_dir: Path
     counts: list[int | None] = [c.get("synthetic_records_reported") for c in contributions]
     total = sum(c.cohort_count for c in on_chain.contributions)
     synthetic_total = None if any(v is None for v in counts) else sum(v or 0 for v in counts)
-    held_out = {k: v for k, v in dict(logged.get("eval") or {}).items() if k in ("loss", "accuracy", "examples")}
+    if logged is None:  # the same deterministic evaluation the coordinator runs after each round
+        source, metrics = "re-evaluated from the saved round model when the card was written", \
+            _re_evaluate(saved, code, held_out_set)
+    else:
+        source, metrics = "the coordinator's evaluation after the round", dict(logged.get("eval") or {})
+    held_out = {k: v for k, v in metrics.items() if k in ("loss", "accuracy", "examples")}
     return {"round": r, "block": on_chain.block, "tx": on_chain.tx_hash, "model_hash": _hex(on_chain.model_hash),
             "model_file": saved.name, "contributors": len(on_chain.contributors), "records": total,
             "synthetic_records_reported": synthetic_total, "synthetic_share": _share(synthetic_total, total),
             "privacy_spent_epsilon": on_chain.privacy_spent_milli / 1000, "held_out": held_out,
-            "contributions": contributions}
+            "held_out_source": source, "contributions": contributions}
 
 
 def _model_section(code: str, chain: StudyOnChain, out_dir: Path, held_out: dict[str, Any]) -> dict[str, Any]:
@@ -201,13 +218,9 @@ def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> 
     code = str(study_log["task"])
     chain = read_study_on_chain(exchange, study_id)
     logged_rounds = {int(r["round"]): r for r in study_log.get("rounds", [])}
-    rounds = []
-    for on_chain in chain.rounds:
-        if on_chain.round not in logged_rounds:
-            raise ModelCardError(f"study {study_id}: round {on_chain.round} is on chain but not in the coordinator's "
-                                 f"record {out_dir / 'study.json'}; write the card from the run that trained it")
-        rounds.append(_round_section(on_chain, logged_rounds[on_chain.round], out_dir))
     held_out = dict(study_log.get("held_out") or {})
+    rounds = [_round_section(on_chain, logged_rounds.get(on_chain.round), out_dir, code, held_out)
+              for on_chain in chain.rounds]
     return {
         "format": CARD_FORMAT, "version": CARD_VERSION,
         "study": _study_section(chain),
@@ -257,6 +270,10 @@ def write_model_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Pat
     card = build_card(exchange, study_log, out_dir)  # checked against the chain before anything is written
     section = robustness_section(str(study_log["task"]), weights, out_dir, seed=robustness_seed,
                                  patients_per_cell=robustness_patients)
+    evaluated = (section.report or {}).get("weights_hash")
+    if evaluated is not None and str(evaluated).lower() != card["model"]["weights_hash"]:
+        raise ModelCardError(f"the robustness report evaluated model {evaluated}, the final model is "
+                             f"{card['model']['weights_hash']}; it belongs to another model")
     card["robustness"] = robustness_json(section, robustness_seed)
     rounds = card["rounds"]
     plot_training_curves(out_dir / CURVES_PNG, [r["round"] for r in rounds],

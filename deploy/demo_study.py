@@ -131,8 +131,8 @@ def _card_summary(out: Console, folder: Path) -> None:
 
     card = read_card(folder / CARD_JSON)
     last = card["rounds"][-1]["held_out"]
-    out.print(f"final held-out accuracy: {last['accuracy']:.2f} on {last['examples']} virtual patients no hospital "
-              f"holds (chance 0.5; loss {last['loss']:.3f})")
+    out.print(f"final held-out accuracy: {last['accuracy']:.2f} on {last['examples']} virtual patients the coordinator "
+              f"made, none of them a hospital's (chance 0.5; loss {last['loss']:.3f})")
     out.print(f"model card: {folder / CARD_MD} (and {CARD_JSON})", highlight=False, soft_wrap=True)
     out.print(f"training curves: {folder / card['training_curves_png']}", highlight=False, soft_wrap=True)
     robustness = card["robustness"]

@@ -102,7 +102,9 @@ def card_study(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: A
         "RPC_URL": chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
         "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(root / "models")}.items()}
     simulate(specs, study_id, {"task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 24,
-                               "round-delay": 0.0, "wait-nodes": 60.0}, coordinator_env=env)
+                               "round-delay": 0.0, "wait-nodes": 60.0,
+                               # the smallest robustness table the evaluation accepts keeps the module quick
+                               "robustness-patients-per-cell": 4}, coordinator_env=env)
     return CardStudy(exchange, study_id, root / "models" / f"study-{study_id}", nodes)
 
 
@@ -251,3 +253,21 @@ def test_an_impossible_synthetic_count_gets_no_card(card_study: CardStudy, tmp_p
     with pytest.raises(ModelCardError, match=rf"round 2: hospital {hospital} reports {RECORDS + 1} synthetic records "
                                              rf"in a cohort of {RECORDS}"):
         build_card(card_study.exchange, log, folder)
+
+
+@pytest.mark.slow
+def test_a_resumed_runs_earlier_round_is_re_evaluated_from_its_saved_model(card_study: CardStudy,
+                                                                           tmp_path: Path) -> None:
+    folder, log = _copy(card_study, tmp_path)
+    rounds = log["rounds"]
+    assert isinstance(rounds, list)
+    log["rounds"] = rounds[1:]  # what a run resumed after round 1 records
+    card = build_card(card_study.exchange, log, folder)
+    original = read_card(card_study.folder / CARD_JSON)["rounds"][0]
+    first = card["rounds"][0]
+    assert first["held_out_source"].startswith("re-evaluated from the saved round model")
+    assert first["held_out"]["accuracy"] == original["held_out"]["accuracy"]
+    assert first["held_out"]["loss"] == pytest.approx(original["held_out"]["loss"], rel=1e-6)
+    assert first["synthetic_share"] is None
+    assert card["synthetic_data"]["share"] is None
+    assert card["rounds"][1]["held_out_source"] == "the coordinator's evaluation after the round"
