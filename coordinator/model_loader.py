@@ -16,15 +16,32 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from coordinator.errors import ModelCardError
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["file_sha256", "load_model", "model_hash"]
+__all__ = ["file_sha256", "load_model", "model_hash", "read_weights"]
+
+
+def read_weights(path: Path) -> list[np.ndarray]:
+    """Return the weight arrays stored in ``path`` (``tasks.load_weights``), in order.
+
+    Raises:
+        tasks.WeightsError: the file is missing, truncated or not a weights ``.npz``.
+    """
+    from tasks import WeightsError, load_weights
+
+    try:
+        return load_weights(path)
+    except zipfile.BadZipFile as exc:  # a truncated or foreign file; tasks.load_weights lets this through
+        raise WeightsError(f"{path}: cannot be read as a weights .npz ({exc}); download it again") from exc
 
 
 def model_hash(path: Path) -> str:
@@ -33,9 +50,9 @@ def model_hash(path: Path) -> str:
     Raises:
         tasks.WeightsError: the file is missing or not a weights ``.npz``.
     """
-    from tasks import load_weights, weights_hash
+    from tasks import weights_hash
 
-    return "0x" + weights_hash(load_weights(path)).hex()
+    return "0x" + weights_hash(read_weights(path)).hex()
 
 
 def file_sha256(path: Path) -> str:
@@ -65,9 +82,9 @@ def load_model(path: Path, task: str, *, expected_hash: str | None = None) -> nn
         tasks.WeightsError: the file is unreadable or its arrays do not fit the task's model.
         ModelCardError: the weights do not hash to ``expected_hash``.
     """
-    from tasks import get_task, load_weights, set_weights, weights_hash
+    from tasks import get_task, set_weights, weights_hash
 
-    weights = load_weights(path)
+    weights = read_weights(path)
     if expected_hash is not None:
         actual = "0x" + weights_hash(weights).hex()
         if actual.lower() != expected_hash.lower():
