@@ -39,4 +39,3 @@ def test_an_evaluation_that_fails_is_not_hidden(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(card_robustness, "_MODULE", "metai_probe_failing")
     with pytest.raises(ValueError, match="weights of 1 arrays do not fit ct-sinogram-lesion-v1"):
         robustness_section("ct-sinogram-lesion-v1", [np.zeros(3, np.float32)], tmp_path, seed=1)
-
