@@ -13,3 +13,7 @@ class CoordinatorConfigError(CoordinatorError, ValueError):
 
 class StudyAborted(CoordinatorError, RuntimeError):
     """A study could not continue (too few nodes contributed, budget exhausted, ...)."""
+
+
+class ModelCardError(CoordinatorError, ValueError):
+    """A model card cannot be written or read: its facts disagree, or a file is missing or malformed."""

@@ -6,7 +6,8 @@ anchored on chain, aggregates them (FedAvg weighted by cohort size; FedProx when
 are told a proximal term), evaluates the result on held-out synthetic data, and anchors the
 round (model hash, contributors, privacy spent). A node that fails or refuses does not stop
 the study while at least ``min_nodes`` contribute. At the end the final model is saved and its
-hash anchored as the study's completion.
+hash anchored as the study's completion, and the model card (coordinator/model_card.py) is
+written next to it from what the chain then holds.
 
 Differential privacy (a study approved with a privacy budget) is central DP with client-side
 clipping: each round asks the nodes to clip their update to ``dp_clipping_norm`` (Flower's
@@ -67,6 +68,8 @@ class FederationConfig:
     #: Anchor on chain (the coordinator's own setting, never the run config); off only to
     #: measure what anchoring costs.
     anchor: bool = True
+    #: Virtual patients per cell of the model card's robustness table; 0 takes the evaluation's default.
+    robustness_patients: int = 0
 
 
 @dataclass
@@ -78,6 +81,9 @@ class StudyLog:
     final_model_hash: str = ""
     stopped: str = ""
     privacy: dict[str, object] = field(default_factory=dict)
+    task: str = ""
+    #: The held-out set each round's model is evaluated on: ``examples`` and ``seed``.
+    held_out: dict[str, object] = field(default_factory=dict)
 
 
 class PrivacyLedger:
@@ -143,7 +149,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
     eval_inputs, eval_labels = task.synthetic_examples(cfg.eval_examples, cfg.eval_seed)
     out_dir = model_dir / f"study-{cfg.study_id}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = StudyLog(cfg.study_id)
+    record = StudyLog(cfg.study_id, task=cfg.task, held_out={"examples": cfg.eval_examples, "seed": cfg.eval_seed})
     recorded_milli = study.privacy_spent
     node_ids = _wait_for_nodes(grid, cfg.min_nodes, cfg.wait_nodes)
     for round_ in range(study.rounds_completed + 1, study.rounds + 1):
@@ -184,6 +190,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         record.rounds.append({
             "round": round_, "contributors": [c.hospital for c in accepted],
             "cohort_counts": [c.cohort_count for c in accepted], "refused": refused,
+            "synthetic_counts": {c.hospital: c.synthetic_count for c in accepted},
             "model_hash": "0x" + model_hash.hex(), "eval": metrics, "block": block,
             "privacy": {"milli_epsilon": spent_milli, "epsilon_total": epsilon} if ledger is not None else None,
             "seconds": round(ended - started, 4),
@@ -206,7 +213,20 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
                           "budget_milli_epsilon": study.privacy_budget, "noise_multiplier": cfg.dp_noise_multiplier,
                           "clipping_norm": cfg.dp_clipping_norm}
     (out_dir / "study.json").write_text(json.dumps(record.__dict__, indent=1, default=str), encoding="utf-8")
+    if cfg.anchor:  # without anchoring (a benchmark) there is no chain record for the card to state
+        _write_card(exchange, cfg, record, out_dir, weights)
     return record
+
+
+def _write_card(exchange: Exchange, cfg: FederationConfig, record: StudyLog, out_dir: Path,
+                weights: list[np.ndarray]) -> None:
+    from coordinator.model_card import write_model_card
+
+    # Robustness patients come from another seed than the held-out set and every hospital's data.
+    files = write_model_card(exchange, json.loads(json.dumps(record.__dict__, default=str)), out_dir, weights,
+                             robustness_seed=cfg.eval_seed + 1, robustness_patients=cfg.robustness_patients)
+    log.info("study %s model card: %s (final held-out accuracy %s)", cfg.study_id, files.markdown,
+             files.final_accuracy)
 
 
 def _privacy_ledger(cfg: FederationConfig, budget_milli: int, hospitals: int, rounds_done: int) -> PrivacyLedger | None:
@@ -246,6 +266,8 @@ class Contribution:
     weights: list[np.ndarray]
     cohort_count: int
     seconds: dict[str, float]
+    #: Synthetic records in the cohort as the node reports them (None: the node did not say).
+    synthetic_count: int | None = None
 
 
 def _check(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
@@ -279,14 +301,15 @@ def _check(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np
             if norm > cfg.dp_clipping_norm * (1 + 1e-4):
                 refused.append(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
                 continue
+        synthetic = int(str(commitment["synthetic-count"])) if "synthetic-count" in commitment else None
         if not cfg.anchor:
-            accepted.append(Contribution(hospital, weights, int(str(commitment["cohort-count"])), seconds))
+            accepted.append(Contribution(hospital, weights, int(str(commitment["cohort-count"])), seconds, synthetic))
             continue
         on_chain = exchange.studies.contribution_of(cfg.study_id, round_, hospital)
         if on_chain.cohort_count == 0 or "0x" + on_chain.cohort_root.hex() != str(commitment["cohort-root"]):
             refused.append(f"{hospital}: no matching contribution anchored on chain for round {round_}")
         else:
-            accepted.append(Contribution(hospital, weights, on_chain.cohort_count, seconds))
+            accepted.append(Contribution(hospital, weights, on_chain.cohort_count, seconds, synthetic))
     return accepted, refused
 
 

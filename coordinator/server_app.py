@@ -50,6 +50,7 @@ def main(grid: Grid, context: Context) -> None:
             dp_clipping_norm=float(cfg["dp-clipping-norm"]),
             dp_delta=float(cfg["dp-delta"]),
             anchor=settings.anchor,
+            robustness_patients=int(cfg["robustness-patients-per-cell"]),
         ),
         Exchange.connect(rpc_url, settings.manifest),
         coordinator,

@@ -7,8 +7,10 @@ own keys and sign consent, which the coordinator relays. A researcher requests a
 hospital approves it, the coordinator starts it, and the node computes the study's cohort: the
 records whose patients permit this use now. A patient revokes; the cohort shrinks. Then a
 second hospital joins and a study trains across both on the Flower deployment engine, every
-round anchored, a revocation between rounds (deploy/demo_study.py). Every event is read back
-from the chain and shown.
+round anchored, a revocation between rounds (deploy/demo_study.py); the coordinator writes the
+model card next to the final model and the demo prints its final held-out accuracy, its path and
+the robustness table in short (the card's PNGs are under ``run/demo/models/``). Every event is
+read back from the chain and shown.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
         run_study_part(run_dir, node.dir, DemoActors(chain, ex, admin, researcher, coordinator, manifest, _PASSPHRASE),
                        out, step, first_step=11)
 
-        step("15. Every event, read back from the chain")
+        step("16. Every event, read back from the chain")
         for event in ex.events():
             out.print(f"block {event.block_number:>3}  {event.contract:<16} {event.name:<20} {event.describe()}")
     finally:

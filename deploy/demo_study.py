@@ -6,7 +6,8 @@ approves, the coordinator starts it and launches it on a SuperLink with one Supe
 hospital (127.0.0.1). Each round every node trains on its cohort at that block and anchors
 its contribution; the coordinator aggregates and anchors the round. A patient revokes after
 round 1, and the chain shows them gone from round 2 on. At the end every hash on chain is
-checked against the files the nodes and the coordinator kept.
+checked against the files the nodes and the coordinator kept, and the model card the
+coordinator wrote is summarised.
 """
 
 from __future__ import annotations
@@ -119,6 +120,28 @@ def run_study_part(run_dir: Path, first_node_dir: Path, actors: DemoActors, out:
 
     step(f"{n + 3}. What the chain says about the study, checked against the nodes' and coordinator's files")
     _study_table(out, ex, study_id, (alpha, beta), models, patients[leaving].address, leaving)
+
+    step(f"{n + 4}. The model card the coordinator wrote next to the final model")
+    _card_summary(out, models / f"study-{study_id}")
+
+
+def _card_summary(out: Console, folder: Path) -> None:
+    """Print the final held-out accuracy, where the card and its pictures are, and robustness in short."""
+    from coordinator.model_card import CARD_JSON, CARD_MD, read_card
+
+    card = read_card(folder / CARD_JSON)
+    last = card["rounds"][-1]["held_out"]
+    out.print(f"final held-out accuracy: {last['accuracy']:.2f} on {last['examples']} virtual patients the coordinator "
+              f"made, none of them a hospital's (chance 0.5; loss {last['loss']:.3f})")
+    out.print(f"model card: {folder / CARD_MD} (and {CARD_JSON})", highlight=False, soft_wrap=True)
+    out.print(f"training curves: {folder / card['training_curves_png']}", highlight=False, soft_wrap=True)
+    robustness = card["robustness"]
+    if robustness.get("heatmap_png"):
+        out.print(f"robustness heat map: {folder / robustness['heatmap_png']}", highlight=False, soft_wrap=True)
+    table = Table(title="robustness across virtual scanners (in short)", show_header=False)
+    for label, value in robustness.get("short_table") or [("robustness", robustness["note"])]:
+        table.add_row(str(label), str(value))
+    out.print(table)
 
 
 def _add_patients(node: Node, folder: Path, prefix: str, seed: int) -> dict[str, LocalAccount]:

@@ -163,6 +163,8 @@ def handle_train(msg: Message, context: Context) -> Message:
                     "hospital": node.address,
                     "cohort-root": "0x" + result.cohort.root.hex(),
                     "cohort-count": result.cohort.count,
+                    # The model card reports the share of simulated records; only the node knows it.
+                    "synthetic-count": sum(m.synthetic for m in result.cohort.members),
                 }
             ),
         }

@@ -31,6 +31,8 @@ class CohortMember:
     path: str
     label: str | None
     format: str  # dicom | ismrmrd | metai-ct-sinogram
+    #: The catalog's flag: the record is simulated (a virtual scan of a digital patient).
+    synthetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
     study = study or exchange.studies.study(study_id, block=block)
     with node.sessions() as session:
         rows = session.execute(
-            select(Record.record_id, Record.kind, Patient.address, Record.path, Record.label, Record.format)
+            select(Record.record_id, Record.kind, Patient.address, Record.path, Record.label, Record.format,
+                   Record.synthetic)
             .join(Patient, Patient.pseudonym == Record.patient_pseudonym)
             .where(Patient.address.is_not(None)).order_by(Record.record_id)
         ).all()
@@ -81,7 +84,8 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
         use = Use(hospital=node.address, kinds=kind, purpose=study.purpose, disease=study.disease, study_id=study_id)
         allowed = {p for p, ok in zip(patients, exchange.consent.permits_batch(patients, use, block=block),
                                       strict=True) if ok}
-        members.extend(CohortMember(r.record_id, r.kind, r.address, r.path, r.label, r.format)
+        members.extend(CohortMember(r.record_id, r.kind, r.address, r.path, r.label, r.format,
+                                    bool(r.synthetic))
                        for r in of_kind if r.address in allowed)
     members.sort(key=lambda m: m.record_id)
     if not members:

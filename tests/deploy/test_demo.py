@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.model_card import CARD_JSON, read_card
+from tests.coordinator.card_checks import recompute_card
+
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, repo_root: Path) -> None:
@@ -39,3 +42,20 @@ def test_demo_runs_end_to_end(tmp_path: Path, repo_root: Path) -> None:
     assert "RoundRecorded" in out
     assert "StudyCompleted" in out
     assert (tmp_path / "demo" / "deployment.json").exists()
+    # the model card, and its figures recomputed from the saved model and the held-out data
+    folder = tmp_path / "demo" / "models" / "study-2"
+    card = read_card(folder / CARD_JSON)
+    last = card["rounds"][-1]["held_out"]
+    assert f"final held-out accuracy: {last['accuracy']:.2f} on {last['examples']} virtual patients" in out
+    assert f"model card: {folder / 'model-card.md'}" in out
+    assert f"training curves: {folder / 'training-curves.png'}" in out
+    assert "robustness across virtual scanners (in short)" in out
+    for label, value in card["robustness"]["short_table"]:
+        assert label in out
+        assert value in out
+    recomputed = recompute_card(folder)
+    assert recomputed.accuracy == last["accuracy"]
+    assert recomputed.loss == pytest.approx(last["loss"], rel=1e-6, abs=1e-7)
+    assert recomputed.weights_hash == card["model"]["weights_hash_on_chain"]
+    assert f"final model {recomputed.weights_hash[:18]}" in out  # the chain's final hash the demo read back
+    assert (folder / "training-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,7 @@ import pytest
 
 from contracts.events import RoundRecorded, read_events
 from contracts.studies import StudyStatus
+from coordinator.model_card import read_card
 from tests.federated.conftest import TASK, running_study
 
 NOISE = 2.0
@@ -27,7 +28,8 @@ def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(tmp_path: Path,
 
     result = flower_run({"study-id": study_id, "task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
                          "dp-noise-multiplier": NOISE, "dp-clipping-norm": 0.5, "dp-delta": 1e-5})
-    assert result.status.startswith("finished"), result.logs[-3000:]
+    # "finished:failed" starts with "finished" too: a ServerApp that failed after the last round must not pass
+    assert result.status == "finished:completed", result.logs[-3000:]
 
     record = exchange.studies.study(study_id)
     assert record.status == StudyStatus.COMPLETED
@@ -44,3 +46,13 @@ def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(tmp_path: Path,
     assert [e.privacy_spent for e in events] == recorded
     final = load_weights(tmp_path / "models" / f"study-{study_id}" / "final.npz")
     assert weights_hash(final) == record.final_model_hash
+    # the model card states the budget and the epsilon as the chain holds them, and why it stopped
+    card = read_card(tmp_path / "models" / f"study-{study_id}" / "model-card.json")
+    assert card["privacy"]["differential_privacy"] is True
+    assert card["privacy"]["budget_epsilon"] == BUDGET_MILLI / 1000
+    assert card["privacy"]["epsilon_spent_on_chain"] == record.privacy_spent / 1000
+    assert card["privacy"]["epsilon_accountant"] == log["privacy"]["epsilon"]
+    assert card["privacy"]["noise_multiplier"] == NOISE
+    assert [r["privacy_spent_epsilon"] for r in card["rounds"]] == [m / 1000 for m in recorded]
+    assert "round 3 would take epsilon" in card["stopped_early"]
+    assert (card["study"]["rounds_requested"], card["study"]["rounds_completed"]) == (3, 2)
