@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +35,9 @@ def read_weights(path: Path) -> list[np.ndarray]:
     Raises:
         tasks.WeightsError: the file is missing, truncated or not a weights ``.npz``.
     """
-    from tasks import WeightsError, load_weights
+    from tasks import load_weights
 
-    try:
-        return load_weights(path)
-    except zipfile.BadZipFile as exc:  # a truncated or foreign file; tasks.load_weights lets this through
-        raise WeightsError(f"{path}: cannot be read as a weights .npz ({exc}); download it again") from exc
+    return load_weights(path)
 
 
 def model_hash(path: Path) -> str:

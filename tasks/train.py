@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,7 +257,7 @@ def load_weights(path: str | os.PathLike[str]) -> Weights:
                     f"{where}: holds arrays {sorted(names)[:4]}, expected w0000, w0001, ... as save_weights writes"
                 )
             return [archive[name] for name in expected]
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz is a bad zip
         if isinstance(exc, WeightsError):
             raise
         raise WeightsError(f"{where}: cannot be read as a weights .npz ({exc})") from exc
