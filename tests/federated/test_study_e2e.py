@@ -40,7 +40,7 @@ def test_three_rounds_with_a_revocation(tmp_path: Path, exchange, actors, hospit
     finally:
         done.set()
         watcher.join(timeout=30)
-    assert result.status.startswith("finished"), result.logs[-3000:]
+    assert result.status == "finished:completed", result.logs[-3000:]
     assert revoked_at, "the revocation was never sent"
 
     record = exchange.studies.study(study)
