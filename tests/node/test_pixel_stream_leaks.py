@@ -1,10 +1,10 @@
-"""Review 2 of issue 9: text inside a compressed pixel data stream is stored as it was.
+"""Issue 9 (found by review 2): text inside a pixel data stream must not reach the store.
 
 Encapsulated pixel data are kept byte for byte. A JPEG stream has a comment segment (COM, FFFE)
 and application segments a writer may fill with anything; a JPEG 2000 codestream has a comment
 marker (COM, FF64); and bytes after a stream's end-of-image marker are ignored by every decoder.
 Each can hold a name that no decoder shows and no attribute rule sees. The pixels decode the same
-with or without them, so the node could drop them; it does not. Public test files from pydicom
+with or without them, so the node drops them (node/pixel_stream.py). Public test files from pydicom
 are rewritten with one marker each and ingested; the stored file is searched for the marker.
 """
 
@@ -81,7 +81,7 @@ def test_text_after_the_last_pixel_of_native_pixel_data_does_not_reach_the_store
     make_node, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     """Native pixel data longer than Rows x Columns x samples: pydicom calls the excess padding and
-    warns; the node notes the warning and stores the excess (here 3,400 bytes of text) as it was."""
+    warns; before the fix the node noted the warning and stored the excess (3,400 bytes of text)."""
     marker = "MRKZQXPIXELTAIL04"
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.PatientID = "REVIEW2-PIX-2"
