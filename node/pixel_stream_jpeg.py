@@ -48,15 +48,15 @@ def clean_jpeg(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
         DeidentificationError: the frame is not a JPEG stream or has a marker the walker does not know.
     """
     if frame[:2] != b"\xff\xd8":
-        raise DeidentificationError(f"{what} starts with {frame[:2].hex()!r}, expected the JPEG SOI marker "
-                                    "'ffd8'; the pixel data are damaged or not JPEG: re-export the image")
+        raise DeidentificationError(f"{what} starts with {frame[:2].hex()}, expected the JPEG SOI marker "
+                                    "ffd8; the pixel data are damaged or not JPEG: re-export the image")
     kept = [frame[:2]]
     dropped: list[str] = []
     changed = False
     pos, end, jpeg_ls = 2, len(frame), False
     while True:
         if pos + 2 > end:
-            raise DeidentificationError(f"{what} ends at byte {pos} without the EOI marker 'ffd9'; the JPEG "
+            raise DeidentificationError(f"{what} ends at byte {pos} without the EOI marker ffd9; the JPEG "
                                         "stream is truncated: re-export the image")
         if frame[pos] != 0xFF:
             raise DeidentificationError(f"{what} has byte {frame[pos]:#04x} at {pos} where a JPEG marker was "
@@ -108,7 +108,7 @@ def clean_jpeg(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
         if marker == 0xDA:  # entropy-coded data follow the scan header up to the next marker
             found = (_JPEGLS_ECS_END if jpeg_ls else _JPEG_ECS_END).search(frame, pos)
             if found is None:
-                raise DeidentificationError(f"{what} ends inside its entropy-coded data without EOI 'ffd9'; "
+                raise DeidentificationError(f"{what} ends inside its entropy-coded data without EOI ffd9; "
                                             "the JPEG stream is truncated: re-export the image")
             kept.append(frame[pos : found.start()])
             pos = found.start()
@@ -155,8 +155,8 @@ def clean_j2k(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
         frame = _jp2_codestream(frame, what)
         dropped.append("JP2 file boxes around the codestream")
     if frame[:2] != b"\xff\x4f":
-        raise DeidentificationError(f"{what} starts with {frame[:2].hex()!r}, expected the JPEG 2000 SOC marker "
-                                    "'ff4f'; the pixel data are damaged or not JPEG 2000: re-export the image")
+        raise DeidentificationError(f"{what} starts with {frame[:2].hex()}, expected the JPEG 2000 SOC marker "
+                                    "ff4f; the pixel data are damaged or not JPEG 2000: re-export the image")
     main, pos, stale_tlm = [frame[:2]], 2, False
     main_tlm: list[int] = []
     pos = _j2k_header(frame, pos, _J2K_MAIN, main, dropped, what, main_tlm)
@@ -195,7 +195,7 @@ def clean_j2k(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
 
 def _marker(frame: bytes, pos: int, what: str) -> int:
     if pos + 2 > len(frame):
-        raise DeidentificationError(f"{what} ends at byte {pos} without the EOC marker 'ffd9'; the JPEG 2000 "
+        raise DeidentificationError(f"{what} ends at byte {pos} without the EOC marker ffd9; the JPEG 2000 "
                                     "codestream is truncated: re-export the image")
     return int(struct.unpack(">H", frame[pos : pos + 2])[0])
 
