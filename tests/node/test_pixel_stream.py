@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
-from pydicom.encaps import encapsulate, generate_frames, parse_basic_offsets
+from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, parse_basic_offsets
 from pydicom.filebase import DicomBytesIO
 from pydicom.pixels.utils import pack_bits
 
@@ -133,6 +133,21 @@ def test_a_marker_planted_in_one_frame_of_a_multiframe_jpeg_is_dropped_and_the_o
     fp.is_little_endian = True
     offsets = parse_basic_offsets(fp)
     assert offsets == [sum(len(f) + len(f) % 2 + 8 for f in frames[:i]) for i in range(len(frames))]
+
+
+def test_an_extended_offset_table_is_rebuilt() -> None:
+    ds = _read("emri_small_jpeg_2k_lossless.dcm")  # 10 frames
+    reference = ds.pixel_array.copy()
+    frames = _frames(ds)
+    planted = [f + MARK if i == 3 else f for i, f in enumerate(frames)]
+    ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(planted)
+    _clean_and_compare(ds, reference)
+    cleaned = [outcome[0] for outcome in (clean_j2k(f, "") for f in frames) if outcome is not None]
+    assert len(cleaned) == 10  # each frame has a 38-byte COM; frame 4 also the marker after EOC
+    lengths = struct.unpack("<10Q", ds.ExtendedOffsetTableLengths)
+    offsets = struct.unpack("<10Q", ds.ExtendedOffsetTable)
+    assert lengths == tuple(len(f) + len(f) % 2 for f in cleaned)  # pydicom counts the pad byte
+    assert offsets == tuple(sum(len(f) + len(f) % 2 + 8 for f in cleaned[:i]) for i in range(10))
 
 
 def test_a_clean_jpeg_is_not_rewritten() -> None:
