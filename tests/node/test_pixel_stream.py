@@ -351,8 +351,8 @@ SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1
 # The installed decoders (pylibjpeg-libjpeg, pylibjpeg-openjpeg, pydicom's RLE) cannot decode these, so
 # their pixels cannot be compared here; the test checks they still fail to decode, to keep the list true.
 NOT_DECODABLE_HERE = {
-    "JPEG-lossy.dcm": "12-bit JPEG Extended with a damaged stream: libjpeg refuses it",
-    "JPEG2000-embedded-sequence-delimiter.dcm": "an item holds a sequence delimiter: openjpeg reads a cut codestream",
+    "JPEG-lossy.dcm": "12-bit JPEG Extended: libjpeg finds a misplaced marker (scan start/stop), Pillow has no 12-bit",
+    "JPEG2000-embedded-sequence-delimiter.dcm": "openjpeg fails to read the codestream header (pydicom's broken file)",
 }
 
 # pydicom cannot write this one (an implicit VR data set whose file meta say explicit VR): compared in memory.
