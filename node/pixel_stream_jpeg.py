@@ -161,6 +161,7 @@ def clean_j2k(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
     main_tlm: list[int] = []
     pos = _j2k_header(frame, pos, _J2K_MAIN, main, dropped, what, main_tlm)
     tiles: list[bytes] = []
+    tile_headers: list[bytes] = []
     end = len(frame)
     while True:
         marker = _marker(frame, pos, what)
@@ -178,6 +179,7 @@ def clean_j2k(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
         body = _j2k_header(frame, pos + 12, _J2K_TILE, header, dropped, what, None)
         if _marker(frame, body, what) != _SOD:
             raise DeidentificationError(f"{what} tile part at {pos} has no SOD marker; re-export the image")
+        tile_headers.extend(header[1:])
         part = b"".join(header) + frame[body:stop]
         if len(dropped) != count and psot:
             # Psot counts the whole tile part; it shrank by the COM segments just dropped.
@@ -185,12 +187,41 @@ def clean_j2k(frame: bytes, what: str) -> tuple[bytes, list[str]] | None:
             stale_tlm = True
         tiles.append(part)
         pos = stop
+    main = _trim_quantization(main, tile_headers, dropped)
     if not dropped:
         return None
     if stale_tlm and main_tlm:
         dropped.append("TLM tile-part lengths (stale once a tile part shrank)")
         main = [segment for i, segment in enumerate(main) if i not in main_tlm]
     return b"".join(main) + b"".join(tiles) + b"\xff\xd9", dropped
+
+
+def _trim_quantization(main: list[bytes], tile_headers: list[bytes], dropped: list[str]) -> list[bytes]:
+    """Cut main-header QCD/QCC segments to the step sizes the deepest decomposition reads.
+
+    A decoder reads one step size per subband (3 x levels + 1 of them) and ignores the rest, so text
+    appended to a QCD still decodes (openjpeg does). The deepest level count of every COD and COC in
+    the stream bounds what any tile-component reads; entries past it are dropped.
+    """
+    siz = next((seg for seg in main if seg[:2] == b"\xff\x51"), b"")
+    wide = len(siz) >= 40 and struct.unpack(">H", siz[38:40])[0] >= 257  # Csiz: component index of 2 bytes
+    levels = [seg[9] for seg in (*main, *tile_headers) if seg[:2] == b"\xff\x52" and len(seg) > 9]
+    levels += [seg[6 + wide] for seg in (*main, *tile_headers) if seg[:2] == b"\xff\x53" and len(seg) > 6 + wide]
+    if not levels:
+        return main
+    subbands = 3 * max(levels) + 1
+    kept: list[bytes] = []
+    for seg in main:
+        head = 4 if seg[:2] == b"\xff\x5c" else 5 + wide if seg[:2] == b"\xff\x5d" else 0
+        if head and len(seg) > head:
+            style = seg[head] & 0x1F  # 0: one byte per subband, 1: one 2-byte value, 2: 2 bytes per subband
+            need = head + 1 + (subbands if style == 0 else 2 if style == 1 else 2 * subbands)
+            if len(seg) > need:
+                name = "QCD" if head == 4 else "QCC"
+                dropped.append(f"{name} entries past the last subband ({len(seg) - need} bytes)")
+                seg = seg[:2] + struct.pack(">H", need - 2) + seg[4:need]
+        kept.append(seg)
+    return kept
 
 
 def _marker(frame: bytes, pos: int, what: str) -> int:

@@ -192,7 +192,17 @@ def _j2k_tile_com(frame: bytes, tlm: bool = False) -> bytes:
     return planted
 
 
+def _j2k_qcd_tail(frame: bytes) -> bytes:
+    """Append the marker to the main header's QCD: openjpeg reads its step sizes and ignores the rest."""
+    qcd = frame.index(b"\xff\x5c")
+    length = struct.unpack(">H", frame[qcd + 2 : qcd + 4])[0]
+    end = qcd + 2 + length
+    tail = MARK + b"\x00"  # even: scalar expounded step sizes take 2 bytes each (openjpeg refuses half of one)
+    return frame[: qcd + 2] + struct.pack(">H", length + len(tail)) + frame[qcd + 4 : end] + tail + frame[end:]
+
+
 J2K_PLANTS: dict[str, Callable[[bytes], bytes]] = {
+    "text after the QCD step sizes": _j2k_qcd_tail,
     "COM in the main header": _j2k_main_com,
     "COM in a tile-part header": _j2k_tile_com,
     "COM in a tile-part header with a TLM": lambda frame: _j2k_tile_com(frame, tlm=True),
