@@ -25,6 +25,7 @@ from node.deid import deidentify as deidentify_dicom
 from node.deid_profile import MODALITIES
 from node.dicom_file import encode_file
 from node.errors import IngestError
+from node.pixel_stream import strip_pixel_stream
 from node.redact import describe, value_free
 from node.redact_view import decoded_view
 
@@ -79,6 +80,7 @@ def deidentify(parsed: Parsed, patient: PatientContext, uids: UidMapper, policy:
     """De-identify ``parsed`` for ``patient``; return the bytes to store."""
     if parsed.format == "dicom":
         result = deidentify_dicom(parsed.payload, patient, uids, policy, in_place=True)
+        result = strip_pixel_stream(result)  # text hidden in the pixel data stream (issue 9)
         return Processed(
             content=encode_file(result.dataset),
             suffix=".dcm",
