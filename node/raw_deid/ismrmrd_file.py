@@ -20,7 +20,7 @@ from ismrmrd.hdf5 import acquisition_dtype
 
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
-from node.raw_deid.h5 import local_object
+from node.raw_deid.h5 import local_object, local_values
 from node.raw_deid.ismrmrd_header import rebuild_header
 from node.raw_deid.rules import FieldRule, RuleSet
 
@@ -98,7 +98,8 @@ def rebuild_ismrmrd(
         group = _ismrmrd_group(src)
         xml, study_uid = rebuild_header(_text(group["xml"]), patient, uids)
         acquisitions = _acquisitions(group["data"])
-        found = {name: _array(group[name]) for name in _ARRAYS if _is_local(group, name, h5py.Dataset)}
+        found = {name: _array(group[name], f"/dataset/{name}")
+                 for name in _ARRAYS if _is_local(group, name, h5py.Dataset)}
         arrays = {name: values for name, values in found.items() if values is not None}
         notes = _notes(src, group, arrays)
     buffer = io.BytesIO()
@@ -133,7 +134,7 @@ def _ismrmrd_group(src: h5py.File) -> h5py.Group:
 
 
 def _text(dset: h5py.Dataset) -> str | bytes:
-    value = dset[()] if dset.shape == () else dset[0]
+    value = local_values(dset, "/dataset/xml", () if dset.shape == () else 0)
     if isinstance(value, bytes | str):
         return value
     raise DeidentificationError(f"the ISMRMRD header dataset holds {dset.dtype}, expected text")
@@ -144,7 +145,7 @@ def _acquisitions(dset: h5py.Dataset) -> np.ndarray:
     names = dset.dtype.names or ()
     if "head" not in names or "data" not in names:
         raise DeidentificationError("the ISMRMRD acquisitions lack 'head' or 'data'; not an ISMRMRD dataset")
-    source = dset[()]
+    source = local_values(dset, "/dataset/data")
     out = np.zeros(source.shape, dtype=acquisition_dtype)
     _copy_fields(out["head"], source["head"], "head")
     for field in ("traj", "data"):
@@ -182,13 +183,13 @@ def _floats(value: Any, field: str) -> np.ndarray:
     return array.astype(np.float32).ravel()
 
 
-def _array(dset: h5py.Dataset) -> np.ndarray | None:
+def _array(dset: h5py.Dataset, where: str) -> np.ndarray | None:
     """A known array as plain floats (complex as ISMRMRD's real/imag pairs), or None for any other type.
 
     ISMRMRD writes these arrays as real or complex floats. Integers are refused: an 8-bit array is
     text in all but name, and a wider one can hold it as well.
     """
-    values = dset[()]
+    values = local_values(dset, where)
     dtype = values.dtype
     if dtype.names and set(dtype.names) == {"real", "imag"} and all(dtype[n].kind == "f" for n in dtype.names):
         wide = max(dtype[n].itemsize for n in dtype.names) > 4

@@ -17,7 +17,7 @@ import numpy as np
 
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
-from node.raw_deid.h5 import local_object
+from node.raw_deid.h5 import local_object, local_values
 from node.raw_deid.provenance import PROVENANCE_RULES, clean_provenance
 from node.raw_deid.rules import DROP, FieldRule, RuleSet, check
 
@@ -161,7 +161,7 @@ def _numeric(dset: h5py.Dataset, where: str) -> np.ndarray:
     if dset.dtype.kind not in "fiu":
         raise DeidentificationError(f"{where} holds {dset.dtype} values, expected numbers; the file is not a "
                                     "valid sinogram (see docs/formats/ct-sinogram.md)")
-    return np.asarray(dset[()], dtype=dtype)
+    return np.asarray(local_values(dset, where), dtype=dtype)
 
 
 def _notes(src: h5py.File, plan: dict[str, dict[str, Any]]) -> tuple[str, ...]:
