@@ -5,12 +5,15 @@ idx.user, measurement_uid) because "an 8-bit array is text in all but name". The
 copied with their bits as they were, although their meaning leaves room for text:
 
 - ``channel_mask`` is 1024 bits, one per receiver channel; a file with 2 channels has 1022 bits that
-  mean nothing, room for 127 bytes per acquisition;
+  mean nothing, room for 127 bytes per acquisition: those bits are now cleared;
 - ``read_dir`` is a unit direction vector and ``patient_table_position`` a position in mm; twelve
-  bytes of text make three finite float32 values, which are neither.
+  bytes of text make three finite float32 values, which are neither: such a file is now refused
+  (quarantined with a reason naming the field), since the node cannot tell the true geometry.
 
 Each case plants a 16- or 12-byte marker in the first acquisition of a valid 2-channel file,
 ingests it through the real ``Ingestor`` and scans the node directory (``tests/node/leakscan.py``).
+A refused file's quarantine copy is the hospital's own source, kept for its operator, so it is the
+one file the scan of a refused case leaves aside (its reason file is scanned).
 """
 
 from __future__ import annotations
@@ -21,36 +24,127 @@ import h5py
 import numpy as np
 import pytest
 
+from node.deid import PatientContext, UidMapper
+from node.errors import DeidentificationError
 from node.ingest import Ingestor
+from node.raw_deid import deidentify_raw
 from tests.node.ingest_corpus import write_kspace
 from tests.node.leakscan import describe, scan_tree
 
-# field -> (marker, where in the field's values, the field's type)
+PATIENT = PatientContext("MTP-0123456789", -40)
+UIDS = UidMapper(b"k" * 32)
+
+# field -> (marker, where in the field's values, the field's type, refused)
 CASES = {
-    "channel_mask": ("MRKZQXCHANMASK16", slice(2, 4), "<u8"),  # bits 128-255: channels a 2-channel coil lacks
-    "read_dir": ("MRKZQXREADD3", slice(None), "<f4"),
-    "patient_table_position": ("MRKZQXTABLE4", slice(None), "<f4"),
+    "channel_mask": ("MRKZQXCHANMASK16", slice(2, 4), "<u8", False),  # bits 128-255: channels a 2-channel coil lacks
+    "read_dir": ("MRKZQXREADD3", slice(None), "<f4", True),
+    "patient_table_position": ("MRKZQXTABLE4", slice(None), "<f4", True),
 }
+
+
+def _set_head(path: Path, field: str, values: np.ndarray, where: slice = slice(None), index: int = 0) -> None:
+    with h5py.File(path, "r+") as f:
+        data = f["dataset/data"][()]
+        head = data["head"]
+        if head[field].ndim == 1:  # one number per acquisition
+            head[field][index] = values
+        else:
+            head[field][index][where] = values
+        data["head"] = head
+        f["dataset/data"][...] = data
 
 
 @pytest.mark.parametrize("field", sorted(CASES))
 def test_text_in_a_kept_acquisition_number_does_not_reach_the_store(
     field: str, make_node, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    marker, where, dtype = CASES[field]
+    marker, where, dtype, refused = CASES[field]
     folder = tmp_path / "in"
     folder.mkdir()
     path = folder / "mr.h5"
     write_kspace(path, "REVIEW2-ACQ-1")
-    with h5py.File(path, "r+") as f:
-        data = f["dataset/data"][()]
-        head = data["head"]
-        head[field][0][where] = np.frombuffer(marker.encode(), dtype)
-        data["head"] = head
-        f["dataset/data"][...] = data
+    _set_head(path, field, np.frombuffer(marker.encode(), dtype), where)
     assert marker.encode() in path.read_bytes()
     node = make_node(role=False)
     report = Ingestor(node).run([folder])
-    assert (report.quarantined, len(report.ingested)) == ([], 1), report.quarantined
-    hits = scan_tree(node.dir, [marker])
+    if refused:
+        assert (len(report.quarantined), len(report.ingested)) == (1, 0), report.quarantined
+        assert f"head/{field}" in report.quarantined[0][1]
+        hits = [h for h in scan_tree(node.dir, [marker])
+                if not (h.file.startswith("quarantine/") and not h.file.endswith(".reason.txt"))]
+    else:
+        assert (report.quarantined, len(report.ingested)) == ([], 1), report.quarantined
+        hits = scan_tree(node.dir, [marker])
     assert hits == [], f"acquisition {field} carried {marker!r} into the node:\n{describe(hits)}"
+
+
+def _rebuilt_head(source: Path, tmp_path: Path) -> np.ndarray:
+    out = tmp_path / "stored.h5"
+    out.write_bytes(deidentify_raw("ismrmrd", source, PATIENT, UIDS).content)
+    with h5py.File(out, "r") as f:
+        return np.asarray(f["dataset/data"]["head"])
+
+
+@pytest.fixture
+def kspace(tmp_path: Path) -> Path:
+    path = tmp_path / "mr.h5"
+    write_kspace(path, "REVIEW2-ACQ-2")
+    return path
+
+
+def test_channel_mask_keeps_the_bits_of_the_coils_channels_only(kspace: Path, tmp_path: Path) -> None:
+    everything = np.full(16, np.iinfo(np.uint64).max, dtype=np.uint64)
+    _set_head(kspace, "channel_mask", everything)
+    head = _rebuilt_head(kspace, tmp_path)
+    # Two channels: bits 0 and 1 of the first word, in every acquisition; the writer's own mask (0b11) survives.
+    assert head["channel_mask"][0].tolist() == [3] + [0] * 15
+    assert set(head["channel_mask"][:, 0].tolist()) == {3}
+    assert not head["channel_mask"][:, 1:].any()
+
+
+def test_channel_mask_of_a_coil_with_more_channels_keeps_their_bits(kspace: Path, tmp_path: Path) -> None:
+    _set_head(kspace, "available_channels", np.uint16(70))
+    _set_head(kspace, "channel_mask", np.full(16, np.iinfo(np.uint64).max, dtype=np.uint64))
+    head = _rebuilt_head(kspace, tmp_path)
+    assert head["channel_mask"][0].tolist() == [2**64 - 1, 2**6 - 1] + [0] * 14
+
+
+@pytest.mark.parametrize("field", ["read_dir", "phase_dir", "slice_dir"])
+@pytest.mark.parametrize("vector", [(0.5, 0.5, 0.0), (np.nan, 0.0, 0.0), (np.inf, 0.0, 0.0), (1.0, 0.1, 0.0)])
+def test_a_direction_that_is_not_a_unit_vector_refuses_the_file(
+    field: str, vector: tuple[float, float, float], kspace: Path
+) -> None:
+    _set_head(kspace, field, np.array(vector, dtype=np.float32), index=3)
+    with pytest.raises(DeidentificationError, match=rf"head/{field} of acquisition 3 \(1 of 16 acquisitions\) is not "
+                       r"a unit vector"):
+        deidentify_raw("ismrmrd", kspace, PATIENT, UIDS)
+
+
+@pytest.mark.parametrize("vector", [(0.0, 0.0, 0.0), (0.6, 0.8, 0.0), (0.0, 0.0, -1.0005)])
+def test_unit_and_zero_directions_are_kept_as_they_are(vector: tuple[float, float, float], kspace: Path,
+                                                       tmp_path: Path) -> None:
+    _set_head(kspace, "slice_dir", np.array(vector, dtype=np.float32))
+    head = _rebuilt_head(kspace, tmp_path)
+    assert head["slice_dir"][0].tobytes() == np.array(vector, dtype=np.float32).tobytes()
+
+
+@pytest.mark.parametrize("field", ["position", "patient_table_position"])
+@pytest.mark.parametrize("value", [10_000.5, -20_000.0, np.nan, -np.inf])
+def test_a_position_beyond_ten_metres_or_not_finite_refuses_the_file(field: str, value: float, kspace: Path) -> None:
+    _set_head(kspace, field, np.array([0.0, value, 0.0], dtype=np.float32), index=15)
+    with pytest.raises(DeidentificationError, match=rf"head/{field} of acquisition 15 .* is not finite coordinates "
+                       r"within \+-10000 mm"):
+        deidentify_raw("ismrmrd", kspace, PATIENT, UIDS)
+
+
+def test_positions_within_ten_metres_are_kept(kspace: Path, tmp_path: Path) -> None:
+    _set_head(kspace, "position", np.array([-10_000.0, 12.5, 9_999.0], dtype=np.float32))
+    head = _rebuilt_head(kspace, tmp_path)
+    assert head["position"][0].tolist() == [-10_000.0, 12.5, 9_999.0]
+
+
+@pytest.mark.parametrize("value", [np.nan, -1.0, 2e6])
+def test_a_dwell_time_outside_its_range_refuses_the_file(value: float, kspace: Path) -> None:
+    _set_head(kspace, "sample_time_us", np.float32(value))
+    with pytest.raises(DeidentificationError, match=r"head/sample_time_us of acquisition 0 .* is not a finite dwell"):
+        deidentify_raw("ismrmrd", kspace, PATIENT, UIDS)
