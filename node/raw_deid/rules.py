@@ -200,10 +200,15 @@ def _within(rule: FieldRule, number: Any) -> Any:
     if not low <= number <= high:
         # The value stays out of the message: it may be text in a number's clothing.
         raise DeidentificationError(
-            f"{rule.path} lies outside {low:g} to {high:g}, the range a scanner writes; the value is damaged "
-            "or carries other data, so the file is refused: correct it and ingest the file again"
+            f"{rule.path} lies outside {_limit(low)} to {_limit(high)}, the range a scanner writes; the value is "
+            "damaged or carries other data, so the file is refused: correct it and ingest the file again"
         )
     return number
+
+
+def _limit(number: float) -> str:
+    """A limit as people write it: whole numbers in full up to ten digits, others in short form."""
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e10 else f"{number:g}"
 
 
 def _plain(value: Any) -> Any:
@@ -299,7 +304,7 @@ def markdown_table(rules: Iterable[FieldRule]) -> str:
         if rule.fallback is not None:
             accepted += f"; otherwise `{rule.fallback}`"
         if rule.limits is not None:
-            accepted = f"{rule.limits[0]:g} to {rule.limits[1]:g}"
+            accepted = f"{_limit(rule.limits[0])} to {_limit(rule.limits[1])}"
         cells = [f"`{rule.path}`", rule.kind, rule.action, accepted, rule.reason]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ one file the scan of a refused case leaves aside (its reason file is scanned).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -27,8 +28,9 @@ import pytest
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
 from node.ingest import Ingestor
-from node.raw_deid import deidentify_raw
-from tests.node.ingest_corpus import write_kspace
+from node.raw_deid import SINOGRAM_RULES, FieldRule, deidentify_raw
+from raw_data.scanners import PROFILES
+from tests.node.ingest_corpus import write_kspace, write_sinogram
 from tests.node.leakscan import describe, scan_tree
 
 PATIENT = PatientContext("MTP-0123456789", -40)
@@ -148,3 +150,80 @@ def test_a_dwell_time_outside_its_range_refuses_the_file(value: float, kspace: P
     _set_head(kspace, "sample_time_us", np.float32(value))
     with pytest.raises(DeidentificationError, match=r"head/sample_time_us of acquisition 0 .* is not a finite dwell"):
         deidentify_raw("ismrmrd", kspace, PATIENT, UIDS)
+
+
+# ---------------------------------------------------------------- the CT sinogram's kept numbers
+
+NUMBERS = [rule for rule in SINOGRAM_RULES if rule.kind in ("integer", "real") and rule.action == "keep"]
+LIMITED = [rule for rule in NUMBERS if rule.limits is not None]
+
+
+def _text_number(kind: str) -> float | int:
+    """A number whose bytes are text (eight letters as an int64, four as a float32)."""
+    if kind == "integer":
+        return int(np.frombuffer(b"MRKZQXNO", "<i8")[0])
+    return float(np.frombuffer(b"MRKZ", "<f4")[0])
+
+
+@pytest.fixture
+def sinogram(tmp_path: Path) -> Path:
+    path = tmp_path / "ct.h5"
+    write_sinogram(path, "REVIEW2-SINO-1")
+    with h5py.File(path, "r+") as f:
+        # Every listed object and key present, so that every limited row is read.
+        f["geometry"].attrs.update({"source_to_isocenter_mm": 541.0, "source_to_detector_mm": 949.0})
+        f.create_group("scanner").attrs.update(PROFILES["lightspeed-like"].to_dict())
+        f["provenance"].attrs.update({"noise_seed": "7", "phantom_seed": "11", "dose_factor": "0.5",
+                                      "incident_flux": "200000.0", "mu_water_per_mm": "0.0192", "noise_std": "0.01"})
+    return path
+
+
+def _set_attr(path: Path, rule_path: str, value: object) -> None:
+    obj_path, _, key = rule_path.partition("@")
+    with h5py.File(path, "r+") as f:
+        f[obj_path].attrs[key] = value
+
+
+def test_every_kept_sinogram_number_has_a_physical_range() -> None:
+    assert [rule.path for rule in NUMBERS] == [rule.path for rule in LIMITED]
+    assert len(NUMBERS) == 22  # geometry 8, scanner 8, provenance 6
+
+
+@pytest.mark.parametrize("rule", NUMBERS, ids=lambda rule: rule.path)
+def test_a_sinogram_number_made_of_text_refuses_the_file(rule: FieldRule, sinogram: Path) -> None:
+    _set_attr(sinogram, rule.path, _text_number(rule.kind))
+    # A provenance key is checked by its own row, which names the key.
+    named = rule.path.split("@")[-1] if rule.path.startswith("/provenance@") else rule.path
+    with pytest.raises(DeidentificationError, match=rf"^{re.escape(named)} lies outside .* the file is refused"):
+        deidentify_raw("metai-ct-sinogram", sinogram, PATIENT, UIDS)
+
+
+@pytest.mark.parametrize("rule", LIMITED, ids=lambda rule: rule.path)
+def test_a_sinogram_number_at_its_limits_is_kept(rule: FieldRule, sinogram: Path, tmp_path: Path) -> None:
+    assert rule.limits is not None
+    stored = tmp_path / "stored.h5"
+    for value in rule.limits:
+        _set_attr(sinogram, rule.path, int(value) if rule.kind == "integer" else value)
+        stored.write_bytes(deidentify_raw("metai-ct-sinogram", sinogram, PATIENT, UIDS).content)
+        obj_path, _, key = rule.path.partition("@")
+        with h5py.File(stored, "r") as f:
+            assert float(f[obj_path].attrs[key]) == value
+
+
+@pytest.mark.parametrize(("name", "planted", "dtype"), [
+    ("/sinogram", b"MRKZQXSINOGRAM16", "<f4"),  # four float32 near 1e16
+    ("/geometry/angles_rad", b"MRKZQXANGLES1234", "<f8"),
+    ("/geometry/angles_rad", np.array([np.nan, 0.0]).tobytes(), "<f8"),
+    ("/geometry/angles_rad", np.array([13.0, 0.0]).tobytes(), "<f8"),  # beyond 4 pi
+], ids=["sinogram-text", "angles-text", "angles-nan", "angles-13rad"])
+def test_sinogram_values_no_scan_produces_refuse_the_file(name: str, planted: bytes, dtype: str,
+                                                          sinogram: Path) -> None:
+    with h5py.File(sinogram, "r+") as f:
+        values = f[name][()]
+        flat = values.reshape(-1)
+        new = np.frombuffer(planted, dtype)
+        flat[: new.size] = new
+        f[name][...] = flat.reshape(values.shape)
+    with pytest.raises(DeidentificationError, match=rf"{re.escape(name)} holds \d+ of \d+ values that are not finite "
+                       r"or lie beyond"):
+        deidentify_raw("metai-ct-sinogram", sinogram, PATIENT, UIDS)
