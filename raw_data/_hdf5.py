@@ -7,8 +7,13 @@ HDF5 library loop forever, and a flipped length of a variable-length sequence ma
 allocate and clear up to 16 GiB before it notices. :class:`Hdf5File` opens a file only after
 checking for the first, offers :meth:`Hdf5File.raw_records` to read records and
 sequence lengths from the raw storage before HDF5 allocates anything, bounds every array read by what the file
-can hold, and turns whatever the library raises inside each step into
-:class:`~raw_data.errors.CorruptFileError` naming the file and the step.
+can hold, refuses datasets whose values live in other files, and turns whatever the library
+raises inside each step into :class:`~raw_data.errors.CorruptFileError` naming the file and the step.
+
+A dataset can keep its values outside the file: HDF5 external raw storage names flat files to
+read them from, and a virtual dataset maps datasets of other HDF5 files. The library opens those
+by the path the file names, so reading such a dataset reads a file the caller never gave (another
+patient's record, on a hospital node). :meth:`Hdf5File.child` refuses them before any value is read.
 """
 
 from __future__ import annotations
@@ -236,11 +241,43 @@ class Hdf5File:
         return self._file
 
     def child(self, parent: Any, name: str) -> Any:
-        """Return ``parent[name]`` (a group or dataset), or None if there is no such link."""
+        """Return ``parent[name]`` (a group or dataset), or None if there is no such link.
+
+        Raises:
+            CorruptFileError: the object cannot be read, or it is a dataset whose values are
+                stored in other files (see :meth:`check_storage`).
+        """
         with reading(self.where, f"{parent.name.rstrip('/')}/{name}"):
             if name not in parent:
                 return None
-            return parent[name]
+            obj = parent[name]
+        if isinstance(obj, h5py.Dataset):
+            self.check_storage(obj)
+        return obj
+
+    def check_storage(self, dset: Any) -> None:
+        """Raise CorruptFileError if ``dset`` keeps its values outside this file.
+
+        Checked in the dataset's creation properties, without reading a value: a virtual
+        layout (values mapped from other HDF5 files) or any external raw storage file. The
+        message never repeats the other files' names: they are the file's content, and may
+        themselves name a patient.
+        """
+        with reading(self.where, f"the storage properties of {dset.name}"):
+            plist = dset.id.get_create_plist()
+            virtual = plist.get_layout() == h5py.h5d.VIRTUAL
+            external = int(plist.get_external_count())
+        if virtual or external:
+            how = (
+                "it is a virtual dataset, whose values are mapped from datasets of other HDF5 files"
+                if virtual
+                else f"it uses HDF5 external raw storage, whose values are read from {external} other file(s)"
+            )
+            raise CorruptFileError(
+                f"dataset {dset.name} stores its data outside the file ({how}); this reader opens no file "
+                "but the one it is given: write the values into the file itself and read it again",
+                self.where,
+            )
 
     def names(self, group: Any) -> list[str]:
         """Return the link names in ``group``."""
@@ -292,6 +329,7 @@ class Hdf5File:
         claim terabytes. Uncompressed data must fit in the file; deflated data within the
         best ratio deflate achieves.
         """
+        self.check_storage(dset)
         shape, dtype = self.describe(dset)
         self.check_type(dset)
         needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -322,6 +360,7 @@ class Hdf5File:
             CorruptFileError: the storage lies outside the file, does not cover every
                 element, or does not decompress.
         """
+        self.check_storage(dset)
         shape, _ = self.describe(dset)
         with reading(self.where, f"the storage layout of {dset.name}"):
             size = _stored_size(dset.id.get_type(), self._address_size())

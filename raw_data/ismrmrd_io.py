@@ -373,7 +373,8 @@ def read_ismrmrd(
 
     Raises:
         MissingFileError: no such file.
-        CorruptFileError: not HDF5, truncated or unreadable.
+        CorruptFileError: not HDF5, truncated or unreadable, or a dataset keeps its values in
+            other files (external raw storage, a virtual dataset).
         MissingFieldError: no such dataset, no XML header, no acquisitions for the slice.
         IsmrmrdFormatError: the header does not parse, or the data are not 2D Cartesian.
         HeaderMismatchError: acquisitions disagree with the header or with each other.

@@ -248,7 +248,8 @@ def read_sinogram(path: str | os.PathLike[str]) -> Sinogram:
 
     Raises:
         MissingFileError: no such file.
-        CorruptFileError: not HDF5, truncated or unreadable.
+        CorruptFileError: not HDF5, truncated or unreadable, or a dataset keeps its values in
+            other files (external raw storage, a virtual dataset).
         SinogramFormatError: not a MeTAI sinogram, or an unsupported major version.
         MissingFieldError: a required group, dataset or attribute is absent.
         DataShapeError: the data have the wrong rank or type.

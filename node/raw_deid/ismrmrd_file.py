@@ -20,7 +20,7 @@ from ismrmrd.hdf5 import acquisition_dtype
 
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
-from node.raw_deid.h5 import local_object
+from node.raw_deid.h5 import local_object, local_values
 from node.raw_deid.ismrmrd_header import rebuild_header
 from node.raw_deid.rules import FieldRule, RuleSet
 
@@ -30,6 +30,12 @@ GROUP = "dataset"
 _COMPLEX64 = np.dtype([("real", "<f4"), ("imag", "<f4")])
 _COMPLEX128 = np.dtype([("real", "<f8"), ("imag", "<f8")])
 _KEEP = "needed to place the samples in k-space and reconstruct"
+_DIRECTIONS = ("read_dir", "phase_dir", "slice_dir")
+_POSITIONS = ("position", "patient_table_position")
+_UNIT_TOLERANCE = 1e-3
+_MAX_POSITION_MM = 10_000.0  # 10 m: no scanner bore or table travel comes near
+_MAX_SAMPLE_TIME_US = 1e6  # one second per sample; dwell times are microseconds
+_CHANNELS = 1024  # bits in channel_mask (16 x 64)
 
 FILE_RULES = RuleSet((
     FieldRule("/dataset", "structure", "keep", "the ISMRMRD group; written as 'dataset' whatever the source "
@@ -61,11 +67,22 @@ ACQUISITION_RULES = RuleSet((
     FieldRule("head/physiology_time_stamp", "integer", "keep", "time since the last cardiac or respiratory "
               "trigger, needed for gated reconstruction"),
     *(FieldRule(f"head/{name}", "integer", "keep", _KEEP) for name in (
-        "number_of_samples", "available_channels", "active_channels", "channel_mask", "discard_pre", "discard_post",
-        "center_sample", "encoding_space_ref", "trajectory_dimensions")),
-    FieldRule("head/sample_time_us", "real", "keep", _KEEP),
-    *(FieldRule(f"head/{name}", "real", "keep", "slice position and orientation, mm") for name in (
-        "position", "read_dir", "phase_dir", "slice_dir", "patient_table_position")),
+        "number_of_samples", "available_channels", "active_channels")),
+    FieldRule("head/channel_mask", "integer", "keep",
+              "which receiver channels are on, one bit per channel: only the bits of channels the coil has "
+              "(below available_channels, or active_channels if larger) are kept, the others set to 0 "
+              "(1024 bits for a coil of a few channels are room for text)"),
+    *(FieldRule(f"head/{name}", "integer", "keep", _KEEP) for name in (
+        "discard_pre", "discard_post", "center_sample", "encoding_space_ref", "trajectory_dimensions")),
+    FieldRule("head/sample_time_us", "real", "keep", _KEEP + "; a finite dwell time, else the file is refused",
+              limits=(0.0, _MAX_SAMPLE_TIME_US)),
+    *(FieldRule(f"head/{name}", "real", "keep",
+                "slice orientation: each vector must be finite and a unit vector (|norm - 1| < "
+                f"{_UNIT_TOLERANCE:g}) or all zeros (not recorded), else the file is refused (three floats of "
+                "text are neither)") for name in _DIRECTIONS),
+    *(FieldRule(f"head/{name}", "real", "keep",
+                "position in mm: each coordinate must be finite and within 10 m of the isocentre, else the "
+                "file is refused", limits=(-_MAX_POSITION_MM, _MAX_POSITION_MM)) for name in _POSITIONS),
     FieldRule("head/idx", "structure", "keep", "the encoding counters"),
     FieldRule("head/idx/*", "integer", "keep", "loop counters (line, partition, slice, repetition...)"),
     FieldRule("head/idx/user", "identifier", "replace",
@@ -98,7 +115,8 @@ def rebuild_ismrmrd(
         group = _ismrmrd_group(src)
         xml, study_uid = rebuild_header(_text(group["xml"]), patient, uids)
         acquisitions = _acquisitions(group["data"])
-        found = {name: _array(group[name]) for name in _ARRAYS if _is_local(group, name, h5py.Dataset)}
+        found = {name: _array(group[name], f"/dataset/{name}")
+                 for name in _ARRAYS if _is_local(group, name, h5py.Dataset)}
         arrays = {name: values for name, values in found.items() if values is not None}
         notes = _notes(src, group, arrays)
     buffer = io.BytesIO()
@@ -133,7 +151,7 @@ def _ismrmrd_group(src: h5py.File) -> h5py.Group:
 
 
 def _text(dset: h5py.Dataset) -> str | bytes:
-    value = dset[()] if dset.shape == () else dset[0]
+    value = local_values(dset, "/dataset/xml", () if dset.shape == () else 0)
     if isinstance(value, bytes | str):
         return value
     raise DeidentificationError(f"the ISMRMRD header dataset holds {dset.dtype}, expected text")
@@ -144,9 +162,10 @@ def _acquisitions(dset: h5py.Dataset) -> np.ndarray:
     names = dset.dtype.names or ()
     if "head" not in names or "data" not in names:
         raise DeidentificationError("the ISMRMRD acquisitions lack 'head' or 'data'; not an ISMRMRD dataset")
-    source = dset[()]
+    source = local_values(dset, "/dataset/data")
     out = np.zeros(source.shape, dtype=acquisition_dtype)
     _copy_fields(out["head"], source["head"], "head")
+    _check_numbers(out["head"])
     for field in ("traj", "data"):
         if field not in names:
             continue
@@ -175,6 +194,47 @@ def _copy_fields(dst: np.ndarray, src: np.ndarray, path: str) -> None:
             )
 
 
+def _check_numbers(head: np.ndarray) -> None:
+    """Clear the channel_mask bits of absent channels; refuse directions and positions that are not geometry.
+
+    A kept number is copied bit for bit, so whatever its meaning leaves free can hold text: the
+    bits of channels the coil lacks, and vectors or positions no scanner writes (twelve bytes of
+    text make three finite float32 values, but not a unit vector nor a position within 10 m).
+
+    Raises:
+        DeidentificationError: naming the field and the first bad acquisition (never its value).
+    """
+    if head.size == 0:
+        return
+    channels = np.minimum(np.maximum(head["available_channels"], head["active_channels"]).astype(np.int64), _CHANNELS)
+    bit = np.arange(_CHANNELS, dtype=np.int64).reshape(16, 64)
+    present = bit[np.newaxis] < channels.reshape(-1, 1, 1)  # (acquisitions, word, bit)
+    keep = (present.astype(np.uint64) << (bit % 64).astype(np.uint64)).sum(axis=2, dtype=np.uint64)
+    head["channel_mask"] &= keep.reshape(head["channel_mask"].shape)
+    for name in _DIRECTIONS:
+        vectors = head[name].astype(np.float64)
+        norm = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0.0), axis=-1)
+        good = np.isfinite(vectors).all(axis=-1) & ((vectors == 0).all(axis=-1) | (abs(norm - 1) < _UNIT_TOLERANCE))
+        _refuse_unless(good, name, f"a unit vector (|norm - 1| < {_UNIT_TOLERANCE:g}) or all zeros, finite")
+    for name in _POSITIONS:
+        values = head[name]
+        good = (np.isfinite(values) & (abs(values) <= _MAX_POSITION_MM)).all(axis=-1)
+        _refuse_unless(good, name, f"finite coordinates within +-{_MAX_POSITION_MM:g} mm")
+    times = head["sample_time_us"]
+    _refuse_unless(np.isfinite(times) & (times >= 0) & (times <= _MAX_SAMPLE_TIME_US), "sample_time_us",
+                   f"a finite dwell time from 0 to {_MAX_SAMPLE_TIME_US:g} microseconds")
+
+
+def _refuse_unless(good: np.ndarray, name: str, expected: str) -> None:
+    bad = np.flatnonzero(~good)
+    if bad.size:
+        raise DeidentificationError(
+            f"acquisition header field head/{name} of acquisition {int(bad[0])} ({bad.size} of {good.size} "
+            f"acquisitions) is not {expected}; the value is not geometry a scanner writes (damaged, or carrying "
+            "other data), so the file is refused: correct or remove those acquisitions and ingest it again"
+        )
+
+
 def _floats(value: Any, field: str) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "iuf":
@@ -182,13 +242,13 @@ def _floats(value: Any, field: str) -> np.ndarray:
     return array.astype(np.float32).ravel()
 
 
-def _array(dset: h5py.Dataset) -> np.ndarray | None:
+def _array(dset: h5py.Dataset, where: str) -> np.ndarray | None:
     """A known array as plain floats (complex as ISMRMRD's real/imag pairs), or None for any other type.
 
     ISMRMRD writes these arrays as real or complex floats. Integers are refused: an 8-bit array is
     text in all but name, and a wider one can hold it as well.
     """
-    values = dset[()]
+    values = local_values(dset, where)
     dtype = values.dtype
     if dtype.names and set(dtype.names) == {"real", "imag"} and all(dtype[n].kind == "f" for n in dtype.names):
         wide = max(dtype[n].itemsize for n in dtype.names) > 4

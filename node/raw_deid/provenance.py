@@ -31,15 +31,20 @@ def _scanner_names() -> tuple[str, ...]:
     return profile_names()
 
 
+_SEED = (0.0, float(2**32 - 1))
 PROVENANCE_RULES: tuple[FieldRule, ...] = (
     FieldRule("scanner_profile", "enumerated", "keep", "which virtual scanner made the data; a listed profile name",
               values=_scanner_names()),
-    FieldRule("noise_seed", "integer", "keep", "seed of the simulated noise: reproduces a synthetic scan"),
-    FieldRule("phantom_seed", "integer", "keep", "seed of the digital phantom: reproduces a synthetic patient"),
-    FieldRule("dose_factor", "real", "keep", "relative dose of the scan, a physical parameter"),
-    FieldRule("incident_flux", "real", "keep", "photons per detector element and view, a physical parameter"),
-    FieldRule("mu_water_per_mm", "real", "keep", "attenuation of water used for HU conversion"),
-    FieldRule("noise_std", "real", "keep", "standard deviation of simulated k-space noise"),
+    FieldRule("noise_seed", "integer", "keep", "seed of the simulated noise: reproduces a synthetic scan "
+              "(a 32-bit seed)", limits=_SEED),
+    FieldRule("phantom_seed", "integer", "keep", "seed of the digital phantom: reproduces a synthetic patient "
+              "(a 32-bit seed)", limits=_SEED),
+    FieldRule("dose_factor", "real", "keep", "relative dose of the scan, a physical parameter", limits=(0.0, 1000.0)),
+    FieldRule("incident_flux", "real", "keep", "photons per detector element and view, a physical parameter",
+              limits=(0.0, 1e12)),
+    FieldRule("mu_water_per_mm", "real", "keep", "attenuation of water used for HU conversion (about 0.02 per mm)",
+              limits=(0.0, 1.0)),
+    FieldRule("noise_std", "real", "keep", "standard deviation of simulated k-space noise", limits=(0.0, 1e6)),
     FieldRule("noise", "enumerated", "keep", "which noise model was applied",
               values=("poisson+electronic+blur", "none")),
     FieldRule("pattern", "enumerated", "keep", "k-space undersampling pattern", values=("equispaced", "random")),
@@ -74,7 +79,8 @@ def clean_provenance(
         uids: the node's UID mapper (no provenance key is a UID today; passed for symmetry).
 
     Raises:
-        DeidentificationError: a date cannot be shifted by the patient's offset.
+        DeidentificationError: a date cannot be shifted by the patient's offset, or a number lies
+            outside its key's physical limits.
     """
     for key, value in items:
         rule = _BY_KEY.get(key)

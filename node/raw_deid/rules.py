@@ -10,8 +10,9 @@ Kinds and the actions they allow:
 
 ========== ===============================================================================
 integer    keep: a whole number (an integer type, or text that is only digits); anything else
-           is dropped
-real       keep: a finite number
+           is dropped; a number outside the row's ``limits`` refuses the file
+real       keep: a finite number; outside the row's ``limits`` it refuses the file (text packed
+           into a number's bytes makes an absurd value, which no physical range holds)
 enumerated keep: one of the listed values exactly (or a member of the schema's enumeration);
            anything else is dropped, or replaced by the row's ``fallback``
 pattern    keep: text matching the row's regular expression in full (machine-written codes)
@@ -95,6 +96,7 @@ class FieldRule:
         values: the accepted values of an enumerated field (empty: the schema's enumeration).
         pattern: the regular expression a ``pattern`` field must match in full.
         fallback: written instead of a refused enumerated value, when the reader needs one.
+        limits: the physical range ``(lowest, highest)`` of an integer or real field, inclusive.
     """
 
     path: str
@@ -104,6 +106,7 @@ class FieldRule:
     values: tuple[str, ...] = ()
     pattern: str = ""
     fallback: str | None = None
+    limits: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.action not in _ALLOWED[self.kind] | {"drop"}:  # any field may be left out
@@ -111,6 +114,8 @@ class FieldRule:
                              f"for kind {self.kind!r}")
         if self.kind == "pattern" and not self.pattern:
             raise ValueError(f"rule {self.path}: a pattern rule needs its regular expression")
+        if self.limits is not None and (self.kind not in ("integer", "real") or self.limits[0] > self.limits[1]):
+            raise ValueError(f"rule {self.path}: limits {self.limits} need an integer or real kind and low <= high")
 
     def at(self, path: str) -> FieldRule:
         """The same rule for another path (a provenance key under a format's own prefix)."""
@@ -153,7 +158,8 @@ def check(rule: FieldRule, value: Any, patient: PatientContext, uids: UidMapper)
     and times keep their own types. ``derived`` and ``structure`` rows are handled by the format.
 
     Raises:
-        DeidentificationError: a date cannot be shifted by the patient's offset (out of range).
+        DeidentificationError: a date cannot be shifted by the patient's offset (out of range), or a
+            number lies outside the row's physical limits.
     """
     if rule.action == "drop":
         return DROP
@@ -163,9 +169,9 @@ def check(rule: FieldRule, value: Any, patient: PatientContext, uids: UidMapper)
     if value is None:
         return DROP
     if rule.kind == "integer":
-        return _integer(value)
+        return _within(rule, _integer(value))
     if rule.kind == "real":
-        return _real(value)
+        return _within(rule, _real(value))
     if rule.kind == "enumerated":
         text = getattr(value, "value", value)  # a schema Enum member stands for its value
         accepted = isinstance(text, str) and (not rule.values or text in rule.values)
@@ -184,6 +190,25 @@ def check(rule: FieldRule, value: Any, patient: PatientContext, uids: UidMapper)
     if rule.kind == "time":
         return value if not isinstance(value, str | bytes) else DROP  # only a parsed time, never text
     raise ValueError(f"rule {rule.path}: kind {rule.kind!r} is applied by the format's own code")
+
+
+def _within(rule: FieldRule, number: Any) -> Any:
+    """``number``, if it lies within the rule's limits; refuse the file otherwise."""
+    if number is DROP or rule.limits is None:
+        return number
+    low, high = rule.limits
+    if not low <= number <= high:
+        # The value stays out of the message: it may be text in a number's clothing.
+        raise DeidentificationError(
+            f"{rule.path} lies outside {_limit(low)} to {_limit(high)}, the range a scanner writes; the value is "
+            "damaged or carries other data, so the file is refused: correct it and ingest the file again"
+        )
+    return number
+
+
+def _limit(number: float) -> str:
+    """A limit as people write it: whole numbers in full up to ten digits, others in short form."""
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e10 else f"{number:g}"
 
 
 def _plain(value: Any) -> Any:
@@ -278,6 +303,8 @@ def markdown_table(rules: Iterable[FieldRule]) -> str:
             f"`{rule.pattern}`" if rule.pattern else "")
         if rule.fallback is not None:
             accepted += f"; otherwise `{rule.fallback}`"
+        if rule.limits is not None:
+            accepted = f"{_limit(rule.limits[0])} to {_limit(rule.limits[1])}"
         cells = [f"`{rule.path}`", rule.kind, rule.action, accepted, rule.reason]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import numpy as np
 
 from node.deid import PatientContext, UidMapper
 from node.errors import DeidentificationError
-from node.raw_deid.h5 import local_object
+from node.raw_deid.h5 import local_object, local_values
 from node.raw_deid.provenance import PROVENANCE_RULES, clean_provenance
 from node.raw_deid.rules import DROP, FieldRule, RuleSet, check
 
@@ -42,6 +42,15 @@ def _node_software() -> str:
 
 
 _PS315 = "PS3.15 keeps acquisition parameters"
+# Physical ranges of the kept numbers (inclusive). Text packed into a number's bytes makes an absurd
+# value (four ASCII letters are a float32 near 1e16 or 1e22), which these refuse; a number inside its
+# range still has free low-order bits, as every measured value does.
+_COUNT = (1.0, 100_000.0)  # views or detector elements
+_GRID = (1.0, 16_384.0)  # reconstruction rows or columns
+_PITCH_MM = (1e-3, 100.0)  # detector or pixel pitch
+_DISTANCE_MM = (1.0, 10_000.0)  # source to isocentre or detector: within 10 m
+_MAX_ANGLE_RAD = 4 * np.pi  # a scan covers at most a few turns
+_MAX_LINE_INTEGRAL = 1e4  # attenuation x path length: under 100 for any body, 1e4 leaves room for calibration
 SINOGRAM_RULES = RuleSet((
     FieldRule("/", "structure", "keep", "the file"),
     FieldRule("/@format", "derived", "replace", "format name, written by the node (the reader checked the input's)"),
@@ -49,22 +58,26 @@ SINOGRAM_RULES = RuleSet((
               "the layout version the node writes (1.0); the input's major version was checked by the reader"),
     FieldRule("/@created_by", "derived", "replace", "free text naming software: replaced by the node's own name"),
     FieldRule("/@created_at", "datetime", "shift", "creation time: shifted with the patient's dates"),
-    FieldRule("/sinogram", "data", "keep", "the measured line integrals (float32, gzip): the data themselves"),
+    FieldRule("/sinogram", "data", "keep", "the measured line integrals (float32, gzip): the data themselves; "
+              f"each value must be finite and within +-{_MAX_LINE_INTEGRAL:g}, else the file is refused"),
     FieldRule("/sinogram@axes", "enumerated", "keep", "axis order", values=("views,detectors",
                                                                             "slices,views,detectors")),
     FieldRule("/sinogram@quantity", "enumerated", "keep", "what the values are", values=("line_integral",)),
     FieldRule("/sinogram@units", "enumerated", "keep", "unit of the values", values=("1",)),
     FieldRule("/geometry", "structure", "keep", "the acquisition geometry, required to reconstruct"),
     FieldRule("/geometry@type", "enumerated", "keep", "beam geometry", values=("parallel", "fan-equiangular")),
-    FieldRule("/geometry@n_views", "integer", "keep", _PS315),
-    FieldRule("/geometry@n_detectors", "integer", "keep", _PS315),
-    FieldRule("/geometry@detector_pitch_mm", "real", "keep", _PS315),
-    FieldRule("/geometry@image_rows", "integer", "keep", "reconstruction grid"),
-    FieldRule("/geometry@image_cols", "integer", "keep", "reconstruction grid"),
-    FieldRule("/geometry@pixel_size_mm", "real", "keep", "reconstruction grid"),
-    FieldRule("/geometry@source_to_isocenter_mm", "real", "keep", _PS315),
-    FieldRule("/geometry@source_to_detector_mm", "real", "keep", _PS315),
-    FieldRule("/geometry/angles_rad", "data", "keep", "view angles (float64, radians), required to reconstruct"),
+    FieldRule("/geometry@n_views", "integer", "keep", _PS315 + "; the reader checks it against the angles",
+              limits=_COUNT),
+    FieldRule("/geometry@n_detectors", "integer", "keep", _PS315 + "; the reader checks it against the data",
+              limits=_COUNT),
+    FieldRule("/geometry@detector_pitch_mm", "real", "keep", _PS315, limits=_PITCH_MM),
+    FieldRule("/geometry@image_rows", "integer", "keep", "reconstruction grid", limits=_GRID),
+    FieldRule("/geometry@image_cols", "integer", "keep", "reconstruction grid", limits=_GRID),
+    FieldRule("/geometry@pixel_size_mm", "real", "keep", "reconstruction grid", limits=_PITCH_MM),
+    FieldRule("/geometry@source_to_isocenter_mm", "real", "keep", _PS315, limits=_DISTANCE_MM),
+    FieldRule("/geometry@source_to_detector_mm", "real", "keep", _PS315, limits=_DISTANCE_MM),
+    FieldRule("/geometry/angles_rad", "data", "keep", "view angles (float64, radians), required to reconstruct; "
+              f"each must be finite and within +-4 pi ({_MAX_ANGLE_RAD:.4f}), else the file is refused"),
     FieldRule("/geometry/angles_rad@units", "enumerated", "keep", "unit of the angles", values=("rad",)),
     FieldRule("/scanner", "structure", "keep", "the scanner profile, which explains the data's noise and blur"),
     FieldRule("/scanner@name", "enumerated", "keep",
@@ -72,10 +85,16 @@ SINOGRAM_RULES = RuleSet((
               "(the reader needs a name)", values=tuple(_profiles()), fallback=UNLISTED_SCANNER),
     FieldRule("/scanner@description", "derived", "replace",
               "free text: replaced by the listed profile's own description, or by a fixed note"),
-    *(FieldRule(f"/scanner@{key}", "integer", "keep", _PS315) for key in ("n_detectors", "n_views")),
-    *(FieldRule(f"/scanner@{key}", "real", "keep", _PS315) for key in (
-        "detector_pitch_mm", "source_to_isocenter_mm", "source_to_detector_mm", "incident_flux", "electronic_noise",
-        "detector_blur_fwhm")),
+    *(FieldRule(f"/scanner@{key}", "integer", "keep", _PS315, limits=_COUNT) for key in ("n_detectors", "n_views")),
+    FieldRule("/scanner@detector_pitch_mm", "real", "keep", _PS315, limits=_PITCH_MM),
+    *(FieldRule(f"/scanner@{key}", "real", "keep", _PS315, limits=_DISTANCE_MM) for key in (
+        "source_to_isocenter_mm", "source_to_detector_mm")),
+    FieldRule("/scanner@incident_flux", "real", "keep", _PS315 + " (photons per element and view)",
+              limits=(0.0, 1e12)),
+    FieldRule("/scanner@electronic_noise", "real", "keep", _PS315 + " (standard deviation, in photons)",
+              limits=(0.0, 1e6)),
+    FieldRule("/scanner@detector_blur_fwhm", "real", "keep", _PS315 + " (in detector elements)",
+              limits=(0.0, 100.0)),
     FieldRule("/provenance", "structure", "keep", "how the data were made; only the keys below"),
     *(rule.at(f"/provenance@{rule.path}") for rule in PROVENANCE_RULES),
 ))
@@ -161,7 +180,17 @@ def _numeric(dset: h5py.Dataset, where: str) -> np.ndarray:
     if dset.dtype.kind not in "fiu":
         raise DeidentificationError(f"{where} holds {dset.dtype} values, expected numbers; the file is not a "
                                     "valid sinogram (see docs/formats/ct-sinogram.md)")
-    return np.asarray(dset[()], dtype=dtype)
+    values = np.asarray(local_values(dset, where), dtype=dtype)
+    bound = _MAX_ANGLE_RAD if where == "/geometry/angles_rad" else _MAX_LINE_INTEGRAL
+    bad = np.flatnonzero(~(np.isfinite(values) & (np.abs(values) <= bound)))
+    if bad.size:
+        # Neither the values nor their positions' content go into the message: only how many.
+        raise DeidentificationError(
+            f"{where} holds {bad.size} of {values.size} values that are not finite or lie beyond +-{bound:g}, "
+            "which no scan produces; the values are damaged or carry other data, so the file is refused: "
+            "correct them and ingest the file again"
+        )
+    return values
 
 
 def _notes(src: h5py.File, plan: dict[str, dict[str, Any]]) -> tuple[str, ...]:

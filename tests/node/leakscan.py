@@ -13,7 +13,9 @@ every form a writer could leave it in:
 - ``hdf5-chunk DATASET``: inside a chunk of an HDF5 dataset read raw through h5py's chunk API and
   inflated as zlib or raw deflate;
 - ``hdf5 WHERE``: in an HDF5 file's decoded content (object and attribute names, attribute values,
-  dataset values), which also sees through filters such as shuffle that reorder bytes.
+  dataset values), which also sees through filters such as shuffle that reorder bytes. The values
+  of a dataset stored in other files (external raw storage, a virtual dataset) are not read: those
+  files are not under the root (a quarantined source keeps its references to them).
 
 Hits name the file (relative to the scanned root), the marker and how it was found.
 """
@@ -165,6 +167,11 @@ def _attr(obj: Any, key: str) -> Any:
 
 def _read(dset: h5py.Dataset) -> Any:
     try:
+        plist = dset.id.get_create_plist()
+        if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count():
+            # The values are in other files, which h5py would open by the paths this file names:
+            # they are not under the scanned root (a file there is scanned on its own).
+            return b""
         return dset[()]
     except (OSError, TypeError, ValueError) as exc:
         return repr(exc)

@@ -111,3 +111,19 @@ def test_a_clean_tree_has_no_hits(tmp_path: Path) -> None:
         f.attrs["note"] = "MARK-0042-QZY"  # differs in the last letter
     (tmp_path / "blob.gz").write_bytes(gzip.compress(b"MARK-0042 QZX"))
     assert scan_tree(tmp_path, [MARKER]) == []
+
+
+def test_values_an_hdf5_file_keeps_in_a_file_outside_the_root_are_not_counted(tmp_path: Path) -> None:
+    # The scanner reports what is under the root: a dataset whose values are in an outside file
+    # (external raw storage) holds none of them, while the same file under the root is found.
+    root, outside = tmp_path / "node", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    raw = (MARKER.encode() * 4)[:48]
+    (outside / "values.bin").write_bytes(raw)
+    with h5py.File(root / "refers.h5", "w") as f:
+        f.create_dataset("v", shape=(len(raw),), dtype="u1", external=[(str(outside / "values.bin"), 0, len(raw))])
+        assert bytes(f["v"][()]) == raw  # h5py does read the outside file
+    assert scan_tree(root, [MARKER]) == []
+    (root / "values.bin").write_bytes(raw)
+    assert hows(scan_tree(root, [MARKER])) == {"plain"}
