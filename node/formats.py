@@ -212,10 +212,14 @@ def _parse_sinogram(path: Path, content: bytes) -> Parsed:
 
 
 def _ismrmrd_xml(f: Any) -> str | None:
-    if "dataset" in f and "xml" in f["dataset"]:
-        raw = f["dataset"]["xml"][0]
-        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-    return None
+    """The ISMRMRD header, read without following a link or a storage outside the file."""
+    from node.raw_deid.h5 import local_object, local_values
+
+    dset = local_object(f, "dataset/xml")
+    if not isinstance(dset, h5py.Dataset) or dset.shape == (0,):
+        return None
+    raw = local_values(dset, "/dataset/xml", () if dset.shape == () else 0)
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
 
 
 def _parse_ismrmrd(path: Path, xml: str, content: bytes) -> Parsed:
