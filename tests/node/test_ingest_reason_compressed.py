@@ -1,4 +1,4 @@
-"""Review of issue 9 section 2: a quarantine reason must name no value of the file.
+"""a quarantine reason must name no value of the file.
 
 ``node.redact.value_free`` removes quoted literals and every word of a library's message that
 also occurs in the file's bytes ("a value can only come from there"). A value stored compressed

@@ -1,4 +1,4 @@
-"""Review 2 of issue 9: binary numbers of kept DICOM attributes carry text into the store bit for bit.
+"""binary numbers of kept DICOM attributes carry text into the store bit for bit.
 
 An attribute of VR US, FD and the like is kept without being looked at (``_kept_unread``), so its
 bytes are written back as they were read, whatever their number or meaning:

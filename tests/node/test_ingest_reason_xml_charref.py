@@ -1,4 +1,4 @@
-"""Review 2 of issue 9: XML character references carry a header value past the reason's redaction.
+"""XML character references carry a header value past the reason's redaction.
 
 A quarantine reason is made value-free by ``node.redact.value_free``, which drops every word of the
 reader's message that occurs in what can be decoded from the file (``decoded_view``: the bytes,
