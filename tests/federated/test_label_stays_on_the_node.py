@@ -1,4 +1,4 @@
-"""a record's label is sent to the federation in a refusal's text.
+"""A record's label is sent to the federation in a refusal's text.
 
 ``node.training.label_of`` refuses a round when a member's label is not a known class, with
 ``StudyRefused(f"record ... has label {raw!r}; ...")``. The ClientApp does not catch it, and Flower

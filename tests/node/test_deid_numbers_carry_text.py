@@ -1,4 +1,4 @@
-"""binary numbers of kept DICOM attributes carry text into the store bit for bit.
+"""Binary numbers of kept DICOM attributes carry text into the store bit for bit.
 
 An attribute of VR US, FD and the like is kept without being looked at (``_kept_unread``), so its
 bytes are written back as they were read, whatever their number or meaning:

@@ -1,4 +1,4 @@
-"""code-string attributes that hold names and paths are kept.
+"""Code-string attributes that hold names and paths are kept.
 
 The node keeps a CS attribute the table does not list when its characters are those of a code
 (upper and lower case letters, digits, space, ``_`` and ``/``), and documents that "a 16-character

@@ -1,4 +1,4 @@
-"""unlisted public attributes whose standard VR is binary are kept as they are.
+"""Unlisted public attributes whose standard VR is binary are kept as they are.
 
 The node replaces an unlisted public attribute when its VR can hold free text (AE, LO, ..., UN) and
 keeps it otherwise. OB and OW can hold anything, and several attributes of that VR are documents,

@@ -1,4 +1,4 @@
-"""a reader warning about a deflated DICOM file echoes a value onto the terminal.
+"""A reader warning about a deflated DICOM file echoes a value onto the terminal.
 
 ``node.ingest_work.process_file`` turns what pydicom warns while reading a file into value-free
 notes with ``value_free(message, content)``: words of the message that occur in the file's bytes

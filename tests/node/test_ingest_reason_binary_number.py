@@ -1,4 +1,4 @@
-"""a number stored in binary is echoed by the reader into the quarantine reason.
+"""A number stored in binary is echoed by the reader into the quarantine reason.
 
 ``node.redact.value_free`` treats a run of four or more digits as a possible identifier and removes
 it when it occurs in what can be decoded from the file. ``decoded_view`` adds text only ("numbers

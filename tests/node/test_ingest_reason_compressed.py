@@ -1,4 +1,4 @@
-"""a quarantine reason must name no value of the file.
+"""A quarantine reason must name no value of the file.
 
 ``node.redact.value_free`` removes quoted literals and every word of a library's message that
 also occurs in the file's bytes ("a value can only come from there"). A value stored compressed

@@ -1,4 +1,4 @@
-"""a name written into Modality goes into the catalog and onto the chain.
+"""A name written into Modality goes into the catalog and onto the chain.
 
 ``node.formats._modality`` keeps the file's Modality as the record's modality when it looks like a
 code (``[A-Z0-9_]{1,16}``), and de-identification keeps Modality (a CS value of allowed characters

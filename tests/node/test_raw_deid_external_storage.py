@@ -1,4 +1,4 @@
-"""a raw file's data can come from a file outside the folder given to ingest.
+"""A raw file's data can come from a file outside the folder given to ingest.
 
 Raw de-identification refuses external links ("a link to another file, which the node never
 follows", ``node.raw_deid.h5.local_object``), and discovery does not follow symbolic links out of

@@ -1,4 +1,4 @@
-"""acquisition header numbers the allow-list keeps are copied bit for bit.
+"""Acquisition header numbers the allow-list keeps are copied bit for bit.
 
 After the first review the node zeroes the vendor-defined acquisition fields (user_int, user_float,
 idx.user, measurement_uid) because "an 8-bit array is text in all but name". The fields it keeps are

@@ -1,4 +1,4 @@
-"""text hidden in ISMRMRD fields the allow-list keeps as numbers.
+"""Text hidden in ISMRMRD fields the allow-list keeps as numbers.
 
 The allow-list zeroes ``user_int``, ``user_float`` and ``measurement_uid`` because "the standard
 leaves their meaning to the vendor, so they could hold a date or an id". The encoding counter
