@@ -1,10 +1,13 @@
 """Each task learns: trained on synthetic patients, it detects lesions in patients it never saw.
 
 160 training examples (seed 1) and 96 held-out examples (seed 1000: other patients, other
-noise), half of each with a lesion, 24 epochs. Chance is 0.5; every task must reach 0.75.
+noise), half of each with a lesion, 36 epochs. Chance is 0.5; every task must reach 0.75.
 Training sees each image turned and mirrored (tasks/augment.py), which keeps the CNN from
 memorising its examples but lengthens the plateau before it finds the lesion: the image task
-was at 0.57 after 12 epochs (training accuracy 0.62) and at 1.0 after 24.
+was at 0.57 after 12 epochs (training accuracy 0.62) and at 1.0 after 24; the sinogram task,
+trained in one place, was still at 0.5 after 24 epochs for each of 8 initialisations and at
+0.99-1.0 after 36 for each of 3. The initialisation is seeded, so that the result does not
+depend on which tests ran before (they move torch's global generator).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from tasks import TrainConfig, evaluate, get_task, train
 from tests.tasks.conftest import IMAGE, KSPACE, SINOGRAM
 
 THRESHOLD = 0.75
-CONFIG = TrainConfig(epochs=24, batch_size=8, lr=3e-3, seed=0)
+CONFIG = TrainConfig(epochs=36, batch_size=8, lr=3e-3, seed=0)
 Examples = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -41,6 +44,7 @@ def examples(request: pytest.FixtureRequest) -> tuple[str, Examples]:
 
 def test_task_learns_to_detect_lesions_in_unseen_patients(examples: tuple[str, Examples]) -> None:
     code, (train_inputs, train_labels, test_inputs, test_labels) = examples
+    torch.manual_seed(0)
     model = get_task(code).build_model()
     assert evaluate(model, test_inputs, test_labels)["accuracy"] < THRESHOLD
     train(model, train_inputs, train_labels, CONFIG)

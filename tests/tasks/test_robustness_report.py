@@ -58,11 +58,17 @@ def sinogram_report(module_thread: None) -> RobustnessReport:
 
 @pytest.fixture(scope="module")
 def trained_mr(module_thread: None) -> Weights:
-    """The MR task's model trained on 160 synthetic examples (the recipe of test_learning)."""
+    """The MR task's model trained on 160 synthetic examples (the recipe of test_learning).
+
+    36 epochs: with training's turned and mirrored images (tasks/augment.py) 12 were too few (held-out
+    AUC 0.72 in one run) and 24 uneven (accuracy 0.59-0.98 over 3 initialisations on 120 examples);
+    36 gave 0.99-1.0 on each. The initialisation is seeded so earlier tests do not change it.
+    """
     task = get_task(KSPACE)
     inputs, labels = task.synthetic_examples(160, 1)
+    torch.manual_seed(0)
     model = task.build_model()
-    train(model, inputs, labels, TrainConfig(epochs=12, batch_size=8, lr=3e-3, seed=0))
+    train(model, inputs, labels, TrainConfig(epochs=36, batch_size=8, lr=3e-3, seed=0))
     return get_weights(model)
 
 
