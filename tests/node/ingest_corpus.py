@@ -207,3 +207,20 @@ def bad_link_sinogram(path: Path, patient: str) -> None:
     (offset,) = struct.unpack_from("<Q", data, at)
     struct.pack_into("<Q", data, at, offset + 0x200)
     path.write_bytes(bytes(data))
+
+
+def ingest_dataset(node, ds: pydicom.Dataset, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Write ``ds`` as ``folder/image.dcm``, ingest the folder with ``node`` and return the node's directory.
+
+    The file must be ingested, not quarantined: a test that scans for a planted value would pass
+    trivially if the file never reached the store.
+    """
+    from node.ingest import Ingestor
+
+    folder.mkdir()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    (folder / "image.dcm").write_bytes(buffer.getvalue())
+    report = Ingestor(node).run([folder])
+    assert (report.quarantined, len(report.ingested)) == ([], 1)
+    return Path(node.dir)

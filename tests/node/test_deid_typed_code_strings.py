@@ -11,7 +11,6 @@ CS repertoire passes in each. Each is planted at the top level of a real CT file
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pydicom
@@ -19,7 +18,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 
-from node.ingest import Ingestor
+from tests.node.ingest_corpus import ingest_dataset
 from tests.node.leakscan import describe, scan_tree
 
 CASES = {
@@ -38,13 +37,5 @@ def test_a_name_in_a_code_string_attribute_does_not_reach_the_store(
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.PatientID = "REVIEW2-CS-1"
     ds.add(DataElement(tag, "CS", value))
-    folder = tmp_path / "in"
-    folder.mkdir()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    (folder / "image.dcm").write_bytes(buffer.getvalue())
-    node = make_node(role=False)
-    report = Ingestor(node).run([folder])
-    assert (report.quarantined, len(report.ingested)) == ([], 1)
-    hits = scan_tree(node.dir, [marker])
+    hits = scan_tree(ingest_dataset(make_node(role=False), ds, tmp_path / "in"), [marker])
     assert hits == [], f"{name} kept {marker!r}:\n{describe(hits)}"

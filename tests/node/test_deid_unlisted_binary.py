@@ -16,7 +16,6 @@ survived; the ones below are those whose meaning is a document, a key or identif
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pydicom
@@ -24,7 +23,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 
-from node.ingest import Ingestor
+from tests.node.ingest_corpus import ingest_dataset
 from tests.node.leakscan import describe, scan_tree
 
 PLANTS = {
@@ -45,13 +44,5 @@ def test_an_unlisted_binary_attribute_does_not_carry_text_into_the_store(
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.PatientID = "REVIEW2-OB-1"
     ds.add(DataElement(tag, "OB", marker.encode()))  # OB is the standard's VR of each
-    folder = tmp_path / "in"
-    folder.mkdir()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    (folder / "image.dcm").write_bytes(buffer.getvalue())
-    node = make_node(role=False)
-    report = Ingestor(node).run([folder])
-    assert (report.quarantined, len(report.ingested)) == ([], 1)
-    hits = scan_tree(node.dir, [marker])
+    hits = scan_tree(ingest_dataset(make_node(role=False), ds, tmp_path / "in"), [marker])
     assert hits == [], f"{name} kept {marker!r}:\n{describe(hits)}"

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from node.catalog import Record
 from node.ingest import Ingestor
+from tests.node.ingest_corpus import ingest_dataset
 from tests.node.leakscan import describe, scan_tree
 
 
@@ -86,15 +87,7 @@ def test_text_after_the_last_pixel_of_native_pixel_data_does_not_reach_the_store
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.PatientID = "REVIEW2-PIX-2"
     ds.PixelData = ds.PixelData + (marker.encode() + b" ") * 200
-    folder = tmp_path / "in"
-    folder.mkdir()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    (folder / "image.dcm").write_bytes(buffer.getvalue())
-    node = make_node(role=False)
-    report = Ingestor(node).run([folder])
-    assert (report.quarantined, len(report.ingested)) == ([], 1)
-    hits = scan_tree(node.dir, [marker])
+    hits = scan_tree(ingest_dataset(make_node(role=False), ds, tmp_path / "in"), [marker])
     assert hits == [], f"the excess pixel bytes kept {marker!r}:\n{describe(hits)}"
 
 
