@@ -1,4 +1,8 @@
-"""The profile's data: the generated standard table, the node's deviations, and the docs that show them."""
+"""The profile's data: the generated standard table, the node's deviations, and the docs that show them.
+
+The expected actions come from the standard, typed in (``tests/node/deid_basic_profile.py``), and from the docs'
+deviation tables, never from ``node.deid_profile_table``: a row changed there must fail here.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from node.deid_profile import (
     RULES_BY_TAG,
     STANDARD_RULES,
 )
-from tests.node.deid_expected import DEVIATION_CODES, STANDARD
+from tests.node.deid_basic_profile import BASIC_PROFILE, DOCUMENTED_DEVIATIONS, EDITION_ROWS
+from tests.node.deid_expected import DEVIATION_CODES
 from tests.node.deid_expected import FREE_TEXT_KEPT as EXPECTED_KEPT
 from tests.node.deid_expected import FREE_TEXT_VRS as EXPECTED_VRS
 
@@ -60,25 +65,47 @@ def test_table_has_every_row_once_with_a_known_action_and_the_dictionary_keyword
     assert [r.tag for r in STANDARD_RULES] == tags
 
 
-@pytest.mark.parametrize(
-    ("tag", "action"),
-    [  # rows of the 2026c edition that the hand-written table missed or had wrong (issue #9)
-        (0x00100020, "Z/D"),  # PatientID
-        (0x0040A730, "D"),  # ContentSequence
-        (0x0040A027, "D"),  # VerifyingOrganization
-        (0x04000100, "U"),  # DigitalSignatureUID
-        (0x00120040, "D"),  # ClinicalTrialSubjectID
-        (0x00120010, "D"),  # ClinicalTrialSponsorName
-        (0x3010002D, "D"),  # DeviceLabel
-        (0x00420011, "D"),  # EncapsulatedDocument
-        (0x04000115, "D"),  # CertificateOfSigner
-        (0x00081000, "X"),  # NetworkID
-        (0x00100010, "Z"),  # PatientName
-        (0x00081140, "X/Z/U*"),  # ReferencedImageSequence
-    ],
+# Rows of the 2026c edition that the hand-written table of the past missed or had wrong (issue #9).
+ISSUE_9_ROWS = (
+    ("PatientID", 0x00100020, "Z/D"),
+    ("ContentSequence", 0x0040A730, "D"),
+    ("VerifyingOrganization", 0x0040A027, "D"),
+    ("DigitalSignatureUID", 0x04000100, "U"),
+    ("ClinicalTrialSubjectID", 0x00120040, "D"),
+    ("ClinicalTrialSponsorName", 0x00120010, "D"),
+    ("DeviceLabel", 0x3010002D, "D"),
+    ("EncapsulatedDocument", 0x00420011, "D"),
+    ("CertificateOfSigner", 0x04000115, "D"),
+    ("NetworkID", 0x00081000, "X"),
+    ("PatientName", 0x00100010, "Z"),
+    ("ReferencedImageSequence", 0x00081140, "X/Z/U*"),
 )
-def test_table_assigns_the_standard_action(tag: int, action: str) -> None:
-    assert STANDARD[tag] == action
+TYPED_ROWS = {row[1]: row for row in (*BASIC_PROFILE, *EDITION_ROWS, *ISSUE_9_ROWS)}
+ROW_PARAMS = [pytest.param(*row, id=f"{row[0]}-{row[1]:08X}") for row in TYPED_ROWS.values()]
+DEVIATED = {tag: (standard, ours) for tag, standard, ours in DOCUMENTED_DEVIATIONS.values()}
+
+
+def test_typed_rows_are_many_and_name_the_dictionary_keyword() -> None:
+    assert len(BASIC_PROFILE) >= 60
+    assert [kw for kw, tag, _ in TYPED_ROWS.values() if keyword_for_tag(tag) != kw] == []
+
+
+@pytest.mark.parametrize(("keyword", "tag", "action"), ROW_PARAMS)
+def test_table_assigns_the_standard_action(keyword: str, tag: int, action: str) -> None:
+    generated = {row_tag: row_action for row_tag, row_action, _, _ in table.ROWS}
+    assert generated.get(tag) == action, f"{keyword} ({tag:08X}): the generated table says {generated.get(tag)!r}"
+
+
+@pytest.mark.parametrize(("keyword", "tag", "action"), ROW_PARAMS)
+def test_node_applies_the_standard_action_or_the_documented_deviation(keyword: str, tag: int, action: str) -> None:
+    standard, ours = DEVIATED.get(tag, (action, action))
+    assert standard == action  # the docs quote the standard's code for the row
+    assert RULES_BY_TAG[tag].action == ours, f"{keyword} ({tag:08X}) gets {RULES_BY_TAG[tag].action!r}"
+
+
+def test_patient_comments_are_removed() -> None:
+    assert RULES_BY_TAG[0x00104000].action == "X"
+    assert RULES_BY_TAG[0x00104000].keyword == "PatientComments"
 
 
 def test_build_refuses_another_release_of_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,13 +135,19 @@ def test_build_refuses_a_tag_listed_under_two_actions() -> None:
 
 def test_deviations_are_exactly_the_written_out_ones() -> None:
     assert {tag: dev.action for tag, dev in DEVIATIONS.items()} == DEVIATION_CODES
-    assert {tag: dev.standard for tag, dev in DEVIATIONS.items()} == {t: STANDARD.get(t, "") for t in DEVIATIONS}
+    # The standard's code as the docs quote it; "" where the standard's table has no row.
+    assert {tag: dev.standard for tag, dev in DEVIATIONS.items()} == {
+        t: DEVIATED.get(t, ("", ""))[0] for t in DEVIATION_CODES
+    }
+    assert {t: ours for t, (_, ours) in DEVIATED.items()} == {t: DEVIATION_CODES[t] for t in DEVIATED}
     assert [hex(t) for t, dev in DEVIATIONS.items() if dev.keyword != keyword_for_tag(t)] == []
     assert all(dev.reason and dev.ours for dev in DEVIATIONS.values())
 
 
-def test_rules_are_the_standard_rows_with_the_deviations_laid_over() -> None:
-    assert {tag: rule.action for tag, rule in RULES_BY_TAG.items()} == STANDARD | DEVIATION_CODES
+def test_rules_cover_the_table_rows_and_the_deviations() -> None:
+    # Which attributes have a rule (structure); what each rule says is checked against the typed rows above.
+    assert set(RULES_BY_TAG) == {tag for tag, *_ in table.ROWS} | set(DEVIATION_CODES)
+    assert {tag: RULES_BY_TAG[tag].action for tag in DEVIATION_CODES} == DEVIATION_CODES
 
 
 def test_free_text_rule_is_the_written_out_one() -> None:
@@ -122,7 +155,7 @@ def test_free_text_rule_is_the_written_out_one() -> None:
     assert {keyword for keyword, _ in FREE_TEXT_KEPT.values()} == EXPECTED_KEPT
     assert [hex(t) for t, (keyword, _) in FREE_TEXT_KEPT.items() if keyword != keyword_for_tag(t)] == []
     # The allow-list only covers attributes the table does not list: it cannot overrule the standard.
-    assert [hex(t) for t in FREE_TEXT_KEPT if t in STANDARD or t in DEVIATIONS] == []
+    assert [hex(t) for t in FREE_TEXT_KEPT if t in RULES_BY_TAG] == []
 
 
 def test_repeating_groups_cover_the_table_masked_rows() -> None:
