@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tasks import TrainConfig, get_task, train
+from tasks import TrainConfig, evaluate, get_task, train
 from tests.tasks.conftest import KSPACE
 
 
@@ -33,11 +33,11 @@ class IndexRecorder(nn.Module):
         super().__init__()
         self.unused = nn.Parameter(torch.zeros(1))
         self.calls: list[list[int]] = []
+        self.eval_calls: list[list[int]] = []
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Record the batch's indices (while training) and return column 1 as the logits."""
-        if self.training:
-            self.calls.append([int(i) for i in inputs[:, 0].tolist()])
+        """Record the batch's indices (training and evaluation apart) and return column 1 as the logits."""
+        (self.calls if self.training else self.eval_calls).append([int(i) for i in inputs[:, 0].tolist()])
         return inputs[:, 1] + 0.0 * self.unused.sum()
 
 
@@ -94,20 +94,34 @@ def test_every_example_is_seen_once_per_epoch_including_the_last_partial_batch(
     assert metrics["examples"] == n
 
 
+def _by_hand(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean binary cross-entropy and accuracy of logits column 1, written out: log(1 + e^-z) for label 1,
+    log(1 + e^z) for label 0; a logit above 0 predicts 1."""
+    pairs = list(zip(inputs[:, 1].tolist(), labels.tolist(), strict=True))
+    losses = [math.log1p(math.exp(-z)) if y == 1 else math.log1p(math.exp(z)) for z, y in pairs]
+    correct = sum((z > 0) == (y == 1) for z, y in pairs)
+    return sum(losses) / len(pairs), correct / len(pairs)
+
+
 @pytest.mark.parametrize(("n", "batch_size"), [(10, 4), (9, 4), (7, 3)])
 def test_epoch_metrics_cover_every_example(n: int, batch_size: int) -> None:
     inputs, labels = _examples(n)
     model = IndexRecorder()
     metrics = train(model, inputs, labels, TrainConfig(epochs=2, batch_size=batch_size, seed=1))
-    # Binary cross-entropy with logits, written out: log(1 + e^-z) for label 1, log(1 + e^z) for label 0.
-    losses = [
-        math.log1p(math.exp(-z)) if y == 1 else math.log1p(math.exp(z))
-        for z, y in zip(inputs[:, 1].tolist(), labels.tolist(), strict=True)
-    ]
-    correct = sum((z > 0) == (y == 1) for z, y in zip(inputs[:, 1].tolist(), labels.tolist(), strict=True))
-    assert metrics["train_loss"] == pytest.approx(sum(losses) / n, rel=1e-6)
-    assert metrics["train_accuracy"] == pytest.approx(correct / n)
+    loss, accuracy = _by_hand(inputs, labels)
+    assert metrics["train_loss"] == pytest.approx(loss, rel=1e-6)
+    assert metrics["train_accuracy"] == pytest.approx(accuracy)
     assert float(model.unused.detach()) == 0.0  # zero gradient: the logits really stayed column 1
+
+
+@pytest.mark.parametrize("n", [1, 63, 65, 130])
+def test_evaluation_scores_every_example_once(n: int) -> None:
+    inputs, labels = _examples(n)
+    model = IndexRecorder()
+    metrics = evaluate(model, inputs, labels)
+    assert sorted(i for call in model.eval_calls for i in call) == list(range(n))
+    loss, accuracy = _by_hand(inputs, labels)
+    assert metrics == {"loss": pytest.approx(loss, rel=1e-6), "accuracy": pytest.approx(accuracy), "examples": n}
 
 
 def test_real_task_model_sees_every_example_of_a_partial_last_batch() -> None:
