@@ -18,12 +18,14 @@ import torch
 
 from raw_data import (
     MU_WATER_PER_MM,
+    FanBeamGeometry,
     Geometry,
     ImageGrid,
     KSpace,
     coil_sensitivities,
     fan_beam,
     fbp,
+    forward_project,
     parallel_beam,
     rasterize_ellipses,
     reconstruct_kspace,
@@ -122,6 +124,55 @@ def test_fbp_gives_each_region_its_hounsfield_value(kind: str, filter_name: str)
         clear = 3.0 if outer == 128.0 else MARGIN_MM
         region = (radius > inner + MARGIN_MM) & (radius < outer - clear)
         assert region.sum() >= 30, f"region {name} has only {region.sum()} pixels"
+        errors[name] = round(float(hu[region].mean()) - truth, 2)
+    assert all(abs(e) <= TOLERANCE_HU for e in errors.values()), f"mean HU minus truth per region: {errors}"
+
+
+def _rasterized(geometry: Geometry, subsamples: int = 8) -> npt.NDArray[np.float64]:
+    """The layered phantom on the geometry's grid, 1/mm: each pixel the mean of subsamples x subsamples points."""
+    rows, cols = geometry.image.shape
+    pixel = geometry.image.pixel_size_mm
+    offsets = ((np.arange(subsamples) + 0.5) / subsamples - 0.5) * pixel
+    image = np.zeros((rows, cols))
+    for dx in offsets:
+        for dy in offsets:
+            xx, yy = np.meshgrid((np.arange(cols) - cols // 2) * pixel + dx, (rows // 2 - np.arange(rows)) * pixel + dy)
+            radius = np.hypot(xx, yy)
+            mu = np.full((rows, cols), _mu(OUTSIDE))
+            for outer, hu in LAYERS:  # from the outside in, each layer overwrites the disc it fills
+                mu[radius < outer] = _mu(hu)
+            image += mu
+    return image / subsamples**2
+
+
+@pytest.mark.parametrize("kind", ["parallel", "fan"])
+def test_projector_conserves_the_attenuation_in_every_view(kind: str) -> None:
+    # Every view integrates the whole object: the integral of a projection over the detector equals the integral of
+    # the image over the plane (for the equiangular fan, dt = D cos(gamma) dgamma). Measured agreement: 0.13 %.
+    geometry, _ = _sinogram(kind)
+    image = _rasterized(geometry)
+    projections = forward_project(torch.as_tensor(image), geometry).numpy()
+    total = image.sum() * geometry.image.pixel_size_mm**2
+    if isinstance(geometry, FanBeamGeometry):
+        gamma = (np.arange(geometry.n_detectors) - geometry.n_detectors // 2) * geometry.angular_pitch_rad
+        weight = geometry.source_to_isocenter_mm * np.cos(gamma) * geometry.angular_pitch_rad
+        per_view = (projections * weight).sum(axis=1)
+    else:
+        per_view = projections.sum(axis=1) * geometry.detector_pitch_mm
+    np.testing.assert_allclose(per_view, total, rtol=0.004)
+
+
+@pytest.mark.parametrize("kind", ["parallel", "fan"])
+def test_projection_then_fbp_gives_each_region_its_hounsfield_value(kind: str) -> None:
+    # The package's own projector feeding FBP: the same regions, the same tolerance as from the closed form.
+    geometry, _ = _sinogram(kind)
+    sinogram = forward_project(torch.as_tensor(_rasterized(geometry)), geometry)
+    hu = (fbp(sinogram, geometry).numpy() / MU_WATER_PER_MM - 1.0) * 1000.0
+    radius = _radius_mm(geometry.image.shape, geometry.image.pixel_size_mm)
+    errors = {}
+    for name, inner, outer, truth in _regions():
+        clear = 3.0 if outer == 128.0 else MARGIN_MM
+        region = (radius > inner + MARGIN_MM) & (radius < outer - clear)
         errors[name] = round(float(hu[region].mean()) - truth, 2)
     assert all(abs(e) <= TOLERANCE_HU for e in errors.values()), f"mean HU minus truth per region: {errors}"
 
