@@ -28,6 +28,8 @@ UPDATE = keccak(text="refusal world update")
 MODEL = keccak(text="refusal world model")
 #: The consent patient 0 holds in the world (and nobody else does).
 WORLD_SCOPE = Scope(hospital="0x" + "11" * 20, purpose=Purpose.DS, disease=7, study_id=3)
+#: The consent patient 1 holds, for any hospital and study, until ``World.expiry``.
+EXPIRING_SCOPE = Scope(purpose=Purpose.GRU)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class World:
     accounts: dict[str, LocalAccount]
     studies: dict[str, int]
     dataset: int
+    expiry: int  # when patient 1's consent under EXPIRING_SCOPE lapses (unix seconds)
 
     @property
     def chain(self) -> Chain:
@@ -95,14 +98,17 @@ def build_world(chain: Chain, actors: Any) -> World:
         if state == "recorded":
             ex.studies.record_round(actors.coordinator, studies[state], 1, MODEL, [actors.hospital.address])
     ex.consent.grant(actors.patients[0], WORLD_SCOPE, Kind.CT_SINOGRAM, NO_EXPIRY)
+    expiry = int(chain.w3.eth.get_block("latest")["timestamp"]) + 10**6
+    ex.consent.grant(actors.patients[1], EXPIRING_SCOPE, Kind.IMAGE | Kind.CT_SINOGRAM, expiry)
     dataset, _ = ex.datasets.register(actors.hospital, keccak(text="world dataset"), 4, Kind.CT_SINOGRAM, "CT",
                                       synthetic=True)
     accounts = {
         "admin": actors.admin, "hospital": actors.hospital, "hospital2": actors.hospital2,
         "outsider_hospital": actors.outsider_hospital, "researcher": actors.researcher,
         "coordinator": actors.coordinator, "patient": actors.patients[0], "stranger": actors.stranger,
+        "patient1": actors.patients[1],
     }
-    return World(exchange=ex, accounts=accounts, studies=studies, dataset=dataset)
+    return World(exchange=ex, accounts=accounts, studies=studies, dataset=dataset, expiry=expiry)
 
 
 @pytest.fixture(scope="module")
