@@ -28,14 +28,17 @@ mutants are listed in ``EQUIVALENT`` below with the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -52,6 +55,7 @@ RESULTS = REPO / "benchmarks" / "results" / "mutation_solidity.json"
 TEST_ORDER = (
     "test_custom_errors.py",
     "test_role_refusals.py",
+    "test_time_boundaries.py",
     "test_roles.py",
     "test_datasets.py",
     "test_studies.py",
@@ -221,9 +225,62 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def _build(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "contracts.build"], cwd=root, env=_env(root),
-                          capture_output=True, text=True)
+_RUNNING: set[subprocess.Popen[str]] = set()
+_RUNNING_LOCK = threading.Lock()
+_INTERRUPTED = threading.Event()  # set on Ctrl-C: results of the mutants cut short are not kept
+
+
+def _child_signals() -> None:
+    # A job started in the background inherits SIGINT ignored; the child must see it, so that an
+    # interrupted pytest still runs its fixtures' teardown (which stops its Anvil).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _run(cmd: list[str], root: Path, timeout: float | None) -> tuple[int | None, str]:
+    """Run ``cmd`` in ``root`` in a process group of its own; (None, output) if over ``timeout`` s."""
+    proc = subprocess.Popen(cmd, cwd=root, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=_child_signals, process_group=0)
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        return None, proc.communicate()[0]
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
+        _kill_group(proc.pid)  # anything the run left behind (an Anvil whose fixture never finished)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is empty: nothing was left behind
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Interrupt ``proc`` like Ctrl-C (its teardown runs), then end whatever is left of its group."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc.pid)
+
+
+def _stop_all() -> None:
+    """Interrupt every test or build run still going."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        _stop(proc)
+
+
+def _build(root: Path) -> tuple[int | None, str]:
+    return _run([sys.executable, "-m", "contracts.build"], root, None)
 
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
@@ -231,13 +288,8 @@ _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 
 def _run_tests(root: Path, timeout: float) -> tuple[int | None, str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-rfE",
-           "--no-header", "--durations=0", "-o", "addopts=--import-mode=importlib --strict-markers",
-           *_test_files(root)]
-    try:
-        done = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, ""
-    return done.returncode, done.stdout + done.stderr
+           "--no-header", "-o", "addopts=--import-mode=importlib --strict-markers", *_test_files(root)]
+    return _run(cmd, root, timeout)
 
 
 def run_mutant(root: Path, mutant: Mutant, timeout: float) -> Outcome:
@@ -247,9 +299,9 @@ def run_mutant(root: Path, mutant: Mutant, timeout: float) -> Outcome:
     began = time.monotonic()
     try:
         source.write_text(original[: mutant.start] + mutant.replacement + original[mutant.end :], encoding="utf-8")
-        built = _build(root)
-        if built.returncode != 0:
-            return Outcome("not compiled", None, time.monotonic() - began, built.stderr.strip()[-300:])
+        built, log = _build(root)
+        if built != 0:
+            return Outcome("not compiled", None, time.monotonic() - began, log.strip()[-300:])
         code, output = _run_tests(root, timeout)
     finally:
         source.write_text(original, encoding="utf-8")
@@ -308,6 +360,10 @@ def write(rows: list[dict[str, Any]], *, seconds: float, foreign: float, complet
     tmp.replace(out)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate the mutants, run each against the contract tests, write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -325,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mu.file}:{mu.line} {mu.operator}: {mu.original}  ->  {mu.mutated}")
         print(f"{len(mutants)} mutants")
         return 0
+    # Ctrl-C and a plain kill both end the run the same way: results so far are written, marked
+    # incomplete, and the repository copies are removed. The working tree is never touched.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     complete = False
@@ -337,11 +397,15 @@ def main(argv: list[str] | None = None) -> int:
             _copy_repo(root)
         tests = _test_files(roots[0])
         print(f"{len(mutants)} mutants, {jobs} job(s); tests: {' '.join(tests)}", file=sys.stderr, flush=True)
-        for root in roots:
-            # The unmutated copy must build and pass, or every mutant would look killed.
-            if _build(root).returncode != 0:
-                raise SystemExit("the unmutated contracts do not build in the copy; run python -m contracts.build")
-        code, output = _run_tests(roots[0], args.timeout)
+        try:
+            for root in roots:
+                # The unmutated copy must build and pass, or every mutant would look killed.
+                if _build(root)[0] != 0:
+                    raise SystemExit("the unmutated contracts do not build in the copy; run python -m contracts.build")
+            code, output = _run_tests(roots[0], args.timeout)
+        except KeyboardInterrupt:
+            _stop_all()
+            raise SystemExit("interrupted during the unmutated run; no results written") from None
         if code != 0:
             raise SystemExit(f"the contract tests fail without any mutant (exit {code}):\n{output[-2000:]}")
         print(f"baseline: tests pass unmutated ({time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
@@ -355,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_mutant(root, mu, args.timeout)
             finally:
                 free.append(root)
+            if _INTERRUPTED.is_set():
+                return {}
             done += 1
             print(f"[{done}/{len(mutants)}] {mu.file.rsplit('/', 1)[-1]}:{mu.line} {mu.operator}: "
                   f"{result.outcome}{' by ' + result.killer if result.killer else ''} ({result.seconds:.0f} s)",
@@ -364,12 +430,19 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": round(result.seconds, 1), "reason": result.reason}
 
         pool = ThreadPoolExecutor(max_workers=jobs)
+        futures = []
         try:
             futures = [pool.submit(one, mu) for mu in mutants]
             for future in futures:
                 rows.append(future.result())
             complete = True
         finally:
+            if not complete:
+                _INTERRUPTED.set()
+                print("interrupted: stopping the running tests", file=sys.stderr, flush=True)
+                for future in futures:
+                    future.cancel()
+                _stop_all()
             pool.shutdown(wait=True, cancel_futures=True)
             write(rows, seconds=time.monotonic() - began, foreign=foreign.seconds, complete=complete,
                   tests=tests, out=args.out, jobs=jobs)
