@@ -2,11 +2,15 @@
 
 A refused call reverts while its gas is estimated, before anything is sent, so it leaves the
 chain as it was: the tests that only expect refusals can share one deployment per module
-instead of paying for a fresh one per test.
+instead of paying for a fresh one per test. The deployment is undone when the module ends, and
+these modules take no function-scoped ``exchange``: a session deployment first made inside the
+module's snapshot would be undone with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,7 @@ from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.exchange import Exchange
 from contracts.roles import Role
 from contracts.studies import StudyRequest
+from deploy.anvil import AnvilNode, revert_to, snapshot
 from deploy.deployer import deploy_contracts
 
 TASK = keccak(text="refusal world task")
@@ -111,7 +116,22 @@ def build_world(chain: Chain, actors: Any) -> World:
     return World(exchange=ex, accounts=accounts, studies=studies, dataset=dataset, expiry=expiry)
 
 
+@contextmanager
+def undone(anvil: AnvilNode) -> Iterator[None]:
+    """Undo the chain changes made inside the block (evm_snapshot / evm_revert)."""
+    mark = snapshot(anvil.rpc_url)
+    try:
+        yield
+    finally:
+        revert_to(anvil.rpc_url, mark)
+
+
 @pytest.fixture(scope="module")
-def world(chain: Chain, actors: Any) -> World:
-    """A deployment shared by one module's tests; they must only make calls that revert."""
-    return build_world(chain, actors)
+def world(anvil: AnvilNode, chain: Chain, actors: Any) -> Iterator[World]:
+    """A deployment shared by one module's tests; they must only make calls that revert.
+
+    Built inside a chain snapshot that is reverted when the module ends, so the accounts' nonces,
+    the block number and the clock are left as the next module expects them.
+    """
+    with undone(anvil):
+        yield build_world(chain, actors)

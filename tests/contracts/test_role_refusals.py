@@ -25,8 +25,8 @@ from contracts.artifacts import CONTRACT_NAMES, load_artifact
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.reverts import known_errors
 from contracts.roles import Role
-from contracts.studies import Decision, StudyRequest
-from tests.contracts.conftest import MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World
+from contracts.studies import Decision
+from tests.contracts.conftest import MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World, undone
 
 ADMIN_ROLE = bytes(32)
 HOSPITAL_ROLE = keccak(text="HOSPITAL_ROLE")
@@ -201,16 +201,13 @@ def test_every_custom_error_is_expected_by_some_test() -> None:
     assert not expected & set(UNREACHABLE), "an error listed as unreachable is expected by a test"
 
 
-def test_hospital_removed_after_approving_cannot_contribute(exchange, actors, expect_revert) -> None:
+def test_hospital_removed_after_approving_cannot_contribute(world: World, anvil, expect_revert) -> None:
     """A role revoked mid-study takes effect at once (DESIGN: roles are enforced at every action)."""
-    hospitals = (actors.hospital.address, actors.hospital2.address)
-    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
-        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=hospitals, task_code_hash=TASK, rounds=1))
-    for h in (actors.hospital, actors.hospital2):
-        exchange.studies.approve(h, study_id)
-    exchange.studies.start(actors.coordinator, study_id)
-    exchange.roles.revoke(actors.admin, Role.HOSPITAL, actors.hospital2.address)
-    with expect_revert("AccessControlUnauthorizedAccount", account=actors.hospital2.address,
-                       neededRole=HOSPITAL_ROLE):
-        exchange.studies.contribute(actors.hospital2, study_id, 1, ROOT, 4, UPDATE)
-    assert exchange.studies.contribution_of(study_id, 1, actors.hospital2.address).cohort_count == 0
+    hospital2 = world.accounts["hospital2"]
+    study_id = world.studies["running"]  # hospital2 approved it before it started
+    assert world.exchange.studies.decision_of(study_id, hospital2.address) == Decision.APPROVED
+    with undone(anvil):
+        world.exchange.roles.revoke(world.accounts["admin"], Role.HOSPITAL, hospital2.address)
+        with expect_revert("AccessControlUnauthorizedAccount", account=hospital2.address, neededRole=HOSPITAL_ROLE):
+            world.exchange.studies.contribute(hospital2, study_id, 1, ROOT, 4, UPDATE)
+        assert world.exchange.studies.contribution_of(study_id, 1, hospital2.address).cohort_count == 0
