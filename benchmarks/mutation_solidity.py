@@ -330,14 +330,39 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return counts
 
 
+def _key(row: dict[str, Any]) -> tuple[str, int, str, str]:
+    return (row["file"], row["line"], row["operator"], row["mutated"])
+
+
 def write(rows: list[dict[str, Any]], *, seconds: float, foreign: float, complete: bool, tests: list[str],
-          out: Path, jobs: int) -> None:
-    """Write the results file (also after an interrupted run, marked incomplete)."""
+          out: Path, jobs: int, earlier: dict[str, Any] | None = None) -> None:
+    """Write the results file (also after an interrupted run, marked incomplete).
+
+    With ``earlier`` (a previous results file whose survivors were re-run), its rows are kept,
+    the re-run ones replaced (their first outcome kept as ``first_outcome``), and both runs'
+    times recorded.
+    """
+    runs: list[dict[str, Any]] = [{
+        "measured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "mutants_run": len(rows),
+        "runtime_seconds": round(seconds, 1), "foreign_cpu_seconds": round(foreign, 1), "jobs": jobs,
+        "complete": complete}]
+    if earlier is not None:
+        fresh = {_key(r): r for r in rows}
+        merged = []
+        for old in earlier["mutants"]:
+            new = fresh.get(_key(old))
+            merged.append(old if new is None else {**new, "first_outcome": old.get("first_outcome", old["outcome"])})
+        rows = merged
+        first = earlier.get("runs") or [{  # a results file from before runs were listed
+            "measured_at": earlier["measured_at"], "mutants_run": len(earlier["mutants"]),
+            "runtime_seconds": earlier["runtime_seconds"], "foreign_cpu_seconds": earlier["foreign_cpu_seconds"],
+            "jobs": earlier["jobs"], "complete": earlier["complete"]}]
+        runs = first + runs
     described = cpu()
     payload = {
         "benchmark": "mutation_solidity",
         "measured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "complete": complete,
+        "complete": all(r["complete"] for r in runs),
         "what": "one-token mutants of contracts/src/*.sol run against tests/contracts (pytest -x)",
         "operators": {
             "remove-role-modifier": "drop onlyRole(Roles.X) from a function",
@@ -347,9 +372,8 @@ def write(rows: list[dict[str, Any]], *, seconds: float, foreign: float, complet
         },
         "tests": tests,
         "totals": _totals(rows),
-        "runtime_seconds": round(seconds, 1),
-        "jobs": jobs,
-        "foreign_cpu_seconds": round(foreign, 1),
+        "runtime_seconds": round(sum(r["runtime_seconds"] for r in runs), 1),
+        "runs": runs,
         "cpu": cpu_label(described),
         "machine": {"cpu": described, "cores": os.cpu_count()},
         "mutants": rows,
@@ -373,9 +397,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one mutant's tests")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run side by side (one repository copy each)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument("--retry-survivors", action="store_true",
+                        help="re-run only the mutants that survived in --out and update it")
     args = parser.parse_args(argv)
 
     mutants = all_mutants(REPO, args.only)[: args.limit]
+    earlier: dict[str, Any] | None = None
+    if args.retry_survivors:
+        # After adding tests: re-run only what survived last time, and update that results file.
+        earlier = json.loads(args.out.read_text(encoding="utf-8"))
+        again = {_key(r) for r in earlier["mutants"] if r["outcome"] in ("survived", "equivalent")}
+        mutants = [mu for mu in mutants if _key(asdict(mu)) in again]
     if args.list:
         for mu in mutants:
             print(f"{mu.file}:{mu.line} {mu.operator}: {mu.original}  ->  {mu.mutated}")
@@ -445,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                 _stop_all()
             pool.shutdown(wait=True, cancel_futures=True)
             write(rows, seconds=time.monotonic() - began, foreign=foreign.seconds, complete=complete,
-                  tests=tests, out=args.out, jobs=jobs)
-    totals = _totals(rows)
+                  tests=tests, out=args.out, jobs=jobs, earlier=earlier)
+    totals = _totals(json.loads(args.out.read_text(encoding="utf-8"))["mutants"])
     print(f"{totals['killed']} killed, {totals['timeout']} timed out, {totals['survived']} survived, "
           f"{totals['equivalent']} equivalent, {totals['not compiled']} not compiled; "
           f"{time.monotonic() - began:.0f} s; results in {args.out}", file=sys.stderr)

@@ -42,3 +42,26 @@ def test_each_operator_mutates_exactly_the_places_it_names() -> None:
         (11, "remove-revert-condition", 'require(true, "too big");'),
         (11, "flip-comparison", 'require(a < 9, "too big");'),
     ]
+
+
+def test_retrying_survivors_updates_only_their_rows(tmp_path) -> None:
+    """A re-run replaces the re-run rows, keeps their first outcome, and adds up both runs' time."""
+    import json
+
+    from benchmarks.mutation_solidity import write
+
+    def row(line: int, outcome: str) -> dict[str, object]:
+        return {"file": "C.sol", "line": line, "operator": "flip-comparison", "original": "a", "mutated": "b",
+                "outcome": outcome, "killer": None, "seconds": 1.0, "reason": None}
+
+    out = tmp_path / "m.json"
+    write([row(1, "killed"), row(2, "survived")], seconds=10.0, foreign=0.0, complete=True, tests=[], out=out,
+          jobs=1)
+    first = json.loads(out.read_text())
+    write([{**row(2, "killed"), "killer": "t::x"}], seconds=3.0, foreign=0.0, complete=True, tests=[], out=out,
+          jobs=1, earlier=first)
+    merged = json.loads(out.read_text())
+    assert [(r["line"], r["outcome"], r.get("first_outcome")) for r in merged["mutants"]] == [
+        (1, "killed", None), (2, "killed", "survived")]
+    assert (merged["totals"]["survived"], merged["totals"]["killed"]) == (0, 2)
+    assert (merged["runtime_seconds"], len(merged["runs"])) == (13.0, 2)
