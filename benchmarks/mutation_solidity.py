@@ -61,6 +61,12 @@ TEST_ORDER = (
     "test_studies.py",
     "test_consent.py",
 )
+#: Per source file, the test files most likely to catch its mutants, run before TEST_ORDER.
+FIRST_FOR = {
+    "ConsentRegistry.sol": ("test_time_boundaries.py", "test_custom_errors.py", "test_consent.py"),
+    "DatasetRegistry.sol": ("test_custom_errors.py", "test_datasets.py"),
+    "StudyRegistry.sol": ("test_custom_errors.py", "test_role_refusals.py", "test_studies.py"),
+}
 BOUNDARY = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "=="}
 
 #: (file, original line stripped, mutated line stripped) -> why the mutant cannot change behaviour.
@@ -218,9 +224,11 @@ def _copy_repo(dest: Path) -> None:
             (dest / shared).symlink_to((REPO / shared).resolve())
 
 
-def _test_files(root: Path) -> list[str]:
+def _test_files(root: Path, source: str | None = None) -> list[str]:
     present = sorted(p.name for p in (root / "tests" / "contracts").glob("test_*.py"))
-    ordered = [name for name in TEST_ORDER if name in present]
+    first = FIRST_FOR.get(Path(source).name, ()) if source else ()
+    ordered = [name for name in (*first, *TEST_ORDER) if name in present]
+    ordered = list(dict.fromkeys(ordered))  # each file once, first place wins
     return [f"tests/contracts/{name}" for name in ordered + [n for n in present if n not in ordered]]
 
 
@@ -292,9 +300,9 @@ def _build(root: Path) -> tuple[int | None, str]:
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 
 
-def _run_tests(root: Path, timeout: float) -> tuple[int | None, str]:
+def _run_tests(root: Path, timeout: float, source: str | None = None) -> tuple[int | None, str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-rfE",
-           "--no-header", "-o", "addopts=--import-mode=importlib --strict-markers", *_test_files(root)]
+           "--no-header", "-o", "addopts=--import-mode=importlib --strict-markers", *_test_files(root, source)]
     return _run(cmd, root, timeout)
 
 
@@ -308,7 +316,7 @@ def run_mutant(root: Path, mutant: Mutant, timeout: float) -> Outcome:
         built, log = _build(root)
         if built != 0:
             return Outcome("not compiled", None, time.monotonic() - began, log.strip()[-300:])
-        code, output = _run_tests(root, timeout)
+        code, output = _run_tests(root, timeout, mutant.file)
     finally:
         source.write_text(original, encoding="utf-8")
     seconds = time.monotonic() - began
@@ -377,6 +385,7 @@ def write(rows: list[dict[str, Any]], *, seconds: float, foreign: float, complet
                 f"{a} -> {b}" for a, b in BOUNDARY.items()),
         },
         "tests": tests,
+        "tests_first_for_source": FIRST_FOR,
         "totals": _totals(rows),
         "runtime_seconds": round(sum(r["runtime_seconds"] for r in runs), 1),
         "runs": runs,
