@@ -501,4 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted; results so far (marked incomplete) in {RESULTS} or --out") from None
