@@ -305,8 +305,8 @@ def test_dataset_derived_from_dataset_zero_is_refused(world: World, expect_rever
         send(world, "hospital", "DatasetRegistry", "register", *dataset(world, parents=[0], transform=keccak(b"t")))
 
 
-def test_same_root_from_another_hospital_is_accepted(world: World, expect_revert) -> None:
-    """Duplicates are per hospital: another hospital may hold the same records."""
+def test_duplicate_root_is_refused_per_hospital_only(world: World, expect_revert) -> None:
+    """The same hospital cannot register a root twice; another hospital may hold the same records."""
     root = world.exchange.datasets.dataset(world.dataset).merkle_root
     with expect_revert("DatasetRegistryDuplicateRoot", hospital=world.accounts["hospital"].address,
                        merkleRoot=root, datasetId=world.dataset):
