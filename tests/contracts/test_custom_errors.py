@@ -15,8 +15,9 @@ import pytest
 from eth_utils.crypto import keccak
 
 from contracts.artifacts import load_artifact
-from contracts.datause import NO_EXPIRY, Kind, Purpose
-from tests.contracts.conftest import MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World
+from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
+from tests.contracts.conftest import MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World, undone
+from tests.contracts.test_role_refusals import consent_id
 
 # Solidity enum StudyRegistry.Status, in declaration order.
 REQUESTED, RUNNING, COMPLETED = 1, 3, 4
@@ -389,3 +390,28 @@ def test_gated_registry_without_a_role_registry_is_refused(world: World, expect_
     """Every role check would call the zero address."""
     with expect_revert("RoleGatedZeroRegistry"):
         world.chain.deploy(world.accounts["admin"], load_artifact(name), ZERO_ADDRESS)
+
+
+# ---------------------------------------------------------------- explain: the most specific reason
+
+
+@pytest.mark.parametrize("broader", ["any hospital", "any study"])
+def test_explain_gives_the_reason_of_the_most_specific_consent(world: World, anvil, actors, expect_revert,
+                                                               broader: str) -> None:
+    """ConsentRegistry.explain NatSpec: when several matching consents fail, the most specific one's
+    reason is given. A revoked consent for this hospital and study outranks a broader one that is in
+    force but does not cover the kinds asked for."""
+    patient = actors.patients[2]
+    hospital, study = world.accounts["hospital"].address, 5
+    specific = Scope(hospital=hospital, purpose=Purpose.HMB, study_id=study)
+    wider = Scope(hospital=ZERO_ADDRESS if broader == "any hospital" else hospital, purpose=Purpose.HMB,
+                  study_id=study if broader == "any hospital" else 0)
+    consent = world.exchange.consent
+    asked = (hospital, int(Kind.CT_SINOGRAM), int(Purpose.HMB), 0, study)
+    with undone(anvil):
+        consent.grant(patient, specific, Kind.CT_SINOGRAM, NO_EXPIRY)
+        revoked_in = consent.revoke(patient, specific).block_number
+        consent.grant(patient, wider, Kind.IMAGE, NO_EXPIRY)  # in force, but not for sinograms
+        with expect_revert("ConsentRegistryConsentRevoked", patient=patient.address,
+                           consentId=consent_id(patient.address, specific), revokedAtBlock=revoked_in):
+            world.chain.call(world.function("ConsentRegistry", "explain", patient.address, asked))
