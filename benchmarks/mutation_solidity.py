@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.retry_survivors:
         # After adding tests: re-run only what survived last time, and update that results file.
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
-        again = {_key(r) for r in earlier["mutants"] if r["outcome"] in ("survived", "equivalent")}
+        again = {_key(r) for r in earlier["mutants"] if r["outcome"] == "survived"}
         mutants = [mu for mu in mutants if _key(asdict(mu)) in again]
     if args.list:
         for mu in mutants:
