@@ -297,7 +297,7 @@ def _build(root: Path) -> tuple[int | None, str]:
     return _run([sys.executable, "-m", "contracts.build"], root, None)
 
 
-_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+_FAILED = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.MULTILINE)  # test ids may hold spaces
 
 
 def _run_tests(root: Path, timeout: float, source: str | None = None) -> tuple[int | None, str]:
