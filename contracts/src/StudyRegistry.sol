@@ -224,6 +224,8 @@ contract StudyRegistry is RoleGated {
 
     /**
      * @notice Commit the calling hospital's contribution to the open round of `studyId`.
+     * @dev The caller must still hold the hospital role: a hospital the consortium removed
+     * after it approved the study can no longer add rounds to it.
      * @param round The open round (rounds count from 1).
      * @param cohortRoot Merkle root over the leaves of the records trained on.
      * @param cohortCount Number of records trained on.
@@ -231,6 +233,7 @@ contract StudyRegistry is RoleGated {
      */
     function contribute(uint256 studyId, uint16 round, bytes32 cohortRoot, uint64 cohortCount, bytes32 updateHash)
         external
+        onlyRole(Roles.HOSPITAL)
     {
         Study storage s = _existing(studyId);
         if (s.status != Status.Running) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Running);
