@@ -58,11 +58,15 @@ class Cohort:
         return leaf, self.tree.proof(leaf)
 
 
-def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | None = None) -> Cohort:
+def build_cohort(
+    node: Node, study_id: int, block: int, study: StudyRecord | None = None, *, chunk: int | None = None
+) -> Cohort:
     """Build the cohort of ``study_id`` as of ``block``.
 
     Parameters:
         study: the study as read at ``block`` (read here if not given).
+        chunk: patients per consent batch call (default ``ConsentClient.BATCH_CHUNK``); patients
+            are asked about in address order.
     """
     exchange = node.exchange
     study = study or exchange.studies.study(study_id, block=block)
@@ -82,8 +86,8 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
             continue
         patients = sorted({r.address for r in of_kind})
         use = Use(hospital=node.address, kinds=kind, purpose=study.purpose, disease=study.disease, study_id=study_id)
-        allowed = {p for p, ok in zip(patients, exchange.consent.permits_batch(patients, use, block=block),
-                                      strict=True) if ok}
+        answers = exchange.consent.permits_batch(patients, use, block=block, chunk=chunk)
+        allowed = {p for p, ok in zip(patients, answers, strict=True) if ok}
         members.extend(CohortMember(r.record_id, r.kind, r.address, r.path, r.label, r.format,
                                     bool(r.synthetic))
                        for r in of_kind if r.address in allowed)

@@ -1,0 +1,147 @@
+"""The cohort is exactly the consenting patients' records wherever the consent chunks split them.
+
+A node asks the consent registry about its enrolled patients in chunks (here 3 per call, so 8
+patients make chunks 0-2 | 3-5 | 6-7, the last partial). Each scenario below is a study for its
+own disease code with its own consents; the expected cohort is derived from the scenario by the
+test, and its root by the test's own Merkle tree (tests/contracts/merkle_reference.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from pydicom.data import get_testdata_file
+from sqlalchemy import select
+
+from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
+from contracts.studies import StudyRequest
+from deploy.anvil import advance_time
+from node.catalog import Record
+from node.cohort import build_cohort
+from node.enrol import enrol, issue_challenge
+from node.ingest import Ingestor
+from node.node import Node
+from tests.contracts.merkle_reference import reference_leaf, reference_root
+
+CHUNK = 3
+SHORT_EXPIRY = 300  # seconds; the clock then moves past it
+# Per position in the node's address order: G consent in force for this study's disease,
+# R granted then revoked, E granted with a short expiry that has passed, H granted for another
+# hospital only, K granted for another kind only, . nothing.
+SCENARIOS = {
+    "later chunks only": "...GG.GG",
+    "at the boundary (2 and 3)": "..GG....",
+    "at the second boundary (5 and 6)": ".....GG.",
+    "last partial chunk only": "......GG",
+    "none": "........",
+    "all": "GGGGGGGG",
+    "revoked, expired and granted mixed": "RGEGREGR",
+    "expired, revoked and granted mixed": "ERGERGRE",
+    "revoked and expired at the boundaries": "GERREEEG",
+    "other hospital or kind in later chunks": "GG.HKHKG",
+    **{f"only position {k}": "." * k + "G" + "." * (7 - k) for k in range(8)},
+}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A node with 8 enrolled patients (by address order) and one that never enrolled."""
+
+    node: Node
+    keys: list[LocalAccount]  # keys[i] is the patient at position i
+    records: list[set[str]]  # records[i]: record ids of the patient at position i
+    studies: dict[str, int]
+    block: int
+
+
+def _dicom(folder: Path, patient_id: str, copy: int) -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.PatientName = patient_id, f"Synthetic^{patient_id}"
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(folder / f"{patient_id}-{copy}.dcm")
+
+
+def _sign(key: LocalAccount, text: str) -> str:
+    return "0x" + key.sign_message(encode_defunct(text=text)).signature.hex().removeprefix("0x")
+
+
+@pytest.fixture
+def setup(make_node, exchange, actors, anvil, tmp_path: Path, now: int) -> Setup:
+    node = make_node()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pids = [f"MARK-{i:04d}-CHK" for i in range(8)]
+    for pid in pids:
+        _dicom(folder, pid, 0)
+    _dicom(folder, pids[4], 1)  # the patient at position 4 has two records
+    _dicom(folder, "MARK-0099-UNE", 0)  # never enrolled
+    Ingestor(node).run([folder])
+    # Patient i gets the i-th smallest address, so positions below are positions in the order
+    # the node asks the registry about its patients.
+    keys = sorted((Account.create() for _ in pids), key=lambda k: int(k.address, 16))
+    records = []
+    for pid, key in zip(pids, keys, strict=True):
+        pseudonym = enrol(node, pid, key.address, _sign(key, issue_challenge(node, pid).text))
+        with node.sessions() as session:
+            records.append(set(session.scalars(select(Record.record_id)
+                                               .where(Record.patient_pseudonym == pseudonym))))
+    assert [len(r) for r in records] == [1, 1, 1, 1, 2, 1, 1, 1]
+    c, relay = exchange.consent, actors.coordinator
+    # The patient who never enrolled consents to every use (general research covers the
+    # disease-specific studies below), but the node cannot know their address.
+    c.relay(relay, c.sign_grant(Account.create(), Scope(purpose=Purpose.GRU), Kind.IMAGE, NO_EXPIRY))
+    studies = {}
+    for disease, (name, states) in enumerate(SCENARIOS.items(), start=1):
+        study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+            purpose=Purpose.DS, disease=disease, kinds=Kind.IMAGE, hospitals=(node.address,),
+            task_code_hash=keccak(text=name), rounds=1))
+        exchange.studies.approve(node.account, study_id)
+        studies[name] = study_id
+        scope = Scope(purpose=Purpose.DS, disease=disease)
+        for key, state in zip(keys, states, strict=True):
+            if state in "GRE":
+                expiry = now + SHORT_EXPIRY if state == "E" else NO_EXPIRY
+                c.relay(relay, c.sign_grant(key, scope, Kind.IMAGE, expiry))
+            if state == "R":
+                c.relay(relay, c.sign_revoke(key, scope))
+            if state == "H":
+                other = Scope(hospital=actors.hospital2.address, purpose=Purpose.DS, disease=disease)
+                c.relay(relay, c.sign_grant(key, other, Kind.IMAGE, NO_EXPIRY))
+            if state == "K":
+                c.relay(relay, c.sign_grant(key, scope, Kind.CT_SINOGRAM | Kind.MR_KSPACE, NO_EXPIRY))
+    advance_time(anvil.rpc_url, 2 * SHORT_EXPIRY)
+    return Setup(node, keys, records, studies, exchange.chain.block_number)
+
+
+def _expected(setup: Setup, states: str) -> tuple[set[str], set[str], bytes]:
+    positions = [i for i, s in enumerate(states) if s == "G"]
+    ids = {rid for i in positions for rid in setup.records[i]}
+    patients = {setup.keys[i].address for i in positions}
+    leaves = [reference_leaf(["bytes32", "uint8", "address"],
+                             [bytes.fromhex(rid), int(Kind.IMAGE), setup.keys[i].address])
+              for i in positions for rid in setup.records[i]]
+    return ids, patients, reference_root(leaves) if leaves else bytes(32)
+
+
+def test_cohort_across_consent_chunk_boundaries(setup: Setup) -> None:
+    got, want = {}, {}
+    for name, states in SCENARIOS.items():
+        cohort = build_cohort(setup.node, setup.studies[name], setup.block, chunk=CHUNK)
+        got[name] = ({m.record_id for m in cohort.members}, {m.patient for m in cohort.members}, cohort.root,
+                     cohort.count)
+        ids, patients, root = _expected(setup, states)
+        want[name] = (ids, patients, root, len(ids))
+    assert got == want
+    # Other chunkings move the boundaries; None is the default chunk, one call for all.
+    sizes = (1, 2, 4, 8, None)
+    got_sizes = {(name, chunk): {m.record_id for m in build_cohort(setup.node, setup.studies[name], setup.block,
+                                                                   chunk=chunk).members}
+                 for name in SCENARIOS for chunk in sizes}
+    assert got_sizes == {(name, chunk): want[name][0] for name in SCENARIOS for chunk in sizes}
