@@ -41,7 +41,7 @@ class Cohort:
 
     study_id: int
     block: int
-    members: tuple[CohortMember, ...]
+    members: tuple[CohortMember, ...]  # in record-id order
     root: bytes  # zero bytes when empty
     tree: MerkleTree | None
 

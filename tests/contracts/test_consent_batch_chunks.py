@@ -102,3 +102,30 @@ def test_chunk_below_one_is_refused(exchange: Exchange, actors, chunk: int) -> N
         exchange.consent.permits_batch([p.address for p in actors.patients], use, chunk=chunk)
     with pytest.raises(ValueError, match="expected at least 1"):
         exchange.consent.permits_batch([p.address for p in actors.patients], use, chunk=chunk)
+
+
+def test_every_chunk_reads_the_block_of_the_first(exchange: Exchange, actors, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A revocation and a grant are mined while the view is between its first and second chunk.
+    patients = actors.patients[:6]
+    scope = Scope(purpose=Purpose.DS, disease=500)
+    for patient in patients[:5]:
+        exchange.consent.grant(patient, scope, Kind.CT_SINOGRAM, NO_EXPIRY)
+    real_call = exchange.chain.call_raw
+    calls = []
+
+    def call_while_blocks_are_mined(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs.get("block"))
+        answer = real_call(*args, **kwargs)
+        if len(calls) == 1:
+            exchange.consent.revoke(patients[4], scope)
+            exchange.consent.grant(patients[5], scope, Kind.CT_SINOGRAM, NO_EXPIRY)
+        return answer
+
+    monkeypatch.setattr(exchange.chain, "call_raw", call_while_blocks_are_mined)
+    use = Use(hospital=actors.hospital.address, kinds=Kind.CT_SINOGRAM, purpose=Purpose.DS, disease=500)
+    addresses = [p.address for p in patients]
+    assert exchange.consent.permits_batch(addresses, use, chunk=CHUNK) == [True] * 5 + [False]
+    assert len(calls) == 2
+    assert len(set(calls)) == 1
+    monkeypatch.undo()
+    assert exchange.consent.permits_batch(addresses, use, chunk=CHUNK) == [True] * 4 + [False, True]

@@ -8,6 +8,7 @@ test, and its root by the test's own Merkle tree (tests/contracts/merkle_referen
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +146,11 @@ def test_cohort_across_consent_chunk_boundaries(setup: Setup) -> None:
                                                                    chunk=chunk).members}
                  for name in SCENARIOS for chunk in sizes}
     assert got_sizes == {(name, chunk): want[name][0] for name in SCENARIOS for chunk in sizes}
+
+    cohort = build_cohort(setup.node, setup.studies["all"], setup.block, chunk=CHUNK)
+    owner = {rid: setup.keys[i].address for i, ids in enumerate(setup.records) for rid in ids}
+    # Members come in record-id order, each naming its stored file (content-addressed: its
+    # sha256 is the record id), its patient, and what the catalog says of a real, unlabelled CT.
+    details = [(m.record_id, m.kind, m.patient, m.format, m.label, m.synthetic,
+               hashlib.sha256((setup.node.dir / m.path).read_bytes()).hexdigest()) for m in cohort.members]
+    assert details == [(rid, int(Kind.IMAGE), owner[rid], "dicom", None, False, rid) for rid in sorted(owner)]
