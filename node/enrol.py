@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_keys.exceptions import BadSignature
 from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select, update
 
@@ -61,7 +62,8 @@ def _signer(text: str, signature: bytes) -> str | None:
     """The address that signed ``text`` with ``signature`` (EIP-191), or None if it recovers to none."""
     try:
         return str(Account.recover_message(encode_defunct(text=text), signature=signature))
-    except (ValueError, TypeError):
+    # eth-keys refuses r or s out of range with BadSignature, which is no ValueError.
+    except (ValueError, TypeError, BadSignature):
         return None
 
 

@@ -1,7 +1,7 @@
 """Enrolment refuses, each with an error that says why: expired, other hospital's, reused, wrong key.
 
-A challenge is valid for 24 hours (node/enrol.py's module docstring and `metai-node challenge`),
-binds the hospital, the patient reference and a nonce, and enrols once. The clock is moved by
+"A challenge names the hospital, the patient's pseudonym, a nonce and a 24 h expiry; it can be
+used once" (docs/node.md, Patients). The clock is moved by
 replacing the node's notion of "now" in node.enrol, as a node left running for a day would see.
 """
 
@@ -184,3 +184,63 @@ def test_no_open_challenge_is_reported_as_such(hospital: Node, monkeypatch: pyte
     clock_at(monkeypatch, utcnow() + DAY + dt.timedelta(minutes=1))
     with pytest.raises(EnrolmentError, match=r"no open challenge for '1CT1' \(each one issued was used or has expired"):
         enrol(hospital, LOCAL_ID, patient.address, sign(other, challenge.text))
+
+
+# ---------------------------------------------------------------- what a challenge says, bad input
+
+
+def test_challenge_names_hospital_pseudonym_nonce_and_a_24_hour_expiry(hospital: Node) -> None:
+    before = utcnow()
+    first = issue_challenge(hospital, LOCAL_ID)
+    after = utcnow()
+    second = issue_challenge(hospital, LOCAL_ID)
+    with hospital.sessions() as s:
+        pseudonym = s.scalar(select(Patient.pseudonym))
+    lines = first.text.splitlines()
+    nonce = lines[3].removeprefix("Nonce: ")
+    assert lines == [
+        "MeTAI exchange: link my key to my records",
+        f"Hospital: General Hospital ({hospital.address})",
+        f"Patient reference: {pseudonym}",
+        f"Nonce: {nonce}",
+        f"Expires: {first.expires_at.isoformat(timespec='seconds')}Z",
+    ]
+    assert re.fullmatch("[0-9a-f]{32}", nonce)
+    assert f"Nonce: {nonce}" not in second.text
+    assert before + DAY <= first.expires_at <= after + DAY
+
+
+def test_expiry_instant_itself_is_too_late(hospital: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    patient = Account.create()
+    challenge = issue_challenge(hospital, LOCAL_ID)
+    clock_at(monkeypatch, challenge.expires_at)
+    with pytest.raises(EnrolmentError, match="challenge for '1CT1' expired at"):
+        enrol(hospital, LOCAL_ID, patient.address, sign(patient, challenge.text))
+
+
+def test_enrolment_time_is_recorded(hospital: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    patient = Account.create()
+    challenge = issue_challenge(hospital, LOCAL_ID)
+    moment = utcnow() + dt.timedelta(hours=3)
+    clock_at(monkeypatch, moment)
+    enrol(hospital, LOCAL_ID, patient.address, sign(patient, challenge.text))
+    with hospital.sessions() as s:
+        assert s.scalar(select(Patient.enrolled_at)) == moment
+
+
+@pytest.mark.parametrize(
+    ("local_id", "address", "signature", "message"),
+    [
+        (LOCAL_ID, "0x1234", "0x" + "22" * 65, "'0x1234' is not an Ethereum address"),
+        (LOCAL_ID, "0x" + "11" * 20, "0x" + "zz" * 65, r"the signature must be hex \(0x followed by 130 hex digits\)"),
+        (LOCAL_ID, "0x" + "11" * 20, "0x" + "22" * 64, "the signature has 64 bytes, expected 65"),
+        (LOCAL_ID, "0x" + "11" * 20, "0x" + "00" * 65, r"made by nobody \(malformed signature\)"),
+        ("MARK-0404-NOP", "0x" + "11" * 20, "0x" + "22" * 65, "no patient 'MARK-0404-NOP' on this node"),
+    ],
+)
+def test_malformed_input_is_refused(hospital: Node, local_id: str, address: str, signature: str,
+                                    message: str) -> None:
+    issue_challenge(hospital, LOCAL_ID)
+    with pytest.raises(EnrolmentError, match=message):
+        enrol(hospital, local_id, address, signature)
+    assert linked_address(hospital) is None
