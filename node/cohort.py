@@ -17,8 +17,13 @@ from contracts.datause import Kind, Use
 from contracts.merkle import MerkleTree
 from contracts.studies import Decision, StudyRecord
 from node.catalog import Patient, Record
+from node.errors import NodeError
 from node.leaves import cohort_leaf
 from node.node import Node
+
+
+class CohortError(NodeError, LookupError):
+    """A record asked about is not in the cohort."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,18 @@ class Cohort:
         return len(self.members)
 
     def proof(self, record_id: str) -> tuple[bytes, list[bytes]]:
-        """The leaf and Merkle proof of ``record_id`` (to give its patient)."""
-        member = next(m for m in self.members if m.record_id == record_id)
+        """The leaf and Merkle proof of ``record_id`` (to give its patient).
+
+        Raises:
+            CohortError: ``record_id`` is not a member of this cohort.
+        """
+        member = next((m for m in self.members if m.record_id == record_id), None)
+        if member is None or self.tree is None:
+            raise CohortError(
+                f"record {record_id} is not in the cohort of study {self.study_id} at block {self.block} "
+                f"({self.count} records); only members have a proof: check the record id, the study and the block"
+            )
         leaf = cohort_leaf(member.record_id, member.kind, member.patient)
-        assert self.tree is not None
         return leaf, self.tree.proof(leaf)
 
 
