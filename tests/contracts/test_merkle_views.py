@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from eth_utils.crypto import keccak
 
-from contracts.merkle import MerkleTree, process_proof, verify
+from contracts.merkle import MerkleError, MerkleTree, process_proof, verify
 from tests.contracts.merkle_reference import reference_root
 
 LEAVES = [keccak(bytes([i])) for i in (9, 3, 7, 1, 5)]
@@ -27,3 +27,8 @@ def test_folding_a_proof_gives_the_reference_root() -> None:
     want = reference_root(LEAVES)
     assert [process_proof(leaf, tree.proof(leaf)) for leaf in LEAVES] == [want] * 5
     assert [verify(keccak(b"another root"), leaf, tree.proof(leaf)) for leaf in LEAVES] == [False] * 5
+
+
+def test_an_empty_tree_is_refused_with_the_reason() -> None:
+    with pytest.raises(MerkleError, match=r"^a Merkle tree needs at least one leaf$"):
+        MerkleTree([])
