@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from contracts.base import BlockId
 from contracts.datause import Kind, Use
 from contracts.merkle import MerkleTree
-from contracts.studies import Decision, StudyRecord
+from contracts.studies import StudyRecord
 from node.catalog import Patient, Record
 from node.errors import NodeError
 from node.leaves import cohort_leaf
@@ -110,7 +109,3 @@ def build_cohort(
     tree = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in members)
     return Cohort(study_id, block, tuple(members), tree.root, tree)
 
-
-def hospital_decision(node: Node, study_id: int, block: BlockId = "latest") -> Decision:
-    """This hospital's decision on ``study_id``."""
-    return node.exchange.studies.decision_of(study_id, node.address, block=block)

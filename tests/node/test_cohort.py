@@ -118,3 +118,12 @@ def test_kinds_not_requested_are_not_in_the_cohort(setup, exchange, actors) -> N
     cohort = build_cohort(node, study_id, exchange.chain.block_number)
     assert cohort.count == 0
     assert cohort.root == bytes(32)
+
+
+def test_cohort_at_a_block_before_the_study_existed_is_refused(setup, exchange, actors, expect_revert) -> None:
+    node, _, _, _, _ = setup
+    before = exchange.chain.block_number
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.GRU, kinds=Kind.IMAGE, hospitals=(node.address,), task_code_hash=keccak(b"task3"), rounds=1))
+    with expect_revert("StudyRegistryUnknownStudy", studyId=study_id):
+        build_cohort(node, study_id, before)
