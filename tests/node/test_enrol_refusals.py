@@ -235,6 +235,8 @@ MALFORMED = {
     "signature of 64 bytes": (LOCAL_ID, "0x" + "11" * 20, "0x" + "22" * 64, "the signature has 64 bytes, expected 65"),
     "signature with r = s = 0": (LOCAL_ID, "0x" + "11" * 20, "0x" + "00" * 65,
                                  r"made by nobody \(malformed signature\)"),
+    "signature with v = 34": (LOCAL_ID, "0x" + "11" * 20, "0x" + "22" * 65,
+                              r"made by nobody \(malformed signature\)"),
     "unknown patient": ("MARK-0404-NOP", "0x" + "11" * 20, "0x" + "22" * 65, "no patient 'MARK-0404-NOP' on this node"),
 }
 
