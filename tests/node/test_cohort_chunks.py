@@ -30,8 +30,11 @@ from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor
 from node.node import Node
 from tests.contracts.merkle_reference import reference_leaf, reference_root
+from tests.node.ingest_corpus import write_kspace
 
 CHUNK = 3
+KSPACE_AT = (1, 6)
+KSPACE_STUDY = "k-space records only"
 SHORT_EXPIRY = 300  # seconds; the clock then moves past it
 # Per position in the node's address order: G consent in force for this study's disease,
 # R granted then revoked, E granted with a short expiry that has passed, H granted for another
@@ -57,7 +60,7 @@ class Setup:
 
     node: Node
     keys: list[LocalAccount]  # keys[i] is the patient at position i
-    records: list[set[str]]  # records[i]: record ids of the patient at position i
+    records: list[dict[str, int]]  # records[i]: record id -> kind, of the patient at position i
     studies: dict[str, int]
     block: int
 
@@ -83,6 +86,8 @@ def setup(make_node, exchange, actors, anvil, tmp_path: Path, now: int) -> Setup
         _dicom(folder, pid, 0)
     _dicom(folder, pids[4], 1)  # the patient at position 4 has two records
     _dicom(folder, "MARK-0099-UNE", 0)  # never enrolled
+    for i in KSPACE_AT:  # these patients also have an MR k-space record
+        write_kspace(folder / f"{pids[i]}-kspace.h5", pids[i], seed=i)
     Ingestor(node).run([folder])
     # Patient i gets the i-th smallest address, so positions below are positions in the order
     # the node asks the registry about its patients.
@@ -91,9 +96,9 @@ def setup(make_node, exchange, actors, anvil, tmp_path: Path, now: int) -> Setup
     for pid, key in zip(pids, keys, strict=True):
         pseudonym = enrol(node, pid, key.address, _sign(key, issue_challenge(node, pid).text))
         with node.sessions() as session:
-            records.append(set(session.scalars(select(Record.record_id)
-                                               .where(Record.patient_pseudonym == pseudonym))))
-    assert [len(r) for r in records] == [1, 1, 1, 1, 2, 1, 1, 1]
+            records.append(dict(session.execute(select(Record.record_id, Record.kind)
+                                                .where(Record.patient_pseudonym == pseudonym)).all()))
+    assert [sorted(r.values()) for r in records] == [[1], [1, 4], [1], [1], [1, 1], [1], [1, 4], [1]]
     c, relay = exchange.consent, actors.coordinator
     # The patient who never enrolled consents to every use (general research covers the
     # disease-specific studies below), but the node cannot know their address.
@@ -117,17 +122,27 @@ def setup(make_node, exchange, actors, anvil, tmp_path: Path, now: int) -> Setup
                 c.relay(relay, c.sign_grant(key, other, Kind.IMAGE, NO_EXPIRY))
             if state == "K":
                 c.relay(relay, c.sign_grant(key, scope, Kind.CT_SINOGRAM | Kind.MR_KSPACE, NO_EXPIRY))
+    # A study of kinds that come after IMAGE, of which the first (CT sinograms) the node has
+    # none: every patient consents to every kind, so the k-space records alone are the cohort.
+    disease = len(SCENARIOS) + 1
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.DS, disease=disease, kinds=Kind.CT_SINOGRAM | Kind.MR_KSPACE, hospitals=(node.address,),
+        task_code_hash=keccak(text="k-space"), rounds=1))
+    studies[KSPACE_STUDY] = study_id
+    for key in keys:
+        c.relay(relay, c.sign_grant(key, Scope(purpose=Purpose.DS, disease=disease),
+                                    Kind.IMAGE | Kind.CT_SINOGRAM | Kind.MR_KSPACE, NO_EXPIRY))
     advance_time(anvil.rpc_url, 2 * SHORT_EXPIRY)
     return Setup(node, keys, records, studies, exchange.chain.block_number)
 
 
 def _expected(setup: Setup, states: str) -> tuple[set[str], set[str], bytes]:
     positions = [i for i, s in enumerate(states) if s == "G"]
-    ids = {rid for i in positions for rid in setup.records[i]}
+    ids = {rid for i in positions for rid, kind in setup.records[i].items() if kind == Kind.IMAGE}
     patients = {setup.keys[i].address for i in positions}
     leaves = [reference_leaf(["bytes32", "uint8", "address"],
                              [bytes.fromhex(rid), int(Kind.IMAGE), setup.keys[i].address])
-              for i in positions for rid in setup.records[i]]
+              for i in positions for rid in setup.records[i] if rid in ids]
     return ids, patients, reference_root(leaves) if leaves else bytes(32)
 
 
@@ -148,9 +163,16 @@ def test_cohort_across_consent_chunk_boundaries(setup: Setup) -> None:
     assert got_sizes == {(name, chunk): want[name][0] for name in SCENARIOS for chunk in sizes}
 
     cohort = build_cohort(setup.node, setup.studies["all"], setup.block, chunk=CHUNK)
-    owner = {rid: setup.keys[i].address for i, ids in enumerate(setup.records) for rid in ids}
+    owner = {rid: setup.keys[i].address for i, ids in enumerate(setup.records) for rid, kind in ids.items()
+             if kind == Kind.IMAGE}
     # Members come in record-id order, each naming its stored file (content-addressed: its
     # sha256 is the record id), its patient, and what the catalog says of a real, unlabelled CT.
     details = [(m.record_id, m.kind, m.patient, m.format, m.label, m.synthetic,
                hashlib.sha256((setup.node.dir / m.path).read_bytes()).hexdigest()) for m in cohort.members]
     assert details == [(rid, int(Kind.IMAGE), owner[rid], "dicom", None, False, rid) for rid in sorted(owner)]
+    # Kinds the study does not request are skipped, and so are requested kinds the node has
+    # none of, without ending the search for the kinds after them.
+    kspace = build_cohort(setup.node, setup.studies[KSPACE_STUDY], setup.block, chunk=CHUNK)
+    assert {(m.record_id, m.kind, m.patient, m.format) for m in kspace.members} == {
+        (rid, int(Kind.MR_KSPACE), setup.keys[i].address, "ismrmrd")
+        for i in KSPACE_AT for rid, kind in setup.records[i].items() if kind == Kind.MR_KSPACE}
