@@ -14,9 +14,14 @@ from contracts import eip712
 from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
 from contracts.datause import Kind, Scope, Use
+from contracts.errors import ChainError
 
 _USE_TYPE = "(address,uint8,uint8,uint32,uint256)"
 _PERMITS_BATCH = keccak(text=f"permitsBatch(address[],{_USE_TYPE})")[:4]
+
+
+class BatchChunkError(ChainError, ValueError):
+    """A batch view was asked with a chunk size that cannot cover the list."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,18 @@ class ConsentClient(ContractClient):
         """For each patient, whether they permit ``use`` at ``block``; one call per chunk.
 
         ``block`` is resolved to a number first so that every chunk sees the same state.
+
+        Parameters:
+            chunk: patients per call (default :attr:`BATCH_CHUNK`).
+
+        Raises:
+            BatchChunkError: ``chunk`` is below 1 (a negative step would answer for nobody).
         """
-        size = chunk or self.BATCH_CHUNK
+        size = self.BATCH_CHUNK if chunk is None else chunk
+        if size < 1:
+            raise BatchChunkError(
+                f"chunk of {size} patients per call; expected at least 1 (or None for {self.BATCH_CHUNK})"
+            )
         at = self.chain.block_number if block == "latest" else block
         checked = [to_checksum_address(p) for p in patients]  # validates every address once
         out: list[bool] = []

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from contracts.base import BlockId
 from contracts.datause import Kind, Use
 from contracts.merkle import MerkleTree
-from contracts.studies import Decision, StudyRecord
+from contracts.studies import StudyRecord
 from node.catalog import Patient, Record
+from node.errors import NodeError
 from node.leaves import cohort_leaf
 from node.node import Node
+
+
+class CohortError(NodeError, LookupError):
+    """A record asked about is not in the cohort."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Cohort:
 
     study_id: int
     block: int
-    members: tuple[CohortMember, ...]
+    members: tuple[CohortMember, ...]  # in record-id order
     root: bytes  # zero bytes when empty
     tree: MerkleTree | None
 
@@ -51,18 +55,30 @@ class Cohort:
         return len(self.members)
 
     def proof(self, record_id: str) -> tuple[bytes, list[bytes]]:
-        """The leaf and Merkle proof of ``record_id`` (to give its patient)."""
-        member = next(m for m in self.members if m.record_id == record_id)
+        """The leaf and Merkle proof of ``record_id`` (to give its patient).
+
+        Raises:
+            CohortError: ``record_id`` is not a member of this cohort.
+        """
+        member = next((m for m in self.members if m.record_id == record_id), None)
+        if member is None or self.tree is None:
+            raise CohortError(
+                f"record {record_id} is not in the cohort of study {self.study_id} at block {self.block} "
+                f"({self.count} records); only members have a proof: check the record id, the study and the block"
+            )
         leaf = cohort_leaf(member.record_id, member.kind, member.patient)
-        assert self.tree is not None
         return leaf, self.tree.proof(leaf)
 
 
-def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | None = None) -> Cohort:
+def build_cohort(
+    node: Node, study_id: int, block: int, study: StudyRecord | None = None, *, chunk: int | None = None
+) -> Cohort:
     """Build the cohort of ``study_id`` as of ``block``.
 
     Parameters:
         study: the study as read at ``block`` (read here if not given).
+        chunk: patients per consent batch call (default ``ConsentClient.BATCH_CHUNK``); patients
+            are asked about in address order.
     """
     exchange = node.exchange
     study = study or exchange.studies.study(study_id, block=block)
@@ -82,8 +98,8 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
             continue
         patients = sorted({r.address for r in of_kind})
         use = Use(hospital=node.address, kinds=kind, purpose=study.purpose, disease=study.disease, study_id=study_id)
-        allowed = {p for p, ok in zip(patients, exchange.consent.permits_batch(patients, use, block=block),
-                                      strict=True) if ok}
+        answers = exchange.consent.permits_batch(patients, use, block=block, chunk=chunk)
+        allowed = {p for p, ok in zip(patients, answers, strict=True) if ok}
         members.extend(CohortMember(r.record_id, r.kind, r.address, r.path, r.label, r.format,
                                     bool(r.synthetic))
                        for r in of_kind if r.address in allowed)
@@ -93,7 +109,3 @@ def build_cohort(node: Node, study_id: int, block: int, study: StudyRecord | Non
     tree = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in members)
     return Cohort(study_id, block, tuple(members), tree.root, tree)
 
-
-def hospital_decision(node: Node, study_id: int, block: BlockId = "latest") -> Decision:
-    """This hospital's decision on ``study_id``."""
-    return node.exchange.studies.decision_of(study_id, node.address, block=block)

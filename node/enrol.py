@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_keys.exceptions import BadSignature
 from eth_utils.address import is_address, to_checksum_address
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from node.catalog import Challenge, Patient, utcnow
 from node.errors import EnrolmentError
@@ -57,6 +58,15 @@ def issue_challenge(node: Node, local_patient_id: str) -> IssuedChallenge:
     return IssuedChallenge(text, expires)
 
 
+def _signer(text: str, signature: bytes) -> str | None:
+    """The address that signed ``text`` with ``signature`` (EIP-191), or None if it recovers to none."""
+    try:
+        return str(Account.recover_message(encode_defunct(text=text), signature=signature))
+    # eth-keys refuses r or s out of range with BadSignature, which is no ValueError.
+    except (ValueError, TypeError, BadSignature):
+        return None
+
+
 def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> str:
     """Link ``address`` to the patient if ``signature`` is theirs over an open challenge.
 
@@ -64,8 +74,9 @@ def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> st
         The patient's pseudonym.
 
     Raises:
-        EnrolmentError: unknown patient, malformed address or signature, no open challenge,
-            or a signature by another key or over another text.
+        EnrolmentError: unknown patient, malformed address or signature, no challenge issued
+            here, a signature by another key or over another text (such as another hospital's
+            challenge), a challenge already used (a replay) or expired.
     """
     if not is_address(address):
         raise EnrolmentError(f"{address!r} is not an Ethereum address (0x followed by 40 hex digits)")
@@ -80,25 +91,54 @@ def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> st
         entry = node.vault.find(session, local_patient_id)
         if entry is None:
             raise EnrolmentError(f"no patient {local_patient_id!r} on this node")
-        open_challenges = session.scalars(
-            select(Challenge).where(Challenge.patient_pseudonym == entry.pseudonym, Challenge.used.is_(False),
-                                    Challenge.expires_at > utcnow())
-        ).all()
-        if not open_challenges:
-            raise EnrolmentError(f"no open challenge for {local_patient_id!r}; issue one with `metai-node challenge`")
-        signers = {}
-        for challenge in open_challenges:
-            try:
-                signers[challenge.nonce] = Account.recover_message(encode_defunct(text=challenge.text), signature=sig)
-            except (ValueError, TypeError):
-                continue
-        matched = [c for c in open_challenges if signers.get(c.nonce) == address]
-        if not matched:
-            seen = ", ".join(sorted(set(signers.values()))) or "nobody (malformed signature)"
+        issued = session.scalars(select(Challenge).where(Challenge.patient_pseudonym == entry.pseudonym)).all()
+        if not issued:
             raise EnrolmentError(
-                f"the signature does not prove control of {address}: over the open challenge(s) it was made by {seen}"
+                f"no challenge was issued for {local_patient_id!r} on this node ({node.info.hospital_name}); "
+                "a challenge from another hospital does not count: issue one with `metai-node challenge`"
             )
-        matched[0].used = True
+        now = utcnow()
+        # Every challenge ever issued to this patient is tried, used and expired ones too, so that
+        # a refusal can say which rule the signature broke rather than only that it failed.
+        signers = {c.nonce: _signer(c.text, sig) for c in issued}
+        signed = next((c for c in issued if signers[c.nonce] == address), None)
+        if signed is None:
+            open_now = [c for c in issued if not c.used and c.expires_at > now]
+            if not open_now:
+                raise EnrolmentError(
+                    f"no open challenge for {local_patient_id!r} (each one issued was used or has expired); "
+                    "issue one with `metai-node challenge`"
+                )
+            seen = ", ".join(sorted({signers[c.nonce] or "nobody (malformed signature)" for c in open_now}))
+            raise EnrolmentError(
+                f"the signature does not prove control of {address}: it is over none of the challenges "
+                f"{node.info.hospital_name} ({node.address}) issued for {local_patient_id!r}; over the open "
+                f"challenge(s) it was made by {seen}, so it is by another key or over another text (another "
+                f"hospital's challenge, an edited one); have the patient sign this hospital's open challenge "
+                f"with the key of {address}"
+            )
+        if signed.used:
+            raise EnrolmentError(
+                f"the challenge for {local_patient_id!r} was already used (nonce {signed.nonce}); a signed "
+                "challenge enrols once, so this is a replay: issue a new one with `metai-node challenge`"
+            )
+        if signed.expires_at <= now:
+            raise EnrolmentError(
+                f"the challenge for {local_patient_id!r} expired at {signed.expires_at.isoformat(timespec='seconds')}Z "
+                f"(nonce {signed.nonce}; a challenge is valid {CHALLENGE_TTL.total_seconds() / 3600:g} h): issue a "
+                "new one with `metai-node challenge`"
+            )
+        # Consumed by a conditional update, so that of two enrolments racing with one signature
+        # only the one whose update changed the row goes on.
+        consumed = session.scalars(
+            update(Challenge).where(Challenge.nonce == signed.nonce, Challenge.used.is_(False))
+            .values(used=True).returning(Challenge.nonce)
+        ).all()
+        if consumed != [signed.nonce]:
+            raise EnrolmentError(
+                f"the challenge for {local_patient_id!r} was already used (nonce {signed.nonce}) by an enrolment "
+                "that ran at the same time: issue a new one with `metai-node challenge`"
+            )
         patient = session.get(Patient, entry.pseudonym)
         assert patient is not None  # the vault found it
         patient.address = address

@@ -10,15 +10,16 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils.crypto import keccak
 from pydicom.data import get_testdata_file
+from sqlalchemy import select
 
 from contracts.datause import Kind, Purpose, Scope
-from contracts.merkle import MerkleTree
 from contracts.studies import StudyRequest
 from deploy.anvil import advance_time
-from node.cohort import build_cohort
+from node.catalog import Patient, Record
+from node.cohort import CohortError, build_cohort
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor
-from node.leaves import cohort_leaf
+from tests.contracts.merkle_reference import reference_leaf, reference_root
 
 PATIENTS = ["TEST-P1", "TEST-P2", "TEST-P3", "TEST-P4", "TEST-P5", "TEST-P6"]
 
@@ -80,16 +81,33 @@ def test_revocation_expiry_and_wrong_purpose_exclude(setup, anvil) -> None:
     assert got == want  # P4's consent expired
 
 
-def test_cohort_commitment_matches_its_members(setup) -> None:
-    node, study_id, _, _, revoked_at = setup
+def test_cohort_commitment_matches_its_members(setup, exchange) -> None:
+    node, study_id, keys, _, revoked_at = setup
     cohort = build_cohort(node, study_id, revoked_at)
-    expected = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in cohort.members)
-    assert (cohort.root, cohort.count) == (expected.root, 3)
-    leaf, proof = cohort.proof(cohort.members[0].record_id)
-    assert expected.root == cohort.root
-    from contracts.merkle import verify
+    consenting = {keys[p].address for p in ("TEST-P1", "TEST-P2", "TEST-P4")}
+    with node.sessions() as s:
+        rows = s.execute(select(Record.record_id, Patient.address)
+                         .join(Patient, Patient.pseudonym == Record.patient_pseudonym)).all()
+    # The root the test's own tree gives over the consenting patients' records.
+    leaves = [reference_leaf(["bytes32", "uint8", "address"], [bytes.fromhex(rid), int(Kind.IMAGE), address])
+              for rid, address in rows if address in consenting]
+    assert (cohort.root, cohort.count) == (reference_root(leaves), 3)
+    # Anchored as the node's round contribution, each member's proof verifies on chain.
+    exchange.studies.contribute(node.account, study_id, 1, cohort.root, cohort.count, keccak(b"update"))
+    proven = [exchange.studies.in_cohort(study_id, 1, node.address, *cohort.proof(m.record_id))
+              for m in cohort.members]
+    assert proven == [True, True, True]
 
-    assert verify(cohort.root, leaf, proof)
+
+def test_proof_of_a_record_outside_the_cohort_is_refused(setup) -> None:
+    node, study_id, keys, _, revoked_at = setup
+    cohort = build_cohort(node, study_id, revoked_at)
+    with node.sessions() as s:
+        revoked = s.scalar(select(Record.record_id).join(Patient, Patient.pseudonym == Record.patient_pseudonym)
+                           .where(Patient.address == keys["TEST-P3"].address))
+    with pytest.raises(CohortError, match=f"record {revoked} is not in the cohort of study {study_id} "
+                                          f"at block {revoked_at} \\(3 records\\)"):
+        cohort.proof(revoked)
 
 
 def test_kinds_not_requested_are_not_in_the_cohort(setup, exchange, actors) -> None:
@@ -100,3 +118,12 @@ def test_kinds_not_requested_are_not_in_the_cohort(setup, exchange, actors) -> N
     cohort = build_cohort(node, study_id, exchange.chain.block_number)
     assert cohort.count == 0
     assert cohort.root == bytes(32)
+
+
+def test_cohort_at_a_block_before_the_study_existed_is_refused(setup, exchange, actors, expect_revert) -> None:
+    node, _, _, _, _ = setup
+    before = exchange.chain.block_number
+    study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.GRU, kinds=Kind.IMAGE, hospitals=(node.address,), task_code_hash=keccak(b"task3"), rounds=1))
+    with expect_revert("StudyRegistryUnknownStudy", studyId=study_id):
+        build_cohort(node, study_id, before)

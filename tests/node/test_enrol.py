@@ -65,7 +65,7 @@ def test_challenge_is_single_use(node) -> None:
     challenge = issue_challenge(node, LOCAL_ID)
     signature = sign(patient, challenge.text)
     enrol(node, LOCAL_ID, patient.address, signature)
-    with pytest.raises(EnrolmentError, match="no open challenge"):
+    with pytest.raises(EnrolmentError, match="was already used"):
         enrol(node, LOCAL_ID, patient.address, signature)
 
 
