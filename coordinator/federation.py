@@ -2,12 +2,13 @@
 
 Each round sends the global model to every connected node, collects the replies, keeps only
 those whose update hash matches both the returned weights and the contribution the hospital
-anchored on chain, aggregates them (FedAvg weighted by cohort size; FedProx when the nodes
-are told a proximal term), evaluates the result on held-out synthetic data, and anchors the
-round (model hash, contributors, privacy spent). A node that fails or refuses does not stop
-the study while at least ``min_nodes`` contribute. At the end the final model is saved and its
-hash anchored as the study's completion, and the model card (coordinator/model_card.py) is
-written next to it from what the chain then holds.
+anchored on chain (cohort root and count from the registry's storage, the update hash from the
+contribution's event, the only place the contract keeps it), aggregates them (FedAvg weighted
+by cohort size; FedProx when the nodes are told a proximal term), evaluates the result on
+held-out synthetic data, and anchors the round (model hash, contributors, privacy spent). A
+node that fails or refuses does not stop the study while at least ``min_nodes`` contribute. At
+the end the final model is saved and its hash anchored as the study's completion, and the model
+card (coordinator/model_card.py) is written next to it from what the chain then holds.
 
 Differential privacy (a study approved with a privacy budget) is central DP with client-side
 clipping: each round asks the nodes to clip their update to ``dp_clipping_norm`` (Flower's
@@ -369,6 +370,11 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
                if k.endswith("-seconds")}
     if "0x" + weights_hash(weights).hex() != claimed:
         raise _Refused(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
+    # A hospital may anchor whatever it likes; a model of another shape must not break the round.
+    if [(w.shape, w.dtype) for w in weights] != [(s.shape, s.dtype) for s in sent]:
+        raise _Refused(f"{hospital}: returned arrays {[(w.shape, str(w.dtype)) for w in weights]} differ from the "
+                       f"model sent {[(s.shape, str(s.dtype)) for s in sent]}; a node returns the model it was sent, "
+                       "trained")
     if cfg.dp_noise_multiplier > 0:
         norm = math.sqrt(sum(float(np.sum((w.astype(np.float64) - s) ** 2)) for w, s in zip(weights, sent,
                                                                                           strict=True)))

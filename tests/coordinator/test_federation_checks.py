@@ -155,3 +155,20 @@ def test_a_round_with_too_few_accepted_replies_aborts_the_study(exchange, actors
     with pytest.raises(StudyAborted, match=r"round 1: 1 of 2 required nodes contributed; refusals: \[.*update hash "
                                            + _hex(update_hash(OTHER))):
         combine_round(exchange, config(study, min_nodes=2), 1, SENT, replies)
+
+
+@pytest.mark.parametrize("returned", [
+    [np.zeros(4, dtype=np.float32)],
+    [np.zeros(3, dtype=np.float64)],
+    [np.zeros(3, dtype=np.float32), np.zeros(1, dtype=np.float32)],
+], ids=["shape", "dtype", "extra-layer"])
+def test_an_anchored_model_of_another_shape_is_refused_not_aggregated(exchange, actors, study,
+                                                                      returned: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, HONEST, 3)
+    anchor(exchange, actors.hospital2, study, 1, returned, 5)  # its hash is on chain, so only the shape can refuse it
+    replies = [reply(actors.hospital.address, HONEST, 3), reply(actors.hospital2.address, returned, 5, node_id=2)]
+    outcome = combine_round(exchange, config(study), 1, SENT, replies)
+    assert [c.hospital for c in outcome.accepted] == [actors.hospital.address]
+    assert outcome.refused == [
+        f"{actors.hospital2.address}: returned arrays {[(w.shape, str(w.dtype)) for w in returned]} differ from the "
+        "model sent [((3,), 'float32')]; a node returns the model it was sent, trained"]
