@@ -2,12 +2,13 @@
 
 Each round sends the global model to every connected node, collects the replies, keeps only
 those whose update hash matches both the returned weights and the contribution the hospital
-anchored on chain, aggregates them (FedAvg weighted by cohort size; FedProx when the nodes
-are told a proximal term), evaluates the result on held-out synthetic data, and anchors the
-round (model hash, contributors, privacy spent). A node that fails or refuses does not stop
-the study while at least ``min_nodes`` contribute. At the end the final model is saved and its
-hash anchored as the study's completion, and the model card (coordinator/model_card.py) is
-written next to it from what the chain then holds.
+anchored on chain (cohort root and count from the registry's storage, the update hash from the
+contribution's event, the only place the contract keeps it), aggregates them (FedAvg weighted
+by cohort size; FedProx when the nodes are told a proximal term), evaluates the result on
+held-out synthetic data, and anchors the round (model hash, contributors, privacy spent). A
+node that fails or refuses does not stop the study while at least ``min_nodes`` contribute. At
+the end the final model is saved and its hash anchored as the study's completion, and the model
+card (coordinator/model_card.py) is written next to it from what the chain then holds.
 
 Differential privacy (a study approved with a privacy budget) is central DP with client-side
 clipping: each round asks the nodes to clip their update to ``dp_clipping_norm`` (Flower's
@@ -32,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from contracts.events import ContributionRecorded, read_events
 from contracts.exchange import Exchange
 from contracts.studies import StudyStatus
-from coordinator.errors import StudyAborted
+from coordinator.errors import CoordinatorError, StudyAborted
 
 log = logging.getLogger("metai.coordinator")
 
@@ -165,15 +168,8 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         replies = _send_and_receive(grid, [_train_message(cfg, round_, weights, n) for n in node_ids],
                                     cfg.poll_interval, cfg.round_timeout)
         received = time.monotonic()
-        accepted, refused = _check(exchange, cfg, round_, weights, replies)
-        if len(accepted) < cfg.min_nodes:
-            raise StudyAborted(f"round {round_}: {len(accepted)} of {cfg.min_nodes} required nodes contributed; "
-                               f"refusals: {refused}")
-        checked = time.monotonic()
-        if ledger is None:
-            weights = _aggregate([c.weights for c in accepted], [c.cohort_count for c in accepted])
-        else:
-            weights = _private_mean(weights, [c.weights for c in accepted], cfg)
+        outcome = combine_round(exchange, cfg, round_, weights, replies)
+        weights, accepted, refused = outcome.weights, outcome.accepted, outcome.refused
         set_weights(model, weights)
         metrics = evaluate(model, eval_inputs, eval_labels)
         model_hash = weights_hash(weights)
@@ -194,8 +190,9 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
             "model_hash": "0x" + model_hash.hex(), "eval": metrics, "block": block,
             "privacy": {"milli_epsilon": spent_milli, "epsilon_total": epsilon} if ledger is not None else None,
             "seconds": round(ended - started, 4),
-            "server_seconds": {"send_receive": round(received - started, 4), "check": round(checked - received, 4),
-                               "aggregate_evaluate_save": round(aggregated - checked, 4),
+            "server_seconds": {"send_receive": round(received - started, 4),
+                               "check": round(outcome.check_seconds, 4),
+                               "aggregate_evaluate_save": round(aggregated - received - outcome.check_seconds, 4),
                                "record": round(ended - aggregated, 4)},
             "node_seconds": {c.hospital: c.seconds for c in accepted},
         })
@@ -270,52 +267,164 @@ class Contribution:
     synthetic_count: int | None = None
 
 
+@dataclass(frozen=True)
+class RoundOutcome:
+    """A round's replies after the checks: the aggregate, who is in it, and why the others are not."""
+
+    weights: list[np.ndarray]
+    accepted: list[Contribution]
+    refused: list[str]
+    #: Seconds the checks took (reading the chain included), for the study log.
+    check_seconds: float
+
+
+def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
+                  replies: list[Message], *, rng: np.random.Generator | None = None) -> RoundOutcome:
+    """Check a round's replies against their weights and the chain, then aggregate those accepted.
+
+    Without DP the aggregate is FedAvg, the mean of the accepted models weighted by the cohort
+    size each hospital anchored (FedProx changes only the nodes' training, not this mean). With
+    DP (``cfg.dp_noise_multiplier > 0``) it is the model sent plus the equal-weight mean of the
+    accepted updates plus Gaussian noise of standard deviation ``z * C / m``, ``m`` the number
+    accepted.
+
+    Parameters:
+        exchange: the deployment whose StudyRegistry holds the round's contributions.
+        cfg: the run's settings (study, DP, anchoring, ``min_nodes``).
+        round_: the round the replies answer.
+        sent: the global model sent to the nodes this round.
+        replies: the nodes' replies as Flower delivered them.
+        rng: the noise generator of the DP path; None draws a fresh seed from the operating
+            system's secure source, as a study must (a fixed generator is for tests only).
+
+    Returns:
+        The aggregated weights, the accepted contributions and a reason for each refusal.
+
+    Raises:
+        StudyAborted: fewer than ``cfg.min_nodes`` replies passed the checks.
+    """
+    started = time.monotonic()
+    accepted, refused = _check(exchange, cfg, round_, sent, replies)
+    check_seconds = time.monotonic() - started
+    if len(accepted) < cfg.min_nodes:
+        raise StudyAborted(f"round {round_}: {len(accepted)} of {cfg.min_nodes} required nodes contributed; "
+                           f"refusals: {refused}")
+    if cfg.dp_noise_multiplier > 0:
+        weights = _private_mean(sent, [c.weights for c in accepted], cfg, rng)
+    else:
+        weights = _aggregate([c.weights for c in accepted], [c.cohort_count for c in accepted])
+    return RoundOutcome(weights, accepted, refused, check_seconds)
+
+
+class _Refused(CoordinatorError):
+    """A reply fails a check; the message is the reason recorded for the round (it never leaves _check)."""
+
+
 def _check(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
            replies: list[Message]) -> tuple[list[Contribution], list[str]]:
     """Keep replies whose update hash matches the weights and the chain; say why others are out.
 
-    With DP on, an update farther than the clipping norm from the model sent is refused too.
+    With anchoring on, the cohort root, cohort count and update hash a reply claims must equal
+    the contribution its hospital anchored for this study and round: root and count are read
+    from the contract's storage, the update hash from the contribution's event (the contract
+    keeps it nowhere else). With DP on, an update farther than the clipping norm from the model
+    sent is refused too. A hospital counts once per round: a second reply naming it is refused.
     """
-    from tasks import weights_hash
-
     accepted: list[Contribution] = []
     refused: list[str] = []
     for reply in replies:
         if reply.has_error():
             refused.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
             continue
+        try:
+            contribution = _checked(exchange, cfg, round_, sent, reply)
+            if any(c.hospital == contribution.hospital for c in accepted):
+                raise _Refused(f"{contribution.hospital}: a second reply for round {round_}; "
+                               "a hospital's update is counted once")
+        except _Refused as exc:
+            refused.append(str(exc))
+            continue
+        accepted.append(contribution)
+    return accepted, refused
+
+
+def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
+             reply: Message) -> Contribution:
+    """The contribution ``reply`` makes; raises _Refused with the reason if a check fails."""
+    from tasks import weights_hash
+
+    try:
         commitment = reply.content.config_records["commitment"]
         hospital = str(commitment["hospital"])
         arrays = reply.content.array_records["arrays"]
         weights = [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
         claimed = str(commitment["update-hash"])
+        claimed_root = str(commitment["cohort-root"])
+        claimed_count = int(str(commitment["cohort-count"]))
         metrics = reply.content.metric_records["metrics"]
-        seconds = {k.removesuffix("-seconds"): float(v) for k, v in metrics.items()  # type: ignore[arg-type]
-                   if k.endswith("-seconds")}
-        if "0x" + weights_hash(weights).hex() != claimed:
-            refused.append(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
-            continue
-        if cfg.dp_noise_multiplier > 0:
-            norm = math.sqrt(sum(float(np.sum((w.astype(np.float64) - s) ** 2)) for w, s in zip(weights, sent,
-                                                                                              strict=True)))
-            if norm > cfg.dp_clipping_norm * (1 + 1e-4):
-                refused.append(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
-                continue
-        synthetic = int(str(commitment["synthetic-count"])) if "synthetic-count" in commitment else None
-        if not cfg.anchor:
-            accepted.append(Contribution(hospital, weights, int(str(commitment["cohort-count"])), seconds, synthetic))
-            continue
-        on_chain = exchange.studies.contribution_of(cfg.study_id, round_, hospital)
-        if on_chain.cohort_count == 0 or "0x" + on_chain.cohort_root.hex() != str(commitment["cohort-root"]):
-            refused.append(f"{hospital}: no matching contribution anchored on chain for round {round_}")
-        else:
-            accepted.append(Contribution(hospital, weights, on_chain.cohort_count, seconds, synthetic))
-    return accepted, refused
+    except (KeyError, ValueError) as exc:
+        raise _Refused(f"node {reply.metadata.src_node_id}: malformed reply ({exc!r}); expected the arrays, "
+                       "metrics and commitment (hospital, cohort-root, cohort-count, update-hash) a node "
+                       "sends") from None
+    seconds = {k.removesuffix("-seconds"): float(v) for k, v in metrics.items()  # type: ignore[arg-type]
+               if k.endswith("-seconds")}
+    if "0x" + weights_hash(weights).hex() != claimed:
+        raise _Refused(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
+    # A hospital may anchor whatever it likes; a model of another shape must not break the round.
+    if [(w.shape, w.dtype) for w in weights] != [(s.shape, s.dtype) for s in sent]:
+        raise _Refused(f"{hospital}: returned arrays {[(w.shape, str(w.dtype)) for w in weights]} differ from the "
+                       f"model sent {[(s.shape, str(s.dtype)) for s in sent]}; a node returns the model it was sent, "
+                       "trained")
+    if cfg.dp_noise_multiplier > 0:
+        norm = math.sqrt(sum(float(np.sum((w.astype(np.float64) - s) ** 2)) for w, s in zip(weights, sent,
+                                                                                          strict=True)))
+        if norm > cfg.dp_clipping_norm * (1 + 1e-4):
+            raise _Refused(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
+    synthetic = int(str(commitment["synthetic-count"])) if "synthetic-count" in commitment else None
+    if not cfg.anchor:
+        return Contribution(hospital, weights, claimed_count, seconds, synthetic)
+    anchored = _anchored(exchange, cfg.study_id, round_, hospital)
+    mismatches = [f"{what} {mine} differs from the {theirs} anchored on chain"
+                  for what, mine, theirs in (("cohort root", claimed_root, "0x" + anchored.cohort_root.hex()),
+                                             ("cohort count", str(claimed_count), str(anchored.cohort_count)),
+                                             ("update hash", claimed, "0x" + anchored.update_hash.hex()))
+                  if mine.lower() != theirs.lower()]
+    if mismatches:
+        raise _Refused(f"{hospital}: round {round_} of study {cfg.study_id}: {'; '.join(mismatches)}")
+    return Contribution(anchored.hospital, weights, anchored.cohort_count, seconds, synthetic)
 
 
-def _private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: FederationConfig) -> list[np.ndarray]:
-    """Equal-weight mean of clipped updates plus Gaussian noise of std ``z * C / m``."""
-    rng = np.random.default_rng(secrets.randbits(128))
+def _anchored(exchange: Exchange, study_id: int, round_: int, hospital: str) -> ContributionRecorded:
+    """The contribution ``hospital`` anchored for (study, round), as its event records it."""
+    try:
+        address = to_checksum_address(hospital)
+    except ValueError:
+        raise _Refused(f"{hospital!r}: not a hospital address (0x and 40 hex digits); the reply names no "
+                       "hospital whose contribution could be read") from None
+    stored = exchange.studies.contribution_of(study_id, round_, address)
+    if stored.cohort_count == 0:
+        raise _Refused(f"{address}: no contribution anchored on chain for round {round_} of study {study_id}; "
+                       "a node anchors its update before it replies")
+    # The contract keeps the update hash only in the event, emitted in the block it stores.
+    events = read_events(exchange.chain, [exchange.studies.address], from_block=stored.at_block,
+                         to_block=stored.at_block)
+    found = [e for e in events if isinstance(e, ContributionRecorded)
+             and (e.study_id, e.round, e.hospital) == (study_id, round_, address)]
+    if len(found) != 1:
+        raise _Refused(f"{address}: {len(found)} ContributionRecorded events for round {round_} of study "
+                       f"{study_id} in block {stored.at_block}, where the contract says it was anchored; "
+                       "expected exactly one (is the RPC endpoint serving that block's logs?)")
+    return found[0]
+
+
+def _private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: FederationConfig,
+                  rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Equal-weight mean of clipped updates plus Gaussian noise of std ``z * C / m``.
+
+    ``rng`` None seeds a generator from the operating system's secure source.
+    """
+    if rng is None:
+        rng = np.random.default_rng(secrets.randbits(128))
     std = cfg.dp_noise_multiplier * cfg.dp_clipping_norm / len(updates)
     out = []
     for i, base in enumerate(sent):

@@ -1,0 +1,80 @@
+"""Building blocks of the coordinator's round tests: a running study, anchored contributions, and
+node replies as Flower delivers them (real ``Message`` objects with the metadata a SuperLink sets)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+
+from contracts.datause import Kind, Purpose
+from contracts.exchange import Exchange
+from contracts.studies import StudyRequest
+from coordinator.federation import FederationConfig
+
+#: Cohort roots the hospitals anchor; any non-zero 32 bytes will do for the coordinator.
+ROOT_A = keccak(text="synthetic cohort MARK-0007-ZQX")
+ROOT_B = keccak(text="synthetic cohort MARK-0011-QJW")
+
+
+def config(study_id: int, *, min_nodes: int = 1, mu: float = 0.0, noise: float = 0.0, clipping: float = 1.0,
+           anchor: bool = True) -> FederationConfig:
+    """The run's settings for ``study_id`` (anchoring on unless told)."""
+    cfg = FederationConfig(study_id=study_id, task="ct-sinogram-lesion-v1", min_nodes=min_nodes, local_epochs=1,
+                           lr=0.01, batch_size=8, proximal_mu=mu, poll_interval=0.2, round_timeout=60,
+                           wait_nodes=60, round_delay=0, eval_examples=8, eval_seed=1, dp_noise_multiplier=noise,
+                           dp_clipping_norm=clipping, dp_delta=1e-5)
+    return replace(cfg, anchor=anchor)
+
+
+def running_study(exchange: Exchange, researcher: LocalAccount, coordinator: LocalAccount,
+                  hospitals: list[LocalAccount], *, rounds: int = 2, privacy_budget: int = 0) -> int:
+    """A study naming ``hospitals``: requested, approved by each, started."""
+    study_id, _ = exchange.studies.request(researcher, StudyRequest(
+        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.address for h in hospitals),
+        task_code_hash=keccak(text="task code"), rounds=rounds, privacy_budget=privacy_budget))
+    for h in hospitals:
+        exchange.studies.approve(h, study_id)
+    exchange.studies.start(coordinator, study_id)
+    return int(study_id)
+
+
+def update_hash(weights: list[np.ndarray]) -> bytes:
+    """The hash a node anchors for ``weights``."""
+    from tasks import weights_hash
+
+    return weights_hash(weights)
+
+
+def anchor(exchange: Exchange, hospital: LocalAccount, study_id: int, round_: int, weights: list[np.ndarray],
+           count: int, root: bytes = ROOT_A) -> None:
+    """Commit ``hospital``'s contribution on chain, the contract call a node makes before it replies."""
+    exchange.studies.contribute(hospital, study_id, round_, root, count, update_hash(weights))
+
+
+def _metadata(node_id: int, round_: int) -> Metadata:
+    return Metadata(run_id=1, message_id=f"reply-{node_id}-{round_}", src_node_id=node_id, dst_node_id=0,
+                    reply_to_message_id=f"train-{node_id}-{round_}", group_id=str(round_), created_at=time.time(),
+                    ttl=3600.0, message_type=MessageType.TRAIN)
+
+
+def reply(hospital: str, weights: list[np.ndarray], count: int, *, root: bytes = ROOT_A,
+          claimed_hash: bytes | None = None, node_id: int = 1, round_: int = 1) -> Message:
+    """A node's train reply: its weights, timings and commitment (claiming the weights' own hash unless told)."""
+    claimed = update_hash(weights) if claimed_hash is None else claimed_hash
+    content = RecordDict({
+        "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)}),
+        "metrics": MetricRecord({"train-seconds": 0.25, "cohort-count": count}),
+        "commitment": ConfigRecord({"hospital": hospital, "cohort-root": "0x" + root.hex(), "cohort-count": count,
+                                    "update-hash": "0x" + claimed.hex(), "synthetic-count": 0}),
+    })
+    return Message(content=content, metadata=_metadata(node_id, round_))
+
+
+def error_reply(reason: str, *, node_id: int = 9, round_: int = 1) -> Message:
+    """A node's reply carrying an error instead of content."""
+    return Message(error=Error(code=0, reason=reason), metadata=_metadata(node_id, round_))
