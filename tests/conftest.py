@@ -1,10 +1,22 @@
-"""Shared fixtures: a real Anvil chain for the session, a fresh deployment per test."""
+"""Shared fixtures: a real Anvil chain for the session, one deployment of the contracts on it, and
+a clean chain for every test.
+
+The contracts are deployed once per session (per xdist worker: each worker has its own Anvil);
+each test gets the chain as it was before the test through Anvil's ``evm_snapshot`` /
+``evm_revert``, which restores balances, nonces, storage, block number and the clock (so a test
+that moves time with ``evm_increaseTime`` leaves the next test at the real time). Nothing on the
+client side needs resetting: :class:`contracts.chain.Chain` reads nonces from the chain for each
+transaction and caches only the names of contract addresses, which a revert does not change.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from eth_account import Account
@@ -15,8 +27,52 @@ from contracts.errors import ContractRevert
 from contracts.exchange import Exchange
 from contracts.reverts import revert_class
 from contracts.roles import Role
-from deploy.anvil import AnvilNode, start_anvil, stop_anvil
+from deploy.anvil import AnvilNode, revert_to, snapshot, start_anvil, stop_anvil
 from deploy.deployer import deploy_contracts
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+
+# ---------------------------------------------------------------------- running on every core
+
+# Under pytest-xdist each worker trains models in its own process. torch starts one OpenMP thread
+# per core in each, and busy OpenMP threads of two processes on two cores spin waiting for each
+# other (deploy/threads.py). Each worker therefore gets its share of the cores, set before torch is
+# imported; the processes a test starts inherit it unless they set their own.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    _SHARE = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    os.environ.update({"OMP_NUM_THREADS": _SHARE, "MKL_NUM_THREADS": _SHARE})
+
+# Modules collected first, costliest first (seconds on two cores, measured with the suite): with
+# ``--dist loadscope --no-loadscope-reorder`` (pyproject.toml) workers take modules in collection
+# order, so the long ones start at once and the many short ones fill in around them. Longest first
+# is the usual greedy rule for spreading jobs over machines; a module missing here only runs later.
+COSTLIEST_FIRST = (
+    "tests/node/test_ingest_kill.py",
+    "tests/deploy/test_demo.py",
+    "tests/test_cli_errors.py",
+    "tests/federated/test_study_tls_e2e.py",
+    "tests/federated/test_study_e2e.py",
+    "tests/federated/test_study_dp_e2e.py",
+    "tests/federated/test_study_refusal_e2e.py",
+    "tests/federated/test_simulation.py",
+    "tests/node/test_ingest_fuzz.py",
+    "tests/coordinator/test_model_card.py",
+    "tests/deploy/test_flower.py",
+    "tests/deploy/test_federation.py",
+    "tests/tasks/test_robustness_report.py",
+    "tests/tasks/test_learning.py",
+    "tests/deploy/test_simulation.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the modules of :data:`COSTLIEST_FIRST` first, in its order; keep every other order."""
+    root = Path(__file__).resolve().parent.parent
+    rank = {(root / name).resolve(): index for index, name in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.resolve(), len(rank)))  # stable: modules stay whole
 
 
 @dataclass(frozen=True)
@@ -63,9 +119,12 @@ def actors(anvil: AnvilNode, chain: Chain) -> Actors:
     )
 
 
-@pytest.fixture
-def exchange(chain: Chain, actors: Actors) -> Exchange:
-    """A fresh deployment with the usual roles granted."""
+@pytest.fixture(scope="session")
+def deployed_exchange(chain: Chain, actors: Actors) -> Exchange:
+    """The contracts, deployed once for the session with the usual roles granted.
+
+    Tests use :func:`exchange` (or :func:`module_exchange`), which put the chain back afterwards.
+    """
     deployment = deploy_contracts(
         chain,
         actors.admin,
@@ -78,6 +137,36 @@ def exchange(chain: Chain, actors: Actors) -> Exchange:
         ],
     )
     return Exchange(chain, deployment)
+
+
+@contextmanager
+def chain_restored(anvil: AnvilNode) -> Iterator[None]:
+    """Put the chain back as it was on entry when the block exits (``evm_snapshot`` / ``evm_revert``).
+
+    Snapshots nest: a module's state can be built inside one, and each of its tests inside another.
+    """
+    mark = snapshot(anvil.rpc_url)
+    try:
+        yield
+    finally:
+        revert_to(anvil.rpc_url, mark)
+
+
+@pytest.fixture
+def exchange(anvil: AnvilNode, deployed_exchange: Exchange) -> Iterator[Exchange]:
+    """The deployment with the usual roles granted, as freshly deployed: what a test changes on
+    the chain is undone after it."""
+    with chain_restored(anvil):
+        yield deployed_exchange
+
+
+@pytest.fixture(scope="module")
+def module_exchange(anvil: AnvilNode, deployed_exchange: Exchange) -> Iterator[Exchange]:
+    """The deployment for state a whole module builds once (e.g. hospitals with ingested data);
+    undone when the module ends. Tests that also take :func:`exchange` get their own changes undone
+    after each test, back to the module's state."""
+    with chain_restored(anvil):
+        yield deployed_exchange
 
 
 @pytest.fixture
@@ -126,17 +215,16 @@ def expect_revert() -> type[_RevertExpectation]:
 NODE_PASSPHRASE = "correct horse battery staple"
 
 
-@pytest.fixture
-def make_node(tmp_path: Path, exchange: Exchange, actors: Actors, chain: Chain):  # type: ignore[no-untyped-def]
-    """Factory: a fresh node directory on the test chain, holding the HOSPITAL role and gas money."""
+def node_factory(folder: Path, exchange: Exchange, actors: Actors, chain: Chain) -> Callable[..., Node]:
+    """Factory of nodes in ``folder`` on the test chain, holding the HOSPITAL role and gas money."""
     from contracts.manifest import write_manifest
     from node.node import Node
 
-    manifest = tmp_path / "deployment.json"
+    manifest = folder / "deployment.json"
     write_manifest(exchange.deployment, manifest)
 
     def make(name: str = "General Hospital", *, role: bool = True) -> Node:
-        node = Node.init(tmp_path / f"node-{name.replace(' ', '-')}", hospital_name=name, rpc_url=chain.rpc_url,
+        node = Node.init(folder / f"node-{name.replace(' ', '-')}", hospital_name=name, rpc_url=chain.rpc_url,
                          manifest=manifest, passphrase=NODE_PASSPHRASE)
         chain.send_value(actors.admin, node.address, 10**18)
         if role:
@@ -144,3 +232,16 @@ def make_node(tmp_path: Path, exchange: Exchange, actors: Actors, chain: Chain):
         return node
 
     return make
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, exchange: Exchange, actors: Actors, chain: Chain) -> Callable[..., Node]:
+    """Factory: a fresh node directory on the test chain, holding the HOSPITAL role and gas money."""
+    return node_factory(tmp_path, exchange, actors, chain)
+
+
+@pytest.fixture(scope="module")
+def module_make_node(tmp_path_factory: pytest.TempPathFactory, module_exchange: Exchange, actors: Actors,
+                     chain: Chain) -> Callable[..., Node]:
+    """:func:`make_node` for nodes a whole module shares (their chain state lives until the module ends)."""
+    return node_factory(tmp_path_factory.mktemp("nodes"), module_exchange, actors, chain)

@@ -51,14 +51,22 @@ def populate(node: Node, folder: Path, prefix: str, n: int, seed: int) -> dict[s
     return keys
 
 
-@pytest.fixture
-def hospitals(make_node, tmp_path: Path, exchange, actors) -> list[Hospital]:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def hospitals(module_make_node, tmp_path_factory: pytest.TempPathFactory, module_exchange,  # type: ignore[no-untyped-def]
+              actors) -> list[Hospital]:
+    """Two nodes holding 12 ingested, enrolled, consenting patients each, built once per module.
+
+    Module scope: building them takes seconds, and no test changes what they hold on their own disk
+    in a way another test reads (a round's kept cohort is rewritten by the next round of the same id);
+    what a test changes on the chain is undone after it by the ``exchange`` fixture it also takes.
+    """
     out = []
+    data = tmp_path_factory.mktemp("hospital-data")
     for index, name in enumerate(("Alpha Hospital", "Beta Hospital")):
-        node = make_node(name)
-        keys = populate(node, tmp_path / f"data-{index}", f"TEST-{'AB'[index]}", 12, seed=index * 1000)
+        node = module_make_node(name)
+        keys = populate(node, data / f"data-{index}", f"TEST-{'AB'[index]}", 12, seed=index * 1000)
         for key in keys.values():
-            exchange.consent.relay(actors.coordinator, exchange.consent.sign_grant(
+            module_exchange.consent.relay(actors.coordinator, module_exchange.consent.sign_grant(
                 key, Scope(purpose=Purpose.GRU), Kind.CT_SINOGRAM, NO_EXPIRY))
         out.append(Hospital(node, keys))
     return out
