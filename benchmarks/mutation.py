@@ -58,6 +58,7 @@ class Group:
     modules: tuple[str, ...]
     tests: tuple[str, ...]
     keyword: str = ""  # a pytest -k expression leaving out slow tests of those files
+    weight: float = 1.0  # share of --budget-min: groups with many mutants or slow tests get more
 
 
 # Tests are the fast ones that exercise each module; the federated end-to-end runs
@@ -75,6 +76,7 @@ GROUPS = (
         "deid",
         ("node/deid.py",),
         ("tests/node/test_deid*.py", "tests/node/test_raw_deid*.py", "tests/node/test_dicom_file.py"),
+        weight=3.0,
     ),
     Group(
         "federation",
@@ -91,6 +93,7 @@ GROUPS = (
         # Gradient checks (45 s and 15 s) and the comparison with scikit-image's slow iradon; the
         # exact-sinogram and phantom tests judge the same arithmetic in well under a second each.
         keyword="not differentiable and not derivatives and not skimage",
+        weight=2.0,
     ),
 )
 
@@ -285,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="GROUP", help="run these groups only (see --list)")
     parser.add_argument("--list", action="store_true", help="list the groups, their modules and tests, and exit")
     parser.add_argument("--budget-min", type=float, default=None,
-                        help="stop each group after this many minutes; unjudged mutants count as not run")
+                        help="stop each group after this many minutes (times its weight); "
+                        "mutants not judged by then count as not run")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="mutmut workers (default: CPUs)")
     args = parser.parse_args(argv)
     names = {g.name: g for g in GROUPS}
@@ -306,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, group in enumerate(chosen, start=1):
         print(f"\n[{i}/{len(chosen)}] group {group.name}", flush=True)
         found, runtimes[group.name], tests_by_group[group.name] = run_group(
-            group, args.max_children, None if args.budget_min is None else 60 * args.budget_min)
+            group, args.max_children, None if args.budget_min is None else 60 * args.budget_min * group.weight)
         mutants += found
         print(f"== {group.name}: {len(found)} mutants in {runtimes[group.name]:.0f} s", flush=True)
     total_s = time.monotonic() - start
