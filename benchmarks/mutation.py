@@ -45,7 +45,8 @@ EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalent.toml"
 # would import the unmutated code through the editable install.
 PACKAGES = ("contracts", "raw_data", "node", "coordinator", "deploy", "tasks")
 # Read by tests or the code under test through paths relative to the repository root.
-ROOT_LINKS = ("node_modules", "docs")
+# (benchmarks: for the pytest plugin benchmarks._mutmut_inprocess named in [tool.mutmut].)
+ROOT_LINKS = ("node_modules", "docs", "benchmarks")
 WALL_TIME_FILE = "wall_time_s"  # a group's run time, kept in its sandbox for --tally-only
 _MUTATION_START = "<!-- mutation:start -->"
 _MUTATION_END = "<!-- mutation:end -->"
