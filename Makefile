@@ -9,7 +9,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 STAMP_SYS := $(VENV)/.system-deps
 
-.PHONY: demo test lint deps clean-run
+.PHONY: demo test lint deps clean-run mutation
 
 deps: $(STAMP_SYS) $(STAMP_PY) $(STAMP_NODE)
 
@@ -37,6 +37,11 @@ lint: deps
 test: deps lint
 	$(PY) -m contracts.build --check
 	$(PY) -m pytest
+
+# Mutation testing of the trust-critical modules (a benchmark, not part of `make test`):
+# writes benchmarks/results/mutation.json and the table in benchmarks/README.md.
+mutation: deps
+	$(PY) -m benchmarks.mutation
 
 clean-run:
 	rm -rf run

@@ -1,0 +1,39 @@
+"""Print a finished mutmut run's mutants as JSON: name, module, verdict, diff.
+
+Run by :mod:`benchmarks.mutation` inside a group's sandbox (the directory holding its
+``pyproject.toml`` and ``mutants/``), because mutmut reads its configuration and results from
+the current directory. Uses mutmut's own readers, so the verdicts and diffs are exactly the
+ones ``mutmut results`` and ``mutmut show`` print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mutmut.mutation.data import SourceFileMutationData
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+from mutmut.stats import status_by_exit_code
+from mutmut.utils.file_utils import walk_mutatable_files
+
+
+def export() -> list[dict[str, str]]:
+    """Return every mutant of the run in this directory with its verdict and diff."""
+    found = []
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        for name, exit_code in sorted(data.exit_code_by_key.items()):
+            found.append(
+                {
+                    "name": name,
+                    "module": str(path),
+                    "status": status_by_exit_code[exit_code],
+                    "diff": get_diff_for_mutant(name, path=path),
+                }
+            )
+    return found
+
+
+if __name__ == "__main__":
+    json.dump(export(), sys.stdout)
