@@ -9,35 +9,20 @@ bytes the de-identification sees are the ones a big-endian scanner writes.
 
 from __future__ import annotations
 
-import io
 import struct
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRBigEndian
 
 from node.deid import PatientContext, UidMapper, deidentify
+from tests.node.fd_written import fd_written
 
 B_VALUE = 0x00189087  # Diffusion b-value, FD, VM 1 (not in the profile table: kept)
 ORIENTATION = 0x00189089  # Diffusion Gradient Orientation, FD, VM 3 (kept)
 
 
 def _big_endian(values: dict[int, object]) -> pydicom.Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = "1.2.999.999.7.1"
-    ds.PatientID = "MARK-0007-ZQX"
-    ds.Modality = "MR"
-    for tag, value in values.items():
-        ds.add_new(tag, "FD", value)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, little_endian=False, implicit_vr=False, enforce_file_format=True)
-    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    return fd_written(values, uid="1.2.999.999.7.1", patient_id="MARK-0007-ZQX", little_endian=False)
 
 
 def test_big_endian_measurements_are_kept_with_their_values() -> None:

@@ -8,33 +8,19 @@ from the rule as documented; the file is written with pydicom.
 
 from __future__ import annotations
 
-import io
 import math
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from node.deid import PatientContext, UidMapper, deidentify
+from tests.node.fd_written import fd_written
 
 B_VALUE = 0x00189087  # Diffusion b-value, FD, VM 1; not listed in the profile table, so kept if plausible
 
 
 def _read_back(value: float) -> pydicom.Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = "1.2.999.999.9.1"
-    ds.PatientID = "MARK-0009-ZQX"
-    ds.Modality = "MR"
-    ds.add_new(B_VALUE, "FD", value)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    return fd_written({B_VALUE: value}, uid="1.2.999.999.9.1", patient_id="MARK-0009-ZQX", little_endian=True)
 
 
 @pytest.mark.parametrize(
