@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageTy
 from contracts.datause import Kind, Purpose
 from contracts.exchange import Exchange
 from contracts.studies import StudyRequest
-from coordinator.federation import FederationConfig
+from coordinator.run_config import FederationConfig
 
 #: Cohort roots the hospitals anchor; any non-zero 32 bytes will do for the coordinator.
 ROOT_A = keccak(text="synthetic cohort MARK-0007-ZQX")

@@ -12,7 +12,8 @@ import pytest
 from flwr.app import MessageType
 
 from coordinator.errors import StudyAborted
-from coordinator.federation import _train_message, combine_round
+from coordinator.federation import _train_message
+from coordinator.rounds import combine_round
 from tests.coordinator.round_replies import anchor, config, reply, running_study
 
 # Two layers, so a mix-up between layers shows.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from coordinator.errors import StudyAborted
-from coordinator.federation import combine_round
+from coordinator.rounds import combine_round
 from tests.coordinator.round_replies import (
     ROOT_A,
     ROOT_B,

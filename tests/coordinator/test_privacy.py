@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from coordinator.errors import StudyAborted
-from coordinator.federation import FederationConfig, PrivacyLedger, _privacy_ledger, _private_mean
+from coordinator.privacy import PrivacyLedger, privacy_ledger, private_mean
+from coordinator.run_config import FederationConfig
 
 
 def config(noise: float, clipping: float = 1.0) -> FederationConfig:
@@ -19,13 +20,13 @@ def config(noise: float, clipping: float = 1.0) -> FederationConfig:
 
 
 def test_a_run_must_match_the_study_it_runs() -> None:
-    assert _privacy_ledger(config(0.0), 0, 2, 0) is None
+    assert privacy_ledger(config(0.0), 0, 2, 0) is None
     with pytest.raises(StudyAborted, match="no privacy budget on chain"):
-        _privacy_ledger(config(1.0), 0, 2, 0)
+        privacy_ledger(config(1.0), 0, 2, 0)
     with pytest.raises(StudyAborted, match="launch it with dp-noise-multiplier > 0"):
-        _privacy_ledger(config(0.0), 3000, 2, 0)
+        privacy_ledger(config(0.0), 3000, 2, 0)
     with pytest.raises(StudyAborted, match="dp-clipping-norm must be > 0"):
-        _privacy_ledger(config(1.0, clipping=0.0), 3000, 2, 0)
+        privacy_ledger(config(1.0, clipping=0.0), 3000, 2, 0)
 
 
 def test_rounds_spend_rounded_up_and_stop_before_the_budget() -> None:
@@ -54,7 +55,7 @@ def test_a_resumed_study_counts_its_earlier_rounds() -> None:
 def test_private_mean_is_the_plain_mean_plus_noise_of_the_stated_size() -> None:
     sent = [np.zeros((400, 500), dtype=np.float32)]
     updates = [[np.full((400, 500), 0.1, dtype=np.float32)], [np.full((400, 500), 0.3, dtype=np.float32)]]
-    out = _private_mean(sent, updates, config(2.0, clipping=0.5))[0]
+    out = private_mean(sent, updates, config(2.0, clipping=0.5))[0]
     assert out.dtype == np.float32
     noise = out.astype(np.float64) - 0.2
     assert abs(noise.mean()) < 0.01
@@ -67,7 +68,7 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from coordinator.federation import _check
+    from coordinator.rounds import check_replies
     from tasks import weights_hash
 
     for name in ("_run_id", "_node_id", "_task_id"):
@@ -86,7 +87,7 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
         }), reply_to=request)
 
     cfg = replace(config(1.0, clipping=0.5), anchor=False)
-    accepted, refused = _check(None, cfg, 1, sent, [reply("0xA", 0.05), reply("0xB", 0.2)])  # type: ignore[arg-type]
+    accepted, refused = check_replies(None, cfg, 1, sent, [reply("0xA", 0.05), reply("0xB", 0.2)])  # type: ignore[arg-type]
     assert [c.hospital for c in accepted] == ["0xA"]
     assert accepted[0].seconds == {"train": 0.5}
     assert refused == ["0xB: update norm 2 exceeds the clipping norm 0.5"]

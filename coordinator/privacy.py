@@ -1,0 +1,100 @@
+"""Differential privacy of a study: the epsilon its rounds spend and the noisy mean of their updates.
+
+Central DP with client-side clipping: the nodes clip their update to ``dp_clipping_norm``, the
+coordinator averages the clipped updates with equal weights and adds Gaussian noise of standard
+deviation ``z * C / m`` for ``m`` averaged updates. Flower's RDP accountant composes one
+Gaussian release per round (hospital-level neighbouring, no sampling amplification: every node
+takes part); each round records the epsilon it spent, in milli-epsilon rounded up, and the study
+stops before a round that would take the total over the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+import numpy as np
+
+from coordinator.errors import StudyAborted
+from coordinator.run_config import FederationConfig
+
+
+class PrivacyLedger:
+    """Epsilon spent by the study's rounds, accounted with Flower's RDP accountant."""
+
+    def __init__(self, cfg: FederationConfig, budget_milli: int, hospitals: int, rounds_done: int) -> None:
+        from flwr.serverapp import GaussianPrivacyEvent
+        from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
+        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+        self.budget_milli = budget_milli
+        self.accountant = RdpAccountant(PrivacyConfig(
+            target_delta=cfg.dp_delta, population_size=hospitals,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=budget_milli / 1000))
+        self.event = GaussianPrivacyEvent(noise_multiplier=cfg.dp_noise_multiplier, sample_size=hospitals,
+                                          population_size=hospitals)
+        if rounds_done:  # a resumed study: its earlier rounds were released with the same noise
+            self.accountant.compose(self.event, rounds_done)
+
+    def epsilon(self) -> float:
+        """Total epsilon spent so far (0 before any round)."""
+        if self.accountant.num_releases == 0:
+            return 0.0
+        return self.accountant.get_epsilon(self.accountant.config.target_delta)
+
+    def next_round_fits(self) -> bool:
+        """Whether one more round keeps the total within the budget (as recorded on chain)."""
+        if self.accountant.would_exceed(self.event):
+            return False
+        after = self._projected()
+        return math.ceil(after * 1000) <= self.budget_milli
+
+    def _projected(self) -> float:
+        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+        probe = RdpAccountant(self.accountant.config)
+        probe.compose(self.event, self.accountant.num_releases + 1)
+        return probe.get_epsilon(self.accountant.config.target_delta)
+
+    def spend_round(self, recorded_milli: int) -> tuple[int, float]:
+        """Compose one round; return its milli-epsilon (so the chain total covers the total) and the total."""
+        self.accountant.compose(self.event)
+        total = self.epsilon()
+        return max(0, math.ceil(total * 1000) - recorded_milli), total
+
+
+
+def privacy_ledger(cfg: FederationConfig, budget_milli: int, hospitals: int, rounds_done: int) -> PrivacyLedger | None:
+    """The study's privacy ledger, or None without DP; refuse a run that does not match the study."""
+    if budget_milli == 0:
+        if cfg.dp_noise_multiplier > 0:
+            raise StudyAborted(f"study {cfg.study_id} has no privacy budget on chain, so its rounds cannot record "
+                               "the epsilon they spend: launch it with dp-noise-multiplier = 0, or request a study "
+                               "with a budget")
+        return None
+    if cfg.dp_noise_multiplier <= 0:
+        raise StudyAborted(f"study {cfg.study_id} was approved with differential privacy (budget epsilon "
+                           f"{budget_milli / 1000:g}): launch it with dp-noise-multiplier > 0")
+    if cfg.dp_clipping_norm <= 0 or not 0 < cfg.dp_delta < 1:
+        raise StudyAborted(f"dp-clipping-norm must be > 0 and dp-delta in (0, 1), got {cfg.dp_clipping_norm} "
+                           f"and {cfg.dp_delta}")
+    return PrivacyLedger(cfg, budget_milli, hospitals, rounds_done)
+
+
+
+def private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: FederationConfig,
+                  rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Equal-weight mean of clipped updates plus Gaussian noise of std ``z * C / m``.
+
+    ``rng`` None seeds a generator from the operating system's secure source.
+    """
+    if rng is None:
+        rng = np.random.default_rng(secrets.randbits(128))
+    std = cfg.dp_noise_multiplier * cfg.dp_clipping_norm / len(updates)
+    out = []
+    for i, base in enumerate(sent):
+        delta = np.mean([u[i].astype(np.float64) - base for u in updates], axis=0)
+        out.append((base + delta + rng.normal(0.0, std, base.shape)).astype(base.dtype))
+    return out
+

@@ -1,0 +1,197 @@
+"""A round's replies, checked against their weights and the chain, and aggregated.
+
+A reply is kept only if its update hash matches both the returned weights and the contribution
+its hospital anchored on chain (cohort root and count from the registry's storage, the update
+hash from the contribution's event, the only place the contract keeps it). The kept replies are
+aggregated with FedAvg weighted by cohort size, or, in a study with differential privacy, with
+the noisy equal-weight mean of :mod:`coordinator.privacy`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from eth_utils.address import to_checksum_address
+from flwr.app import Message
+
+from contracts.events import ContributionRecorded, read_events
+from contracts.exchange import Exchange
+from coordinator.errors import CoordinatorError, StudyAborted
+from coordinator.privacy import private_mean
+from coordinator.run_config import FederationConfig
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """A node's reply that passed every check."""
+
+    hospital: str
+    weights: list[np.ndarray]
+    cohort_count: int
+    seconds: dict[str, float]
+    #: Synthetic records in the cohort as the node reports them (None: the node did not say).
+    synthetic_count: int | None = None
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """A round's replies after the checks: the aggregate, who is in it, and why the others are not."""
+
+    weights: list[np.ndarray]
+    accepted: list[Contribution]
+    refused: list[str]
+    #: Seconds the checks took (reading the chain included), for the study log.
+    check_seconds: float
+
+
+def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
+                  replies: list[Message], *, rng: np.random.Generator | None = None) -> RoundOutcome:
+    """Check a round's replies against their weights and the chain, then aggregate those accepted.
+
+    Without DP the aggregate is FedAvg, the mean of the accepted models weighted by the cohort
+    size each hospital anchored (FedProx changes only the nodes' training, not this mean). With
+    DP (``cfg.dp_noise_multiplier > 0``) it is the model sent plus the equal-weight mean of the
+    accepted updates plus Gaussian noise of standard deviation ``z * C / m``, ``m`` the number
+    accepted.
+
+    Parameters:
+        exchange: the deployment whose StudyRegistry holds the round's contributions.
+        cfg: the run's settings (study, DP, anchoring, ``min_nodes``).
+        round_: the round the replies answer.
+        sent: the global model sent to the nodes this round.
+        replies: the nodes' replies as Flower delivered them.
+        rng: the noise generator of the DP path; None draws a fresh seed from the operating
+            system's secure source, as a study must (a fixed generator is for tests only).
+
+    Returns:
+        The aggregated weights, the accepted contributions and a reason for each refusal.
+
+    Raises:
+        StudyAborted: fewer than ``cfg.min_nodes`` replies passed the checks.
+    """
+    started = time.monotonic()
+    accepted, refused = check_replies(exchange, cfg, round_, sent, replies)
+    check_seconds = time.monotonic() - started
+    if len(accepted) < cfg.min_nodes:
+        raise StudyAborted(f"round {round_}: {len(accepted)} of {cfg.min_nodes} required nodes contributed; "
+                           f"refusals: {refused}")
+    if cfg.dp_noise_multiplier > 0:
+        weights = private_mean(sent, [c.weights for c in accepted], cfg, rng)
+    else:
+        weights = fedavg([c.weights for c in accepted], [c.cohort_count for c in accepted])
+    return RoundOutcome(weights, accepted, refused, check_seconds)
+
+
+class _Refused(CoordinatorError):
+    """A reply fails a check; the message is the reason recorded for the round (it never leaves check_replies)."""
+
+
+def check_replies(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
+           replies: list[Message]) -> tuple[list[Contribution], list[str]]:
+    """Keep replies whose update hash matches the weights and the chain; say why others are out.
+
+    With anchoring on, the cohort root, cohort count and update hash a reply claims must equal
+    the contribution its hospital anchored for this study and round: root and count are read
+    from the contract's storage, the update hash from the contribution's event (the contract
+    keeps it nowhere else). With DP on, an update farther than the clipping norm from the model
+    sent is refused too. A hospital counts once per round: a second reply naming it is refused.
+    """
+    accepted: list[Contribution] = []
+    refused: list[str] = []
+    for reply in replies:
+        if reply.has_error():
+            refused.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            continue
+        try:
+            contribution = _checked(exchange, cfg, round_, sent, reply)
+            if any(c.hospital == contribution.hospital for c in accepted):
+                raise _Refused(f"{contribution.hospital}: a second reply for round {round_}; "
+                               "a hospital's update is counted once")
+        except _Refused as exc:
+            refused.append(str(exc))
+            continue
+        accepted.append(contribution)
+    return accepted, refused
+
+
+def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
+             reply: Message) -> Contribution:
+    """The contribution ``reply`` makes; raises _Refused with the reason if a check fails."""
+    from tasks import weights_hash
+
+    try:
+        commitment = reply.content.config_records["commitment"]
+        hospital = str(commitment["hospital"])
+        arrays = reply.content.array_records["arrays"]
+        weights = [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
+        claimed = str(commitment["update-hash"])
+        claimed_root = str(commitment["cohort-root"])
+        claimed_count = int(str(commitment["cohort-count"]))
+        metrics = reply.content.metric_records["metrics"]
+    except (KeyError, ValueError) as exc:
+        raise _Refused(f"node {reply.metadata.src_node_id}: malformed reply ({exc!r}); expected the arrays, "
+                       "metrics and commitment (hospital, cohort-root, cohort-count, update-hash) a node "
+                       "sends") from None
+    seconds = {k.removesuffix("-seconds"): float(v) for k, v in metrics.items()  # type: ignore[arg-type]
+               if k.endswith("-seconds")}
+    if "0x" + weights_hash(weights).hex() != claimed:
+        raise _Refused(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
+    # A hospital may anchor whatever it likes; a model of another shape must not break the round.
+    if [(w.shape, w.dtype) for w in weights] != [(s.shape, s.dtype) for s in sent]:
+        raise _Refused(f"{hospital}: returned arrays {[(w.shape, str(w.dtype)) for w in weights]} differ from the "
+                       f"model sent {[(s.shape, str(s.dtype)) for s in sent]}; a node returns the model it was sent, "
+                       "trained")
+    if cfg.dp_noise_multiplier > 0:
+        norm = math.sqrt(sum(float(np.sum((w.astype(np.float64) - s) ** 2)) for w, s in zip(weights, sent,
+                                                                                          strict=True)))
+        if norm > cfg.dp_clipping_norm * (1 + 1e-4):
+            raise _Refused(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
+    synthetic = int(str(commitment["synthetic-count"])) if "synthetic-count" in commitment else None
+    if not cfg.anchor:
+        return Contribution(hospital, weights, claimed_count, seconds, synthetic)
+    anchored = _anchored(exchange, cfg.study_id, round_, hospital)
+    mismatches = [f"{what} {mine} differs from the {theirs} anchored on chain"
+                  for what, mine, theirs in (("cohort root", claimed_root, "0x" + anchored.cohort_root.hex()),
+                                             ("cohort count", str(claimed_count), str(anchored.cohort_count)),
+                                             ("update hash", claimed, "0x" + anchored.update_hash.hex()))
+                  if mine.lower() != theirs.lower()]
+    if mismatches:
+        raise _Refused(f"{hospital}: round {round_} of study {cfg.study_id}: {'; '.join(mismatches)}")
+    return Contribution(anchored.hospital, weights, anchored.cohort_count, seconds, synthetic)
+
+
+def _anchored(exchange: Exchange, study_id: int, round_: int, hospital: str) -> ContributionRecorded:
+    """The contribution ``hospital`` anchored for (study, round), as its event records it."""
+    try:
+        address = to_checksum_address(hospital)
+    except ValueError:
+        raise _Refused(f"{hospital!r}: not a hospital address (0x and 40 hex digits); the reply names no "
+                       "hospital whose contribution could be read") from None
+    stored = exchange.studies.contribution_of(study_id, round_, address)
+    if stored.cohort_count == 0:
+        raise _Refused(f"{address}: no contribution anchored on chain for round {round_} of study {study_id}; "
+                       "a node anchors its update before it replies")
+    # The contract keeps the update hash only in the event, emitted in the block it stores.
+    events = read_events(exchange.chain, [exchange.studies.address], from_block=stored.at_block,
+                         to_block=stored.at_block)
+    found = [e for e in events if isinstance(e, ContributionRecorded)
+             and (e.study_id, e.round, e.hospital) == (study_id, round_, address)]
+    if len(found) != 1:
+        raise _Refused(f"{address}: {len(found)} ContributionRecorded events for round {round_} of study "
+                       f"{study_id} in block {stored.at_block}, where the contract says it was anchored; "
+                       "expected exactly one (is the RPC endpoint serving that block's logs?)")
+    return found[0]
+
+
+
+def fedavg(updates: list[list[np.ndarray]], counts: list[int]) -> list[np.ndarray]:
+    """The mean of ``updates`` (one list of arrays per hospital) weighted by each hospital's cohort size."""
+    total = float(sum(counts))
+    return [
+        np.sum([u[i] * (c / total) for u, c in zip(updates, counts, strict=True)], axis=0).astype(updates[0][i].dtype)
+        for i in range(len(updates[0]))
+    ]
+
