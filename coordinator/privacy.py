@@ -31,7 +31,7 @@ class PrivacyLedger:
         self.accountant = RdpAccountant(PrivacyConfig(
             target_delta=cfg.dp_delta, population_size=hospitals,
             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=budget_milli / 1000))
+            sampling_method=SamplingMethod.NO_AMPLIFICATION))
         self.event = GaussianPrivacyEvent(noise_multiplier=cfg.dp_noise_multiplier, sample_size=hospitals,
                                           population_size=hospitals)
         if rounds_done:  # a resumed study: its earlier rounds were released with the same noise
@@ -44,11 +44,12 @@ class PrivacyLedger:
         return self.accountant.get_epsilon(self.accountant.config.target_delta)
 
     def next_round_fits(self) -> bool:
-        """Whether one more round keeps the total within the budget (as recorded on chain)."""
-        if self.accountant.would_exceed(self.event):
-            return False
-        after = self._projected()
-        return math.ceil(after * 1000) <= self.budget_milli
+        """Whether one more round keeps the total within the budget as the chain records it.
+
+        The chain records milli-epsilon rounded up, so the test is on the rounded total: a round
+        that would take it to exactly the budget fits, one more milli-epsilon does not.
+        """
+        return math.ceil(self._projected() * 1000) <= self.budget_milli
 
     def _projected(self) -> float:
         from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant

@@ -162,6 +162,16 @@ def test_revoked_consent_is_refused_with_its_block(exchange: Exchange, actors, e
         exchange.consent.explain(patient.address, use_by(actors.hospital.address))
 
 
+def test_explain_answers_as_of_the_block_asked(exchange: Exchange, actors, expect_revert) -> None:
+    patient = actors.patients[0]
+    granted = exchange.consent.grant(patient, HMB, Kind.CT_SINOGRAM, NO_EXPIRY)
+    revoked = exchange.consent.revoke(patient, HMB)
+    use = use_by(actors.hospital.address)
+    exchange.consent.explain(patient.address, use, block=granted.block_number)  # in force then: returns
+    with expect_revert("ConsentRegistryConsentRevoked", patient=patient.address, revokedAtBlock=revoked.block_number):
+        exchange.consent.explain(patient.address, use, block=revoked.block_number)
+
+
 def test_uncovered_kind_is_refused(exchange: Exchange, actors, expect_revert) -> None:
     patient = actors.patients[0]
     exchange.consent.grant(patient, HMB, Kind.IMAGE, NO_EXPIRY)

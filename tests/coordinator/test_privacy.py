@@ -91,3 +91,97 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
     assert [c.hospital for c in accepted] == ["0xA"]
     assert accepted[0].seconds == {"train": 0.5}
     assert refused == ["0xB: update norm 2 exceeds the clipping norm 0.5"]
+
+
+def reference_epsilon(noise: float, rounds: int, delta: float = 1e-5) -> float:
+    """Epsilon of ``rounds`` Gaussian releases, from Google's dp_accounting directly (not through Flower)."""
+    from dp_accounting import dp_event
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    accountant = rdp_privacy_accountant.RdpAccountant()
+    accountant.compose(dp_event.GaussianDpEvent(noise), rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+def closed_form_epsilon(noise: float, rounds: int, delta: float = 1e-5) -> float:
+    """The same bound from its formula: RDP k*a/(2 z^2) of a Gaussian, converted at the best integer order."""
+    return min(rounds * a / (2 * noise**2) + math.log((a - 1) / a) - (math.log(delta) + math.log(a)) / (a - 1)
+               for a in range(2, 257))
+
+
+@pytest.mark.parametrize(("noise", "rounds"), [(2.0, 1), (2.0, 3), (1.1, 5), (4.0, 2)])
+def test_epsilon_is_the_gaussian_mechanism_composed_once_per_round(noise: float, rounds: int) -> None:
+    ledger = PrivacyLedger(config(noise), 1_000_000, 3, 0)
+    for _ in range(rounds):
+        ledger.spend_round(0)
+    assert ledger.epsilon() == pytest.approx(reference_epsilon(noise, rounds), rel=1e-9)
+    # and the reference is the textbook bound (dp_accounting adds fractional orders, so it is at most it)
+    assert reference_epsilon(noise, rounds) <= closed_form_epsilon(noise, rounds) * 1.0001
+    assert reference_epsilon(noise, rounds) >= closed_form_epsilon(noise, rounds) * 0.97
+
+
+@pytest.mark.parametrize("done", [0, 1, 3])
+def test_a_round_that_reaches_the_budget_exactly_fits_one_milli_epsilon_more_does_not(done: int) -> None:
+    after = math.ceil(reference_epsilon(2.0, done + 1) * 1000)  # what the chain would record after the round
+    assert PrivacyLedger(config(2.0), after, 2, done).next_round_fits()
+    assert not PrivacyLedger(config(2.0), after - 1, 2, done).next_round_fits()
+
+
+def test_the_ledger_a_run_gets_counts_the_rounds_already_recorded() -> None:
+    ledger = privacy_ledger(config(1.5), 10_000, 4, 2)
+    assert ledger is not None
+    assert ledger.epsilon() == pytest.approx(reference_epsilon(1.5, 2), rel=1e-9)
+    milli, total = ledger.spend_round(0)
+    assert total == pytest.approx(reference_epsilon(1.5, 3), rel=1e-9)
+    assert milli == math.ceil(total * 1000)
+    assert ledger.budget_milli == 10_000
+    assert privacy_ledger(config(1.5), 10_000, 4, 0).epsilon() == 0.0  # type: ignore[union-attr]
+
+
+def test_refusals_say_what_to_change() -> None:
+    with pytest.raises(StudyAborted) as no_budget:
+        privacy_ledger(config(1.0), 0, 2, 0)
+    assert str(no_budget.value) == ("study 7 has no privacy budget on chain, so its rounds cannot record the epsilon "
+                                    "they spend: launch it with dp-noise-multiplier = 0, or request a study with a "
+                                    "budget")
+    with pytest.raises(StudyAborted) as no_noise:
+        privacy_ledger(config(0.0), 3500, 2, 0)
+    assert str(no_noise.value) == ("study 7 was approved with differential privacy (budget epsilon 3.5): launch it "
+                                   "with dp-noise-multiplier > 0")
+
+
+@pytest.mark.parametrize(("clipping", "delta", "accepted"), [
+    (0.5, 1e-5, True), (1e-3, 0.999, True), (0.0, 1e-5, False), (-1.0, 1e-5, False),
+    (1.0, 0.0, False), (1.0, 1.0, False), (1.0, 1.5, False), (1.0, -1e-5, False),
+])
+def test_clipping_norm_and_delta_are_checked_at_their_bounds(clipping: float, delta: float, accepted: bool) -> None:
+    from dataclasses import replace
+
+    cfg = replace(config(1.0, clipping=clipping), dp_delta=delta)
+    if accepted:
+        assert privacy_ledger(cfg, 3000, 2, 0) is not None
+    else:
+        with pytest.raises(StudyAborted, match=r"dp-clipping-norm must be > 0 and dp-delta in \(0, 1\)"):
+            privacy_ledger(cfg, 3000, 2, 0)
+
+
+def test_private_mean_averages_each_array_around_the_model_sent() -> None:
+    sent = [np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32), np.array([10.0, 20.0, 30.0], dtype=np.float32)]
+    updates = [
+        [np.array([[2.0, -2.0], [3.0, 1.5]], dtype=np.float32), np.array([10.0, 21.0, 30.0], dtype=np.float32)],
+        [np.array([[1.0, -1.0], [5.0, 0.5]], dtype=np.float32), np.array([12.0, 20.0, 27.0], dtype=np.float32)],
+        [np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32), np.array([10.0, 20.0, 30.0], dtype=np.float32)],
+    ]
+    noiseless = private_mean(sent, updates, config(1e-12))  # noise std 1e-12 * C / 3
+    expected = [np.array([[4.0 / 3, -5.0 / 3], [11.0 / 3, 5.0 / 6]]), np.array([32.0 / 3, 61.0 / 3, 29.0])]
+    for got, want, base in zip(noiseless, expected, sent, strict=True):
+        assert (got.dtype, got.shape) == (base.dtype, base.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_private_noise_is_added_from_the_generator_given() -> None:
+    sent = [np.full(1000, 5.0, dtype=np.float64)]
+    updates = [[np.full(1000, 6.0)], [np.full(1000, 8.0)]]
+    out = private_mean(sent, updates, config(3.0, clipping=2.0), np.random.default_rng(11))[0]
+    expected = 5.0 + 2.0 + np.random.default_rng(11).normal(0.0, 3.0 * 2.0 / 2, 1000)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)

@@ -92,6 +92,10 @@ def test_cohort_commitment_matches_its_members(setup, exchange) -> None:
     leaves = [reference_leaf(["bytes32", "uint8", "address"], [bytes.fromhex(rid), int(Kind.IMAGE), address])
               for rid, address in rows if address in consenting]
     assert (cohort.root, cohort.count) == (reference_root(leaves), 3)
+    # Each member's proof starts from that member's own leaf.
+    expected_leaf = {rid: leaf for (rid, address), leaf in zip(
+        [(rid, address) for rid, address in rows if address in consenting], leaves, strict=True)}
+    assert {m.record_id: cohort.proof(m.record_id)[0] for m in cohort.members} == expected_leaf
     # Anchored as the node's round contribution, each member's proof verifies on chain.
     exchange.studies.contribute(node.account, study_id, 1, cohort.root, cohort.count, keccak(b"update"))
     proven = [exchange.studies.in_cohort(study_id, 1, node.address, *cohort.proof(m.record_id))
