@@ -11,7 +11,6 @@ stops before a round that would take the total over the budget.
 from __future__ import annotations
 
 import math
-import secrets
 
 import numpy as np
 
@@ -91,7 +90,7 @@ def private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: F
     ``rng`` None seeds a generator from the operating system's secure source.
     """
     if rng is None:
-        rng = np.random.default_rng(secrets.randbits(128))
+        rng = np.random.default_rng()  # seeded from the operating system's entropy source
     std = cfg.dp_noise_multiplier * cfg.dp_clipping_norm / len(updates)
     out = []
     for i, base in enumerate(sent):

@@ -75,7 +75,7 @@ def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: 
     started = time.monotonic()
     accepted, refused = check_replies(exchange, cfg, round_, sent, replies)
     check_seconds = time.monotonic() - started
-    if len(accepted) < cfg.min_nodes:
+    if len(accepted) < max(cfg.min_nodes, 1):  # no aggregate of nothing, whatever min-nodes says
         raise StudyAborted(f"round {round_}: {len(accepted)} of {cfg.min_nodes} required nodes contributed; "
                            f"refusals: {refused}")
     if cfg.dp_noise_multiplier > 0:

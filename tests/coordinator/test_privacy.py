@@ -185,3 +185,10 @@ def test_private_noise_is_added_from_the_generator_given() -> None:
     out = private_mean(sent, updates, config(3.0, clipping=2.0), np.random.default_rng(11))[0]
     expected = 5.0 + 2.0 + np.random.default_rng(11).normal(0.0, 3.0 * 2.0 / 2, 1000)
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
+def test_a_round_spends_nothing_more_when_the_chain_already_records_its_total() -> None:
+    ledger = PrivacyLedger(config(2.0), 100_000, 2, 1)
+    milli, total = ledger.spend_round(recorded_milli=100_000)
+    assert milli == 0
+    assert total == pytest.approx(reference_epsilon(2.0, 2), rel=1e-9)

@@ -1,0 +1,114 @@
+"""The coordinator's round checks where a real chain and a bad day differ from the usual path:
+contributions mined in one block, an RPC endpoint that serves no logs, DP with a noise multiplier
+under 1, the time the checks take, and FedAvg given counts that do not match the updates."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from coordinator import rounds
+from coordinator.errors import StudyAborted
+from coordinator.rounds import combine_round, fedavg
+from tests.coordinator.round_replies import ROOT_A, ROOT_B, anchor, config, reply, running_study
+
+SENT = [np.zeros(3, dtype=np.float32)]
+A = [np.array([0.5, -0.25, 1.0], dtype=np.float32)]
+B = [np.array([1.5, 0.75, -1.0], dtype=np.float32)]
+
+
+@pytest.fixture
+def study(exchange, actors) -> int:  # type: ignore[no-untyped-def]
+    return running_study(exchange, actors.researcher, actors.coordinator, [actors.hospital, actors.hospital2])
+
+
+def test_contributions_mined_in_the_same_block_are_each_matched_to_their_own_event(exchange, actors,
+                                                                                   study) -> None:  # type: ignore[no-untyped-def]
+    rpc = exchange.chain.w3.provider
+    rpc.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        senders = [threading.Thread(target=anchor, args=(exchange, account, study, 1, weights, count, root))
+                   for account, weights, count, root in ((actors.hospital, A, 3, ROOT_A),
+                                                        (actors.hospital2, B, 5, ROOT_B))]
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 30
+        while int(rpc.make_request("txpool_status", [])["result"]["pending"], 16) < 2:  # type: ignore[arg-type]
+            assert time.monotonic() < deadline, "the two contributions never reached the pool"
+            time.sleep(0.05)
+        rpc.make_request("evm_mine", [])  # type: ignore[arg-type]
+        for sender in senders:
+            sender.join(timeout=60)
+    finally:
+        rpc.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    blocks = {exchange.studies.contribution_of(study, 1, account.address).at_block
+              for account in (actors.hospital, actors.hospital2)}
+    assert len(blocks) == 1, "both contributions must be in one block for this test to mean anything"
+    outcome = combine_round(exchange, config(study, min_nodes=2), 1, SENT,
+                            [reply(actors.hospital.address, A, 3, root=ROOT_A, node_id=1),
+                             reply(actors.hospital2.address, B, 5, root=ROOT_B, node_id=2)])
+    assert outcome.refused == []
+    assert [(c.hospital, c.cohort_count) for c in outcome.accepted] == [(actors.hospital.address, 3),
+                                                                       (actors.hospital2.address, 5)]
+
+
+def test_an_endpoint_that_serves_no_logs_for_the_block_gets_the_reply_refused_with_why(
+        exchange, actors, study, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).at_block
+    monkeypatch.setattr(rounds, "read_events", lambda *args, **kwargs: [])  # a pruned or lagging node
+    with pytest.raises(StudyAborted) as aborted:
+        combine_round(exchange, config(study, min_nodes=1), 1, SENT, [reply(actors.hospital.address, A, 3)])
+    assert str(aborted.value) == "round 1: 0 of 1 required nodes contributed; refusals: " + repr([
+        f"{actors.hospital.address}: 0 ContributionRecorded events for round 1 of study {study} in block {at}, "
+        "where the contract says it was anchored; expected exactly one (is the RPC endpoint serving that "
+        "block's logs?)"])
+
+
+def test_a_reply_naming_no_address_is_refused_with_what_was_expected(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    outcome = combine_round(exchange, config(study, min_nodes=1), 1, SENT,
+                            [reply("St Elsewhere", A, 3), reply(actors.hospital.address, A, 3)])
+    assert [c.hospital for c in outcome.accepted] == [actors.hospital.address]
+    assert outcome.refused == ["'St Elsewhere': not a hospital address (0x and 40 hex digits); the reply names no "
+                               "hospital whose contribution could be read"]
+
+
+def test_a_round_where_nothing_passes_aborts_even_with_min_nodes_zero(exchange, study) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StudyAborted, match=r"round 1: 0 of 0 required nodes contributed; refusals: \["):
+        combine_round(exchange, config(study, min_nodes=0), 1, SENT, [reply("St Elsewhere", A, 3)])
+
+
+def test_the_time_the_checks_took_is_reported(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    started = time.monotonic()
+    outcome = combine_round(exchange, config(study), 1, SENT, [reply(actors.hospital.address, A, 3)])
+    elapsed = time.monotonic() - started
+    assert 0 < outcome.check_seconds <= elapsed
+
+
+def test_a_noise_multiplier_under_one_still_takes_the_private_path(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    near = [np.array([0.1, 0.0, 0.0], dtype=np.float32)]
+    far = [np.array([0.0, 0.2, 0.0], dtype=np.float32)]
+    anchor(exchange, actors.hospital, study, 1, near, 1)
+    anchor(exchange, actors.hospital2, study, 1, far, 9)
+    outcome = combine_round(exchange, config(study, min_nodes=2, noise=0.5, clipping=1.0), 1, SENT,
+                            [reply(actors.hospital.address, near, 1, node_id=1),
+                             reply(actors.hospital2.address, far, 9, node_id=2)], rng=np.random.default_rng(5))
+    # equal weights (not 1:9) plus noise of std 0.5 * 1.0 / 2 from the generator given
+    expected = np.array([0.05, 0.1, 0.0]) + np.random.default_rng(5).normal(0.0, 0.25, 3)
+    np.testing.assert_allclose(outcome.weights[0], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_fedavg_weights_by_count_and_refuses_counts_that_do_not_match_the_updates() -> None:
+    updates = [[np.array([1.0, 2.0]), np.array([[0.0]])], [np.array([3.0, 6.0]), np.array([[4.0]])]]
+    got = fedavg(updates, [1, 3])
+    np.testing.assert_allclose(got[0], [2.5, 5.0])
+    np.testing.assert_allclose(got[1], [[3.0]])
+    with pytest.raises(ValueError, match="zip"):
+        fedavg(updates, [1, 3, 5])
+    with pytest.raises(ValueError, match="zip"):
+        fedavg(updates, [1])
