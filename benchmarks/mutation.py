@@ -202,6 +202,8 @@ def run_group(group: Group, max_children: int, budget_s: float | None = None,
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         raise
+    finally:
+        stop_leftovers(sandbox)
     elapsed = time.monotonic() - start
     if returncode != 0:
         raise RuntimeError(
@@ -210,6 +212,29 @@ def run_group(group: Group, max_children: int, budget_s: float | None = None,
         )
     (sandbox / WALL_TIME_FILE).write_text(f"{elapsed:.1f}\n", encoding="utf-8")
     return export_sandbox(sandbox), elapsed, tests
+
+
+def stop_leftovers(sandbox: Path) -> list[int]:
+    """SIGKILL every process still running a program from ``sandbox``; return their PIDs.
+
+    A mutant that times out has its worker killed by mutmut, but the Anvil its test session
+    started runs in a session of its own and outlives it. Such processes run the sandbox's own
+    copy of the tools (``mutants/node_modules/...``), so their command line names the sandbox.
+    """
+    marker = str(sandbox) + os.sep
+    stopped = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if argv and argv[0].decode(errors="replace").startswith(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                stopped.append(int(entry.name))
+    return stopped
 
 
 def export_sandbox(sandbox: Path) -> list[tally_mod.Mutant]:
