@@ -247,7 +247,11 @@ def fan_backproject(filtered: torch.Tensor, geometry: FanBeamGeometry) -> torch.
 
 
 def field_of_view_radius_mm(geometry: ParallelBeamGeometry | FanBeamGeometry) -> float:
-    """Return the radius of the circle every view sees, mm."""
+    """Return the radius of the circle every view sees, mm.
+
+    Fan beam: half the geometry's field of view. Parallel beam: ``(n_detectors // 2 - 0.5) * pitch``,
+    half a pitch inside the outermost detector centre (on the longer side when the count is even).
+    """
     if isinstance(geometry, FanBeamGeometry):
         return geometry.field_of_view_mm / 2
     return (geometry.n_detectors // 2 - 0.5) * geometry.detector_pitch_mm

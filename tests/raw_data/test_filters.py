@@ -8,7 +8,7 @@ expected convolutions come from ``numpy.convolve``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -19,11 +19,10 @@ from raw_data.filters import FILTERS, check_filter, fan_response, filter_project
 
 
 @pytest.fixture(autouse=True)
-def fresh_responses() -> Iterator[None]:
+def fresh_responses() -> None:
     """Compute every response afresh in the test that checks it, never one an earlier test cached."""
     parallel_response.cache_clear()
     fan_response.cache_clear()
-    yield
 
 
 def _signed_offsets(length: int) -> np.ndarray:
@@ -34,7 +33,8 @@ def _signed_offsets(length: int) -> np.ndarray:
 def _cosine_sum(kernel: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
     """The DFT of a real even kernel at bins 0 .. L/2, written as a sum of cosines."""
     k = np.arange(length // 2 + 1)
-    return np.cos(2 * np.pi * np.outer(k, offsets) / length) @ kernel
+    response: np.ndarray = np.cos(2 * np.pi * np.outer(k, offsets) / length) @ kernel
+    return response
 
 
 def _ramp_expected(length: int) -> np.ndarray:
@@ -46,7 +46,7 @@ def _ramp_expected(length: int) -> np.ndarray:
 
 # The apodising windows at f cycles per sample (Nyquist 0.5), as scikit-image's iradon defines them
 # with omega = 2 pi f: Shepp-Logan sin(omega/2)/(omega/2), cosine cos(omega/2), Hann (1 + cos omega)/2.
-WINDOWS = {
+WINDOWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "ramp": lambda f: np.ones_like(f),
     "shepp-logan": lambda f: np.where(f == 0, 1.0, np.sin(np.pi * f) / (np.pi * np.where(f == 0, 1, f))),
     "cosine": lambda f: np.cos(np.pi * f),
@@ -97,7 +97,8 @@ def test_every_listed_filter_is_accepted(name: str) -> None:
 
 
 def test_an_unknown_filter_is_refused_with_the_choices() -> None:
-    with pytest.raises(GeometryError, match=r"^filter 'hamming' is unknown; choose one of ramp, shepp-logan, cosine, hann$"):
+    message = r"^filter 'hamming' is unknown; choose one of ramp, shepp-logan, cosine, hann$"
+    with pytest.raises(GeometryError, match=message):
         check_filter("hamming")
 
 
