@@ -92,8 +92,8 @@ def _backproject_torch(profiles: torch.Tensor, plan: _Lines) -> torch.Tensor:
     for lo in range(0, views, chunk):
         hi = min(lo + chunk, views)
         phases = int(plan.needed[lo:hi].max()) // m + 2  # samples per polyphase branch
-        n = torch.arange(m, dtype=torch.float64, device=dev)[:, None] + m * torch.arange(phases, device=dev)
-        positions = plan.scale[lo:hi, None] * (n.reshape(1, -1) + plan.origin[lo:hi, None])
+        n = torch.arange(m, device=dev)[:, None] + m * torch.arange(phases, device=dev)  # float64 below
+        positions = plan.scale[lo:hi, None] * (n.reshape(-1) + plan.origin[lo:hi, None])
         poly = _interpolate(profiles[:, lo:hi], positions)  # (S, V, m * phases), polyphase order
         fine = plan.fine[:, lo:hi].long()
         start = (fine % m) * phases + fine // m + torch.arange(hi - lo, device=dev)[:, None] * (m * phases)
