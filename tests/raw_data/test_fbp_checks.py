@@ -79,9 +79,10 @@ def test_a_view_may_be_off_its_place_by_a_thousandth_of_a_step(shift: float, acc
             fbp(_sinogram(geometry), geometry)
 
 
+@pytest.mark.parametrize("start", [0.0, 0.3, -2.0])
 @pytest.mark.parametrize("turns", [1, 2, 3])
-def test_parallel_views_over_whole_half_turns_are_accepted(turns: int) -> None:
-    geometry = _parallel(_step_angles(30 * turns, turns * math.pi))
+def test_parallel_views_over_whole_half_turns_are_accepted(turns: int, start: float) -> None:
+    geometry = _parallel(start + _step_angles(30 * turns, turns * math.pi))
     assert fbp(_sinogram(geometry), geometry).shape == (16, 16)
 
 
