@@ -200,7 +200,8 @@ def render_table() -> str:
     for path in sorted(RESULTS_DIR.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         machines.append(f"- {data['benchmark']}: {cpu_label(data.get('machine', {}).get('cpu'))}")
-        for m in data["measurements"]:
+        # results/mutation_solidity.json has its own layout; its rows are in the mutation table.
+        for m in data.get("measurements", []):
             met = {True: "yes", False: "**no**", None: ""}[m["met"]]
             metric = m["metric"] + (f" ({m['note']})" if m.get("note") else "")
             lines.append(

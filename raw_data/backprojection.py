@@ -92,8 +92,8 @@ def _backproject_torch(profiles: torch.Tensor, plan: _Lines) -> torch.Tensor:
     for lo in range(0, views, chunk):
         hi = min(lo + chunk, views)
         phases = int(plan.needed[lo:hi].max()) // m + 2  # samples per polyphase branch
-        n = torch.arange(m, dtype=torch.float64, device=dev)[:, None] + m * torch.arange(phases, device=dev)
-        positions = plan.scale[lo:hi, None] * (n.reshape(1, -1) + plan.origin[lo:hi, None])
+        n = torch.arange(m, device=dev)[:, None] + m * torch.arange(phases, device=dev)  # float64 below
+        positions = plan.scale[lo:hi, None] * (n.reshape(-1) + plan.origin[lo:hi, None])
         poly = _interpolate(profiles[:, lo:hi], positions)  # (S, V, m * phases), polyphase order
         fine = plan.fine[:, lo:hi].long()
         start = (fine % m) * phases + fine // m + torch.arange(hi - lo, device=dev)[:, None] * (m * phases)
@@ -247,7 +247,11 @@ def fan_backproject(filtered: torch.Tensor, geometry: FanBeamGeometry) -> torch.
 
 
 def field_of_view_radius_mm(geometry: ParallelBeamGeometry | FanBeamGeometry) -> float:
-    """Return the radius of the circle every view sees, mm."""
+    """Return the radius of the circle every view sees, mm.
+
+    Fan beam: half the geometry's field of view. Parallel beam: ``(n_detectors // 2 - 0.5) * pitch``,
+    half a pitch inside the outermost detector centre (on the longer side when the count is even).
+    """
     if isinstance(geometry, FanBeamGeometry):
         return geometry.field_of_view_mm / 2
     return (geometry.n_detectors // 2 - 0.5) * geometry.detector_pitch_mm

@@ -34,8 +34,10 @@ __all__ = ["FILTERS", "fbp"]
 def _check_coverage(geometry: Geometry) -> None:
     """Raise unless the views are equally spaced over a whole multiple of the needed range."""
     angles = geometry.angles
-    needed = 2 * math.pi if isinstance(geometry, FanBeamGeometry) else math.pi
-    what = "360 degrees (full rotation)" if needed > 4 else "180 degrees"
+    if isinstance(geometry, FanBeamGeometry):
+        needed, what = 2 * math.pi, "360 degrees (full rotation)"
+    else:
+        needed, what = math.pi, "180 degrees"
     if angles.size < 2:
         raise GeometryError(f"FBP needs at least 2 views, got {angles.size}")
     step = (angles[-1] - angles[0]) / (angles.size - 1)

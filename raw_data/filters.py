@@ -48,9 +48,9 @@ def _window(name: str, length: int) -> npt.NDArray[np.float64]:
     return window
 
 
-def _offsets(length: int) -> npt.NDArray[np.float64]:
+def _offsets(length: int) -> npt.NDArray[np.signedinteger]:
     """Signed sample offsets in circular (FFT) order: 0, 1, ..., L/2 - 1, -L/2, ..., -1."""
-    n = np.arange(length, dtype=np.float64)
+    n = np.arange(length)
     return np.where(n < length / 2, n, n - length)
 
 
@@ -98,7 +98,9 @@ def filter_projections(projections: torch.Tensor, response: npt.NDArray[np.float
     """
     n = projections.shape[-1]
     length = 2 * (response.shape[0] - 1)
-    spectrum = torch.fft.rfft(projections, n=length, dim=-1)
+    # Both transforms run along the last axis (torch's default); the inverse's default length,
+    # 2 * (bins - 1), is the padded length again.
+    spectrum = torch.fft.rfft(projections, n=length)
     kernel = torch.as_tensor(response, dtype=projections.dtype, device=projections.device)
-    filtered: torch.Tensor = torch.fft.irfft(spectrum * kernel, n=length, dim=-1)
+    filtered: torch.Tensor = torch.fft.irfft(spectrum * kernel)
     return filtered[..., :n]

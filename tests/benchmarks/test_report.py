@@ -134,3 +134,17 @@ print(json.dumps({"torch": str(torch.backends.cpu.get_cpu_capability()), "zmm": 
     assert paths["zmm"] == 0  # numba's loops use no 512-bit registers
     assert paths["ymm"] > 0  # but do use the 256-bit ones
     assert not [p for p in paths["numpy"] if "AVX512" in p or "V4" in p]
+
+
+def test_a_results_file_without_measurements_does_not_stop_the_table(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    # results/mutation_solidity.json keeps its own layout (its figures go to the mutation table);
+    # every benchmark run rewrites the README table, so reading it must not fail on that file.
+    row = {"metric": "speed", "value": 2.0, "unit": "s", "target": "", "met": None, "note": ""}
+    (tmp_path / "a.json").write_text(json.dumps({"benchmark": "a", "measured_at": "2026-01-01T00:00:00+00:00",
+                                                 "measurements": [row], "machine": {}}))
+    (tmp_path / "mutation_solidity.json").write_text(json.dumps({"benchmark": "mutation_solidity", "mutants": []}))
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    table = report.render_table()
+    assert "| a | speed |" in table
+    assert "- mutation_solidity: not recorded" in table

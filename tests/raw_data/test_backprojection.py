@@ -164,3 +164,22 @@ def test_importing_raw_data_does_not_load_numba() -> None:
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_interpolation_is_linear_between_samples_and_ramps_to_zero_outside() -> None:
+    from raw_data.backprojection import _interpolate
+
+    gen = torch.Generator().manual_seed(12)
+    profiles = torch.randn(2, 3, 7, generator=gen, dtype=torch.float64)  # (slices, views, detectors)
+    # Every view at its own positions: on samples, between them, within one sample of either end
+    # (where the profile falls linearly to zero) and far beyond.
+    positions = torch.tensor([[-5.0, -1.0, -0.25, 0.0, 2.5, 6.0, 6.75, 7.0, 9.0],
+                              [0.5, 1.0, 3.3, 5.9, -0.5, 6.5, 7.5, -2.0, 4.0],
+                              [6.0, 0.0, 2.0, 1.25, 4.75, 3.0, 5.5, 100.0, -100.0]], dtype=torch.float64)
+    got = _interpolate(profiles, positions.clone())
+    grid = np.arange(-1, 8)  # a zero sample on each side
+    for s in range(2):
+        for v in range(3):
+            padded = np.concatenate([[0.0], profiles[s, v].numpy(), [0.0]])
+            expected = np.interp(positions[v].numpy(), grid, padded, left=0.0, right=0.0)
+            np.testing.assert_allclose(got[s, v].numpy(), expected, rtol=1e-12, atol=1e-12)
