@@ -53,7 +53,6 @@ from node.deid_profile import (
     BINARY_VRS,
     CODE_STRINGS_OF_TEXT,
     DUMMY_BY_VR,
-    DUMMY_TEXT,
     FREE_TEXT_KEPT,
     FREE_TEXT_VRS,
     MODALITIES,
@@ -90,9 +89,6 @@ _TEXT_PRONE_SOP_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.
 # the real-time video source, or carries private data.
 _FILE_META_KEPT = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010})
 _TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
-_TEXT_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
-)
 # The character repertoire of the VRs whose values are codes, numbers, UIDs, ages, dates and
 # times (PS3.5 6.2), with backslash between values, space/NUL padding and, leniently, lower
 # case and "/" in codes (both seen in real files). Text outside it cannot be such a value: it is removed.
@@ -508,11 +504,12 @@ class _Cleaner:
             elem.value = value
             self.replaced += 1
 
-    def _mapped_uids(self, value: Any) -> Any:
+    def _mapped_uids(self, value: Any) -> list[str]:
         # An undecoded value (VR UN) is read as ASCII, the character repertoire of UIDs.
         texts = [v.decode("ascii", "replace") if isinstance(v, bytes) else v for v in _values(value)]
-        mapped = [v if not v.strip(" \x00") or v.startswith(_DICOM_UID_ROOT) else self.uids.map(v) for v in texts]
-        return mapped if len(mapped) > 1 else (mapped[0] if mapped else value)
+        # A list, also of one value or none: pydicom stores one value as that value, and _set leaves an
+        # empty element as it is.
+        return [v if not v.strip(" \x00") or v.startswith(_DICOM_UID_ROOT) else self.uids.map(v) for v in texts]
 
     def _shift(self, elem: DataElement) -> None:
         if self.shift_days == 0:
@@ -529,7 +526,7 @@ class _Cleaner:
                 f"{_describe(elem)} cannot be shifted by {self.shift_days} days: the result falls outside years "
                 "1-9999; use a smaller date_shift_days"
             ) from exc
-        self._set(elem, shifted if len(shifted) > 1 else (shifted[0] if shifted else elem.value))
+        self._set(elem, shifted)  # one value is stored as that value, as for _mapped_uids
 
     def clean_file_meta(self, ds: pydicom.Dataset) -> None:
         meta = getattr(ds, "file_meta", None)
@@ -670,18 +667,20 @@ def _values(value: Any) -> list[Any]:
 
 
 def _empty(vr: str) -> Any:
-    """Return the zero-length value of ``vr`` as pydicom reads it back from a file."""
+    """Return the zero-length value of ``vr`` as pydicom reads it back from a file.
+
+    Only sequences, text and binary values are ever emptied (Z and the failed date shift): the
+    table empties no number, and an unlisted number is kept.
+    """
     if vr == "SQ":
         return Sequence()
-    if vr in _BINARY_VRS:
-        return b""
-    return "" if vr in _TEXT_VRS else None
+    return b"" if vr in _BINARY_VRS else ""
 
 
 def _dummy(vr: str) -> Any:
     if vr == "SQ":
         return Sequence([pydicom.Dataset()])  # non-zero length, and nothing of the original
-    return DUMMY_BY_VR.get(vr.split(" or ")[0], DUMMY_TEXT)
+    return DUMMY_BY_VR[vr]  # the VR of a decoded element is one VR; every VR but SQ and UI (mapped) is listed
 
 
 def _describe(elem: DataElement) -> str:
