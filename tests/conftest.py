@@ -45,16 +45,6 @@ if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     _SHARE = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
     os.environ.update({"OMP_NUM_THREADS": _SHARE, "MKL_NUM_THREADS": _SHARE})
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers for ``-n auto``: one more than the cores.
-
-    Much of the suite waits on processes it started (SuperNodes polling, the chain, subprocess
-    command lines): with one worker per core, the cores were busy only 77 % of a full run on two
-    cores (user + system CPU 1,408 s over 915 s). A third worker fills those waits.
-    """
-    return len(os.sched_getaffinity(0)) + 1
-
-
 # Modules collected first, costliest first (seconds on two cores, measured with the suite): with
 # ``--dist loadscope --no-loadscope-reorder`` (pyproject.toml) workers take modules in collection
 # order, so the long ones start at once and the many short ones fill in around them. Longest first
