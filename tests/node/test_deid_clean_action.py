@@ -20,6 +20,7 @@ from pydicom.uid import CTImageStorage
 import node.deid
 from node.deid import PatientContext, UidMapper, deidentify
 from node.deid_profile import RULES_BY_TAG, ProfileRule
+from tests.node.minimal_ct import minimal_ct
 
 SECRET = b"test-secret-not-for-production-0044"
 PATIENT = PatientContext("MTP-CLEAN0001", 5)
@@ -34,18 +35,10 @@ def table_with_c_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(node.deid, "RULES_BY_TAG", rules)
 
 
-def _base() -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = "1.2.999.999.44.1"
-    ds.PatientID = "ID-ZQX-44"
-    ds.Modality = "CT"
-    return ds
-
 
 @pytest.mark.usefixtures("table_with_c_rows")
 def test_c_on_free_text_writes_the_dummy_and_says_so() -> None:
-    ds = _base()
+    ds = minimal_ct(44)
     ds.StudyDescription = "Head CT of MARK ZQX"
     result = deidentify(ds, PATIENT, UidMapper(SECRET))
     assert result.dataset.StudyDescription == "ANONYMIZED"  # the node's documented dummy text
@@ -54,7 +47,7 @@ def test_c_on_free_text_writes_the_dummy_and_says_so() -> None:
 
 @pytest.mark.usefixtures("table_with_c_rows")
 def test_c_on_a_sequence_keeps_its_items_and_cleans_each() -> None:
-    ds = _base()
+    ds = minimal_ct(44)
     item = Dataset()
     item.ReferencedSOPClassUID = CTImageStorage
     item.ReferencedSOPInstanceUID = "1.2.999.999.44.7"

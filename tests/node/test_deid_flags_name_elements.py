@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import pytest
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage
 
 from node.deid import PatientContext, UidMapper, deidentify
+from tests.node.minimal_ct import minimal_ct
 
 PATIENT = PatientContext("MTP-FLAGS0001", 30)
 UIDS = UidMapper(b"test-secret-not-for-production-0043")
 
 
-def _base() -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = "1.2.999.999.43.1"
-    ds.PatientID = "ID-ZQX-43"
-    ds.Modality = "CT"
-    return ds
-
 
 def test_unlisted_binary_attributes_are_removed_and_named_in_one_flag() -> None:
-    ds = _base()
+    ds = minimal_ct(43)
     ds.add(DataElement(0x0008041B, "OB", b"MRKZQX-RECORDKEY-1"))  # RecordKey
     ds.add(DataElement(0x00686300, "OB", b"MRKZQX-HPGLDOC-003"))  # HPGLDocument
     result = deidentify(ds, PATIENT, UIDS)
@@ -41,7 +32,7 @@ def test_unlisted_binary_attributes_are_removed_and_named_in_one_flag() -> None:
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DT")
 def test_a_public_attribute_without_a_keyword_is_named_attribute_with_its_tag() -> None:
-    ds = _base()
+    ds = minimal_ct(43)
     # Effective Start DateTime (0040,A034): in the standard's table, not in pydicom's dictionary.
     # Month 13 has the characters of a DT, so only the date shift finds it is not a date.
     ds.add_new(0x0040A034, "DT", "20201345101500")

@@ -21,9 +21,10 @@ import pytest
 from pydicom import config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 
 from node.deid import PatientContext, UidMapper, deidentify
+from tests.node.minimal_ct import minimal_ct
 
 SECRET = b"test-secret-not-for-production-0042"
 PATIENT = PatientContext("MTP-UIDS0001", 9)
@@ -35,14 +36,6 @@ def _mapped(uid: str) -> str:
     digest = hmac.new(SECRET, uid.encode("utf-8"), hashlib.sha256).digest()
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
-
-def _base() -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = "1.2.999.999.42.1"
-    ds.PatientID = "ID-ZQX-42"
-    ds.Modality = "CT"
-    return ds
 
 
 def _written_and_read(ds: Dataset) -> pydicom.FileDataset:
@@ -67,7 +60,7 @@ def un_kept_as_bytes() -> Iterator[None]:
 
 
 def test_every_value_of_a_multi_valued_uid_is_replaced_in_order() -> None:
-    ds = _base()
+    ds = minimal_ct(42)
     ds.IrradiationEventUID = ["1.2.999.999.42.10", "1.2.999.999.42.11", "1.2.840.10008.5.1.4.1.1.2"]
     out = deidentify(_written_and_read(ds), PATIENT, UidMapper(SECRET)).dataset
     # A UID defined by DICOM itself (root 1.2.840.10008) names a class, not the patient: kept.
@@ -77,7 +70,7 @@ def test_every_value_of_a_multi_valued_uid_is_replaced_in_order() -> None:
 
 
 def test_two_values_stay_two_values() -> None:
-    ds = _base()
+    ds = minimal_ct(42)
     ds.IrradiationEventUID = ["1.2.999.999.42.10", "1.2.999.999.42.11"]
     out = deidentify(_written_and_read(ds), PATIENT, UidMapper(SECRET)).dataset
     assert out["IrradiationEventUID"].VM == 2
@@ -86,7 +79,7 @@ def test_two_values_stay_two_values() -> None:
 
 @pytest.mark.usefixtures("un_kept_as_bytes")
 def test_a_uid_read_as_un_gets_the_uid_it_gets_when_typed() -> None:
-    as_un = _base()
+    as_un = minimal_ct(42)
     as_un.add(DataElement(0x0020000D, "UN", STUDY.encode("ascii") + b"\x00"))  # StudyInstanceUID
     as_un.add(DataElement(0x0020000E, "UN", SERIES.encode("ascii")))  # SeriesInstanceUID, even length
     read = _written_and_read(as_un)
@@ -96,17 +89,17 @@ def test_a_uid_read_as_un_gets_the_uid_it_gets_when_typed() -> None:
     assert out.StudyInstanceUID == _mapped(STUDY)
     assert out.SeriesInstanceUID == _mapped(SERIES)
 
-    typed = _base()
+    typed = minimal_ct(42)
     typed.StudyInstanceUID = STUDY
     assert deidentify(_written_and_read(typed), PATIENT, UidMapper(SECRET)).dataset.StudyInstanceUID == _mapped(STUDY)
 
 
 @pytest.mark.usefixtures("un_kept_as_bytes")
 def test_a_uid_read_as_un_with_a_stray_non_ascii_byte_is_still_replaced() -> None:
-    ds = _base()
+    ds = minimal_ct(42)
     ds.add(DataElement(0x0020000D, "UN", b"1.2.999.\xe9.42\x00"))
     first = deidentify(_written_and_read(ds), PATIENT, UidMapper(SECRET)).dataset.StudyInstanceUID
-    again = _base()
+    again = minimal_ct(42)
     again.add(DataElement(0x0020000D, "UN", b"1.2.999.\xe9.42\x00"))
     second = deidentify(_written_and_read(again), PATIENT, UidMapper(SECRET)).dataset.StudyInstanceUID
     assert UID_RE.fullmatch(first), first
@@ -117,7 +110,7 @@ def test_a_uid_read_as_un_with_a_stray_non_ascii_byte_is_still_replaced() -> Non
 @pytest.mark.usefixtures("un_kept_as_bytes")
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_an_empty_uid_read_as_un_stays_empty() -> None:
-    ds = _base()
+    ds = minimal_ct(42)
     ds.add(DataElement(0x00200052, "UN", b"\x00\x00"))  # FrameOfReferenceUID: NUL padding only
     out = deidentify(_written_and_read(ds), PATIENT, UidMapper(SECRET)).dataset
     assert str(out.FrameOfReferenceUID).strip(" \x00") == ""
@@ -125,14 +118,14 @@ def test_an_empty_uid_read_as_un_stays_empty() -> None:
 
 @pytest.mark.usefixtures("un_kept_as_bytes")
 def test_an_attribute_the_profile_empties_comes_out_empty_when_read_as_un() -> None:
-    ds = _base()
+    ds = minimal_ct(42)
     ds.add(DataElement(0x00080050, "UN", b"ACC-ZQX-42"))  # AccessionNumber: Z
     out = deidentify(_written_and_read(ds), PATIENT, UidMapper(SECRET)).dataset
     assert out[0x00080050].value == b""  # what pydicom reads back for an empty UN element
 
 
 def test_an_attribute_the_profile_empties_comes_out_as_empty_text() -> None:
-    ds = _base()
+    ds = minimal_ct(42)
     ds.AccessionNumber = "ACC-ZQX-42"  # Z
     out = deidentify(_written_and_read(ds), PATIENT, UidMapper(SECRET)).dataset
     assert out["AccessionNumber"].value == ""  # what pydicom reads back for an empty SH element
