@@ -1,9 +1,11 @@
-"""Print a finished mutmut run's mutants as JSON: name, module, verdict, diff.
+"""Print a finished mutmut run's mutants as JSON: name, module, verdict, diff (or reset its survivors).
 
 Run by :mod:`benchmarks.mutation` inside a group's sandbox (the directory holding its
 ``pyproject.toml`` and ``mutants/``), because mutmut reads its configuration and results from
 the current directory. Uses mutmut's own readers, so the verdicts and diffs are exactly the
-ones ``mutmut results`` and ``mutmut show`` print.
+ones ``mutmut results`` and ``mutmut show`` print. With ``--reset-survivors`` it clears the verdict
+of every surviving mutant instead (mutmut then judges them again on its next run) and prints how
+many it cleared.
 """
 
 from __future__ import annotations
@@ -35,5 +37,24 @@ def export() -> list[dict[str, str]]:
     return found
 
 
+def reset_survivors() -> int:
+    """Clear the verdict of every mutant that survived; return how many were cleared."""
+    cleared = 0
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        survivors = [name for name, code in data.exit_code_by_key.items()
+                     if code is not None and status_by_exit_code[code] == "survived"]
+        for name in survivors:
+            data.exit_code_by_key[name] = None
+        if survivors:
+            data.save()
+        cleared += len(survivors)
+    return cleared
+
+
 if __name__ == "__main__":
-    json.dump(export(), sys.stdout)
+    if sys.argv[1:] == ["--reset-survivors"]:
+        print(reset_survivors())
+    else:
+        json.dump(export(), sys.stdout)

@@ -10,6 +10,10 @@ rewrites every function of the chosen modules into a trampoline that can switch 
 its mutants, records which tests reach each function, and then, per mutant, forks a worker
 that runs only those tests.
 
+After tests are added to a group's test files, ``--resume`` keeps the group's sandbox and
+has mutmut judge again only the mutants that survived or were not judged; killed verdicts stand
+(the code is checked to be unchanged and the test files the same, so no test was taken away).
+
 Survivors that change no observable behaviour are listed, with the reason, in
 ``benchmarks/mutation_equivalent.toml``, keyed by module, function and the change (see
 :mod:`benchmarks._mutation_tally`). Writes ``benchmarks/results/mutation.json`` (per module:
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +53,7 @@ PACKAGES = ("contracts", "raw_data", "node", "coordinator", "deploy", "tasks")
 # (benchmarks: for the pytest plugin benchmarks._mutmut_inprocess named in [tool.mutmut].)
 ROOT_LINKS = ("node_modules", "docs", "benchmarks")
 WALL_TIME_FILE = "wall_time_s"  # a group's run time, kept in its sandbox for --tally-only
+DIGEST_FILE = "modules_sha256"  # what the first pass mutated, checked before --resume
 _MUTATION_START = "<!-- mutation:start -->"
 _MUTATION_END = "<!-- mutation:end -->"
 
@@ -150,6 +156,45 @@ def group_pyproject(group: Group, tests: list[str], pyproject: Path = REPO / "py
     return "\n".join([*kept, "", *section, ""])
 
 
+def modules_digest(group: Group, root: Path = REPO) -> str:
+    """SHA-256 over the group's module sources: a resumed run must mutate the code the first pass mutated."""
+    digest = hashlib.sha256()
+    for module in group.modules:
+        digest.update(module.encode() + b"\0" + (root / module).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class ResumeError(RuntimeError):
+    """A group's sandbox cannot be resumed (none yet, other code, or another test selection)."""
+
+
+def check_resumable(group: Group, tests: list[str], sandbox: Path, root: Path = REPO) -> None:
+    """Raise :class:`ResumeError` unless ``sandbox`` holds a finished pass over the same code and test files.
+
+    Resuming keeps the killed verdicts of the earlier pass. That is sound only when the mutated
+    modules are byte for byte the ones it mutated and tests were added, not removed: the test files
+    must be the same (new tests go into them), or mutmut would judge against another selection.
+    """
+    if not (sandbox / "mutants").is_dir() or not (sandbox / DIGEST_FILE).exists():
+        raise ResumeError(f"group {group.name}: no earlier pass in {sandbox} to resume; run it without --resume")
+    if (sandbox / DIGEST_FILE).read_text(encoding="utf-8").strip() != modules_digest(group, root):
+        raise ResumeError(f"group {group.name}: {', '.join(group.modules)} changed since the earlier pass; "
+                          "its verdicts no longer apply, run it without --resume")
+    expected = group_pyproject(group, tests, root / "pyproject.toml")
+    if (sandbox / "pyproject.toml").read_text(encoding="utf-8") != expected:
+        raise ResumeError(f"group {group.name}: its test files or settings changed since the earlier pass "
+                          "(add new tests to the group's existing files, or run it without --resume)")
+
+
+def reset_survivors(sandbox: Path) -> int:
+    """Clear the verdict of every surviving mutant in ``sandbox`` so mutmut judges it again; return how many."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks._mutmut_export", "--reset-survivors"],
+        cwd=sandbox, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True, text=True,
+    )
+    return int(done.stdout.strip())
+
+
 def prepare_sandbox(group: Group, tests: list[str]) -> Path:
     """Create a fresh ``run/mutation/<group>/`` and return it."""
     sandbox = SANDBOXES / group.name
@@ -163,20 +208,31 @@ def prepare_sandbox(group: Group, tests: list[str]) -> Path:
         if (REPO / name).exists():
             (sandbox / "mutants" / name).symlink_to((REPO / name).resolve(), target_is_directory=True)
     (sandbox / "pyproject.toml").write_text(group_pyproject(group, tests), encoding="utf-8")
+    (sandbox / DIGEST_FILE).write_text(modules_digest(group) + "\n", encoding="utf-8")
     return sandbox
 
 
-def run_group(group: Group, max_children: int, budget_s: float | None = None,
+def run_group(group: Group, max_children: int, budget_s: float | None = None, resume: bool = False,
               ) -> tuple[list[tally_mod.Mutant], float, list[str]]:
     """Run mutmut over one group; return its mutants, the wall time in seconds and the tests used.
 
     With ``budget_s`` mutmut is interrupted after that many seconds; mutants it had not judged
-    by then are counted as not run.
+    by then are counted as not run. With ``resume`` the earlier pass's sandbox is kept: only its
+    survivors and the mutants it had not judged are run again, and the returned wall time is the
+    sum of both passes.
     """
     tests = expand_tests(group.tests)
     if not tests:
         raise FileNotFoundError(f"group {group.name}: no test file matches {group.tests}; fix GROUPS")
-    sandbox = prepare_sandbox(group, tests)
+    earlier_s = 0.0
+    if resume:
+        sandbox = SANDBOXES / group.name
+        check_resumable(group, tests, sandbox)
+        timed = sandbox / WALL_TIME_FILE
+        earlier_s = float(timed.read_text(encoding="utf-8")) if timed.exists() else 0.0
+        print(f"\n== {group.name}: resuming; {reset_survivors(sandbox)} survivors to judge again", flush=True)
+    else:
+        sandbox = prepare_sandbox(group, tests)
     print(f"\n== {group.name}: mutating {', '.join(group.modules)} against {len(tests)} test files", flush=True)
     env = {**os.environ, "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.monotonic()
@@ -204,7 +260,7 @@ def run_group(group: Group, max_children: int, budget_s: float | None = None,
         raise
     finally:
         stop_leftovers(sandbox)
-    elapsed = time.monotonic() - start
+    elapsed = earlier_s + time.monotonic() - start
     if returncode != 0:
         raise RuntimeError(
             f"group {group.name}: mutmut exited with {returncode} after {elapsed:.0f} s; its output is above "
@@ -329,6 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-min", type=float, default=None,
                         help="stop each group after this many minutes (times its weight); "
                         "mutants not judged by then count as not run")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep each group's earlier sandbox and judge again only its survivors and unjudged "
+                        "mutants (after adding tests to the group's test files; refused if the code changed)")
     parser.add_argument("--tally-only", action="store_true",
                         help="run nothing: re-read the verdicts left in run/mutation/<group>/ (after an interruption)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="mutmut workers (default: CPUs)")
@@ -358,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"\n[{i}/{len(chosen)}] group {group.name}", flush=True)
         found, runtimes[group.name], tests_by_group[group.name] = run_group(
-            group, args.max_children, None if args.budget_min is None else 60 * args.budget_min * group.weight)
+            group, args.max_children, None if args.budget_min is None else 60 * args.budget_min * group.weight,
+            resume=args.resume)
         mutants += found
         print(f"== {group.name}: {len(found)} mutants in {runtimes[group.name]:.0f} s", flush=True)
     total_s = time.monotonic() - start
@@ -380,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     groups = {**_previous_groups(chosen), **{
         g.name: {"modules": list(g.modules), "tests": tests_by_group[g.name], "keyword": g.keyword,
-                 "runtime_s": round(runtimes[g.name], 1)} for g in chosen}}
+                 "runtime_s": round(runtimes[g.name], 1), "resumed": args.resume} for g in chosen}}
     all_s = sum(g["runtime_s"] for g in groups.values())
     measurements.append(Measurement(
         "mutation run wall time, sum over groups", round(all_s / 60, 1), "min",

@@ -1,0 +1,82 @@
+"""`make mutation --resume` judges survivors again and keeps killed verdicts only while that is sound."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import mutation
+from benchmarks.mutation import Group, ResumeError, check_resumable, reset_survivors
+
+# mutmut's exit codes: 1 killed, 0 survived, 33 no tests, 36 timeout, None not yet judged.
+VERDICTS = {"pkg.mod.x_f__mutmut_1": 1, "pkg.mod.x_f__mutmut_2": 0, "pkg.mod.x_f__mutmut_3": 33,
+            "pkg.mod.x_g__mutmut_1": 0, "pkg.mod.x_g__mutmut_2": None, "pkg.mod.x_g__mutmut_3": 36}
+
+
+def _sandbox(tmp_path: Path) -> Path:
+    """A sandbox holding the meta file mutmut leaves after a pass over pkg/mod.py."""
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "pkg").mkdir(parents=True)
+    (sandbox / "pkg" / "mod.py").write_text("def f():\n    return 1\n\n\ndef g():\n    return 2\n")
+    (sandbox / "pyproject.toml").write_text('[tool.mutmut]\nsource_paths = ["pkg"]\nonly_mutate = ["pkg/mod.py"]\n')
+    meta = sandbox / "mutants" / "pkg" / "mod.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": VERDICTS, "hash_by_function_name": {},
+                                "type_check_error_by_key": {}, "durations_by_key": {},
+                                "estimated_durations_by_key": {}}))
+    return sandbox
+
+
+def test_only_survivors_lose_their_verdict(tmp_path: Path) -> None:
+    sandbox = _sandbox(tmp_path)
+    assert reset_survivors(sandbox) == 2
+    after = json.loads((sandbox / "mutants" / "pkg" / "mod.py.meta").read_text())["exit_code_by_key"]
+    expected = dict(VERDICTS, **{"pkg.mod.x_f__mutmut_2": None, "pkg.mod.x_g__mutmut_1": None})
+    assert after == expected
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Group, Path, list[str], Path]:
+    """A repository with one module and one test file, and the sandbox a first pass left for it."""
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
+    (root / "tests").mkdir()
+    (root / "tests" / "test_mod.py").write_text("def test_f():\n    pass\n")
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.mutmut]\nsource_paths = ["pkg"]\n')
+    group = Group("g", ("pkg/mod.py",), ("tests/test_mod*.py",))
+    tests = mutation.expand_tests(group.tests, root)
+    sandbox = root / "run" / "mutation" / group.name
+    (sandbox / "mutants").mkdir(parents=True)
+    (sandbox / "pyproject.toml").write_text(mutation.group_pyproject(group, tests, root / "pyproject.toml"))
+    (sandbox / mutation.DIGEST_FILE).write_text(mutation.modules_digest(group, root) + "\n")
+    return group, sandbox, tests, root
+
+
+def test_the_same_code_and_tests_can_be_resumed(repo: tuple[Group, Path, list[str], Path]) -> None:
+    group, sandbox, tests, root = repo
+    check_resumable(group, tests, sandbox, root)
+
+
+def test_changed_code_is_refused(repo: tuple[Group, Path, list[str], Path]) -> None:
+    group, sandbox, tests, root = repo
+    module = root / "pkg" / "mod.py"
+    module.write_text(module.read_text().replace("return 1", "return 2"))
+    with pytest.raises(ResumeError, match=r"pkg/mod\.py changed since the earlier pass"):
+        check_resumable(group, tests, sandbox, root)
+
+
+def test_another_test_selection_is_refused(repo: tuple[Group, Path, list[str], Path]) -> None:
+    group, sandbox, _, root = repo
+    (root / "tests" / "test_mod_more.py").write_text("def test_more():\n    pass\n")
+    with pytest.raises(ResumeError, match="test files or settings changed"):
+        check_resumable(group, mutation.expand_tests(group.tests, root), sandbox, root)
+
+
+def test_a_group_never_run_is_refused(repo: tuple[Group, Path, list[str], Path]) -> None:
+    group, sandbox, tests, root = repo
+    (sandbox / mutation.DIGEST_FILE).unlink()
+    with pytest.raises(ResumeError, match="no earlier pass"):
+        check_resumable(group, tests, sandbox, root)
