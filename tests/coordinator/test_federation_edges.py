@@ -112,3 +112,50 @@ def test_fedavg_weights_by_count_and_refuses_counts_that_do_not_match_the_update
         fedavg(updates, [1, 3, 5])
     with pytest.raises(ValueError, match="zip"):
         fedavg(updates, [1])
+
+
+def test_a_model_of_more_than_ten_arrays_is_read_in_numeric_key_order(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    # Keys "0".."11": sorted as text, "10" and "11" would come before "2" and the hash would not match.
+    sent = [np.zeros(i + 1, dtype=np.float32) for i in range(12)]
+    mine = [np.full(i + 1, i, dtype=np.float32) for i in range(12)]
+    anchor(exchange, actors.hospital, study, 1, mine, 4)
+    message = reply(actors.hospital.address, mine, 4)
+    arrays = message.content.array_records["arrays"]
+    shuffled = {k: arrays[k] for k in ("7", "11", "0", "10", "3", "1", "9", "2", "5", "8", "4", "6")}
+    message.content.array_records["arrays"] = type(arrays)(shuffled)  # a node may list them in any order
+    outcome = combine_round(exchange, config(study), 1, sent, [message])
+    assert outcome.refused == []
+    assert [w.tolist() for w in outcome.weights] == [[float(i)] * (i + 1) for i in range(12)]
+
+
+def test_a_reply_without_a_commitment_is_refused_saying_what_a_node_sends(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    incomplete = reply(actors.hospital.address, A, 3, node_id=7)
+    del incomplete.content.config_records["commitment"]
+    outcome = combine_round(exchange, config(study, min_nodes=1), 1, SENT,
+                            [incomplete, reply(actors.hospital.address, A, 3)])
+    assert [c.hospital for c in outcome.accepted] == [actors.hospital.address]
+    assert outcome.refused == ["node 7: malformed reply (KeyError('commitment')); expected the arrays, metrics and "
+                               "commitment (hospital, cohort-root, cohort-count, update-hash) a node sends"]
+
+
+def test_the_update_hash_is_read_from_the_logs_of_the_anchoring_block_only(exchange, actors, study,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # On a long-lived chain a range from block 0, or up to the head, makes every check scan the whole chain.
+    provider = exchange.chain.w3.provider
+    provider.make_request("evm_mine", [])  # type: ignore[arg-type]  # blocks before and after the contribution
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).at_block
+    asked: list[tuple[int, int | None]] = []
+    read = rounds.read_events
+
+    def recording(chain, addresses, *, from_block=0, to_block=None):  # type: ignore[no-untyped-def]
+        asked.append((from_block, to_block))
+        return read(chain, addresses, from_block=from_block, to_block=to_block)
+
+    monkeypatch.setattr(rounds, "read_events", recording)
+    outcome = combine_round(exchange, config(study), 1, SENT, [reply(actors.hospital.address, A, 3)])
+    assert outcome.refused == []
+    assert asked == [(at, at)]
+
