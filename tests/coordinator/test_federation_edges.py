@@ -159,3 +159,32 @@ def test_the_update_hash_is_read_from_the_logs_of_the_anchoring_block_only(excha
     assert outcome.refused == []
     assert asked == [(at, at)]
 
+
+
+def test_without_anchoring_the_replies_are_averaged_as_they_claim(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    # Anchoring off (a dry run without a chain): nothing on chain to compare, so the claims are used.
+    outcome = combine_round(exchange, config(study, min_nodes=2, anchor=False), 1, SENT,
+                            [reply(actors.hospital.address, A, 3, node_id=1),
+                             reply(actors.hospital2.address, B, 5, node_id=2)])
+    assert outcome.refused == []
+    assert [(c.hospital, c.cohort_count, c.synthetic_count) for c in outcome.accepted] == [
+        (actors.hospital.address, 3, 0), (actors.hospital2.address, 5, 0)]
+    np.testing.assert_allclose(outcome.weights[0], (3 * A[0] + 5 * B[0]) / 8, rtol=1e-6)
+    np.testing.assert_array_equal(outcome.accepted[0].weights[0], A[0])
+
+
+def test_an_update_exactly_at_the_clipping_tolerance_is_accepted_and_one_step_over_is_refused(
+        exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    # The coordinator allows 1e-4 of relative slack over the clipping norm C for the nodes' float32
+    # arithmetic: C * 1.0001 is exactly 0.5 for this C, and the update [0.5] has norm exactly 0.5.
+    clipping = 0.5 / 1.0001
+    assert clipping * (1 + 1e-4) == 0.5
+    at_limit = [np.array([0.5, 0.0, 0.0], dtype=np.float32)]
+    over = [np.array([0.0, np.nextafter(np.float32(0.5), np.float32(1)), 0.0], dtype=np.float32)]
+    anchor(exchange, actors.hospital, study, 1, at_limit, 2)
+    anchor(exchange, actors.hospital2, study, 1, over, 2)
+    outcome = combine_round(exchange, config(study, min_nodes=1, noise=1.0, clipping=clipping), 1, SENT,
+                            [reply(actors.hospital.address, at_limit, 2, node_id=1),
+                             reply(actors.hospital2.address, over, 2, node_id=2)], rng=np.random.default_rng(0))
+    assert [c.hospital for c in outcome.accepted] == [actors.hospital.address]
+    assert outcome.refused == [f"{actors.hospital2.address}: update norm 0.5 exceeds the clipping norm {clipping:g}"]
