@@ -357,13 +357,18 @@ def update_readme_table(table: str, readme: Path = README) -> None:
 
 
 def _merge_previous(modules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the previous figures of modules this run did not mutate (``--only``)."""
+    """Keep the previous figures of modules this run did not mutate (``--only``).
+
+    Only modules some group still mutates are kept: a module dropped from GROUPS (or moved out of
+    the one that named it) leaves no stale row behind.
+    """
     path = RESULTS_DIR / "mutation.json"
     if not path.exists():
         return modules
     fresh = {m["module"] for m in modules}
+    current = {module for group in GROUPS for module in group.modules}
     old = [m for m in json.loads(path.read_text(encoding="utf-8")).get("extra", {}).get("modules", [])
-           if m["module"] not in fresh]
+           if m["module"] not in fresh and m["module"] in current]
     return sorted(modules + old, key=lambda m: m["module"])
 
 
@@ -373,8 +378,9 @@ def _previous_groups(chosen: list[Group]) -> dict[str, Any]:
     if not path.exists():
         return {}
     again = {g.name for g in chosen}
+    current = {g.name for g in GROUPS}
     groups = json.loads(path.read_text(encoding="utf-8")).get("extra", {}).get("groups", {})
-    return {name: g for name, g in groups.items() if name not in again}
+    return {name: g for name, g in groups.items() if name not in again and name in current}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

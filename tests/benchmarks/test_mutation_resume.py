@@ -80,3 +80,18 @@ def test_a_group_never_run_is_refused(repo: tuple[Group, Path, list[str], Path])
     (sandbox / mutation.DIGEST_FILE).unlink()
     with pytest.raises(ResumeError, match="no earlier pass"):
         check_resumable(group, tests, sandbox, root)
+
+
+def test_an_earlier_run_keeps_only_modules_a_group_still_mutates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  ) -> None:
+    monkeypatch.setattr(mutation, "RESULTS_DIR", tmp_path)
+    previous = {"extra": {
+        "modules": [{"module": "coordinator/federation.py", "score": 0.12},  # mutated by no group any more
+                    {"module": "node/enrol.py", "score": 0.99}, {"module": "node/deid.py", "score": 0.5}],
+        "groups": {"federation": {"runtime_s": 60.0}, "enrol": {"runtime_s": 90.0}, "deid": {"runtime_s": 9.0}},
+    }}
+    (tmp_path / "mutation.json").write_text(json.dumps(previous))
+    merged = mutation._merge_previous([{"module": "node/deid.py", "score": 0.95}])
+    assert merged == [{"module": "node/deid.py", "score": 0.95}, {"module": "node/enrol.py", "score": 0.99}]
+    deid = next(g for g in mutation.GROUPS if g.name == "deid")
+    assert mutation._previous_groups([deid]) == {"enrol": {"runtime_s": 90.0}}
