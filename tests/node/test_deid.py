@@ -376,6 +376,30 @@ def test_study_date_moves_by_exactly_the_shift(day: date, days: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "days", "expected"),
+    [("20201231", 1, "20210101"), ("20200101", -1, "20191231"), ("20200228", 1, "20200229"),
+     ("20200115", 0, "20200115")],
+)
+def test_a_shift_of_one_day_moves_the_date_and_none_leaves_it(value: str, days: int, expected: str) -> None:
+    ds = Dataset()
+    ds.StudyDate = value
+    ds.AcquisitionDateTime = value + "101530"
+    out = deidentify(ds, PatientContext(PSEUDONYM, days), UidMapper(SECRET)).dataset
+    assert (out.StudyDate, out.AcquisitionDateTime) == (expected, expected + "101530")
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+@pytest.mark.parametrize("value", ["2020", "202001", "20200115101530"])
+def test_a_da_holding_a_partial_date_or_a_date_time_is_emptied_not_shifted(value: str) -> None:
+    # Valid as DT, not as DA (eight digits): read as a date time it would be shifted and kept.
+    ds = Dataset()
+    ds.StudyDate = value
+    result = deidentify(ds, PatientContext(PSEUDONYM, 40), UidMapper(SECRET))
+    assert result.dataset.StudyDate == ""
+    assert result.flags == ("StudyDate (0008,0020): not a valid DA value, so it could not be shifted; emptied",)
+
+
+@pytest.mark.parametrize(
     ("value", "expected"),
     [
         ("2020", "2020"),
@@ -405,8 +429,10 @@ def test_unreadable_date_is_emptied_and_flagged(
 
 def test_shift_past_year_9999_is_refused(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
     deid_synthetic.StudyDate = "99991225"
-    with pytest.raises(DeidentificationError, match=r"StudyDate \(0008,0020\) cannot be shifted by 17 days"):
+    with pytest.raises(DeidentificationError) as refused:
         deidentify(deid_synthetic, PatientContext(PSEUDONYM, 17), deid_uids)
+    assert str(refused.value) == ("StudyDate (0008,0020) cannot be shifted by 17 days: the result falls outside "
+                                  "years 1-9999; use a smaller date_shift_days")
 
 
 # --- markers -----------------------------------------------------------------------------------------------

@@ -46,3 +46,37 @@ def test_an_unlisted_binary_attribute_does_not_carry_text_into_the_store(
     ds.add(DataElement(tag, "OB", marker.encode()))  # OB is the standard's VR of each
     hits = scan_tree(ingest_dataset(make_node(role=False), ds, tmp_path / "in"), [marker])
     assert hits == [], f"{name} kept {marker!r}:\n{describe(hits)}"
+
+
+# Implicit VR files carry no VR: pydicom then gives these attributes their dictionary VR, "OB or OW",
+# unresolved (only pixel, overlay and waveform data are resolved from other attributes).
+AMBIGUOUS = {"DarkCurrentCounts (0014,3050)": 0x00143050, "AirCounts (0014,3070)": 0x00143070}
+
+
+@pytest.mark.parametrize("name", sorted(AMBIGUOUS))
+def test_an_unlisted_binary_attribute_read_without_its_vr_is_removed(name: str) -> None:
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
+
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    tag, marker = AMBIGUOUS[name], b"MRKZQX-AMBIGUOUS-7"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.999.999.7.1"
+    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Patient", "ID-TEST-0007"
+    ds.add(DataElement(tag, "OB", marker + b"\x00\x00"))
+    written = io.BytesIO()
+    ds.save_as(written, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    read = pydicom.dcmread(io.BytesIO(written.getvalue()))
+    assert read[tag].VR == "OB or OW", "the case this test is about: a VR pydicom could not resolve"
+    result = deidentify(read, PatientContext("MTP-TEST000007", 17), UidMapper(b"test-secret-not-for-production-0007"))
+    out = io.BytesIO()
+    result.dataset.save_as(out, enforce_file_format=True)
+    assert marker not in out.getvalue()
+    assert tag not in result.dataset
+    assert f"binary content outside the profile table removed: {name}" in result.flags
