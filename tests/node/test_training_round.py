@@ -28,6 +28,7 @@ from node.training import (
     label_of,
     read_kept_cohort,
     train_local,
+    train_round,
 )
 from tests.federated.conftest import TASK
 
@@ -305,3 +306,24 @@ def test_without_anchoring_the_update_is_only_hashed(hospital, exchange, actors)
     assert anchored.seconds >= 0
     assert exchange.studies.contribution_of(study_id, 1, hospital.address).cohort_count == 0
     assert not _cohort_file(hospital, study_id, 1).exists()
+
+
+def test_two_rounds_each_return_their_training_and_transaction_and_keep_both_cohorts(  # type: ignore[no-untyped-def]
+        hospital, exchange, actors) -> None:
+    study_id = _running(exchange, actors, hospital)
+    weights = _weights()
+    for round_ in (1, 2):
+        result = train_round(hospital, study_id=study_id, round_=round_, task_code=TASK, weights=weights, epochs=1,
+                             lr=0.002, batch_size=3, proximal_mu=0.0)
+        expected, metrics = _expected(hospital, result.cohort, round_, weights, epochs=1, lr=0.002, batch_size=3)
+        for got, want in zip(result.weights, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert result.metrics == {k: float(v) for k, v in metrics.items()}
+        receipt = exchange.chain.w3.eth.get_transaction_receipt(result.tx_hash)
+        on_chain = exchange.studies.contribution_of(study_id, round_, hospital.address)
+        assert (receipt["status"], receipt["blockNumber"]) == (1, on_chain.at_block)
+        assert receipt["from"] == hospital.address
+        exchange.studies.record_round(actors.coordinator, study_id, round_, result.update_hash, [hospital.address])
+    # The study's folder exists from round 1 on; round 2 adds its file beside it.
+    assert sorted(p.name for p in _cohort_file(hospital, study_id, 1).parent.iterdir()) == [
+        "round-1.json", "round-2.json"]
