@@ -12,7 +12,8 @@ that runs only those tests.
 
 After tests are added to a group's test files, ``--resume`` keeps the group's sandbox and
 has mutmut judge again only the mutants that survived or were not judged; killed verdicts stand
-(the code is checked to be unchanged and the test files the same, so no test was taken away).
+(the mutated code is checked to be unchanged and the test files the same, so no test was taken
+away; the sandbox's copies of the other modules are brought up to date first).
 
 Survivors that change no observable behaviour are listed, with the reason, in
 ``benchmarks/mutation_equivalent.toml``, keyed by module, function and the change (see
@@ -186,6 +187,35 @@ def check_resumable(group: Group, tests: list[str], sandbox: Path, root: Path = 
                           "(add new tests to the group's existing files, or run it without --resume)")
 
 
+def refresh_unmutated(group: Group, sandbox: Path, root: Path = REPO) -> list[str]:
+    """Bring the sandbox's copies of the packages up to date, except the group's mutated modules.
+
+    mutmut copies the packages into ``mutants/`` once and never overwrites a file there, so code
+    changed since the earlier pass (a helper the tests call, a validation added elsewhere) would
+    not be seen by the resumed pass. The mutated modules stay as mutmut generated them (their
+    source is checked unchanged); files gone from the repository are removed. Returns the
+    relative paths written or removed.
+    """
+    mutated = set(group.modules)
+    changed = []
+    for package in PACKAGES:
+        source, copy = root / package, sandbox / "mutants" / package
+        wanted = {p.relative_to(root).as_posix() for p in source.rglob("*") if p.is_file()
+                  and "__pycache__" not in p.parts}
+        for rel in sorted(wanted - mutated):
+            target = sandbox / "mutants" / rel
+            if not target.exists() or target.read_bytes() != (root / rel).read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / rel, target)
+                changed.append(rel)
+        for old in sorted(copy.rglob("*.py")) if copy.is_dir() else []:
+            rel = old.relative_to(sandbox / "mutants").as_posix()
+            if rel not in wanted and rel not in mutated and "__pycache__" not in old.parts:
+                old.unlink()
+                changed.append(rel)
+    return changed
+
+
 def reset_survivors(sandbox: Path) -> int:
     """Clear the verdict of every surviving mutant in ``sandbox`` so mutmut judges it again; return how many."""
     done = subprocess.run(
@@ -230,7 +260,9 @@ def run_group(group: Group, max_children: int, budget_s: float | None = None, re
         check_resumable(group, tests, sandbox)
         timed = sandbox / WALL_TIME_FILE
         earlier_s = float(timed.read_text(encoding="utf-8")) if timed.exists() else 0.0
-        print(f"\n== {group.name}: resuming; {reset_survivors(sandbox)} survivors to judge again", flush=True)
+        refreshed = refresh_unmutated(group, sandbox)
+        print(f"\n== {group.name}: resuming; {len(refreshed)} unmutated files brought up to date; "
+              f"{reset_survivors(sandbox)} survivors to judge again", flush=True)
     else:
         sandbox = prepare_sandbox(group, tests)
     print(f"\n== {group.name}: mutating {', '.join(group.modules)} against {len(tests)} test files", flush=True)

@@ -95,3 +95,24 @@ def test_an_earlier_run_keeps_only_modules_a_group_still_mutates(tmp_path: Path,
     assert merged == [{"module": "node/deid.py", "score": 0.95}, {"module": "node/enrol.py", "score": 0.99}]
     deid = next(g for g in mutation.GROUPS if g.name == "deid")
     assert mutation._previous_groups([deid]) == {"enrol": {"runtime_s": 90.0}}
+
+
+def test_resuming_brings_the_unmutated_copies_up_to_date_and_leaves_the_mutated_one(
+        repo: tuple[Group, Path, list[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    group, sandbox, _, root = repo
+    monkeypatch.setattr(mutation, "PACKAGES", ("pkg",))
+    (root / "pkg" / "helper.py").write_text("LIMIT = 2\n")
+    (root / "pkg" / "data").mkdir()
+    (root / "pkg" / "data" / "table.json").write_text("[1]")
+    copies = sandbox / "mutants" / "pkg"
+    copies.mkdir(parents=True)
+    (copies / "mod.py").write_text("# mutmut's trampolines\n")
+    (copies / "helper.py").write_text("LIMIT = 1\n")  # as it was at the first pass
+    (copies / "gone.py").write_text("X = 1\n")  # deleted from the repository since
+    changed = mutation.refresh_unmutated(group, sandbox, root)
+    assert sorted(changed) == ["pkg/data/table.json", "pkg/gone.py", "pkg/helper.py"]
+    assert (copies / "helper.py").read_text() == "LIMIT = 2\n"
+    assert (copies / "data" / "table.json").read_text() == "[1]"
+    assert not (copies / "gone.py").exists()
+    assert (copies / "mod.py").read_text() == "# mutmut's trampolines\n"
+    assert mutation.refresh_unmutated(group, sandbox, root) == []
