@@ -59,6 +59,13 @@ class SignedConsent:
     kinds: Kind | None = None
     expires_at: int | None = None
 
+    def __post_init__(self) -> None:
+        if (self.kinds is None) != (self.expires_at is None):
+            raise ValueError(
+                "a signed grant carries both kinds and expires_at and a signed revocation neither; got "
+                f"kinds={self.kinds!r} and expires_at={self.expires_at!r}, which the relay could not tell apart"
+            )
+
 
 def domain(chain_id: int, registry: str) -> dict[str, Any]:
     """The EIP-712 domain of the ConsentRegistry at ``registry`` on ``chain_id``."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import eip712
+from contracts.consent import ConsentRecord
 from contracts.datause import ANY_HOSPITAL, NO_EXPIRY, Kind, Purpose, Scope, Use
 from contracts.events import ConsentGranted, ConsentRevoked
 from contracts.exchange import Exchange
@@ -297,3 +299,44 @@ def test_batch_view_equals_per_patient_answers(exchange: Exchange, actors, grant
     batch = exchange.consent.permits_batch(addresses, use, block=block, chunk=4)
     single = [exchange.consent.permits(a, use, block=block) for a in addresses]
     assert batch == single
+
+
+# ---------------------------------------------------------------- the client's views and signing defaults
+
+
+def test_the_stored_consent_is_read_whole_and_as_of_the_block_asked(exchange: Exchange, actors, now) -> None:
+    patient = actors.patients[0]
+    kinds = Kind.CT_SINOGRAM | Kind.MR_KSPACE
+    granted = exchange.consent.grant(patient, HMB, kinds, now + 86_400).block_number
+    revoked = exchange.consent.revoke(patient, HMB).block_number
+    then = exchange.consent.consent_of(patient.address, HMB, block=granted)
+    assert then == ConsentRecord(kinds, now + 86_400, granted, 0)
+    assert type(then.kinds) is Kind
+    assert type(then.expires_at) is int
+    assert exchange.consent.consent_of(patient.address, HMB) == ConsentRecord(kinds, now + 86_400, granted, revoked)
+
+
+def test_a_nonce_given_is_signed_as_given_and_the_deadline_defaults_to_an_hour(exchange: Exchange, actors,
+                                                                              monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import contracts.consent
+
+    patient = Account.create()
+    monkeypatch.setattr(contracts.consent.time, "time", lambda: 1_900_000_000.75)
+    grant = exchange.consent.sign_grant(patient, HMB, Kind.IMAGE, NO_EXPIRY, nonce=7)
+    revoke = exchange.consent.sign_revoke(patient, HMB, nonce=8)
+    assert (grant.nonce, revoke.nonce) == (7, 8)  # not the chain's next nonce, 0
+    assert (grant.deadline, revoke.deadline) == (1_900_003_600, 1_900_003_600)
+    given = exchange.consent.sign_revoke(patient, HMB, deadline=1_900_000_005)
+    assert (given.nonce, given.deadline) == (0, 1_900_000_005)
+
+
+def test_a_signed_consent_with_kinds_but_no_expiry_or_the_reverse_cannot_be_made(exchange: Exchange) -> None:
+    # The relay sends a revocation for a signed consent without kinds and expiry: a half-filled grant
+    # must not reach it (it would revoke what the patient meant to grant).
+    signed = exchange.consent.sign_grant(Account.create(), HMB, Kind.IMAGE, NO_EXPIRY, nonce=0, deadline=2**40)
+    for kinds, expires in ((Kind.IMAGE, None), (None, NO_EXPIRY)):
+        with pytest.raises(ValueError, match="a signed grant carries both") as refused:
+            dataclasses.replace(signed, kinds=kinds, expires_at=expires)
+        assert str(refused.value) == (
+            "a signed grant carries both kinds and expires_at and a signed revocation neither; got "
+            f"kinds={kinds!r} and expires_at={expires!r}, which the relay could not tell apart")
