@@ -119,9 +119,11 @@ def test_kinds_not_requested_are_not_in_the_cohort(setup, exchange, actors) -> N
     study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
         purpose=Purpose.GRU, kinds=Kind.CT_SINOGRAM, hospitals=(node.address,),
         task_code_hash=keccak(b"task2"), rounds=1))
-    cohort = build_cohort(node, study_id, exchange.chain.block_number)
+    block = exchange.chain.block_number
+    cohort = build_cohort(node, study_id, block)
     assert cohort.count == 0
     assert cohort.root == bytes(32)
+    assert (cohort.study_id, cohort.block, cohort.members) == (study_id, block, ())  # still says what it is of
 
 
 def test_cohort_at_a_block_before_the_study_existed_is_refused(setup, exchange, actors, expect_revert) -> None:
@@ -131,3 +133,46 @@ def test_cohort_at_a_block_before_the_study_existed_is_refused(setup, exchange, 
         purpose=Purpose.GRU, kinds=Kind.IMAGE, hospitals=(node.address,), task_code_hash=keccak(b"task3"), rounds=1))
     with expect_revert("StudyRegistryUnknownStudy", studyId=study_id):
         build_cohort(node, study_id, before)
+
+
+def test_members_carry_each_records_path_format_label_and_synthetic_flag(setup) -> None:  # type: ignore[no-untyped-def]
+    node, study_id, keys, _, revoked_at = setup
+    consenting = [keys[p].address for p in ("TEST-P1", "TEST-P2", "TEST-P4")]
+    with node.sessions() as s:
+        records = s.execute(select(Record).join(Patient, Patient.pseudonym == Record.patient_pseudonym)
+                            .where(Patient.address.in_(consenting))).scalars().all()
+        # The training labels and the simulated-scan flag ride along with each record.
+        for i, record in enumerate(sorted(records, key=lambda r: r.record_id)):
+            record.label, record.synthetic = ("lesion", True) if i == 0 else (f"normal-{i}", False)
+        s.commit()
+        expected = {r.record_id: (r.path, r.format, r.label, r.synthetic) for r in records}
+    cohort = build_cohort(node, study_id, revoked_at)
+    assert {m.record_id: (m.path, m.format, m.label, m.synthetic) for m in cohort.members} == expected
+    assert [type(m.synthetic) for m in cohort.members] == [bool, bool, bool]
+
+
+def test_patients_are_asked_about_in_calls_of_the_chunk_given(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    node, study_id, keys, _, revoked_at = setup
+    consent, chain = node.exchange.consent, node.exchange.chain
+    calls: list[str] = []
+    call_raw = chain.call_raw
+
+    def counting(to, data, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(to)
+        return call_raw(to, data, **kwargs)
+
+    monkeypatch.setattr(chain, "call_raw", counting)
+    cohort = build_cohort(node, study_id, revoked_at, chunk=4)
+    assert calls == [consent.address, consent.address]  # six enrolled patients, four per call
+    got, want = addresses(cohort, keys, "TEST-P1", "TEST-P2", "TEST-P4")
+    assert got == want
+
+
+def test_a_consent_answer_missing_for_a_patient_is_an_error_not_a_smaller_cohort(setup, monkeypatch,  # type: ignore[no-untyped-def]
+                                                                                ) -> None:
+    node, study_id, _, _, revoked_at = setup
+    consent = node.exchange.consent
+    full = consent.permits_batch
+    monkeypatch.setattr(consent, "permits_batch", lambda patients, *a, **k: full(patients, *a, **k)[:-1])
+    with pytest.raises(ValueError, match="zip"):
+        build_cohort(node, study_id, revoked_at)
