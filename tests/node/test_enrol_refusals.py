@@ -231,7 +231,7 @@ def test_enrolment_time_is_recorded(hospital: Node, monkeypatch: pytest.MonkeyPa
 MALFORMED = {
     "short address": (LOCAL_ID, "0x1234", "0x" + "22" * 65, "'0x1234' is not an Ethereum address"),
     "signature not hex": (LOCAL_ID, "0x" + "11" * 20, "0x" + "zz" * 65,
-                          r"the signature must be hex \(0x followed by 130 hex digits\)"),
+                          r"^the signature must be hex \(0x followed by 130 hex digits\)$"),
     "signature of 64 bytes": (LOCAL_ID, "0x" + "11" * 20, "0x" + "22" * 64, "the signature has 64 bytes, expected 65"),
     "signature with r = s = 0": (LOCAL_ID, "0x" + "11" * 20, "0x" + "00" * 65,
                                  r"made by nobody \(malformed signature\)"),
