@@ -384,9 +384,8 @@ class _Cleaner:
         if tag.is_private or raw is None:
             return False
         declared: str | None = raw.VR
-        if declared in (None, "UN"):
-            standard = _standard_vrs(int(tag))
-            declared = next(iter(standard)) if standard is not None and len(standard) == 1 else None
+        if declared in (None, "UN") or " or " in declared:  # not in the file, or left unresolved by pydicom
+            declared = _vr_to_check(int(tag))
         if declared is None or declared not in _CHECKED_VRS or not _value_kept(int(tag)):
             return False  # not checkable, or replaced or removed by its rule: never reaches the store
         value = raw.value
@@ -599,6 +598,21 @@ def _standard_vrs(tag: int) -> frozenset[str] | None:
         return frozenset(dictionary_VR(tag).split(" or "))
     except KeyError:
         return frozenset({NEWER_VRS[tag]}) if tag in NEWER_VRS else None
+
+
+def _vr_to_check(tag: int) -> str | None:
+    """The VR to check a value of ``tag`` by when the file does not say: the standard's, if it has one.
+
+    "US or SS" (a pixel value, signed as the image is) counts values alike either way, so such a
+    choice of numbers of one size is checked as the first of them; any other choice is not checkable.
+    """
+    standard = _standard_vrs(tag)
+    if standard is None:
+        return None
+    if len(standard) == 1:
+        return next(iter(standard))
+    sizes = {_NUMBER_SIZES.get(vr) for vr in standard}
+    return min(standard) if len(sizes) == 1 and None not in sizes else None
 
 
 def _plausible_reals(raw: DataElement | RawDataElement, vr: str, value: bytes) -> bool:

@@ -50,3 +50,105 @@ def test_text_packed_into_a_kept_number_does_not_reach_the_store(
     assert (report.quarantined, len(report.ingested)) == ([], 1)
     hits = scan_tree(node.dir, [marker])
     assert hits == [], f"{name} kept {marker!r}:\n{describe(hits)}"
+
+
+# ---------------------------------------------------------------- value multiplicity, as PS3.5 6.4 defines it
+# (VM "n": exactly n values; "a-b": a to b; "a-n": a or more; "a-an": a positive multiple of a)
+
+US_VM = {  # tag, keyword, its VM in PS3.6
+    0x00280106: ("SmallestImagePixelValue", "1"),
+    0x00189066: ("NumberOfZeroFills", "1-2"),
+    0x00286102: ("ApplicableFrameRange", "2-2n"),
+    0x00800007: ("SurfacePointColorCIELabValueData", "3-3n"),
+    0x00720212: ("DisplaySetScrollingGroup", "2-n"),
+    0x00080304: ("NonidentifyingPrivateElements", "1-n"),
+}
+# (keyword, number of US values written, kept?)
+COUNTS = [
+    ("SmallestImagePixelValue", 1, True), ("SmallestImagePixelValue", 2, False),
+    ("NumberOfZeroFills", 1, True), ("NumberOfZeroFills", 2, True), ("NumberOfZeroFills", 3, False),
+    ("ApplicableFrameRange", 2, True), ("ApplicableFrameRange", 4, True), ("ApplicableFrameRange", 3, False),
+    ("ApplicableFrameRange", 1, False), ("ApplicableFrameRange", 5, False),
+    ("SurfacePointColorCIELabValueData", 3, True), ("SurfacePointColorCIELabValueData", 9, True),
+    ("SurfacePointColorCIELabValueData", 4, False), ("SurfacePointColorCIELabValueData", 7, False),
+    ("DisplaySetScrollingGroup", 2, True), ("DisplaySetScrollingGroup", 7, True),
+    ("DisplaySetScrollingGroup", 1, False),
+    ("NonidentifyingPrivateElements", 1, True), ("NonidentifyingPrivateElements", 12, True),
+]
+
+
+def _written_and_read(tag: int, value: bytes) -> pydicom.Dataset:
+    """A minimal CT data set holding ``value`` as the bytes of ``tag``, as the node reads it from a file.
+
+    Written with implicit VR, so the file says nothing but the bytes: the reader takes the VR from
+    the dictionary, as it would for a file from any source.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.999.999.9.1"
+    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Patient", "ID-TEST-0009"
+    ds.add(DataElement(tag, "OB", value))  # only the bytes reach the file
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+def _deid(ds: pydicom.Dataset):  # type: ignore[no-untyped-def]
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    return deidentify(ds, PatientContext("MTP-TEST000009", 17), UidMapper(b"test-secret-not-for-production-0009"))
+
+
+@pytest.mark.parametrize(("keyword", "count", "kept"), COUNTS, ids=[f"{k} x{n}" for k, n, _ in COUNTS])
+def test_a_kept_number_with_a_count_its_vm_does_not_allow_is_removed_and_flagged(
+        keyword: str, count: int, kept: bool) -> None:
+    tag = next(t for t, (k, _) in US_VM.items() if k == keyword)
+    vm = US_VM[tag][1]
+    value = np.arange(1, count + 1, dtype="<u2").tobytes()
+    result = _deid(_written_and_read(tag, value))
+    refusal = f"{keyword} {pydicom.tag.Tag(tag)}: {count} values where the standard allows {vm}; removed"
+    if kept:
+        assert result.dataset[tag].value == (list(range(1, count + 1)) if count > 1 else 1)
+        assert refusal not in result.flags
+    else:
+        assert tag not in result.dataset
+        assert refusal in result.flags
+
+
+def test_an_empty_number_is_kept_and_a_part_of_a_value_is_removed() -> None:
+    empty = _deid(_written_and_read(0x00280106, b""))
+    assert empty.dataset[0x00280106].value in (None, b"", [])
+    assert not any("SmallestImagePixelValue" in f for f in empty.flags)
+    # DiffusionGradientOrientation (0018,9089), FD, VM 3: twelve bytes are one and a half values.
+    odd = _deid(_written_and_read(0x00189089, np.array([0.5, 0.25], dtype="<f8").tobytes()[:12]))
+    assert 0x00189089 not in odd.dataset
+    assert "DiffusionGradientOrientation (0018,9089): 1.50 values where the standard allows 3; removed" in odd.flags
+
+
+def test_one_value_where_three_are_due_is_removed() -> None:
+    # DiffusionGradientOrientation (0018,9089) is a unit vector, FD, VM 3.
+    result = _deid(_written_and_read(0x00189089, np.array([0.5], dtype="<f8").tobytes()))
+    assert 0x00189089 not in result.dataset
+    assert "DiffusionGradientOrientation (0018,9089): 1 values where the standard allows 3; removed" in result.flags
+
+
+def test_an_attribute_the_dictionary_gives_no_keyword_is_named_by_its_tag() -> None:
+    # (300A,0782) is in the DICOM dictionary as US, VM 1, with no keyword.
+    result = _deid(_written_and_read(0x300A0782, np.array([1, 2], dtype="<u2").tobytes()))
+    assert 0x300A0782 not in result.dataset
+    assert "attribute (300A,0782): 2 values where the standard allows 1; removed" in result.flags
+
+
+def test_text_packed_into_a_pixel_value_of_an_implicit_vr_file_does_not_survive() -> None:
+    # (0028,0106) is "US or SS" in the dictionary; read from an implicit-VR file it has no VR of its own.
+    marker = b"MRKZQX-USTEXT-02"
+    result = _deid(_written_and_read(0x00280106, marker))
+    out = io.BytesIO()
+    result.dataset.save_as(out, enforce_file_format=True)
+    assert marker not in out.getvalue()
+    assert "SmallestImagePixelValue (0028,0106): 8 values where the standard allows 1; removed" in result.flags
