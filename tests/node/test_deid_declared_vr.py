@@ -97,3 +97,64 @@ def test_values_with_a_declared_vr_or_in_the_file_meta_do_not_survive_ingest(
         "planted values survive:\n" + "\n".join(f"  {places[m]}: {m}" for m in survivors)
         + "\n" + describe(hits) + ("\non the terminal: " + ", ".join(on_terminal) if on_terminal else "")
     )
+
+
+def _read_back(plants: list[tuple[str, int, str, str | bytes]]) -> pydicom.Dataset:
+    """A real CT file carrying ``plants`` with the VRs they declare, read back as the node reads a file."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # explicit VR little endian
+    ds.PatientID = "REVIEW-DCM-2"
+    for _, tag, vr, value in plants:
+        ds.add(DataElement(tag, vr, value))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the plants are invalid on purpose
+@pytest.mark.parametrize("plant", DATASET_PLANTS, ids=[p[0] for p in DATASET_PLANTS])
+def test_each_declared_vr_plant_is_removed_in_process_with_its_reason(
+        plant: tuple[str, int, str, str | bytes]) -> None:
+    # The same plants, de-identified in this process: the CLI ingest above runs in a child process.
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    _, tag, _, value = plant
+    result = deidentify(_read_back([plant]), PatientContext("MTP-TEST000012", 17),
+                        UidMapper(b"test-secret-not-for-production-0012"))
+    written = io.BytesIO()
+    result.dataset.save_as(written, enforce_file_format=True)
+    assert _marker(value).encode() not in written.getvalue()
+    assert tag not in result.dataset
+
+
+def test_a_kept_attribute_declared_with_another_vr_is_removed_naming_both_vrs() -> None:
+    # ContextGroupVersion (0008,0106) is DT and kept by the table (K): only the declared VR gives it away.
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    plant = ("ContextGroupVersion declared OB", 0x00080106, "OB", b"MRK-UNLOB-16")
+    result = deidentify(_read_back([plant]), PatientContext("MTP-TEST000013", 17),
+                        UidMapper(b"test-secret-not-for-production-0013"))
+    assert 0x00080106 not in result.dataset
+    assert "ContextGroupVersion (0008,0106): declared with VR OB, the standard defines DT; removed" in result.flags
+
+
+def test_an_attribute_the_standard_does_not_define_is_removed_saying_so() -> None:
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    plant = ("undefined", 0x0018FFF0, "LO", "MRK-UNKNOWN-17")
+    result = deidentify(_read_back([plant]), PatientContext("MTP-TEST000014", 17),
+                        UidMapper(b"test-secret-not-for-production-0014"))
+    assert 0x0018FFF0 not in result.dataset
+    assert "attribute (0018,FFF0): not defined by the standard, removed" in result.flags
+
+
+@pytest.mark.parametrize("tag", [0x00000000, 0x00080000, 0x00100000], ids=["command group length", "group length 0008",
+                                                                          "group length 0010"])
+def test_group_lengths_are_removed_without_a_declared_vr_flag(tag: int) -> None:
+    # Group lengths (element 0000) and command elements (group 0000) go by their rule, unflagged.
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    ds = _read_back([])
+    ds.add(DataElement(tag, "UL", 1234))
+    result = deidentify(ds, PatientContext("MTP-TEST000015", 17), UidMapper(b"test-secret-not-for-production-0015"))
+    assert tag not in result.dataset
+    assert not any("declared with VR" in f or "not defined by the standard" in f for f in result.flags)
