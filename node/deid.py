@@ -107,6 +107,8 @@ _FORMATTED = {
 _NUMBER_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
 # Text VRs of one value whose text may contain a backslash.
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+# The actions _Cleaner.clean applies, as _Cleaner._action resolves the table's codes (X/Z/D and the like).
+_ACTIONS = frozenset({"X", "Z", "D", "U", "U*", "C", "K"})
 _CHECKED_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI", *_NUMBER_SIZES}
 )
@@ -327,6 +329,11 @@ class _Cleaner:
                 continue
             elem = ds[tag]
             action = self._action(elem)
+            if action not in _ACTIONS:  # fail closed: an action this engine does not apply keeps nothing
+                raise DeidentificationError(
+                    f"{_describe(elem)}: the profile table gives the action {action!r}, which this engine does not "
+                    f"apply (it knows {', '.join(sorted(_ACTIONS))}); fix the table before de-identifying"
+                )
             if action == "X":
                 del ds[tag]
                 self.removed += 1

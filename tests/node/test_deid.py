@@ -768,3 +768,33 @@ def test_unlisted_dates_are_shifted_too(deid_synthetic: Dataset, deid_uids: UidM
     deid_synthetic.StudyUpdateDateTime = "20200115101530"  # DT the table does not list
     out = deidentify(deid_synthetic, PatientContext(PSEUDONYM, 40), deid_uids).dataset
     assert (out.SecondaryReviewDate, out.StudyUpdateDateTime) == ("20200224", "20200224101530")
+
+
+def test_an_action_the_engine_does_not_apply_stops_the_de_identification(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A table entry with a code the engine does not know (a future edition, a typo) must not keep the value.
+    import dataclasses
+
+    from node import deid
+
+    rules = dict(deid.RULES_BY_TAG)
+    rules[0x00080080] = dataclasses.replace(rules[0x00080080], action="X/Q")
+    monkeypatch.setattr(deid, "RULES_BY_TAG", rules)
+    ds = Dataset()
+    ds.InstitutionName = "Test Institution"
+    with pytest.raises(DeidentificationError) as stopped:
+        deidentify(ds, PatientContext(PSEUDONYM, SHIFT), UidMapper(SECRET))
+    assert str(stopped.value) == (
+        "InstitutionName (0008,0080): the profile table gives the action 'X/Q', which this engine does not apply "
+        "(it knows C, D, K, U, U*, X, Z); fix the table before de-identifying")
+
+
+def test_an_unlisted_attribute_given_an_unknown_action_stops_the_de_identification(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from node import deid
+
+    monkeypatch.setattr(deid, "_unlisted_code", lambda tag, vr: "k")
+    ds = Dataset()
+    ds.ContentLabel = "LABEL"  # (0070,0080), CS, not in the table
+    with pytest.raises(DeidentificationError, match=r"ContentLabel \(0070,0080\): the profile table gives the "
+                                                    r"action 'k'"):
+        deidentify(ds, PatientContext(PSEUDONYM, SHIFT), UidMapper(SECRET))
