@@ -271,7 +271,9 @@ def test_a_contribution_is_anchored_with_its_cohort_and_the_cohort_kept(hospital
     trained = train_local(hospital, study_id=study_id, round_=1, task_code=TASK, weights=weights, epochs=1,
                           lr=0.001, batch_size=4, proximal_mu=0.0)
     signer = RecordingSigner(hospital.account) if with_signer else None
+    started = time.perf_counter()
     anchored = anchor_contribution(hospital, trained.cohort, 1, trained.weights, signer=signer)
+    assert anchored.seconds <= time.perf_counter() - started  # the time of this call, not a clock reading
     assert anchored.update_hash == weights_hash(trained.weights)
     assert anchored.tx_hash.startswith("0x")
     assert len(anchored.tx_hash) == 66  # a transaction hash, 32 bytes
@@ -327,3 +329,17 @@ def test_two_rounds_each_return_their_training_and_transaction_and_keep_both_coh
     # The study's folder exists from round 1 on; round 2 adds its file beside it.
     assert sorted(p.name for p in _cohort_file(hospital, study_id, 1).parent.iterdir()) == [
         "round-1.json", "round-2.json"]
+
+
+def test_a_round_judges_the_study_at_the_block_it_builds_the_cohort_at(hospital, exchange, actors,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The round reads the block once and uses it for the study check and the cohort alike: a study
+    # that was not yet running at that block is refused, even if it runs by the time it is asked.
+    study_id = _request(exchange, actors, (hospital.address,))
+    exchange.studies.approve(hospital.account, study_id)
+    pinned = exchange.chain.block_number
+    exchange.studies.start(actors.coordinator, study_id)
+    monkeypatch.setattr(type(hospital.exchange.chain), "block_number", property(lambda self: pinned))
+    with pytest.raises(StudyRefused, match=f"^study {study_id} is REQUESTED, not RUNNING: nothing to train$"):
+        train_local(hospital, study_id=study_id, round_=1, task_code=TASK, weights=_weights(), epochs=1, lr=0.001,
+                    batch_size=4, proximal_mu=0.0)
