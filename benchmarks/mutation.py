@@ -335,17 +335,25 @@ def export_sandbox(sandbox: Path) -> list[tally_mod.Mutant]:
 
 
 def _solidity_rows() -> list[str]:
-    """Table rows for the Solidity mutants, from results/mutation_solidity.json if another run wrote it."""
+    """Table rows for the Solidity mutants, one per contract, from results/mutation_solidity.json if it exists."""
     path = RESULTS_DIR / "mutation_solidity.json"
     if not path.exists():
         return []
     data = json.loads(path.read_text(encoding="utf-8"))
+    by_file: dict[str, dict[str, Any]] = {}
+    for mutant in data.get("mutants", []):
+        entry = by_file.setdefault(mutant["file"], {
+            "module": mutant["file"], "mutants": 0, "killed": 0, "survived": 0, "timeout": 0, "equivalent": 0,
+            "no tests": 0, "not run": 0, "measured_at": data.get("measured_at", ""), "commit": data.get("commit", "")})
+        entry["mutants"] += 1
+        outcome = mutant.get("outcome", "not run")
+        entry[outcome if outcome in entry else "not run"] += 1
     rows = []
-    for entry in data.get("extra", {}).get("modules", []) or data.get("modules", []):
+    for entry in sorted(by_file.values(), key=lambda e: e["module"]):
+        judged = entry["mutants"] - entry["equivalent"] - entry["not run"]
+        entry["score"] = (entry["killed"] + entry["timeout"]) / judged if judged else None
+        entry["target_met"] = None if entry["score"] is None else entry["score"] == 1.0  # all killed, the issue says
         rows.append(_row(entry, kind="Solidity"))
-    if not rows:
-        rows = [f"| Solidity | {m['metric']} | {m['value']} {m['unit']} | | | | | | {m.get('target', '')} |"
-                for m in data.get("measurements", [])]
     return rows
 
 
@@ -356,20 +364,23 @@ def _row(entry: dict[str, Any], kind: str = "Python") -> str:
         shown = f"**{shown}**"
     cells = [kind, f"`{entry['module']}`", entry.get("mutants", ""), entry.get("killed", ""),
              entry.get("survived", ""), entry.get("timeout", ""), entry.get("equivalent", ""),
-             entry.get("no tests", ""), entry.get("not run", ""), shown]
+             entry.get("no tests", ""), entry.get("not run", ""), shown,
+             f"{entry.get('measured_at', '')[:16].replace('T', ' ')} `{entry.get('commit', '')}`".strip(" `")]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def render_mutation_table(modules: list[dict[str, Any]], runtime_s: float, measured_at: str) -> str:
     """Render the README's mutation table: one row per module, Python then Solidity."""
     lines = [
-        f"Last run {measured_at}; the groups took {runtime_s / 60:.1f} min in all."
+        f"Last run {measured_at}; the groups took {runtime_s / 60:.1f} min in all. Each row says when it was"
+        " measured and at which commit of its module (`+modified`: with uncommitted changes);"
         " Score = (killed + timeout) / (mutants - equivalent);"
         f" target >= {100 * tally_mod.TARGET_SCORE:.0f} % per module. Survivors are listed in"
         " `results/mutation.json`, equivalent mutants with their reasons in `mutation_equivalent.toml`.",
         "",
-        "| language | module | mutants | killed | survived | timeout | equivalent | no tests | not run | score |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| language | module | mutants | killed | survived | timeout | equivalent | no tests | not run | score |"
+        " measured (code) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(m) for m in modules),
         *_solidity_rows(),
     ]
@@ -399,9 +410,25 @@ def _merge_previous(modules: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return modules
     fresh = {m["module"] for m in modules}
     current = {module for group in GROUPS for module in group.modules}
-    old = [m for m in json.loads(path.read_text(encoding="utf-8")).get("extra", {}).get("modules", [])
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    old = [m for m in previous.get("extra", {}).get("modules", [])
            if m["module"] not in fresh and m["module"] in current]
+    for m in old:  # rows from before the columns existed: measured when that file was written, commit unknown
+        m.setdefault("measured_at", previous.get("measured_at", ""))
+        m.setdefault("commit", "unknown")
     return sorted(modules + old, key=lambda m: m["module"])
+
+
+def code_version(modules: Sequence[str], root: Path = REPO) -> str:
+    """The commit ``modules`` are at, ``+modified`` if the working tree changes them ("unknown" without git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", *modules], cwd=root, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+modified" if changed else "")
 
 
 def _previous_groups(chosen: list[Group]) -> dict[str, Any]:
@@ -462,7 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total_s = time.monotonic() - start
 
     tallies, stale = tally_mod.tally(mutants, equivalents)
-    modules = _merge_previous([t.as_dict() for t in tallies])
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    fresh = [{**t.as_dict(), "measured_at": now, "commit": code_version([t.module])} for t in tallies]
+    modules = _merge_previous(fresh)
     measurements = [
         Measurement(
             metric=f"mutants killed, {m['module']}",

@@ -90,9 +90,13 @@ def test_an_earlier_run_keeps_only_modules_a_group_still_mutates(tmp_path: Path,
                     {"module": "node/enrol.py", "score": 0.99}, {"module": "node/deid.py", "score": 0.5}],
         "groups": {"federation": {"runtime_s": 60.0}, "enrol": {"runtime_s": 90.0}, "deid": {"runtime_s": 9.0}},
     }}
+    previous["measured_at"] = "2026-11-30T21:49:10+00:00"
     (tmp_path / "mutation.json").write_text(json.dumps(previous))
     merged = mutation._merge_previous([{"module": "node/deid.py", "score": 0.95}])
-    assert merged == [{"module": "node/deid.py", "score": 0.95}, {"module": "node/enrol.py", "score": 0.99}]
+    # a row kept from the earlier file says when that file measured it; its commit was not recorded then
+    assert merged == [{"module": "node/deid.py", "score": 0.95},
+                      {"module": "node/enrol.py", "score": 0.99, "measured_at": "2026-11-30T21:49:10+00:00",
+                       "commit": "unknown"}]
     deid = next(g for g in mutation.GROUPS if g.name == "deid")
     assert mutation._previous_groups([deid]) == {"enrol": {"runtime_s": 90.0}}
 
@@ -116,3 +120,35 @@ def test_resuming_brings_the_unmutated_copies_up_to_date_and_leaves_the_mutated_
     assert not (copies / "gone.py").exists()
     assert (copies / "mod.py").read_text() == "# mutmut's trampolines\n"
     assert mutation.refresh_unmutated(group, sandbox, root) == []
+
+
+def test_the_solidity_rows_count_each_contracts_mutants_by_outcome(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mutation, "RESULTS_DIR", tmp_path)
+    outcomes = {"A.sol": ["killed", "killed", "equivalent"], "B.sol": ["killed", "survived"]}
+    mutants = [{"file": f"contracts/src/{name}", "outcome": o} for name, os_ in outcomes.items() for o in os_]
+    (tmp_path / "mutation_solidity.json").write_text(json.dumps(
+        {"measured_at": "2026-11-30T21:38:40+00:00", "mutants": mutants}))
+    assert mutation._solidity_rows() == [
+        "| Solidity | `contracts/src/A.sol` | 3 | 2 | 0 | 0 | 1 | 0 | 0 | 100.0 % | 2026-11-30 21:38 |",
+        "| Solidity | `contracts/src/B.sol` | 2 | 1 | 1 | 0 | 0 | 0 | 0 | **50.0 %** | 2026-11-30 21:38 |",
+    ]
+
+
+def test_the_code_version_names_the_commit_and_uncommitted_changes(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "m.py").write_text("X = 1\n")
+    git("add", "m.py")
+    git("commit", "-qm", "m")
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert mutation.code_version(["m.py"], tmp_path) == head
+    (tmp_path / "m.py").write_text("X = 2\n")
+    assert mutation.code_version(["m.py"], tmp_path) == head + "+modified"
+    assert mutation.code_version(["m.py"], tmp_path / "absent") == "unknown"
