@@ -158,3 +158,31 @@ def test_group_lengths_are_removed_without_a_declared_vr_flag(tag: int) -> None:
     result = deidentify(ds, PatientContext("MTP-TEST000015", 17), UidMapper(b"test-secret-not-for-production-0015"))
     assert tag not in result.dataset
     assert not any("declared with VR" in f or "not defined by the standard" in f for f in result.flags)
+
+
+IMPLICIT_PLANTS = [p for p in DATASET_PLANTS if p[1] in (0x00080105, 0x00080030, 0x00080060)]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the plants are invalid on purpose
+@pytest.mark.parametrize("plant", IMPLICIT_PLANTS, ids=[p[0] for p in IMPLICIT_PLANTS])
+def test_text_in_a_kept_code_or_time_of_an_implicit_vr_file_is_removed(
+        plant: tuple[str, int, str, str | bytes]) -> None:
+    # Without a VR in the file the standard's VR (CS, TM) is the one the value is checked by.
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    _, tag, _, value = plant
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = "REVIEW-DCM-3"
+    ds.add(DataElement(tag, "OB", value.encode() if isinstance(value, str) else value))  # only bytes are written
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    read = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    assert read.get_item(tag).VR is None, "the case this test is about: no VR in the file"
+    result = deidentify(read, PatientContext("MTP-TEST000016", 17), UidMapper(b"test-secret-not-for-production-0016"))
+    written = io.BytesIO()
+    result.dataset.save_as(written, enforce_file_format=True)
+    assert _marker(value).encode() not in written.getvalue()
+    assert tag not in result.dataset
