@@ -343,3 +343,26 @@ def test_a_round_judges_the_study_at_the_block_it_builds_the_cohort_at(hospital,
     with pytest.raises(StudyRefused, match=f"^study {study_id} is REQUESTED, not RUNNING: nothing to train$"):
         train_local(hospital, study_id=study_id, round_=1, task_code=TASK, weights=_weights(), epochs=1, lr=0.001,
                     batch_size=4, proximal_mu=0.0)
+
+
+def test_a_round_over_a_record_without_a_label_is_refused_naming_that_record(hospital, exchange, actors) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from node.catalog import Record
+
+    study_id = _running(exchange, actors, hospital)
+    with hospital.sessions() as s:
+        record = s.scalars(select(Record).order_by(Record.record_id)).first()
+        record_id, label = record.record_id, record.label
+        record.label = "DOE^JANE"  # a name in the label column: a shifted sidecar
+        s.commit()
+    try:
+        with pytest.raises(StudyRefused) as refused:
+            train_local(hospital, study_id=study_id, round_=1, task_code=TASK, weights=_weights(), epochs=1,
+                        lr=0.001, batch_size=4, proximal_mu=0.0)
+        assert str(refused.value).startswith(f"record {record_id} has no usable label")
+        assert "DOE^JANE" not in str(refused.value)
+    finally:
+        with hospital.sessions() as s:
+            s.get(Record, record_id).label = label
+            s.commit()
