@@ -174,9 +174,9 @@ class ModuleTally:
 def tally(mutants: list[Mutant], equivalents: dict[str, Equivalent]) -> tuple[list[ModuleTally], list[str]]:
     """Count each module's mutants by verdict, moving reviewed equivalent survivors to their own column.
 
-    Only a survivor can be equivalent: a reviewed entry whose mutant was killed is a mistake in
-    the review and is returned as stale, as is one whose mutant no longer exists (entries for
-    modules this run did not mutate are left alone).
+    Only a survivor (or a timeout, which no test decided) can be equivalent: a reviewed entry
+    whose mutant a test killed is a mistake in the review and is returned as stale, as is one
+    whose mutant no longer exists (entries for modules this run did not mutate are left alone).
     Returns the per-module tallies (sorted by module) and the stale equivalent keys.
     """
     keys = stable_keys(mutants)
@@ -186,7 +186,9 @@ def tally(mutants: list[Mutant], equivalents: dict[str, Equivalent]) -> tuple[li
         entry = by_module.setdefault(mutant.module, ModuleTally(mutant.module))
         key = keys[mutant.name]
         column = _STATUS_COLUMN.get(mutant.status, OTHER)
-        if column == SURVIVED and key in equivalents:
+        # A reviewed equivalent that timed out was not killed by a test: its run only went over the
+        # CPU limit (on a loaded machine a test's polling can). It counts as equivalent, not killed.
+        if column in (SURVIVED, TIMEOUT) and key in equivalents:
             column = EQUIVALENT
             entry.equivalents[key] = equivalents[key].reason
             used.add(key)

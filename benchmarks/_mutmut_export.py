@@ -4,7 +4,7 @@ Run by :mod:`benchmarks.mutation` inside a group's sandbox (the directory holdin
 ``pyproject.toml`` and ``mutants/``), because mutmut reads its configuration and results from
 the current directory. Uses mutmut's own readers, so the verdicts and diffs are exactly the
 ones ``mutmut results`` and ``mutmut show`` print. With ``--reset-survivors`` it clears the verdict
-of every surviving mutant instead (mutmut then judges them again on its next run) and prints how
+of every surviving or timed-out mutant instead (mutmut then judges them again on its next run) and prints how
 many it cleared.
 """
 
@@ -38,13 +38,17 @@ def export() -> list[dict[str, str]]:
 
 
 def reset_survivors() -> int:
-    """Clear the verdict of every mutant that survived; return how many were cleared."""
+    """Clear the verdict of every mutant that survived or timed out; return how many were cleared.
+
+    A timeout is judged again too: on a loaded machine a test that polls can go over mutmut's CPU
+    limit, and such a verdict says nothing about whether a test would have failed.
+    """
     cleared = 0
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
         survivors = [name for name, code in data.exit_code_by_key.items()
-                     if code is not None and status_by_exit_code[code] == "survived"]
+                     if code is not None and status_by_exit_code[code] in ("survived", "timeout")]
         for name in survivors:
             data.exit_code_by_key[name] = None
         if survivors:

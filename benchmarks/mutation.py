@@ -11,7 +11,7 @@ its mutants, records which tests reach each function, and then, per mutant, fork
 that runs only those tests.
 
 After tests are added to a group's test files, ``--resume`` keeps the group's sandbox and
-has mutmut judge again only the mutants that survived or were not judged; killed verdicts stand
+has mutmut judge again only the mutants that survived, timed out or were not judged; killed verdicts stand
 (the mutated code is checked to be unchanged and the test files the same, so no test was taken
 away; the sandbox's copies of the other modules are brought up to date first).
 
@@ -217,7 +217,10 @@ def refresh_unmutated(group: Group, sandbox: Path, root: Path = REPO) -> list[st
 
 
 def reset_survivors(sandbox: Path) -> int:
-    """Clear the verdict of every surviving mutant in ``sandbox`` so mutmut judges it again; return how many."""
+    """Clear the verdict of every surviving or timed-out mutant in ``sandbox`` so mutmut judges it again.
+
+    Returns how many were cleared.
+    """
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks._mutmut_export", "--reset-survivors"],
         cwd=sandbox, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, capture_output=True, text=True,
@@ -262,7 +265,7 @@ def run_group(group: Group, max_children: int, budget_s: float | None = None, re
         earlier_s = float(timed.read_text(encoding="utf-8")) if timed.exists() else 0.0
         refreshed = refresh_unmutated(group, sandbox)
         print(f"\n== {group.name}: resuming; {len(refreshed)} unmutated files brought up to date; "
-              f"{reset_survivors(sandbox)} survivors to judge again", flush=True)
+              f"{reset_survivors(sandbox)} survivors and timeouts to judge again", flush=True)
     else:
         sandbox = prepare_sandbox(group, tests)
     print(f"\n== {group.name}: mutating {', '.join(group.modules)} against {len(tests)} test files", flush=True)

@@ -29,11 +29,12 @@ def _sandbox(tmp_path: Path) -> Path:
     return sandbox
 
 
-def test_only_survivors_lose_their_verdict(tmp_path: Path) -> None:
+def test_only_survivors_and_timeouts_lose_their_verdict(tmp_path: Path) -> None:
     sandbox = _sandbox(tmp_path)
-    assert reset_survivors(sandbox) == 2
+    assert reset_survivors(sandbox) == 3
     after = json.loads((sandbox / "mutants" / "pkg" / "mod.py.meta").read_text())["exit_code_by_key"]
-    expected = dict(VERDICTS, **{"pkg.mod.x_f__mutmut_2": None, "pkg.mod.x_g__mutmut_1": None})
+    expected = dict(VERDICTS, **{"pkg.mod.x_f__mutmut_2": None, "pkg.mod.x_g__mutmut_1": None,
+                                 "pkg.mod.x_g__mutmut_3": None})
     assert after == expected
 
 

@@ -127,3 +127,13 @@ def test_group_pyproject_narrows_the_repository_mutmut_section(tmp_path: Path) -
         "tests/node/test_deid.py", "-k", "not slowest"]
     assert data["tool"]["ruff"]["line-length"] == 120
     assert data["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+
+
+def test_a_reviewed_equivalent_that_timed_out_counts_as_equivalent_not_killed(tmp_path: Path) -> None:
+    equivalents = _equivalents(tmp_path, MSG_ENTRY)
+    mutants = [_m("node.deid.x_check__mutmut_1", "node/deid.py", "timeout", DIFF_MSG),
+               _m("node.deid.x_other__mutmut_1", "node/deid.py", "killed", "-a\n+b")]
+    (module,), stale = tally.tally(mutants, equivalents)
+    counts = module.as_dict()
+    assert (counts["killed"], counts["timeout"], counts["equivalent"]) == (1, 0, 1)
+    assert stale == []
