@@ -12,14 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
 from node.errors import KeyStoreError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 KEY_FILE = "hospital-key.json"
 SECRETS_FILE = "secrets.json"
@@ -49,6 +51,8 @@ def store_key(node_dir: Path, private_key: str | bytes, passphrase: str) -> Loca
     Raises:
         KeyStoreError: a key is already stored (never overwritten) or the key is malformed.
     """
+    from eth_account import Account  # the chain key's library: not loaded by what needs only the secrets
+
     path = node_dir / KEY_FILE
     if path.exists():
         raise KeyStoreError(f"{path} already holds a hospital key; it is never overwritten")
@@ -67,6 +71,8 @@ def load_key(node_dir: Path, passphrase: str) -> LocalAccount:
     Raises:
         KeyStoreError: no keystore, or the passphrase is wrong.
     """
+    from eth_account import Account
+
     path = node_dir / KEY_FILE
     try:
         keystore = json.loads(path.read_text(encoding="utf-8"))

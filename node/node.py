@@ -9,18 +9,21 @@ import datetime as _dt
 import shutil
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
 from sqlalchemy.orm import Session, sessionmaker
 
-from contracts.exchange import Exchange
-from contracts.manifest import read_manifest
 from node.catalog import open_catalog
 from node.config import NodeInfo
 from node.errors import NodeConfigError
 from node.keys import NodeSecrets, create_secrets, load_key, load_secrets, store_key
 from node.private import make_dir, private_umask, tighten
 from node.vault import Vault
+
+if TYPE_CHECKING:  # web3 and the chain key's library: loaded only by what uses the chain (not an ingest)
+    from eth_account.signers.local import LocalAccount
+
+    from contracts.exchange import Exchange
 
 MANIFEST_COPY = "deployment.json"
 #: Folders whose every file is checked for loose permissions each time a node is opened.
@@ -64,6 +67,8 @@ class Node:
         Raises:
             NodeConfigError: the directory already holds a node, or the manifest is unreadable.
         """
+        from contracts.manifest import read_manifest
+
         node_dir = Path(node_dir)
         if (node_dir / "node.json").exists():
             raise NodeConfigError(f"{node_dir} already holds a node; choose another directory")
@@ -109,4 +114,6 @@ class Node:
     @cached_property
     def exchange(self) -> Exchange:
         """The contracts, on the node's chain (connects on first use)."""
+        from contracts.exchange import Exchange
+
         return Exchange.connect(self.rpc_url, self.dir / self.info.manifest)

@@ -22,13 +22,10 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from raw_data.compare import compare_profiles, format_table, write_panel
 from raw_data.errors import MissingFileError, RawDataError
-from raw_data.ismrmrd_io import read_ismrmrd
-from raw_data.phantoms import make_patient
-from raw_data.scanners import PROFILES, get_profile
-from raw_data.sinogram_io import is_sinogram, read_sinogram, write_sinogram
-from raw_data.virtual_scan import read_dicom_attenuation, scan_image
+
+# Each command imports what it uses: torch, SciPy and scikit-image (seconds of start-up) only for
+# the scans and comparisons that compute with them, and after the output path has been checked.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace) -> None:
+    from raw_data.compare import compare_profiles, format_table, write_panel
+    from raw_data.phantoms import make_patient
+
     radius = (args.lesion_radius, args.lesion_radius)
     contrast = (abs(args.lesion_contrast), abs(args.lesion_contrast))
     patient = make_patient(args.seed, radius_mm=radius, contrast_hu=contrast)
@@ -82,6 +82,11 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _scan(args: argparse.Namespace) -> None:
+    from raw_data.phantoms import make_patient
+    from raw_data.scanners import get_profile
+    from raw_data.sinogram_io import write_sinogram
+    from raw_data.virtual_scan import read_dicom_attenuation, scan_image
+
     profile = get_profile(args.profile)
     if args.dicom is not None:
         image = read_dicom_attenuation(args.dicom)
@@ -96,6 +101,9 @@ def _scan(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
+    from raw_data.ismrmrd_io import read_ismrmrd
+    from raw_data.sinogram_io import is_sinogram, read_sinogram
+
     if is_sinogram(args.file):
         s = read_sinogram(args.file)
         g = s.geometry
@@ -144,6 +152,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "info":
         _info(args)
     else:
+        from raw_data.scanners import PROFILES
+
         for p in PROFILES.values():
             print(
                 f"{p.name:<16} {p.n_views:>5} views x {p.n_detectors:>4} detectors, "

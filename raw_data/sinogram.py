@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from raw_data.errors import DataShapeError, NonFiniteDataError
 from raw_data.geometry import Geometry
 from raw_data.scanners import ScannerProfile
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Sinogram", "check_finite"]
 
@@ -78,4 +81,6 @@ class Sinogram:
 
     def tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """Return the data as a float32 torch tensor on ``device``."""
+        import torch  # only here: reading and writing sinograms does not need torch
+
         return torch.from_numpy(self.data).to(device)

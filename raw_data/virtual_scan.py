@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
 import torch
-from pydicom.errors import InvalidDicomError
 
 from raw_data._files import created_by, existing_file, utc_now
 from raw_data.errors import CorruptFileError, DataShapeError, DicomFormatError, GeometryError
@@ -39,9 +37,9 @@ __all__ = ["AttenuationImage", "read_dicom_attenuation", "reconstruct", "scan_im
 # Lossless and lossy codecs stay far below this ratio on CT slices.
 _MAX_DECODE_RATIO = 1100
 # What pydicom and its pixel handlers raise on damaged files: bad lengths, tags, values
-# (invalid DS/IS strings), transfer syntaxes or codec streams.
+# (invalid DS/IS strings), transfer syntaxes or codec streams; and pydicom.errors.InvalidDicomError.
+# pydicom is imported where a DICOM file is read: the scans and tasks that never read one do not load it.
 _PYDICOM_ERRORS = (
-    InvalidDicomError,
     AttributeError,
     ValueError,
     TypeError,
@@ -59,11 +57,13 @@ _PYDICOM_ERRORS = (
 @contextlib.contextmanager
 def _decoding(where: str, failure: str) -> Iterator[None]:
     """Turn pydicom's exceptions inside the block (third-party calls only) into CorruptFileError."""
+    from pydicom.errors import InvalidDicomError
+
     try:
         yield
     except MemoryError as exc:
         raise CorruptFileError(f"{failure} (out of memory: a length in the file is corrupt)", where) from exc
-    except _PYDICOM_ERRORS as exc:
+    except (InvalidDicomError, *_PYDICOM_ERRORS) as exc:
         raise CorruptFileError(f"{failure} ({type(exc).__name__}: {exc})", where) from exc
 
 
@@ -102,6 +102,8 @@ def read_dicom_attenuation(path: str | os.PathLike[str]) -> AttenuationImage:
             pixels, or unusable Rows, Columns or rescale values.
         NonFiniteDataError: the rescaled pixels hold NaN or inf.
     """
+    import pydicom
+
     p = existing_file(path)
     where = str(p)
     # Parse from memory: a corrupt element length then reads at most the file's bytes,

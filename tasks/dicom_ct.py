@@ -14,10 +14,6 @@ from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tasks.errors import TaskDataError
 
@@ -60,6 +56,12 @@ def write_ct_image(
         uid_source: text the UIDs are derived from, so the same source gives the same UIDs.
         description: SeriesDescription and ImageComments.
     """
+    # pydicom is imported here and in read_ct_image: processes that never touch a DICOM slice (every
+    # round of the sinogram and k-space tasks) do not load it.
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
     values = np.asarray(hu, dtype=np.float64)
     stored = np.clip(np.rint(values - _INTERCEPT), 0, _STORED_MAX).astype(np.uint16)
     study_uid = generate_uid(entropy_srcs=[uid_source, "study"])
@@ -143,6 +145,9 @@ def read_ct_image(source: str | os.PathLike[str] | BinaryIO, where: str) -> CtSl
         TaskDataError: not DICOM, undecodable pixels, not CT, multi-frame or colour, missing
             or non-square PixelSpacing, or non-finite values.
     """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = pydicom.dcmread(source)
         pixels = np.asarray(ds.pixel_array, dtype=np.float64)

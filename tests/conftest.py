@@ -12,6 +12,7 @@ transaction and caches only the names of contract addresses, which a revert does
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -215,17 +216,63 @@ def expect_revert() -> type[_RevertExpectation]:
 NODE_PASSPHRASE = "correct horse battery staple"
 
 
-def node_factory(folder: Path, exchange: Exchange, actors: Actors, chain: Chain) -> Callable[..., Node]:
+class BlankNodes:
+    """Empty nodes made by ``Node.init`` on the session's chain, once each, to be copied.
+
+    ``Node.init`` spends most of a second of CPU on the keystore's scrypt (n = 2**18); about 150
+    tests each want a fresh node. A copy of an empty node is what ``init`` would have made, with
+    the key and secrets of that blank: the n-th node a factory makes is a copy of blank n, so the
+    nodes of one test (or one module) all differ, and what a test did with its nodes on the chain
+    is undone after it (``exchange``, ``module_exchange``) before the next one copies them again.
+    Function-scoped and module-scoped factories copy from separate pools, so a module's shared
+    nodes never share a key with the nodes its tests make.
+    """
+
+    def __init__(self, root: Path, chain: Chain, exchange: Exchange) -> None:
+        from contracts.manifest import write_manifest
+
+        self.root = root
+        self.chain = chain
+        self.manifest = root / "deployment.json"
+        write_manifest(exchange.deployment, self.manifest)
+
+    def copy(self, pool: str, index: int, target: Path, name: str) -> Node:
+        """A fresh node in ``target`` named ``name``: a copy of blank ``index`` of ``pool``."""
+        import dataclasses
+        import json
+
+        from node.config import NodeInfo
+        from node.node import Node
+
+        blank = self.root / f"{pool}-{index}"
+        if not blank.exists():
+            made = Node.init(blank, hospital_name="Blank", rpc_url=self.chain.rpc_url, manifest=self.manifest,
+                             passphrase=NODE_PASSPHRASE)
+            made.sessions.kw["bind"].dispose()  # the empty catalog whole in its file, no WAL to copy
+        shutil.copytree(blank, target)  # modes kept: 0700 directory, 0600 files, as init made them
+        info = dataclasses.replace(NodeInfo.load(target), hospital_name=name)
+        with open(target / "node.json", "w", encoding="utf-8") as out:  # rewritten in place: its mode stays
+            out.write(json.dumps(dataclasses.asdict(info), indent=2) + "\n")
+        return Node(target, NODE_PASSPHRASE)
+
+
+@pytest.fixture(scope="session")
+def blank_nodes(tmp_path_factory: pytest.TempPathFactory, chain: Chain, deployed_exchange: Exchange) -> BlankNodes:
+    return BlankNodes(tmp_path_factory.mktemp("blank-nodes"), chain, deployed_exchange)
+
+
+def node_factory(folder: Path, exchange: Exchange, actors: Actors, chain: Chain, blanks: BlankNodes,
+                 pool: str) -> Callable[..., Node]:
     """Factory of nodes in ``folder`` on the test chain, holding the HOSPITAL role and gas money."""
     from contracts.manifest import write_manifest
-    from node.node import Node
 
-    manifest = folder / "deployment.json"
-    write_manifest(exchange.deployment, manifest)
+    write_manifest(exchange.deployment, folder / "deployment.json")  # as `metai-node init` was given it
+    made = 0
 
     def make(name: str = "General Hospital", *, role: bool = True) -> Node:
-        node = Node.init(folder / f"node-{name.replace(' ', '-')}", hospital_name=name, rpc_url=chain.rpc_url,
-                         manifest=manifest, passphrase=NODE_PASSPHRASE)
+        nonlocal made
+        node = blanks.copy(pool, made, folder / f"node-{name.replace(' ', '-')}", name)
+        made += 1
         chain.send_value(actors.admin, node.address, 10**18)
         if role:
             exchange.roles.grant(actors.admin, Role.HOSPITAL, node.address)
@@ -235,13 +282,14 @@ def node_factory(folder: Path, exchange: Exchange, actors: Actors, chain: Chain)
 
 
 @pytest.fixture
-def make_node(tmp_path: Path, exchange: Exchange, actors: Actors, chain: Chain) -> Callable[..., Node]:
+def make_node(tmp_path: Path, exchange: Exchange, actors: Actors, chain: Chain,
+              blank_nodes: BlankNodes) -> Callable[..., Node]:
     """Factory: a fresh node directory on the test chain, holding the HOSPITAL role and gas money."""
-    return node_factory(tmp_path, exchange, actors, chain)
+    return node_factory(tmp_path, exchange, actors, chain, blank_nodes, "test")
 
 
 @pytest.fixture(scope="module")
 def module_make_node(tmp_path_factory: pytest.TempPathFactory, module_exchange: Exchange, actors: Actors,
-                     chain: Chain) -> Callable[..., Node]:
+                     chain: Chain, blank_nodes: BlankNodes) -> Callable[..., Node]:
     """:func:`make_node` for nodes a whole module shares (their chain state lives until the module ends)."""
-    return node_factory(tmp_path_factory.mktemp("nodes"), module_exchange, actors, chain)
+    return node_factory(tmp_path_factory.mktemp("nodes"), module_exchange, actors, chain, blank_nodes, "module")
