@@ -298,7 +298,9 @@ RULE_DEVIATIONS: tuple[RuleDeviation, ...] = (
         "no row",
         "X, named in a flag",
         "bytes of text read as numbers make extra values (eight pixel values where one is allowed) and, as floating "
-        "point numbers, magnitudes no measurement has; numbers that fit both checks are kept (see the limits below)",
+        "point numbers, magnitudes no measurement has; numbers that fit both checks are kept (see the limits below). "
+        "A file without VRs (implicit VR) is checked by the dictionary's VR; where the dictionary offers numbers of "
+        "one size (US or SS, the pixel values) the count is the same either way and is checked",
     ),
     RuleDeviation(
         "Modality (0008,0060) not one of the standard's defined terms (MODALITIES)",
