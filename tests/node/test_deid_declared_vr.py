@@ -186,3 +186,47 @@ def test_text_in_a_kept_code_or_time_of_an_implicit_vr_file_is_removed(
     result.dataset.save_as(written, enforce_file_format=True)
     assert _marker(value).encode() not in written.getvalue()
     assert tag not in result.dataset
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the plants are invalid on purpose
+@pytest.mark.parametrize("plant", IMPLICIT_PLANTS, ids=[p[0] for p in IMPLICIT_PLANTS])
+def test_text_in_a_kept_code_or_time_declared_un_is_removed(plant: tuple[str, int, str, str | bytes]) -> None:
+    # UN: the sender did not know the VR; the value is judged by the standard's.
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    _, tag, _, value = plant
+    raw = value.encode() if isinstance(value, str) else value
+    result = deidentify(_read_back([("UN", tag, "UN", raw)]), PatientContext("MTP-TEST000017", 17),
+                        UidMapper(b"test-secret-not-for-production-0017"))
+    written = io.BytesIO()
+    result.dataset.save_as(written, enforce_file_format=True)
+    assert _marker(value).encode() not in written.getvalue()
+    assert tag not in result.dataset
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the plants are invalid on purpose
+@pytest.mark.parametrize("plant", IMPLICIT_PLANTS, ids=[p[0] for p in IMPLICIT_PLANTS])
+def test_text_in_a_kept_code_or_time_already_read_by_the_caller_is_removed(
+        plant: tuple[str, int, str, str | bytes]) -> None:
+    # A caller that looked at the value first (the ingest reads Modality) hands over a decoded element.
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    _, tag, _, value = plant
+    ds = _read_back([plant])
+    assert ds[tag].value  # decoded now
+    result = deidentify(ds, PatientContext("MTP-TEST000018", 17), UidMapper(b"test-secret-not-for-production-0018"))
+    written = io.BytesIO()
+    result.dataset.save_as(written, enforce_file_format=True)
+    assert _marker(value).encode() not in written.getvalue()
+    assert tag not in result.dataset
+
+
+def test_a_pixel_value_whose_vr_is_left_ambiguous_is_still_counted() -> None:
+    # A data set built or converted by a caller can hold the dictionary's "US or SS" as the element's VR.
+    from node.deid import PatientContext, UidMapper, deidentify
+
+    ds = _read_back([])
+    ds.add(DataElement(0x00280106, "US or SS", list(range(1, 9))))
+    result = deidentify(ds, PatientContext("MTP-TEST000019", 17), UidMapper(b"test-secret-not-for-production-0019"))
+    assert 0x00280106 not in result.dataset
+    assert "SmallestImagePixelValue (0028,0106): 8 values where the standard allows 1; removed" in result.flags
