@@ -157,3 +157,12 @@ def test_training_leaves_the_model_in_eval_mode_and_the_callers_random_state_alo
     train(model, inputs, labels, TrainConfig(epochs=1, batch_size=3, seed=9))
     assert not model.training
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_weights_file_with_other_names_is_refused_showing_four_of_them(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    np.savez(path, **{name: np.zeros(1) for name in ("a", "b", "c", "d", "e", "f")})
+    with pytest.raises(WeightsError) as refused:
+        load_weights(path)
+    assert str(refused.value) == (f"{path}: holds arrays ['a', 'b', 'c', 'd'], expected w0000, w0001, ... as "
+                                  "save_weights writes")
