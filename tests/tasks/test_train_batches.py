@@ -141,3 +141,24 @@ def test_real_task_model_sees_every_example_of_a_partial_last_batch() -> None:
     finally:
         handle.remove()
     assert sizes == [4, 4, 2, 4, 4, 2]
+
+
+class DrawingRecorder(IndexRecorder):
+    """An IndexRecorder that also draws from the global random generator, as dropout or augmentation do."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        torch.rand(3)
+        return super().forward(inputs)
+
+
+def test_the_order_of_examples_follows_the_seed_not_the_models_own_randomness() -> None:
+    # Two models, one of which uses randomness while training: the same seed gives both the same
+    # batches in the same order, epoch after epoch.
+    inputs, labels = _examples(10)
+    plain, drawing = IndexRecorder(), DrawingRecorder()
+    for model in (plain, drawing):
+        train(model, inputs, labels, TrainConfig(epochs=3, batch_size=4, seed=11))
+    assert drawing.calls == plain.calls
+    other = IndexRecorder()
+    train(other, inputs, labels, TrainConfig(epochs=3, batch_size=4, seed=12))
+    assert other.calls != plain.calls  # the seed does decide the order
