@@ -172,3 +172,19 @@ def test_kept_numbers_and_times_of_a_real_file_stay_undecoded_and_byte_for_byte(
     after = {kw: result.dataset.get_item(pydicom.datadict.tag_for_keyword(kw)) for kw in UNREAD}
     assert {kw: type(raw).__name__ for kw, raw in after.items()} == dict.fromkeys(UNREAD, RawDataElement.__name__)
     assert {kw: raw.value for kw, raw in after.items()} == before
+
+
+@pytest.mark.parametrize(("tag", "name"), [(0x00189461, "FieldOfViewDimensionsInFloat"), (0x04000315, "attribute")])
+def test_text_packed_into_an_fl_value_is_removed_with_the_reason(tag: int, name: str) -> None:
+    # Four bytes of text read as one FL (VM fits) make a magnitude no measurement has; (0400,0315) has no keyword.
+    result = _deid(_written_and_read(tag, b"MRKZ"))
+    assert tag not in result.dataset
+    assert (f"{name} {pydicom.tag.Tag(tag)}: values outside any physical range (not finite, above 1e9 or below "
+            "1e-12 in magnitude); removed") in result.flags
+
+
+def test_a_code_with_characters_its_vr_cannot_have_is_removed_with_the_reason() -> None:
+    ds = _written_and_read(0x00080060, b"MRK.MODALITY.14")  # Modality, CS, read without a VR
+    result = _deid(ds)
+    assert 0x00080060 not in result.dataset
+    assert "Modality (0008,0060): not a valid CS value; removed" in result.flags
