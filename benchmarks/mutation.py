@@ -368,7 +368,8 @@ def _row(entry: dict[str, Any], kind: str = "Python") -> str:
     cells = [kind, f"`{entry['module']}`", entry.get("mutants", ""), entry.get("killed", ""),
              entry.get("survived", ""), entry.get("timeout", ""), entry.get("equivalent", ""),
              entry.get("no tests", ""), entry.get("not run", ""), shown,
-             f"{entry.get('measured_at', '')[:16].replace('T', ' ')} `{entry.get('commit', '')}`".strip(" `")]
+             " ".join(filter(None, [entry.get("measured_at", "")[:16].replace("T", " "),
+                                    f"`{entry['commit']}`" if entry.get("commit") else ""]))]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
@@ -422,11 +423,19 @@ def _merge_previous(modules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(modules + old, key=lambda m: m["module"])
 
 
+def verdicts_time(sandbox: Path) -> str:
+    """When mutmut last wrote a verdict in ``sandbox`` (its newest .meta file), UTC, ISO 8601."""
+    stamps = [meta.stat().st_mtime for meta in (sandbox / "mutants").rglob("*.meta")]
+    if not stamps:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(max(stamps)))
+
+
 def code_version(modules: Sequence[str], root: Path = REPO) -> str:
-    """The commit ``modules`` are at, ``+modified`` if the working tree changes them ("unknown" without git)."""
+    """The last commit that changed ``modules``, ``+modified`` if the working tree changes them (else "unknown")."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        head = subprocess.run(["git", "log", "-1", "--format=%h", "--abbrev=12", "--", *modules], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip() or "uncommitted"
         changed = subprocess.run(["git", "status", "--porcelain", "--", *modules], cwd=root, capture_output=True,
                                  text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -492,8 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total_s = time.monotonic() - start
 
     tallies, stale = tally_mod.tally(mutants, equivalents)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    fresh = [{**t.as_dict(), "measured_at": now, "commit": code_version([t.module])} for t in tallies]
+    module_group = {module: g.name for g in chosen for module in g.modules}
+    fresh = [{**t.as_dict(), "measured_at": verdicts_time(SANDBOXES / module_group[t.module]),
+              "commit": code_version([t.module])} for t in tallies]
     modules = _merge_previous(fresh)
     measurements = [
         Measurement(

@@ -136,7 +136,7 @@ def test_the_solidity_rows_count_each_contracts_mutants_by_outcome(tmp_path: Pat
     ]
 
 
-def test_the_code_version_names_the_commit_and_uncommitted_changes(tmp_path: Path) -> None:
+def test_the_code_version_names_the_modules_last_commit_and_uncommitted_changes(tmp_path: Path) -> None:
     import subprocess
 
     def git(*args: str) -> None:
@@ -149,7 +149,20 @@ def test_the_code_version_names_the_commit_and_uncommitted_changes(tmp_path: Pat
     git("commit", "-qm", "m")
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
                           check=True).stdout.strip()
+    (tmp_path / "other.py").write_text("Y = 1\n")
+    git("add", "other.py")
+    git("commit", "-qm", "other")  # a later commit that leaves m.py alone
     assert mutation.code_version(["m.py"], tmp_path) == head
     (tmp_path / "m.py").write_text("X = 2\n")
     assert mutation.code_version(["m.py"], tmp_path) == head + "+modified"
     assert mutation.code_version(["m.py"], tmp_path / "absent") == "unknown"
+
+
+def test_the_verdicts_time_is_that_of_the_newest_verdict_file(tmp_path: Path) -> None:
+    import os
+
+    sandbox = _sandbox(tmp_path)
+    meta = sandbox / "mutants" / "pkg" / "mod.py.meta"
+    os.utime(meta, (1_800_000_000, 1_800_000_000))
+    assert mutation.verdicts_time(sandbox) == "2027-01-15T08:00:00+00:00"
+    assert mutation.verdicts_time(tmp_path / "none") == ""
