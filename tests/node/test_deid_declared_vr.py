@@ -99,6 +99,14 @@ def test_values_with_a_declared_vr_or_in_the_file_meta_do_not_survive_ingest(
     )
 
 
+def _assert_gone(result, tag: int, value: str | bytes) -> None:  # type: ignore[no-untyped-def]
+    """Neither the element nor its marker is in the de-identified data set as written."""
+    written = io.BytesIO()
+    result.dataset.save_as(written, enforce_file_format=True)
+    assert _marker(value).encode() not in written.getvalue()
+    assert tag not in result.dataset
+
+
 def _read_back(plants: list[tuple[str, int, str, str | bytes]]) -> pydicom.Dataset:
     """A real CT file carrying ``plants`` with the VRs they declare, read back as the node reads a file."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))  # explicit VR little endian
@@ -120,10 +128,7 @@ def test_each_declared_vr_plant_is_removed_in_process_with_its_reason(
     _, tag, _, value = plant
     result = deidentify(_read_back([plant]), PatientContext("MTP-TEST000012", 17),
                         UidMapper(b"test-secret-not-for-production-0012"))
-    written = io.BytesIO()
-    result.dataset.save_as(written, enforce_file_format=True)
-    assert _marker(value).encode() not in written.getvalue()
-    assert tag not in result.dataset
+    _assert_gone(result, tag, value)
 
 
 def test_a_kept_attribute_declared_with_another_vr_is_removed_naming_both_vrs() -> None:
@@ -182,10 +187,7 @@ def test_text_in_a_kept_code_or_time_of_an_implicit_vr_file_is_removed(
     read = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
     assert read.get_item(tag).VR is None, "the case this test is about: no VR in the file"
     result = deidentify(read, PatientContext("MTP-TEST000016", 17), UidMapper(b"test-secret-not-for-production-0016"))
-    written = io.BytesIO()
-    result.dataset.save_as(written, enforce_file_format=True)
-    assert _marker(value).encode() not in written.getvalue()
-    assert tag not in result.dataset
+    _assert_gone(result, tag, value)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the plants are invalid on purpose
@@ -198,10 +200,7 @@ def test_text_in_a_kept_code_or_time_declared_un_is_removed(plant: tuple[str, in
     raw = value.encode() if isinstance(value, str) else value
     result = deidentify(_read_back([("UN", tag, "UN", raw)]), PatientContext("MTP-TEST000017", 17),
                         UidMapper(b"test-secret-not-for-production-0017"))
-    written = io.BytesIO()
-    result.dataset.save_as(written, enforce_file_format=True)
-    assert _marker(value).encode() not in written.getvalue()
-    assert tag not in result.dataset
+    _assert_gone(result, tag, value)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the plants are invalid on purpose
@@ -215,10 +214,7 @@ def test_text_in_a_kept_code_or_time_already_read_by_the_caller_is_removed(
     ds = _read_back([plant])
     assert ds[tag].value  # decoded now
     result = deidentify(ds, PatientContext("MTP-TEST000018", 17), UidMapper(b"test-secret-not-for-production-0018"))
-    written = io.BytesIO()
-    result.dataset.save_as(written, enforce_file_format=True)
-    assert _marker(value).encode() not in written.getvalue()
-    assert tag not in result.dataset
+    _assert_gone(result, tag, value)
 
 
 def test_a_pixel_value_whose_vr_is_left_ambiguous_is_still_counted() -> None:

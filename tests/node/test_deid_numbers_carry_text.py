@@ -78,24 +78,10 @@ COUNTS = [
 
 
 def _written_and_read(tag: int, value: bytes) -> pydicom.Dataset:
-    """A minimal CT data set holding ``value`` as the bytes of ``tag``, as the node reads it from a file.
+    """A minimal CT data set holding ``value`` as the bytes of ``tag``, written without VRs and read back."""
+    from tests.node.minimal_ct import implicit_vr_file
 
-    Written with implicit VR, so the file says nothing but the bytes: the reader takes the VR from
-    the dictionary, as it would for a file from any source.
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.999.999.9.1"
-    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Patient", "ID-TEST-0009"
-    ds.add(DataElement(tag, "OB", value))  # only the bytes reach the file
-    buffer = io.BytesIO()
-    ds.save_as(buffer, implicit_vr=True, little_endian=True, enforce_file_format=True)
-    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    return implicit_vr_file(9, DataElement(tag, "OB", value))  # only the bytes reach the file
 
 
 def _deid(ds: pydicom.Dataset):  # type: ignore[no-untyped-def]

@@ -57,22 +57,11 @@ AMBIGUOUS = {"DarkCurrentCounts (0014,3050)": 0x00143050, "AirCounts (0014,3070)
 def test_an_unlisted_binary_attribute_read_without_its_vr_is_removed(name: str) -> None:
     import io
 
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
-
     from node.deid import PatientContext, UidMapper, deidentify
+    from tests.node.minimal_ct import implicit_vr_file
 
     tag, marker = AMBIGUOUS[name], b"MRKZQX-AMBIGUOUS-7"
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.999.999.7.1"
-    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Test^Patient", "ID-TEST-0007"
-    ds.add(DataElement(tag, "OB", marker + b"\x00\x00"))
-    written = io.BytesIO()
-    ds.save_as(written, implicit_vr=True, little_endian=True, enforce_file_format=True)
-    read = pydicom.dcmread(io.BytesIO(written.getvalue()))
+    read = implicit_vr_file(7, DataElement(tag, "OB", marker + b"\x00\x00"))
     assert read[tag].VR == "OB or OW", "the case this test is about: a VR pydicom could not resolve"
     result = deidentify(read, PatientContext("MTP-TEST000007", 17), UidMapper(b"test-secret-not-for-production-0007"))
     out = io.BytesIO()
