@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.import_probe import loaded_after
 
 
 def test_the_ingest_and_the_node_load_neither_web3_nor_the_key_library_nor_torch() -> None:
     # web3 and eth_account cost about a second of start-up in every ingest process (and torch
     # more in each worker): an ingest never touches the chain nor the hospital key.
-    code = ("import sys, node.cli, node.ingest, node.node, node.formats, node.raw_deid\n"
-            "print(sorted(m for m in ('web3', 'eth_account', 'torch', 'scipy') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert loaded_after(["node.cli", "node.ingest", "node.node", "node.formats", "node.raw_deid"],
+                        ["web3", "eth_account", "torch", "scipy"]) == []
 
 
 def test_the_node_still_reaches_the_chain_and_its_key(make_node) -> None:  # type: ignore[no-untyped-def]
