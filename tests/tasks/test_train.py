@@ -187,3 +187,64 @@ def test_evaluation_of_a_constant_model_scores_chance_on_balanced_labels(
             p.zero_()
     result = evaluate(model, inputs, labels)
     assert result == {"loss": pytest.approx(np.log(2)), "accuracy": 0.5, "examples": 16}
+
+
+class _Logistic(torch.nn.Module):
+    """A logistic regression whose gradient the test can write down by hand."""
+
+    def __init__(self, weight: np.ndarray, bias: float) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(weight.size, 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.from_numpy(weight.reshape(1, -1)))
+            self.linear.bias.fill_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+def _adam_by_hand(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, global_w: np.ndarray, steps: int, lr: float, mu: float
+) -> tuple[np.ndarray, float]:
+    """Full-batch Adam (PyTorch's defaults) on mean BCE + mu/2 ||w - global_w||^2, in float64.
+
+    ``w`` and ``global_w`` hold the weights then the bias. Returns the final parameters and the
+    cross-entropy (without the proximal term) at the start of the last step.
+    """
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    design = np.hstack([x, np.ones((len(x), 1))])
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    loss = float("nan")
+    for t in range(1, steps + 1):
+        p = 1 / (1 + np.exp(-(design @ w)))
+        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        grad = design.T @ (p - y) / len(y) + mu * (w - global_w)
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad**2
+        w = w - lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+    return w, loss
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.7])
+def test_training_steps_equal_adam_worked_by_hand(mu: float) -> None:
+    """Learning rate, loss and the FedProx coefficient, against an independent computation.
+
+    One batch holds every example, so each epoch is one Adam step on the full gradient. The
+    global weights sit far from the start, so the proximal pull is as large as the data's.
+    """
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(8, 3)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1, 0, 1, 1], dtype=np.float32)
+    start = np.array([0.3, -0.2, 0.1, 0.05])
+    global_w = np.array([-0.4, 0.6, -0.3, 0.2])
+    model = _Logistic(start[:3].astype(np.float32), float(start[3]))
+    global_weights = [global_w[:3].reshape(1, 3).astype(np.float32), global_w[3:].astype(np.float32)]
+    config = TrainConfig(epochs=4, batch_size=8, lr=0.05, proximal_mu=mu, seed=3)
+    metrics = train(model, torch.from_numpy(x), torch.from_numpy(y), config, global_weights if mu else None)
+    expected, last_loss = _adam_by_hand(
+        x.astype(np.float64), y.astype(np.float64), start, global_w, steps=4, lr=0.05, mu=mu
+    )
+    got = np.concatenate([p.detach().numpy().ravel() for p in (model.linear.weight, model.linear.bias)])
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    assert metrics["train_loss"] == pytest.approx(last_loss, abs=1e-6)
+    assert metrics["examples"] == 8
