@@ -27,6 +27,7 @@ from sqlalchemy import select
 from node.catalog import Record
 from node.deid_profile_table import MASKED_ROWS, ROWS
 from node.ingest import Ingestor
+from node.vault import SHIFT_RANGE
 from tests.node.deid_expected import BIRTH_DATE_TIME, DEVIATION_CODES
 
 # VRs (PS3.6 2026c) of the table's attributes that pydicom 3.0.2's dictionary predates. Montage Name and Montage
@@ -92,8 +93,11 @@ class _Markers:
             day = date(1901 + 12 * (n // 28), 1, 1) + timedelta(days=n % 28)
             return day.strftime("%Y%m%d"), _text_needles(day.strftime("%Y%m%d"))
         if vr == "DT":
+            # Hours from 20: after a shifted date ending in 19 or 13, "19" + "01" or "13" + an hour
+            # would spell a DA marker (1901..., 1913...) inside the stored value.
             n = self._next("DT")
-            text = f"19310115{n // 60:02d}{n % 60:02d}17.123456"
+            assert n < 4 * 60, "more DT rows than hours 20 to 23 hold"
+            text = f"19310115{20 + n // 60:02d}{n % 60:02d}17.123456"
             return text, _text_needles(text)
         if vr == "TM":
             n = self._next("TM")
@@ -283,3 +287,27 @@ def test_planted_times_of_day_are_kept(stored: Stored) -> None:
     assert len(times) > 40
     changed = [p.name for p in times if p.tag not in stored.dataset or str(stored.dataset[p.tag].value) != p.value]
     assert changed == []
+
+
+def test_no_shift_the_node_can_draw_makes_a_shifted_date_spell_a_marker() -> None:
+    """The search above is by bytes, so a shifted date or date-time must never contain another marker.
+
+    It once did: a date-time shifted to a day 19, followed by the time 0101 and seconds 17, spelled the
+    date marker 19010117, and the test failed about one run in thirty.
+    """
+    plants = plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+    dated = [str(p.value) for p in plants if p.vr in ("DA", "DT") and not p.in_item]
+    days_and_rest = [(datetime.strptime(v[:8], "%Y%m%d").toordinal(), v[8:]) for v in dated]
+    # Only a marker of digits (a date, a number) can appear inside a run of digits.
+    needles = {needle for p in plants for needle in p.needles if needle.isdigit()}
+    assert len(needles) >= 56  # the date markers, at least
+    low, high = SHIFT_RANGE
+    spelled = []
+    for days in range(low, high + 1):
+        shifted = []
+        for day, rest in days_and_rest:
+            d = date.fromordinal(day + days)
+            shifted.append(f"{d.year:04d}{d.month:02d}{d.day:02d}{rest}")
+        text = "|".join(shifted).encode("ascii")
+        spelled += [(days, needle) for needle in needles if needle in text]
+    assert spelled == []
