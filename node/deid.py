@@ -274,6 +274,17 @@ def deidentify(
     return DeidResult(out, tuple(flags + cleaner.flags), cleaner.removed, cleaner.replaced)
 
 
+def _removed_by_tag(tag: BaseTag) -> bool:
+    """Whether a public element goes whatever its value: a command element or group length, or a repeating group.
+
+    Command elements do not belong in a stored instance and group lengths go stale once anything
+    changes; the table removes the curve, overlay-data and similar repeating groups as a whole.
+    """
+    if tag.is_private:
+        return False
+    return tag.group == 0 or tag.element == 0 or (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS
+
+
 def _declares_burned_in(ds: pydicom.Dataset) -> bool:
     return _BURNED_IN in ds and str(ds[_BURNED_IN].value).strip().upper() == "YES"
 
@@ -310,8 +321,9 @@ class _Cleaner:
     def clean(self, ds: pydicom.Dataset, top: bool = False) -> None:
         drop_private = not self.policy.keep_private_tags
         for tag in list(ds.keys()):
-            if drop_private and (tag >> 16) & 1:
-                del ds[tag]  # removed undecoded: most tags of a vendor's instance are private
+            # Removed undecoded: most tags of a vendor's instance are private.
+            if (drop_private and tag.is_private) or _removed_by_tag(tag):
+                del ds[tag]
                 self.removed += 1
                 continue
             if top and tag in (_PATIENT_NAME, _PATIENT_ID):
@@ -366,7 +378,7 @@ class _Cleaner:
         another VR, cannot be judged and is removed (flagged). UN (the sender did not know the
         VR) is decoded with the dictionary's VR and judged by it.
         """
-        if tag.is_private or tag.group == 0 or tag.element == 0:
+        if tag.is_private:
             return False
         declared = raw.VR if raw is not None else None
         if _vr_conforms(int(tag), declared):
@@ -435,10 +447,8 @@ class _Cleaner:
         was most of the cost of de-identification.
         """
         vr = raw.VR if raw is not None else None
-        if tag.is_private or tag.group == 0 or tag.element == 0:
-            return False
-        if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
-            return False
+        if tag.is_private:
+            return False  # kept by policy, decoded: a private date is shifted like any other
         if vr == "TM" and tag not in NOT_LONGITUDINAL:
             return True  # a whole-day date shift leaves times of day as they are, whatever the rule
         if vr is None or vr in ("SQ", "UN") or vr in _TEMPORAL_VRS:
@@ -454,12 +464,6 @@ class _Cleaner:
         Decoding an element only to delete it (a whole sequence, for some) costs as much as
         keeping it; :meth:`_action` gives the same answer from the decoded element.
         """
-        if tag.is_private:
-            return not self.policy.keep_private_tags
-        if tag.group == 0 or tag.element == 0:
-            return True
-        if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
-            return True
         raw = ds.get_item(tag)
         vr = raw.VR if raw is not None else None
         if vr is None or vr in _TEMPORAL_VRS:
@@ -468,13 +472,10 @@ class _Cleaner:
         return rule is not None and rule.action == "X"
 
     def _action(self, elem: DataElement) -> str:
+        """The action for an element :func:`_removed_by_tag` and the policy on private tags let through."""
         tag, vr = elem.tag, elem.VR
         if tag.is_private:
-            return "K" if self.policy.keep_private_tags else "X"
-        if tag.group == 0 or tag.element == 0:
-            return "X"  # command elements do not belong in a stored instance; group lengths go stale
-        if tag.group % 2 == 0 and (tag.group & 0xFF00) in REMOVED_REPEATING_GROUPS:
-            return "X"
+            return "K"  # only reached when the policy keeps private attributes (clean removes them otherwise)
         rule = RULES_BY_TAG.get(int(tag))
         if vr in _TEMPORAL_VRS and tag not in NOT_LONGITUDINAL and (rule is None or rule.action != "K"):
             return "C"

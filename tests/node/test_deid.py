@@ -798,3 +798,124 @@ def test_an_unlisted_attribute_given_an_unknown_action_stops_the_de_identificati
     with pytest.raises(DeidentificationError, match=r"ContentLabel \(0070,0080\): the profile table gives the "
                                                     r"action 'k'"):
         deidentify(ds, PatientContext(PSEUDONYM, SHIFT), UidMapper(SECRET))
+
+
+# --- markers of an earlier de-identification, counts, file meta -----------------------------------------------
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def test_markers_merge_with_an_earlier_deidentification_without_repeating_it(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    """PS3.15 E.1: a second de-identification adds to the record of the first, never drops or repeats it."""
+    deid_synthetic.PatientIdentityRemoved = "YES"
+    deid_synthetic.DeidentificationMethod = ["Site tool 2.1", PROFILE_NAME]
+    deid_synthetic.DeidentificationMethodCodeSequence = Sequence(
+        [
+            _code("113100", "DCM", "Basic Application Confidentiality Profile"),
+            _code("113101", "DCM", "Clean Pixel Data Option"),
+            _code("113107", "99LOCAL", "A local code that only shares the number"),
+        ]
+    )
+    deid_synthetic.LongitudinalTemporalInformationModified = "REMOVED"
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert out.PatientIdentityRemoved == "YES"
+    assert list(out.DeidentificationMethod) == [
+        "Site tool 2.1",
+        "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ]
+    codes = [(str(i.CodeValue), str(i.CodingSchemeDesignator), str(i.CodeMeaning))
+             for i in out.DeidentificationMethodCodeSequence]  # fmt: skip
+    assert codes == [
+        ("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ("113101", "DCM", "Clean Pixel Data Option"),
+        ("113107", "99LOCAL", "A local code that only shares the number"),
+        ("113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ]
+    # Dates were removed by the earlier tool: shifting what is left does not make them less modified.
+    assert out.LongitudinalTemporalInformationModified == "REMOVED"
+
+
+@pytest.mark.parametrize(
+    ("earlier", "shift", "expected"),
+    [
+        (None, 0, "UNMODIFIED"),
+        (None, SHIFT, "MODIFIED"),
+        ("modified ", 0, "MODIFIED"),  # read leniently: case and padding
+        ("MODIFIED", SHIFT, "MODIFIED"),
+        ("UNMODIFIED", SHIFT, "MODIFIED"),
+        ("REMOVED", 0, "REMOVED"),
+        ("SOMETIMES", 0, "UNMODIFIED"),  # not a defined term: says nothing about earlier changes
+    ],
+)
+def test_temporal_marker_never_claims_less_than_an_earlier_deidentification(
+    deid_synthetic: Dataset, deid_uids: UidMapper, earlier: str | None, shift: int, expected: str
+) -> None:
+    if earlier is not None:
+        deid_synthetic.add_new(0x00280303, "CS", earlier)
+    out = deidentify(deid_synthetic, PatientContext(PSEUDONYM, shift), deid_uids).dataset
+    assert out.LongitudinalTemporalInformationModified == expected
+
+
+def test_each_element_removed_counts_once_whichever_check_removes_it(
+    deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    """Removed by the rule read from the dictionary (implicit VR), as malformed, and by tag; one each."""
+    from pydicom.dataelem import DataElement
+
+    from tests.node.minimal_ct import implicit_vr_file
+
+    base = deidentify(implicit_vr_file(21), deid_patient, deid_uids).removed
+    extra = [
+        DataElement(0x00080081, "ST", "1 Test Street"),  # Institution Address: X, its VR known only from the dictionary
+        DataElement(0x00185100, "CS", "HFS\\FFS\\HFP"),  # Patient Position (kept): 3 values where 1 is allowed
+    ]
+    removed = deidentify(implicit_vr_file(21, *extra), deid_patient, deid_uids).removed
+    assert removed - base == 2
+    # Held in memory (pydicom writes no group lengths): declared VRs and elements removed by their tag.
+    declared = minimal_ct_with_file_meta(22)
+    before = deidentify(copy.deepcopy(declared), deid_patient, deid_uids).removed
+    declared.add_new(0x00185100, "LO", "HFS")  # declared LO, the standard says CS
+    declared.add_new(0x00180000, "UL", 8)  # a group length
+    declared.add_new(0x00000110, "US", 7)  # a command element (Message ID)
+    declared.add_new(0x60003000, "OW", b"\x01\x02")  # overlay data, a repeating group the table removes
+    assert deidentify(declared, deid_patient, deid_uids).removed - before == 4
+
+
+def minimal_ct_with_file_meta(n: int) -> Dataset:
+    from pydicom.dataset import FileMetaDataset
+
+    from tests.node.minimal_ct import minimal_ct
+
+    ds = minimal_ct(n)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def test_file_meta_names_the_data_sets_new_instance_uid_even_when_the_file_disagreed(
+    deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    ds = minimal_ct_with_file_meta(23)
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.999.999.23.77"  # a file that contradicts itself
+    out = deidentify(ds, deid_patient, deid_uids).dataset
+    assert out.SOPInstanceUID == deid_uids.map("1.2.999.999.23.1")
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+
+
+def test_file_meta_instance_uid_is_mapped_when_the_data_set_has_none(
+    deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    ds = minimal_ct_with_file_meta(24)
+    del ds.SOPInstanceUID
+    out = deidentify(ds, deid_patient, deid_uids).dataset
+    assert "SOPInstanceUID" not in out
+    assert out.file_meta.MediaStorageSOPInstanceUID == deid_uids.map("1.2.999.999.24.1")
