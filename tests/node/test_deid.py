@@ -919,3 +919,78 @@ def test_file_meta_instance_uid_is_mapped_when_the_data_set_has_none(
     out = deidentify(ds, deid_patient, deid_uids).dataset
     assert "SOPInstanceUID" not in out
     assert out.file_meta.MediaStorageSOPInstanceUID == deid_uids.map("1.2.999.999.24.1")
+
+
+# --- UID mapping, modality and pixel flags, worked out by hand --------------------------------------------------
+
+
+def test_uid_mapping_is_hmac_sha256_of_the_uid_first_128_bits_as_a_2_25_uid() -> None:
+    import hashlib
+    import hmac
+
+    digest = hmac.new(SECRET, b"1.2.999.999.7", hashlib.sha256).digest()
+    assert UidMapper(SECRET).map("1.2.999.999.7 ") == "2.25." + str(int(digest[:16].hex(), 16))
+
+
+def test_uid_mapper_takes_a_secret_of_exactly_16_bytes_and_names_what_it_refuses() -> None:
+    assert UidMapper(b"k" * 16).map("1.2.999.999.7").startswith("2.25.")
+    with pytest.raises(NodeConfigError, match=r"^UID secret is 15 bytes, expected at least 16 random bytes; "
+                       r"generate one with secrets\.token_bytes\(32\) and keep it in the node settings$"):  # fmt: skip
+        UidMapper(b"k" * 15)
+    with pytest.raises(NodeConfigError, match=r"^UID secret is str, expected"):
+        UidMapper("k" * 32)  # type: ignore[arg-type]
+
+
+def test_uid_mapper_refuses_an_empty_uid_with_what_to_do(deid_uids: UidMapper) -> None:
+    with pytest.raises(DeidentificationError, match=r"^cannot map an empty UID; leave empty UID values as they are$"):
+        deid_uids.map(" \x00")
+
+
+@pytest.mark.parametrize(("modality", "expected"), [("CT", "CT"), ("MR", "MR"), ("XYZZY", "OT"), ("ct", "OT")])
+def test_modality_that_is_not_a_defined_term_becomes_ot_and_is_flagged(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext, modality: str, expected: str
+) -> None:
+    """A modality is a short code string, but a site can write anything into it; only defined terms go through."""
+    deid_synthetic.Modality = modality
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert result.dataset.Modality == expected
+    flag = "Modality (0008,0060): not a defined term of the standard; replaced by OT"
+    assert (flag in result.flags) == (expected != modality)
+
+
+def test_empty_modality_stays_empty_without_a_flag(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.Modality = ""
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert result.dataset.Modality == ""
+    assert not any(f.startswith("Modality") for f in result.flags)
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "declared", "flagged"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.7", None, True),  # Secondary Capture, nothing said
+        ("1.2.840.10008.5.1.4.1.1.7", "", True),  # said nothing either
+        ("1.2.840.10008.5.1.4.1.1.7", "NO", False),  # declared clean
+        ("1.2.840.10008.5.1.4.1.1.6.1", None, True),  # Ultrasound
+        (CTImageStorage, None, False),  # CT rarely carries text in its pixels
+    ],
+)
+def test_text_prone_images_without_a_burned_in_declaration_are_flagged(
+    deid_synthetic: Dataset,
+    deid_uids: UidMapper,
+    deid_patient: PatientContext,
+    sop_class: str,
+    declared: str | None,
+    flagged: bool,
+) -> None:
+    deid_synthetic.SOPClassUID = sop_class
+    if declared is not None:
+        deid_synthetic.BurnedInAnnotation = declared
+    flags = deidentify(deid_synthetic, deid_patient, deid_uids).flags
+    name = pydicom.uid.UID(sop_class).name
+    expected = (f"BurnedInAnnotation (0028,0301) absent on a {name} image, a kind that often has text in the "
+                "pixels; the pixels were not checked")  # fmt: skip
+    assert (expected in flags) == flagged
+    assert not any(f.startswith("BurnedInAnnotation") and f != expected for f in flags)
