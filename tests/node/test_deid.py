@@ -994,3 +994,67 @@ def test_text_prone_images_without_a_burned_in_declaration_are_flagged(
                 "pixels; the pixels were not checked")  # fmt: skip
     assert (expected in flags) == flagged
     assert not any(f.startswith("BurnedInAnnotation") and f != expected for f in flags)
+
+
+def test_no_shift_is_flagged_in_full(deid_synthetic: Dataset, deid_uids: UidMapper) -> None:
+    result = deidentify(deid_synthetic, PatientContext(PSEUDONYM, 0), deid_uids)
+    assert "date_shift_days is 0: real dates and times kept (Full Dates Option)" in result.flags
+
+
+def test_missing_patient_name_and_id_are_added_as_the_pseudonym_with_their_vrs(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    del deid_synthetic.PatientName
+    del deid_synthetic.PatientID
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert (out["PatientName"].VR, str(out.PatientName)) == ("PN", PSEUDONYM)
+    assert (out["PatientID"].VR, out.PatientID) == ("LO", PSEUDONYM)
+
+
+def _explicit_file(ds: Dataset) -> pydicom.FileDataset:
+    from pydicom.dataset import FileMetaDataset
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+def test_a_choice_of_vrs_is_named_in_full_when_the_declared_one_is_refused(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.add_new(0x00280106, "OB", b"\x01\x00")  # Smallest Image Pixel Value: US or SS
+    result = deidentify(_explicit_file(deid_synthetic), deid_patient, deid_uids)
+    assert "SmallestImagePixelValue (0028,0106): declared with VR OB, the standard defines SS/US; removed" in (
+        result.flags
+    )
+    assert "SmallestImagePixelValue" not in result.dataset
+
+
+def test_kept_numbers_of_several_values_stay_as_they_were(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    """Decoded values are checked as the file would spell them: backslash between values, nothing else."""
+    deid_synthetic.ImagePositionPatient = ["1.5", "-2", "3e1"]  # DS, 3 values
+    deid_synthetic.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]  # DS, 6 values
+    deid_synthetic.add_new(0x00180088, "DS", "0.5")
+    out = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert [str(v) for v in out.dataset.ImagePositionPatient] == ["1.5", "-2", "3e1"]
+    assert len(out.dataset.ImageOrientationPatient) == 6
+    assert str(out.dataset.SpacingBetweenSlices) == "0.5"
+    assert not any("ImagePosition" in f or "ImageOrientation" in f for f in out.flags)
+
+
+def test_a_newer_date_time_sent_as_un_is_judged_by_its_standard_vr(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    """Effective Start DateTime (0040,A034) is newer than pydicom's dictionary, so UN stays UN when read."""
+    deid_synthetic.add_new(0x0040A034, "UN", b"MRK NOT A DATE QZ ")
+    read = _explicit_file(deid_synthetic)
+    assert read.get_item(0x0040A034).VR == "UN"
+    result = deidentify(read, deid_patient, deid_uids)
+    assert 0x0040A034 not in result.dataset
+    assert "attribute (0040,A034): not a valid DT value; removed" in result.flags
