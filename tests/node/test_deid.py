@@ -1058,3 +1058,104 @@ def test_a_newer_date_time_sent_as_un_is_judged_by_its_standard_vr(
     result = deidentify(read, deid_patient, deid_uids)
     assert 0x0040A034 not in result.dataset
     assert "attribute (0040,A034): not a valid DT value; removed" in result.flags
+
+
+def test_a_sequence_the_table_removes_goes_without_being_read_even_when_unreadable(
+    deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    """Nothing is lost to bad input: Other Patient IDs Sequence (X) holding three stray bytes."""
+    import struct
+
+    from tests.node.minimal_ct import minimal_ct
+
+    buffer = io.BytesIO()
+    _explicit_file(minimal_ct(31)).save_as(buffer, enforce_file_format=True)
+    stray = b"\xfe\xff\x00"
+    element = struct.pack("<HH2sHI", 0x0010, 0x1002, b"SQ", 0, len(stray)) + stray
+    read = pydicom.dcmread(io.BytesIO(buffer.getvalue() + element))
+    with pytest.raises(OSError, match="No tag to read"):
+        read[0x00101002].value  # noqa: B018 (decoding it is what fails)
+    read = pydicom.dcmread(io.BytesIO(buffer.getvalue() + element))
+    result = deidentify(read, deid_patient, deid_uids)
+    assert 0x00101002 not in result.dataset
+
+
+def test_a_date_the_table_removes_is_shifted_when_its_vr_comes_from_the_dictionary(
+    deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    """Modified Dates Option: Last Menstrual Date (X) read from an implicit-VR file is shifted, like any date."""
+    from pydicom.dataelem import DataElement
+
+    from tests.node.minimal_ct import implicit_vr_file
+
+    read = implicit_vr_file(32, DataElement(0x001021D0, "DA", "20200115"))
+    assert read.get_item(0x001021D0).VR is None
+    out = deidentify(read, deid_patient, deid_uids).dataset
+    assert out.LastMenstrualDate == _shift("20200115", SHIFT)
+
+
+def test_x_or_d_sequence_becomes_an_empty_dummy_and_an_empty_x_or_d_text_goes(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    item = Dataset()
+    item.PersonName = "Test^Operator"
+    deid_synthetic.OperatorIdentificationSequence = Sequence([item])  # X/D
+    deid_synthetic.ProtocolName = ""  # X/D: nothing to keep, so not the dummy
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    # D on a sequence: one empty item (a dummy of non-zero length holding nothing of the original).
+    assert [len(i) for i in out.OperatorIdentificationSequence] == [0]
+    assert "ProtocolName" not in out
+
+
+def test_refusing_burned_in_annotation_says_how_to_go_on(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.BurnedInAnnotation = "YES"
+    message = (
+        "BurnedInAnnotation (0028,0301) is YES: the pixels may show identifying text, which this profile does not "
+        "clean; review the image, or de-identify with DeidPolicy(burned_in='flag') to keep it flagged for manual "
+        "review"
+    )
+    with pytest.raises(BurnedInAnnotationError) as refused:
+        deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert str(refused.value) == message
+
+
+def test_in_place_works_on_the_given_data_set(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    result = deidentify(deid_synthetic, deid_patient, deid_uids, in_place=True)
+    assert result.dataset is deid_synthetic
+    assert str(deid_synthetic.PatientName) == PSEUDONYM
+
+
+def test_free_text_outside_the_table_is_listed_in_one_flag(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    deid_synthetic.add_new(0x00181030, "LO", "keep me")  # ProtocolName is in the table: not listed
+    deid_synthetic.add_new(0x00181016, "LO", "Test text one")  # SecondaryCaptureDeviceManufacturer: unlisted
+    deid_synthetic.add_new(0x00189004, "CS", "RESEARCH")  # ContentQualification: unlisted code, kept
+    deid_synthetic.add_new(0x00400254, "LO", "Test text two")  # PerformedProcedureStepDescription: in the table
+    deid_synthetic.add_new(0x00082111, "ST", "Test text three")  # DerivationDescription: in the table
+    deid_synthetic.add_new(0x00080105, "CS", "DCMR")  # MappingResource: kept
+    deid_synthetic.add_new(0x00181060, "DS", "5")  # TriggerTime: number, kept
+    deid_synthetic.add_new(0x00540400, "SH", "Test text four")  # ImageID: unlisted
+    flags = deidentify(deid_synthetic, deid_patient, deid_uids).flags
+    listed = [f for f in flags if f.startswith("free text outside the profile table replaced: ")]
+    assert listed == [
+        "free text outside the profile table replaced: ImageID (0054,0400), "
+        "SecondaryCaptureDeviceManufacturer (0018,1016)"
+    ]
+
+
+def test_a_kept_private_date_time_is_shifted(deid_uids: UidMapper, deid_patient: PatientContext) -> None:
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = "1.2.999.999.33.1"
+    ds.PatientID = "ID-ZQX-33"
+    block = ds.private_block(0x0011, "TEST_CREATOR", create=True)
+    block.add_new(0x01, "DT", "20200115101530")
+    block.add_new(0x02, "DA", "20200115")
+    out = deidentify(ds, deid_patient, deid_uids, DeidPolicy(keep_private_tags=True)).dataset
+    assert str(out[0x00111001].value) == _shift("20200115101530", SHIFT)
+    assert str(out[0x00111002].value) == _shift("20200115", SHIFT)
