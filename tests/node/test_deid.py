@@ -873,11 +873,12 @@ def test_each_element_removed_counts_once_whichever_check_removes_it(
 
     base = deidentify(implicit_vr_file(21), deid_patient, deid_uids).removed
     extra = [
+        DataElement(0x00080008, "CS", "BAD;TYPE"),  # Image Type (kept): a character no code string has
         DataElement(0x00080081, "ST", "1 Test Street"),  # Institution Address: X, its VR known only from the dictionary
         DataElement(0x00185100, "CS", "HFS\\FFS\\HFP"),  # Patient Position (kept): 3 values where 1 is allowed
     ]
     removed = deidentify(implicit_vr_file(21, *extra), deid_patient, deid_uids).removed
-    assert removed - base == 2
+    assert removed - base == 3
     # Held in memory (pydicom writes no group lengths): declared VRs and elements removed by their tag.
     declared = minimal_ct_with_file_meta(22)
     before = deidentify(copy.deepcopy(declared), deid_patient, deid_uids).removed
@@ -1159,3 +1160,50 @@ def test_a_kept_private_date_time_is_shifted(deid_uids: UidMapper, deid_patient:
     out = deidentify(ds, deid_patient, deid_uids, DeidPolicy(keep_private_tags=True)).dataset
     assert str(out[0x00111001].value) == _shift("20200115101530", SHIFT)
     assert str(out[0x00111002].value) == _shift("20200115", SHIFT)
+
+
+def test_file_meta_elements_removed_are_counted_one_each(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    from pydicom.dataset import FileMetaDataset
+
+    without = deidentify(copy.deepcopy(deid_synthetic), deid_patient, deid_uids).removed
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = deid_synthetic.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = deid_synthetic.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationVersionName = "TEST_SENDER_1"  # removed: names the sending system
+    meta.SourceApplicationEntityTitle = "TESTAE"  # removed
+    meta.SendingApplicationEntityTitle = "TESTAE2"  # removed
+    deid_synthetic.file_meta = meta
+    result = deidentify(deid_synthetic, deid_patient, deid_uids)
+    assert result.removed - without == 3
+    assert sorted(e.keyword for e in result.dataset.file_meta) == [
+        "MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"
+    ]
+
+
+def test_x_z_or_d_sequence_is_emptied_not_given_a_dummy_item(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "TEST1", "99TEST", "Test Hospital"
+    deid_synthetic.InstitutionCodeSequence = Sequence([item])  # X/Z/D: Z is the first choice that fits
+    out = deidentify(deid_synthetic, deid_patient, deid_uids).dataset
+    assert "InstitutionCodeSequence" in out
+    assert len(out.InstitutionCodeSequence) == 0
+
+
+def test_a_file_read_without_a_preamble_comes_out_without_one(
+    deid_uids: UidMapper, deid_patient: PatientContext
+) -> None:
+    from tests.node.minimal_ct import minimal_ct
+
+    buffer = io.BytesIO()
+    _explicit_file(minimal_ct(34)).save_as(buffer, enforce_file_format=True)
+    bare = buffer.getvalue()[128:]  # "DICM" and on: no preamble
+    read = pydicom.dcmread(io.BytesIO(bare), force=True)
+    assert read.preamble is None
+    out = deidentify(read, deid_patient, deid_uids).dataset
+    assert out.preamble is None
+    assert (out.filename, out.buffer) == (None, None)
