@@ -6,8 +6,11 @@ Synthetic data uses obviously fake identities ("Test^Patient", "ID-TEST-0001") a
 from __future__ import annotations
 
 import copy
+import hashlib
+import hmac
 import io
 import re
+import struct
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -18,7 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
@@ -33,6 +37,7 @@ from node.deid import (
 )
 from node.errors import BurnedInAnnotationError, DeidentificationError, NodeConfigError
 from tests.node.deid_expected import BIRTH_DATE_TIME, DEVIATION_CODES, PSEUDONYM_TAGS, expected_code
+from tests.node.minimal_ct import implicit_vr_file, minimal_ct
 
 SECRET = b"test-secret-not-for-production-0001"
 PSEUDONYM = "MTP-TEST000001"
@@ -867,10 +872,6 @@ def test_each_element_removed_counts_once_whichever_check_removes_it(
     deid_uids: UidMapper, deid_patient: PatientContext
 ) -> None:
     """Removed by the rule read from the dictionary (implicit VR), as malformed, and by tag; one each."""
-    from pydicom.dataelem import DataElement
-
-    from tests.node.minimal_ct import implicit_vr_file
-
     base = deidentify(implicit_vr_file(21), deid_patient, deid_uids).removed
     extra = [
         DataElement(0x00080008, "CS", "BAD;TYPE"),  # Image Type (kept): a character no code string has
@@ -890,11 +891,11 @@ def test_each_element_removed_counts_once_whichever_check_removes_it(
 
 
 def minimal_ct_with_file_meta(n: int) -> Dataset:
-    from pydicom.dataset import FileMetaDataset
+    """:func:`minimal_ct` with the file meta an explicit-VR file of it would have."""
+    return _with_file_meta(minimal_ct(n))
 
-    from tests.node.minimal_ct import minimal_ct
 
-    ds = minimal_ct(n)
+def _with_file_meta(ds: Dataset) -> Dataset:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -926,9 +927,6 @@ def test_file_meta_instance_uid_is_mapped_when_the_data_set_has_none(
 
 
 def test_uid_mapping_is_hmac_sha256_of_the_uid_first_128_bits_as_a_2_25_uid() -> None:
-    import hashlib
-    import hmac
-
     digest = hmac.new(SECRET, b"1.2.999.999.7", hashlib.sha256).digest()
     assert UidMapper(SECRET).map("1.2.999.999.7 ") == "2.25." + str(int(digest[:16].hex(), 16))
 
@@ -1013,14 +1011,9 @@ def test_missing_patient_name_and_id_are_added_as_the_pseudonym_with_their_vrs(
 
 
 def _explicit_file(ds: Dataset) -> pydicom.FileDataset:
-    from pydicom.dataset import FileMetaDataset
-
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    """``ds`` written as an explicit-VR file and read back as the node reads it."""
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    _with_file_meta(ds).save_as(buffer, enforce_file_format=True)
     return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
 
 
@@ -1065,10 +1058,6 @@ def test_a_sequence_the_table_removes_goes_without_being_read_even_when_unreadab
     deid_uids: UidMapper, deid_patient: PatientContext
 ) -> None:
     """Nothing is lost to bad input: Other Patient IDs Sequence (X) holding three stray bytes."""
-    import struct
-
-    from tests.node.minimal_ct import minimal_ct
-
     buffer = io.BytesIO()
     _explicit_file(minimal_ct(31)).save_as(buffer, enforce_file_format=True)
     stray = b"\xfe\xff\x00"
@@ -1085,10 +1074,6 @@ def test_a_date_the_table_removes_is_shifted_when_its_vr_comes_from_the_dictiona
     deid_uids: UidMapper, deid_patient: PatientContext
 ) -> None:
     """Modified Dates Option: Last Menstrual Date (X) read from an implicit-VR file is shifted, like any date."""
-    from pydicom.dataelem import DataElement
-
-    from tests.node.minimal_ct import implicit_vr_file
-
     read = implicit_vr_file(32, DataElement(0x001021D0, "DA", "20200115"))
     assert read.get_item(0x001021D0).VR is None
     out = deidentify(read, deid_patient, deid_uids).dataset
@@ -1165,8 +1150,6 @@ def test_a_kept_private_date_time_is_shifted(deid_uids: UidMapper, deid_patient:
 def test_file_meta_elements_removed_are_counted_one_each(
     deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
 ) -> None:
-    from pydicom.dataset import FileMetaDataset
-
     without = deidentify(copy.deepcopy(deid_synthetic), deid_patient, deid_uids).removed
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = deid_synthetic.SOPClassUID
@@ -1197,8 +1180,6 @@ def test_x_z_or_d_sequence_is_emptied_not_given_a_dummy_item(
 def test_a_file_read_without_a_preamble_comes_out_without_one(
     deid_uids: UidMapper, deid_patient: PatientContext
 ) -> None:
-    from tests.node.minimal_ct import minimal_ct
-
     buffer = io.BytesIO()
     _explicit_file(minimal_ct(34)).save_as(buffer, enforce_file_format=True)
     bare = buffer.getvalue()[128:]  # "DICM" and on: no preamble
