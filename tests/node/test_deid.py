@@ -907,7 +907,7 @@ def test_file_meta_names_the_data_sets_new_instance_uid_even_when_the_file_disag
     deid_uids: UidMapper, deid_patient: PatientContext
 ) -> None:
     ds = minimal_ct_with_file_meta(23)
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.999.999.23.77"  # a file that contradicts itself
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID("1.2.999.999.23.77")  # the file contradicts itself
     out = deidentify(ds, deid_patient, deid_uids).dataset
     assert out.SOPInstanceUID == deid_uids.map("1.2.999.999.23.1")
     assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
