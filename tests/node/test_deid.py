@@ -713,13 +713,17 @@ def test_unlisted_free_text_is_replaced_and_named_in_a_flag(
     assert "MARK" not in flag
 
 
-def test_unlisted_empty_free_text_stays_empty(
-    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
+@pytest.mark.parametrize(
+    ("keyword", "flag_start"),
+    [("SegmentLabel", "free text outside"), ("Modality", "Modality")],  # unlisted free text; a kept code
+)
+def test_an_empty_value_stays_empty_without_a_flag(
+    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext, keyword: str, flag_start: str
 ) -> None:
-    deid_synthetic.SegmentLabel = ""
+    setattr(deid_synthetic, keyword, "")
     result = deidentify(deid_synthetic, deid_patient, deid_uids)
-    assert result.dataset.SegmentLabel == ""
-    assert not any(f.startswith("free text outside") for f in result.flags)
+    assert getattr(result.dataset, keyword) == ""
+    assert not any(f.startswith(flag_start) for f in result.flags)
 
 
 def test_allow_listed_free_text_and_unlisted_coded_values_are_kept(
@@ -955,15 +959,6 @@ def test_modality_that_is_not_a_defined_term_becomes_ot_and_is_flagged(
     assert result.dataset.Modality == expected
     flag = "Modality (0008,0060): not a defined term of the standard; replaced by OT"
     assert (flag in result.flags) == (expected != modality)
-
-
-def test_empty_modality_stays_empty_without_a_flag(
-    deid_synthetic: Dataset, deid_uids: UidMapper, deid_patient: PatientContext
-) -> None:
-    deid_synthetic.Modality = ""
-    result = deidentify(deid_synthetic, deid_patient, deid_uids)
-    assert result.dataset.Modality == ""
-    assert not any(f.startswith("Modality") for f in result.flags)
 
 
 @pytest.mark.parametrize(
