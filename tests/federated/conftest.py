@@ -25,6 +25,12 @@ from tests.conftest import NODE_PASSPHRASE
 
 TASK = "ct-sinogram-lesion-v1"
 COORDINATOR_PASSPHRASE = "coordinator passphrase for tests"
+#: The run config the studies here share. The model card's robustness table is evaluated on 4
+#: virtual patients per cell (the least it takes) instead of the default 24, which costs about
+#: 30 s per study: no test here reads the table; tests/deploy/test_demo.py (default size) and
+#: tests/coordinator/test_model_card.py check it.
+STUDY_CONFIG: dict[str, object] = {"task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
+                                   "robustness-patients-per-cell": 4}
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 
 from contracts.studies import StudyStatus
 from deploy.simulation import simulate
-from tests.federated.conftest import TASK, running_study
+from tests.federated.conftest import STUDY_CONFIG, running_study
 
 
 @pytest.mark.slow
@@ -19,8 +19,8 @@ def test_a_study_runs_to_completion_on_the_simulation_engine(
 
     study = running_study(exchange, actors, hospitals, rounds=1)
     models = tmp_path / "models"
-    result = simulate(node_specs, study, {"task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
-                                          "round-delay": 0.0, "wait-nodes": 60.0}, coordinator_env=coordinator_env)
+    result = simulate(node_specs, study, {**STUDY_CONFIG, "round-delay": 0.0, "wait-nodes": 60.0},
+                      coordinator_env=coordinator_env)
 
     assert result.run_config["study-id"] == study
     record = exchange.studies.study(study)

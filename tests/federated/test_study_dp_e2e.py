@@ -11,7 +11,7 @@ import pytest
 from contracts.events import RoundRecorded, read_events
 from contracts.studies import StudyStatus
 from coordinator.model_card import read_card
-from tests.federated.conftest import TASK, running_study
+from tests.federated.conftest import STUDY_CONFIG, running_study
 
 NOISE = 2.0
 # With z = 2 and delta = 1e-5 (RDP, no sampling amplification) the total epsilon is about
@@ -26,8 +26,8 @@ def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(tmp_path: Path,
 
     study_id = running_study(exchange, actors, hospitals, rounds=3, privacy_budget=BUDGET_MILLI)
 
-    result = flower_run({"study-id": study_id, "task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
-                         "dp-noise-multiplier": NOISE, "dp-clipping-norm": 0.5, "dp-delta": 1e-5})
+    result = flower_run({**STUDY_CONFIG, "study-id": study_id, "dp-noise-multiplier": NOISE, "dp-clipping-norm": 0.5,
+                         "dp-delta": 1e-5})
     # "finished:failed" starts with "finished" too: a ServerApp that failed after the last round must not pass
     assert result.status == "finished:completed", result.logs[-3000:]
 

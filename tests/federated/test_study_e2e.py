@@ -12,7 +12,7 @@ from contracts.datause import Purpose, Scope
 from contracts.studies import StudyStatus
 from node.cohort import build_cohort
 from node.training import read_kept_cohort
-from tests.federated.conftest import TASK
+from tests.federated.conftest import STUDY_CONFIG
 
 
 @pytest.mark.slow
@@ -35,8 +35,7 @@ def test_three_rounds_with_a_revocation(tmp_path: Path, exchange, actors, hospit
     watcher = threading.Thread(target=revoke_after_round_one, daemon=True)
     watcher.start()
     try:
-        result = flower_run({"study-id": study, "task": TASK, "min-nodes": 2, "round-delay": 4.0,
-                             "local-epochs": 1, "eval-examples": 32})
+        result = flower_run({**STUDY_CONFIG, "study-id": study, "round-delay": 4.0})
     finally:
         done.set()
         watcher.join(timeout=30)

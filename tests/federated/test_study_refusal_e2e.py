@@ -10,7 +10,7 @@ import pytest
 
 from contracts.datause import Purpose, Scope
 from contracts.studies import StudyStatus
-from tests.federated.conftest import TASK
+from tests.federated.conftest import STUDY_CONFIG
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_a_refusing_node_is_skipped_while_min_nodes_holds(tmp_path: Path, exchan
     for key in beta.patients.values():  # every patient of Beta withdraws: Beta has nothing to train on
         exchange.consent.relay(actors.coordinator, exchange.consent.sign_revoke(key, Scope(purpose=Purpose.GRU)))
 
-    result = flower_run({"study-id": study, "task": TASK, "min-nodes": 1, "local-epochs": 1, "eval-examples": 32})
+    result = flower_run({**STUDY_CONFIG, "study-id": study, "min-nodes": 1})
     assert result.status == "finished:completed", result.logs[-3000:]
 
     record = exchange.studies.study(study)

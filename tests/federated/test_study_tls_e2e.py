@@ -12,7 +12,7 @@ from contracts.studies import StudyStatus
 from deploy.errors import ServiceStartError
 from deploy.federation import Federation
 from deploy.flower import make_security, start_supernode
-from tests.federated.conftest import TASK, running_study
+from tests.federated.conftest import STUDY_CONFIG, running_study
 
 
 @pytest.mark.slow
@@ -35,8 +35,7 @@ def test_two_rounds_over_tls_and_an_unregistered_supernode_is_refused(
         assert "No SuperNode found with the given public key" in link_log
 
         assert [a.name for a in federation.signers] == [h.node.address for h in hospitals]
-        result = federation.launch(study, {"task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 32,
-                                           "round-delay": 0.0}, timeout=600)
+        result = federation.launch(study, {**STUDY_CONFIG, "round-delay": 0.0}, timeout=600)
         signer_logs = [a.log_file.read_text() for a in federation.signers]
     assert result.status == "finished:completed", result.logs[-3000:]
     # each hospital's key was unlocked once, by its signing agent, which signed nothing it should not
