@@ -92,7 +92,7 @@ def _check_accounted(node, source: Path, originals: dict[str, tuple[str, bytes]]
     assert len(records) == sum(kind == "good" for kind, _ in originals.values())
 
 
-@pytest.mark.slow  # 20 fresh nodes, about 45 ingest processes: a few minutes on two cores
+@pytest.mark.slow  # 21 fresh nodes, about 46 ingest processes: a minute or two on two cores
 def test_sigkill_at_seeded_points_then_rerun_accounts_for_every_file(make_node, corpus, tmp_path: Path) -> None:
     template, kinds = corpus
     total = len(kinds)
@@ -103,16 +103,29 @@ def test_sigkill_at_seeded_points_then_rerun_accounts_for_every_file(make_node, 
     # spends most of a second of CPU on the keystore's scrypt, which an ingest never uses).
     blank = make_node("kill-blank", role=False)
     blank.sessions.kw["bind"].dispose()  # the empty catalog whole in its file, no WAL to copy
-    for point in range(KILL_POINTS):
-        node = Node(shutil.copytree(blank.dir, tmp_path / f"node-kill-{point}"), NODE_PASSPHRASE)
-        source = tmp_path / f"source-{point}"
+
+    def fresh(name: str) -> tuple[Node, Path]:
+        source = tmp_path / f"source-{name}"
         shutil.copytree(template, source)
+        return Node(shutil.copytree(blank.dir, tmp_path / f"node-{name}"), NODE_PASSPHRASE), source
+
+    # One uninterrupted ingest first: kill points are drawn within its duration and output on this
+    # machine (a fixed range of seconds would land after the end of every run on a fast machine).
+    node, source = fresh("uninterrupted")
+    started = time.monotonic()
+    full = run_ingest(node.dir, str(source))
+    seconds, written = time.monotonic() - started, _progress(node.dir)
+    assert full.returncode == EXIT_PARTIAL, full.stdout + full.stderr
+    _check_accounted(node, source, originals)
+    for point in range(KILL_POINTS):
+        node, source = fresh(f"kill-{point}")
         # Half the points are counted in files the run has written, half in seconds since start
         # (which also lands in start-up, discovery and recovery).
-        first: int | float = rng.randint(0, total) if point % 2 == 0 else rng.uniform(0.0, 3.0)
+        first: int | float = rng.randint(0, total) if point % 2 == 0 else rng.uniform(0.0, 0.9 * seconds)
         outcomes.append(_kill_at(node.dir, first, str(source)))
         if point % 4 == 1:  # kill the rerun as well: recovery itself must survive a kill
-            outcomes.append(_kill_at(node.dir, rng.randint(0, total // 2), str(source)))
+            left = max(0, written - _progress(node.dir))  # files the rerun still has to write
+            outcomes.append(_kill_at(node.dir, rng.randint(0, max(0, left - 1)), str(source)))
         final = run_ingest(node.dir, str(source))
         # 2 while bad files were still there to quarantine; 0 if a killed run had finished that.
         assert final.returncode in (EXIT_OK, EXIT_PARTIAL), final.stdout + final.stderr
