@@ -11,8 +11,10 @@ transaction and caches only the names of contract addresses, which a revert does
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,50 @@ from deploy.deployer import deploy_contracts
 
 if TYPE_CHECKING:
     from node.node import Node
+
+
+# ---------------------------------------------------------------------- no traffic beyond loopback
+
+# Tests talk to the services they start on 127.0.0.1 and to nothing else. A library that reaches
+# for the internet (pydicom fetches the test files it lacks from GitHub) gets the answer of an
+# offline machine, and the test or the collection that tried fails, naming the host.
+_RESOLVE = socket.getaddrinfo
+_OUTSIDE: list[str] = []
+
+
+def _is_loopback(host: object) -> bool:
+    if host is None:
+        return True
+    name = (host.decode() if isinstance(host, bytes) else str(host)).strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_only(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if not _is_loopback(host):
+        _OUTSIDE.append(str(host))
+        raise socket.gaierror(socket.EAI_NONAME, f"{host}: the tests resolve loopback names only")
+    return _RESOLVE(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _loopback_only
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if _OUTSIDE:
+        raise pytest.UsageError(f"collecting the tests tried to reach {sorted(set(_OUTSIDE))}; "
+                                "tests send nothing beyond 127.0.0.1")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_beyond_loopback() -> Iterator[None]:
+    before = len(_OUTSIDE)
+    yield
+    assert len(_OUTSIDE) == before, f"the test tried to reach {sorted(set(_OUTSIDE[before:]))}"
 
 
 # ---------------------------------------------------------------------- running on every core

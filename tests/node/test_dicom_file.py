@@ -9,23 +9,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data.data_manager import DATA_ROOT, DataTypes, external_data_sources
 
 from node.deid import DeidPolicy, PatientContext, UidMapper, deidentify
 from node.dicom_file import encode_file
+from tests.node.public_dicom import installed_test_files
 
 PATIENT = PatientContext("MTP-0123456789", -40)
 UIDS = UidMapper(b"u" * 32)
 
 
 def _public_files() -> list[str]:
-    # pydicom's own test files and those pydicom-data installs (get_testdata_files would also try
-    # to download the rest from the internet: this test sends nothing anywhere).
-    local = [str(p) for p in (Path(DATA_ROOT) / "test_files").glob("*.dcm")]
-    for source in external_data_sources().values():
-        local.extend(source.get_paths("*.dcm", DataTypes.DATASET))
     files = []
-    for name in sorted(local):
+    for name in installed_test_files():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:

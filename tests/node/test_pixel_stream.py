@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, parse_basic_offsets
 from pydicom.filebase import DicomBytesIO
 from pydicom.pixels.utils import pack_bits
@@ -26,6 +26,7 @@ from pydicom.pixels.utils import pack_bits
 from node.errors import DeidentificationError
 from node.pixel_stream import clean_pixel_data
 from node.pixel_stream_jpeg import clean_j2k, clean_jpeg
+from tests.node.public_dicom import installed_test_files
 
 MARK = b"MARK-0007-ZQX"
 
@@ -373,7 +374,7 @@ def _public_encapsulated() -> list[str]:
     names = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in get_testdata_files("*.dcm"):
+        for path in installed_test_files():
             try:
                 ds = pydicom.dcmread(path)
                 syntax = ds.file_meta.TransferSyntaxUID
