@@ -117,7 +117,8 @@ def simulate(
     if importlib.util.find_spec("ray") is None:
         raise ToolMissing("Ray is not installed: pip install 'flwr[simulation]==1.41.0' in this venv")
     started = time.monotonic()
-    with _environment(env), _flower_offline(), _on_path(app_dir):
+    _telemetry_off()
+    with _environment(env), _on_path(app_dir):
         _refuse_foreign_ray()
         from flwr.simulation import run_simulation
 
@@ -233,18 +234,14 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-@contextlib.contextmanager
-def _flower_offline() -> Iterator[None]:
-    """Keep Flower's telemetry off even if flwr was imported before FLWR_TELEMETRY_ENABLED=0 was set.
+def _telemetry_off() -> None:
+    """Turn Flower's telemetry off in this process for good, even if flwr was imported before
+    FLWR_TELEMETRY_ENABLED=0 was set.
 
-    Flower reads the variable once, at import; an enabled event POSTs to flower.ai and, offline,
-    can hold the interpreter's exit for up to 60 s.
+    Flower reads the variable once, at import, and posts each event to flower.ai from a daemon
+    thread that may run after the simulation has returned: a flag put back afterwards let those
+    events out (and, offline, an event can hold the interpreter's exit for up to 60 s).
     """
     from flwr.supercore import telemetry
 
-    saved = telemetry.FLWR_TELEMETRY_ENABLED
     telemetry.FLWR_TELEMETRY_ENABLED = "0"
-    try:
-        yield
-    finally:
-        telemetry.FLWR_TELEMETRY_ENABLED = saved

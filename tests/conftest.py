@@ -39,27 +39,38 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------------- no traffic beyond loopback
 
-# Tests talk to the services they start on 127.0.0.1 and to nothing else. A library that reaches
-# for the internet (pydicom fetches the test files it lacks from GitHub) gets the answer of an
-# offline machine, and the test or the collection that tried fails, naming the host.
+# Tests talk to the services they start on 127.0.0.1 (and, to check a refusal, to this machine's
+# own address) and to nothing else. A library that reaches for the internet (pydicom fetches the
+# test files it lacks from GitHub, Flower posts telemetry) gets the answer of an offline machine,
+# and the test or the collection that tried fails, naming the host.
 _RESOLVE = socket.getaddrinfo
 _OUTSIDE: list[str] = []
 
 
-def _is_loopback(host: object) -> bool:
+def _on_this_machine(host: object) -> bool:
+    """Whether ``host`` is a loopback name or address, or an address of this machine's own."""
     if host is None:
         return True
     name = (host.decode() if isinstance(host, bytes) else str(host)).strip("[]")
     if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(name.split("%")[0]).is_loopback
+        address = ipaddress.ip_address(name.split("%")[0])
     except ValueError:
-        return False
+        return False  # a name: resolving it asks a DNS server
+    if address.is_loopback:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:  # only an address of this machine can be bound
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 def _loopback_only(host, *args, **kwargs):  # type: ignore[no-untyped-def]
-    if not _is_loopback(host):
+    if not _on_this_machine(host):
         _OUTSIDE.append(str(host))
         raise socket.gaierror(socket.EAI_NONAME, f"{host}: the tests resolve loopback names only")
     return _RESOLVE(host, *args, **kwargs)
