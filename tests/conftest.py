@@ -69,14 +69,14 @@ def _on_this_machine(host: object) -> bool:
     return True
 
 
-def _loopback_only(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _resolve_on_this_machine(host, *args, **kwargs):  # type: ignore[no-untyped-def]
     if not _on_this_machine(host):
         _OUTSIDE.append(str(host))
         raise socket.gaierror(socket.EAI_NONAME, f"{host}: the tests resolve loopback names only")
     return _RESOLVE(host, *args, **kwargs)
 
 
-socket.getaddrinfo = _loopback_only
+socket.getaddrinfo = _resolve_on_this_machine
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
