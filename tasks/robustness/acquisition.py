@@ -186,7 +186,7 @@ def _ct_records(
             record = Sinogram(rebinned.data, target, SOURCE_PROFILE, provenance)
         else:
             record = Sinogram(scan.data, scan.geometry, scan.profile, provenance)
-        write_sinogram(path, record)
+        write_sinogram(path, record, compress=False)  # read back by the task's loader, then deleted
 
 
 def _mr_record(held: HeldOutPatient, condition: Condition, noise_seed: int, path: Path) -> None:

@@ -60,6 +60,19 @@ def test_fan_sinogram_round_trips_with_geometry_profile_and_provenance(written: 
     assert back.provenance == fan_sinogram.provenance
 
 
+@pytest.mark.parametrize("compress", [True, False])
+def test_the_data_are_stored_gzip_compressed_unless_asked_not_to(tmp_path: Path, fan_sinogram: Sinogram,
+                                                                  compress: bool) -> None:
+    path = tmp_path / "scan.h5"
+    write_sinogram(path, fan_sinogram, compress=compress)
+    with h5py.File(path, "r") as f:
+        assert f["sinogram"].compression == ("gzip" if compress else None)
+    back = read_sinogram(path)
+    np.testing.assert_array_equal(back.data, fan_sinogram.data)
+    assert (back.geometry, back.profile, back.provenance) == (fan_sinogram.geometry, fan_sinogram.profile,
+                                                              fan_sinogram.provenance)
+
+
 def test_batched_parallel_sinogram_round_trips(tmp_path: Path, parallel_geometry: ParallelBeamGeometry) -> None:
     data = np.random.default_rng(1).random((3, *parallel_geometry.sinogram_shape))
     path = tmp_path / "batch.h5"
