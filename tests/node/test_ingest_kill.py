@@ -124,7 +124,7 @@ def test_sigkill_at_seeded_points_then_rerun_accounts_for_every_file(make_node, 
         first: int | float = rng.randint(0, total) if point % 2 == 0 else rng.uniform(0.0, 0.9 * seconds)
         outcomes.append(_kill_at(node.dir, first, str(source)))
         if point % 4 == 1:  # kill the rerun as well: recovery itself must survive a kill
-            left = max(0, written - _progress(node.dir))  # files the rerun still has to write
+            left = written - _progress(node.dir)  # files the rerun still has to write
             outcomes.append(_kill_at(node.dir, rng.randint(0, max(0, left - 1)), str(source)))
         final = run_ingest(node.dir, str(source))
         # 2 while bad files were still there to quarantine; 0 if a killed run had finished that.
