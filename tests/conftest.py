@@ -12,6 +12,7 @@ transaction and caches only the names of contract addresses, which a revert does
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -272,15 +273,40 @@ def expect_revert() -> type[_RevertExpectation]:
 
 NODE_PASSPHRASE = "correct horse battery staple"
 
+#: scrypt cost (n) of the keystores the tests make for themselves: 2**12, about 12 ms to unlock,
+#: where a production keystore (eth-account's default, 2**18) takes 0.75 s. Each unlock in a
+#: test, a ClientApp round or a command line under test would pay that, about 140 times a suite;
+#: like the fast password hashers of web frameworks' test settings, the format and the checks are
+#: the same, only the work factor differs. What production writes is pinned by
+#: tests/node/test_keys.py, which unlocks a keystore made by ``Node.init`` itself.
+TEST_SCRYPT_N = 2**12
+
+
+def light_keystore(key: bytes, passphrase: str) -> str:
+    """A standard v3 (scrypt) keystore of ``key``, as JSON, at the tests' work factor."""
+    return json.dumps(Account.encrypt(key, passphrase, iterations=TEST_SCRYPT_N))
+
+
+def lighten_node_key(node_dir: Path, passphrase: str = NODE_PASSPHRASE) -> None:
+    """Re-encrypt the hospital key of the node in ``node_dir`` at :data:`TEST_SCRYPT_N`, in place
+    (the file keeps its mode): the same key and address, cheaper to unlock."""
+    from node.keys import KEY_FILE, load_key
+
+    path = node_dir / KEY_FILE
+    key = load_key(node_dir, passphrase).key
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(light_keystore(key, passphrase))
+
 
 class BlankNodes:
     """Empty nodes made by ``Node.init`` on the session's chain, once each, to be copied.
 
     ``Node.init`` spends most of a second of CPU on the keystore's scrypt (n = 2**18); about 150
     tests each want a fresh node. A copy of an empty node is what ``init`` would have made, with
-    the key and secrets of that blank: the n-th node a factory makes is a copy of blank n, so the
-    nodes of one test (or one module) all differ, and what a test did with its nodes on the chain
-    is undone after it (``exchange``, ``module_exchange``) before the next one copies them again.
+    the key and secrets of that blank (the key re-encrypted at :data:`TEST_SCRYPT_N`): the n-th
+    node a factory makes is a copy of blank n, so the nodes of one test (or one module) all
+    differ, and what a test did with its nodes on the chain is undone after it (``exchange``,
+    ``module_exchange``) before the next one copies them again.
     Function-scoped and module-scoped factories copy from separate pools, so a module's shared
     nodes never share a key with the nodes its tests make.
     """
@@ -296,7 +322,6 @@ class BlankNodes:
     def copy(self, pool: str, index: int, target: Path, name: str) -> Node:
         """A fresh node in ``target`` named ``name``: a copy of blank ``index`` of ``pool``."""
         import dataclasses
-        import json
 
         from node.config import NodeInfo
         from node.node import Node
@@ -306,6 +331,7 @@ class BlankNodes:
             made = Node.init(blank, hospital_name="Blank", rpc_url=self.chain.rpc_url, manifest=self.manifest,
                              passphrase=NODE_PASSPHRASE)
             made.sessions.kw["bind"].dispose()  # the empty catalog whole in its file, no WAL to copy
+            lighten_node_key(blank)
         shutil.copytree(blank, target)  # modes kept: 0700 directory, 0600 files, as init made them
         info = dataclasses.replace(NodeInfo.load(target), hospital_name=name)
         with open(target / "node.json", "w", encoding="utf-8") as out:  # rewritten in place: its mode stays

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -33,7 +32,6 @@ from pathlib import Path
 import click
 import pytest
 import typer
-from eth_account import Account
 from pydicom.data import get_testdata_file
 
 from contracts.chain import Chain
@@ -43,7 +41,7 @@ from contracts.manifest import write_manifest
 from contracts.roles import Role
 from contracts.studies import StudyRequest
 from deploy.deployer import deploy_contracts
-from tests.conftest import NODE_PASSPHRASE, Actors
+from tests.conftest import NODE_PASSPHRASE, Actors, light_keystore, lighten_node_key
 
 REPO = Path(__file__).resolve().parent.parent
 TASK = "ct-sinogram-lesion-v1"
@@ -341,6 +339,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors
     write_manifest(deployment, manifest)
     node = Node.init(root / "node", hospital_name="Errors Hospital", rpc_url=chain.rpc_url, manifest=manifest,
                      passphrase=NODE_PASSPHRASE)
+    lighten_node_key(node.dir)
     chain.send_value(actors.admin, node.address, 10**18)
     exchange.roles.grant(actors.admin, Role.HOSPITAL, node.address)
     for name in ("CT_small.dcm", "MR_small.dcm"):
@@ -358,7 +357,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors
     exchange.studies.approve(node.account, running)
     exchange.studies.start(actors.coordinator, running)
     key = root / "coordinator-key.json"
-    key.write_text(json.dumps(Account.encrypt(actors.coordinator.key, COORDINATOR_PASSPHRASE)))
+    key.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
     passes = {}
     for kind, value in (("good", NODE_PASSPHRASE), ("short", SHORT), ("wrong", WRONG)):
         passes[kind] = root / f"{kind}.pass"
@@ -597,6 +596,7 @@ def test_the_signing_agent_takes_the_chain_from_metai_node_rpc_url(  # type: ign
     elsewhere = f"http://127.0.0.1:{_closed_port()}"  # what node.json records: nothing listens there
     node = Node.init(tmp_path / "node", hospital_name="Moved Hospital", rpc_url=elsewhere, manifest=manifest,
                      passphrase=NODE_PASSPHRASE)
+    lighten_node_key(node.dir)
     secret = tmp_path / "passphrase"
     secret.write_text(NODE_PASSPHRASE)
     socket_path = tmp_path / "agent" / "agent.sock"

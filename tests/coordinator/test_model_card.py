@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select, update
 
@@ -35,7 +34,7 @@ from deploy.deployer import deploy_contracts
 from deploy.federation import NodeSpec
 from deploy.simulation import simulate
 from node.node import Node
-from tests.conftest import NODE_PASSPHRASE, Actors
+from tests.conftest import NODE_PASSPHRASE, Actors, light_keystore, lighten_node_key
 from tests.coordinator.card_checks import recompute_card
 from tests.federated.conftest import COORDINATOR_PASSPHRASE, TASK, populate
 
@@ -74,6 +73,7 @@ def card_study(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: A
     for index, name in enumerate(("Alpha", "Beta")):
         node = Node.init(root / f"node-{name}", hospital_name=f"{name} Hospital", rpc_url=chain.rpc_url,
                          manifest=manifest, passphrase=NODE_PASSPHRASE)
+        lighten_node_key(node.dir)
         chain.send_value(actors.admin, node.address, 10**18)
         exchange.roles.grant(actors.admin, Role.HOSPITAL, node.address)
         keys: dict[str, LocalAccount] = populate(node, root / f"data-{index}", f"TEST-{'AB'[index]}", RECORDS,
@@ -97,7 +97,7 @@ def card_study(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: A
         exchange.studies.approve(node.account, study_id)
     exchange.studies.start(actors.coordinator, study_id)
     key_file = root / "coordinator-key.json"
-    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, COORDINATOR_PASSPHRASE)))
+    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
     env = {f"METAI_COORDINATOR_{k}": v for k, v in {
         "RPC_URL": chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
         "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(root / "models")}.items()}

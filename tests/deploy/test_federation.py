@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -29,7 +28,7 @@ from deploy.federation import (
 from deploy.flower import RunResult, SuperLinkProcess
 from deploy.simulation import NODES_ENV, simulation_env
 from node.config import NodeInfo
-from tests.conftest import NODE_PASSPHRASE
+from tests.conftest import NODE_PASSPHRASE, light_keystore
 
 PROBE = Path(__file__).resolve().parent / "flower_probe"
 ADDRESS = "0x1234567890AbcdEF1234567890aBcdef12345678"
@@ -411,7 +410,7 @@ def real_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_node, exchang
     monkeypatch.setenv("METAI_RUN_DIR", str(tmp_path / "run"))
     node = make_node("General Hospital")  # also writes tmp_path/deployment.json
     key_file = tmp_path / "coordinator-key.json"
-    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, "coordinator passphrase")))
+    key_file.write_text(light_keystore(actors.coordinator.key, "coordinator passphrase"))
     settings = CoordinatorSettings(rpc_url=exchange.chain.rpc_url, manifest=tmp_path / "deployment.json",
                                    key_file=key_file, passphrase=SecretStr("coordinator passphrase"),
                                    model_dir=tmp_path / "models")

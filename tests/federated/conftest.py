@@ -3,7 +3,6 @@ way to run it on the Flower deployment engine."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from deploy.flower import RunResult, run_app, start_superlink, start_supernode, 
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
-from tests.conftest import NODE_PASSPHRASE
+from tests.conftest import NODE_PASSPHRASE, light_keystore
 
 TASK = "ct-sinogram-lesion-v1"
 COORDINATOR_PASSPHRASE = "coordinator passphrase for tests"
@@ -101,7 +100,7 @@ def study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
 def coordinator_env(tmp_path: Path, exchange, actors) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The coordinator's settings (keystore, manifest, models in tmp_path/models) as environment variables."""
     key_file = tmp_path / "coordinator-key.json"
-    key_file.write_text(json.dumps(Account.encrypt(actors.coordinator.key, COORDINATOR_PASSPHRASE)))
+    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
     manifest = tmp_path / "deployment.json"
     write_manifest(exchange.deployment, manifest)
     values = {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
