@@ -114,8 +114,6 @@ COSTLIEST_FIRST = (
     "tests/test_cli_errors.py",
     "tests/federated/test_study_tls_e2e.py",
     "tests/federated/test_study_e2e.py",
-    "tests/federated/test_study_dp_e2e.py",
-    "tests/federated/test_study_refusal_e2e.py",
     "tests/federated/test_simulation.py",
     "tests/node/test_ingest_fuzz.py",
     "tests/coordinator/test_model_card.py",

@@ -3,7 +3,8 @@ way to run it on the Flower deployment engine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,15 +121,36 @@ def node_specs(tmp_path: Path, hospitals) -> list[NodeSpec]:  # type: ignore[no-
     return specs
 
 
-FlowerRun = Callable[[Mapping[str, object]], RunResult]
+class FlowerRun:
+    """Runs the app on the module's SuperLink + one SuperNode per hospital; ``models`` is where the
+    ServerApp writes (the coordinator's METAI_COORDINATOR_MODEL_DIR)."""
+
+    def __init__(self, flwr_home: Path, models: Path) -> None:
+        self.flwr_home = flwr_home
+        self.models = models
+
+    def __call__(self, run_config: Mapping[str, object]) -> RunResult:
+        return run_app(REPO, flwr_home=self.flwr_home, federation="metai", timeout=600,
+                       run_config=run_config)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def flower_run(tmp_path: Path, repo_root: Path, hospitals, coordinator_env: dict[str, str],  # type: ignore[no-untyped-def]
-               ) -> Iterator[FlowerRun]:
-    """Run the app on a SuperLink + one SuperNode per hospital (plain HTTP, no signing agents, so
-    each round's ClientApp unlocks the key itself); models go to tmp_path/models."""
-    superlink = start_superlink(tmp_path / "superlink", extra_env=coordinator_env)
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.fixture(scope="module")
+def module_federation(tmp_path_factory: pytest.TempPathFactory, hospitals, module_exchange,  # type: ignore[no-untyped-def]
+                      actors) -> Iterator[FlowerRun]:
+    """A SuperLink + one SuperNode per hospital (plain HTTP, no signing agents, so each round's
+    ClientApp unlocks the key itself), started once for the module: the studies its tests run one
+    after the other are runs on the same federation, as in a deployment."""
+    root = tmp_path_factory.mktemp("federation")
+    key_file = root / "coordinator-key.json"
+    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
+    manifest = root / "deployment.json"
+    write_manifest(module_exchange.deployment, manifest)
+    values = {"RPC_URL": module_exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
+              "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(root / "models")}
+    superlink = start_superlink(root / "superlink", extra_env={f"METAI_COORDINATOR_{k}": v for k, v in values.items()})
     supernodes = []
     try:
         write_federation_config(superlink.flwr_home, "metai", superlink, None)
@@ -136,15 +158,23 @@ def flower_run(tmp_path: Path, repo_root: Path, hospitals, coordinator_env: dict
             secret = h.node.dir / "passphrase"
             secret.write_text(NODE_PASSPHRASE)
             config = {"node-dir": str(h.node.dir), "passphrase-file": str(secret)}
-            supernodes.append(start_supernode(tmp_path / f"sn-{h.node.address[:8]}", superlink,
+            supernodes.append(start_supernode(root / f"sn-{h.node.address[:8]}", superlink,
                                               h.node.address[2:10], node_config=config))
-
-        def run(run_config: Mapping[str, object]) -> RunResult:
-            return run_app(repo_root, flwr_home=superlink.flwr_home, federation="metai", timeout=600,
-                           run_config=run_config)  # type: ignore[arg-type]
-
-        yield run
+        yield FlowerRun(superlink.flwr_home, root / "models")
     finally:
         for process in supernodes:
             stop(process)
         stop(superlink)
+
+
+@pytest.fixture
+def flower_run(tmp_path: Path, module_federation: FlowerRun, exchange) -> Iterator[FlowerRun]:  # type: ignore[no-untyped-def]
+    """The module's federation, its model folder empty at the start of the test.
+
+    The chain is put back after each test (``exchange``), so the next test's first study has the
+    same id again: the models a test's runs wrote are moved to its tmp_path/models afterwards.
+    """
+    assert not module_federation.models.exists(), "models of an earlier test were left in the shared folder"
+    yield module_federation
+    if module_federation.models.exists():
+        shutil.move(module_federation.models, tmp_path / "models")
