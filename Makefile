@@ -11,19 +11,22 @@ STAMP_SYS := $(VENV)/.system-deps
 
 .PHONY: demo test lint deps clean-run mutation
 
+# The venv (pip) and node_modules (npm ci) install side by side after the Debian packages.
+MAKEFLAGS += --jobs=2
+
 deps: $(STAMP_SYS) $(STAMP_PY) $(STAMP_NODE)
 
 $(STAMP_SYS): deploy/install-system-deps.sh
 	bash deploy/install-system-deps.sh
 	@mkdir -p $(VENV) && touch $@
 
-$(STAMP_PY): pyproject.toml
+$(STAMP_PY): pyproject.toml | $(STAMP_SYS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(STAMP_NODE): package.json package-lock.json
+$(STAMP_NODE): package.json package-lock.json | $(STAMP_SYS)
 	npm ci --no-audit --no-fund
 	touch $@
 

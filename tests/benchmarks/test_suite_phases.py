@@ -1,0 +1,38 @@
+"""benchmarks/suite.py splits a `make test` run into phases by the commands make echoes."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.suite import _SUMMARY, phase_times
+
+
+def test_each_phase_runs_from_its_first_command_to_the_next_phase() -> None:
+    lines = [
+        (0.5, "bash deploy/install-system-deps.sh"),
+        (2.0, "test -x .venv/bin/python || python3 -m venv .venv"),
+        (2.1, ".venv/bin/python -m pip install --quiet torch==2.13.0"),
+        (70.0, "npm ci --no-audit --no-fund"),
+        (90.0, ".venv/bin/ruff check ."),
+        (91.0, ".venv/bin/mypy contracts deploy benchmarks raw_data node coordinator tasks"),
+        (118.0, ".venv/bin/python -m contracts.build --check"),
+        (122.0, ".venv/bin/python -m pytest"),
+        (700.0, "2485 passed, 21 warnings in 577.10s (0:09:37)"),
+    ]
+    times = phase_times(lines, 701.0)
+    assert times == pytest.approx({
+        "before the first phase": 0.5, "Debian packages": 1.5, "Python venv (pip)": 68.0, "npm ci": 20.0,
+        "ruff": 1.0, "mypy (cold cache)": 27.0, "contract build check": 4.0, "pytest": 579.0})
+
+
+def test_a_phase_make_skips_is_absent_and_a_repeated_command_does_not_restart_it() -> None:
+    lines = [(1.0, ".venv/bin/ruff check ."), (2.0, ".venv/bin/mypy x"), (3.0, ".venv/bin/ruff check ."),
+             (5.0, ".venv/bin/python -m pytest")]
+    assert phase_times(lines, 9.0) == pytest.approx({"before the first phase": 1.0, "ruff": 1.0,
+                                                      "mypy (cold cache)": 3.0, "pytest": 4.0})
+
+
+def test_the_pytest_summary_gives_the_passed_count_and_seconds() -> None:
+    found = _SUMMARY.search("==== 2485 passed, 3 skipped, 21 warnings in 577.10s (0:09:37) ====")
+    assert found is not None
+    assert (found.group(1), found.group(2), found.group(3)) == ("2485", "3", "577.10")
