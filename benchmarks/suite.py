@@ -33,8 +33,9 @@ TARGET_MINUTES = 15.0
 # What make echoes when a phase starts (the Makefile's recipes), in the order they run.
 PHASES = (
     ("bash deploy/install-system-deps.sh", "Debian packages"),
-    ("test -x .venv/bin/python", "Python venv (pip)"),
-    ("npm ci", "npm ci"),
+    # make runs these two side by side (two jobs): one phase, from the first to start
+    ("test -x .venv/bin/python", "venv (pip) and npm ci, side by side"),
+    ("npm ci", "venv (pip) and npm ci, side by side"),
     (".venv/bin/ruff check", "ruff"),
     (".venv/bin/mypy", "mypy (cold cache)"),
     (".venv/bin/python -m contracts.build --check", "contract build check"),
@@ -76,7 +77,7 @@ def run_make_test(checkout: Path, log_file: Path) -> tuple[int, list[tuple[float
             log.write(f"{at:8.1f} {line}")
             for marker, name in PHASES:
                 if line.startswith(marker):
-                    print(f"{at:7.1f} s  {name}", flush=True)
+                    print(f"{at:7.1f} s  {name}: {line.strip()[:80]}", flush=True)
         code = proc.wait()
     return code, lines, time.monotonic() - started
 

@@ -21,7 +21,7 @@ def test_each_phase_runs_from_its_first_command_to_the_next_phase() -> None:
     ]
     times = phase_times(lines, 701.0)
     assert times == pytest.approx({
-        "before the first phase": 0.5, "Debian packages": 1.5, "Python venv (pip)": 68.0, "npm ci": 20.0,
+        "before the first phase": 0.5, "Debian packages": 1.5, "venv (pip) and npm ci, side by side": 88.0,
         "ruff": 1.0, "mypy (cold cache)": 27.0, "contract build check": 4.0, "pytest": 579.0})
 
 

@@ -318,17 +318,6 @@ def test_down_stops_everything_and_forgets_the_federation(tmp_path: Path) -> Non
         Federation.load(tmp_path / "run")
 
 
-@pytest.mark.slow
-def test_tls_federation_registers_its_supernodes_and_runs(tmp_path: Path) -> None:
-    nodes = [_node(tmp_path, "general"), _node(tmp_path, "st-marys")]
-    with Federation.up(tmp_path / "run", nodes, tls=True, app_dir=PROBE) as federation:
-        assert federation.security is not None
-        assert sorted(federation.security.supernode_keys) == ["general", "st-marys"]
-        assert Federation.load(federation.run_dir).security == federation.security
-        result = federation.launch(3, {"num-rounds": 1}, timeout=120)
-    assert result.status == "finished:completed"
-
-
 def test_a_superlink_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -21,14 +21,12 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key, l
 from deploy.errors import ServiceStartError
 from deploy.flower import (
     FlowerRunError,
-    FlowerSecurity,
     RunResult,
     SuperLinkProcess,
     SuperNodeProcess,
     flower_env,
     load_process,
     make_security,
-    register_supernodes,
     run_app,
     start_superlink,
     start_supernode,
@@ -204,53 +202,10 @@ def test_every_port_is_bound_to_loopback_only(insecure: Deployment) -> None:
         assert _listening(int(port)) == {"0100007F"}, address  # 127.0.0.1 in /proc/net/tcp byte order
 
 
-# ---------------------------------------------------------------------- TLS + SuperNode authentication
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, FlowerSecurity, Path]]:
-    """A TLS SuperLink that admits registered keys only, with registered SuperNode ``alpha`` running."""
-    run_dir = tmp_path_factory.mktemp("flower-secure")
-    security = make_security(run_dir / "security", ["alpha", "rogue"])
-    started: list[SuperLinkProcess | SuperNodeProcess] = []
-    try:
-        superlink = start_superlink(run_dir, security=security)
-        started.append(superlink)
-        register_supernodes(superlink, security, ["alpha"], superlink.flwr_home)
-        config = {"node-name": "alpha", "node-value": 2.0, "report-dir": str(run_dir / "reports")}
-        alpha = start_supernode(run_dir, superlink, "alpha", node_config=config, security=security)
-        started.append(alpha)
-        write_federation_config(superlink.flwr_home, "secure", superlink, security)
-        yield Deployment(superlink, {"alpha": alpha}, superlink.flwr_home, run_dir / "reports"), security, run_dir
-    finally:
-        for process in reversed(started):
-            stop(process)
-
-
-@pytest.mark.slow
-def test_registered_supernode_takes_part_in_a_tls_run(secure: tuple[Deployment, FlowerSecurity, Path]) -> None:
-    deployment, _, _ = secure
-    result_file = deployment.reports / "server.json"
-    result = run_app(
-        PROBE,
-        flwr_home=deployment.flwr_home,
-        federation="secure",
-        run_config={"num-rounds": 2, "min-nodes": 1, "result-file": str(result_file)},
-        timeout=120,
-    )
-    assert result.status == "finished:completed"
-    summary = json.loads(result_file.read_text())
-    assert [r["nodes"] for r in summary["rounds"]] == [[deployment.nodes["alpha"].node_id]] * 2
-    assert summary["vector"] == pytest.approx([1.5] * 4, abs=1e-12)  # 0 -> 1.0 -> 1.5 toward 2.0
-
-
-@pytest.mark.slow
-def test_unregistered_supernode_is_refused(secure: tuple[Deployment, FlowerSecurity, Path]) -> None:
-    deployment, security, run_dir = secure
-    with pytest.raises(ServiceStartError, match=r"exited[\s\S]*Exit Code: 305[\s\S]*Failed to activate SuperNode"):
-        start_supernode(run_dir, deployment.superlink, "rogue", node_config={"node-value": 0.0}, security=security)
-    link_log = deployment.superlink.log_file.read_text(errors="replace")
-    assert "No SuperNode found with the given public key" in link_log
+# TLS + SuperNode authentication on these functions (make_security, register_supernodes, a
+# registered SuperNode in a run, an unregistered one refused with exit code 305 and the
+# SuperLink's log line) is exercised by tests/federated/test_study_tls_e2e.py through
+# deploy.federation, with a real study: one TLS federation for the suite instead of three.
 
 
 # ---------------------------------------------------------------------- stopping

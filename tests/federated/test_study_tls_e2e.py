@@ -26,6 +26,8 @@ def test_two_rounds_over_tls_and_an_unregistered_supernode_is_refused(
     with Federation.up(tmp_path / "federation", node_specs, tls=True, coordinator_env=coordinator_env) as federation:
         assert federation.security is not None
         assert [n.name for n in federation.supernodes] == [h.node.address for h in hospitals]
+        assert sorted(federation.security.supernode_keys) == sorted(h.node.address for h in hospitals)
+        assert Federation.load(federation.run_dir).security == federation.security  # a later `study launch` finds it
         # A third SuperNode that trusts the federation's CA but whose key was never registered.
         rogue = dataclasses.replace(federation.security,
                                     supernode_keys=make_security(tmp_path / "rogue", ["rogue"]).supernode_keys)
