@@ -97,16 +97,22 @@ def study(exchange, actors, hospitals) -> int:  # type: ignore[no-untyped-def]
     return running_study(exchange, actors, hospitals, rounds=3)
 
 
+def write_coordinator_env(folder: Path, exchange, actors) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Write the coordinator's keystore and manifest into ``folder``; return its settings (models in
+    folder/models) as environment variables."""
+    key_file = folder / "coordinator-key.json"
+    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
+    manifest = folder / "deployment.json"
+    write_manifest(exchange.deployment, manifest)
+    values = {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
+              "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(folder / "models")}
+    return {f"METAI_COORDINATOR_{name}": value for name, value in values.items()}
+
+
 @pytest.fixture
 def coordinator_env(tmp_path: Path, exchange, actors) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The coordinator's settings (keystore, manifest, models in tmp_path/models) as environment variables."""
-    key_file = tmp_path / "coordinator-key.json"
-    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
-    manifest = tmp_path / "deployment.json"
-    write_manifest(exchange.deployment, manifest)
-    values = {"RPC_URL": exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
-              "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(tmp_path / "models")}
-    return {f"METAI_COORDINATOR_{name}": value for name, value in values.items()}
+    return write_coordinator_env(tmp_path, exchange, actors)
 
 
 @pytest.fixture
@@ -144,13 +150,7 @@ def module_federation(tmp_path_factory: pytest.TempPathFactory, hospitals, modul
     ClientApp unlocks the key itself), started once for the module: the studies its tests run one
     after the other are runs on the same federation, as in a deployment."""
     root = tmp_path_factory.mktemp("federation")
-    key_file = root / "coordinator-key.json"
-    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
-    manifest = root / "deployment.json"
-    write_manifest(module_exchange.deployment, manifest)
-    values = {"RPC_URL": module_exchange.chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
-              "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(root / "models")}
-    superlink = start_superlink(root / "superlink", extra_env={f"METAI_COORDINATOR_{k}": v for k, v in values.items()})
+    superlink = start_superlink(root / "superlink", extra_env=write_coordinator_env(root, module_exchange, actors))
     supernodes = []
     try:
         write_federation_config(superlink.flwr_home, "metai", superlink, None)
