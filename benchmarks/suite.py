@@ -4,7 +4,8 @@ Clones the repository's committed HEAD into a scratch folder (nothing untracked,
 node_modules, no caches), runs `make test` there once and times it, phase by phase from the
 commands make echoes: Debian packages, the Python venv, `npm ci`, ruff, mypy (cold cache), the
 contract build check and pytest. The CPU it ran on and the CPU time the whole tree of
-processes used are recorded with the figures. Target: under 15 minutes on 2 cores.
+processes used are recorded with the figures. Target: under 15 minutes on 2 cores, with 10 % to
+spare for another machine of the same kind (CI has run ~10 % slower than this machine kind).
 
     python -m benchmarks.suite [--keep] [--workdir DIR]
 
@@ -30,6 +31,9 @@ from benchmarks.report import Measurement, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_MINUTES = 15.0
+# CI ran stop 22's commit in 1011 s where this machine kind measured about 925 s: another machine of
+# the same kind can be ~10 % slower, so the target counts as met only with that margin to spare.
+MARGIN = 0.10
 # What make echoes when a phase starts (the Makefile's recipes), in the order they run.
 PHASES = (
     ("bash deploy/install-system-deps.sh", "Debian packages"),
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = wall / 60
     rows = [
         Measurement("`make test` on a clean clone, install included", round(minutes, 2), "min",
-                    f"< {TARGET_MINUTES:g}", code == 0 and minutes < TARGET_MINUTES,
+                    f"< {TARGET_MINUTES:g} with {MARGIN:.0%} to spare (< {TARGET_MINUTES * (1 - MARGIN):g})",
+                    code == 0 and minutes < TARGET_MINUTES * (1 - MARGIN),
                     note=f"exit {code}; {os.cpu_count()} CPUs"),
         *[Measurement(f"phase: {name}", round(seconds, 1), "s") for name, seconds in phases.items()],
         Measurement("CPU time of the whole run (user + system)", round(cpu_user + cpu_sys, 1), "s",
