@@ -34,9 +34,9 @@ from deploy.deployer import deploy_contracts
 from deploy.federation import NodeSpec
 from deploy.simulation import simulate
 from node.node import Node
-from tests.conftest import NODE_PASSPHRASE, Actors, light_keystore, lighten_node_key
+from tests.conftest import NODE_PASSPHRASE, Actors, lighten_node_key
 from tests.coordinator.card_checks import recompute_card
-from tests.federated.conftest import COORDINATOR_PASSPHRASE, TASK, populate
+from tests.federated.conftest import TASK, populate, write_coordinator_env
 
 RECORDS = 8
 REAL_AT_ALPHA = 3
@@ -96,11 +96,7 @@ def card_study(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: A
     for node in nodes:
         exchange.studies.approve(node.account, study_id)
     exchange.studies.start(actors.coordinator, study_id)
-    key_file = root / "coordinator-key.json"
-    key_file.write_text(light_keystore(actors.coordinator.key, COORDINATOR_PASSPHRASE))
-    env = {f"METAI_COORDINATOR_{k}": v for k, v in {
-        "RPC_URL": chain.rpc_url, "MANIFEST": str(manifest), "KEY_FILE": str(key_file),
-        "PASSPHRASE": COORDINATOR_PASSPHRASE, "MODEL_DIR": str(root / "models")}.items()}
+    env = write_coordinator_env(root, exchange, actors)  # its manifest is the one the nodes were made with
     simulate(specs, study_id, {"task": TASK, "min-nodes": 2, "local-epochs": 1, "eval-examples": 24,
                                "round-delay": 0.0, "wait-nodes": 60.0,
                                # the smallest robustness table the evaluation accepts keeps the module quick
