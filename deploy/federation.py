@@ -18,10 +18,13 @@ Layout of ``run_dir``::
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -52,6 +55,8 @@ from deploy.threads import threads_per_node
 from node.config import NodeInfo
 from node.errors import NodeConfigError
 from node.keys import KEY_FILE
+
+_P = TypeVar("_P", SuperLinkProcess, SuperNodeProcess, SignerProcess)
 
 __all__ = [
     "APP_DIR",
@@ -219,44 +224,40 @@ class Federation:
         if torch_threads is None:
             torch_threads = threads_per_node(len(nodes), configured=Settings().torch_threads)
         security = make_security(run_dir / "security", names) if tls else None
-        started: list[SuperLinkProcess | SuperNodeProcess] = []
-        agents: dict[str, SignerProcess] = {}
-        try:
-            for node, name in zip(nodes, names, strict=True):
-                if signers and node.passphrase_file is not None and _holds_hospital_key(node.node_dir):
-                    agents[name] = start_signer(node.node_dir, node.passphrase_file,
-                                                run_dir / "signers" / f"signer-{name}.log", name, timeout)
-            superlink = start_superlink(
-                run_dir / "superlink", security=security, port=port, timeout=timeout, extra_env=coordinator_env
-            )
-            started.append(superlink)
-            if security is not None:
-                register_supernodes(superlink, security, names, superlink.flwr_home)
-            supernodes = []
-            for node, name in zip(nodes, names, strict=True):
-                supernodes.append(
-                    start_supernode(
-                        run_dir / "supernodes",
-                        superlink,
-                        name,
-                        node_config={**node.node_config(),
-                                     **({"signer-socket": str(agents[name].socket)} if name in agents else {})},
-                        security=security,
-                        timeout=timeout,
-                        torch_threads=torch_threads,
-                    )
-                )
-                started.append(supernodes[-1])
-            write_federation_config(superlink.flwr_home, CONNECTION, superlink, security)
-            federation = cls(run_dir, superlink, tuple(supernodes), tuple(nodes), security, app_dir,
-                             tuple(agents.values()))
-            federation._save()
-        except BaseException:  # failed or interrupted: leave nothing running
-            for process in reversed(started):
-                stop(process)
-            for agent in agents.values():
-                stop_signer(agent)
-            raise
+        signed = [(node, name) for node, name in zip(nodes, names, strict=True)
+                  if signers and node.passphrase_file is not None and _holds_hospital_key(node.node_dir)]
+        # The signing agents (each unlocks its key) start while the SuperLink does, and the SuperNodes
+        # start side by side once it answers: each mostly waits for its process to come up.
+        started = _Started()
+        with ThreadPoolExecutor(max_workers=len(nodes) + 1, thread_name_prefix="federation-up") as pool:
+            try:
+                agent_calls = [started.call(start_signer, node.node_dir, node.passphrase_file,
+                                            run_dir / "signers" / f"signer-{name}.log", name, timeout)
+                               for node, name in signed]
+                link_call = started.call(start_superlink, run_dir / "superlink", security=security, port=port,
+                                         timeout=timeout, extra_env=coordinator_env)
+                agent_futures = [pool.submit(call) for call in agent_calls]
+                link_future = pool.submit(link_call)
+                agents: dict[str, SignerProcess] = {agent.name: agent for agent in _gathered(agent_futures)}
+                superlink = _gathered([link_future])[0]
+                if security is not None:
+                    register_supernodes(superlink, security, names, superlink.flwr_home)
+                supernode_calls = [
+                    started.call(start_supernode, run_dir / "supernodes", superlink, name,
+                                 node_config={**node.node_config(),
+                                              **({"signer-socket": str(agents[name].socket)} if name in agents
+                                                 else {})},
+                                 security=security, timeout=timeout, torch_threads=torch_threads)
+                    for node, name in zip(nodes, names, strict=True)]
+                supernodes = _gathered([pool.submit(call) for call in supernode_calls])
+                write_federation_config(superlink.flwr_home, CONNECTION, superlink, security)
+                federation = cls(run_dir, superlink, tuple(supernodes), tuple(nodes), security, app_dir,
+                                 tuple(agents.values()))
+                federation._save()
+            except BaseException:  # failed or interrupted: leave nothing running, once every start has ended
+                pool.shutdown(wait=True, cancel_futures=True)
+                started.stop_all()
+                raise
         return federation
 
     @classmethod
@@ -477,6 +478,46 @@ def _typed(key: str, text: str, default: ConfigValue) -> ConfigValue:
         except ValueError:
             raise ValueError(f"--set {key}={text}: {key} is a number ({kind.__name__}, default {default})") from None
     return text
+
+
+class _Started:
+    """What :meth:`Federation.up` has started, from any of its threads, so that a failure stops all of it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: list[SuperLinkProcess | SuperNodeProcess | SignerProcess] = []
+
+    def call(self, start: Callable[..., _P], *args: Any, **kwargs: Any) -> Callable[[], _P]:
+        """``start(*args, **kwargs)`` as a call that records the process it starts."""
+        def run() -> _P:
+            process = start(*args, **kwargs)
+            with self._lock:
+                self._processes.append(process)
+            return process
+        return run
+
+    def stop_all(self) -> None:
+        """Stop what was started, the latest first."""
+        with self._lock:
+            processes, self._processes = self._processes[::-1], []
+        for process in processes:
+            if isinstance(process, SignerProcess):
+                stop_signer(process)
+            else:
+                stop(process)
+
+
+def _gathered(futures: Sequence[Future[_P]]) -> list[_P]:
+    """The results of ``futures`` in order, once all have ended.
+
+    Raises:
+        BaseException: the first failure, in the order of ``futures``.
+    """
+    wait(futures)
+    for future in futures:
+        if (error := future.exception()) is not None:
+            raise error
+    return [future.result() for future in futures]
 
 
 def _holds_hospital_key(node_dir: Path) -> bool:

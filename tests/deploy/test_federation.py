@@ -25,9 +25,10 @@ from deploy.federation import (
     parse_node,
     parse_overrides,
 )
-from deploy.flower import RunResult, SuperLinkProcess
+from deploy.flower import RunResult, SuperLinkProcess, SuperNodeProcess, start_supernode
 from deploy.simulation import NODES_ENV, simulation_env
 from node.config import NodeInfo
+from node.keys import KEY_FILE
 from tests.conftest import NODE_PASSPHRASE, light_keystore
 
 PROBE = Path(__file__).resolve().parent / "flower_probe"
@@ -325,6 +326,52 @@ def test_a_superlink_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> 
         port = busy.getsockname()[1]
         with pytest.raises(ServiceStartError, match=r"flower-superlink exited with 1[\s\S]*address already in use"):
             Federation.up(tmp_path / "run", [_node(tmp_path, "solo")], app_dir=PROBE, port=port)
+    assert not (tmp_path / "run" / "federation.json").exists()
+
+
+def _processes_naming(path: Path) -> dict[int, str]:
+    """Running processes whose command line names a path under ``path``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid() and _running(int(proc.name)):
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(path) in cmdline:
+                found[int(proc.name)] = cmdline
+    return found
+
+
+def test_a_signer_that_cannot_start_stops_the_superlink_started_beside_it(tmp_path: Path) -> None:
+    # The agent starts while the SuperLink does; its key does not open with the node's passphrase.
+    spec = _node(tmp_path, "general", address=ADDRESS)
+    (spec.node_dir / KEY_FILE).write_text(light_keystore(bytes(range(1, 33)), "another passphrase, not the node's"))
+    with pytest.raises(ServiceStartError, match=r"signing agent of .*general did not start"):
+        Federation.up(tmp_path / "run", [spec], app_dir=PROBE)
+    assert "Starting Flower SuperLink" in (tmp_path / "run" / "superlink" / "superlink.log").read_text()
+    assert _processes_naming(tmp_path) == {}
+    assert not (tmp_path / "run" / "federation.json").exists()
+
+
+@pytest.mark.slow
+def test_a_supernode_that_fails_stops_the_one_started_beside_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import deploy.federation
+
+    started: list[SuperNodeProcess] = []
+
+    def start_or_fail(run_dir: Path, superlink: SuperLinkProcess, name: str, **kwargs: Any) -> SuperNodeProcess:
+        if name == "st-marys":
+            raise ServiceStartError("flower-supernode 'st-marys' did not start (made to fail by the test)")
+        started.append(start_supernode(run_dir, superlink, name, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(deploy.federation, "start_supernode", start_or_fail)
+    with pytest.raises(ServiceStartError, match="made to fail by the test"):
+        Federation.up(tmp_path / "run", [_node(tmp_path, "general"), _node(tmp_path, "st-marys")], app_dir=PROBE)
+    assert [s.name for s in started] == ["general"]  # it had joined the SuperLink
+    assert _processes_naming(tmp_path) == {}
     assert not (tmp_path / "run" / "federation.json").exists()
 
 
