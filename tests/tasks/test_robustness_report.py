@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +14,10 @@ from PIL import Image
 from scipy.stats import mannwhitneyu
 
 from raw_data import PROFILES
-from tasks import TrainConfig, UnknownTaskError, WeightsError, get_task, get_weights, train, weights_hash
+from tasks import UnknownTaskError, WeightsError, get_task, get_weights, weights_hash
 from tasks.errors import TaskDataError
 from tasks.robustness import CellNotFoundError, RobustnessReport, evaluate_robustness
-from tests.tasks.conftest import KSPACE, SINOGRAM
-
-Weights = list[np.ndarray]
+from tests.tasks.conftest import KSPACE, SINOGRAM, Weights
 
 
 @pytest.fixture(autouse=True)
@@ -57,19 +55,14 @@ def sinogram_report(module_thread: None) -> RobustnessReport:
 
 
 @pytest.fixture(scope="module")
-def trained_mr(module_thread: None) -> Weights:
-    """The MR task's model trained on 160 synthetic examples (the recipe of test_learning).
+def trained_mr(trained_weights: Callable[[str], Weights]) -> Weights:
+    """The MR task's model trained on 160 synthetic examples, 36 epochs (the recipe and weights of test_learning).
 
     36 epochs: with training's turned and mirrored images (tasks/augment.py) 12 were too few (held-out
     AUC 0.72 in one run) and 24 uneven (accuracy 0.59-0.98 over 3 initialisations on 120 examples);
-    36 gave 0.99-1.0 on each. The initialisation is seeded so earlier tests do not change it.
+    36 gave 0.99-1.0 on each.
     """
-    task = get_task(KSPACE)
-    inputs, labels = task.synthetic_examples(160, 1)
-    torch.manual_seed(0)
-    model = task.build_model()
-    train(model, inputs, labels, TrainConfig(epochs=36, batch_size=8, lr=3e-3, seed=0))
-    return get_weights(model)
+    return trained_weights(KSPACE)
 
 
 @pytest.fixture(scope="module")
