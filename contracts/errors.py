@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.enums import Role
+
 
 class ChainError(Exception):
     """Root of every error raised by the chain layer."""
@@ -84,8 +86,6 @@ class UnknownRevert(ChainError):
 
 def role_name(value: bytes) -> str | None:
     """The name of the consortium role whose on-chain id is ``value`` (``"HOSPITAL"``), or None."""
-    from contracts.roles import Role  # local: roles imports the chain layer, which imports this module
-
     for role in Role:
         if role.value == value:
             return role.name

@@ -17,6 +17,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from contracts.artifacts import CONTRACT_NAMES, load_artifact
+from contracts.enums import ENUMS_BY_SOLIDITY_NAME
 from contracts.errors import ContractRevert, UnknownRevert
 
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")
@@ -80,9 +81,7 @@ def _convert(value: Any, abi_type: str, enum: str | None) -> Any:
     if abi_type == "address":
         return to_checksum_address(value)
     if enum is not None:
-        from contracts import studies  # local: studies imports this module
-
-        python_enum = studies.ENUMS_BY_SOLIDITY_NAME.get(enum.removeprefix("enum "))
+        python_enum = ENUMS_BY_SOLIDITY_NAME.get(enum.removeprefix("enum "))
         return python_enum(value) if python_enum is not None else value
     return value
 

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 from eth_account.signers.local import LocalAccount
-from eth_utils.crypto import keccak
 
 from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
+from contracts.enums import Role
 
-
-class Role(Enum):
-    """Consortium roles and their on-chain identifiers."""
-
-    CONSORTIUM_ADMIN = bytes(32)
-    HOSPITAL = keccak(text="HOSPITAL_ROLE")
-    RESEARCHER = keccak(text="RESEARCHER_ROLE")
-    COORDINATOR = keccak(text="COORDINATOR_ROLE")
+__all__ = ["Role", "RolesClient"]
 
 
 class RolesClient(ContractClient):

@@ -4,40 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 
 from eth_account.signers.local import LocalAccount
 
 from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
 from contracts.datause import Kind, Purpose, check_purpose
+from contracts.enums import Decision, StudyStatus
 from contracts.events import StudyRequested
 
-
-class StudyStatus(IntEnum):
-    """Mirror of ``StudyRegistry.Status``."""
-
-    NONE = 0
-    REQUESTED = 1
-    DECLINED = 2
-    RUNNING = 3
-    COMPLETED = 4
-
-
-class Decision(IntEnum):
-    """Mirror of ``StudyRegistry.Decision``."""
-
-    NONE = 0  # not named in the study
-    PENDING = 1
-    APPROVED = 2
-    DECLINED = 3
-
-
-#: Solidity enum names to their Python mirrors, for decoding revert arguments.
-ENUMS_BY_SOLIDITY_NAME: dict[str, type[IntEnum]] = {
-    "StudyRegistry.Status": StudyStatus,
-    "StudyRegistry.Decision": Decision,
-}
+__all__ = ["ContributionRecord", "Decision", "StudyClient", "StudyRecord", "StudyRequest", "StudyStatus"]
 
 
 @dataclass(frozen=True)
