@@ -3,7 +3,7 @@
 Clones the repository's committed HEAD into a scratch folder (nothing untracked, no venv, no
 node_modules, no caches), runs `make test` there once and times it, phase by phase from the
 commands make echoes: Debian packages, the Python venv, `npm ci`, ruff, mypy (cold cache), the
-contract build check and pytest. The CPU it ran on and the CPU time the whole tree of
+import rules, the contract build check and pytest. The CPU it ran on and the CPU time the whole tree of
 processes used are recorded with the figures. Target: under 15 minutes on 2 cores, with 10 % to
 spare for another machine of the same kind (CI has run ~10 % slower than this machine kind).
 
@@ -42,6 +42,7 @@ PHASES = (
     ("npm ci", "venv (pip) and npm ci, side by side"),
     (".venv/bin/ruff check", "ruff"),
     (".venv/bin/mypy", "mypy (cold cache)"),
+    (".venv/bin/python -m tests.import_rules", "import rules"),
     (".venv/bin/python -m contracts.build --check", "contract build check"),
     (".venv/bin/python -m pytest", "pytest"),
 )

@@ -15,6 +15,7 @@ def test_each_phase_runs_from_its_first_command_to_the_next_phase() -> None:
         (70.0, "npm ci --no-audit --no-fund"),
         (90.0, ".venv/bin/ruff check ."),
         (91.0, ".venv/bin/mypy contracts deploy benchmarks raw_data node coordinator tasks"),
+        (117.0, ".venv/bin/python -m tests.import_rules"),
         (118.0, ".venv/bin/python -m contracts.build --check"),
         (122.0, ".venv/bin/python -m pytest"),
         (700.0, "2485 passed, 21 warnings in 577.10s (0:09:37)"),
@@ -22,7 +23,8 @@ def test_each_phase_runs_from_its_first_command_to_the_next_phase() -> None:
     times = phase_times(lines, 701.0)
     assert times == pytest.approx({
         "before the first phase": 0.5, "Debian packages": 1.5, "venv (pip) and npm ci, side by side": 88.0,
-        "ruff": 1.0, "mypy (cold cache)": 27.0, "contract build check": 4.0, "pytest": 579.0})
+        "ruff": 1.0, "mypy (cold cache)": 26.0, "import rules": 1.0, "contract build check": 4.0,
+        "pytest": 579.0})
 
 
 def test_a_phase_make_skips_is_absent_and_a_repeated_command_does_not_restart_it() -> None:
