@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from contracts.exchange import Exchange
@@ -155,7 +155,7 @@ def _train_message(cfg: FederationConfig, round_: int, weights: list[np.ndarray]
     })
     if cfg.dp_noise_multiplier > 0:
         config["clipping_norm"] = cfg.dp_clipping_norm  # read by Flower's fixedclipping_mod on the node
-    arrays = ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)})
+    arrays = ArrayRecord(weights)  # keys "0", "1", ... in order; nodes read them with to_numpy_ndarrays()
     return Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=node_id,
                    message_type=MessageType.TRAIN, group_id=str(round_))
 

@@ -10,6 +10,10 @@ them in reverse order:
    updates (differential privacy): the update is clipped before it is hashed and anchored.
 3. ``handle_train`` checks the study, builds the cohort at the current block and trains.
 
+The mods and the handler are built by :func:`make_app` around one :class:`NodeRuntime`, the
+process's own state (the node it opened, the cohort each training message trained on until
+its reply is anchored); ``app`` is that, for Flower to load.
+
 The node's directory comes from the SuperNode's node config (``node-dir``), its passphrase
 from the file named by ``passphrase-file`` there (or ``METAI_NODE_PASSPHRASE`` in the
 SuperNode's environment), its chain URL from the node directory (or ``METAI_NODE_RPC_URL``).
@@ -26,10 +30,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
@@ -46,8 +52,6 @@ CLIPPING_NORM = "clipping_norm"
 SIMULATION_NODES_ENV = "METAI_SIMULATION_NODES"
 
 N = TypeVar("N", int, float)
-_nodes: dict[tuple[str, str], Node] = {}
-_pending: dict[str, Cohort] = {}  # message id -> cohort trained on, until anchored
 
 
 class NodeConfigError(NodeError, ValueError):
@@ -76,20 +80,62 @@ def node_settings(context: Context) -> dict[str, str]:
     return config
 
 
-def open_node(context: Context) -> Node:
-    """The node this SuperNode serves (opened once per process)."""
-    config = node_settings(context)
-    settings = NodeSettings()
-    node_dir = config.get("node-dir", str(settings.dir))
-    passphrase_file = config.get("passphrase-file", "")
+def read_passphrase(context: Context) -> str:
+    """The node's passphrase: from the node config's ``passphrase-file``, else the environment."""
+    passphrase_file = node_settings(context).get("passphrase-file", "")
     if passphrase_file:
-        passphrase = Path(passphrase_file).read_text(encoding="utf-8").strip()
-    else:
-        passphrase = settings.require_passphrase()
-    key = (str(Path(node_dir).resolve()), passphrase)
-    if key not in _nodes:
-        _nodes[key] = Node(Path(node_dir), passphrase, rpc_url=settings.rpc_url)
-    return _nodes[key]
+        return Path(passphrase_file).read_text(encoding="utf-8").strip()
+    return NodeSettings().require_passphrase()
+
+
+class NodeRuntime:
+    """What one ClientApp process keeps between the steps of handling a message.
+
+    - the node it serves, opened once per node directory (a later message of the same
+      process reuses it);
+    - the cohort each training message trained on, from the handler to the anchoring mod,
+      for as long as that message is being handled (see :meth:`handling`).
+    """
+
+    def __init__(self) -> None:
+        self._nodes: dict[Path, Node] = {}
+        self._cohorts: dict[str, Cohort] = {}
+
+    def node(self, context: Context) -> Node:
+        """The node this SuperNode serves."""
+        node_dir = Path(node_settings(context).get("node-dir", str(NodeSettings().dir))).resolve()
+        if node_dir not in self._nodes:
+            self._nodes[node_dir] = Node(node_dir, read_passphrase(context), rpc_url=NodeSettings().rpc_url)
+        return self._nodes[node_dir]
+
+    @contextmanager
+    def handling(self, msg: Message) -> Iterator[None]:
+        """While ``msg`` is handled: whatever the handler records for it is dropped afterwards, also on failure."""
+        try:
+            yield
+        finally:
+            self._cohorts.pop(msg.metadata.message_id, None)
+
+    def trained_on(self, msg: Message, cohort: Cohort) -> None:
+        """Record the cohort the handler trained on for ``msg``."""
+        self._cohorts[msg.metadata.message_id] = cohort
+
+    def cohort_of(self, msg: Message) -> Cohort:
+        """The cohort recorded for ``msg``.
+
+        Raises:
+            NodeError: none is (the anchoring mod must wrap the training handler).
+        """
+        try:
+            return self._cohorts[msg.metadata.message_id]
+        except KeyError:
+            raise NodeError(f"no cohort was recorded for training message {msg.metadata.message_id}: "
+                            "the anchoring mod must wrap the training handler") from None
+
+    @property
+    def pending(self) -> int:
+        """Messages whose cohort is recorded and not yet dropped."""
+        return len(self._cohorts)
 
 
 def anchoring_enabled(context: Context) -> bool:
@@ -100,26 +146,6 @@ def anchoring_enabled(context: Context) -> bool:
     return value == "true"
 
 
-def anchoring_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Anchor the update in the reply (after any clipping) with the cohort it was trained on."""
-    reply = call_next(msg, context)
-    if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
-        return reply
-    cohort = _pending.pop(msg.metadata.message_id)
-    config = msg.content.config_records["config"]
-    arrays = reply.content.array_records["arrays"]
-    weights = [arrays[key].numpy() for key in sorted(arrays.keys(), key=int)]
-    socket = node_settings(context).get("signer-socket")
-    signer = RemoteSigner(Path(socket)) if socket else None
-    anchored = anchor_contribution(open_node(context), cohort, _number(config["round"], int), weights,
-                                   anchor=anchoring_enabled(context), signer=signer)
-    commitment = reply.content.config_records["commitment"]
-    commitment["update-hash"] = "0x" + anchored.update_hash.hex()
-    commitment["tx"] = anchored.tx_hash
-    reply.content.metric_records["metrics"]["anchor-seconds"] = anchored.seconds
-    return reply
-
-
 def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Clip the update with Flower's ``fixedclipping_mod`` when the round asks for it."""
     if msg.metadata.message_type == MessageType.TRAIN and CLIPPING_NORM in msg.content.config_records["config"]:
@@ -127,46 +153,71 @@ def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable
     return call_next(msg, context)
 
 
-app = ClientApp(mods=[anchoring_mod, dp_clipping_mod])
+def make_app(runtime: NodeRuntime) -> ClientApp:
+    """The node's ClientApp, its mods and handler sharing ``runtime``."""
+
+    def anchoring_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        """Anchor the update in the reply (after any clipping) with the cohort it was trained on."""
+        with runtime.handling(msg):
+            reply = call_next(msg, context)
+            if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
+                return reply
+            cohort = runtime.cohort_of(msg)
+            config = msg.content.config_records["config"]
+            weights = reply.content.array_records["arrays"].to_numpy_ndarrays()
+            socket = node_settings(context).get("signer-socket")
+            signer = RemoteSigner(Path(socket)) if socket else None
+            anchored = anchor_contribution(runtime.node(context), cohort, _number(config["round"], int), weights,
+                                           anchor=anchoring_enabled(context), signer=signer)
+        commitment = reply.content.config_records["commitment"]
+        commitment["update-hash"] = "0x" + anchored.update_hash.hex()
+        commitment["tx"] = anchored.tx_hash
+        reply.content.metric_records["metrics"]["anchor-seconds"] = anchored.seconds
+        return reply
+
+    client_app = ClientApp(mods=[anchoring_mod, dp_clipping_mod])
+
+    @client_app.train()
+    def handle_train(msg: Message, context: Context) -> Message:
+        """Train one round of the study on this node's consenting records."""
+        started = time.perf_counter()
+        node = runtime.node(context)
+        config = msg.content.config_records["config"]
+        clipping = config.get(CLIPPING_NORM)
+        result = train_local(
+            node,
+            study_id=_number(config["study-id"], int),
+            round_=_number(config["round"], int),
+            task_code=str(config["task"]),
+            weights=msg.content.array_records["arrays"].to_numpy_ndarrays(),
+            epochs=_number(config["local-epochs"], int),
+            lr=_number(config["lr"], float),
+            batch_size=_number(config["batch-size"], int),
+            proximal_mu=_number(config["proximal-mu"], float),
+            clipping_norm=None if clipping is None else _number(clipping, float),
+        )
+        runtime.trained_on(msg, result.cohort)
+        seconds = {f"{name}-seconds": value for name, value in result.seconds.items()}
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(result.weights),
+                "metrics": MetricRecord({**result.metrics, **seconds, "cohort-count": result.cohort.count,
+                                         "node-seconds": time.perf_counter() - started}),
+                "commitment": ConfigRecord(
+                    {
+                        "hospital": node.address,
+                        "cohort-root": "0x" + result.cohort.root.hex(),
+                        "cohort-count": result.cohort.count,
+                        # The model card reports the share of simulated records; only the node knows it.
+                        "synthetic-count": sum(m.synthetic for m in result.cohort.members),
+                    }
+                ),
+            }
+        )
+        return Message(content=content, reply_to=msg)
+
+    return client_app
 
 
-@app.train()
-def handle_train(msg: Message, context: Context) -> Message:
-    """Train one round of the study on this node's consenting records."""
-    started = time.perf_counter()
-    node = open_node(context)
-    config = msg.content.config_records["config"]
-    arrays = msg.content.array_records["arrays"]
-    weights = [arrays[key].numpy() for key in sorted(arrays.keys(), key=int)]
-    clipping = config.get(CLIPPING_NORM)
-    result = train_local(
-        node,
-        study_id=_number(config["study-id"], int),
-        round_=_number(config["round"], int),
-        task_code=str(config["task"]),
-        weights=weights,
-        epochs=_number(config["local-epochs"], int),
-        lr=_number(config["lr"], float),
-        batch_size=_number(config["batch-size"], int),
-        proximal_mu=_number(config["proximal-mu"], float),
-        clipping_norm=None if clipping is None else _number(clipping, float),
-    )
-    _pending[msg.metadata.message_id] = result.cohort
-    seconds = {f"{name}-seconds": value for name, value in result.seconds.items()}
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(result.weights)}),
-            "metrics": MetricRecord({**result.metrics, **seconds, "cohort-count": result.cohort.count,
-                                     "node-seconds": time.perf_counter() - started}),
-            "commitment": ConfigRecord(
-                {
-                    "hospital": node.address,
-                    "cohort-root": "0x" + result.cohort.root.hex(),
-                    "cohort-count": result.cohort.count,
-                    # The model card reports the share of simulated records; only the node knows it.
-                    "synthetic-count": sum(m.synthetic for m in result.cohort.members),
-                }
-            ),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+#: The ClientApp Flower loads (``node.client_app:app``), with this process's runtime.
+app = make_app(NodeRuntime())
