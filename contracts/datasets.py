@@ -11,6 +11,7 @@ from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
 from contracts.datause import Kind
 from contracts.events import DatasetRegistered
+from contracts.mirrors import build, function_outputs
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,8 @@ class DatasetClient(ContractClient):
 
     def dataset(self, dataset_id: int, *, block: BlockId = "latest") -> DatasetRecord:
         """The dataset ``dataset_id``; raises the contract's UnknownDataset error if absent."""
-        root, hospital, count, kinds, synthetic, modality, block_no, prov = self._call(
-            "dataset", dataset_id, block=block
-        )
-        return DatasetRecord(
-            dataset_id=dataset_id,
-            merkle_root=bytes(root),
-            hospital=str(hospital),
-            record_count=int(count),
-            kinds=Kind(kinds),
-            synthetic=bool(synthetic),
-            modality=bytes(modality).rstrip(b"\0").decode("ascii"),
-            registered_at_block=int(block_no),
-            provenance_hash=bytes(prov),
-        )
+        fields = self._call("dataset", dataset_id, block=block)
+        return build(DatasetRecord, function_outputs(self.artifact, "dataset"), fields, dataset_id=dataset_id)
 
     def count(self) -> int:
         """How many datasets are registered."""

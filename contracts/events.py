@@ -2,13 +2,14 @@
 
 Each event becomes a frozen dataclass with snake_case fields, checksummed addresses, ``bytes``
 for hashes and the :mod:`contracts.datause` enums for kinds and purposes, plus where it was
-emitted (contract, block, transaction, log index). ``describe()`` renders it for people.
+emitted (contract, block, transaction, log index); the values are converted by their ABI types
+and the fields' annotations (contracts/mirrors.py), and a test checks every record against the
+ABI. ``describe()`` renders it for people.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
@@ -20,16 +21,13 @@ from hexbytes import HexBytes
 
 from contracts.artifacts import load_artifact
 from contracts.datause import NO_EXPIRY, ZERO_ADDRESS, Kind, Purpose
+from contracts.enums import Role
+from contracts.mirrors import build, snake, to_python
 
 if TYPE_CHECKING:
     from contracts.chain import Chain
 
-ROLE_NAMES = {
-    bytes(32): "CONSORTIUM_ADMIN",
-    keccak(text="HOSPITAL_ROLE"): "HOSPITAL",
-    keccak(text="RESEARCHER_ROLE"): "RESEARCHER",
-    keccak(text="COORDINATOR_ROLE"): "COORDINATOR",
-}
+ROLE_NAMES = {role.value: role.name for role in Role}
 
 
 def short(value: str | bytes) -> str:
@@ -287,13 +285,6 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
     )
 }
 
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def _snake(name: str) -> str:
-    return _CAMEL.sub("_", name).lower()
-
-
 def _canonical(arg: dict[str, Any]) -> str:
     return str(arg["type"])
 
@@ -306,23 +297,6 @@ def _event_abis(contract: str) -> dict[bytes, dict[str, Any]]:
             sig = f"{item['name']}({','.join(_canonical(a) for a in item['inputs'])})"
             out[keccak(text=sig)] = item
     return out
-
-
-def _value(field_name: str, value: Any) -> Any:
-    if isinstance(value, (bytes, HexBytes)):
-        raw = bytes(value)
-        if field_name == "modality":
-            return raw.rstrip(b"\0").decode("ascii", errors="replace")
-        return raw
-    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
-        return to_checksum_address(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_value(field_name, v) for v in value)
-    if field_name == "kinds":
-        return Kind(value)
-    if field_name == "purpose":
-        return Purpose(value)
-    return value
 
 
 def decode_logs(chain: Chain, logs: Iterable[Any]) -> list[ChainEvent]:
@@ -344,12 +318,12 @@ def decode_logs(chain: Chain, logs: Iterable[Any]) -> list[ChainEvent]:
             "tx_hash": HexBytes(log["transactionHash"]).to_0x_hex(),
             "log_index": int(log["logIndex"]),
         }
-        args = {_snake(k): _value(_snake(k), v) for k, v in decoded["args"].items()}
         cls = EVENT_TYPES.get(abi["name"])
         if cls is None:
-            records.append(OtherEvent(**where, event=abi["name"], args=tuple(args.items())))
+            args = tuple((snake(p["name"]), to_python(p, Any, decoded["args"][p["name"]])) for p in abi["inputs"])
+            records.append(OtherEvent(**where, event=abi["name"], args=args))
         else:
-            records.append(cls(**where, **args))
+            records.append(build(cls, abi["inputs"], decoded["args"], **where))
     return records
 
 

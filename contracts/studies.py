@@ -12,6 +12,7 @@ from contracts.chain import TxResult
 from contracts.datause import Kind, Purpose, check_purpose
 from contracts.enums import Decision, StudyStatus
 from contracts.events import StudyRequested
+from contracts.mirrors import build, function_outputs
 
 __all__ = ["ContributionRecord", "Decision", "StudyClient", "StudyRecord", "StudyRequest", "StudyStatus"]
 
@@ -46,7 +47,7 @@ class StudyRequest:
 
 @dataclass(frozen=True)
 class StudyRecord:
-    """A study as stored on chain."""
+    """A study as stored on chain: the fields of ``StudyRegistry.Study`` by name (contracts/mirrors.py)."""
 
     study_id: int
     researcher: str
@@ -67,7 +68,7 @@ class StudyRecord:
 
 @dataclass(frozen=True)
 class ContributionRecord:
-    """A hospital's commitment for one round (``cohort_count`` 0: none)."""
+    """A hospital's commitment for one round (``cohort_count`` 0: none); mirrors ``StudyRegistry.Contribution``."""
 
     cohort_root: bytes
     cohort_count: int
@@ -119,24 +120,8 @@ class StudyClient(ContractClient):
 
     def study(self, study_id: int, *, block: BlockId = "latest") -> StudyRecord:
         """The study ``study_id``; raises the contract's UnknownStudy error if absent."""
-        s = self._call("study", study_id, block=block)
-        return StudyRecord(
-            study_id=study_id,
-            researcher=str(s[0]),
-            status=StudyStatus(s[1]),
-            purpose=Purpose(s[2]),
-            kinds=Kind(s[3]),
-            disease=int(s[4]),
-            rounds=int(s[5]),
-            rounds_completed=int(s[6]),
-            approvals=int(s[7]),
-            task_code_hash=bytes(s[8]),
-            privacy_budget=int(s[9]),
-            privacy_spent=int(s[10]),
-            requested_at_block=int(s[11]),
-            started_at_block=int(s[12]),
-            final_model_hash=bytes(s[13]),
-        )
+        fields = self._call("study", study_id, block=block)
+        return build(StudyRecord, function_outputs(self.artifact, "study"), fields, study_id=study_id)
 
     def hospitals_of(self, study_id: int) -> list[str]:
         """The hospitals named in ``study_id``."""
@@ -148,8 +133,8 @@ class StudyClient(ContractClient):
 
     def contribution_of(self, study_id: int, round_: int, hospital: str) -> ContributionRecord:
         """``hospital``'s contribution to ``round_`` of ``study_id``."""
-        root, count, at = self._call("contributionOf", study_id, round_, hospital)
-        return ContributionRecord(bytes(root), int(count), int(at))
+        fields = self._call("contributionOf", study_id, round_, hospital)
+        return build(ContributionRecord, function_outputs(self.artifact, "contributionOf"), fields)
 
     def round_model_hash(self, study_id: int, round_: int) -> bytes:
         """The aggregated model hash recorded for ``round_`` (zero bytes if none)."""
