@@ -7,7 +7,7 @@ Setup (one process, everything on 127.0.0.1, offline): Anvil with the contracts;
 nodes with synthetic ``ct-sinogram-lesion-v1`` records (one per patient), every patient enrolled
 and consenting; three identical studies (same hospitals, task and number of rounds), one per
 run, because an anchored run completes its study on chain. Each run gets a fresh SuperLink and
-two SuperNodes (``deploy/flower.py``, subprocess isolation, no TLS, torch threads per node =
+two SuperNodes (``deploy/flower/``, subprocess isolation, no TLS, torch threads per node =
 CPUs // nodes as ``deploy/threads.py`` sets them) and the same run config: the demo's study size
 and local training (40 records a hospital, 24 epochs, lr 0.003, batch 8; ``RUN_CONFIG``). The
 training time of each node and round is reported against the 6 s target. The runs, in this order:
@@ -16,7 +16,7 @@ training time of each node and round is reported against the 6 s target. The run
    ``Grid.send_and_receive`` does) and SuperExec asks for tasks every 1 s (Flower's default).
 2. Tuned, anchored: the ServerApp pulls every 0.2 s, SuperExec polls every 0.1 s (the project's
    defaults: ``poll-interval`` in pyproject.toml, ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` set by
-   deploy/flower.py). Shorter intervals gain at most half the difference per round (the mean
+   deploy/flower/). Shorter intervals gain at most half the difference per round (the mean
    wait is half an interval) and cost CPU on every node all the time: an idle SuperLink with two
    SuperNodes took 2%, 13%, 27% and 46% of one CPU at SuperExec polls of 1, 0.1, 0.05 and
    0.02 s on a 2-CPU machine. Flower 1.41 has no setting for the rest: a SuperNode that finds no
@@ -88,7 +88,7 @@ QUIET_SHARE = 0.10
 #: Flower's own: Grid.send_and_receive sleeps 3 s between pulls; SuperExec's task poll default.
 FLOWER_POLL, FLOWER_SUPEREXEC_POLL = 3.0, 1.0
 TUNED_POLL, TUNED_SUPEREXEC_POLL = 0.2, 0.1
-# The demo's local training (deploy/demo_study.py), so a node's round is the demo's round.
+# The demo's local training (deploy/demo/study.py), so a node's round is the demo's round.
 RUN_CONFIG: dict[str, str | int | float] = {"task": TASK, "min-nodes": 2, "local-epochs": 24, "lr": 0.003,
                                             "batch-size": 8, "round-delay": 0.0}
 PARTS = ("compute", "chain", "app_start", "aggregation", "flower")

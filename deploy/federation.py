@@ -4,7 +4,7 @@
 (its ServerApps inherit them), optionally makes the TLS and SuperNode-authentication material
 and registers the SuperNodes' keys (``tls=True``), starts one SuperNode per hospital node
 directory, and records everything in ``<run_dir>/federation.json`` so that a later process can
-:meth:`Federation.load` it to launch runs or bring it down. Built on deploy/flower.py; see
+:meth:`Federation.load` it to launch runs or bring it down. Built on deploy/flower/; see
 docs/federated.md, "Launching a study with deploy".
 
 Layout of ``run_dir``::
