@@ -3,7 +3,7 @@ one Flower deployment per setting.
 
 Everything runs on 127.0.0.1 and offline. The hospitals hold synthetic ``ct-sinogram-lesion-v1``
 records, ingested, enrolled and consented exactly as a real node does it (the same steps as
-``tests/federated/conftest.py::populate`` and ``deploy/demo.py``). Each setting gets a SuperLink
+``tests/federated/conftest.py::populate`` and ``deploy/demo/``). Each setting gets a SuperLink
 and two SuperNodes of its own, because what is measured is fixed when they start: the
 coordinator's anchoring switch and Flower's SuperExec poll interval are read from the SuperLink's
 environment (its ServerApp inherits it), the nodes' switch from their node config.

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m benchmarks.learning``. Writes ``benchmarks/results/learning.json``
 and its rows in the table of ``benchmarks/README.md``.
 
-Each run is the demo's study (``deploy/demo_study.py``): two hospitals with
+Each run is the demo's study (``deploy/demo/study.py``): two hospitals with
 ``RECORDS_PER_HOSPITAL`` (40) synthetic patients each, ``ROUNDS`` (3) rounds, the demo's
 ``TRAINING`` (local epochs, learning rate, batch size). Per round, each hospital trains the
 global model on its records exactly as ``node.training.train_local`` does
@@ -69,7 +69,7 @@ class RunResult:
 
 def demo_configuration() -> tuple[int, int, dict[str, float]]:
     """Return the demo's records per hospital, rounds, and local training settings."""
-    from deploy.demo_study import RECORDS_PER_HOSPITAL, ROUNDS, TRAINING
+    from deploy.demo.study import RECORDS_PER_HOSPITAL, ROUNDS, TRAINING
 
     training = {"epochs": TRAINING["local-epochs"], "lr": TRAINING["lr"], "batch_size": TRAINING["batch-size"]}
     return RECORDS_PER_HOSPITAL, ROUNDS, training

@@ -7,7 +7,7 @@ own keys and sign consent, which the coordinator relays. A researcher requests a
 hospital approves it, the coordinator starts it, and the node computes the study's cohort: the
 records whose patients permit this use now. A patient revokes; the cohort shrinks. Then a
 second hospital joins and a study trains across both on the Flower deployment engine, every
-round anchored, a revocation between rounds (deploy/demo_study.py); the coordinator writes the
+round anchored, a revocation between rounds (deploy/demo/study.py); the coordinator writes the
 model card next to the final model and the demo prints its final held-out accuracy, its path and
 the robustness table in short (the card's PNGs are under ``run/demo/models/``). Every event is
 read back from the chain and shown.
@@ -35,7 +35,7 @@ from contracts.manifest import write_manifest
 from contracts.roles import Role
 from contracts.studies import StudyRequest
 from deploy.anvil import start_anvil, stop_anvil
-from deploy.demo_study import DemoActors, run_study_part
+from deploy.demo.study import DemoActors, run_study_part
 from deploy.deployer import deploy_contracts
 
 if TYPE_CHECKING:
