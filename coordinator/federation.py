@@ -18,11 +18,9 @@ over the budget.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +34,11 @@ from coordinator.errors import StudyAborted
 from coordinator.privacy import privacy_ledger
 from coordinator.rounds import combine_round
 from coordinator.run_config import FederationConfig
+from coordinator.study_log import HeldOut, RoundPrivacy, RoundRecord, StudyLog, StudyPrivacy
 
-__all__ = ["FederationConfig", "StudyLog", "run_study"]
+__all__ = ["FederationConfig", "run_study"]
 
 log = logging.getLogger("metai.coordinator")
-
-
-@dataclass
-class StudyLog:
-    """What happened, round by round (written next to the models)."""
-
-    study_id: int
-    rounds: list[dict[str, object]] = field(default_factory=list)
-    final_model_hash: str = ""
-    stopped: str = ""
-    privacy: dict[str, object] = field(default_factory=dict)
-    task: str = ""
-    #: The held-out set each round's model is evaluated on: ``examples`` and ``seed``.
-    held_out: dict[str, object] = field(default_factory=dict)
 
 
 def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator: LocalAccount,
@@ -74,7 +59,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
     eval_inputs, eval_labels = task.synthetic_examples(cfg.eval_examples, cfg.eval_seed)
     out_dir = model_dir / f"study-{cfg.study_id}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = StudyLog(cfg.study_id, task=cfg.task, held_out={"examples": cfg.eval_examples, "seed": cfg.eval_seed})
+    record = StudyLog(cfg.study_id, task=cfg.task, held_out=HeldOut(cfg.eval_examples, cfg.eval_seed))
     recorded_milli = study.privacy_spent
     node_ids = _wait_for_nodes(grid, cfg.min_nodes, cfg.wait_nodes)
     for round_ in range(study.rounds_completed + 1, study.rounds + 1):
@@ -105,19 +90,19 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
             block = tx.block_number
         recorded_milli += spent_milli
         ended = time.monotonic()
-        record.rounds.append({
-            "round": round_, "contributors": [c.hospital for c in accepted],
-            "cohort_counts": [c.cohort_count for c in accepted], "refused": refused,
-            "synthetic_counts": {c.hospital: c.synthetic_count for c in accepted},
-            "model_hash": "0x" + model_hash.hex(), "eval": metrics, "block": block,
-            "privacy": {"milli_epsilon": spent_milli, "epsilon_total": epsilon} if ledger is not None else None,
-            "seconds": round(ended - started, 4),
-            "server_seconds": {"send_receive": round(received - started, 4),
-                               "check": round(outcome.check_seconds, 4),
-                               "aggregate_evaluate_save": round(aggregated - received - outcome.check_seconds, 4),
-                               "record": round(ended - aggregated, 4)},
-            "node_seconds": {c.hospital: c.seconds for c in accepted},
-        })
+        record.rounds.append(RoundRecord(
+            round=round_, contributors=[c.hospital for c in accepted],
+            cohort_counts=[c.cohort_count for c in accepted], refused=refused,
+            synthetic_counts={c.hospital: c.synthetic_count for c in accepted},
+            model_hash="0x" + model_hash.hex(), eval=dict(metrics), block=block,
+            privacy=RoundPrivacy(spent_milli, epsilon) if ledger is not None else None,
+            seconds=round(ended - started, 4),
+            server_seconds={"send_receive": round(received - started, 4),
+                            "check": round(outcome.check_seconds, 4),
+                            "aggregate_evaluate_save": round(aggregated - received - outcome.check_seconds, 4),
+                            "record": round(ended - aggregated, 4)},
+            node_seconds={c.hospital: c.seconds for c in accepted},
+        ))
         log.info("study %s round %s: %s contributors, eval %s%s", cfg.study_id, round_, len(accepted), metrics,
                  f", epsilon {epsilon:.3f}" if ledger is not None else "")
     if not record.rounds and study.rounds_completed == 0:
@@ -128,10 +113,10 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         exchange.studies.complete(coordinator, cfg.study_id, final_hash)
     record.final_model_hash = "0x" + final_hash.hex()
     if ledger is not None:
-        record.privacy = {"epsilon": ledger.epsilon(), "delta": cfg.dp_delta, "milli_epsilon_recorded": recorded_milli,
-                          "budget_milli_epsilon": study.privacy_budget, "noise_multiplier": cfg.dp_noise_multiplier,
-                          "clipping_norm": cfg.dp_clipping_norm}
-    (out_dir / "study.json").write_text(json.dumps(record.__dict__, indent=1, default=str), encoding="utf-8")
+        record.privacy = StudyPrivacy(epsilon=ledger.epsilon(), delta=cfg.dp_delta,
+                                      milli_epsilon_recorded=recorded_milli, budget_milli_epsilon=study.privacy_budget,
+                                      noise_multiplier=cfg.dp_noise_multiplier, clipping_norm=cfg.dp_clipping_norm)
+    record.write(out_dir)
     if cfg.anchor:  # without anchoring (a benchmark) there is no chain record for the card to state
         _write_card(exchange, cfg, record, out_dir, weights)
     return record
@@ -142,7 +127,7 @@ def _write_card(exchange: Exchange, cfg: FederationConfig, record: StudyLog, out
     from coordinator.model_card import write_model_card
 
     # Robustness patients come from another seed than the held-out set and every hospital's data.
-    files = write_model_card(exchange, json.loads(json.dumps(record.__dict__, default=str)), out_dir, weights,
+    files = write_model_card(exchange, record, out_dir, weights,
                              robustness_seed=cfg.eval_seed + 1, robustness_patients=cfg.robustness_patients)
     log.info("study %s model card: %s (final held-out accuracy %s)", cfg.study_id, files.markdown,
              files.final_accuracy)

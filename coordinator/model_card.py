@@ -35,6 +35,7 @@ from coordinator.card_plots import plot_training_curves
 from coordinator.card_robustness import RobustnessSection, robustness_section
 from coordinator.errors import ModelCardError
 from coordinator.model_loader import file_sha256, load_model, model_hash
+from coordinator.study_log import HeldOut, RoundRecord, StudyLog, StudyPrivacy
 
 __all__ = ["CARD_FORMAT", "CARD_JSON", "CARD_MD", "CARD_VERSION", "CURVES_PNG", "ModelCardFiles", "build_card",
            "read_card", "robustness_json", "write_model_card"]
@@ -92,7 +93,7 @@ def _task_section(code: str, chain: StudyOnChain) -> dict[str, Any]:
             "code_hash_on_chain": on_chain, "code_hash_of_this_build": here, "code_hash_matches": here == on_chain}
 
 
-def _privacy_section(chain: StudyOnChain, logged: dict[str, Any]) -> dict[str, Any]:
+def _privacy_section(chain: StudyOnChain, logged: StudyPrivacy | None) -> dict[str, Any]:
     budget = chain.record.privacy_budget
     recorded = sum(r.privacy_spent_milli for r in chain.rounds)
     if recorded != chain.record.privacy_spent:
@@ -102,10 +103,10 @@ def _privacy_section(chain: StudyOnChain, logged: dict[str, Any]) -> dict[str, A
         "differential_privacy": budget > 0,
         "budget_epsilon": budget / 1000 if budget else None,
         "epsilon_spent_on_chain": recorded / 1000,
-        "epsilon_accountant": logged.get("epsilon"),
-        "delta": logged.get("delta"),
-        "noise_multiplier": logged.get("noise_multiplier"),
-        "clipping_norm": logged.get("clipping_norm"),
+        "epsilon_accountant": logged.epsilon if logged else None,
+        "delta": logged.delta if logged else None,
+        "noise_multiplier": logged.noise_multiplier if logged else None,
+        "clipping_norm": logged.clipping_norm if logged else None,
     }
 
 
@@ -113,28 +114,26 @@ def _share(synthetic: int | None, total: int) -> float | None:
     return None if synthetic is None or total == 0 else synthetic / total
 
 
-def _re_evaluate(saved: Path, code: str, held_out: dict[str, Any]) -> dict[str, Any]:
+def _re_evaluate(saved: Path, code: str, held_out: HeldOut) -> dict[str, Any]:
     """Evaluate a saved round model on the held-out set (a round this run's record does not hold)."""
     from tasks import evaluate, get_task
 
-    if not isinstance(held_out.get("examples"), int) or not isinstance(held_out.get("seed"), int):
-        raise ModelCardError(f"the coordinator's record names no held-out set ({held_out!r}) to evaluate {saved} on")
-    inputs, labels = get_task(code).synthetic_examples(held_out["examples"], held_out["seed"])
+    inputs, labels = get_task(code).synthetic_examples(held_out.examples, held_out.seed)
     return dict(evaluate(load_model(saved, code), inputs, labels))
 
 
-def _round_section(on_chain: RoundOnChain, logged: dict[str, Any] | None, out_dir: Path, code: str,
-                   held_out_set: dict[str, Any]) -> dict[str, Any]:
+def _round_section(on_chain: RoundOnChain, logged: RoundRecord | None, out_dir: Path, code: str,
+                   held_out_set: HeldOut) -> dict[str, Any]:
     """One round of the card; ``logged`` is None for a round an earlier run trained (a resumed study)."""
     r = on_chain.round
-    if logged is not None and str(logged.get("model_hash", "")).lower() != _hex(on_chain.model_hash):
-        raise ModelCardError(f"round {r}: the coordinator's record says model {logged.get('model_hash')}, the chain "
+    if logged is not None and logged.model_hash.lower() != _hex(on_chain.model_hash):
+        raise ModelCardError(f"round {r}: the coordinator's record says model {logged.model_hash}, the chain "
                              f"says {_hex(on_chain.model_hash)}; the card states only what the chain confirms")
     saved = out_dir / f"round-{r}.npz"
     if model_hash(saved) != _hex(on_chain.model_hash):
         raise ModelCardError(f"{saved}: weights hash to {model_hash(saved)}, the chain's round {r} model is "
                              f"{_hex(on_chain.model_hash)}; the saved model was altered or belongs to another study")
-    reported: dict[str, Any] = (logged or {}).get("synthetic_counts") or {}
+    reported: dict[str, int | None] = logged.synthetic_counts if logged is not None else {}
     contributions: list[dict[str, Any]] = []
     for c in sorted(on_chain.contributions, key=lambda c: c.hospital.lower()):
         value = reported.get(c.hospital)
@@ -152,7 +151,7 @@ def _round_section(on_chain: RoundOnChain, logged: dict[str, Any] | None, out_di
         source, metrics = "re-evaluated from the saved round model when the card was written", \
             _re_evaluate(saved, code, held_out_set)
     else:
-        source, metrics = "the coordinator's evaluation after the round", dict(logged.get("eval") or {})
+        source, metrics = "the coordinator's evaluation after the round", dict(logged.eval)
     held_out = {k: v for k, v in metrics.items() if k in ("loss", "accuracy", "examples")}
     return {"round": r, "block": on_chain.block, "tx": on_chain.tx_hash, "model_hash": _hex(on_chain.model_hash),
             "model_file": saved.name, "contributors": len(on_chain.contributors), "records": total,
@@ -161,7 +160,7 @@ def _round_section(on_chain: RoundOnChain, logged: dict[str, Any] | None, out_di
             "held_out_source": source, "contributions": contributions}
 
 
-def _model_section(code: str, chain: StudyOnChain, out_dir: Path, held_out: dict[str, Any]) -> dict[str, Any]:
+def _model_section(code: str, chain: StudyOnChain, out_dir: Path, held_out: HeldOut) -> dict[str, Any]:
     final = out_dir / FINAL_MODEL
     recomputed = model_hash(final)
     anchored = _hex(chain.record.final_model_hash)
@@ -170,8 +169,8 @@ def _model_section(code: str, chain: StudyOnChain, out_dir: Path, held_out: dict
                "from tasks import evaluate, get_task\n"
                f"model = load_model(Path({FINAL_MODEL!r}), {code!r}, expected_hash={recomputed!r})\n"
                "# model(batch) -> one logit per input (> 0: lesion); batch: float32 (n, *input_shape)\n"
-               f"inputs, labels = get_task({code!r}).synthetic_examples({held_out.get('examples')}, "
-               f"{held_out.get('seed')})  # the held-out set\n"
+               f"inputs, labels = get_task({code!r}).synthetic_examples({held_out.examples}, "
+               f"{held_out.seed})  # the held-out set\n"
                "print(evaluate(model, inputs, labels))  # loss, accuracy, examples of the last round above")
     if recomputed != anchored:
         raise ModelCardError(f"{final}: weights hash to {recomputed}, the chain's final model of study "
@@ -199,12 +198,12 @@ def _synthetic_section(chain: StudyOnChain, rounds: list[dict[str, Any]]) -> dic
             "share": _share(synthetic, records), "registered_datasets": datasets}
 
 
-def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def build_card(exchange: Exchange, study_log: StudyLog, out_dir: Path) -> dict[str, Any]:
     """Assemble the card's JSON content from the chain, the coordinator's study record and the model files.
 
     Parameters:
         exchange: the deployment's contracts.
-        study_log: the coordinator's record of the study (``study.json``).
+        study_log: the coordinator's record of the study (``study.json``, see coordinator/study_log.py).
         out_dir: the study's model folder (``final.npz``, ``round-<r>.npz``).
 
     Returns:
@@ -214,11 +213,11 @@ def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> 
         ModelCardError: the study is not on chain, the record disagrees with the chain, or a
             model file does not hash to what the chain anchored.
     """
-    study_id = int(study_log["study_id"])
-    code = str(study_log["task"])
+    study_id = study_log.study_id
+    code = study_log.task
     chain = read_study_on_chain(exchange, study_id)
-    logged_rounds = {int(r["round"]): r for r in study_log.get("rounds", [])}
-    held_out = dict(study_log.get("held_out") or {})
+    logged_rounds = {r.round: r for r in study_log.rounds}
+    held_out = study_log.held_out
     rounds = [_round_section(on_chain, logged_rounds.get(on_chain.round), out_dir, code, held_out)
               for on_chain in chain.rounds]
     return {
@@ -226,11 +225,10 @@ def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> 
         "study": _study_section(chain),
         "task": _task_section(code, chain),
         "hospitals": [{"address": h, "approved_block": chain.approvals.get(h)} for h in chain.requested.hospitals],
-        "privacy": _privacy_section(chain, dict(study_log.get("privacy") or {})),
+        "privacy": _privacy_section(chain, study_log.privacy),
         "held_out_set": {
-            **held_out,
-            "made_by": f"tasks.get_task({code!r}).synthetic_examples({held_out.get('examples')}, "
-                       f"{held_out.get('seed')})",
+            "examples": held_out.examples, "seed": held_out.seed,
+            "made_by": f"tasks.get_task({code!r}).synthetic_examples({held_out.examples}, {held_out.seed})",
             "note": ("virtual patients made by the coordinator from the task's digital phantoms with this seed, "
                      "not taken from any hospital's records"),
         },
@@ -238,7 +236,7 @@ def build_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path) -> 
         "synthetic_data": _synthetic_section(chain, rounds),
         "model": _model_section(code, chain, out_dir, held_out),
         "training_curves_png": CURVES_PNG,
-        "stopped_early": study_log.get("stopped") or None,
+        "stopped_early": study_log.stopped or None,
     }
 
 
@@ -249,7 +247,7 @@ def robustness_json(section: RobustnessSection, seed: int) -> dict[str, Any]:
             "heatmap_png": section.heatmap}
 
 
-def write_model_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Path, weights: list[np.ndarray], *,
+def write_model_card(exchange: Exchange, study_log: StudyLog, out_dir: Path, weights: list[np.ndarray], *,
                      robustness_seed: int, robustness_patients: int = 0) -> ModelCardFiles:
     """Write ``model-card.json``, ``model-card.md`` and the PNGs of a completed study into ``out_dir``.
 
@@ -268,7 +266,7 @@ def write_model_card(exchange: Exchange, study_log: dict[str, Any], out_dir: Pat
         ModelCardError: see :func:`build_card`; no file is written then.
     """
     card = build_card(exchange, study_log, out_dir)  # checked against the chain before anything is written
-    section = robustness_section(str(study_log["task"]), weights, out_dir, seed=robustness_seed,
+    section = robustness_section(study_log.task, weights, out_dir, seed=robustness_seed,
                                  patients_per_cell=robustness_patients)
     evaluated = (section.report or {}).get("weights_hash")
     if evaluated is not None and str(evaluated).lower() != card["model"]["weights_hash"]:

@@ -185,12 +185,13 @@ def _show_round_line(out: Console, line: str) -> None:
 
 def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, ...], models: Path,
                  revoked: str, revoked_pid: str) -> None:
+    from coordinator.study_log import read_study_log
     from node.cohort import build_cohort
     from node.training import read_kept_cohort
     from tasks import load_weights, weights_hash
 
     record = ex.studies.study(study_id)
-    log = json.loads((models / f"study-{study_id}" / "study.json").read_text(encoding="utf-8"))
+    log = read_study_log(models / f"study-{study_id}")
     table = Table(title=f"study {study_id}: {record.status.name}, {record.rounds_completed} rounds",
                   caption="held-out accuracy: the round's model on 48 synthetic patients no hospital holds "
                           "(chance 0.5)")
@@ -201,7 +202,7 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
     for r in range(1, record.rounds_completed + 1):
         saved = weights_hash(load_weights(models / f"study-{study_id}" / f"round-{r}.npz"))
         model_ok = saved == ex.studies.round_model_hash(study_id, r)
-        accuracy = log["rounds"][r - 1]["eval"].get("accuracy", float("nan"))
+        accuracy = log.rounds[r - 1].eval.get("accuracy", float("nan"))
         for node in nodes:
             on_chain = ex.studies.contribution_of(study_id, r, node.address)
             kept = read_kept_cohort(node, study_id, r)

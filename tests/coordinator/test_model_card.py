@@ -10,7 +10,6 @@ a number the test knows independently: (5 + 8) / 16 in every round.
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from contracts.studies import StudyRequest
 from coordinator.card_robustness import NOT_AVAILABLE
 from coordinator.errors import ModelCardError
 from coordinator.model_card import CARD_JSON, CARD_MD, CURVES_PNG, build_card, read_card
+from coordinator.study_log import StudyLog, read_study_log
 from deploy.deployer import deploy_contracts
 from deploy.federation import NodeSpec
 from deploy.simulation import simulate
@@ -211,10 +211,10 @@ def test_the_cards_loader_example_runs_and_the_hash_command_prints_the_chains_ha
     assert f"weights_hash {card['model']['weights_hash_on_chain']} (on chain)" in proc.stdout
 
 
-def _copy(card_study: CardStudy, tmp_path: Path) -> tuple[Path, dict[str, object]]:
+def _copy(card_study: CardStudy, tmp_path: Path) -> tuple[Path, StudyLog]:
     folder = tmp_path / "study"
     shutil.copytree(card_study.folder, folder)
-    return folder, json.loads((folder / "study.json").read_text())
+    return folder, read_study_log(folder)
 
 
 @pytest.mark.slow
@@ -232,9 +232,7 @@ def test_a_final_model_that_is_not_the_anchored_one_gets_no_card(card_study: Car
 @pytest.mark.slow
 def test_a_record_whose_round_hash_differs_from_the_chain_gets_no_card(card_study: CardStudy, tmp_path: Path) -> None:
     folder, log = _copy(card_study, tmp_path)
-    rounds = log["rounds"]
-    assert isinstance(rounds, list)
-    rounds[0]["model_hash"] = "0x" + "ab" * 32
+    log.rounds[0].model_hash = "0x" + "ab" * 32
     with pytest.raises(ModelCardError, match=r"round 1: the coordinator's record says model 0xabab.*the chain says"):
         build_card(card_study.exchange, log, folder)
 
@@ -242,10 +240,8 @@ def test_a_record_whose_round_hash_differs_from_the_chain_gets_no_card(card_stud
 @pytest.mark.slow
 def test_an_impossible_synthetic_count_gets_no_card(card_study: CardStudy, tmp_path: Path) -> None:
     folder, log = _copy(card_study, tmp_path)
-    rounds = log["rounds"]
-    assert isinstance(rounds, list)
     hospital = card_study.nodes[1].address
-    rounds[1]["synthetic_counts"][hospital] = RECORDS + 1
+    log.rounds[1].synthetic_counts[hospital] = RECORDS + 1
     with pytest.raises(ModelCardError, match=rf"round 2: hospital {hospital} reports {RECORDS + 1} synthetic records "
                                              rf"in a cohort of {RECORDS}"):
         build_card(card_study.exchange, log, folder)
@@ -255,9 +251,7 @@ def test_an_impossible_synthetic_count_gets_no_card(card_study: CardStudy, tmp_p
 def test_a_resumed_runs_earlier_round_is_re_evaluated_from_its_saved_model(card_study: CardStudy,
                                                                            tmp_path: Path) -> None:
     folder, log = _copy(card_study, tmp_path)
-    rounds = log["rounds"]
-    assert isinstance(rounds, list)
-    log["rounds"] = rounds[1:]  # what a run resumed after round 1 records
+    log.rounds = log.rounds[1:]  # what a run resumed after round 1 records
     card = build_card(card_study.exchange, log, folder)
     original = read_card(card_study.folder / CARD_JSON)["rounds"][0]
     first = card["rounds"][0]

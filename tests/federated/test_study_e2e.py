@@ -14,7 +14,6 @@ same hospitals, patients and consents:
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -23,6 +22,7 @@ from contracts.datause import Purpose, Scope
 from contracts.events import RoundRecorded, read_events
 from contracts.studies import StudyStatus
 from coordinator.model_card import read_card
+from coordinator.study_log import read_study_log
 from node.cohort import build_cohort
 from node.training import read_kept_cohort
 from tests.federated.conftest import STUDY_CONFIG, FlowerRun, running_study
@@ -95,14 +95,14 @@ def test_a_refusing_node_is_skipped_while_min_nodes_holds(exchange, actors, hosp
     record = exchange.studies.study(study)
     assert record.status == StudyStatus.COMPLETED
     assert record.rounds_completed == 3
-    log = json.loads((flower_run.models / f"study-{study}" / "study.json").read_text())
+    log = read_study_log(flower_run.models / f"study-{study}")
     alpha = hospitals[0].node.address
     for round_ in (1, 2, 3):
         assert exchange.studies.contribution_of(study, round_, alpha).cohort_count == 12
         assert exchange.studies.contribution_of(study, round_, beta.node.address).cohort_count == 0
-        entry = log["rounds"][round_ - 1]
-        assert entry["contributors"] == [alpha]
-        assert any("no consenting records" in reason for reason in entry["refused"]), entry["refused"]
+        entry = log.rounds[round_ - 1]
+        assert entry.contributors == [alpha]
+        assert any("no consenting records" in reason for reason in entry.refused), entry.refused
 
 
 @pytest.mark.slow
@@ -121,13 +121,15 @@ def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(exchange, actor
     assert record.status == StudyStatus.COMPLETED
     assert record.rounds_completed == 2
     folder = flower_run.models / f"study-{study_id}"
-    log = json.loads((folder / "study.json").read_text())
-    assert "round 3 would take epsilon" in log["stopped"]
-    recorded = [r["privacy"]["milli_epsilon"] for r in log["rounds"]]
+    log = read_study_log(folder)
+    assert "round 3 would take epsilon" in log.stopped
+    recorded = [r.privacy.milli_epsilon for r in log.rounds if r.privacy is not None]
+    assert len(recorded) == len(log.rounds)
     assert all(m > 0 for m in recorded)
     assert record.privacy_spent == sum(recorded) <= BUDGET_MILLI
     # the chain's total covers the accountant's epsilon (rounded up to the milli-epsilon)
-    assert record.privacy_spent / 1000 >= log["privacy"]["epsilon"] > record.privacy_spent / 1000 - 0.001
+    assert log.privacy is not None
+    assert record.privacy_spent / 1000 >= log.privacy.epsilon > record.privacy_spent / 1000 - 0.001
     events = [e for e in read_events(exchange.chain, [exchange.studies.address])
               if isinstance(e, RoundRecorded) and e.study_id == study_id]
     assert [e.privacy_spent for e in events] == recorded
@@ -138,7 +140,7 @@ def test_rounds_record_epsilon_and_the_study_stops_at_the_budget(exchange, actor
     assert card["privacy"]["differential_privacy"] is True
     assert card["privacy"]["budget_epsilon"] == BUDGET_MILLI / 1000
     assert card["privacy"]["epsilon_spent_on_chain"] == record.privacy_spent / 1000
-    assert card["privacy"]["epsilon_accountant"] == log["privacy"]["epsilon"]
+    assert card["privacy"]["epsilon_accountant"] == log.privacy.epsilon
     assert card["privacy"]["noise_multiplier"] == NOISE
     assert [r["privacy_spent_epsilon"] for r in card["rounds"]] == [m / 1000 for m in recorded]
     assert "round 3 would take epsilon" in card["stopped_early"]
