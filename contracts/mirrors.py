@@ -51,8 +51,14 @@ def snake(name: str) -> str:
     return _CAMEL.sub("_", name).lower()
 
 
+_HINTS: dict[type, dict[str, Any]] = {}  # per mirror class: its annotations, evaluated once
+_MIRRORING: set[tuple[type, tuple[tuple[str, str], ...], frozenset[str]]] = set()  # checked (class, ABI) pairs
+
+
 def _hints(cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def to_python(param: Mapping[str, Any], target: Any, value: Any) -> Any:
@@ -107,8 +113,11 @@ def build(cls: type[T], params: Sequence[Mapping[str, Any]], values: Sequence[An
     Raises:
         MirrorError: the parameters and the mirror's fields differ, or a value does not fit.
     """
-    if (problems := mismatches(cls, params, set(extra))):
-        raise MirrorError(f"{cls.__name__} does not mirror the ABI: {'; '.join(problems)}")
+    key = (cls, tuple((str(p["name"]), str(p["type"])) for p in params), frozenset(extra))
+    if key not in _MIRRORING:
+        if problems := mismatches(cls, params, set(extra)):
+            raise MirrorError(f"{cls.__name__} does not mirror the ABI: {'; '.join(problems)}")
+        _MIRRORING.add(key)
     hints = _hints(cls)
     by_name = values if isinstance(values, Mapping) else {p["name"]: v for p, v in zip(params, values, strict=True)}
     converted = {snake(p["name"]): to_python(p, hints[snake(p["name"])], by_name[p["name"]]) for p in params}
