@@ -1,14 +1,20 @@
 """The task registry, and the hash that pins a task's code for a study.
 
 A study anchors ``task_code_hash(code)`` on chain. A node recomputes it from the code it
-runs before it trains; a node whose task code, training loop or raw-data readers differ in
-any byte computes another hash and can refuse the round.
+runs before it trains; a node whose task code, model, training loop or raw-data readers
+compute anything else gets another hash and refuses the round. The hash covers the code of
+those modules in a canonical form (:func:`canonical_source`: no comments, docstrings or blank
+lines), so that documenting the code, or editing a module the task does not reach, leaves
+studies already approved valid.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import struct
 import sys
+import tokenize
 from pathlib import Path
 from types import ModuleType
 
@@ -20,12 +26,12 @@ from tasks.ct_sinogram import CtSinogramTask
 from tasks.errors import TaskError, UnknownTaskError
 from tasks.mr_kspace import MrKspaceTask
 
-__all__ = ["TASKS", "get_task", "task_code_hash", "task_modules"]
+__all__ = ["TASKS", "canonical_source", "get_task", "task_code_hash", "task_modules"]
 
 TASKS: dict[str, Task] = {task.spec.code: task for task in (CtSinogramTask(), CtImageTask(), MrKspaceTask())}
 """Every task, by code."""
 
-_HASH_DOMAIN = b"metai-task-code/1\n"
+_HASH_DOMAIN = b"metai-task-code/2\n"
 # Packages whose code decides what a task computes: the tasks themselves and the raw-data
 # readers, reconstructions and phantoms they call.
 _OWN_PACKAGES = ("tasks", "raw_data")
@@ -77,18 +83,59 @@ def task_modules(code: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def canonical_source(source: bytes) -> bytes:
+    """Return the code of a module without what cannot change what it computes.
+
+    Left out: comments, docstrings (the string a module, class or function body opens with,
+    when it stands on lines of its own), trailing spaces and blank lines. Everything else, the
+    layout within a line included, is kept line by line, so the result is the same for the
+    same code on any Python version (it works from positions, not from the AST's shape).
+
+    Raises:
+        TaskError: the source is not UTF-8 Python.
+    """
+    try:
+        text = source.decode("utf-8")
+        tree = ast.parse(text)
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (UnicodeDecodeError, SyntaxError, tokenize.TokenError) as exc:
+        raise TaskError(f"cannot read the source to hash: {exc}") from None
+    lines = text.splitlines()
+    dropped: set[int] = set()  # 0-based line numbers
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str) and first.end_lineno is not None
+                    and first.end_col_offset is not None
+                    and not lines[first.lineno - 1][:first.col_offset].strip()
+                    and not lines[first.end_lineno - 1][first.end_col_offset:].split("#", 1)[0].strip()):
+                dropped.update(range(first.lineno - 1, first.end_lineno))
+    for token in tokens:
+        if token.type == tokenize.COMMENT:
+            row, col = token.start
+            lines[row - 1] = lines[row - 1][:col]
+    kept = [line.rstrip() for index, line in enumerate(lines) if index not in dropped]
+    return "\n".join(line for line in kept if line).encode("utf-8") + b"\n"
+
+
 def task_code_hash(code: str) -> bytes:
     """Return the 32-byte keccak256 (Ethereum's, not NIST SHA3-256) of a task's code.
 
-    The digest covers the task code string and the exact source bytes of every module in
-    :func:`task_modules`::
+    The digest covers the task code string and, in the canonical form of
+    :func:`canonical_source`, the source of every module in :func:`task_modules`::
 
-        b"metai-task-code/1\\n" + uint64 LE len(code) + code (UTF-8)
+        b"metai-task-code/2\\n" + uint64 LE len(code) + code (UTF-8)
         then per module, sorted by name:
-            uint64 LE len(name) + name (UTF-8) + uint64 LE len(source) + source bytes
+            uint64 LE len(name) + name (UTF-8) + uint64 LE len(canonical) + canonical source
+
+    A comment or docstring edit, or any edit of a module outside :func:`task_modules`, leaves
+    it unchanged; a change to a statement of the task, its model, its loss or training loop,
+    or the raw-data code it calls changes it.
 
     Raises:
         UnknownTaskError: no such task.
+        TaskError: a module's source cannot be read.
     """
     encoded = code.encode("utf-8")
     parts = [_HASH_DOMAIN, struct.pack("<Q", len(encoded)), encoded]
@@ -96,6 +143,6 @@ def task_code_hash(code: str) -> bytes:
         source_file = sys.modules[name].__file__
         if source_file is None:
             raise TaskError(f"module {name} of task {code!r} has no source file to hash")
-        source = Path(source_file).read_bytes()
+        source = canonical_source(Path(source_file).read_bytes())
         parts += [struct.pack("<Q", len(name.encode())), name.encode(), struct.pack("<Q", len(source)), source]
     return bytes(keccak(b"".join(parts)))

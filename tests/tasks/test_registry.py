@@ -61,7 +61,7 @@ def test_changed_task_source_changes_the_hash(tmp_path: Path, monkeypatch: pytes
     module = sys.modules["tasks.train"]
     assert module.__file__ is not None
     edited = tmp_path / "train.py"
-    edited.write_bytes(Path(module.__file__).read_bytes() + b"\n# a node running other training code\n")
+    edited.write_bytes(Path(module.__file__).read_bytes() + b"\nEPOCH_SCALE = 2  # other training code\n")
     monkeypatch.setattr(module, "__file__", str(edited))
     assert task_code_hash(SINOGRAM) != before
 
