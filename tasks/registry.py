@@ -11,6 +11,7 @@ studies already approved valid.
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 import struct
 import sys
@@ -119,6 +120,19 @@ def canonical_source(source: bytes) -> bytes:
     return "\n".join(line for line in kept if line).encode("utf-8") + b"\n"
 
 
+_CANONICAL: dict[bytes, bytes] = {}  # sha256 of a source file's bytes -> its canonical form
+
+
+def _canonical_file(path: Path) -> bytes:
+    """:func:`canonical_source` of ``path``, worked out once per content in this process (a node checks
+    the hash every round)."""
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).digest()
+    if digest not in _CANONICAL:
+        _CANONICAL[digest] = canonical_source(raw)
+    return _CANONICAL[digest]
+
+
 def task_code_hash(code: str) -> bytes:
     """Return the 32-byte keccak256 (Ethereum's, not NIST SHA3-256) of a task's code.
 
@@ -143,6 +157,6 @@ def task_code_hash(code: str) -> bytes:
         source_file = sys.modules[name].__file__
         if source_file is None:
             raise TaskError(f"module {name} of task {code!r} has no source file to hash")
-        source = canonical_source(Path(source_file).read_bytes())
+        source = _canonical_file(Path(source_file))
         parts += [struct.pack("<Q", len(name.encode())), name.encode(), struct.pack("<Q", len(source)), source]
     return bytes(keccak(b"".join(parts)))

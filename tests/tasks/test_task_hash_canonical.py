@@ -56,8 +56,10 @@ def test_source_that_is_not_python_is_refused() -> None:
 def _with_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, module_name: str, edit) -> bytes:  # type: ignore[no-untyped-def]
     module = sys.modules[module_name]
     assert module.__file__ is not None
+    original = Path(module.__file__).read_text(encoding="utf-8")
+    assert edit(original) != original, "the edit must find its text"
     edited = tmp_path / Path(module.__file__).name
-    edited.write_text(edit(Path(module.__file__).read_text(encoding="utf-8")), encoding="utf-8")
+    edited.write_text(edit(original), encoding="utf-8")
     monkeypatch.setattr(module, "__file__", str(edited))
     return task_code_hash(SINOGRAM)
 
@@ -69,10 +71,6 @@ def _with_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, module_name: s
 ])
 def test_documenting_the_code_leaves_the_hash(module_name: str, edit, tmp_path: Path,  # type: ignore[no-untyped-def]
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    module = sys.modules[module_name]
-    assert module.__file__ is not None
-    original = Path(module.__file__).read_text(encoding="utf-8")
-    assert edit(original) != original, "the edit must find its text"
     before = task_code_hash(SINOGRAM)
     assert _with_source(monkeypatch, tmp_path, module_name, edit) == before
 
@@ -92,9 +90,5 @@ def test_a_module_the_task_does_not_reach_is_not_covered(tmp_path: Path, monkeyp
 ])
 def test_a_change_to_the_model_or_the_loss_changes_the_hash(module_name: str, edit, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    module = sys.modules[module_name]
-    assert module.__file__ is not None
-    original = Path(module.__file__).read_text(encoding="utf-8")
-    assert edit(original) != original, "the edit must find its text"
     before = task_code_hash(SINOGRAM)
     assert _with_source(monkeypatch, tmp_path, module_name, edit) != before
