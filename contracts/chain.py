@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from eth_account.signers.local import LocalAccount
@@ -23,10 +23,8 @@ from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse
 from contracts.artifacts import Artifact, load_artifact
 from contracts.endpoint import check_rpc_url
 from contracts.errors import ChainError, ChainUnavailable, ConnectionFailed, StateUnavailable, TransactionFailed
+from contracts.events import ChainEvent, decode_logs
 from contracts.reverts import decode_revert
-
-if TYPE_CHECKING:
-    from contracts.events import ChainEvent
 
 E = TypeVar("E", bound="ChainEvent")
 
@@ -264,7 +262,6 @@ class Chain:
         return self._submit(account, tx, contract)
 
     def _submit(self, account: LocalAccount, tx: Any, contract: str | None) -> TxResult:
-        from contracts.events import decode_logs  # local: events imports TxResult users
 
         signed = account.sign_transaction(tx)
         try:

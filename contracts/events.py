@@ -13,7 +13,7 @@ import datetime as _dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -24,8 +24,18 @@ from contracts.datause import NO_EXPIRY, ZERO_ADDRESS, Kind, Purpose
 from contracts.enums import Role
 from contracts.mirrors import build, snake, to_python
 
-if TYPE_CHECKING:
-    from contracts.chain import Chain
+
+class LogSource(Protocol):
+    """What the readers below need of a chain (``contracts.chain.Chain`` is one): its web3
+    connection, its height, and which known contract an address holds."""
+
+    @property
+    def w3(self) -> Any: ...
+
+    @property
+    def block_number(self) -> int: ...
+
+    def contract_name(self, address: str) -> str | None: ...
 
 ROLE_NAMES = {role.value: role.name for role in Role}
 
@@ -299,7 +309,7 @@ def _event_abis(contract: str) -> dict[bytes, dict[str, Any]]:
     return out
 
 
-def decode_logs(chain: Chain, logs: Iterable[Any]) -> list[ChainEvent]:
+def decode_logs(chain: LogSource, logs: Iterable[Any]) -> list[ChainEvent]:
     """Decode the logs emitted by known MeTAI contracts; logs of other contracts are skipped."""
     records: list[ChainEvent] = []
     for log in logs:
@@ -328,7 +338,7 @@ def decode_logs(chain: Chain, logs: Iterable[Any]) -> list[ChainEvent]:
 
 
 def read_events(
-    chain: Chain,
+    chain: LogSource,
     addresses: Sequence[str],
     *,
     from_block: int = 0,

@@ -1,8 +1,8 @@
 """The import rules of the project's packages, checked from their source (``make lint`` runs this).
 
-Every ``import`` in a module counts, at its top or inside a function (an import placed in a
-function to dodge a cycle is still a dependency); only those under ``if TYPE_CHECKING:`` do not,
-as they never run. Rules:
+Every ``import`` in a module counts: at its top, inside a function (an import placed in a
+function to dodge a cycle is still a dependency) or under ``if TYPE_CHECKING:`` (a module that
+names another's types depends on it). Rules:
 
 - ``raw_data`` and ``contracts`` import no other package of the project; ``tasks`` only
   ``raw_data``; ``audit`` none (it reads the chain with its own code);
@@ -48,21 +48,11 @@ def modules(root: Path, packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
     return found
 
 
-def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """The import statements of ``tree`` that can run: all but those under ``if TYPE_CHECKING:``."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                yield from _runtime_imports(ast.Module(body=[child], type_ignores=[]))
-            continue
+def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement of ``tree``, wherever it stands."""
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        yield from _runtime_imports(node)
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def imports_of(name: str, path: Path, known: Mapping[str, Path]) -> set[str]:
@@ -72,7 +62,7 @@ def imports_of(name: str, path: Path, known: Mapping[str, Path]) -> set[str]:
     is one, and the package itself otherwise.
     """
     out = set()
-    for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
