@@ -91,12 +91,32 @@ contract ConsentRegistry is EIP712, Nonces {
     /// @notice No consent of `patient` matches the use's hospital, purpose and study.
     error ConsentRegistryNoMatchingConsent(address patient);
 
+    /**
+     * @notice Deploy the registry under the EIP-712 signing domain "MeTAI ConsentRegistry",
+     * version "1", bound to this chain and this contract's address.
+     * @dev Emits no event. The signing domain never changes after deployment, so the inherited
+     * {EIP712DomainChanged} event is never emitted by this contract.
+     */
     constructor() EIP712("MeTAI ConsentRegistry", "1") {}
 
     // ---------------------------------------------------------------- grant / revoke
 
     /**
-     * @notice Grant consent from the patient's own address.
+     * @notice Grant consent from the patient's own address. Anyone may call; the caller is the
+     * patient, so a caller can only ever grant their own consent.
+     * @dev Granting again under the same scope overwrites the stored kinds and expiry, records the
+     * current block as the grant block and clears any earlier revocation, so a revoked consent is
+     * put back in force.
+     *
+     * Emits a {ConsentGranted} event.
+     *
+     * Reverts with {ConsentRegistryInvalidKinds} if `kinds` is empty or has bits outside the
+     * defined data kinds.
+     * Reverts with {ConsentRegistryInvalidPurpose} if (`scope.purpose`, `scope.disease`) is not a
+     * defined purpose code (a disease code is required with DS and forbidden with GRU and HMB).
+     * Reverts with {ConsentRegistryExpiryInPast} if `expiresAt` is not after the current block's
+     * timestamp.
+     *
      * @param scope Hospital, purpose and study the consent applies to.
      * @param kinds Bit set of data kinds covered.
      * @param expiresAt Unix time (seconds) at which the consent lapses.
@@ -107,8 +127,35 @@ contract ConsentRegistry is EIP712, Nonces {
 
     /**
      * @notice Grant consent on behalf of `patient`, who signed the EIP-712 `ConsentGrant`.
+     * Anyone may relay the signature (in practice the coordinator does).
      * @dev Anyone may relay. Reverts on a passed deadline, a bad or foreign signature and a
-     * nonce that is not the patient's current one (replay).
+     * nonce that is not the patient's current one (replay). The checks run in the order listed
+     * below; on success the patient's nonce is consumed and the consent is stored exactly as by
+     * {grant}.
+     *
+     * Emits a {ConsentGranted} event.
+     *
+     * Reverts with {ConsentRegistryExpiredSignature} if the current block's timestamp is after
+     * `deadline` (a signature relayed at exactly `deadline` is still accepted).
+     * Reverts with {ConsentRegistryInvalidSignature} if no signer can be recovered: `s` lies in
+     * the upper half of the curve order (a malleable signature), or `ecrecover` yields the zero
+     * address (for example for a `v` other than 27 or 28).
+     * Reverts with {ConsentRegistryInvalidSigner} if the recovered signer is not `patient`, as
+     * for a signature by someone else or, almost always, over different terms.
+     * Reverts with {InvalidAccountNonce} if `nonce` is not `patient`'s current nonce (a replay or
+     * an out-of-order signature).
+     * Reverts with {ConsentRegistryInvalidKinds}, {ConsentRegistryInvalidPurpose} or
+     * {ConsentRegistryExpiryInPast} on the same conditions as {grant}.
+     *
+     * @param patient The patient who signed, and whose consent is granted.
+     * @param scope Hospital, purpose and study the consent applies to.
+     * @param kinds Bit set of data kinds covered.
+     * @param expiresAt Unix time (seconds) at which the consent lapses.
+     * @param nonce The patient's current nonce (see {nonces}), consumed by this call.
+     * @param deadline Last unix time (seconds, inclusive) at which the signature may be relayed.
+     * @param v Recovery id of the patient's signature.
+     * @param r First 32 bytes of the patient's signature.
+     * @param s Second 32 bytes of the patient's signature.
      */
     function grantBySig(
         address patient,
@@ -142,7 +189,17 @@ contract ConsentRegistry is EIP712, Nonces {
     }
 
     /**
-     * @notice Revoke the caller's consent under `scope`, effective from this block.
+     * @notice Revoke the caller's consent under `scope`, effective from this block. Anyone may
+     * call; the caller is the patient, so a caller can only ever revoke their own consent.
+     * @dev The consent stays stored with its revocation block, so {explain} can say why it no
+     * longer permits a use; an expired consent can still be revoked. Granting again under the
+     * same scope puts it back in force.
+     *
+     * Emits a {ConsentRevoked} event.
+     *
+     * Reverts with {ConsentRegistryNotGranted} if the caller never granted consent under `scope`.
+     * Reverts with {ConsentRegistryConsentRevoked} if that consent is already revoked.
+     *
      * @param scope The scope the consent was granted under.
      */
     function revoke(Scope calldata scope) external {
@@ -151,7 +208,29 @@ contract ConsentRegistry is EIP712, Nonces {
 
     /**
      * @notice Revoke consent on behalf of `patient`, who signed the EIP-712 `ConsentRevoke`.
-     * @dev Anyone may relay; same checks as {grantBySig}.
+     * Anyone may relay the signature (in practice the coordinator does).
+     * @dev Anyone may relay; same checks as {grantBySig}. The checks run in the order listed
+     * below; on success the patient's nonce is consumed and the consent is revoked exactly as by
+     * {revoke}.
+     *
+     * Emits a {ConsentRevoked} event.
+     *
+     * Reverts with {ConsentRegistryExpiredSignature} if the current block's timestamp is after
+     * `deadline`.
+     * Reverts with {ConsentRegistryInvalidSignature} if no signer can be recovered (malleable
+     * upper-half `s`, or `ecrecover` yields the zero address).
+     * Reverts with {ConsentRegistryInvalidSigner} if the recovered signer is not `patient`.
+     * Reverts with {InvalidAccountNonce} if `nonce` is not `patient`'s current nonce.
+     * Reverts with {ConsentRegistryNotGranted} if `patient` never granted consent under `scope`.
+     * Reverts with {ConsentRegistryConsentRevoked} if that consent is already revoked.
+     *
+     * @param patient The patient who signed, and whose consent is revoked.
+     * @param scope The scope the consent was granted under.
+     * @param nonce The patient's current nonce (see {nonces}), consumed by this call.
+     * @param deadline Last unix time (seconds, inclusive) at which the signature may be relayed.
+     * @param v Recovery id of the patient's signature.
+     * @param r First 32 bytes of the patient's signature.
+     * @param s Second 32 bytes of the patient's signature.
      */
     function revokeBySig(
         address patient,
@@ -231,6 +310,9 @@ contract ConsentRegistry is EIP712, Nonces {
 
     // ---------------------------------------------------------------- internals
 
+    /// @dev Validates and stores `patient`'s consent under `scope`, then emits {ConsentGranted}.
+    /// Reverts with {ConsentRegistryInvalidKinds}, {ConsentRegistryInvalidPurpose} or
+    /// {ConsentRegistryExpiryInPast}; performs no caller check (its callers establish `patient`).
     function _grant(address patient, Scope calldata scope, uint8 kinds, uint64 expiresAt) private {
         if (!DataUse.validKinds(kinds)) revert ConsentRegistryInvalidKinds(kinds);
         if (!DataUse.validPurpose(scope.purpose, scope.disease)) {
@@ -244,6 +326,9 @@ contract ConsentRegistry is EIP712, Nonces {
         emit ConsentGranted(patient, id, scope.hospital, scope.purpose, scope.disease, scope.studyId, kinds, expiresAt);
     }
 
+    /// @dev Marks `patient`'s consent under `scope` revoked in this block, then emits
+    /// {ConsentRevoked}. Reverts with {ConsentRegistryNotGranted} or
+    /// {ConsentRegistryConsentRevoked}; performs no caller check (its callers establish `patient`).
     function _revoke(address patient, Scope calldata scope) private {
         bytes32 id = consentId(patient, scope);
         Consent storage c = _consents[id];
@@ -253,12 +338,17 @@ contract ConsentRegistry is EIP712, Nonces {
         emit ConsentRevoked(patient, id);
     }
 
+    /// @dev Reverts with {ConsentRegistryInvalidSignature} if (`v`, `r`, `s`) recovers no signer
+    /// for the EIP-712 digest of `structHash`, or with {ConsentRegistryInvalidSigner} if it
+    /// recovers someone other than `patient`. OpenZeppelin's own ECDSA errors are never raised.
     function _checkSigner(address patient, bytes32 structHash, uint8 v, bytes32 r, bytes32 s) private view {
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), v, r, s);
         if (err != ECDSA.RecoverError.NoError) revert ConsentRegistryInvalidSignature(patient);
         if (signer != patient) revert ConsentRegistryInvalidSigner(signer, patient);
     }
 
+    /// @dev Reverts with {ConsentRegistryInvalidKinds} or {ConsentRegistryInvalidPurpose} if `use`
+    /// is malformed; used by the views only.
     function _checkUse(Use calldata use) private pure {
         if (!DataUse.validKinds(use.kinds)) revert ConsentRegistryInvalidKinds(use.kinds);
         if (!DataUse.validPurpose(use.purpose, use.disease)) {

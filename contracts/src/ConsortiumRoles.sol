@@ -11,6 +11,12 @@ import {Roles} from "./Roles.sol";
  * here takes effect everywhere at once.
  * @dev The consortium admin is OpenZeppelin's `DEFAULT_ADMIN_ROLE`; it administers the three
  * working roles. Role changes emit AccessControl's `RoleGranted` / `RoleRevoked` events.
+ * The state-changing functions are AccessControl's own: {grantRole} and {revokeRole} may be called
+ * only by a holder of the role's admin role (`DEFAULT_ADMIN_ROLE` for every role here) and
+ * revert with {AccessControlUnauthorizedAccount} otherwise; they emit {RoleGranted} or
+ * {RoleRevoked} only if the account's membership actually changes. {renounceRole} lets an
+ * account give up its own role and reverts with {AccessControlBadConfirmation} if
+ * `callerConfirmation` is not the caller.
  */
 contract ConsortiumRoles is AccessControl {
     /// @notice Role of a hospital node: registers datasets, decides on studies, contributes rounds.
@@ -25,6 +31,9 @@ contract ConsortiumRoles is AccessControl {
 
     /**
      * @notice Create the registry with `admin` as consortium admin.
+     * @dev Emits a {RoleGranted} event for `DEFAULT_ADMIN_ROLE`, with `admin` as the account and
+     * the deployer as the sender. No working role is granted here.
+     * Reverts with {ConsortiumRolesZeroAdmin} if `admin` is the zero address.
      * @param admin The consortium admin (may grant and revoke every role).
      */
     constructor(address admin) {

@@ -66,11 +66,36 @@ contract DatasetRegistry is RoleGated {
     /// @notice Dataset `datasetId` does not exist.
     error DatasetRegistryUnknownDataset(uint256 datasetId);
 
-    /// @param roles_ The consortium role registry.
+    /**
+     * @notice Deploy the registry, gated by the roles held in `roles_`.
+     * @dev Emits no event. Reverts with {RoleGatedZeroRegistry} if `roles_` is the zero address.
+     * @param roles_ The consortium role registry.
+     */
     constructor(IAccessControl roles_) RoleGated(roles_) {}
 
     /**
-     * @notice Register a dataset of the calling hospital.
+     * @notice Register a dataset of the calling hospital. Only an account holding the hospital
+     * role may call; the caller is recorded as the dataset's hospital.
+     * @dev The same root may be registered by different hospitals, but only once by each. Parents
+     * may belong to any hospital and are not checked for repeats.
+     *
+     * Emits a {DatasetRegistered} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the hospital
+     * role in the {roles} registry.
+     * Reverts with {DatasetRegistryZeroRoot} if `merkleRoot` is zero.
+     * Reverts with {DatasetRegistryNoRecords} if `recordCount` is zero.
+     * Reverts with {DatasetRegistryInvalidKinds} if `kinds` is empty or has bits outside the
+     * defined data kinds.
+     * Reverts with {DatasetRegistryNoModality} if `modality` is empty (all zero bytes).
+     * Reverts with {DatasetRegistryDuplicateRoot} if the caller already registered `merkleRoot`.
+     * Reverts with {DatasetRegistryMissingTransform} if `parents` is not empty but
+     * `transformHash` is zero.
+     * Reverts with {DatasetRegistryUnknownParent} if an entry of `parents` is 0 or not yet
+     * registered.
+     * Reverts with {DatasetRegistryTransformWithoutParents} if `parents` is empty but
+     * `transformHash` is not zero.
+     *
      * @param merkleRoot Root of the Merkle tree over the record leaves.
      * @param recordCount Number of records (leaves).
      * @param kinds Bit set of data kinds in the dataset (DataUse.KIND_*).

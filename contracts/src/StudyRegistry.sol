@@ -155,13 +155,38 @@ contract StudyRegistry is RoleGated {
     /// @notice Spending `requested` more would exceed study `studyId`'s budget (`spent` of `budget`).
     error StudyRegistryPrivacyBudgetExceeded(uint256 studyId, uint64 spent, uint64 requested, uint64 budget);
 
-    /// @param roles_ The consortium role registry.
+    /**
+     * @notice Deploy the registry, gated by the roles held in `roles_`.
+     * @dev Emits no event. Reverts with {RoleGatedZeroRegistry} if `roles_` is the zero address.
+     * @param roles_ The consortium role registry.
+     */
     constructor(IAccessControl roles_) RoleGated(roles_) {}
 
     // ---------------------------------------------------------------- researcher
 
     /**
-     * @notice Request a study; every named hospital must approve it before it can start.
+     * @notice Request a study; every named hospital must approve it before it can start. Only an
+     * account holding the researcher role may call; the caller is recorded as the researcher.
+     * @dev Every named hospital must hold the hospital role at the time of the request; each
+     * starts with a pending decision. The privacy budget is not checked (0 means no differential
+     * privacy).
+     *
+     * Emits a {StudyRequested} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the researcher
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryInvalidPurpose} if (`req.purpose`, `req.disease`) is not a
+     * defined purpose code.
+     * Reverts with {StudyRegistryInvalidKinds} if `req.kinds` is empty or has bits outside the
+     * defined data kinds.
+     * Reverts with {StudyRegistryNoHospitals} if `req.hospitals` is empty.
+     * Reverts with {StudyRegistryZeroTaskCodeHash} if `req.taskCodeHash` is zero.
+     * Reverts with {StudyRegistryInvalidRounds} if `req.rounds` is zero.
+     * Reverts with {StudyRegistryNotAHospital} if a named hospital does not hold the hospital role.
+     * Reverts with {StudyRegistryDuplicateHospital} if a hospital is named more than once.
+     *
+     * @param req Purpose and disease code, data kinds, the hospitals asked to take part, the hash
+     * of the training task's code, the number of rounds and the privacy budget (milli-epsilon).
      * @return studyId The new study's id (starting at 1).
      */
     function request(StudyRequest calldata req) external onlyRole(Roles.RESEARCHER) returns (uint256 studyId) {
@@ -206,7 +231,24 @@ contract StudyRegistry is RoleGated {
 
     // ---------------------------------------------------------------- hospitals
 
-    /// @notice Approve study `studyId` on behalf of the calling hospital's data committee.
+    /**
+     * @notice Approve study `studyId` on behalf of the calling hospital's data committee. Only a
+     * hospital named in the study, still holding the hospital role, may call, and only once.
+     * @dev Approving does not start the study: the coordinator does, with {start}, once every
+     * named hospital approved.
+     *
+     * Emits a {StudyApproved} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the hospital
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Requested` (for example
+     * because another hospital already declined it, or it already started).
+     * Reverts with {StudyRegistryNotInvited} if the caller is not named in the study.
+     * Reverts with {StudyRegistryAlreadyDecided} if the caller already approved or declined it.
+     *
+     * @param studyId The study to approve.
+     */
     function approve(uint256 studyId) external onlyRole(Roles.HOSPITAL) {
         Study storage s = _pendingDecision(studyId);
         _decisions[studyId][msg.sender] = Decision.Approved;
@@ -214,7 +256,23 @@ contract StudyRegistry is RoleGated {
         emit StudyApproved(studyId, msg.sender);
     }
 
-    /// @notice Decline study `studyId`; a declined study can never start.
+    /**
+     * @notice Decline study `studyId`; a declined study can never start. Only a hospital named in
+     * the study, still holding the hospital role, may call, and only before it decided.
+     * @dev One decline is final: the study's status becomes `Declined`, and every later
+     * {approve}, {decline} or {start} on it reverts with {StudyRegistryUnexpectedStatus}.
+     *
+     * Emits a {StudyDeclined} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the hospital
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Requested`.
+     * Reverts with {StudyRegistryNotInvited} if the caller is not named in the study.
+     * Reverts with {StudyRegistryAlreadyDecided} if the caller already approved or declined it.
+     *
+     * @param studyId The study to decline.
+     */
     function decline(uint256 studyId) external onlyRole(Roles.HOSPITAL) {
         Study storage s = _pendingDecision(studyId);
         _decisions[studyId][msg.sender] = Decision.Declined;
@@ -224,8 +282,27 @@ contract StudyRegistry is RoleGated {
 
     /**
      * @notice Commit the calling hospital's contribution to the open round of `studyId`.
+     * Only a hospital that approved the study and still holds the hospital role may call, once
+     * per round.
      * @dev The caller must still hold the hospital role: a hospital the consortium removed
-     * after it approved the study can no longer add rounds to it.
+     * after it approved the study can no longer add rounds to it. Only the cohort root and count
+     * are stored; the update hash is only emitted.
+     *
+     * Emits a {ContributionRecorded} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the hospital
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Running`.
+     * Reverts with {StudyRegistryNotParticipant} if the caller did not approve the study
+     * (including a hospital the study does not name).
+     * Reverts with {StudyRegistryWrongRound} if `round` is not the open round (one past the
+     * rounds recorded so far) or is past the study's last round.
+     * Reverts with {StudyRegistryInvalidCohort} if `cohortRoot` is zero or `cohortCount` is zero.
+     * Reverts with {StudyRegistryZeroHash} if `updateHash` is zero.
+     * Reverts with {StudyRegistryAlreadyContributed} if the caller already contributed to `round`.
+     *
+     * @param studyId The running study contributed to.
      * @param round The open round (rounds count from 1).
      * @param cohortRoot Merkle root over the leaves of the records trained on.
      * @param cohortCount Number of records trained on.
@@ -253,7 +330,21 @@ contract StudyRegistry is RoleGated {
 
     // ---------------------------------------------------------------- coordinator
 
-    /// @notice Start study `studyId` once every named hospital approved it.
+    /**
+     * @notice Start study `studyId` once every named hospital approved it. Only an account
+     * holding the coordinator role may call.
+     *
+     * @dev Emits a {StudyStarted} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the coordinator
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Requested` (it was
+     * declined, or already started or completed).
+     * Reverts with {StudyRegistryNotApproved} if not every named hospital approved it yet.
+     *
+     * @param studyId The study to start.
+     */
     function start(uint256 studyId) external onlyRole(Roles.COORDINATOR) {
         Study storage s = _existing(studyId);
         if (s.status != Status.Requested) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Requested);
@@ -265,7 +356,31 @@ contract StudyRegistry is RoleGated {
     }
 
     /**
-     * @notice Record the aggregation of the open round of `studyId`.
+     * @notice Record the aggregation of the open round of `studyId`. Only an account holding the
+     * coordinator role may call.
+     * @dev Every listed contributor must have contributed to this round; hospitals that
+     * contributed but are not listed are simply left out. Recording a round closes it and opens
+     * the next one, if any.
+     *
+     * Emits a {RoundRecorded} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the coordinator
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Running`.
+     * Reverts with {StudyRegistryWrongRound} if `round` is not the open round or is past the
+     * study's last round.
+     * Reverts with {StudyRegistryZeroHash} if `modelHash` is zero.
+     * Reverts with {StudyRegistryNoContributors} if `contributors` is empty.
+     * Reverts with {StudyRegistryUnsortedContributors} if `contributors` is not in strictly
+     * increasing address order (so also on a repeated address or the zero address).
+     * Reverts with {StudyRegistryMissingContribution} if a listed hospital did not contribute to
+     * `round`.
+     * Reverts with {StudyRegistryPrivacyBudgetExceeded} if `privacySpent` would take the study's
+     * total spending over its privacy budget.
+     *
+     * @param studyId The running study.
+     * @param round The open round (rounds count from 1).
      * @param modelHash Hash of the aggregated model.
      * @param contributors Hospitals whose contributions were aggregated, in increasing order.
      * @param privacySpent Milli-epsilon spent by this round.
@@ -302,7 +417,24 @@ contract StudyRegistry is RoleGated {
         emit RoundRecorded(studyId, round, modelHash, contributors, privacySpent);
     }
 
-    /// @notice Complete study `studyId` with its final model's hash; at least one round recorded.
+    /**
+     * @notice Complete study `studyId` with its final model's hash; at least one round recorded.
+     * Only an account holding the coordinator role may call.
+     * @dev A study may be completed before all its requested rounds are recorded; the event
+     * reports the number of rounds actually recorded.
+     *
+     * Emits a {StudyCompleted} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the coordinator
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Running`.
+     * Reverts with {StudyRegistryWrongRound} (round 0, expected 1) if no round was recorded yet.
+     * Reverts with {StudyRegistryZeroHash} if `finalModelHash` is zero.
+     *
+     * @param studyId The running study to complete.
+     * @param finalModelHash Hash of the final model.
+     */
     function complete(uint256 studyId, bytes32 finalModelHash) external onlyRole(Roles.COORDINATOR) {
         Study storage s = _existing(studyId);
         if (s.status != Status.Running) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Running);
@@ -365,11 +497,16 @@ contract StudyRegistry is RoleGated {
 
     // ---------------------------------------------------------------- internals
 
+    /// @dev The stored study `studyId`; reverts with {StudyRegistryUnknownStudy} if it does not
+    /// exist.
     function _existing(uint256 studyId) private view returns (Study storage s) {
         s = _studies[studyId];
         if (s.status == Status.None) revert StudyRegistryUnknownStudy(studyId);
     }
 
+    /// @dev The study `studyId`, on which the caller has yet to decide. Reverts with
+    /// {StudyRegistryUnknownStudy}, {StudyRegistryUnexpectedStatus} (not `Requested`),
+    /// {StudyRegistryNotInvited} or {StudyRegistryAlreadyDecided}.
     function _pendingDecision(uint256 studyId) private view returns (Study storage s) {
         s = _existing(studyId);
         if (s.status != Status.Requested) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Requested);
