@@ -75,7 +75,9 @@ from benchmarks._federation import (
     run_study,
 )
 from benchmarks.report import Measurement, write_results
+from coordinator.run_config import RunConfigName
 from deploy.anvil import start_anvil, stop_anvil
+from deploy.demo.study import TRAINING
 
 ROUNDS = 5
 RECORDS = (40, 40)  # consented records (= patients) per hospital: the demo's study
@@ -89,8 +91,10 @@ QUIET_SHARE = 0.10
 FLOWER_POLL, FLOWER_SUPEREXEC_POLL = 3.0, 1.0
 TUNED_POLL, TUNED_SUPEREXEC_POLL = 0.2, 0.1
 # The demo's local training (deploy/demo/study.py), so a node's round is the demo's round.
-RUN_CONFIG: dict[str, str | int | float] = {"task": TASK, "min-nodes": 2, "local-epochs": 24, "lr": 0.003,
-                                            "batch-size": 8, "round-delay": 0.0}
+RUN_CONFIG: dict[str, str | int | float] = {
+    RunConfigName.TASK: TASK, RunConfigName.MIN_NODES: 2, RunConfigName.ROUND_DELAY: 0.0,
+    **{name: TRAINING[name] for name in (RunConfigName.LOCAL_EPOCHS, RunConfigName.LR, RunConfigName.BATCH_SIZE)},
+}
 PARTS = ("compute", "chain", "app_start", "aggregation", "flower")
 _LABELS = {"compute": "compute", "chain": "chain", "app_start": "node app start-up", "aggregation": "aggregation",
            "flower": "Flower"}
@@ -177,7 +181,8 @@ def measurements(defaults: Mapping[str, Any], tuned: Mapping[str, Any], off: Map
         "training per node and round (demo size)", round(statistics.fmean(trains), 3), "s",
         target=f"<= {TRAIN_TARGET_S:g}", met=max(trains) <= TRAIN_TARGET_S,
         note=f"mean of {len(trains)} (every node, round and run), max {max(trains):.2f}; {RECORDS[0]} records, "
-             f"{RUN_CONFIG['local-epochs']} epochs, torch threads per node = CPUs // nodes (deploy/threads.py)"
+             f"{RUN_CONFIG[RunConfigName.LOCAL_EPOCHS]} epochs, torch threads per node = CPUs // nodes "
+             "(deploy/threads.py)"
              + _disturbed(*(s for _, s in runs)),
     ))
     for label, s in runs[:2]:

@@ -69,9 +69,11 @@ class RunResult:
 
 def demo_configuration() -> tuple[int, int, dict[str, float]]:
     """Return the demo's records per hospital, rounds, and local training settings."""
+    from coordinator.run_config import RunConfigName
     from deploy.demo.study import RECORDS_PER_HOSPITAL, ROUNDS, TRAINING
 
-    training = {"epochs": TRAINING["local-epochs"], "lr": TRAINING["lr"], "batch_size": TRAINING["batch-size"]}
+    training = {"epochs": float(TRAINING[RunConfigName.LOCAL_EPOCHS]), "lr": float(TRAINING[RunConfigName.LR]),
+                "batch_size": float(TRAINING[RunConfigName.BATCH_SIZE])}
     return RECORDS_PER_HOSPITAL, ROUNDS, training
 
 

@@ -35,6 +35,7 @@ from coordinator.privacy import privacy_ledger
 from coordinator.rounds import combine_round
 from coordinator.run_config import FederationConfig
 from coordinator.study_log import HeldOut, RoundPrivacy, RoundRecord, StudyLog, StudyPrivacy
+from tasks.protocol import ARRAYS, CONFIG, TrainInstruction
 
 __all__ = ["FederationConfig", "run_study"]
 
@@ -134,15 +135,15 @@ def _write_card(exchange: Exchange, cfg: FederationConfig, record: StudyLog, out
 
 
 def _train_message(cfg: FederationConfig, round_: int, weights: list[np.ndarray], node_id: int) -> Message:
-    config = ConfigRecord({
-        "study-id": cfg.study_id, "round": round_, "task": cfg.task, "local-epochs": cfg.local_epochs,
-        "lr": cfg.lr, "batch-size": cfg.batch_size, "proximal-mu": cfg.proximal_mu,
-    })
-    if cfg.dp_noise_multiplier > 0:
-        config["clipping_norm"] = cfg.dp_clipping_norm  # read by Flower's fixedclipping_mod on the node
+    instruction = TrainInstruction(
+        study_id=cfg.study_id, round=round_, task=cfg.task, local_epochs=cfg.local_epochs, lr=cfg.lr,
+        batch_size=cfg.batch_size, proximal_mu=cfg.proximal_mu,
+        # Read by Flower's fixedclipping_mod on the node.
+        clipping_norm=cfg.dp_clipping_norm if cfg.dp_noise_multiplier > 0 else None,
+    )
     arrays = ArrayRecord(weights)  # keys "0", "1", ... in order; nodes read them with to_numpy_ndarrays()
-    return Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=node_id,
-                   message_type=MessageType.TRAIN, group_id=str(round_))
+    return Message(content=RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(instruction.to_config())}),
+                   dst_node_id=node_id, message_type=MessageType.TRAIN, group_id=str(round_))
 
 
 def _save(path: Path, weights: list[np.ndarray]) -> None:

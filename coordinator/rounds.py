@@ -22,6 +22,8 @@ from contracts.exchange import Exchange
 from coordinator.errors import CoordinatorError, StudyAborted
 from coordinator.privacy import private_mean
 from coordinator.run_config import FederationConfig
+from tasks.errors import ProtocolError
+from tasks.protocol import ARRAYS, COMMITMENT, METRICS, Commitment, read_timings
 
 
 @dataclass(frozen=True)
@@ -123,20 +125,19 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
     from tasks import weights_hash
 
     try:
-        commitment = reply.content.config_records["commitment"]
-        hospital = str(commitment["hospital"])
-        arrays = reply.content.array_records["arrays"]
-        weights = [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
-        claimed = str(commitment["update-hash"])
-        claimed_root = str(commitment["cohort-root"])
-        claimed_count = int(str(commitment["cohort-count"]))
-        metrics = reply.content.metric_records["metrics"]
+        commitment = Commitment.from_config(reply.content.config_records[COMMITMENT])
+        hospital = commitment.hospital
+        weights = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
+        if commitment.update_hash is None:
+            raise ProtocolError("the commitment lacks 'update-hash'")
+        claimed = commitment.update_hash
+        claimed_root = commitment.cohort_root
+        claimed_count = commitment.cohort_count
+        seconds = read_timings(reply.content.metric_records[METRICS])
     except (KeyError, ValueError) as exc:
         raise _Refused(f"node {reply.metadata.src_node_id}: malformed reply ({exc!r}); expected the arrays, "
                        "metrics and commitment (hospital, cohort-root, cohort-count, update-hash) a node "
                        "sends") from None
-    seconds = {k.removesuffix("-seconds"): float(v) for k, v in metrics.items()  # type: ignore[arg-type]
-               if k.endswith("-seconds")}
     if "0x" + weights_hash(weights).hex() != claimed:
         raise _Refused(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
     # A hospital may anchor whatever it likes; a model of another shape must not break the round.
@@ -149,7 +150,7 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
                                                                                           strict=True)))
         if norm > cfg.dp_clipping_norm * (1 + 1e-4):
             raise _Refused(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
-    synthetic = int(str(commitment["synthetic-count"])) if "synthetic-count" in commitment else None
+    synthetic = commitment.synthetic_count
     if not cfg.anchor:
         return Contribution(hospital, weights, claimed_count, seconds, synthetic)
     anchored = _anchored(exchange, cfg.study_id, round_, hospital)

@@ -20,6 +20,7 @@ import typer
 
 from contracts.errors import ChainUnavailable
 from coordinator.core.config import CoordinatorSettings
+from coordinator.run_config import RunConfigName
 from deploy.errors import SettingsError
 from deploy.settings import Settings
 from node.cli_boundary import Boundary
@@ -235,12 +236,12 @@ def _ready_to_run(study_id: int | None, node: list[str], set_: list[str] | None)
     run_config = _overrides(APP_DIR, set_)
     config = {**read_app_config(APP_DIR), **run_config}  # what the apps will see
     if study_id is not None:
-        check_min_nodes(int(config["min-nodes"]), len(nodes))
+        check_min_nodes(int(config[RunConfigName.MIN_NODES]), len(nodes))
     coordinator = check_coordinator()
     study = check_study(coordinator.exchange, study_id) if study_id is not None else None
     check_nodes(nodes, study, coordinator)
     if study is not None:
-        check_task(study, str(config["task"]))
+        check_task(study, str(config[RunConfigName.TASK]))
     return nodes, run_config, coordinator_env(coordinator.settings)
 
 
@@ -329,14 +330,14 @@ def study_launch(study_id: StudyIdOption, set_: SetOption = None, timeout: Timeo
     federation = Federation.load(_federation_dir())
     run_config = _overrides(federation.app_dir, set_)
     config = {**read_app_config(federation.app_dir), **run_config}
-    check_min_nodes(int(config["min-nodes"]), len(federation.supernodes))
+    check_min_nodes(int(config[RunConfigName.MIN_NODES]), len(federation.supernodes))
     try:
         coordinator = check_coordinator()
     except SettingsError:  # the ServerApp has the settings the federation was started with; these are for checks
         env: dict[str, str] | None = None
     else:
         study = check_study(coordinator.exchange, study_id)
-        check_task(study, str(config["task"]))
+        check_task(study, str(config[RunConfigName.TASK]))
         env = coordinator_env(coordinator.settings)
     result = _launch(federation, study_id, run_config, timeout, env)
     typer.echo(f"ServerApp log: {result.log_file}")

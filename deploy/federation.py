@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from coordinator.core.config import CoordinatorSettings
 from coordinator.errors import CoordinatorConfigError
+from coordinator.run_config import RunConfigName
 from deploy.errors import DeployError, SettingsError
 from deploy.flower import (
     ConfigValue,
@@ -319,8 +320,9 @@ class Federation:
         if isinstance(study_id, bool) or not isinstance(study_id, int) or study_id < 1:
             raise ValueError(f"study id {study_id!r} is not a positive integer; give the id the chain assigned")
         overrides = dict(run_config or {})
-        if overrides.get("study-id", study_id) != study_id:
-            raise ValueError(f"run_config names study {overrides['study-id']!r} but the launch is for study {study_id}")
+        if overrides.get(RunConfigName.STUDY_ID, study_id) != study_id:
+            raise ValueError(f"run_config names study {overrides[RunConfigName.STUDY_ID]!r} but the launch is for "
+                             f"study {study_id}")
         for member in self.status():
             if not member.running:
                 raise FederationError(
@@ -331,7 +333,7 @@ class Federation:
             self.app_dir,
             flwr_home=self.superlink.flwr_home,
             federation=CONNECTION,
-            run_config={**overrides, "study-id": study_id},
+            run_config={**overrides, RunConfigName.STUDY_ID: study_id},
             timeout=timeout,
             on_submitted=on_submitted,
             on_log=on_log,
@@ -456,7 +458,7 @@ def parse_overrides(app_dir: Path, items: Iterable[str]) -> dict[str, ConfigValu
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set {item!r} is not key=value")
-        if key == "study-id":
+        if key == RunConfigName.STUDY_ID:
             raise ValueError("give the study with --study-id, not --set study-id=...")
         if key not in defaults:
             raise ValueError(f"--set {key}: no such key in [tool.flwr.app.config] (known: {sorted(defaults)})")

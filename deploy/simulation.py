@@ -34,6 +34,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from coordinator.run_config import RunConfigName
 from deploy.errors import DeployError, ToolMissing
 from deploy.federation import APP_DIR, NodeSpec, NodeSpecError
 from deploy.flower import ConfigValue, read_app_config
@@ -109,7 +110,7 @@ def simulate(
     if isinstance(study_id, bool) or not isinstance(study_id, int) or study_id < 1:
         raise ValueError(f"study id {study_id!r} is not a positive integer; give the id the chain assigned")
     defaults = read_app_config(app_dir)
-    overrides = {**(run_config or {}), "study-id": study_id}
+    overrides = {**(run_config or {}), RunConfigName.STUDY_ID: study_id}
     if unknown := sorted(set(overrides) - set(defaults)):
         raise ValueError(f"run_config keys {unknown} are not in [tool.flwr.app.config] of {app_dir / 'pyproject.toml'}")
     merged = {**defaults, **overrides}

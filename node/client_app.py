@@ -33,7 +33,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -46,23 +45,22 @@ from node.errors import NodeError
 from node.node import Node
 from node.signer import RemoteSigner
 from node.training import anchor_contribution, train_local
+from tasks.protocol import (
+    ARRAYS,
+    CLIPPING_NORM,
+    COHORT_COUNT,
+    COMMITMENT,
+    CONFIG,
+    METRICS,
+    Commitment,
+    TrainInstruction,
+    timing_metrics,
+)
 
-#: The round config key Flower's clipping mod reads.
-CLIPPING_NORM = "clipping_norm"
 SIMULATION_NODES_ENV = "METAI_SIMULATION_NODES"
-
-N = TypeVar("N", int, float)
-
 
 class NodeConfigError(NodeError, ValueError):
     """The SuperNode's node config does not say which node this is."""
-
-
-def _number(value: object, kind: type[N]) -> N:
-    """A numeric config value, or a TypeError naming what came instead."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return kind(value)
-    raise TypeError(f"expected a number in the round's config, got {value!r}")
 
 
 def node_settings(context: Context) -> dict[str, str]:
@@ -148,7 +146,7 @@ def anchoring_enabled(context: Context) -> bool:
 
 def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Clip the update with Flower's ``fixedclipping_mod`` when the round asks for it."""
-    if msg.metadata.message_type == MessageType.TRAIN and CLIPPING_NORM in msg.content.config_records["config"]:
+    if msg.metadata.message_type == MessageType.TRAIN and CLIPPING_NORM in msg.content.config_records[CONFIG]:
         return fixedclipping_mod(msg, context, call_next)
     return call_next(msg, context)
 
@@ -163,16 +161,16 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
             if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
                 return reply
             cohort = runtime.cohort_of(msg)
-            config = msg.content.config_records["config"]
-            weights = reply.content.array_records["arrays"].to_numpy_ndarrays()
+            instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
+            weights = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
             socket = node_settings(context).get("signer-socket")
             signer = RemoteSigner(Path(socket)) if socket else None
-            anchored = anchor_contribution(runtime.node(context), cohort, _number(config["round"], int), weights,
+            anchored = anchor_contribution(runtime.node(context), cohort, instruction.round, weights,
                                            anchor=anchoring_enabled(context), signer=signer)
-        commitment = reply.content.config_records["commitment"]
-        commitment["update-hash"] = "0x" + anchored.update_hash.hex()
-        commitment["tx"] = anchored.tx_hash
-        reply.content.metric_records["metrics"]["anchor-seconds"] = anchored.seconds
+        commitment = Commitment.from_config(reply.content.config_records[COMMITMENT])
+        reply.content.config_records[COMMITMENT] = ConfigRecord(
+            commitment.anchored(anchored.update_hash, anchored.tx_hash).to_config())
+        reply.content.metric_records[METRICS].update(timing_metrics({"anchor": anchored.seconds}))
         return reply
 
     client_app = ClientApp(mods=[anchoring_mod, dp_clipping_mod])
@@ -182,36 +180,33 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
         """Train one round of the study on this node's consenting records."""
         started = time.perf_counter()
         node = runtime.node(context)
-        config = msg.content.config_records["config"]
-        clipping = config.get(CLIPPING_NORM)
+        instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
         result = train_local(
             node,
-            study_id=_number(config["study-id"], int),
-            round_=_number(config["round"], int),
-            task_code=str(config["task"]),
-            weights=msg.content.array_records["arrays"].to_numpy_ndarrays(),
-            epochs=_number(config["local-epochs"], int),
-            lr=_number(config["lr"], float),
-            batch_size=_number(config["batch-size"], int),
-            proximal_mu=_number(config["proximal-mu"], float),
-            clipping_norm=None if clipping is None else _number(clipping, float),
+            study_id=instruction.study_id,
+            round_=instruction.round,
+            task_code=instruction.task,
+            weights=msg.content.array_records[ARRAYS].to_numpy_ndarrays(),
+            epochs=instruction.local_epochs,
+            lr=instruction.lr,
+            batch_size=instruction.batch_size,
+            proximal_mu=instruction.proximal_mu,
+            clipping_norm=instruction.clipping_norm,
         )
         runtime.trained_on(msg, result.cohort)
-        seconds = {f"{name}-seconds": value for name, value in result.seconds.items()}
+        seconds = timing_metrics({**result.seconds, "node": time.perf_counter() - started})
+        commitment = Commitment(
+            hospital=node.address,
+            cohort_root="0x" + result.cohort.root.hex(),
+            cohort_count=result.cohort.count,
+            # The model card reports the share of simulated records; only the node knows it.
+            synthetic_count=sum(m.synthetic for m in result.cohort.members),
+        )
         content = RecordDict(
             {
-                "arrays": ArrayRecord(result.weights),
-                "metrics": MetricRecord({**result.metrics, **seconds, "cohort-count": result.cohort.count,
-                                         "node-seconds": time.perf_counter() - started}),
-                "commitment": ConfigRecord(
-                    {
-                        "hospital": node.address,
-                        "cohort-root": "0x" + result.cohort.root.hex(),
-                        "cohort-count": result.cohort.count,
-                        # The model card reports the share of simulated records; only the node knows it.
-                        "synthetic-count": sum(m.synthetic for m in result.cohort.members),
-                    }
-                ),
+                ARRAYS: ArrayRecord(result.weights),
+                METRICS: MetricRecord({**result.metrics, **seconds, COHORT_COUNT: result.cohort.count}),
+                COMMITMENT: ConfigRecord(commitment.to_config()),
             }
         )
         return Message(content=content, reply_to=msg)

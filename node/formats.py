@@ -28,10 +28,10 @@ from node.errors import IngestError
 from node.pixel_stream import strip_pixel_stream
 from node.redact import describe, value_free
 from node.redact_view import decoded_view
+from raw_data.formats import DICOM_FORMAT, ISMRMRD_FORMAT, SINOGRAM_FORMAT
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
-SINOGRAM_FORMAT = "metai-ct-sinogram"
 #: Where a sinogram names its patient (the hospital's local id), removed on ingest.
 SINOGRAM_PATIENT_KEY = "patient_id"
 
@@ -78,7 +78,7 @@ def parse(path: Path, content: bytes) -> Parsed:
 
 def deidentify(parsed: Parsed, patient: PatientContext, uids: UidMapper, policy: DeidPolicy) -> Processed:
     """De-identify ``parsed`` for ``patient``; return the bytes to store."""
-    if parsed.format == "dicom":
+    if parsed.format == DICOM_FORMAT:
         result = deidentify_dicom(parsed.payload, patient, uids, policy, in_place=True)
         result = strip_pixel_stream(result)  # text hidden in the pixel data stream (issue 9)
         return Processed(
@@ -142,7 +142,7 @@ def _check_dicom(ds: pydicom.Dataset, content: bytes) -> Parsed:
         name = _uid_name(ts, content) if ts else "unknown transfer syntax"
         raise IngestError(f"pixel data cannot be decoded ({name}): {describe(exc, decoded_view(content))}") from exc
     local_id = str(ds.get("PatientID", "") or "").strip() or None
-    return Parsed("dicom", Kind.IMAGE, _modality(ds), local_id, False, ds)
+    return Parsed(DICOM_FORMAT, Kind.IMAGE, _modality(ds), local_id, False, ds)
 
 
 def _modality(ds: pydicom.Dataset) -> str:
@@ -236,7 +236,7 @@ def _parse_ismrmrd(path: Path, xml: str, content: bytes) -> Parsed:
     except Exception as exc:  # the reader's documented errors and any other
         raise IngestError(f"invalid ISMRMRD dataset ({describe(exc, decoded_view(content, path))})") from exc
     local_id = _xml_text(root, "subjectInformation", "patientID")
-    return Parsed("ismrmrd", Kind.MR_KSPACE, "MR", local_id, False, path)
+    return Parsed(ISMRMRD_FORMAT, Kind.MR_KSPACE, "MR", local_id, False, path)
 
 
 def _xml_text(root: ET.Element, *names: str) -> str | None:

@@ -31,6 +31,7 @@ from node.redact_view import decoded_view
 from node.sidecar import SidecarRow, sidecar_row
 from node.store import put
 from node.vault import Vault, derive_pseudonym
+from raw_data.formats import DICOM_FORMAT
 
 TMP_DIR = "tmp"
 #: Loggers of the libraries that read file content; their records are caught per file.
@@ -198,7 +199,7 @@ def _ingest(task: FileTask, path: Path, content: bytes, source_sha: str, identit
         pseudonym, shift = ctx.patient(local_id)
         stage = "de-identifying"
         processed = deidentify(parsed, PatientContext(pseudonym, shift), ctx.uids, ctx.policy)
-        if parsed.format != "dicom":
+        if parsed.format != DICOM_FORMAT:
             # Raw files are validated and rebuilt from the path, not from the bytes hashed above:
             # a file written over meanwhile would be stored under another file's hash.
             _check_unchanged(path, identity)

@@ -24,13 +24,14 @@ from raw_data.errors import (
     MissingFieldError,
     SinogramFormatError,
 )
+from raw_data.formats import SINOGRAM_FORMAT
 from raw_data.geometry import FanBeamGeometry, Geometry, ImageGrid, ParallelBeamGeometry
 from raw_data.scanners import ScannerProfile
 from raw_data.sinogram import Sinogram, check_finite
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "is_sinogram", "read_sinogram", "write_sinogram"]
 
-FORMAT_NAME = "metai-ct-sinogram"
+FORMAT_NAME = SINOGRAM_FORMAT
 FORMAT_VERSION = "1.0"
 _AXES = {2: "views,detectors", 3: "slices,views,detectors"}
 _PARALLEL, _FAN = "parallel", "fan-equiangular"

@@ -34,7 +34,6 @@ from tasks.preprocess import MODEL_GRID, MODEL_PIXEL_MM, attenuation_to_hu
 
 __all__ = [
     "MODEL_SINOGRAM_SHAPE",
-    "SINOGRAM_FORMAT",
     "SOURCE_PROFILE",
     "TASK_PROFILE",
     "fbp_hu",
@@ -44,8 +43,6 @@ __all__ = [
     "to_model_sinogram",
 ]
 
-SINOGRAM_FORMAT = "metai-ct-sinogram"
-"""The node catalog's name for MeTAI CT sinogram files."""
 SOURCE_PROFILE: ScannerProfile = get_profile("compact-head")
 """The scanner the CT tasks are built for."""
 _VIEW_BIN, _DETECTOR_BIN = 8, 4

@@ -18,15 +18,15 @@ import torch
 
 from raw_data import DigitalPatient
 from raw_data._files import atomic_target as atomic_path
+from raw_data.formats import DICOM_FORMAT, SINOGRAM_FORMAT
 from tasks.base import Task, TaskSpec
-from tasks.ct import SINOGRAM_FORMAT, fbp_hu, read_task_sinogram, scan_patients
+from tasks.ct import fbp_hu, read_task_sinogram, scan_patients
 from tasks.dicom_ct import CtSlice, read_ct_image, write_ct_image
 from tasks.models import LesionCNN, seeded_init
 from tasks.preprocess import MODEL_GRID, ct_window, resample_to_model_grid
 
 __all__ = ["CtImageTask"]
 
-DICOM_FORMAT = "dicom"
 _AIR_HU = -1000.0
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from raw_data import DigitalPatient, Sinogram, write_sinogram
+from raw_data.formats import SINOGRAM_FORMAT
 from tasks.base import Task, TaskSpec
 from tasks.ct import (
     MODEL_SINOGRAM_SHAPE,
-    SINOGRAM_FORMAT,
     model_geometry,
     read_task_sinogram,
     scan_patients,

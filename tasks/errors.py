@@ -34,3 +34,7 @@ class WeightsError(TaskError, ValueError):
 
 class TrainingError(TaskError, ValueError):
     """A training configuration or call is invalid (bad hyper-parameter, missing global model)."""
+
+
+class ProtocolError(TaskError, ValueError):
+    """A round's message or reply lacks a key of :mod:`tasks.protocol`, or holds a value of another type."""

@@ -36,6 +36,7 @@ from raw_data import (
     write_ismrmrd,
 )
 from raw_data._files import atomic_target as atomic_path
+from raw_data.formats import ISMRMRD_FORMAT
 from tasks.base import Task, TaskSpec
 from tasks.errors import TaskDataError
 from tasks.models import LesionCNN, seeded_init
@@ -43,7 +44,6 @@ from tasks.preprocess import MODEL_GRID, mr_normalise, resample_to_model_grid
 
 __all__ = ["MrKspaceTask", "mr_image"]
 
-ISMRMRD_FORMAT = "ismrmrd"
 # Absolute intensity of each anatomy ellipse, in the order of raw_data.ct_head: skull,
 # brain, two ventricles (CSF), six grey-matter-like spots.
 _TISSUE = (0.25, 0.6, 1.0, 1.0, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7)

@@ -31,6 +31,7 @@ from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.exchange import Exchange
 from contracts.roles import Role
 from contracts.studies import StudyRequest
+from coordinator.run_config import RunConfigName
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -40,7 +41,10 @@ RECORDS_PER_HOSPITAL = 40
 ROUNDS = 3
 # 40 patients a hospital, each seen turned and mirrored (tasks/augment.py): 24 local epochs find
 # the lesion in every task within the 3 rounds (benchmarks/learning.py: 10 data seeds per task).
-TRAINING = {"local-epochs": 24, "lr": 0.003, "batch-size": 8, "eval-examples": 48, "round-delay": 3.0}
+TRAINING: dict[str, str | int | float] = {
+    RunConfigName.LOCAL_EPOCHS: 24, RunConfigName.LR: 0.003, RunConfigName.BATCH_SIZE: 8,
+    RunConfigName.EVAL_EXAMPLES: 48, RunConfigName.ROUND_DELAY: 3.0,
+}
 _COORDINATOR_PASSPHRASE = "demo coordinator passphrase, local only"
 
 

@@ -19,6 +19,7 @@ from node.raw_deid.ismrmrd_header import HEADER_RULES
 from node.raw_deid.provenance import DEIDENTIFICATION_NOTE, PROVENANCE_RULES
 from node.raw_deid.rules import FieldRule, RuleSet, markdown_table
 from node.raw_deid.sinogram import SINOGRAM_RULES, rebuild_sinogram
+from raw_data.formats import ISMRMRD_FORMAT, SINOGRAM_FORMAT
 
 __all__ = [
     "ACQUISITION_RULES",
@@ -34,8 +35,6 @@ __all__ = [
     "markdown_table",
 ]
 
-SINOGRAM = "metai-ct-sinogram"
-ISMRMRD = "ismrmrd"
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,11 @@ def deidentify_raw(fmt: str, source: Path, patient: PatientContext, uids: UidMap
     Raises:
         DeidentificationError: the format is unknown, or the file cannot be rebuilt safely.
     """
-    if fmt == SINOGRAM:
+    if fmt == SINOGRAM_FORMAT:
         content, flags = rebuild_sinogram(source, patient, uids)
         return RawResult(content, None, flags)
-    if fmt == ISMRMRD:
+    if fmt == ISMRMRD_FORMAT:
         content, study_uid, flags = rebuild_ismrmrd(source, patient, uids)
         return RawResult(content, study_uid, flags)
-    raise DeidentificationError(f"no raw de-identification for format {fmt!r}; expected {SINOGRAM!r} or {ISMRMRD!r}")
+    raise DeidentificationError(
+        f"no raw de-identification for format {fmt!r}; expected {SINOGRAM_FORMAT!r} or {ISMRMRD_FORMAT!r}")

@@ -39,9 +39,10 @@ from raw_data import (
     write_ismrmrd,
     write_sinogram,
 )
-from tasks.ct import SINOGRAM_FORMAT, SOURCE_PROFILE
+from raw_data.formats import ISMRMRD_FORMAT, SINOGRAM_FORMAT
+from tasks.ct import SOURCE_PROFILE
 from tasks.errors import TaskDataError
-from tasks.mr_kspace import ISMRMRD_FORMAT, mr_image
+from tasks.mr_kspace import mr_image
 from tasks.preprocess import MODEL_GRID
 from tasks.robustness.cohort import HeldOutPatient
 
