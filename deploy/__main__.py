@@ -1,6 +1,6 @@
 """``python -m deploy``: start/stop a local chain, deploy the contracts, run the demo, run federated studies.
 
-Every command runs inside one error boundary (:mod:`node.cli_boundary`): one ``error: ...``
+Every command runs inside one error boundary (:mod:`node.cli.boundary`): one ``error: ...``
 line on stderr and a non-zero exit code, never a traceback or a secret. The study commands
 check what can be checked (keys, passphrases, chain, the study's state, the task) before they
 start anything (:mod:`deploy.preflight`). Heavy modules are imported inside the commands.
@@ -23,8 +23,9 @@ from coordinator.core.config import CoordinatorSettings
 from coordinator.run_config import RunConfigName
 from deploy.errors import SettingsError
 from deploy.settings import Settings
-from node.cli_boundary import Boundary
+from node.cli.boundary import Boundary
 from node.config import NodeSettings
+from node.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from deploy.federation import Federation, NodeSpec
@@ -276,7 +277,7 @@ def federation_status() -> None:
         where = f"on {member.address}; log {member.log_file}"
         typer.echo(f"{member.role} {member.name}: pid {member.pid} {state} {where}")
     if not all(member.running for member in members):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @federation_app.command("down")

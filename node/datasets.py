@@ -118,6 +118,30 @@ def record_proof(node: Node, name: str, record_id: str) -> tuple[bytes, list[byt
     return leaf, tree.proof(leaf)
 
 
+@dataclass(frozen=True)
+class CheckedProof:
+    """A record's Merkle proof in a registered dataset, and whether the chain accepts it."""
+
+    leaf: bytes
+    path: list[bytes]
+    #: The dataset's id on chain (None: the dataset is not anchored, so nothing accepts the proof).
+    chain_dataset_id: int | None
+    accepted: bool
+
+
+def check_record_proof(node: Node, name: str, record_id: str) -> CheckedProof:
+    """The leaf and Merkle proof of ``record_id`` in registered dataset ``name``, checked on chain.
+
+    Raises:
+        DatasetError: no registered dataset ``name``, or the record is not in it.
+    """
+    leaf, path = record_proof(node, name, record_id)
+    with node.sessions() as session:
+        chain_id = session.scalar(select(Dataset.chain_dataset_id).where(Dataset.name == name))
+    accepted = node.exchange.datasets.contains_record(chain_id, leaf, path) if chain_id else False
+    return CheckedProof(leaf, path, chain_id, accepted)
+
+
 def _members(session: Session, dataset: Dataset) -> list[Record]:
     return list(session.scalars(
         select(Record).join(DatasetRecord, DatasetRecord.record_id == Record.record_id)

@@ -36,6 +36,7 @@ from node.catalog import Patient, QuarantineEntry, Record
 from node.deid import DeidPolicy
 from node.discover import discover
 from node.errors import IngestError
+from node.exit_codes import ExitCode
 from node.ingest_pool import FILE_SECONDS, default_workers, outcomes
 from node.ingest_recovery import IngestLock, recover
 from node.ingest_work import TMP_DIR, Bad, Broken, Crashed, FileTask, Known, Outcome, Stored, Unread, WorkContext
@@ -46,12 +47,11 @@ from node.store import STORE_DIR
 from node.vault import VaultEntry
 
 __all__ = [
-    "EXIT_FAILED", "EXIT_OK", "EXIT_PARTIAL", "IngestReport", "Ingestor", "Sidecar", "SidecarRow",
+    "IngestReport", "Ingestor", "Sidecar", "SidecarRow",
     "iter_report_lines", "read_sidecar",
 ]
 
 #: Exit codes of ``metai-node ingest``.
-EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 2
 #: A batch is committed after this many seconds even if it is not full.
 BATCH_SECONDS = 2.0
 
@@ -68,11 +68,11 @@ class IngestReport:
     recovery: list[str] = field(default_factory=list)  # what was undone of an interrupted run
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """0: every entry ingested or already present; 2: some quarantined or skipped; 1: none ingested."""
         if not self.quarantined and not self.skipped:
-            return EXIT_OK
-        return EXIT_PARTIAL if self.ingested or self.duplicates else EXIT_FAILED
+            return ExitCode.OK
+        return ExitCode.PARTIAL if self.ingested or self.duplicates else ExitCode.FAILED
 
 
 class Ingestor:

@@ -15,7 +15,7 @@ elsewhere.
 Run: ``python -m node.signer --node-dir DIR --passphrase-file FILE --socket PATH`` (stops on
 SIGTERM or Ctrl-C, removing its socket and key file). Like every node process it takes the
 chain URL from ``METAI_NODE_RPC_URL`` when set, else from the node directory's ``node.json``.
-An error is one line on stderr (the node's error boundary, :mod:`node.cli_boundary`).
+An error is one line on stderr (the node's error boundary, :mod:`node.cli.boundary`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from node.errors import KeyStoreError, NodeError
+from node.exit_codes import ExitCode
 
 log = logging.getLogger("metai.node.signer")
 KEY_SUFFIX = ".key"
@@ -170,7 +171,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line: unlock the node's key and serve until stopped; an error is one line on stderr."""
     from contracts.errors import ChainUnavailable, InvalidRpcUrl
-    from node.cli_boundary import Boundary
+    from node.cli.boundary import Boundary
     from node.config import NodeSettings
 
     parser = argparse.ArgumentParser(prog="python -m node.signer", description=__doc__.splitlines()[0])
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         agent.serve(args.socket)
     except (Exception, KeyboardInterrupt) as exc:
         return boundary.report(exc)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

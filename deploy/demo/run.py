@@ -37,6 +37,7 @@ from contracts.studies import StudyRequest
 from deploy.anvil import start_anvil, stop_anvil
 from deploy.demo.study import DemoActors, run_study_part
 from deploy.deployer import deploy_contracts
+from node.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from node.cohort import Cohort
@@ -197,4 +198,4 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
     finally:
         stop_anvil(anvil)
         out.print(f"Anvil stopped; its state is saved in {state}")
-    return 0
+    return ExitCode.OK

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from contracts.datause import Kind
 from node.catalog import Patient, QuarantineEntry, Record
-from node.ingest import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Ingestor, read_sidecar
+from node.exit_codes import ExitCode
+from node.ingest import Ingestor, read_sidecar
 
 # Bundled with pydicom, then from pydicom-data: CT, MR, multi-frame, and compressed
 # (JPEG 2000, RLE, JPEG-LS, JPEG 2000 lossless MR, enhanced multi-frame CT).
@@ -44,7 +45,7 @@ def test_real_public_files_are_ingested_de_identified(node, good_dir: Path) -> N
     report = Ingestor(node, default_patient="TEST-UNNAMED").run([good_dir])
     assert report.quarantined == []
     assert len(report.ingested) == len(REAL_FILES)
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     for rec in records(node):
         stored = pydicom.dcmread(node.dir / rec.path)
         assert stored.PatientIdentityRemoved == "YES"
@@ -87,7 +88,7 @@ def test_mixed_folder_ingests_good_and_quarantines_bad_with_reasons(node, good_d
     assert "pixel data cannot be decoded" in reasons["undecodable.dcm"]
     assert "truncated" in reasons["truncated.dcm"] or "decoded" in reasons["truncated.dcm"]
     assert len(report.ingested) == len(REAL_FILES)
-    assert report.exit_code == EXIT_PARTIAL
+    assert report.exit_code == ExitCode.PARTIAL
     qdir = node.dir / "quarantine"
     assert len(list(qdir.glob("*.reason.txt"))) == 5
     assert sorted(p.name for p in good_dir.iterdir()) == sorted(REAL_FILES)  # bad files moved out
@@ -112,7 +113,7 @@ def test_keep_bad_copies_instead_of_moving(node, tmp_path: Path) -> None:
 def test_only_bad_files_exit_failed(node, tmp_path: Path) -> None:
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.txt").write_text("x")
-    assert Ingestor(node).run([tmp_path / "bad"]).exit_code == EXIT_FAILED
+    assert Ingestor(node).run([tmp_path / "bad"]).exit_code == ExitCode.FAILED
 
 
 def test_reingest_changes_nothing(node, good_dir: Path) -> None:

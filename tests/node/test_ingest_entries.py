@@ -18,7 +18,8 @@ import pytest
 
 from node import ingest_recovery
 from node.errors import IngestError
-from node.ingest import EXIT_PARTIAL, Ingestor
+from node.exit_codes import ExitCode
+from node.ingest import Ingestor
 from node.ingest_recovery import IngestLock
 from node.node import Node
 from node.quarantine import NotRegularFileError, file_identity, open_regular, remove_if_unchanged
@@ -75,7 +76,7 @@ def test_fifo_and_socket_are_reported_and_never_opened(node, tmp_path: Path) -> 
     assert skipped["pipe.dcm"] == "a FIFO (named pipe), not a regular file: never opened"
     assert skipped["sock"] == "a socket, not a regular file: never opened"
     assert [Path(s).name for s, _ in report.ingested] == ["a.dcm"]
-    assert report.exit_code == EXIT_PARTIAL
+    assert report.exit_code == ExitCode.PARTIAL
 
 
 def test_a_fifo_swapped_in_after_discovery_is_refused_without_blocking(tmp_path: Path) -> None:
@@ -234,7 +235,7 @@ def test_a_worker_killed_mid_file_costs_only_that_file(make_node, tmp_path: Path
         workers = children(proc.pid) if len(stored) >= 2 else []
     os.kill(workers[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == EXIT_PARTIAL, out + err
+    assert proc.returncode == ExitCode.PARTIAL, out + err
     assert "Traceback" not in err
     assert "ingested 23, already present 0, quarantined 1, skipped 0" in out
     assert "the process reading it was killed by SIGKILL" in out
@@ -280,7 +281,7 @@ def test_cli_prints_skipped_entries_and_no_traceback(node, tmp_path: Path) -> No
     (folder / "a.dcm").write_bytes(dicom_bytes(patient="CLI-1", instance=1))
     os.mkfifo(folder / "pipe")
     result = run_ingest(node.dir, str(folder))
-    assert result.returncode == EXIT_PARTIAL, result.stdout + result.stderr
+    assert result.returncode == ExitCode.PARTIAL, result.stdout + result.stderr
     assert "ingested 1, already present 0, quarantined 0, skipped 1" in result.stdout
     assert f"skipped {folder / 'pipe'}: a FIFO (named pipe), not a regular file: never opened" in result.stdout
     assert result.stderr == ""
@@ -318,7 +319,7 @@ def test_a_file_that_makes_the_reader_loop_is_stopped_and_quarantined(node, tmp_
     for i in range(3):
         (folder / f"ct-{i}.dcm").write_bytes(dicom_bytes(patient="LOOP-2", instance=i))
     result = run_ingest(node.dir, "--file-timeout", "3", str(folder), timeout=300)
-    assert result.returncode == EXIT_PARTIAL, result.stdout + result.stderr
+    assert result.returncode == ExitCode.PARTIAL, result.stdout + result.stderr
     assert "ingested 3, already present 0, quarantined 1, skipped 0" in result.stdout
     _, (row,) = catalog(node)
     assert row.reason == "reading it took longer than 3 s, so it was stopped (damage can make a reader loop)"

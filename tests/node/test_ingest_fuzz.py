@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from node.ingest import EXIT_PARTIAL
+from node.exit_codes import ExitCode
 from raw_data import read_ismrmrd, read_sinogram
 from tests.node.ingest_corpus import catalog, run_ingest, sha, write_kspace, write_sinogram
 from tests.raw_data.mutations import unique_mutants
@@ -79,7 +79,7 @@ def test_fuzzed_files_never_crash_the_ingest(make_node, corpus, tmp_path: Path) 
 
     result = run_ingest(node.dir, "--patient", "FUZZ-DEFAULT", "--file-timeout", "10", str(source), timeout=1200)
 
-    assert result.returncode == EXIT_PARTIAL, result.stderr[-3000:]
+    assert result.returncode == ExitCode.PARTIAL, result.stderr[-3000:]
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr == ""
     ingested, present, quarantined, skipped = _summary(result.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.ingest import EXIT_OK, EXIT_PARTIAL
+from node.exit_codes import ExitCode
 from node.node import Node
 from tests.conftest import NODE_PASSPHRASE
 from tests.node.ingest_corpus import (
@@ -115,7 +115,7 @@ def test_sigkill_at_seeded_points_then_rerun_accounts_for_every_file(make_node, 
     started = time.monotonic()
     full = run_ingest(node.dir, str(source))
     seconds, written = time.monotonic() - started, _progress(node.dir)
-    assert full.returncode == EXIT_PARTIAL, full.stdout + full.stderr
+    assert full.returncode == ExitCode.PARTIAL, full.stdout + full.stderr
     _check_accounted(node, source, originals)
     for point in range(KILL_POINTS):
         node, source = fresh(f"kill-{point}")
@@ -128,7 +128,7 @@ def test_sigkill_at_seeded_points_then_rerun_accounts_for_every_file(make_node, 
             outcomes.append(_kill_at(node.dir, rng.randint(0, max(0, left - 1)), str(source)))
         final = run_ingest(node.dir, str(source))
         # 2 while bad files were still there to quarantine; 0 if a killed run had finished that.
-        assert final.returncode in (EXIT_OK, EXIT_PARTIAL), final.stdout + final.stderr
+        assert final.returncode in (ExitCode.OK, ExitCode.PARTIAL), final.stdout + final.stderr
         assert "Traceback" not in final.stderr
         _check_accounted(node, source, originals)
     # Most kills must land while the ingest was at work (a run may end before its kill point).

@@ -7,6 +7,7 @@
 
     error: <what is wrong>; <what to do>
 
+with the exit code :attr:`~node.exit_codes.ExitCode.FAILED` (``INTERRUPTED`` for Ctrl-C).
 Anything else is a bug: one line naming the exception class and asking for a report. The
 traceback is printed only when ``METAI_DEBUG=1`` (plain Python frames, never local
 variables), and every line printed here has the secrets in use (passphrases, keys, the PACS
@@ -27,8 +28,8 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typer.core import TyperGroup
 
-INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
-FAILED = 1
+from node.exit_codes import ExitCode
+
 _TRUE = {"1", "true", "yes", "on"}
 # Shorter "secrets" and the placeholders refused at start-up would blank out ordinary words.
 _MIN_REDACTED = 6
@@ -155,10 +156,10 @@ class Boundary:
         ``expected``: a command raised ``exc`` on purpose (a refused option), whatever its class.
         """
         if isinstance(exc, KeyboardInterrupt):
-            return "interrupted (Ctrl-C)", INTERRUPTED
+            return "interrupted (Ctrl-C)", ExitCode.INTERRUPTED
         if isinstance(exc, ValidationError):
             prefixes = {c.__name__: str(c.model_config.get("env_prefix", "")) for c in self.settings}
-            return _settings_error(exc, prefixes), FAILED
+            return _settings_error(exc, prefixes), ExitCode.FAILED
         if expected or _root_of(exc):
             text = _one_line(str(exc)) or type(exc).__name__
         elif isinstance(exc, OSError) and exc.filename is not None:
@@ -168,13 +169,13 @@ class Boundary:
             return (
                 f"unexpected {type(exc).__name__}{f' ({detail})' if detail else ''}: this is a bug; please report it "
                 "with the output of the same command run with METAI_DEBUG=1",
-                FAILED,
+                ExitCode.FAILED,
             )
         for hint in (*self.hints, _revert_hint):
             if (extra := hint(exc)) is not None:
                 text += f" {extra}" if text.endswith("?") else f"; {extra}"
                 break
-        return text, FAILED
+        return text, ExitCode.FAILED
 
     def report(self, exc: BaseException, *, expected: bool = False) -> int:
         """Print ``exc`` as one ``error:`` line on stderr (after the traceback if METAI_DEBUG=1); return the code."""

@@ -1,0 +1,5 @@
+"""``python -m node.cli``: the same as ``metai-node``."""
+
+from node.cli.main import app
+
+app()
