@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import SecretStr, field_validator
+from eth_utils.address import is_checksum_address, is_hex_address
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.endpoint import check_rpc_url
@@ -15,9 +16,15 @@ _PLACEHOLDERS = {"", "changeme", "change-me", "0x", "<admin-key>", "your-key-her
 
 
 class Settings(BaseSettings):
-    """Where to run, which chain to deploy to, and who gets the initial roles."""
+    """Where to run, which chain to deploy to, and who gets the initial roles.
 
-    model_config = SettingsConfigDict(env_prefix="METAI_", env_file=".env", extra="ignore")
+    Every value is checked when the settings load (a malformed key, URL or address stops the
+    command there, naming the variable); the commands that need an optional one ask for it with
+    :meth:`require_admin_key` and :meth:`require_rpc_url`. An empty variable counts as unset.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="METAI_", env_file=".env", extra="ignore", env_ignore_empty=True,
+                                      hide_input_in_errors=True)
 
     #: Working directory for chains, logs, manifests (created on demand).
     run_dir: Path = Path("run")
@@ -32,12 +39,29 @@ class Settings(BaseSettings):
     researchers: Annotated[list[str], NoDecode] = []
     coordinator: str | None = None
     #: torch threads per hospital node started here (``deploy.threads``); 0: CPUs // nodes.
-    torch_threads: int = 0
+    torch_threads: int = Field(default=0, ge=0)
 
     @field_validator("rpc_url")
     @classmethod
     def _rpc_url(cls, value: str | None) -> str | None:
         return None if value is None or not value.strip() else check_rpc_url(value)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key:
+            return None
+        if key.lower() in _PLACEHOLDERS:
+            raise ValueError("a placeholder, not a key; give the consortium admin's hex private key")
+        body = key.removeprefix("0x")
+        if len(body) != 64 or any(c not in "0123456789abcdefABCDEF" for c in body):
+            raise ValueError("must be 32 bytes of hex (64 hex digits, optional 0x)")
+        if int(body, 16) == 0:
+            raise ValueError("all zeros: a placeholder, not a key")
+        return SecretStr(key)
 
     @field_validator("hospitals", "researchers", mode="before")
     @classmethod
@@ -46,24 +70,38 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("hospitals", "researchers")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            _check_address(address)
+        return value
+
+    @field_validator("coordinator")
+    @classmethod
+    def _coordinator(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value)
+
     def manifest_path(self) -> Path:
         """The manifest path (default ``<run_dir>/deployment.json``)."""
         return self.manifest or self.run_dir / "deployment.json"
 
     def require_admin_key(self) -> str:
-        """The admin key; raise SettingsError if unset or a placeholder."""
-        key = self.admin_key.get_secret_value().strip() if self.admin_key else ""
-        if key.lower() in _PLACEHOLDERS:
+        """The admin key (checked when the settings loaded); raise SettingsError if unset."""
+        if self.admin_key is None:
             raise SettingsError("METAI_ADMIN_KEY is not set: give the consortium admin's hex private key")
-        body = key.removeprefix("0x")
-        if len(body) != 64 or any(c not in "0123456789abcdefABCDEF" for c in body):
-            raise SettingsError("METAI_ADMIN_KEY must be 32 bytes of hex (64 hex digits, optional 0x)")
-        if int(body, 16) == 0:
-            raise SettingsError("METAI_ADMIN_KEY is all zeros: a placeholder, not a key")
-        return key
+        return self.admin_key.get_secret_value()
 
     def require_rpc_url(self) -> str:
         """The RPC URL; raise SettingsError if unset."""
         if not self.rpc_url:
             raise SettingsError("METAI_RPC_URL is not set; set it to the chain's JSON-RPC URL, e.g. http://127.0.0.1:8545")
         return self.rpc_url
+
+
+def _check_address(value: str) -> str:
+    body = value.removeprefix("0x")
+    mixed = body != body.lower() and body != body.upper()
+    if not value.startswith("0x") or not is_hex_address(value) or (mixed and not is_checksum_address(value)):
+        raise ValueError(f"{value!r} is not an Ethereum address (0x and 40 hex digits, checksummed if mixed-case)")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,11 +27,12 @@ MIN_PASSPHRASE = 12
 class NodeSettings(BaseSettings):
     """Where the node lives and how to unlock it."""
 
-    model_config = SettingsConfigDict(env_prefix="METAI_NODE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="METAI_NODE_", env_file=".env", extra="ignore", env_ignore_empty=True,
+                                      hide_input_in_errors=True)
 
     #: The node directory.
     dir: Path = Path("metai-node")
-    #: Passphrase protecting the hospital key and the node secrets. No default.
+    #: Passphrase protecting the hospital key and the node secrets (at least 12 characters). No default.
     passphrase: SecretStr | None = None
     #: Overrides the chain URL recorded by ``init``.
     rpc_url: str | None = None
@@ -39,26 +41,60 @@ class NodeSettings(BaseSettings):
     pacs_user: str | None = None
     pacs_password: SecretStr | None = None
 
+    # Every value is checked when the settings load, not when a command first reaches for it.
     @field_validator("rpc_url")
     @classmethod
     def _rpc_url(cls, value: str | None) -> str | None:
-        # Refused when the settings load, not when a command first reaches for the chain.
         return None if value is None or not value.strip() else check_rpc_url(value)
 
-    def require_passphrase(self) -> str:
-        """The passphrase; raise NodeConfigError if unset, a placeholder or too short (never showing it)."""
-        value = self.passphrase.get_secret_value() if self.passphrase else ""
-        if value.strip().lower() in _PLACEHOLDER_PASSPHRASES:
-            raise NodeConfigError(
-                "METAI_NODE_PASSPHRASE is not set (or is a placeholder); set it to the passphrase given to "
-                "`metai-node init` (it unlocks the hospital key)"
-            )
-        if len(value) < MIN_PASSPHRASE:
-            raise NodeConfigError(
-                f"METAI_NODE_PASSPHRASE is shorter than {MIN_PASSPHRASE} characters, the minimum of a node "
-                "passphrase; set it to the passphrase given to `metai-node init`"
-            )
+    @field_validator("pacs_url")
+    @classmethod
+    def _pacs_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else check_pacs_url(value)
+
+    @field_validator("passphrase")
+    @classmethod
+    def _passphrase(cls, value: SecretStr | None) -> SecretStr | None:
+        secret = value.get_secret_value() if value is not None else ""
+        if value is not None and secret.strip().lower() in _PLACEHOLDER_PASSPHRASES:
+            raise ValueError("a placeholder, not a passphrase; set it to the passphrase given to `metai-node init` "
+                             "(it unlocks the hospital key)")
+        if value is not None and len(secret) < MIN_PASSPHRASE:
+            raise ValueError(f"shorter than {MIN_PASSPHRASE} characters, the minimum of a node passphrase; set it to "
+                             "the passphrase given to `metai-node init`")
         return value
+
+    def require_passphrase(self) -> str:
+        """The passphrase (checked when the settings loaded); raise NodeConfigError if unset."""
+        if self.passphrase is None:
+            raise NodeConfigError(
+                "METAI_NODE_PASSPHRASE is not set; set it to the passphrase given to `metai-node init` "
+                "(it unlocks the hospital key)"
+            )
+        return self.passphrase.get_secret_value()
+
+
+def check_pacs_url(url: str) -> str:
+    """Return ``url`` (without a trailing slash) if it is an http(s) URL with a host, no credentials, no query.
+
+    Raises:
+        NodeConfigError: it is not, saying what to set instead.
+    """
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is not None and (parts.username is not None or parts.password is not None):
+        raise NodeConfigError(
+            "the PACS URL contains a username or password; remove them from METAI_NODE_PACS_URL and set "
+            "METAI_NODE_PACS_USER and METAI_NODE_PACS_PASSWORD instead"
+        )
+    if parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NodeConfigError(f"PACS URL {url!r} is not an http(s) URL; expected e.g. http://pacs.local:8042")
+    if parts.query or parts.fragment:
+        raise NodeConfigError(f"PACS URL {url!r} has a query or fragment; give the root of Orthanc's REST API")
+    return url.rstrip("/")
 
 
 @dataclass(frozen=True)

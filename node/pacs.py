@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
 
 import httpx
 
+from node.config import check_pacs_url
 from node.errors import NodeConfigError, PacsError
 
 __all__ = ["OrthancClient", "PacsStudy", "PullReport", "pull_studies"]
@@ -85,7 +85,7 @@ class OrthancClient:
             NodeConfigError: the URL is not an http(s) URL, carries credentials, or only one of
                 username and password is given.
         """
-        self.url = _check_url(url)
+        self.url = check_pacs_url(url)
         if (username is None) != (password is None):
             raise NodeConfigError(
                 "PACS credentials are incomplete: set both METAI_NODE_PACS_USER and METAI_NODE_PACS_PASSWORD, "
@@ -403,24 +403,6 @@ def _fetch_atomically(client: OrthancClient, instance: _Instance, target: Path) 
         with contextlib.suppress(OSError):  # cleanup must not hide the first error
             part.unlink(missing_ok=True)
         raise
-
-
-def _check_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        parts, port_ok = None, False
-    if parts is not None and (parts.username is not None or parts.password is not None):
-        raise NodeConfigError(
-            "the PACS URL contains a username or password; remove them from METAI_NODE_PACS_URL and set "
-            "METAI_NODE_PACS_USER and METAI_NODE_PACS_PASSWORD instead"
-        )
-    if parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise NodeConfigError(f"PACS URL {url!r} is not an http(s) URL; expected e.g. http://pacs.local:8042")
-    if parts.query or parts.fragment:
-        raise NodeConfigError(f"PACS URL {url!r} has a query or fragment; give the root of Orthanc's REST API")
-    return url.rstrip("/")
 
 
 def _check_id(value: str, what: str) -> str:

@@ -1,0 +1,65 @@
+"""Every service's settings are checked as they load: a malformed value stops there, naming the variable.
+
+A missing required value is refused only by the command that needs it (``require...``), so a
+command that does not need it still runs; a malformed one is refused by every command, before
+any work. The values themselves never appear in the error (they may be secrets).
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from coordinator.core.config import CoordinatorSettings
+from coordinator.errors import CoordinatorConfigError
+from node.config import NodeSettings
+from node.errors import NodeConfigError
+
+SECRET_LOOKING = "twelve-chars"  # the shortest passphrase accepted
+
+
+@pytest.mark.parametrize(("name", "value", "why"), [
+    ("METAI_NODE_PASSPHRASE", "changeme", "a placeholder"),
+    ("METAI_NODE_PASSPHRASE", "elevenchars", "shorter than 12 characters"),
+    ("METAI_NODE_RPC_URL", "ftp://chain:8545", "http"),
+    ("METAI_NODE_PACS_URL", "notaurl", "PACS URL 'notaurl' is not an http"),
+    ("METAI_NODE_PACS_URL", "http://user:pw@pacs:8042", "contains a username or password"),
+])
+def test_a_malformed_node_setting_is_refused_as_it_loads(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                                         why: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=why) as raised:
+        NodeSettings(_env_file=None)  # type: ignore[call-arg]
+    assert "input_value" not in str(raised.value)
+
+
+def test_an_unset_node_passphrase_is_refused_only_when_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METAI_NODE_PASSPHRASE", "")
+    settings = NodeSettings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(NodeConfigError, match="METAI_NODE_PASSPHRASE is not set"):
+        settings.require_passphrase()
+    monkeypatch.setenv("METAI_NODE_PASSPHRASE", SECRET_LOOKING)
+    assert NodeSettings(_env_file=None).require_passphrase() == SECRET_LOOKING  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("name", "value", "why"), [
+    ("METAI_COORDINATOR_PASSPHRASE", "elevenchars", "shorter than 12 characters"),
+    ("METAI_COORDINATOR_RPC_URL", "localhost:8545", "http"),
+    ("METAI_COORDINATOR_ANCHOR", "maybe", "bool"),
+])
+def test_a_malformed_coordinator_setting_is_refused_as_it_loads(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                                value: str, why: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=why) as raised:
+        CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
+    assert "input_value" not in str(raised.value)
+
+
+def test_the_coordinator_names_what_a_study_run_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("METAI_COORDINATOR_RPC_URL", "METAI_COORDINATOR_PASSPHRASE"):
+        monkeypatch.setenv(name, "")
+    with pytest.raises(CoordinatorConfigError, match="METAI_COORDINATOR_RPC_URL is not set"):
+        CoordinatorSettings(_env_file=None).require()  # type: ignore[call-arg]
+    monkeypatch.setenv("METAI_COORDINATOR_RPC_URL", "http://127.0.0.1:8545")
+    with pytest.raises(CoordinatorConfigError, match="METAI_COORDINATOR_PASSPHRASE is not set"):
+        CoordinatorSettings(_env_file=None).require()  # type: ignore[call-arg]
