@@ -15,6 +15,7 @@ from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
 from contracts.datause import Kind, Scope, Use
 from contracts.errors import ChainError
+from contracts.mirrors import build, function_outputs
 
 _USE_TYPE = "(address,uint8,uint8,uint32,uint256)"
 _PERMITS_BATCH = keccak(text=f"permitsBatch(address[],{_USE_TYPE})")[:4]
@@ -109,8 +110,8 @@ class ConsentClient(ContractClient):
 
     def consent_of(self, patient: str, scope: Scope, *, block: BlockId = "latest") -> ConsentRecord:
         """The stored consent of ``patient`` under ``scope`` (``exists`` False if never granted)."""
-        kinds, expires, granted, revoked = self._call("consentOf", patient, scope.as_tuple(), block=block)
-        return ConsentRecord(Kind(kinds), int(expires), int(granted), int(revoked))
+        fields = self._call("consentOf", patient, scope.as_tuple(), block=block)
+        return build(ConsentRecord, function_outputs(self.artifact, "consentOf"), fields)
 
     def permits(self, patient: str, use: Use, *, block: BlockId = "latest") -> bool:
         """Whether ``patient`` permits ``use`` at ``block``."""
