@@ -19,6 +19,7 @@ from contracts.endpoint import check_rpc_url
 from node.errors import NodeConfigError
 
 NODE_FILE = "node.json"
+NODE_FORMAT = "metai-node"
 NODE_FORMAT_VERSION = 1
 _PLACEHOLDER_PASSPHRASES = {"", "changeme", "change-me", "passphrase", "password"}
 MIN_PASSPHRASE = 12
@@ -107,6 +108,7 @@ class NodeInfo:
     manifest: str  # path of the deployment manifest copy, relative to the node directory
     created_at: str
     version: int = NODE_FORMAT_VERSION
+    format: str = NODE_FORMAT
 
     def save(self, node_dir: Path) -> None:
         """Write ``node.json`` atomically."""
@@ -129,6 +131,7 @@ class NodeInfo:
             info = cls(**data)
         except (json.JSONDecodeError, TypeError) as exc:
             raise NodeConfigError(f"{path} is malformed ({exc}); restore it from a backup") from exc
-        if info.version != NODE_FORMAT_VERSION:
-            raise NodeConfigError(f"{path} has format {info.version}; this node reads {NODE_FORMAT_VERSION}")
+        if info.format != NODE_FORMAT or info.version != NODE_FORMAT_VERSION:
+            raise NodeConfigError(f"{path} is format {info.format!r} version {info.version}; this node reads "
+                                  f"{NODE_FORMAT!r} version {NODE_FORMAT_VERSION}")
         return info

@@ -8,11 +8,8 @@ round, the task and the training hyper-parameters.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,9 +17,9 @@ import numpy as np
 from contracts.studies import Decision, StudyStatus
 from node.cohort import Cohort, build_cohort
 from node.errors import NodeError
+from node.kept_cohort import keep_cohort
 from node.node import Node
 
-COHORTS_DIR = "cohorts"
 #: Labels a sidecar may give, and the class each stands for.
 LABELS = {"lesion": 1, "1": 1, "yes": 1, "normal": 0, "0": 0, "no": 0}
 
@@ -176,7 +173,7 @@ def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[n
         return Anchored(update, "", time.perf_counter() - started)
     account = node.account if signer is None else signer
     tx = node.exchange.studies.contribute(account, cohort.study_id, round_, cohort.root, cohort.count, update)
-    _keep_cohort(node, cohort, round_)
+    keep_cohort(node.dir, cohort, round_)
     return Anchored(update, tx.tx_hash, time.perf_counter() - started)
 
 
@@ -197,27 +194,3 @@ def train_round(
                           epochs=epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu)
     anchored = anchor_contribution(node, trained.cohort, round_, trained.weights)
     return RoundResult(trained.weights, trained.metrics, trained.cohort, anchored.update_hash, anchored.tx_hash)
-
-
-def _keep_cohort(node: Node, cohort: Cohort, round_: int) -> None:
-    """Keep the round's cohort so patients can later be given inclusion proofs."""
-    folder = node.dir / COHORTS_DIR / f"study-{cohort.study_id}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"round-{round_}.json"
-    data = {
-        "study_id": cohort.study_id,
-        "round": round_,
-        "block": cohort.block,
-        "root": "0x" + cohort.root.hex(),
-        "count": cohort.count,
-        "members": [{"record_id": m.record_id, "kind": m.kind, "patient": m.patient} for m in cohort.members],
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_kept_cohort(node: Node, study_id: int, round_: int) -> dict[str, object]:
-    """The cohort this node kept for ``round_`` of ``study_id``."""
-    path = node.dir / COHORTS_DIR / f"study-{study_id}" / f"round-{round_}.json"
-    return dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -191,7 +191,7 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
                  revoked: str, revoked_pid: str) -> None:
     from coordinator.study_log import read_study_log
     from node.cohort import build_cohort
-    from node.training import read_kept_cohort
+    from node.kept_cohort import read_kept_cohort
     from tasks import load_weights, weights_hash
 
     record = ex.studies.study(study_id)
@@ -209,9 +209,9 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
         accuracy = log.rounds[r - 1].eval.get("accuracy", float("nan"))
         for node in nodes:
             on_chain = ex.studies.contribution_of(study_id, r, node.address)
-            kept = read_kept_cohort(node, study_id, r)
-            root_ok = build_cohort(node, study_id, int(str(kept["block"]))).root == on_chain.cohort_root
-            members = {m["patient"] for m in kept["members"]}  # type: ignore[attr-defined]
+            kept = read_kept_cohort(node.dir, study_id, r)
+            root_ok = build_cohort(node, study_id, kept.block).root == on_chain.cohort_root
+            members = {m.patient for m in kept.members}
             problems += (not root_ok) + (not model_ok)
             table.add_row(str(r), node.address[:10] + "…", str(on_chain.cohort_count),
                           "yes" if revoked in members else "no", "yes" if root_ok else "[red]NO[/]",

@@ -164,7 +164,7 @@ def test_coordinator_env_passes_every_setting_with_absolute_paths(coordinator_se
 
 
 def test_coordinator_env_without_passphrase_is_refused(coordinator_settings: CoordinatorSettings) -> None:
-    with pytest.raises(SettingsError, match="METAI_COORDINATOR_PASSPHRASE is unset"):
+    with pytest.raises(SettingsError, match="METAI_COORDINATOR_PASSPHRASE is not set"):
         coordinator_env(coordinator_settings.model_copy(update={"passphrase": None}))
 
 

@@ -13,7 +13,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from contracts.datause import Kind, Purpose
 from contracts.studies import StudyRequest
 from node.client_app import app
-from node.training import StudyRefused, read_kept_cohort, train_local
+from node.kept_cohort import read_kept_cohort
+from node.training import StudyRefused, train_local
 from tests.conftest import NODE_PASSPHRASE
 from tests.federated.conftest import TASK
 
@@ -78,7 +79,7 @@ def test_the_anchored_update_is_the_clipped_one(hospitals, exchange, actors, tmp
     on_chain = exchange.studies.contribution_of(study_id, 1, node.address)
     assert on_chain.cohort_count == 12
     assert "0x" + on_chain.cohort_root.hex() == commitment["cohort-root"]
-    assert read_kept_cohort(node, study_id, 1)["count"] == 12
+    assert read_kept_cohort(node.dir, study_id, 1).count == 12
     assert reply.content.metric_records["metrics"]["anchor-seconds"] >= 0
 
 

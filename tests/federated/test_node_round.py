@@ -7,7 +7,8 @@ from eth_utils.crypto import keccak
 
 from contracts.datause import Kind, Purpose
 from contracts.studies import StudyRequest
-from node.training import StudyRefused, read_kept_cohort, train_round
+from node.kept_cohort import read_kept_cohort
+from node.training import StudyRefused, train_round
 from tests.federated.conftest import TASK
 
 
@@ -30,8 +31,8 @@ def test_round_anchors_the_cohort_it_trained_on(hospitals, study, exchange) -> N
     on_chain = exchange.studies.contribution_of(study, 1, node.address)
     assert (on_chain.cohort_root, on_chain.cohort_count) == (result.cohort.root, 12)
     assert result.update_hash == weights_hash(result.weights)
-    kept = read_kept_cohort(node, study, 1)
-    assert kept["root"] == "0x" + result.cohort.root.hex()
+    kept = read_kept_cohort(node.dir, study, 1)
+    assert kept.root == "0x" + result.cohort.root.hex()
 
 
 def test_node_that_did_not_approve_trains_on_nothing(hospitals, exchange, actors) -> None:

@@ -24,7 +24,7 @@ from contracts.studies import StudyStatus
 from coordinator.model_card import read_card
 from coordinator.study_log import read_study_log
 from node.cohort import build_cohort
-from node.training import read_kept_cohort
+from node.kept_cohort import read_kept_cohort
 from tests.federated.conftest import STUDY_CONFIG, FlowerRun, running_study
 
 NOISE = 2.0
@@ -70,10 +70,11 @@ def test_three_rounds_with_a_revocation(exchange, actors, hospitals, study,  # t
             on_chain = exchange.studies.contribution_of(study, round_, h.node.address)
             expected = 12 if (h is hospitals[1] or round_ == 1) else 11
             assert on_chain.cohort_count == expected, (round_, h.node.address)
-            kept = read_kept_cohort(h.node, study, round_)
-            recomputed = build_cohort(h.node, study, int(kept["block"]))  # type: ignore[call-overload]
+            kept = read_kept_cohort(h.node.dir, study, round_)
+            recomputed = build_cohort(h.node, study, kept.block)
             assert recomputed.root == on_chain.cohort_root
-            patients = {m["patient"] for m in kept["members"]}  # type: ignore[union-attr]
+            assert kept.root == "0x" + on_chain.cohort_root.hex()
+            patients = {m.patient for m in kept.members}
             assert (revoked_address in patients) == (h is hospitals[0] and round_ == 1)
         saved = load_weights(models / f"study-{study}" / f"round-{round_}.npz")
         assert weights_hash(saved) == exchange.studies.round_model_hash(study, round_)

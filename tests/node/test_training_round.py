@@ -20,13 +20,13 @@ from eth_account.messages import encode_defunct
 
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.studies import StudyRequest
+from node.kept_cohort import read_kept_cohort
 from node.training import (
     LABELS,
     StudyRefused,
     anchor_contribution,
     check_study,
     label_of,
-    read_kept_cohort,
     train_local,
     train_round,
 )
@@ -286,6 +286,8 @@ def test_a_contribution_is_anchored_with_its_cohort_and_the_cohort_kept(hospital
     assert [p.name for p in path.parent.iterdir()] == ["round-1.json"]  # no temporary file left
     kept = json.loads(path.read_text(encoding="utf-8"))
     assert kept == {
+        "format": "metai-kept-cohort",
+        "version": 1,
         "study_id": study_id,
         "round": 1,
         "block": trained.cohort.block,
@@ -294,7 +296,7 @@ def test_a_contribution_is_anchored_with_its_cohort_and_the_cohort_kept(hospital
         "members": [{"record_id": m.record_id, "kind": int(Kind.CT_SINOGRAM), "patient": m.patient}
                     for m in trained.cohort.members],
     }
-    assert read_kept_cohort(hospital, study_id, 1) == kept
+    assert read_kept_cohort(hospital.dir, study_id, 1).to_json() == kept
 
 
 def test_without_anchoring_the_update_is_only_hashed(hospital, exchange, actors) -> None:  # type: ignore[no-untyped-def]
