@@ -149,6 +149,26 @@ def test_a_reply_without_a_commitment_is_refused_saying_what_a_node_sends(exchan
                                "commitment (hospital, cohort-root, cohort-count, update-hash) a node sends"]
 
 
+@pytest.mark.parametrize(("key", "value", "why"), [
+    ("update-hash", None, "ProtocolError(\"the commitment lacks 'update-hash'\")"),
+    ("cohort-count", "3", "ProtocolError(\"'cohort-count' is '3'; expected a number\")"),
+    ("hospital", None, "ProtocolError(\"the record lacks 'hospital'\")"),
+])
+def test_a_commitment_missing_a_key_or_of_another_type_is_refused_naming_it(exchange, actors, study, key: str,
+                                                                           value: object, why: str) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    bad = reply(actors.hospital.address, A, 3, node_id=7)
+    commitment = bad.content.config_records["commitment"]
+    if value is None:
+        del commitment[key]
+    else:
+        commitment[key] = value
+    outcome = combine_round(exchange, config(study, min_nodes=1), 1, SENT, [bad, reply(actors.hospital.address, A, 3)])
+    assert [c.hospital for c in outcome.accepted] == [actors.hospital.address]
+    assert outcome.refused == [f"node 7: malformed reply ({why}); expected the arrays, metrics and commitment "
+                               "(hospital, cohort-root, cohort-count, update-hash) a node sends"]
+
+
 def test_the_update_hash_is_read_from_the_logs_of_the_anchoring_block_only(exchange, actors, study,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # On a long-lived chain a range from block 0, or up to the head, makes every check scan the whole chain.
