@@ -48,6 +48,7 @@ from deploy.threads import threads_per_node
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
+from node.node_config import NodeConfigKey
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the Flower app (pyproject.toml [tool.flwr.app])
 TASK = "ct-sinogram-lesion-v1"
@@ -184,11 +185,12 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
         write_federation_config(superlink.flwr_home, _CONNECTION, superlink, None)
         with _environment(poll):
             for index, node in enumerate(lab.nodes):
-                config = {"node-dir": str(node.dir), "passphrase-file": str(node.dir / "passphrase"), "anchor": flag}
+                config: dict[str, str] = {NodeConfigKey.NODE_DIR: str(node.dir), NodeConfigKey.ANCHOR: flag,
+                                          NodeConfigKey.PASSPHRASE_FILE: str(node.dir / "passphrase")}
                 if setting.anchor:  # as deploy.federation runs a node: its key unlocked once, in a signing agent
                     agents.append(start_signer(node.dir, node.dir / "passphrase", run_dir / f"signer-{index}.log",
                                                f"hospital-{index}"))
-                    config["signer-socket"] = str(agents[-1].socket)
+                    config[NodeConfigKey.SIGNER_SOCKET] = str(agents[-1].socket)
                 processes.append(start_supernode(run_dir, superlink, f"hospital-{index}", node_config=config,
                                                  torch_threads=threads_per_node(len(lab.nodes))))
         deployed = time.perf_counter() - started

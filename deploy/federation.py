@@ -56,6 +56,7 @@ from deploy.threads import threads_per_node
 from node.config import NodeInfo
 from node.errors import NodeConfigError
 from node.keys import KEY_FILE
+from node.node_config import NodeConfigKey
 
 _P = TypeVar("_P", SuperLinkProcess, SuperNodeProcess, SignerProcess)
 
@@ -113,9 +114,9 @@ class NodeSpec:
 
     def node_config(self) -> dict[str, ConfigValue]:
         """Return what the node's ClientApps see as ``context.node_config``."""
-        config: dict[str, ConfigValue] = {"node-dir": str(self.node_dir.resolve())}
+        config: dict[str, ConfigValue] = {NodeConfigKey.NODE_DIR: str(self.node_dir.resolve())}
         if self.passphrase_file is not None:
-            config["passphrase-file"] = str(self.passphrase_file.resolve())
+            config[NodeConfigKey.PASSPHRASE_FILE] = str(self.passphrase_file.resolve())
         return config
 
     def check(self) -> None:
@@ -246,8 +247,8 @@ class Federation:
                 supernode_calls = [
                     started.call(start_supernode, run_dir / "supernodes", superlink, name,
                                  node_config={**node.node_config(),
-                                              **({"signer-socket": str(agents[name].socket)} if name in agents
-                                                 else {})},
+                                              **({NodeConfigKey.SIGNER_SOCKET: str(agents[name].socket)}
+                                                 if name in agents else {})},
                                  security=security, timeout=timeout, torch_threads=torch_threads)
                     for node, name in zip(nodes, names, strict=True)]
                 supernodes = _gathered([pool.submit(call) for call in supernode_calls])

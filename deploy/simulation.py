@@ -38,10 +38,11 @@ from coordinator.run_config import RunConfigName
 from deploy.errors import DeployError, ToolMissing
 from deploy.federation import APP_DIR, NodeSpec, NodeSpecError
 from deploy.flower import ConfigValue, read_app_config
+from node.node_config import SIMULATION_NODES_ENV
 
 __all__ = ["NODES_ENV", "SimulationError", "SimulationResult", "simulate", "simulation_env"]
 
-NODES_ENV = "METAI_SIMULATION_NODES"
+NODES_ENV = SIMULATION_NODES_ENV
 _OFFLINE_LOOPBACK = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's node address becomes 127.0.0.1, and its servers bind it only
     "RAY_USAGE_STATS_ENABLED": "0",  # else Ray reports usage to its makers

@@ -43,6 +43,7 @@ from node.cohort import Cohort
 from node.config import NodeSettings
 from node.errors import NodeError
 from node.node import Node
+from node.node_config import SIMULATION_NODES_ENV, NodeConfigKey
 from node.signer import RemoteSigner
 from node.training import anchor_contribution, train_local
 from tasks.protocol import (
@@ -57,7 +58,6 @@ from tasks.protocol import (
     timing_metrics,
 )
 
-SIMULATION_NODES_ENV = "METAI_SIMULATION_NODES"
 
 class NodeConfigError(NodeError, ValueError):
     """The SuperNode's node config does not say which node this is."""
@@ -66,12 +66,13 @@ class NodeConfigError(NodeError, ValueError):
 def node_settings(context: Context) -> dict[str, str]:
     """This node's own settings: the SuperNode's node config, or its simulation entry."""
     config = {k: str(v) for k, v in context.node_config.items()}
-    if "node-dir" not in config and "partition-id" in config:
+    if NodeConfigKey.NODE_DIR not in config and NodeConfigKey.PARTITION_ID in config:
         listed = os.environ.get(SIMULATION_NODES_ENV)
         if not listed:
-            raise NodeConfigError(f"simulation partition {config['partition-id']}: {SIMULATION_NODES_ENV} is not set")
+            raise NodeConfigError(
+                f"simulation partition {config[NodeConfigKey.PARTITION_ID]}: {SIMULATION_NODES_ENV} is not set")
         entries = json.loads(listed)
-        index = int(config["partition-id"])
+        index = int(config[NodeConfigKey.PARTITION_ID])
         if not 0 <= index < len(entries):
             raise NodeConfigError(f"simulation partition {index}: {SIMULATION_NODES_ENV} lists {len(entries)} nodes")
         config.update({str(k): str(v) for k, v in entries[index].items()})
@@ -80,7 +81,7 @@ def node_settings(context: Context) -> dict[str, str]:
 
 def read_passphrase(context: Context) -> str:
     """The node's passphrase: from the node config's ``passphrase-file``, else the environment."""
-    passphrase_file = node_settings(context).get("passphrase-file", "")
+    passphrase_file = node_settings(context).get(NodeConfigKey.PASSPHRASE_FILE, "")
     if passphrase_file:
         return Path(passphrase_file).read_text(encoding="utf-8").strip()
     return NodeSettings().require_passphrase()
@@ -101,7 +102,7 @@ class NodeRuntime:
 
     def node(self, context: Context) -> Node:
         """The node this SuperNode serves."""
-        node_dir = Path(node_settings(context).get("node-dir", str(NodeSettings().dir))).resolve()
+        node_dir = Path(node_settings(context).get(NodeConfigKey.NODE_DIR, str(NodeSettings().dir))).resolve()
         if node_dir not in self._nodes:
             self._nodes[node_dir] = Node(node_dir, read_passphrase(context), rpc_url=NodeSettings().rpc_url)
         return self._nodes[node_dir]
@@ -138,7 +139,7 @@ class NodeRuntime:
 
 def anchoring_enabled(context: Context) -> bool:
     """Whether this node anchors its contributions (node config ``anchor``; default true)."""
-    value = node_settings(context).get("anchor", "true").strip().lower()
+    value = node_settings(context).get(NodeConfigKey.ANCHOR, "true").strip().lower()
     if value not in {"true", "false"}:
         raise NodeConfigError(f"node config anchor = {value!r}; expected true or false")
     return value == "true"
@@ -163,7 +164,7 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
             cohort = runtime.cohort_of(msg)
             instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
             weights = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
-            socket = node_settings(context).get("signer-socket")
+            socket = node_settings(context).get(NodeConfigKey.SIGNER_SOCKET)
             signer = RemoteSigner(Path(socket)) if socket else None
             anchored = anchor_contribution(runtime.node(context), cohort, instruction.round, weights,
                                            anchor=anchoring_enabled(context), signer=signer)
