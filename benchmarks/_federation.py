@@ -31,7 +31,7 @@ from contracts.exchange import Exchange
 from contracts.manifest import write_manifest
 from contracts.roles import Role
 from contracts.studies import StudyRequest
-from coordinator.study_log import read_study_log
+from coordinator.study_log import read_study_log, study_folder
 from deploy.anvil import AnvilNode
 from deploy.deployer import deploy_contracts
 from deploy.flower import (
@@ -203,7 +203,7 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
         _stop_all(processes)
         for agent in agents:
             stop_signer(agent)
-    log = read_study_log(models / f"study-{study_id}").to_json()  # checked for its format and version
+    log = read_study_log(study_folder(models, study_id)).to_json()  # checked for its format and version
     return StudyRun(setting, study_id, result.run_id, wall, deployed, log)
 
 

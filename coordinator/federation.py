@@ -34,7 +34,16 @@ from coordinator.errors import StudyAborted
 from coordinator.privacy import privacy_ledger
 from coordinator.rounds import combine_round
 from coordinator.run_config import FederationConfig
-from coordinator.study_log import HeldOut, RoundPrivacy, RoundRecord, StudyLog, StudyPrivacy
+from coordinator.study_log import (
+    HeldOut,
+    RoundPrivacy,
+    RoundRecord,
+    StudyLog,
+    StudyPrivacy,
+    final_model,
+    round_model,
+    study_folder,
+)
 from tasks.protocol import ARRAYS, CONFIG, TrainInstruction
 
 __all__ = ["FederationConfig", "run_study"]
@@ -58,7 +67,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
     model = task.build_model()
     weights = get_weights(model)
     eval_inputs, eval_labels = task.synthetic_examples(cfg.eval_examples, cfg.eval_seed)
-    out_dir = model_dir / f"study-{cfg.study_id}"
+    out_dir = study_folder(model_dir, cfg.study_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = StudyLog(cfg.study_id, task=cfg.task, held_out=HeldOut(cfg.eval_examples, cfg.eval_seed))
     recorded_milli = study.privacy_spent
@@ -81,7 +90,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         set_weights(model, weights)
         metrics = evaluate(model, eval_inputs, eval_labels)
         model_hash = weights_hash(weights)
-        _save(out_dir / f"round-{round_}.npz", weights)
+        _save(round_model(out_dir, round_), weights)
         aggregated = time.monotonic()
         spent_milli, epsilon = ledger.spend_round(recorded_milli) if ledger is not None else (0, 0.0)
         block = None
@@ -109,7 +118,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
     if not record.rounds and study.rounds_completed == 0:
         raise StudyAborted(f"study {cfg.study_id}: no round could run ({record.stopped})")
     final_hash = weights_hash(weights)
-    _save(out_dir / "final.npz", weights)
+    _save(final_model(out_dir), weights)
     if cfg.anchor:
         exchange.studies.complete(coordinator, cfg.study_id, final_hash)
     record.final_model_hash = "0x" + final_hash.hex()

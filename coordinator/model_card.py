@@ -35,7 +35,7 @@ from coordinator.card_plots import plot_training_curves
 from coordinator.card_robustness import RobustnessSection, robustness_section
 from coordinator.errors import ModelCardError
 from coordinator.model_loader import file_sha256, load_model, model_hash
-from coordinator.study_log import HeldOut, RoundRecord, StudyLog, StudyPrivacy
+from coordinator.study_log import FINAL_MODEL, HeldOut, RoundRecord, StudyLog, StudyPrivacy, final_model, round_model
 
 __all__ = ["CARD_FORMAT", "CARD_JSON", "CARD_MD", "CARD_VERSION", "CURVES_PNG", "ModelCardFiles", "build_card",
            "read_card", "robustness_json", "write_model_card"]
@@ -45,7 +45,6 @@ CARD_VERSION = 1
 CARD_JSON = "model-card.json"
 CARD_MD = "model-card.md"
 CURVES_PNG = "training-curves.png"
-FINAL_MODEL = "final.npz"
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def _round_section(on_chain: RoundOnChain, logged: RoundRecord | None, out_dir: 
     if logged is not None and logged.model_hash.lower() != _hex(on_chain.model_hash):
         raise ModelCardError(f"round {r}: the coordinator's record says model {logged.model_hash}, the chain "
                              f"says {_hex(on_chain.model_hash)}; the card states only what the chain confirms")
-    saved = out_dir / f"round-{r}.npz"
+    saved = round_model(out_dir, r)
     if model_hash(saved) != _hex(on_chain.model_hash):
         raise ModelCardError(f"{saved}: weights hash to {model_hash(saved)}, the chain's round {r} model is "
                              f"{_hex(on_chain.model_hash)}; the saved model was altered or belongs to another study")
@@ -161,7 +160,7 @@ def _round_section(on_chain: RoundOnChain, logged: RoundRecord | None, out_dir: 
 
 
 def _model_section(code: str, chain: StudyOnChain, out_dir: Path, held_out: HeldOut) -> dict[str, Any]:
-    final = out_dir / FINAL_MODEL
+    final = final_model(out_dir)
     recomputed = model_hash(final)
     anchored = _hex(chain.record.final_model_hash)
     example = ("from pathlib import Path\n"

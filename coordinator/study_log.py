@@ -28,12 +28,29 @@ from typing import Any
 
 from coordinator.errors import CoordinatorError
 
-__all__ = ["FORMAT", "VERSION", "HeldOut", "RoundPrivacy", "RoundRecord", "StudyLog", "StudyLogError",
-           "StudyPrivacy", "read_study_log"]
+__all__ = ["FINAL_MODEL", "FORMAT", "VERSION", "HeldOut", "RoundPrivacy", "RoundRecord", "StudyLog", "StudyLogError",
+           "StudyPrivacy", "final_model", "read_study_log", "round_model", "study_folder"]
 
 FORMAT = "metai-study-log"
 VERSION = 1
 FILE_NAME = "study.json"
+#: The final model's file in a study's folder; each round's is ``round-<r>.npz`` (:func:`round_model`).
+FINAL_MODEL = "final.npz"
+
+
+def study_folder(model_dir: Path, study_id: int) -> Path:
+    """The folder of study ``study_id`` under the coordinator's model directory (models, ``study.json``, card)."""
+    return model_dir / f"study-{study_id}"
+
+
+def round_model(folder: Path, round_: int) -> Path:
+    """The aggregated model of round ``round_`` in a study's folder."""
+    return folder / f"round-{round_}.npz"
+
+
+def final_model(folder: Path) -> Path:
+    """The final model in a study's folder."""
+    return folder / FINAL_MODEL
 
 
 class StudyLogError(CoordinatorError, ValueError):

@@ -21,6 +21,7 @@ import typer
 from contracts.errors import ChainUnavailable
 from coordinator.core.config import CoordinatorSettings
 from coordinator.run_config import RunConfigName
+from coordinator.study_log import study_folder
 from deploy.errors import SettingsError
 from deploy.settings import Settings
 from node.cli.boundary import Boundary
@@ -218,7 +219,7 @@ def _watch_rounds(env: Mapping[str, str], study_id: int, done: threading.Event) 
 
 
 def _model_dir(env: dict[str, str], study_id: int) -> str:
-    return str(Path(env["METAI_COORDINATOR_MODEL_DIR"]) / f"study-{study_id}")
+    return str(study_folder(Path(env["METAI_COORDINATOR_MODEL_DIR"]), study_id))
 
 
 def _ready_to_run(study_id: int | None, node: list[str], set_: list[str] | None) -> tuple[

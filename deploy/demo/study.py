@@ -32,6 +32,7 @@ from contracts.exchange import Exchange
 from contracts.roles import Role
 from contracts.studies import StudyRequest
 from coordinator.run_config import RunConfigName
+from coordinator.study_log import study_folder
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -126,7 +127,7 @@ def run_study_part(run_dir: Path, first_node_dir: Path, actors: DemoActors, out:
     _study_table(out, ex, study_id, (alpha, beta), models, patients[leaving].address, leaving)
 
     step(f"{n + 4}. The model card the coordinator wrote next to the final model")
-    _card_summary(out, models / f"study-{study_id}")
+    _card_summary(out, study_folder(models, study_id))
 
 
 def _card_summary(out: Console, folder: Path) -> None:
@@ -189,13 +190,14 @@ def _show_round_line(out: Console, line: str) -> None:
 
 def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, ...], models: Path,
                  revoked: str, revoked_pid: str) -> None:
-    from coordinator.study_log import read_study_log
+    from coordinator.study_log import final_model, read_study_log, round_model
     from node.cohort import build_cohort
     from node.kept_cohort import read_kept_cohort
     from tasks import load_weights, weights_hash
 
     record = ex.studies.study(study_id)
-    log = read_study_log(models / f"study-{study_id}")
+    folder = study_folder(models, study_id)
+    log = read_study_log(folder)
     table = Table(title=f"study {study_id}: {record.status.name}, {record.rounds_completed} rounds",
                   caption="held-out accuracy: the round's model on 48 synthetic patients no hospital holds "
                           "(chance 0.5)")
@@ -204,7 +206,7 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
         table.add_column(column)
     problems = 0
     for r in range(1, record.rounds_completed + 1):
-        saved = weights_hash(load_weights(models / f"study-{study_id}" / f"round-{r}.npz"))
+        saved = weights_hash(load_weights(round_model(folder, r)))
         model_ok = saved == ex.studies.round_model_hash(study_id, r)
         accuracy = log.rounds[r - 1].eval.get("accuracy", float("nan"))
         for node in nodes:
@@ -217,8 +219,8 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
                           "yes" if revoked in members else "no", "yes" if root_ok else "[red]NO[/]",
                           "yes" if model_ok else "[red]NO[/]", f"{accuracy:.2f}")
     out.print(table)
-    final_ok = weights_hash(load_weights(models / f"study-{study_id}" / "final.npz")) == record.final_model_hash
+    final_ok = weights_hash(load_weights(final_model(folder))) == record.final_model_hash
     problems += not final_ok
-    out.print(f"final model 0x{record.final_model_hash.hex()[:16]}… = {models / f'study-{study_id}' / 'final.npz'}: "
+    out.print(f"final model 0x{record.final_model_hash.hex()[:16]}… = {final_model(folder)}: "
               f"{'yes' if final_ok else 'NO'}")
     out.print("every hash on chain matches the files" if problems == 0 else f"[red]{problems} mismatches[/]")
