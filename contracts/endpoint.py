@@ -37,3 +37,12 @@ def check_rpc_url(url: str) -> str:
     if port == 0:
         raise InvalidRpcUrl(f"{url!r} has port 0; give the port the chain listens on, e.g. {_EXAMPLE}")
     return text
+
+
+def optional_rpc_url(value: str | None) -> str | None:
+    """``None`` for an unset or blank setting, else the URL :func:`check_rpc_url` accepted.
+
+    The validator of every settings class's ``rpc_url`` (``AfterValidator(optional_rpc_url)``),
+    so a malformed URL is refused when the settings load.
+    """
+    return None if value is None or not value.strip() else check_rpc_url(value)

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 from eth_utils.address import is_checksum_address, is_hex_address
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from contracts.endpoint import check_rpc_url
+from contracts.endpoint import optional_rpc_url
 from deploy.errors import SettingsError
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "0x", "<admin-key>", "your-key-here"}
@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     #: Working directory for chains, logs, manifests (created on demand).
     run_dir: Path = Path("run")
     #: JSON-RPC endpoint to deploy to (``deploy contracts``); unset: none.
-    rpc_url: str | None = None
+    rpc_url: Annotated[str | None, AfterValidator(optional_rpc_url)] = None
     #: Hex private key of the consortium admin, who deploys. No default.
     admin_key: SecretStr | None = None
     #: Where the deployment manifest is written / read.
@@ -40,11 +40,6 @@ class Settings(BaseSettings):
     coordinator: str | None = None
     #: torch threads per hospital node started here (``deploy.threads``); 0: CPUs // nodes.
     torch_threads: int = Field(default=0, ge=0)
-
-    @field_validator("rpc_url")
-    @classmethod
-    def _rpc_url(cls, value: str | None) -> str | None:
-        return None if value is None or not value.strip() else check_rpc_url(value)
 
     @field_validator("admin_key")
     @classmethod

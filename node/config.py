@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import AfterValidator, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.endpoint import check_rpc_url
+from contracts.endpoint import optional_rpc_url
 from node.errors import NodeConfigError
 
 NODE_FILE = "node.json"
@@ -36,18 +37,13 @@ class NodeSettings(BaseSettings):
     #: Passphrase protecting the hospital key and the node secrets (at least 12 characters). No default.
     passphrase: SecretStr | None = None
     #: Overrides the chain URL recorded by ``init``.
-    rpc_url: str | None = None
+    rpc_url: Annotated[str | None, AfterValidator(optional_rpc_url)] = None
     #: Orthanc REST URL and credentials for ``import-pacs``.
     pacs_url: str | None = None
     pacs_user: str | None = None
     pacs_password: SecretStr | None = None
 
     # Every value is checked when the settings load, not when a command first reaches for it.
-    @field_validator("rpc_url")
-    @classmethod
-    def _rpc_url(cls, value: str | None) -> str | None:
-        return None if value is None or not value.strip() else check_rpc_url(value)
-
     @field_validator("pacs_url")
     @classmethod
     def _pacs_url(cls, value: str | None) -> str | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import SecretStr, field_validator
+from pydantic import AfterValidator, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.endpoint import check_rpc_url
+from contracts.endpoint import optional_rpc_url
 from coordinator.errors import CoordinatorConfigError
 
 MIN_PASSPHRASE = 12
@@ -20,7 +21,7 @@ class CoordinatorSettings(BaseSettings):
                                       env_ignore_empty=True, hide_input_in_errors=True)
 
     #: The chain's JSON-RPC URL. Required to run a study.
-    rpc_url: str | None = None
+    rpc_url: Annotated[str | None, AfterValidator(optional_rpc_url)] = None
     #: The deployment manifest.
     manifest: Path = Path("run/deployment.json")
     #: Ethereum keystore (JSON) of the coordinator's key.
@@ -34,11 +35,6 @@ class CoordinatorSettings(BaseSettings):
     anchor: bool = True
 
     # Every value is checked when the settings load; require() names what a study run lacks.
-    @field_validator("rpc_url")
-    @classmethod
-    def _rpc_url(cls, value: str | None) -> str | None:
-        return None if value is None or not value.strip() else check_rpc_url(value)
-
     @field_validator("passphrase")
     @classmethod
     def _passphrase(cls, value: SecretStr | None) -> SecretStr | None:
