@@ -111,6 +111,17 @@ def test_without_a_statement_two_empty_lines_follow_the_address(message: SiweMes
     assert f"{message.address}\n\n\nURI: " in text
 
 
+def test_an_empty_statement_is_an_empty_line_between_the_two_empty_lines(message: SiweMessage) -> None:
+    text = replace(message, statement="").to_text()
+    assert f"{message.address}\n\n\n\nURI: " in text
+    assert parse_message(text).statement == ""
+
+
+def test_digits_of_a_second_past_the_sixth_are_dropped() -> None:
+    parsed = parse_message(SPEC_EXAMPLE.replace("2021-09-30T16:25:24Z", "2021-09-30T16:25:24.1234567Z"))
+    assert parsed.issued_at == datetime(2021, 9, 30, 16, 25, 24, 123456, tzinfo=UTC)
+
+
 def test_an_offset_is_read_as_the_same_instant_and_written_in_utc() -> None:
     parsed = parse_message(SPEC_EXAMPLE.replace("2021-09-30T16:25:24Z", "2021-09-30T18:55:24.25+02:30"))
     assert parsed.issued_at == datetime(2021, 9, 30, 16, 25, 24, 250000, tzinfo=UTC)
