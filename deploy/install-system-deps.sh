@@ -4,8 +4,9 @@
 #   orthanc        a real PACS for `metai-node import-pacs` tests (tests start their own instance)
 #   dcmtk          DICOM command-line tools, for inspecting what the node stores
 #   strace         tests prove raw de-identification writes no file (tests/node/test_raw_deid_nodisk.py)
+#   postgresql     the coordinator's tests run against PostgreSQL too (tests start their own server)
 set -euo pipefail
-packages=(ismrmrd-tools orthanc dcmtk strace)
+packages=(ismrmrd-tools orthanc dcmtk strace postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,5 +27,12 @@ if [ ! -e "$policy" ]; then
 fi
 cleanup() { [ "$own_policy" -eq 1 ] && rm -f "$policy"; return 0; }
 trap cleanup EXIT
+# postgresql's postinst creates a "main" cluster on port 5432 (started at the next boot) unless
+# createcluster.conf, which also reads createcluster.d/*.conf, says create_main_cluster = false.
+# A drop-in written before apt runs needs no edit of the package's own file (ucf would ask about
+# that) and also covers a PostgreSQL version installed later.
+mkdir -p /etc/postgresql-common/createcluster.d
+printf '# Written by MeTAI deploy/install-system-deps.sh: tests start their own PostgreSQL servers.\ncreate_main_cluster = false\n' \
+  > /etc/postgresql-common/createcluster.d/metai-no-main-cluster.conf
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
