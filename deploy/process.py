@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import signal
 import socket
@@ -17,9 +18,11 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "HOST",
+    "as_user",
     "clean",
     "descendants",
     "free_port",
@@ -47,8 +50,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def as_user(name: str) -> dict[str, Any]:
+    """Return the ``subprocess.Popen`` arguments that run a child as the system user ``name``.
+
+    The child gets that user's UID, primary group and supplementary groups and none of the caller's
+    (``user=`` alone would leave it root's groups). No wrapper process: the child's PID is the
+    program's. Only root may switch users.
+
+    Raises:
+        KeyError: there is no user ``name``.
+    """
+    account = pwd.getpwnam(name)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": os.getgrouplist(name, account.pw_gid)}
+
+
 def spawn(
-    cmd: list[str], log_file: Path, *, env: Mapping[str, str] | None = None, own_session: bool = True
+    cmd: list[str],
+    log_file: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    own_session: bool = True,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in the background with stdout and stderr appended to ``log_file``.
 
@@ -61,6 +83,8 @@ def spawn(
         env: the whole environment of the process; None: this process's.
         own_session: start it in a session of its own, so a terminal's Ctrl-C reaches only the
             caller, who stops it by PID (False: it shares the caller's session and signals).
+        user: run it as this system user (see :func:`as_user`); None: as the caller. The log
+            file is opened by the caller, so that user need not be able to reach it.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
@@ -73,6 +97,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             env=None if env is None else dict(env),
             start_new_session=own_session,
+            **(as_user(user) if user is not None else {}),
         )
     _CHILDREN[proc.pid] = proc
     return proc

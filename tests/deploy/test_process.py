@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 import time
 from collections.abc import Iterator
@@ -52,6 +53,16 @@ def test_spawn_puts_the_process_in_its_own_session_unless_asked_not_to(tmp_path:
     assert shared.wait(timeout=60) == 0
     assert int(tail(tmp_path / "own.log", 1)) == own.pid
     assert int(tail(tmp_path / "shared.log", 1)) == os.getsid(0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may run a program as another user")
+def test_spawn_runs_the_program_itself_as_another_user_with_only_its_groups(tmp_path: Path) -> None:
+    proc = spawn(["/bin/sh", "-c", "echo $$ $(id -u) $(id -G)"], tmp_path / "id.log", user="nobody")
+    assert proc.wait(timeout=60) == 0
+    pid, uid, *groups = (int(word) for word in tail(tmp_path / "id.log", 1).split())
+    nobody = pwd.getpwnam("nobody")
+    assert (pid, uid) == (proc.pid, nobody.pw_uid)  # no wrapper: the PID we hold is the program's
+    assert sorted(groups) == sorted(os.getgrouplist("nobody", nobody.pw_gid))  # none of root's
 
 
 def test_stop_tree_ends_the_process_and_its_children(family: tuple[int, Path]) -> None:
