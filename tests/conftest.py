@@ -37,6 +37,8 @@ from deploy.deployer import deploy_contracts
 if TYPE_CHECKING:
     from node.node import Node
 
+pytest_plugins = ["tests.postgres_fixture"]  # `postgres`: the session's server; `postgres_url`: a database per test
+
 
 # ---------------------------------------------------------------------- no traffic beyond loopback
 
