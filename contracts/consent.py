@@ -56,8 +56,24 @@ class ConsentClient(ContractClient):
         return self._send(patient, "grant", scope.as_tuple(), int(kinds), expires_at)
 
     def revoke(self, patient: LocalAccount, scope: Scope) -> TxResult:
-        """Revoke the patient's consent under ``scope``, effective from the block it is mined in."""
+        """Revoke the patient's consent under ``scope``, effective from the block it is mined in.
+
+        This also consumes the patient's current nonce, so a signature made with it can no
+        longer be relayed; a signature with a later nonce still can (see :meth:`cancel_signatures`).
+        """
         return self._send(patient, "revoke", scope.as_tuple())
+
+    def cancel_signatures(self, patient: LocalAccount, up_to: int) -> TxResult:
+        """Consume the patient's nonces below ``up_to``: no signature made with one can be relayed any more.
+
+        Pass one more than the highest nonce the patient signed with to kill every outstanding
+        signature; consents granted or revoked stay as they are.
+
+        Raises:
+            ContractRevert: ``ConsentRegistryNothingToCancel`` if ``up_to`` is not above the
+                patient's nonce, ``ConsentRegistryTooManyToCancel`` if it is more than 256 above.
+        """
+        return self._send(patient, "cancelSignatures", up_to)
 
     # ---------------------------------------------------------------- signed + relayed
 

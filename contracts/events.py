@@ -112,6 +112,19 @@ class ConsentRevoked(ChainEvent):
 
 
 @dataclass(frozen=True)
+class SignaturesCancelled(ChainEvent):
+    name: ClassVar[str] = "SignaturesCancelled"
+    patient: str
+    from_nonce: int
+    to_nonce: int
+
+    def describe(self) -> str:
+        last = self.to_nonce - 1
+        nonces = f"nonce {last}" if last == self.from_nonce else f"nonces {self.from_nonce} to {last}"
+        return f"patient {short(self.patient)} cancelled any signature with {nonces}"
+
+
+@dataclass(frozen=True)
 class DatasetRegistered(ChainEvent):
     name: ClassVar[str] = "DatasetRegistered"
     dataset_id: int
@@ -281,6 +294,7 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
     for cls in (
         ConsentGranted,
         ConsentRevoked,
+        SignaturesCancelled,
         DatasetRegistered,
         StudyRequested,
         StudyApproved,

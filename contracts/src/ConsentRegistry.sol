@@ -16,7 +16,8 @@ import {DataUse} from "./DataUse.sol";
  * that purpose). Granting again under the same scope replaces kinds and expiry. Nothing
  * personal is stored: only the patient's pseudonymous address, codes and block numbers.
  * Relayed calls follow the shape of ERC20Permit with an explicit nonce, so that a replay fails
- * with OpenZeppelin's `InvalidAccountNonce(account, currentNonce)`.
+ * with OpenZeppelin's `InvalidAccountNonce(account, currentNonce)`. A patient kills signatures
+ * they made but no longer want relayed with {cancelSignatures}.
  */
 contract ConsentRegistry is EIP712, Nonces {
     /// @notice Where a consent applies.
@@ -44,6 +45,12 @@ contract ConsentRegistry is EIP712, Nonces {
         uint64 revokedAtBlock; // 0 while in force
     }
 
+    /**
+     * @notice The most nonces one {cancelSignatures} call consumes.
+     * @dev Each costs a few hundred gas (a warm storage write); 256 stay under 100,000 gas.
+     */
+    uint256 public constant MAX_CANCEL = 256;
+
     bytes32 private constant _GRANT_TYPEHASH = keccak256(
         "ConsentGrant(address patient,address hospital,uint8 purpose,uint32 disease,uint256 studyId,uint8 kinds,uint64 expiresAt,uint256 nonce,uint256 deadline)"
     );
@@ -68,6 +75,10 @@ contract ConsentRegistry is EIP712, Nonces {
     /// @notice `patient` revoked consent `consentId`; it no longer permits use from this block.
     event ConsentRevoked(address indexed patient, bytes32 indexed consentId);
 
+    /// @notice `patient` consumed their nonces `fromNonce` to `toNonce - 1`: no signature they made
+    /// with one of them can be relayed any more. `toNonce` is their current nonce now.
+    event SignaturesCancelled(address indexed patient, uint256 fromNonce, uint256 toNonce);
+
     /// @notice `kinds` is empty or has bits outside the defined data kinds.
     error ConsentRegistryInvalidKinds(uint8 kinds);
     /// @notice (`purpose`, `disease`) is not a defined purpose code.
@@ -90,6 +101,10 @@ contract ConsentRegistry is EIP712, Nonces {
     error ConsentRegistryKindsNotCovered(address patient, bytes32 consentId, uint8 granted, uint8 requested);
     /// @notice No consent of `patient` matches the use's hospital, purpose and study.
     error ConsentRegistryNoMatchingConsent(address patient);
+    /// @notice `upTo` is not above `patient`'s current nonce `currentNonce`: nothing to cancel.
+    error ConsentRegistryNothingToCancel(address patient, uint256 upTo, uint256 currentNonce);
+    /// @notice Cancelling nonces `currentNonce` to `upTo - 1` exceeds `maxCount` per call.
+    error ConsentRegistryTooManyToCancel(uint256 currentNonce, uint256 upTo, uint256 maxCount);
 
     /**
      * @notice Deploy the registry under the EIP-712 signing domain "MeTAI ConsentRegistry",
@@ -189,13 +204,20 @@ contract ConsentRegistry is EIP712, Nonces {
     }
 
     /**
-     * @notice Revoke the caller's consent under `scope`, effective from this block. Anyone may
-     * call; the caller is the patient, so a caller can only ever revoke their own consent.
+     * @notice Revoke the caller's consent under `scope`, effective from this block, and consume
+     * the caller's current nonce. Anyone may call; the caller is the patient, so a caller can only
+     * ever revoke their own consent.
      * @dev The consent stays stored with its revocation block, so {explain} can say why it no
      * longer permits a use; an expired consent can still be revoked. Granting again under the
      * same scope puts it back in force.
      *
-     * Emits a {ConsentRevoked} event.
+     * Consuming the nonce kills a signed grant or revocation made with it that was not relayed
+     * yet, so a grant the patient signed before revoking cannot be relayed after it. It kills
+     * that one nonce only: a signature with the next nonce becomes the one a relayer can send
+     * (nonces are used in order). A patient with several signatures outstanding must call
+     * {cancelSignatures} with a bound above all of them; the portal offers that, not this alone.
+     *
+     * Emits a {ConsentRevoked} event, then a {SignaturesCancelled} event for the one nonce.
      *
      * Reverts with {ConsentRegistryNotGranted} if the caller never granted consent under `scope`.
      * Reverts with {ConsentRegistryConsentRevoked} if that consent is already revoked.
@@ -204,6 +226,33 @@ contract ConsentRegistry is EIP712, Nonces {
      */
     function revoke(Scope calldata scope) external {
         _revoke(msg.sender, scope);
+        uint256 current = nonces(msg.sender);
+        _cancel(msg.sender, current, current + 1);
+    }
+
+    /**
+     * @notice Consume every one of the caller's nonces below `upTo`, so that no signature they
+     * made with such a nonce can be relayed. Anyone may call; the caller is the patient, so a
+     * caller can only ever cancel their own signatures.
+     * @dev Nothing else changes: consents granted or revoked stay as they are. Pass one more than
+     * the highest nonce signed with to kill every outstanding signature; a signature made later
+     * must use the new current nonce, `upTo` (see {nonces}).
+     *
+     * Emits a {SignaturesCancelled} event.
+     *
+     * Reverts with {ConsentRegistryNothingToCancel} if `upTo` is not above the caller's current
+     * nonce.
+     * Reverts with {ConsentRegistryTooManyToCancel} if that would consume more than
+     * {MAX_CANCEL} nonces; cancel in several calls then.
+     *
+     * @param upTo The first nonce left usable; every nonce from the current one up to `upTo - 1`
+     * is consumed.
+     */
+    function cancelSignatures(uint256 upTo) external {
+        uint256 current = nonces(msg.sender);
+        if (upTo <= current) revert ConsentRegistryNothingToCancel(msg.sender, upTo, current);
+        if (upTo - current > MAX_CANCEL) revert ConsentRegistryTooManyToCancel(current, upTo, MAX_CANCEL);
+        _cancel(msg.sender, current, upTo);
     }
 
     /**
@@ -336,6 +385,15 @@ contract ConsentRegistry is EIP712, Nonces {
         if (c.revokedAtBlock != 0) revert ConsentRegistryConsentRevoked(patient, id, c.revokedAtBlock);
         c.revokedAtBlock = uint64(block.number);
         emit ConsentRevoked(patient, id);
+    }
+
+    /// @dev Consumes `patient`'s nonces `from` (their current one) to `upTo - 1`, then emits
+    /// {SignaturesCancelled}. Through OpenZeppelin's {_useNonce}, whose nonces only ever count up.
+    function _cancel(address patient, uint256 from, uint256 upTo) private {
+        for (uint256 n = from; n < upTo; ++n) {
+            _useNonce(patient);
+        }
+        emit SignaturesCancelled(patient, from, upTo);
     }
 
     /// @dev Reverts with {ConsentRegistryInvalidSignature} if (`v`, `r`, `s`) recovers no signer

@@ -4,10 +4,10 @@ The table below is written from the contracts' documented intent (DESIGN, "On-ch
 the NatSpec of each function), not from the code: the consortium admin alone grants and
 revokes roles; hospitals register datasets, decide on the studies that name them and
 contribute to the ones they approved; the researcher requests studies; the coordinator
-starts, records and completes them; a patient grants and revokes their own consent, and
-anyone may relay a patient's signature. Each call is made with arguments that are valid
-apart from the caller (the allowed caller's call succeeds with the very same arguments),
-so a refusal is the caller check and nothing else.
+starts, records and completes them; a patient grants and revokes their own consent and cancels
+their own signatures, and anyone may relay a patient's signature. Each call is made with
+arguments that are valid apart from the caller (the allowed caller's call succeeds with the
+very same arguments), so a refusal is the caller check and nothing else.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ TABLE: dict[tuple[str, str], Rule] = {
                                         (("patient", "$caller"), ("consentId", "$consent"))),
     ("ConsentRegistry", "grantBySig"): Rule(EVERYONE),  # anyone may relay a patient's signature
     ("ConsentRegistry", "revokeBySig"): Rule(EVERYONE),
+    ("ConsentRegistry", "cancelSignatures"): Rule(EVERYONE),  # each caller cancels its own signatures
 }
 
 #: Errors in the ABI that no call can raise, with the reason (checked by the meta-test).
@@ -131,6 +132,8 @@ def arguments(world: World, contract: str, function: str) -> tuple[Any, ...]:
         return (scope, int(Kind.IMAGE), NO_EXPIRY)
     if function == "revoke":
         return (WORLD_SCOPE.as_tuple(),)
+    if function == "cancelSignatures":
+        return (1,)  # no actor of the world has used a nonce: 0 is everyone's current one
     if function == "grantBySig":
         s = ex.consent.sign_grant(acc["stranger"], Scope(purpose=Purpose.HMB), Kind.IMAGE, NO_EXPIRY)
         return (s.patient, scope, int(Kind.IMAGE), NO_EXPIRY, s.nonce, s.deadline, s.v, s.r, s.s)
