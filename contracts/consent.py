@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from eth_abi.abi import decode, encode
 from eth_account.signers.local import LocalAccount
@@ -14,7 +17,8 @@ from contracts import eip712
 from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
 from contracts.datause import Kind, Scope, Use
-from contracts.errors import ChainError
+from contracts.errors import ChainError, ContractRevert, UnknownRevert
+from contracts.events import ConsentRelayFailed
 from contracts.mirrors import build, function_outputs
 
 _USE_TYPE = "(address,uint8,uint8,uint32,uint256)"
@@ -22,7 +26,7 @@ _PERMITS_BATCH = keccak(text=f"permitsBatch(address[],{_USE_TYPE})")[:4]
 
 
 class BatchChunkError(ChainError, ValueError):
-    """A batch view was asked with a chunk size that cannot cover the list."""
+    """A batch call was asked with a chunk size that cannot cover the list."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,77 @@ class ConsentRecord:
         return self.granted_at_block != 0
 
 
+@dataclass(frozen=True)
+class RelayOutcome:
+    """What became of one signed consent in :meth:`ConsentClient.relay_batch`.
+
+    Attributes:
+        signed: the signed grant or revocation.
+        tx_hash: the batch transaction it was relayed in (refused or not).
+        failure: None if it took effect; else why the registry refused it, decoded (a
+            ContractRevert, or an UnknownRevert keeping data that matches no known error).
+    """
+
+    signed: eip712.SignedConsent
+    tx_hash: str
+    failure: ContractRevert | UnknownRevert | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the grant or revocation took effect."""
+        return self.failure is None
+
+    @property
+    def error(self) -> str | None:
+        """The name of the custom error it was refused with (None if it took effect)."""
+        return self.failure.error if isinstance(self.failure, ContractRevert) else None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The arguments of that custom error, by name (empty if it took effect)."""
+        return self.failure.values if isinstance(self.failure, ContractRevert) else {}
+
+
+@dataclass(frozen=True)
+class BatchRelayResult:
+    """The outcome of every signed consent given to :meth:`ConsentClient.relay_batch`, in order,
+    and the transactions that carried them."""
+
+    outcomes: tuple[RelayOutcome, ...]
+    transactions: tuple[TxResult, ...]
+
+    @property
+    def relayed(self) -> list[RelayOutcome]:
+        """The outcomes that took effect."""
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def failed(self) -> list[RelayOutcome]:
+        """The outcomes the registry refused, each with its reason."""
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def gas_used(self) -> int:
+        """The gas of all the transactions together."""
+        return sum(tx.gas_used for tx in self.transactions)
+
+
+def _relay_args(signed: eip712.SignedConsent) -> tuple[Any, ...]:
+    """The arguments of grantBySig or revokeBySig (and the fields of a batch item) for ``signed``."""
+    tail = (signed.nonce, signed.deadline, signed.v, signed.r, signed.s)
+    if signed.kinds is None or signed.expires_at is None:
+        return (signed.patient, signed.scope.as_tuple(), *tail)
+    return (signed.patient, signed.scope.as_tuple(), int(signed.kinds), signed.expires_at, *tail)
+
+
+def _batches(signed: Sequence[eip712.SignedConsent], size: int) -> Iterator[list[eip712.SignedConsent]]:
+    """``signed`` in order, cut into runs of one kind (grant or revoke), each cut into ``size``-long parts."""
+    for _, run in itertools.groupby(signed, key=lambda s: s.kinds is None):
+        items = list(run)
+        for i in range(0, len(items), size):
+            yield items[i : i + size]
+
+
 class ConsentClient(ContractClient):
     """The registry of patients' consents."""
 
@@ -48,6 +123,9 @@ class ConsentClient(ContractClient):
     #: hospital, one study) checks 12 consent slots per patient, about 30k gas, so 500 patients
     #: stay near 16M gas, under the 30M+ eth_call caps of Anvil, geth and Besu.
     BATCH_CHUNK = 500
+    #: Signed consents per transaction in :meth:`relay_batch`: the registry's MAX_RELAY_BATCH, the
+    #: most it takes (a full batch of first grants costs about 12M gas).
+    RELAY_CHUNK = 200
 
     # ---------------------------------------------------------------- direct
 
@@ -108,11 +186,46 @@ class ConsentClient(ContractClient):
 
     def relay(self, relayer: LocalAccount, signed: eip712.SignedConsent) -> TxResult:
         """Send a patient's signed grant or revocation; ``relayer`` pays the gas."""
-        common = (signed.patient, signed.scope.as_tuple())
-        tail = (signed.nonce, signed.deadline, signed.v, signed.r, signed.s)
-        if signed.kinds is None or signed.expires_at is None:
-            return self._send(relayer, "revokeBySig", *common, *tail)
-        return self._send(relayer, "grantBySig", *common, int(signed.kinds), signed.expires_at, *tail)
+        fn = "revokeBySig" if signed.kinds is None else "grantBySig"
+        return self._send(relayer, fn, *_relay_args(signed))
+
+    def relay_batch(
+        self, relayer: LocalAccount, signed: Sequence[eip712.SignedConsent], *, chunk: int | None = None
+    ) -> BatchRelayResult:
+        """Send many signed grants and revocations in few transactions; ``relayer`` pays the gas.
+
+        The list is sent in order: each run of consecutive grants goes to ``grantBySigBatch``
+        and each run of revocations to ``revokeBySigBatch``, ``chunk`` per transaction, so a
+        patient's signatures are relayed in the order of their nonces. Each signature is
+        attempted on its own: a refused one (bad or foreign signature, replay, passed deadline)
+        is reported with its custom error, and the others take effect. An empty list sends
+        nothing.
+
+        Parameters:
+            chunk: signatures per transaction (default :attr:`RELAY_CHUNK`, the registry's most).
+
+        Returns:
+            One outcome per signed consent, in the order given, and the transactions sent.
+
+        Raises:
+            BatchChunkError: ``chunk`` is below 1.
+            ContractRevert: a whole transaction was refused (``ConsentRegistryBatchTooLarge`` for a
+                chunk above the registry's most); the transactions before it are mined.
+        """
+        size = self.RELAY_CHUNK if chunk is None else chunk
+        if size < 1:
+            raise BatchChunkError(
+                f"chunk of {size} signatures per transaction; expected at least 1 (or None for {self.RELAY_CHUNK})"
+            )
+        outcomes: list[RelayOutcome] = []
+        transactions: list[TxResult] = []
+        for batch in _batches(signed, size):
+            fn = "revokeBySigBatch" if batch[0].kinds is None else "grantBySigBatch"
+            tx = self._send(relayer, fn, [_relay_args(s) for s in batch])
+            refused = {e.index: e.failure for e in tx.events if isinstance(e, ConsentRelayFailed)}
+            outcomes.extend(RelayOutcome(s, tx.tx_hash, refused.get(i)) for i, s in enumerate(batch))
+            transactions.append(tx)
+        return BatchRelayResult(tuple(outcomes), tuple(transactions))
 
     # ---------------------------------------------------------------- views
 

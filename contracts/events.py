@@ -22,7 +22,9 @@ from hexbytes import HexBytes
 from contracts.artifacts import load_artifact
 from contracts.datause import NO_EXPIRY, ZERO_ADDRESS, Kind, Purpose
 from contracts.enums import Role
+from contracts.errors import ContractRevert, UnknownRevert
 from contracts.mirrors import build, snake, to_python
+from contracts.reverts import decode_revert
 
 
 class LogSource(Protocol):
@@ -122,6 +124,26 @@ class SignaturesCancelled(ChainEvent):
         last = self.to_nonce - 1
         nonces = f"nonce {last}" if last == self.from_nonce else f"nonces {self.from_nonce} to {last}"
         return f"patient {short(self.patient)} cancelled any signature with {nonces}"
+
+
+@dataclass(frozen=True)
+class ConsentRelayFailed(ChainEvent):
+    name: ClassVar[str] = "ConsentRelayFailed"
+    patient: str
+    nonce: int
+    index: int
+    reason: bytes
+
+    @property
+    def failure(self) -> ContractRevert | UnknownRevert:
+        """The refusal ``reason`` decoded: the custom error's name and arguments."""
+        return decode_revert(self.reason, self.contract)
+
+    def describe(self) -> str:
+        return (
+            f"batch item {self.index}, patient {short(self.patient)}'s signature with nonce {self.nonce}, "
+            f"was refused: {self.failure}"
+        )
 
 
 @dataclass(frozen=True)
@@ -295,6 +317,7 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
         ConsentGranted,
         ConsentRevoked,
         SignaturesCancelled,
+        ConsentRelayFailed,
         DatasetRegistered,
         StudyRequested,
         StudyApproved,

@@ -10,6 +10,7 @@ ABI type           annotation                  value
 ``address``        ``str``                     checksummed address
 ``bool``           ``bool``                    as is
 ``bytes32``        ``bytes``                   the raw bytes
+``bytes``          ``bytes``                   the raw bytes (e.g. a custom error's revert data)
 ``bytesN``, N<32   ``str``                     ASCII text, trailing zero bytes dropped
 ``uintN``/``intN`` ``int``, an IntEnum/IntFlag the integer, or that enum's member
 ``T[]``            ``tuple[X, ...]``           each element as ``T`` to ``X``
@@ -77,6 +78,8 @@ def to_python(param: Mapping[str, Any], target: Any, value: Any) -> Any:
         return to_checksum_address(value)
     if abi_type == "bool" and target in (bool, Any):
         return bool(value)
+    if abi_type == "bytes" and target in (bytes, Any):
+        return bytes(value)
     if match := _BYTES.match(abi_type):
         if target is str and int(match.group(1)) < 32:
             return bytes(value).rstrip(b"\0").decode("ascii", errors="replace")
@@ -154,6 +157,8 @@ def _fits(abi_type: str, target: Any) -> bool:
         return target is str
     if abi_type == "bool":
         return target is bool
+    if abi_type == "bytes":
+        return target is bytes
     if match := _BYTES.match(abi_type):
         return target is bytes or (target is str and int(match.group(1)) < 32)
     if _INT.match(abi_type):

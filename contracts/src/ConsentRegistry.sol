@@ -16,7 +16,9 @@ import {DataUse} from "./DataUse.sol";
  * that purpose). Granting again under the same scope replaces kinds and expiry. Nothing
  * personal is stored: only the patient's pseudonymous address, codes and block numbers.
  * Relayed calls follow the shape of ERC20Permit with an explicit nonce, so that a replay fails
- * with OpenZeppelin's `InvalidAccountNonce(account, currentNonce)`. A patient kills signatures
+ * with OpenZeppelin's `InvalidAccountNonce(account, currentNonce)`. A relayer may send many
+ * signatures in one transaction ({grantBySigBatch}, {revokeBySigBatch}); each is attempted on its
+ * own, so one patient's bad signature does not hold up the others. A patient kills signatures
  * they made but no longer want relayed with {cancelSignatures}.
  */
 contract ConsentRegistry is EIP712, Nonces {
@@ -44,6 +46,37 @@ contract ConsentRegistry is EIP712, Nonces {
         uint64 grantedAtBlock;
         uint64 revokedAtBlock; // 0 while in force
     }
+
+    /// @notice The arguments of one {grantBySig} call, as a batch item of {grantBySigBatch}.
+    struct GrantBySig {
+        address patient;
+        Scope scope;
+        uint8 kinds;
+        uint64 expiresAt;
+        uint256 nonce;
+        uint256 deadline;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+    }
+
+    /// @notice The arguments of one {revokeBySig} call, as a batch item of {revokeBySigBatch}.
+    struct RevokeBySig {
+        address patient;
+        Scope scope;
+        uint256 nonce;
+        uint256 deadline;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+    }
+
+    /**
+     * @notice The most signatures one {grantBySigBatch} or {revokeBySigBatch} call relays.
+     * @dev A relayed grant of a patient's first signature, the costliest item there is, costs
+     * about 61,000 gas inside a batch, so a full batch stays near 12.2M gas: 40 % of a 30M block.
+     */
+    uint256 public constant MAX_RELAY_BATCH = 200;
 
     /**
      * @notice The most nonces one {cancelSignatures} call consumes.
@@ -79,6 +112,10 @@ contract ConsentRegistry is EIP712, Nonces {
     /// with one of them can be relayed any more. `toNonce` is their current nonce now.
     event SignaturesCancelled(address indexed patient, uint256 fromNonce, uint256 toNonce);
 
+    /// @notice Item `index` of a batch relay, `patient`'s signature with `nonce`, was refused with
+    /// the custom error whose ABI-encoded revert data is `reason`; nothing of it took effect.
+    event ConsentRelayFailed(address indexed patient, uint256 nonce, uint256 index, bytes reason);
+
     /// @notice `kinds` is empty or has bits outside the defined data kinds.
     error ConsentRegistryInvalidKinds(uint8 kinds);
     /// @notice (`purpose`, `disease`) is not a defined purpose code.
@@ -105,6 +142,11 @@ contract ConsentRegistry is EIP712, Nonces {
     error ConsentRegistryNothingToCancel(address patient, uint256 upTo, uint256 currentNonce);
     /// @notice Cancelling nonces `currentNonce` to `upTo - 1` exceeds `maxCount` per call.
     error ConsentRegistryTooManyToCancel(uint256 currentNonce, uint256 upTo, uint256 maxCount);
+    /// @notice A batch of `size` signatures exceeds the maximum `maxSize` per call.
+    error ConsentRegistryBatchTooLarge(uint256 size, uint256 maxSize);
+    /// @notice Item `index` of a batch ran out of gas: the transaction's gas limit is too low for
+    /// the batch, which is refused whole rather than report the item as refused.
+    error ConsentRegistryBatchOutOfGas(uint256 index);
 
     /**
      * @notice Deploy the registry under the EIP-712 signing domain "MeTAI ConsentRegistry",
@@ -301,6 +343,69 @@ contract ConsentRegistry is EIP712, Nonces {
         _revoke(patient, scope);
     }
 
+    // ---------------------------------------------------------------- batch relay
+
+    /**
+     * @notice Relay many signed grants in one transaction; each is attempted on its own. Anyone
+     * may relay (in practice the coordinator does).
+     * @dev Each item is sent to {grantBySig} by an external call of this contract to itself, so it
+     * passes exactly the checks of a single relayed grant and a refused item is undone alone: the
+     * others still go through, and the batch returns normally. A refused item changes nothing
+     * (its patient's nonce stays unused, so a corrected signature or a later relay can still
+     * use it).
+     *
+     * Emits a {ConsentGranted} event for each item granted and a {ConsentRelayFailed} event, with
+     * the item's revert data, for each item refused, in item order.
+     *
+     * Reverts with {ConsentRegistryBatchTooLarge} if `items` holds more than {MAX_RELAY_BATCH}.
+     * Reverts with {ConsentRegistryBatchOutOfGas} if an item ran out of gas (the transaction's
+     * gas limit is too low), so that a relayer's gas limit never makes an item look refused.
+     * An empty batch does nothing and returns an empty array.
+     *
+     * @param items The signed grants, each with {grantBySig}'s arguments.
+     * @return ok For each item, whether it was granted.
+     */
+    function grantBySigBatch(GrantBySig[] calldata items) external returns (bool[] memory ok) {
+        if (items.length > MAX_RELAY_BATCH) revert ConsentRegistryBatchTooLarge(items.length, MAX_RELAY_BATCH);
+        ok = new bool[](items.length);
+        for (uint256 i = 0; i < items.length; ++i) {
+            GrantBySig calldata g = items[i];
+            try this.grantBySig(g.patient, g.scope, g.kinds, g.expiresAt, g.nonce, g.deadline, g.v, g.r, g.s) {
+                ok[i] = true;
+            } catch (bytes memory reason) {
+                _relayFailed(g.patient, g.nonce, i, reason);
+            }
+        }
+    }
+
+    /**
+     * @notice Relay many signed revocations in one transaction; each is attempted on its own.
+     * Anyone may relay (in practice the coordinator does).
+     * @dev As {grantBySigBatch}, each item through {revokeBySig}.
+     *
+     * Emits a {ConsentRevoked} event for each item revoked and a {ConsentRelayFailed} event, with
+     * the item's revert data, for each item refused, in item order.
+     *
+     * Reverts with {ConsentRegistryBatchTooLarge} if `items` holds more than {MAX_RELAY_BATCH}.
+     * Reverts with {ConsentRegistryBatchOutOfGas} if an item ran out of gas.
+     * An empty batch does nothing and returns an empty array.
+     *
+     * @param items The signed revocations, each with {revokeBySig}'s arguments.
+     * @return ok For each item, whether it was revoked.
+     */
+    function revokeBySigBatch(RevokeBySig[] calldata items) external returns (bool[] memory ok) {
+        if (items.length > MAX_RELAY_BATCH) revert ConsentRegistryBatchTooLarge(items.length, MAX_RELAY_BATCH);
+        ok = new bool[](items.length);
+        for (uint256 i = 0; i < items.length; ++i) {
+            RevokeBySig calldata g = items[i];
+            try this.revokeBySig(g.patient, g.scope, g.nonce, g.deadline, g.v, g.r, g.s) {
+                ok[i] = true;
+            } catch (bytes memory reason) {
+                _relayFailed(g.patient, g.nonce, i, reason);
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- views
 
     /// @notice The EIP-712 domain separator used for relayed consent.
@@ -394,6 +499,16 @@ contract ConsentRegistry is EIP712, Nonces {
             _useNonce(patient);
         }
         emit SignaturesCancelled(patient, from, upTo);
+    }
+
+    /// @dev Reports batch item `index` as refused with `reason`. Every refusal of a relayed call
+    /// carries a custom error's data; empty data means the item ran out of gas, which is the
+    /// relayer's gas limit and not the item's fault, so the whole batch reverts instead (and
+    /// eth_estimateGas, which looks for the lowest limit that does not revert, finds one at which
+    /// no item runs out of gas).
+    function _relayFailed(address patient, uint256 nonce, uint256 index, bytes memory reason) private {
+        if (reason.length == 0) revert ConsentRegistryBatchOutOfGas(index);
+        emit ConsentRelayFailed(patient, nonce, index, reason);
     }
 
     /// @dev Reverts with {ConsentRegistryInvalidSignature} if (`v`, `r`, `s`) recovers no signer

@@ -5,9 +5,9 @@ the NatSpec of each function), not from the code: the consortium admin alone gra
 revokes roles; hospitals register datasets, decide on the studies that name them and
 contribute to the ones they approved; the researcher requests studies; the coordinator
 starts, records and completes them; a patient grants and revokes their own consent and cancels
-their own signatures, and anyone may relay a patient's signature. Each call is made with
-arguments that are valid apart from the caller (the allowed caller's call succeeds with the
-very same arguments), so a refusal is the caller check and nothing else.
+their own signatures, and anyone may relay a patient's signature, alone or in a batch. Each
+call is made with arguments that are valid apart from the caller (the allowed caller's call
+succeeds with the very same arguments), so a refusal is the caller check and nothing else.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ TABLE: dict[tuple[str, str], Rule] = {
                                         (("patient", "$caller"), ("consentId", "$consent"))),
     ("ConsentRegistry", "grantBySig"): Rule(EVERYONE),  # anyone may relay a patient's signature
     ("ConsentRegistry", "revokeBySig"): Rule(EVERYONE),
+    ("ConsentRegistry", "grantBySigBatch"): Rule(EVERYONE),
+    ("ConsentRegistry", "revokeBySigBatch"): Rule(EVERYONE),
     ("ConsentRegistry", "cancelSignatures"): Rule(EVERYONE),  # each caller cancels its own signatures
 }
 
@@ -134,11 +136,13 @@ def arguments(world: World, contract: str, function: str) -> tuple[Any, ...]:
         return (WORLD_SCOPE.as_tuple(),)
     if function == "cancelSignatures":
         return (1,)  # no actor of the world has used a nonce: 0 is everyone's current one
-    if function == "grantBySig":
+    if function.startswith("grantBySig"):
         s = ex.consent.sign_grant(acc["stranger"], Scope(purpose=Purpose.HMB), Kind.IMAGE, NO_EXPIRY)
-        return (s.patient, scope, int(Kind.IMAGE), NO_EXPIRY, s.nonce, s.deadline, s.v, s.r, s.s)
+        grant = (s.patient, scope, int(Kind.IMAGE), NO_EXPIRY, s.nonce, s.deadline, s.v, s.r, s.s)
+        return ([grant],) if function.endswith("Batch") else grant
     s = ex.consent.sign_revoke(acc["patient"], WORLD_SCOPE)
-    return (s.patient, WORLD_SCOPE.as_tuple(), s.nonce, s.deadline, s.v, s.r, s.s)
+    revoke = (s.patient, WORLD_SCOPE.as_tuple(), s.nonce, s.deadline, s.v, s.r, s.s)
+    return ([revoke],) if function.endswith("Batch") else revoke
 
 
 def expected_refusal(world: World, rule: Rule, contract: str, function: str, caller: str) -> tuple[str, dict[str, Any]]:
