@@ -17,7 +17,7 @@ from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse
 
 from contracts.artifacts import Artifact, load_artifact
@@ -45,6 +45,16 @@ class TxResult:
         if len(found) != 1:
             raise LookupError(f"expected one {kind.name} event in {self.tx_hash}, found {len(found)}")
         return found[0]
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A transaction signed but not yet sent: keep ``raw`` to send it again after a crash."""
+
+    tx_hash: str
+    raw: bytes
+    sender: str
+    nonce: int
 
 
 _GAS_MARGIN = 10_000
@@ -234,6 +244,62 @@ class Chain:
         tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
         return self._submit(account, tx, None)
 
+    def sign(self, account: LocalAccount, fn: ContractFunction, *, nonce: int | None = None) -> SignedTx:
+        """Sign a call of ``fn`` from ``account`` without sending it (gas estimated now).
+
+        For senders that must store a transaction before it leaves (an outbox): the stored raw
+        bytes can be broadcast again after a crash, and they hash to the same transaction, so it
+        is never mined twice.
+
+        Raises:
+            ContractRevert: the call reverts on the current state (while estimating gas).
+        """
+        try:
+            pending = self.w3.eth.get_transaction_count(account.address, "pending")
+            base: Any = {"from": account.address, "chainId": self.chain_id,
+                         "nonce": pending if nonce is None else nonce}
+            estimate = int(fn.estimate_gas(base))
+            base["gas"] = estimate + estimate // 5 + _GAS_MARGIN
+            tx: Any = fn.build_transaction(base)
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._decoded(exc, getattr(fn, "address", None)) from exc
+        signed = account.sign_transaction(tx)
+        return SignedTx(HexBytes(signed.hash).to_0x_hex(), bytes(signed.raw_transaction), account.address,
+                        int(tx["nonce"]))
+
+    def broadcast(self, signed: SignedTx) -> None:
+        """Send a signed transaction; sending one the node already holds or mined is not an error."""
+        try:
+            self.w3.eth.send_raw_transaction(signed.raw)
+        except Web3RPCError as exc:
+            text = _rpc_message(exc).lower()
+            if "already known" in text or "already imported" in text or "nonce too low" in text:
+                return  # the node has it, or mined it (or another with its nonce: receipt() tells)
+            raise TransactionFailed(f"the node refused transaction {signed.tx_hash}: {_rpc_message(exc)}") from exc
+
+    def receipt(self, tx_hash: str) -> TxResult | None:
+        """The mined transaction ``tx_hash`` with its decoded events, or None while it is not mined.
+
+        Raises:
+            ContractRevert: it was mined and reverted (the reason replayed and decoded).
+        """
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return None
+        if receipt["status"] != 1:
+            tx = self.w3.eth.get_transaction(HexBytes(tx_hash))
+            self._raise_mined_failure(tx, receipt, self.contract_name(tx["to"]) if tx.get("to") else None)
+        return self._result(tx_hash, receipt)
+
+    def pending_nonce(self, address: str) -> int:
+        """The nonce the next transaction of ``address`` takes, counting ones waiting to be mined."""
+        return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending"))
+
+    def mined_nonce(self, address: str) -> int:
+        """How many transactions of ``address`` are mined (the nonce of the next one to be mined)."""
+        return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), "latest"))
+
     def balance(self, address: str) -> int:
         """The balance of ``address`` in wei."""
         return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
@@ -273,9 +339,12 @@ class Chain:
             raise self._decoded(exc, tx.get("to")) from exc
         if receipt["status"] != 1:
             self._raise_mined_failure(tx, receipt, contract)
+        return self._result(HexBytes(tx_hash).to_0x_hex(), receipt)
+
+    def _result(self, tx_hash: str, receipt: Any) -> TxResult:
         address = receipt.get("contractAddress")
         return TxResult(
-            tx_hash=HexBytes(tx_hash).to_0x_hex(),
+            tx_hash=tx_hash,
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
             events=decode_logs(self, receipt["logs"]),

@@ -12,6 +12,7 @@ from eth_abi.abi import decode, encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from web3.contract.contract import ContractFunction
 
 from contracts import eip712
 from contracts.base import BlockId, ContractClient
@@ -189,6 +190,22 @@ class ConsentClient(ContractClient):
         fn = "revokeBySig" if signed.kinds is None else "grantBySig"
         return self._send(relayer, fn, *_relay_args(signed))
 
+    def batch_function(self, signed: Sequence[eip712.SignedConsent]) -> ContractFunction:
+        """The unsent ``grantBySigBatch`` or ``revokeBySigBatch`` call relaying ``signed`` (all of one kind).
+
+        For a sender that signs and stores the transaction before it leaves (the coordinator's
+        relay outbox); :meth:`relay_batch` sends it at once.
+
+        Raises:
+            ValueError: ``signed`` is empty or mixes grants and revocations.
+        """
+        kinds = {s.kinds is None for s in signed}
+        if len(kinds) != 1:
+            raise ValueError(f"a batch holds grants only or revocations only, and at least one; got {len(signed)} "
+                             f"signed consents of {len(kinds)} kinds")
+        name = "revokeBySigBatch" if kinds == {True} else "grantBySigBatch"
+        return self.contract.functions[name]([_relay_args(s) for s in signed])
+
     def relay_batch(
         self, relayer: LocalAccount, signed: Sequence[eip712.SignedConsent], *, chunk: int | None = None
     ) -> BatchRelayResult:
@@ -220,8 +237,7 @@ class ConsentClient(ContractClient):
         outcomes: list[RelayOutcome] = []
         transactions: list[TxResult] = []
         for batch in _batches(signed, size):
-            fn = "revokeBySigBatch" if batch[0].kinds is None else "grantBySigBatch"
-            tx = self._send(relayer, fn, [_relay_args(s) for s in batch])
+            tx = self.chain.transact(relayer, self.batch_function(batch))
             refused = {e.index: e.failure for e in tx.events if isinstance(e, ConsentRelayFailed)}
             outcomes.extend(RelayOutcome(s, tx.tx_hash, refused.get(i)) for i, s in enumerate(batch))
             transactions.append(tx)

@@ -374,6 +374,19 @@ def decode_logs(chain: LogSource, logs: Iterable[Any]) -> list[ChainEvent]:
     return records
 
 
+def event_topic(contract: str, event: str) -> str:
+    """The topic (keccak of the signature, 0x hex) of ``event`` of artifact ``contract``, for log filters."""
+    for topic, abi in _event_abis(contract).items():
+        if abi["name"] == event:
+            return "0x" + topic.hex()
+    raise LookupError(f"{contract} has no event {event}")
+
+
+def address_topic(address: str) -> str:
+    """An address as an indexed-argument topic (left-padded to 32 bytes), for log filters."""
+    return "0x" + bytes.fromhex(to_checksum_address(address)[2:]).rjust(32, b"\0").hex()
+
+
 def read_events(
     chain: LogSource,
     addresses: Sequence[str],
@@ -381,19 +394,24 @@ def read_events(
     from_block: int = 0,
     to_block: int | None = None,
     chunk: int = 5_000,
+    topics: Sequence[str | Sequence[str] | None] | None = None,
 ) -> list[ChainEvent]:
     """Read and decode every event the contracts at ``addresses`` emitted, in chain order.
 
     The range is queried in chunks of ``chunk`` blocks, since many endpoints cap eth_getLogs.
+    ``topics`` filters as eth_getLogs does: position by position, a topic, a list of
+    alternatives, or None for any (see :func:`event_topic` and :func:`address_topic`).
     """
     last = chain.block_number if to_block is None else to_block
     out: list[ChainEvent] = []
     start = from_block
     while start <= last:
         end = min(start + chunk - 1, last)
-        logs = chain.w3.eth.get_logs(
-            {"address": [to_checksum_address(a) for a in addresses], "fromBlock": start, "toBlock": end}
-        )
+        query: dict[str, Any] = {"address": [to_checksum_address(a) for a in addresses], "fromBlock": start,
+                                 "toBlock": end}
+        if topics is not None:
+            query["topics"] = list(topics)
+        logs = chain.w3.eth.get_logs(query)
         out.extend(decode_logs(chain, logs))
         start = end + 1
     return sorted(out, key=lambda e: (e.block_number, e.log_index))
