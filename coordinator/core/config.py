@@ -1,11 +1,18 @@
-"""Settings of the coordinator (``METAI_COORDINATOR_*`` and an optional .env)."""
+"""Settings of the coordinator (``METAI_COORDINATOR_*`` and an optional .env).
+
+One class serves both halves of the coordinator: the Flower ServerApp that runs a study, and
+the HTTP service (``metai-coordinator serve``) through which patients, researchers and
+hospitals use the exchange. Every value is checked when the settings load; ``require*()``
+only names what a given job lacks.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.endpoint import optional_rpc_url
@@ -14,19 +21,38 @@ from coordinator.errors import CoordinatorConfigError
 MIN_PASSPHRASE = 12
 
 
+def _public_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected the http(s) URL people open the portal at, e.g. https://exchange.example.org")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("expected an origin only (scheme, host and port), without a path, query or fragment")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _database_url(value: str) -> str:
+    if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+        raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB")
+    return value
+
+
 class CoordinatorSettings(BaseSettings):
-    """Where the chain is, who the coordinator is on it, where models go."""
+    """Where the chain is, who the coordinator is on it, where models and state go, how it serves."""
 
     model_config = SettingsConfigDict(env_prefix="METAI_COORDINATOR_", env_file=".env", extra="ignore",
                                       env_ignore_empty=True, hide_input_in_errors=True)
 
-    #: The chain's JSON-RPC URL. Required to run a study.
+    #: The chain's JSON-RPC URL. Required to run a study and to serve.
     rpc_url: Annotated[str | None, AfterValidator(optional_rpc_url)] = None
     #: The deployment manifest.
     manifest: Path = Path("run/deployment.json")
-    #: Ethereum keystore (JSON) of the coordinator's key.
+    #: Ethereum keystore (JSON) of the coordinator's key (holds the COORDINATOR role).
     key_file: Path = Path("run/coordinator-key.json")
-    #: Passphrase of the keystore (at least 12 characters). No default; required to run a study.
+    #: Ethereum keystore (JSON) of the key that pays the gas of relayed consents. It needs no role;
+    #: it is apart from the coordinator's key so that relaying never races a study's anchoring
+    #: transactions for the same account nonce.
+    relayer_key_file: Path = Path("run/relayer-key.json")
+    #: Passphrase of both keystores (at least 12 characters). No default; required to run a study and to serve.
     passphrase: SecretStr | None = None
     #: Where final and per-round models are stored.
     model_dir: Path = Path("run/models")
@@ -34,13 +60,44 @@ class CoordinatorSettings(BaseSettings):
     #: (benchmarks/federated.py); the nodes must be told too (node config ``anchor``).
     anchor: bool = True
 
-    # Every value is checked when the settings load; require() names what a study run lacks.
+    # ------------------------------------------------------------------ the HTTP service
+    #: SQLAlchemy URL of the service's database: SQLite (embedded) or PostgreSQL.
+    database_url: Annotated[str, AfterValidator(_database_url)] = "sqlite:///run/coordinator.sqlite"
+    #: Address the service listens on.
+    host: str = "127.0.0.1"
+    #: Port the service listens on.
+    port: int = Field(default=8000, ge=1, le=65535)
+    #: The origin people and scripts reach the service at; sign-in messages name its host as their
+    #: domain and only messages for it are accepted.
+    public_url: Annotated[str, AfterValidator(_public_url)] = "http://127.0.0.1:8000"
+    #: Seconds a sign-in message may be signed and returned in.
+    sign_in_ttl: int = Field(default=300, ge=30, le=3600)
+    #: Seconds a session lasts after sign-in.
+    session_ttl: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    #: Sign-in attempts (message requests and verifications) allowed per client address per minute.
+    sign_in_rate: int = Field(default=30, ge=1)
+    #: Signed consents one account may submit for relay per minute.
+    relay_rate: int = Field(default=120, ge=1)
+    #: Largest request body accepted, in bytes.
+    max_body: int = Field(default=64 * 1024, ge=1024)
+    #: Consents relayed in one transaction at most.
+    relay_batch: int = Field(default=100, ge=1, le=200)
+    #: Seconds the relay waits for more consents before sending a batch that is not full.
+    relay_wait: float = Field(default=0.2, ge=0.0, le=60.0)
+    #: Log lines as JSON objects (one per line) instead of text.
+    log_json: bool = True
+
     @field_validator("passphrase")
     @classmethod
     def _passphrase(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_PASSPHRASE:
             raise ValueError(f"shorter than {MIN_PASSPHRASE} characters, the minimum of the coordinator's passphrase")
         return value
+
+    @property
+    def domain(self) -> str:
+        """The host (and port, if any) sign-in messages must name: the public URL's authority."""
+        return urlsplit(self.public_url).netloc
 
     def require(self) -> tuple[str, str]:
         """The RPC URL and passphrase; raise CoordinatorConfigError if either is unset."""

@@ -1,0 +1,1 @@
+"""The coordinator service's tables (``tables``) and its request/response schemas, by resource."""
