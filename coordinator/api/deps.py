@@ -1,0 +1,92 @@
+"""Reusable dependencies of the routes: the services, a database session, who is signed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from contracts.enums import Role
+from coordinator.api.problems import Problem
+from coordinator.core.security import ActiveSession, find_session
+from coordinator.service import Services
+
+SESSION_COOKIE = "metai_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_services(request: Request) -> Services:
+    """The services the app was built with."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_db(services: ServicesDep) -> Iterator[Session]:
+    """A database session for the request, committed if the handler returns normally."""
+    with services.db.session() as session:
+        yield session
+
+
+DbDep = Annotated[Session, Depends(get_db)]
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The account a request acts for, with its roles on chain."""
+
+    address: str
+    roles: frozenset[Role]
+    session: ActiveSession
+    token: str
+    by_cookie: bool
+
+    def has(self, role: Role) -> bool:
+        """Whether the account holds ``role`` on chain."""
+        return role in self.roles
+
+
+def _token(request: Request) -> tuple[str, bool] | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Problem(401, "bad-authorization", "Malformed Authorization header",
+                          "send 'Authorization: Bearer <token>' with the token sign-in returned",
+                          headers={"WWW-Authenticate": "Bearer"})
+        return value.strip(), False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return (cookie, True) if cookie else None
+
+
+def signed_in(request: Request, services: ServicesDep, db: DbDep) -> SignedIn:
+    """The signed-in account; refuse requests without a live session, and cookie writes without the CSRF token."""
+    found = _token(request)
+    if found is None:
+        raise Problem(401, "not-signed-in", "Not signed in",
+                      "sign in first (POST /v1/auth/challenge, then POST /v1/auth/sign-in)",
+                      headers={"WWW-Authenticate": "Bearer"})
+    token, by_cookie = found
+    session = find_session(db, token)
+    if session is None:
+        raise Problem(401, "session-expired", "Session expired or unknown",
+                      "the session ended, expired or never existed; sign in again",
+                      headers={"WWW-Authenticate": "Bearer"})
+    if by_cookie and request.method not in _SAFE_METHODS and not session.csrf_matches(request.headers.get(CSRF_HEADER)):
+        raise Problem(403, "csrf", "Missing or wrong CSRF token",
+                      f"a request made with the session cookie must carry the session's {CSRF_HEADER} header")
+    return SignedIn(session.address, services.roles.roles(session.address), session, token, by_cookie)
+
+
+SignedInDep = Annotated[SignedIn, Depends(signed_in)]
+
+
+def client_key(request: Request) -> str:
+    """The key rate limits count a client under: its address as the service sees it."""
+    return request.client.host if request.client else "unknown"

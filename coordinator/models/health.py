@@ -1,0 +1,20 @@
+"""The health report."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class HealthPublic(BaseModel):
+    """Whether the service can do its work: chain, database, relay."""
+
+    status: str = Field(description="ok, or degraded when the chain or the database does not answer")
+    chain_reachable: bool
+    chain_id: int
+    block: int | None = Field(description="The chain's latest block number, if reachable")
+    database: str = Field(description="sqlite or postgresql")
+    database_reachable: bool
+    schema_revision: str | None
+    outbox_depth: int | None = Field(description="Signed consents waiting to be relayed or mined")
+    relayer: str
+    relayer_balance_wei: str | None

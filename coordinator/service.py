@@ -1,0 +1,77 @@
+"""What the HTTP service holds while it runs: settings, database, chain, keys, relay, limits.
+
+One :class:`Services` object is built at start (the keys unlocked once) and handed to the app;
+nothing is kept in module globals.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from contracts.exchange import Exchange
+from coordinator.core.config import CoordinatorSettings
+from coordinator.core.db import Database, upgrade
+from coordinator.core.security import RateLimiter, RoleCache
+from coordinator.errors import CoordinatorConfigError
+from coordinator.relay.worker import Relay
+
+
+def unlock(key_file: Path, passphrase: str, what: str) -> LocalAccount:
+    """Decrypt the Ethereum keystore ``key_file``.
+
+    Raises:
+        CoordinatorConfigError: the file is missing, not a keystore, or the passphrase is wrong.
+    """
+    try:
+        keystore = json.loads(key_file.read_text("utf-8"))
+    except FileNotFoundError:
+        raise CoordinatorConfigError(f"{what} keystore {key_file} does not exist; set its path") from None
+    except (OSError, ValueError) as exc:
+        raise CoordinatorConfigError(f"{what} keystore {key_file} cannot be read as JSON: {exc}") from exc
+    try:
+        account: LocalAccount = Account.from_key(Account.decrypt(keystore, passphrase))
+    except ValueError as exc:
+        raise CoordinatorConfigError(f"cannot unlock the {what} keystore {key_file}: {exc}") from None
+    return account
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use."""
+
+    settings: CoordinatorSettings
+    db: Database
+    exchange: Exchange
+    coordinator: LocalAccount
+    relayer: LocalAccount
+    relay: Relay
+    roles: RoleCache
+    sign_in_limit: RateLimiter
+    relay_limit: RateLimiter
+
+    @classmethod
+    def build(cls, settings: CoordinatorSettings) -> Services:
+        """Connect to the chain and the database (migrating it), unlock both keys; nothing runs yet."""
+        rpc_url, passphrase = settings.require()
+        exchange = Exchange.connect(rpc_url, settings.manifest)
+        coordinator = unlock(settings.key_file, passphrase, "coordinator")
+        relayer = unlock(settings.relayer_key_file, passphrase, "relayer")
+        db = Database(settings.database_url)
+        upgrade(db.engine)
+        return cls(
+            settings=settings, db=db, exchange=exchange, coordinator=coordinator, relayer=relayer,
+            relay=Relay(db, exchange.consent, relayer, batch=settings.relay_batch, wait=settings.relay_wait),
+            roles=RoleCache(lambda role, address: exchange.roles.has(role, address)),
+            sign_in_limit=RateLimiter(settings.sign_in_rate),
+            relay_limit=RateLimiter(settings.relay_rate),
+        )
+
+    def close(self) -> None:
+        """Stop the relay and close the database."""
+        self.relay.stop()
+        self.db.close()
