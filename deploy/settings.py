@@ -69,13 +69,13 @@ class Settings(BaseSettings):
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
-            _check_address(address)
+            check_address(address)
         return value
 
     @field_validator("coordinator")
     @classmethod
     def _coordinator(cls, value: str | None) -> str | None:
-        return None if value is None else _check_address(value)
+        return None if value is None else check_address(value)
 
     def manifest_path(self) -> Path:
         """The manifest path (default ``<run_dir>/deployment.json``)."""
@@ -94,7 +94,12 @@ class Settings(BaseSettings):
         return self.rpc_url
 
 
-def _check_address(value: str) -> str:
+def check_address(value: str) -> str:
+    """``value`` if it is an Ethereum address (0x, 40 hex digits, a valid checksum if mixed-case).
+
+    Raises:
+        ValueError: it is not; the message names the value and the expected form.
+    """
     body = value.removeprefix("0x")
     mixed = body != body.lower() and body != body.upper()
     if not value.startswith("0x") or not is_hex_address(value) or (mixed and not is_checksum_address(value)):
