@@ -17,3 +17,7 @@ class ToolMissing(DeployError, FileNotFoundError):
 
 class SettingsError(DeployError, ValueError):
     """A setting is missing or holds a placeholder value."""
+
+
+class AdminRefused(DeployError, ValueError):
+    """A ``metai-admin`` command refused before sending anything: unknown role, bad address, last admin."""

@@ -1,0 +1,5 @@
+"""``python -m deploy.admin``: the same as ``metai-admin``."""
+
+from deploy.admin.cli import app
+
+app()
