@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from coordinator.api.middleware import Guard, content_security_policy
 from coordinator.api.problems import install_handlers
-from coordinator.api.routes import auth, consents, health
+from coordinator.api.routes import auth, consents, health, studies
 from coordinator.service import Services
 
 API_VERSION = "v1"
@@ -40,7 +40,7 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
     app.state.services = services
     install_handlers(app)
     api = APIRouter(prefix=f"/{API_VERSION}")
-    for module in (health, auth, consents):
+    for module in (health, auth, consents, studies):
         api.include_router(module.router)
     app.include_router(api)
     rpc = services.settings.rpc_url or ""

@@ -7,7 +7,8 @@ nothing is kept in module globals.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account import Account
@@ -53,6 +54,21 @@ class Services:
     roles: RoleCache
     sign_in_limit: RateLimiter
     relay_limit: RateLimiter
+    _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
+    _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def task_catalogue(self) -> dict[bytes, tuple[str, str]]:
+        """Each known training task's code hash -> (code, description); worked out once (it imports torch)."""
+        with self._tasks_lock:
+            if self._tasks is None:
+                from tasks import TASKS, task_code_hash
+
+                self._tasks = {task_code_hash(code): (code, task.spec.description) for code, task in TASKS.items()}
+            return self._tasks
+
+    def task_names(self) -> dict[bytes, str]:
+        """Each known training task's code hash -> its code."""
+        return {digest: code for digest, (code, _) in self.task_catalogue().items()}
 
     @classmethod
     def build(cls, settings: CoordinatorSettings) -> Services:
