@@ -113,6 +113,7 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
                             "record": round(ended - aggregated, 4)},
             node_seconds={c.hospital: c.seconds for c in accepted},
         ))
+        record.write(out_dir)  # as the run goes, so the coordinator service can show each round's metrics live
         log.info("study %s round %s: %s contributors, eval %s%s", cfg.study_id, round_, len(accepted), metrics,
                  f", epsilon {epsilon:.3f}" if ledger is not None else "")
     if not record.rounds and study.rounds_completed == 0:

@@ -1,8 +1,10 @@
 """The coordinator's record of a study: ``study.json`` next to its models, format ``metai-study-log`` version 1.
 
-The ServerApp writes it when a run ends (coordinator/federation.py); the model card, the demo,
-the federated benchmark and the end-to-end tests read it with :func:`read_study_log`, which
-refuses a file of another format or version instead of guessing at its keys. Layout::
+The ServerApp writes it after every round and when a run ends (coordinator/federation.py;
+until the end ``final_model_hash`` is empty). The coordinator service shows it live; the model
+card, the demo, the federated benchmark and the end-to-end tests read it with
+:func:`read_study_log`, which refuses a file of another format or version instead of guessing
+at its keys. Layout::
 
     {"format": "metai-study-log", "version": 1,
      "study_id": 2, "task": "ct-sinogram-lesion-v1",
