@@ -17,7 +17,7 @@ from contracts.merkle import MerkleTree
 from contracts.studies import StudyRecord
 from node.catalog import Patient, Record
 from node.errors import NodeError
-from node.leaves import cohort_leaf
+from contracts.leaves import cohort_leaf
 from node.node import Node
 
 

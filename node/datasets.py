@@ -17,7 +17,7 @@ from contracts.datause import Kind
 from contracts.merkle import MerkleTree
 from node.catalog import Dataset, DatasetRecord, Record
 from node.errors import DatasetError
-from node.leaves import record_leaf
+from contracts.leaves import record_leaf
 from node.node import Node
 from node.store import sha256_file
 

@@ -15,7 +15,7 @@ import pytest
 from contracts.datause import Kind
 from contracts.exchange import Exchange
 from contracts.merkle import MerkleError, MerkleTree
-from node.leaves import cohort_leaf, record_leaf
+from contracts.leaves import cohort_leaf, record_leaf
 from tests.contracts.merkle_reference import reference_leaf, reference_root
 
 SIZES = (1, 2, 3, 5, 8, 13)  # odd sizes promote a last node; 8 is a full tree
