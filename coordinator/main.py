@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from coordinator.api.middleware import Guard, content_security_policy
 from coordinator.api.problems import install_handlers
-from coordinator.api.routes import auth, consents, health, studies
+from coordinator.api.routes import auth, consents, health, me, proofs, studies
 from coordinator.service import Services
 
 API_VERSION = "v1"
+STATIC = Path(__file__).parent / "portal" / "static"
 
 
 def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
@@ -40,9 +43,10 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
     app.state.services = services
     install_handlers(app)
     api = APIRouter(prefix=f"/{API_VERSION}")
-    for module in (health, auth, consents, studies):
+    for module in (health, auth, consents, me, proofs, studies):
         api.include_router(module.router)
     app.include_router(api)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     rpc = services.settings.rpc_url or ""
     parts = urlsplit(rpc)
     connect = [f"{parts.scheme}://{parts.netloc}"] if parts.netloc else []

@@ -33,19 +33,20 @@ def consents_of(exchange: Exchange, patient: str) -> list[ConsentPublic]:
     events = read_events(exchange.chain, [exchange.consent.address], from_block=exchange.deployment.deploy_block,
                          topics=topics)
     latest: dict[bytes, ConsentGranted] = {}
-    revoked: dict[bytes, int] = {}
+    revoked: dict[bytes, ConsentRevoked] = {}
     for event in events:
         if isinstance(event, ConsentGranted):
             latest[event.consent_id] = event
             revoked.pop(event.consent_id, None)  # granting again puts it back in force
         elif isinstance(event, ConsentRevoked):
-            revoked[event.consent_id] = event.block_number
+            revoked[event.consent_id] = event
     now = int(time.time())
     out = []
     for consent_id, granted in sorted(latest.items(), key=lambda kv: -kv[1].block_number):
         scope = scope_public(granted.hospital, granted.purpose, granted.disease, granted.study_id)
         kinds = kind_names(int(granted.kinds))
-        revoked_at = revoked.get(consent_id)
+        revocation = revoked.get(consent_id)
+        revoked_at = revocation.block_number if revocation else None
         if revoked_at is not None:
             state = ConsentState.REVOKED
         elif granted.expires_at != NO_EXPIRY and granted.expires_at <= now:
@@ -57,7 +58,8 @@ def consents_of(exchange: Exchange, patient: str) -> list[ConsentPublic]:
         out.append(ConsentPublic(
             consent_id="0x" + consent_id.hex(), scope=scope, kinds=kinds,
             expires_at=None if granted.expires_at == NO_EXPIRY else granted.expires_at,
-            granted_at_block=granted.block_number, revoked_at_block=revoked_at, state=state, words=words))
+            granted_at_block=granted.block_number, granted_tx=granted.tx_hash, revoked_at_block=revoked_at,
+            revoked_tx=revocation.tx_hash if revocation else None, state=state, words=words))
     return out
 
 

@@ -152,7 +152,9 @@ class ConsentPublic(BaseModel):
     kinds: list[KindName]
     expires_at: int | None = Field(description="Unix seconds; null: no expiry")
     granted_at_block: int
+    granted_tx: Hash32
     revoked_at_block: int | None
+    revoked_tx: Hash32 | None
     state: ConsentState
     words: str
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, MetaData, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ADDRESS = 42  # 0x + 40 hex digits, checksummed
@@ -127,4 +127,40 @@ class RelayItem(Base):
     __table_args__ = (
         Index("ix_relay_items_state_created_at", "state", "created_at"),
         Index("ix_relay_items_patient_created_at", "patient", "created_at"),
+    )
+
+
+class PublishedRound(Base):
+    """A hospital's publication of one round's cohort proofs: how many leaves so far, and whether all."""
+
+    __tablename__ = "published_rounds"
+    study_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    round: Mapped[int] = mapped_column(primary_key=True)
+    hospital: Mapped[str] = mapped_column(String(ADDRESS), primary_key=True)
+    cohort_root: Mapped[str] = mapped_column(String(HASH))
+    cohort_count: Mapped[int]
+    published: Mapped[int]
+    complete: Mapped[bool]
+    block: Mapped[int] = mapped_column(BigInteger)  # the block the contribution was anchored in
+    tx_hash: Mapped[str] = mapped_column(String(HASH))  # the contribution's transaction
+    updated_at: Mapped[_dt.datetime]
+
+
+class CohortProof(Base):
+    """A patient's record in a round's cohort: the leaf's values and its Merkle proof (for that patient only)."""
+
+    __tablename__ = "cohort_proofs"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    patient: Mapped[str] = mapped_column(String(ADDRESS))
+    study_id: Mapped[int] = mapped_column(BigInteger)
+    round: Mapped[int]
+    hospital: Mapped[str] = mapped_column(String(ADDRESS))
+    record_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[int]
+    proof: Mapped[str] = mapped_column(Text)  # JSON list of 0x-hex sibling hashes
+    created_at: Mapped[_dt.datetime]
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "round", "hospital", "record_id"),
+        Index("ix_cohort_proofs_patient_study_id", "patient", "study_id"),
     )

@@ -1,0 +1,62 @@
+"""A patient's own view: who used my data, and a receipt of everything, verifiable without the coordinator."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from coordinator.api.deps import DbDep, ServicesDep, SignedInDep
+from coordinator.api.problems import PROBLEM_RESPONSES
+from coordinator.models.proofs import DataUsePublic, ReceiptPublic
+from coordinator.patients import consents_of
+from coordinator.proofs import data_uses
+from coordinator.service import Services
+
+router = APIRouter(prefix="/me", tags=["my data"], responses=PROBLEM_RESPONSES)
+templates = Jinja2Templates(directory=Path(__file__).parents[2] / "portal" / "templates")
+
+
+def _receipt(services: Services, db: DbDep, patient: str) -> ReceiptPublic:
+    exchange = services.exchange
+    registry = exchange.studies.address
+    rpc = "<your chain's JSON-RPC URL>"
+    return ReceiptPublic(
+        patient=patient, generated_at=_dt.datetime.now(_dt.UTC).replace(microsecond=0),
+        chain_id=exchange.chain.chain_id,
+        contracts={name: c.address for name, c in exchange.deployment.contracts.items()},
+        consents=consents_of(exchange, patient), data_uses=data_uses(db, exchange, patient),
+        how_to_verify=[
+            "Each consent's granted_tx and revoked_tx is a transaction on the chain above: look it up in any "
+            "client (e.g. `cast receipt <tx> --rpc-url " + rpc + "`) and read its ConsentGranted / ConsentRevoked "
+            "event from the ConsentRegistry.",
+            "Each record of a data use is in that round's cohort if the chain answers true to "
+            f"`cast call {registry} 'inCohort(uint256,uint16,address,bytes32,bytes32[])(bool)' "
+            "<study_id> <round> <hospital> <leaf> '[<proof, comma-separated>]' --rpc-url " + rpc + "`.",
+            "The leaf is keccak256(keccak256(abi.encode(bytes32 record_id, uint8 kind, address patient))): "
+            "recompute it from the record id, kind and your address rather than trusting the one given.",
+            "A round listed with included=false was published in full by the hospital without any of your records.",
+        ])
+
+
+@router.get("/data-uses")
+def my_data_uses(account: SignedInDep, services: ServicesDep, db: DbDep) -> list[DataUsePublic]:
+    """Every study round at every hospital whose anchored cohort held one of my records, each with a Merkle
+    proof anyone can check with StudyRegistry.inCohort; later rounds without me show as not included."""
+    return data_uses(db, services.exchange, account.address)
+
+
+@router.get("/receipt")
+def my_receipt(account: SignedInDep, services: ServicesDep, db: DbDep) -> ReceiptPublic:
+    """My receipt (JSON): every consent with its transactions and every use of my data with its proofs."""
+    return _receipt(services, db, account.address)
+
+
+@router.get("/receipt.html", response_class=HTMLResponse)
+def my_receipt_page(request: Request, account: SignedInDep, services: ServicesDep, db: DbDep) -> HTMLResponse:
+    """My receipt as a page to print."""
+    receipt = _receipt(services, db, account.address)
+    return templates.TemplateResponse(request, "receipt.html", {"receipt": receipt})
