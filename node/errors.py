@@ -37,3 +37,7 @@ class PacsError(NodeError, ConnectionError):
 
 class DatasetError(NodeError, ValueError):
     """A dataset cannot be built, registered or verified."""
+
+
+class StudyDecisionError(NodeError, ValueError):
+    """This hospital cannot decide on a study: it does not exist, does not name the hospital, or awaits no decision."""
