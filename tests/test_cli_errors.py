@@ -125,6 +125,7 @@ NODE_COMMANDS: dict[str, tuple[tuple[str, ...], bool, dict[str, str | None]]] = 
     "register": (("image-MR-v1",), True, {}),
     "proof": (("image-CT-v1", "{record}"), True, {}),
     "verify": ((), True, {}),
+    "studies": ((), True, {}),
     "approve": (("{requested}", "--yes"), True, {}),
     "decline": (("{requested}", "--yes"), True, {}),
     "status": ((), True, {}),
@@ -158,6 +159,9 @@ def _node_cases() -> Iterator[Case]:
                "PATH {root}/absent-folder does not exist")
     yield Case("node", ("ingest",), "nonexistent labels", ("--labels", "{root}/absent.csv", "{root}/empty"),
                "--labels {root}/absent.csv does not exist")
+    yield Case("node", ("approve",), "unknown study", ("99", "--yes"), "study 99 does not exist")
+    yield Case("node", ("decline",), "decided study", ("{running}", "--yes"),
+               "study {running} is not awaiting this hospital's decision: it was already approved")
     yield Case("node", ("import-pacs",), "PACS URL unset", (), "METAI_NODE_PACS_URL is not set")
     yield Case("node", ("import-pacs",), "malformed PACS URL", (), "PACS URL 'notaurl' is not an http(s) URL",
                {**PACS, "METAI_NODE_PACS_URL": "notaurl"})

@@ -3,7 +3,7 @@
 - :mod:`node.cli.setup`: ``init``, ``status``;
 - :mod:`node.cli.data`: ``ingest``, ``import-pacs``, ``datasets``, ``register``, ``proof``, ``verify``;
 - :mod:`node.cli.patients`: ``challenge``, ``enrol``;
-- :mod:`node.cli.studies`: ``approve``, ``decline``.
+- :mod:`node.cli.studies`: ``studies``, ``approve``, ``decline``.
 
 Every command runs inside one error boundary (:mod:`node.cli.boundary`, shared with
 ``python -m deploy`` and the signing agent): whatever goes wrong ends as one ``error: ...``
