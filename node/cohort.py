@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from contracts.datause import Kind, Use
+from contracts.leaves import cohort_leaf
 from contracts.merkle import MerkleTree
 from contracts.studies import StudyRecord
 from node.catalog import Patient, Record
 from node.errors import NodeError
-from contracts.leaves import cohort_leaf
 from node.node import Node
 
 

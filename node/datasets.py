@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contracts.datause import Kind
+from contracts.leaves import record_leaf
 from contracts.merkle import MerkleTree
 from node.catalog import Dataset, DatasetRecord, Record
 from node.errors import DatasetError
-from contracts.leaves import record_leaf
 from node.node import Node
 from node.store import sha256_file
 

@@ -14,8 +14,8 @@ import pytest
 
 from contracts.datause import Kind
 from contracts.exchange import Exchange
-from contracts.merkle import MerkleError, MerkleTree
 from contracts.leaves import cohort_leaf, record_leaf
+from contracts.merkle import MerkleError, MerkleTree
 from tests.contracts.merkle_reference import reference_leaf, reference_root
 
 SIZES = (1, 2, 3, 5, 8, 13)  # odd sizes promote a last node; 8 is a full tree
