@@ -26,6 +26,15 @@ _PLACEHOLDER_PASSPHRASES = {"", "changeme", "change-me", "passphrase", "password
 MIN_PASSPHRASE = 12
 
 
+def _coordinator_url(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected the coordinator's http(s) URL, e.g. https://coordinator.example.org")
+    return value.strip().rstrip("/")
+
+
 class NodeSettings(BaseSettings):
     """Where the node lives and how to unlock it."""
 
@@ -42,6 +51,8 @@ class NodeSettings(BaseSettings):
     pacs_url: str | None = None
     pacs_user: str | None = None
     pacs_password: SecretStr | None = None
+    #: The coordinator service's URL, where ``publish-proofs`` sends each round's cohort proofs for patients.
+    coordinator_url: Annotated[str | None, AfterValidator(_coordinator_url)] = None
 
     # Every value is checked when the settings load, not when a command first reaches for it.
     @field_validator("pacs_url")

@@ -114,6 +114,7 @@ NODE_CHAIN_DOWN: tuple[dict[str, str | None], str] = (
     {"METAI_NODE_RPC_URL": "{closed}"}, "cannot reach the chain at {closed} (connection refused)")
 PACS: dict[str, str | None] = {"METAI_NODE_PACS_URL": "{closed}", "METAI_NODE_PACS_USER": "orthanc",
                                "METAI_NODE_PACS_PASSWORD": PACS_PASSWORD}
+COORDINATOR: dict[str, str | None] = {"METAI_NODE_COORDINATOR_URL": "{closed}"}
 
 # command -> (arguments, touches the chain, extra environment)
 NODE_COMMANDS: dict[str, tuple[tuple[str, ...], bool, dict[str, str | None]]] = {
@@ -129,6 +130,7 @@ NODE_COMMANDS: dict[str, tuple[tuple[str, ...], bool, dict[str, str | None]]] = 
     "approve": (("{requested}", "--yes"), True, {}),
     "decline": (("{requested}", "--yes"), True, {}),
     "status": ((), True, {}),
+    "publish-proofs": ((), False, COORDINATOR),
 }
 
 
@@ -166,6 +168,12 @@ def _node_cases() -> Iterator[Case]:
     yield Case("node", ("import-pacs",), "malformed PACS URL", (), "PACS URL 'notaurl' is not an http(s) URL",
                {**PACS, "METAI_NODE_PACS_URL": "notaurl"})
     yield Case("node", ("import-pacs",), "PACS down", (), "cannot reach the PACS at {closed}", PACS)
+    yield Case("node", ("publish-proofs",), "coordinator URL unset", (), "METAI_NODE_COORDINATOR_URL is not set")
+    yield Case("node", ("publish-proofs",), "malformed coordinator URL", (),
+               "METAI_NODE_COORDINATOR_URL: expected the coordinator's http(s) URL",
+               {"METAI_NODE_COORDINATOR_URL": "notaurl"})
+    yield Case("node", ("publish-proofs",), "coordinator down", (), "the coordinator at {closed} cannot be reached",
+               COORDINATOR)
 
 
 NODE_ARG = "{node_dir}={good_pass}"

@@ -116,3 +116,32 @@ def studies(
                       f"{preview.in_cohort} of {preview.records}" if preview else "-",
                       _not_in_cohort(preview, "\n") if preview else "-")
     out().print(table)
+
+
+def publish_proofs(
+    study: Annotated[int | None, typer.Option("--study", help="only this study's rounds")] = None,
+) -> None:
+    """Publish each trained round's cohort proofs to the coordinator, for the patients in it.
+
+    Every kept round not yet published goes to METAI_NODE_COORDINATOR_URL, signed in with the
+    hospital's key; each patient can then see, and check on chain, that their records were used.
+    """
+    from node.cli.common import settings
+    from node.errors import NodeConfigError
+    from node.proof_publish import CoordinatorClient, publish_kept
+
+    url = settings().coordinator_url
+    if url is None:
+        raise NodeConfigError("METAI_NODE_COORDINATOR_URL is not set: give the coordinator service's URL")
+    node = open_node()
+    client = CoordinatorClient(url, node.account)
+    try:
+        client.sign_in()
+        done = publish_kept(node.dir, client, study)
+    finally:
+        client.close()
+    for published in done:
+        out().print(f"study {published.study_id} round {published.round}: {published.records} proofs for "
+                    f"{published.patients} patients published")
+    if not done:
+        out().print("nothing to publish: every kept round is published")

@@ -85,10 +85,11 @@ def make_service(exchange: Exchange, actors: Actors, root: Path, database_url: s
     exchange.chain.send_value(actors.admin, relayer.address, 10**19)
     (root / "coordinator-key.json").write_text(light_keystore(actors.coordinator.key, PASSPHRASE))
     (root / "relayer-key.json").write_text(light_keystore(relayer.key, PASSPHRASE))
-    settings = CoordinatorSettings(
-        rpc_url=exchange.chain.rpc_url, manifest=manifest, key_file=root / "coordinator-key.json",
-        relayer_key_file=root / "relayer-key.json", passphrase=PASSPHRASE, database_url=database_url,
-        model_dir=root / "models", public_url=PUBLIC_URL, relay_wait=0.0, **overrides)
+    values: dict[str, Any] = {
+        "rpc_url": exchange.chain.rpc_url, "manifest": manifest, "key_file": root / "coordinator-key.json",
+        "relayer_key_file": root / "relayer-key.json", "passphrase": PASSPHRASE, "database_url": database_url,
+        "model_dir": root / "models", "public_url": PUBLIC_URL, "relay_wait": 0.0, **overrides}
+    settings = CoordinatorSettings(**values)
     return Services.build(settings), settings
 
 
@@ -116,3 +117,41 @@ def service_factory(exchange: Exchange, actors: Actors, tmp_path: Path,
 def service(service_factory: Callable[..., Harness]) -> Harness:
     """The service with its default settings."""
     return service_factory()
+
+
+@dataclass
+class LiveService:
+    """The service on a real loopback port (uvicorn in a thread), for clients that speak HTTP themselves."""
+
+    url: str
+    services: Services
+    harness: Harness
+
+
+@pytest.fixture
+def live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator[LiveService]:
+    """The service (SQLite) served by uvicorn on a free 127.0.0.1 port until the test ends."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from deploy.process import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    services, settings = make_service(exchange, actors, tmp_path / "live", f"sqlite:///{tmp_path / 'live.sqlite'}",
+                                      public_url=url)
+    app = create_app(services, run_relay=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, name="live-coordinator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the coordinator service did not start within 30 s"
+        time.sleep(0.02)
+    client = TestClient(app, base_url=PUBLIC_URL)
+    yield LiveService(url, services, Harness(services, client, exchange, settings))
+    server.should_exit = True
+    thread.join(30)
+    services.close()
