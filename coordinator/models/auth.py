@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-
 from pydantic import BaseModel, Field
 
-from coordinator.models.common import Address
+from coordinator.models.common import Address, UtcDatetime
 
 
 class ChallengeCreate(BaseModel):
@@ -20,7 +18,7 @@ class ChallengePublic(BaseModel):
 
     message: str = Field(description="The exact text to sign (EIP-191 personal_sign)")
     nonce: str
-    expires_at: _dt.datetime
+    expires_at: UtcDatetime
 
 
 class SignInCreate(BaseModel):
@@ -38,7 +36,7 @@ class SessionPublic(BaseModel):
         description="Roles the address holds on chain; every address is a patient for its own data")
     token: str
     csrf_token: str = Field(description="Send as X-CSRF-Token with every state-changing request made with the cookie")
-    expires_at: _dt.datetime
+    expires_at: UtcDatetime
 
 
 class MePublic(BaseModel):
@@ -46,4 +44,4 @@ class MePublic(BaseModel):
 
     address: Address
     roles: list[str]
-    expires_at: _dt.datetime
+    expires_at: UtcDatetime

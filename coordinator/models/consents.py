@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from contracts.datause import Kind, Purpose
-from coordinator.models.common import Address, Hash32, Uint53
+from coordinator.models.common import Address, Hash32, Uint53, UtcDatetime
 
 #: The data kinds by the names the API uses.
 KIND_NAMES: dict[str, Kind] = {
@@ -132,8 +131,8 @@ class RelayPublic(BaseModel):
     consent_id: Hash32 | None
     error: str | None = Field(description="The contract's custom error name, when refused")
     error_detail: str | None
-    created_at: _dt.datetime
-    updated_at: _dt.datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ConsentState(StrEnum):

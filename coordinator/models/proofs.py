@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-
 from pydantic import BaseModel, Field
 
-from coordinator.models.common import Address, Hash32, Uint53
+from coordinator.models.common import Address, Hash32, Uint53, UtcDatetime
 from coordinator.models.consents import ConsentPublic
 
 #: Proofs one request may carry; a node sends a round's proofs in as many requests as it needs.
@@ -84,7 +82,7 @@ class ReceiptPublic(BaseModel):
     format: str = "metai-patient-receipt"
     version: int = 1
     patient: Address
-    generated_at: _dt.datetime
+    generated_at: UtcDatetime
     chain_id: int
     contracts: dict[str, Address]
     consents: list[ConsentPublic]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from eth_account.messages import encode_defunct
 
 from coordinator.core import siwe
+from coordinator.core.db import head_revision
 from tests.conftest import Actors
 from tests.coordinator.conftest import Harness
 
@@ -178,4 +179,4 @@ def test_health_reports_chain_database_and_outbox(service: Harness) -> None:
     assert report["database"] in ("sqlite", "postgresql")
     assert report["database_reachable"]
     assert report["outbox_depth"] == 0
-    assert report["schema_revision"] == "0001"
+    assert report["schema_revision"] == head_revision()
