@@ -61,6 +61,16 @@ _GAS_MARGIN = 10_000
 _PRUNED_MARKERS = ("BlockOutOfRange", "missing trie node", "historical state", "header not found")
 
 
+def _with_margin(estimate: int) -> int:
+    """The gas limit to send with a transaction whose gas was estimated at ``estimate``.
+
+    The estimate runs on the current block; the transaction runs in the next one, and a storage
+    write's cost can differ between them (e.g. a slot's original value). A margin keeps such a
+    transaction from running out of gas; only gas used is paid.
+    """
+    return estimate + estimate // 5 + _GAS_MARGIN
+
+
 def _is_pruned(exc: Exception) -> bool:
     return any(marker in str(exc) for marker in _PRUNED_MARKERS)
 
@@ -231,6 +241,32 @@ class Chain:
         """
         return self._send(account, fn, self.contract_name(fn.address))
 
+    def transact_raw(self, account: LocalAccount, to: str, data: bytes) -> TxResult:
+        """Sign and send pre-encoded calldata ``data`` to ``to`` from ``account``; wait until it is mined.
+
+        For hot paths, as :meth:`call_raw`: web3 validates and encodes a large array argument
+        slower than the node runs the transaction. Gas is estimated, and refusals decoded, as
+        in :meth:`transact`.
+
+        Raises:
+            ContractRevert: the call reverts (detected while estimating gas, before sending).
+            TransactionFailed: mined but failed, or not mined within the timeout.
+        """
+        target = Web3.to_checksum_address(to)
+        tx = {
+            "from": account.address,
+            "to": target,
+            "data": HexBytes(data),
+            "chainId": self.chain_id,
+            "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
+            "gasPrice": self.w3.eth.gas_price,
+        }
+        try:
+            tx["gas"] = _with_margin(int(self.w3.eth.estimate_gas(tx)))  # type: ignore[arg-type]
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._decoded(exc, target) from exc
+        return self._submit(account, tx, self.contract_name(target))
+
     def send_value(self, account: LocalAccount, to: str, wei: int) -> TxResult:
         """Transfer ``wei`` from ``account`` to ``to`` (to fund a new actor)."""
         tx = {
@@ -244,8 +280,8 @@ class Chain:
         tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
         return self._submit(account, tx, None)
 
-    def sign(self, account: LocalAccount, fn: ContractFunction, *, nonce: int | None = None) -> SignedTx:
-        """Sign a call of ``fn`` from ``account`` without sending it (gas estimated now).
+    def sign_raw(self, account: LocalAccount, to: str, data: bytes, *, nonce: int | None = None) -> SignedTx:
+        """Sign pre-encoded calldata ``data`` to ``to`` from ``account`` without sending it (gas estimated now).
 
         For senders that must store a transaction before it leaves (an outbox): the stored raw
         bytes can be broadcast again after a crash, and they hash to the same transaction, so it
@@ -254,15 +290,16 @@ class Chain:
         Raises:
             ContractRevert: the call reverts on the current state (while estimating gas).
         """
+        target = Web3.to_checksum_address(to)
+        tx: Any = {
+            "from": account.address, "to": target, "data": HexBytes(data), "chainId": self.chain_id,
+            "nonce": self.w3.eth.get_transaction_count(account.address, "pending") if nonce is None else nonce,
+            "gasPrice": self.w3.eth.gas_price,
+        }
         try:
-            pending = self.w3.eth.get_transaction_count(account.address, "pending")
-            base: Any = {"from": account.address, "chainId": self.chain_id,
-                         "nonce": pending if nonce is None else nonce}
-            estimate = int(fn.estimate_gas(base))
-            base["gas"] = estimate + estimate // 5 + _GAS_MARGIN
-            tx: Any = fn.build_transaction(base)
+            tx["gas"] = _with_margin(int(self.w3.eth.estimate_gas(tx)))
         except (ContractLogicError, Web3RPCError) as exc:
-            raise self._decoded(exc, getattr(fn, "address", None)) from exc
+            raise self._decoded(exc, target) from exc
         signed = account.sign_transaction(tx)
         return SignedTx(HexBytes(signed.hash).to_0x_hex(), bytes(signed.raw_transaction), account.address,
                         int(tx["nonce"]))
@@ -318,11 +355,7 @@ class Chain:
                 "chainId": self.chain_id,
                 "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
             }
-            # The estimate runs on the current block; the transaction runs in the next one, and
-            # a storage write's cost can differ between them (e.g. a slot's original value). A
-            # margin keeps such a transaction from running out of gas; only gas used is paid.
-            estimate = int(fn.estimate_gas(base))
-            tx = fn.build_transaction({**base, "gas": estimate + estimate // 5 + _GAS_MARGIN})
+            tx = fn.build_transaction({**base, "gas": _with_margin(int(fn.estimate_gas(base)))})
         except (ContractLogicError, Web3RPCError) as exc:
             raise self._decoded(exc, getattr(fn, "address", None)) from exc
         return self._submit(account, tx, contract)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, ClassVar, Protocol
 
+from eth_abi.abi import decode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -346,6 +347,25 @@ def _event_abis(contract: str) -> dict[bytes, dict[str, Any]]:
     return out
 
 
+def _decode_args(abi: dict[str, Any], log: Any) -> dict[str, Any]:
+    """The arguments of event ``abi`` in ``log``, by name, as eth_abi decodes them.
+
+    Indexed arguments come from the topics after the first, the others from the data. An indexed
+    argument of a dynamic type is kept as its topic, the hash of its value, as Solidity logs it.
+    Decoded here rather than by web3's ``process_log``, which takes about ten times as long: a
+    batch relay's receipt holds 200 events.
+    """
+    inputs = abi["inputs"]
+    plain = [p for p in inputs if not p["indexed"]]
+    args = dict(zip((p["name"] for p in plain), decode([_canonical(p) for p in plain], bytes(log["data"])),
+                    strict=True))
+    indexed = [p for p in inputs if p["indexed"]]
+    for param, topic in zip(indexed, log["topics"][1:], strict=True):
+        dynamic = param["type"] in ("string", "bytes") or param["type"].endswith("]")
+        args[param["name"]] = bytes(topic) if dynamic else decode([_canonical(param)], bytes(topic))[0]
+    return args
+
+
 def decode_logs(chain: LogSource, logs: Iterable[Any]) -> list[ChainEvent]:
     """Decode the logs emitted by known MeTAI contracts; logs of other contracts are skipped."""
     records: list[ChainEvent] = []
@@ -356,8 +376,7 @@ def decode_logs(chain: LogSource, logs: Iterable[Any]) -> list[ChainEvent]:
         abi = _event_abis(contract).get(bytes(log["topics"][0]))
         if abi is None:
             continue
-        bound = chain.w3.eth.contract(abi=[abi])
-        decoded = bound.events[abi["name"]]().process_log(log)
+        args = _decode_args(abi, log)
         where: dict[str, Any] = {
             "contract": contract,
             "address": to_checksum_address(log["address"]),
@@ -367,10 +386,10 @@ def decode_logs(chain: LogSource, logs: Iterable[Any]) -> list[ChainEvent]:
         }
         cls = EVENT_TYPES.get(abi["name"])
         if cls is None:
-            args = tuple((snake(p["name"]), to_python(p, Any, decoded["args"][p["name"]])) for p in abi["inputs"])
-            records.append(OtherEvent(**where, event=abi["name"], args=args))
+            other = tuple((snake(p["name"]), to_python(p, Any, args[p["name"]])) for p in abi["inputs"])
+            records.append(OtherEvent(**where, event=abi["name"], args=other))
         else:
-            records.append(build(cls, abi["inputs"], decoded["args"], **where))
+            records.append(build(cls, abi["inputs"], args, **where))
     return records
 
 
