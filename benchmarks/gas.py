@@ -1,23 +1,28 @@
-"""Gas per contract operation and the latency of the batch consent view, on a real Anvil.
+"""Gas per contract operation, batch consent relay, and the latency of the batch consent view, on a real Anvil.
 
 Run: ``.venv/bin/python -m benchmarks.gas``. Writes ``benchmarks/results/gas.json`` and the
 table in ``benchmarks/README.md``. Gas is deterministic for a given compiler and input; the
-batch-view time is wall-clock on this machine (median of several runs).
+batch-view time and the relay rates are wall-clock on this machine (Anvil mines each
+transaction at once, so a rate is this machine's client and node, not a chain's block capacity).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from benchmarks.report import Measurement, write_results
 from contracts.chain import Chain
+from contracts.consent import ConsentClient
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope, Use
+from contracts.eip712 import SignedConsent
 from contracts.exchange import Exchange
 from contracts.merkle import MerkleTree, leaf_hash
 from contracts.roles import Role
@@ -28,6 +33,13 @@ from deploy.deployer import deploy_contracts
 BATCH_PATIENTS = 10_000
 GRANTED_PATIENTS = 1_000
 VIEW_RUNS = 5
+#: Sizes of the relay batches measured (first grants of new patients, the costliest item).
+RELAY_BATCHES = (1, 10, 50, 100, 200)
+#: Grants relayed one transaction each, for the rate without batching.
+SINGLE_RELAYS = 100
+#: Half of a 30M block: what a full relay batch must stay under.
+HALF_BLOCK = 15_000_000
+FAR = 2**40  # a signature deadline far in the future
 
 
 def _gas(name: str, value: int, target: int | None = None, note: str = "") -> Measurement:
@@ -35,6 +47,34 @@ def _gas(name: str, value: int, target: int | None = None, note: str = "") -> Me
         metric=name, value=value, unit="gas",
         target=f"<= {target:,}" if target else "", met=(value <= target) if target else None, note=note,
     )
+
+
+def _first_grants(consent: ConsentClient, n: int, scope: Scope) -> list[SignedConsent]:
+    """``n`` grants signed by new patients (nonce 0, known without asking the chain)."""
+    return [consent.sign_grant(Account.create(), scope, Kind.CT_SINOGRAM, NO_EXPIRY, nonce=0, deadline=FAR)
+            for _ in range(n)]
+
+
+def _relay_rows(ex: Exchange, coordinator: LocalAccount) -> list[Measurement]:
+    """Gas of batch relays of first grants (per consent, and in all for the largest), and of a refused item."""
+    rows = []
+    hmb = Scope(purpose=Purpose.HMB)
+    for n in RELAY_BATCHES:
+        result = ex.consent.relay_batch(coordinator, _first_grants(ex.consent, n, hmb))
+        if len(result.relayed) != n or len(result.transactions) != 1:
+            raise AssertionError(f"batch of {n}: {len(result.relayed)} relayed in {len(result.transactions)} tx")
+        total = result.gas_used
+        rows.append(_gas(f"batch relay of {n} first grant{'s' if n > 1 else ''}, gas per consent", round(total / n),
+                         note=f"{total:,} gas in all"))
+    rows.append(_gas(f"batch relay of {RELAY_BATCHES[-1]} first grants (the most per batch), gas in all", total,
+                     HALF_BLOCK, note="half of a 30M block"))
+    forged = [dataclasses.replace(s, patient=Account.create().address) for s in _first_grants(ex.consent, 100, hmb)]
+    refused = ex.consent.relay_batch(coordinator, forged)
+    if len(refused.failed) != 100:
+        raise AssertionError(f"{len(refused.failed)} of 100 forged grants refused")
+    rows.append(_gas("batch relay, gas per refused item (100 foreign-signer grants)", round(refused.gas_used / 100),
+                     note=f"{refused.gas_used:,} gas in all"))
+    return rows
 
 
 def main() -> None:
@@ -72,9 +112,23 @@ def _measure(chain: Chain, dev_keys: tuple[str, ...]) -> tuple[list[Measurement]
     direct = ex.consent.grant(patient, Scope(purpose=Purpose.DS, disease=7), Kind.IMAGE, NO_EXPIRY)
     rows.append(_gas("direct consent grant", direct.gas_used))
     revoke = ex.consent.revoke(patient, hmb)
-    rows.append(_gas("direct consent revoke", revoke.gas_used, 40_000))
+    rows.append(_gas("direct consent revoke, patient who signed before", revoke.gas_used, 40_000,
+                     note="consumes the patient's nonce too: 2 -> 3"))
     relayed_revoke = ex.consent.relay(coordinator, ex.consent.sign_revoke(patient, Scope(purpose=Purpose.GRU)))
     rows.append(_gas("relayed consent revoke", relayed_revoke.gas_used))
+    newcomer = Account.create()
+    chain.send_value(admin, newcomer.address, 10**17)
+    ex.consent.grant(newcomer, hmb, Kind.CT_SINOGRAM, NO_EXPIRY)
+    first_revoke = ex.consent.revoke(newcomer, hmb)
+    rows.append(_gas("direct consent revoke, patient who never signed", first_revoke.gas_used,
+                     note="consumes nonce 0: its storage slot is new"))
+    nonce = ex.consent.nonce(patient.address)
+    for count in (1, 10, 256):
+        cancel = ex.consent.cancel_signatures(patient, nonce + count)
+        nonce += count
+        most = " (the most per call)" if count == 256 else ""
+        rows.append(_gas(f"cancelSignatures, {count} nonce{'s' if count > 1 else ''}{most}", cancel.gas_used))
+    rows += _relay_rows(ex, coordinator)
 
     # datasets: the same gas for 1 and for 100,000 records
     one = MerkleTree([leaf_hash(["uint256"], [0])])
@@ -109,13 +163,32 @@ def _measure(chain: Chain, dev_keys: tuple[str, ...]) -> tuple[list[Measurement]
     rows.append(_gas("round record (2 contributors)", rec.gas_used))
     rows.append(_gas("study completion", ex.studies.complete(coordinator, study_id, keccak(b"final")).gas_used))
 
-    # batch view over 10,000 patients, GRANTED_PATIENTS of whom consented
-    patients = [Account.create() for _ in range(BATCH_PATIENTS)]
+    # relay rates: one transaction per consent, then batches (signing is the patients' part, not timed)
+    singles = _first_grants(ex.consent, SINGLE_RELAYS, Scope(purpose=Purpose.HMB))
     t0 = time.perf_counter()
-    for p in patients[:GRANTED_PATIENTS]:
-        ex.consent.relay(coordinator, ex.consent.sign_grant(p, Scope(purpose=Purpose.HMB), Kind.CT_SINOGRAM,
-                                                            NO_EXPIRY))
+    for single in singles:
+        ex.consent.relay(coordinator, single)
+    single_seconds = time.perf_counter() - t0
+    rows.append(Measurement(
+        metric="relayed consents per second, one transaction each", value=round(SINGLE_RELAYS / single_seconds, 1),
+        unit="1/s", note=f"{SINGLE_RELAYS} first grants; Anvil mines each at once",
+    ))
+
+    # batch view over 10,000 patients, GRANTED_PATIENTS of whom consented (relayed in batches)
+    patients = [Account.create() for _ in range(BATCH_PATIENTS)]
+    grants = [ex.consent.sign_grant(p, Scope(purpose=Purpose.HMB), Kind.CT_SINOGRAM, NO_EXPIRY, nonce=0,
+                                    deadline=FAR) for p in patients[:GRANTED_PATIENTS]]
+    t0 = time.perf_counter()
+    relayed = ex.consent.relay_batch(coordinator, grants)
     grant_seconds = time.perf_counter() - t0
+    if len(relayed.relayed) != GRANTED_PATIENTS:
+        raise AssertionError(f"{len(relayed.relayed)} of {GRANTED_PATIENTS} batch-relayed grants took effect")
+    rate = GRANTED_PATIENTS / grant_seconds
+    rows.append(Measurement(
+        metric=f"relayed consents per second, batches of {ex.consent.RELAY_CHUNK}", value=round(rate, 1), unit="1/s",
+        target=">= 200", met=rate >= 200,
+        note=f"{GRANTED_PATIENTS:,} first grants in {len(relayed.transactions)} transactions; Anvil mines each at once",
+    ))
     use = Use(hospital=hospital.address, kinds=Kind.CT_SINOGRAM, purpose=Purpose.DS, disease=5, study_id=study_id)
     addresses = [p.address for p in patients]
     timings = []
@@ -134,9 +207,10 @@ def _measure(chain: Chain, dev_keys: tuple[str, ...]) -> tuple[list[Measurement]
     extra = {
         "view_runs_s": [round(t, 4) for t in timings],
         "merkle_tree_100k_build_s": round(tree_seconds, 3),
-        "relayed_grants": GRANTED_PATIENTS,
-        "relayed_grants_s": round(grant_seconds, 2),
-        "relayed_grants_per_s": round(GRANTED_PATIENTS / grant_seconds, 1),
+        "batch_relayed_grants": GRANTED_PATIENTS,
+        "batch_relayed_grants_s": round(grant_seconds, 2),
+        "single_relayed_grants": SINGLE_RELAYS,
+        "single_relayed_grants_s": round(single_seconds, 2),
     }
     return rows, extra
 
