@@ -34,7 +34,10 @@ def get_db(services: ServicesDep) -> Iterator[Session]:
         yield session
 
 
-DbDep = Annotated[Session, Depends(get_db)]
+# scope="function": the session commits before the response leaves, so an answer (202 for a
+# signed consent, 201 for a sign-in nonce) is only ever sent for what is already stored; the
+# default would commit after the client has the answer and may have acted on it.
+DbDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 @dataclass(frozen=True)
