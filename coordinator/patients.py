@@ -6,8 +6,8 @@ import datetime as _dt
 import time
 
 from contracts.datause import NO_EXPIRY, ZERO_ADDRESS, Purpose, Scope
-from contracts.events import ConsentGranted, ConsentRevoked, address_topic, event_topic, read_events
-from contracts.exchange import Exchange
+from contracts.events import ConsentGranted, ConsentRevoked
+from coordinator.chain_index import ChainIndex
 from coordinator.models.consents import PURPOSE_WORDS, ConsentPublic, ConsentState, ScopePublic, kind_names
 
 
@@ -26,12 +26,9 @@ def _until(expires_at: int) -> str:
     return "until " + _dt.datetime.fromtimestamp(expires_at, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def consents_of(exchange: Exchange, patient: str) -> list[ConsentPublic]:
+def consents_of(index: ChainIndex, patient: str) -> list[ConsentPublic]:
     """Every consent ``patient`` ever granted, newest grant first, with its state now."""
-    topics = [[event_topic("ConsentRegistry", "ConsentGranted"), event_topic("ConsentRegistry", "ConsentRevoked")],
-              address_topic(patient)]
-    events = read_events(exchange.chain, [exchange.consent.address], from_block=exchange.deployment.deploy_block,
-                         topics=topics)
+    events = index.consent_events(patient)
     latest: dict[bytes, ConsentGranted] = {}
     revoked: dict[bytes, ConsentRevoked] = {}
     for event in events:

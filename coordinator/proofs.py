@@ -22,6 +22,7 @@ from contracts.events import ContributionRecorded, address_topic, event_topic, r
 from contracts.exchange import Exchange
 from contracts.leaves import cohort_leaf
 from contracts.merkle import verify
+from coordinator.chain_index import ChainIndex
 from coordinator.errors import CoordinatorError
 from coordinator.models.proofs import CohortProofsCreate, DataUsePublic, PublishedPublic, RecordUse, RoundUse
 from coordinator.models.tables import CohortProof, PublishedRound, utcnow
@@ -97,7 +98,7 @@ def publish(db: Session, exchange: Exchange, hospital: str, body: CohortProofsCr
                            cohort_count=anchored.cohort_count, complete=row.complete)
 
 
-def data_uses(db: Session, exchange: Exchange, patient: str) -> list[DataUsePublic]:
+def data_uses(db: Session, index: ChainIndex, patient: str) -> list[DataUsePublic]:
     """Every study and hospital whose anchored cohorts held one of ``patient``'s records, round by round.
 
     Each round the hospital published is listed, with the patient's records in it (each with its
@@ -110,7 +111,9 @@ def data_uses(db: Session, exchange: Exchange, patient: str) -> list[DataUsePubl
         by_pair[(proof.study_id, proof.hospital)][proof.round].append(proof)
     out = []
     for (study_id, hospital), rounds in sorted(by_pair.items()):
-        study = exchange.studies.study(study_id)
+        study = index.study(study_id)
+        if study is None:  # published proofs are checked against the chain: only a chain reset gets here
+            continue
         published = db.scalars(select(PublishedRound).where(PublishedRound.study_id == study_id,
                                                             PublishedRound.hospital == hospital)
                                .order_by(PublishedRound.round))
@@ -125,5 +128,5 @@ def data_uses(db: Session, exchange: Exchange, patient: str) -> list[DataUsePubl
                                        cohort_count=pub.cohort_count, records=records))
         out.append(DataUsePublic(study_id=study_id, purpose_words=purpose_words(study.purpose, study.disease),
                                  researcher=study.researcher, hospital=hospital, rounds=round_uses,
-                                 check=IN_COHORT, study_registry=exchange.studies.address))
+                                 check=IN_COHORT, study_registry=index.exchange.studies.address))
     return out

@@ -15,6 +15,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from contracts.exchange import Exchange
+from coordinator.chain_index import ChainIndex
 from coordinator.core.config import CoordinatorSettings
 from coordinator.core.db import Database, upgrade
 from coordinator.core.security import RateLimiter, RoleCache
@@ -48,6 +49,7 @@ class Services:
     settings: CoordinatorSettings
     db: Database
     exchange: Exchange
+    index: ChainIndex
     coordinator: LocalAccount
     relayer: LocalAccount
     relay: Relay
@@ -80,7 +82,8 @@ class Services:
         db = Database(settings.database_url)
         upgrade(db.engine)
         return cls(
-            settings=settings, db=db, exchange=exchange, coordinator=coordinator, relayer=relayer,
+            settings=settings, db=db, exchange=exchange, index=ChainIndex(exchange, max_lag=settings.chain_lag),
+            coordinator=coordinator, relayer=relayer,
             relay=Relay(db, exchange.consent, relayer, batch=settings.relay_batch, wait=settings.relay_wait),
             roles=RoleCache(lambda role, address: exchange.roles.has(role, address)),
             sign_in_limit=RateLimiter(settings.sign_in_rate),

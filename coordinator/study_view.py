@@ -1,8 +1,9 @@
 """A study as the chain records it, joined with the coordinator's log: status, rounds, lineage.
 
-Everything here is read from chain events filtered by the study's id (``StudyRegistry`` indexes
-it), so a study's view costs one log query however many studies the chain holds. The
-coordinator's ``study.json`` adds what the chain does not hold: each round's held-out metrics.
+A study's view is replayed from its events as the service's :class:`ChainIndex` holds them (at
+most ``chain_lag`` seconds old); its lineage reads them from the chain again, filtered by the
+study's id (``StudyRegistry`` indexes it). The coordinator's ``study.json`` adds what the chain
+does not hold: each round's held-out metrics.
 """
 
 from __future__ import annotations
@@ -14,18 +15,10 @@ from typing import Any
 
 from contracts.datause import Purpose
 from contracts.enums import Decision, StudyStatus
-from contracts.events import (
-    ChainEvent,
-    ContributionRecorded,
-    RoundRecorded,
-    StudyApproved,
-    StudyCompleted,
-    StudyDeclined,
-    StudyRequested,
-    StudyStarted,
-    read_events,
-)
+from contracts.events import ChainEvent, ContributionRecorded, RoundRecorded, StudyCompleted, read_events
 from contracts.exchange import Exchange
+from coordinator.chain_index import ChainIndex, StudyState
+from coordinator.errors import CoordinatorError
 from coordinator.models.consents import PURPOSE_WORDS, kind_names
 from coordinator.models.studies import ContributionPublic, DecisionPublic, RoundPublic, StudyPublic, StudySummary
 from coordinator.study_log import FILE_NAME, StudyLogError, read_study_log, study_folder
@@ -68,34 +61,32 @@ def _metrics(model_dir: Path, study_id: int) -> dict[int, dict[str, float]]:
     return {r.round: dict(r.eval) for r in log.rounds}
 
 
-def study_public(exchange: Exchange, study_id: int, model_dir: Path, task_names: Mapping[bytes, str]) -> StudyPublic:
+class StudyNotFound(CoordinatorError, LookupError):
+    """No study with this id was requested on chain."""
+
+
+def study_public(index: ChainIndex, study_id: int, model_dir: Path, task_names: Mapping[bytes, str]) -> StudyPublic:
     """Study ``study_id`` with its decisions, rounds and (from the coordinator's log) each round's metrics.
 
     Raises:
-        ContractRevert: the study does not exist (``StudyRegistryUnknownStudy``).
+        StudyNotFound: no such study was requested.
     """
-    record = exchange.studies.study(study_id)
-    events = study_events(exchange, study_id)
-    requested = next(e for e in events if isinstance(e, StudyRequested))
-    decisions = {h: Decision.PENDING for h in requested.hospitals}
-    started_at, final_hash, completed_tx = None, None, None
+    state = index.study(study_id)
+    if state is None:
+        raise StudyNotFound(f"study {study_id} does not exist")
+    request = state.request
+    completed_tx = None
     contributions: dict[int, list[ContributionPublic]] = {}
     rounds: dict[int, RoundRecorded] = {}
-    for event in events:
-        if isinstance(event, StudyApproved):
-            decisions[event.hospital] = Decision.APPROVED
-        elif isinstance(event, StudyDeclined):
-            decisions[event.hospital] = Decision.DECLINED
-        elif isinstance(event, StudyStarted):
-            started_at = event.block_number
-        elif isinstance(event, ContributionRecorded):
+    for event in state.events:
+        if isinstance(event, ContributionRecorded):
             contributions.setdefault(event.round, []).append(ContributionPublic(
                 hospital=event.hospital, cohort_root=_hex(event.cohort_root), cohort_count=event.cohort_count,
                 update_hash=_hex(event.update_hash), block=event.block_number, tx_hash=event.tx_hash))
         elif isinstance(event, RoundRecorded):
             rounds[event.round] = event
         elif isinstance(event, StudyCompleted):
-            final_hash, completed_tx = _hex(event.final_model_hash), event.tx_hash
+            completed_tx = event.tx_hash
     metrics = _metrics(model_dir, study_id)
     round_records = []
     for number in sorted(set(contributions) | set(rounds)):
@@ -107,43 +98,28 @@ def study_public(exchange: Exchange, study_id: int, model_dir: Path, task_names:
             privacy_spent_milli_epsilon=recorded.privacy_spent if recorded else None,
             metrics=metrics.get(number)))
     return StudyPublic(
-        study_id=study_id, status=_STATUS[record.status], researcher=record.researcher,  # type: ignore[arg-type]
-        purpose=record.purpose.name, disease=record.disease,
-        purpose_words=purpose_words(record.purpose, record.disease), kinds=kind_names(int(record.kinds)),
-        task=task_names.get(record.task_code_hash), task_code_hash=_hex(record.task_code_hash),
-        rounds=record.rounds, rounds_completed=record.rounds_completed,
-        privacy_budget_epsilon=record.privacy_budget / 1000, privacy_spent_epsilon=record.privacy_spent / 1000,
-        decisions=[DecisionPublic(hospital=h, decision=_DECISION[d]) for h, d in decisions.items()],  # type: ignore[arg-type]
-        requested_at_block=record.requested_at_block, started_at_block=started_at,
-        round_records=round_records, final_model_hash=final_hash, completed_tx=completed_tx)
+        study_id=study_id, status=_STATUS[state.status], researcher=request.researcher,  # type: ignore[arg-type]
+        purpose=request.purpose.name, disease=request.disease,
+        purpose_words=purpose_words(request.purpose, request.disease), kinds=kind_names(int(request.kinds)),
+        task=task_names.get(request.task_code_hash), task_code_hash=_hex(request.task_code_hash),
+        rounds=request.rounds, rounds_completed=state.rounds_completed,
+        privacy_budget_epsilon=request.privacy_budget / 1000, privacy_spent_epsilon=state.privacy_spent / 1000,
+        decisions=[DecisionPublic(hospital=h, decision=_DECISION[d])  # type: ignore[arg-type]
+                   for h, d in state.decisions.items()],
+        requested_at_block=request.block_number, started_at_block=state.started_at_block,
+        round_records=round_records,
+        final_model_hash=_hex(state.final_model_hash) if state.final_model_hash is not None else None,
+        completed_tx=completed_tx)
 
 
-def study_summaries(exchange: Exchange) -> list[tuple[StudyRequested, StudyStatus, int]]:
-    """Every study's request event, status now and rounds completed (newest first)."""
-    requests = [e for e in read_events(exchange.chain, [exchange.studies.address],
-                                       from_block=exchange.deployment.deploy_block,
-                                       topics=[_requested_topic()]) if isinstance(e, StudyRequested)]
-    out = []
-    for event in sorted(requests, key=lambda e: -e.study_id):
-        record = exchange.studies.study(event.study_id)
-        out.append((event, record.status, record.rounds_completed))
-    return out
-
-
-def _requested_topic() -> str:
-    from contracts.events import event_topic
-
-    return event_topic("StudyRegistry", "StudyRequested")
-
-
-def summary(event: StudyRequested, status: StudyStatus, rounds_completed: int, my_part: list[str]) -> StudySummary:
+def summary(state: StudyState, my_part: list[str]) -> StudySummary:
     """A study in a list."""
-    return StudySummary(study_id=event.study_id, status=_STATUS[status], researcher=event.researcher,
-                        purpose_words=purpose_words(event.purpose, event.disease), rounds=event.rounds,
-                        rounds_completed=rounds_completed, my_part=my_part)
+    return StudySummary(study_id=state.study_id, status=_STATUS[state.status], researcher=state.researcher,
+                        purpose_words=purpose_words(state.purpose, state.disease), rounds=state.request.rounds,
+                        rounds_completed=state.rounds_completed, my_part=my_part)
 
 
-def lineage(exchange: Exchange, study_id: int, model_dir: Path, task_names: Mapping[bytes, str]) -> dict[str, Any]:
+def lineage(index: ChainIndex, study_id: int, model_dir: Path, task_names: Mapping[bytes, str]) -> dict[str, Any]:
     """The study's lineage, format ``metai-study-lineage`` version 1: every anchored fact and the files' hashes.
 
     It holds the chain and contract addresses, the study as :func:`study_public` gives it (each
@@ -155,7 +131,8 @@ def lineage(exchange: Exchange, study_id: int, model_dir: Path, task_names: Mapp
     from coordinator.model_loader import file_sha256, model_hash
     from coordinator.study_log import final_model, round_model
 
-    view = study_public(exchange, study_id, model_dir, task_names)
+    view = study_public(index, study_id, model_dir, task_names)
+    exchange = index.exchange
     folder = study_folder(model_dir, study_id)
     files: dict[str, Any] = {}
     for name, path in [(f"round-{r.round}", round_model(folder, r.round)) for r in view.round_records] + [
@@ -163,7 +140,7 @@ def lineage(exchange: Exchange, study_id: int, model_dir: Path, task_names: Mapp
         if path.exists():
             files[name] = {"file": path.name, "sha256": file_sha256(path), "model_hash": model_hash(path)}
     events = [{"event": e.name, "block": e.block_number, "tx_hash": e.tx_hash, "log_index": e.log_index}
-              for e in study_events(exchange, study_id)]
+              for e in study_events(exchange, study_id)]  # read from the chain again: the lineage trusts no cache
     return {
         "format": LINEAGE_FORMAT, "version": LINEAGE_VERSION, "chain_id": exchange.chain.chain_id,
         "contracts": {name: c.address for name, c in exchange.deployment.contracts.items()},

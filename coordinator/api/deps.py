@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from contracts.enums import Role
 from coordinator.api.problems import Problem
-from coordinator.core.security import ActiveSession, find_session
+from coordinator.core.security import ActiveSession, RoleCache, find_session
 from coordinator.service import Services
 
 SESSION_COOKIE = "metai_session"
@@ -40,15 +41,20 @@ def get_db(services: ServicesDep) -> Iterator[Session]:
 DbDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
-@dataclass(frozen=True)
+@dataclass
 class SignedIn:
-    """The account a request acts for, with its roles on chain."""
+    """The account a request acts for; its roles on chain are asked for only when a route needs them."""
 
     address: str
-    roles: frozenset[Role]
     session: ActiveSession
     token: str
     by_cookie: bool
+    _role_cache: RoleCache
+
+    @cached_property
+    def roles(self) -> frozenset[Role]:
+        """The roles the account holds on chain (as of at most the role cache's lifetime ago)."""
+        return self._role_cache.roles(self.address)
 
     def has(self, role: Role) -> bool:
         """Whether the account holds ``role`` on chain."""
@@ -84,7 +90,7 @@ def signed_in(request: Request, services: ServicesDep, db: DbDep) -> SignedIn:
     if by_cookie and request.method not in _SAFE_METHODS and not session.csrf_matches(request.headers.get(CSRF_HEADER)):
         raise Problem(403, "csrf", "Missing or wrong CSRF token",
                       f"a request made with the session cookie must carry the session's {CSRF_HEADER} header")
-    return SignedIn(session.address, services.roles.roles(session.address), session, token, by_cookie)
+    return SignedIn(session.address, session, token, by_cookie, services.roles)
 
 
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]

@@ -88,7 +88,7 @@ def make_service(exchange: Exchange, actors: Actors, root: Path, database_url: s
     values: dict[str, Any] = {
         "rpc_url": exchange.chain.rpc_url, "manifest": manifest, "key_file": root / "coordinator-key.json",
         "relayer_key_file": root / "relayer-key.json", "passphrase": PASSPHRASE, "database_url": database_url,
-        "model_dir": root / "models", "public_url": PUBLIC_URL, "relay_wait": 0.0, **overrides}
+        "model_dir": root / "models", "public_url": PUBLIC_URL, "relay_wait": 0.0, "chain_lag": 0.0, **overrides}
     settings = CoordinatorSettings(**values)
     return Services.build(settings), settings
 

@@ -206,7 +206,7 @@ def relay_items(account: SignedInDep, db: DbDep) -> list[RelayPublic]:
 @router.get("")
 def my_consents(account: SignedInDep, services: ServicesDep) -> list[ConsentPublic]:
     """Every consent I granted, with its scope in plain words and its state now."""
-    return consents_of(services.exchange, account.address)
+    return consents_of(services.index, account.address)
 
 
 @router.post("/cancel")

@@ -28,7 +28,7 @@ def _receipt(services: Services, db: DbDep, patient: str) -> ReceiptPublic:
         patient=patient, generated_at=_dt.datetime.now(_dt.UTC).replace(microsecond=0),
         chain_id=exchange.chain.chain_id,
         contracts={name: c.address for name, c in exchange.deployment.contracts.items()},
-        consents=consents_of(exchange, patient), data_uses=data_uses(db, exchange, patient),
+        consents=consents_of(services.index, patient), data_uses=data_uses(db, services.index, patient),
         how_to_verify=[
             "Each consent's granted_tx and revoked_tx is a transaction on the chain above: look it up in any "
             "client (e.g. `cast receipt <tx> --rpc-url " + rpc + "`) and read its ConsentGranted / ConsentRevoked "
@@ -46,7 +46,7 @@ def _receipt(services: Services, db: DbDep, patient: str) -> ReceiptPublic:
 def my_data_uses(account: SignedInDep, services: ServicesDep, db: DbDep) -> list[DataUsePublic]:
     """Every study round at every hospital whose anchored cohort held one of my records, each with a Merkle
     proof anyone can check with StudyRegistry.inCohort; later rounds without me show as not included."""
-    return data_uses(db, services.exchange, account.address)
+    return data_uses(db, services.index, account.address)
 
 
 @router.get("/receipt")

@@ -10,7 +10,6 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from contracts.datause import Purpose
 from contracts.enums import Role, StudyStatus
-from contracts.errors import ContractRevert
 from contracts.studies import StudyRequest
 from coordinator.api.deps import ServicesDep, SignedIn, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
@@ -25,7 +24,7 @@ from coordinator.models.studies import (
 )
 from coordinator.service import Services
 from coordinator.study_log import final_model, study_folder
-from coordinator.study_view import lineage, purpose_words, study_public, study_summaries, summary
+from coordinator.study_view import StudyNotFound, lineage, purpose_words, study_public, summary
 
 router = APIRouter(tags=["studies"], responses=PROBLEM_RESPONSES)
 #: Seconds between the chain reads of a study being followed live.
@@ -50,11 +49,9 @@ def _parts(account: SignedIn, researcher: str, hospitals: tuple[str, ...] | list
 def _visible(services: Services, account: SignedIn, study_id: int) -> StudyPublic:
     """The study, if the caller is its researcher, a hospital it names, the coordinator or an admin; else 404."""
     try:
-        view = study_public(services.exchange, study_id, services.settings.model_dir, services.task_names())
-    except ContractRevert as exc:
-        if exc.error == "StudyRegistryUnknownStudy":
-            raise Problem(404, "not-found", "No such study", f"study {study_id} does not exist") from None
-        raise
+        view = study_public(services.index, study_id, services.settings.model_dir, services.task_names())
+    except StudyNotFound as exc:
+        raise Problem(404, "not-found", "No such study", str(exc)) from None
     if not _parts(account, view.researcher, [d.hospital for d in view.decisions]):
         # a study the caller has no part in is as good as absent to them
         raise Problem(404, "not-found", "No such study", f"you have no part in a study {study_id}")
@@ -101,10 +98,10 @@ def prepare(body: StudyCreate, account: SignedInDep, services: ServicesDep) -> S
 def list_studies(account: SignedInDep, services: ServicesDep) -> list[StudySummary]:
     """The studies I have a part in: as their researcher, a named hospital, the coordinator or an admin."""
     out = []
-    for event, status, completed in study_summaries(services.exchange):
-        parts = _parts(account, event.researcher, event.hospitals)
+    for state in services.index.studies():
+        parts = _parts(account, state.researcher, state.request.hospitals)
         if parts:
-            out.append(summary(event, status, completed, parts))
+            out.append(summary(state, parts))
     return out
 
 
@@ -150,7 +147,7 @@ def get_lineage(study_id: int, account: SignedInDep, services: ServicesDep) -> d
     if not ({"researcher", "coordinator", "admin"} & set(_parts(account, view.researcher, []))):
         raise Problem(403, "researcher-only", "Only the study's researcher downloads its lineage",
                       f"study {study_id} was requested by {view.researcher}")
-    result: dict[str, object] = lineage(services.exchange, study_id, services.settings.model_dir,
+    result: dict[str, object] = lineage(services.index, study_id, services.settings.model_dir,
                                         services.task_names())
     return result
 
