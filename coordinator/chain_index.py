@@ -114,6 +114,10 @@ class ChainIndex:
         """The last block read."""
         return self._block
 
+    def fresh(self) -> bool:
+        """Whether the last read is recent enough that :meth:`sync` would not read again."""
+        return time.monotonic() - self._synced_at < self.max_lag
+
     def sync(self, *, force: bool = False) -> int:
         """Read the blocks mined since the last read (unless that was under ``max_lag`` s ago); the last block read.
 

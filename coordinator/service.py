@@ -18,7 +18,7 @@ from contracts.exchange import Exchange
 from coordinator.chain_index import ChainIndex
 from coordinator.core.config import CoordinatorSettings
 from coordinator.core.db import Database, upgrade
-from coordinator.core.security import RateLimiter, RoleCache
+from coordinator.core.security import RateLimiter, RoleCache, SessionCache
 from coordinator.errors import CoordinatorConfigError
 from coordinator.relay.worker import Relay
 
@@ -56,6 +56,7 @@ class Services:
     roles: RoleCache
     sign_in_limit: RateLimiter
     relay_limit: RateLimiter
+    sessions: SessionCache = field(default_factory=SessionCache)
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -67,6 +68,10 @@ class Services:
 
                 self._tasks = {task_code_hash(code): (code, task.spec.description) for code, task in TASKS.items()}
             return self._tasks
+
+    def tasks_known(self) -> bool:
+        """Whether the task catalogue is worked out already (asking for it later is then free)."""
+        return self._tasks is not None
 
     def task_names(self) -> dict[bytes, str]:
         """Each known training task's code hash -> its code."""

@@ -8,10 +8,12 @@ from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from contracts.enums import Role
 from coordinator.api.problems import Problem
+from coordinator.chain_index import ChainIndex
 from coordinator.core.security import ActiveSession, RoleCache, find_session
 from coordinator.service import Services
 
@@ -56,6 +58,10 @@ class SignedIn:
         """The roles the account holds on chain (as of at most the role cache's lifetime ago)."""
         return self._role_cache.roles(self.address)
 
+    def is_role_cached(self) -> bool:
+        """Whether :attr:`roles` can be answered without asking the chain."""
+        return "roles" in self.__dict__ or self._role_cache.known(self.address)
+
     def has(self, role: Role) -> bool:
         """Whether the account holds ``role`` on chain."""
         return role in self.roles
@@ -74,15 +80,29 @@ def _token(request: Request) -> tuple[str, bool] | None:
     return (cookie, True) if cookie else None
 
 
-def signed_in(request: Request, services: ServicesDep, db: DbDep) -> SignedIn:
-    """The signed-in account; refuse requests without a live session, and cookie writes without the CSRF token."""
+def _lookup(services: Services, token: str) -> ActiveSession | None:
+    with services.db.session() as db:
+        session = find_session(db, token)
+    if session is not None:
+        services.sessions.put(token, session)
+    return session
+
+
+async def signed_in(request: Request, services: ServicesDep) -> SignedIn:
+    """The signed-in account; refuse requests without a live session, and cookie writes without the CSRF token.
+
+    A session seen in the last few seconds is taken from the service's cache; otherwise the
+    database is asked (in a worker thread, so the event loop never waits on it).
+    """
     found = _token(request)
     if found is None:
         raise Problem(401, "not-signed-in", "Not signed in",
                       "sign in first (POST /v1/auth/challenge, then POST /v1/auth/sign-in)",
                       headers={"WWW-Authenticate": "Bearer"})
     token, by_cookie = found
-    session = find_session(db, token)
+    session = services.sessions.get(token)
+    if session is None:
+        session = await run_in_threadpool(_lookup, services, token)
     if session is None:
         raise Problem(401, "session-expired", "Session expired or unknown",
                       "the session ended, expired or never existed; sign in again",
@@ -94,6 +114,16 @@ def signed_in(request: Request, services: ServicesDep, db: DbDep) -> SignedIn:
 
 
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]
+
+
+async def fresh_index(services: ServicesDep) -> ChainIndex:
+    """The chain index, read up to the chain first if it is older than the allowed lag (in a worker thread)."""
+    if not services.index.fresh():
+        await run_in_threadpool(services.index.sync)
+    return services.index
+
+
+IndexDep = Annotated[ChainIndex, Depends(fresh_index)]
 
 
 def client_key(request: Request) -> str:

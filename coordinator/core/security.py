@@ -99,6 +99,47 @@ def end_session(db: Session, token: str) -> None:
     db.execute(update(SignInSession).where(SignInSession.token_sha256 == digest(token)).values(ended_at=utcnow()))
 
 
+class SessionCache:
+    """Sessions found recently, by token hash, for at most ``ttl`` seconds (and never past their expiry).
+
+    Reads are most of the service's requests; this spares each a database query. A session ended
+    by sign-out is dropped from the cache of the process that served the sign-out at once; other
+    service processes (if several serve the same database) stop accepting it within ``ttl``.
+    """
+
+    def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._known: dict[str, tuple[float, ActiveSession]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> ActiveSession | None:
+        """The cached live session of ``token``, if any."""
+        key = digest(token)
+        with self._lock:
+            hit = self._known.get(key)
+        if hit is None:
+            return None
+        until, session = hit
+        if self._clock() >= until or session.expires_at <= utcnow():
+            with self._lock:
+                self._known.pop(key, None)
+            return None
+        return session
+
+    def put(self, token: str, session: ActiveSession) -> None:
+        """Remember ``session`` for ``token``."""
+        with self._lock:
+            if len(self._known) > 100_000:
+                self._known.clear()  # a bound, not a policy: the database still answers
+            self._known[digest(token)] = (self._clock() + self.ttl, session)
+
+    def drop(self, token: str) -> None:
+        """Forget ``token`` (its session ended)."""
+        with self._lock:
+            self._known.pop(digest(token), None)
+
+
 class RateLimiter:
     """At most ``limit`` events per key in any ``window`` seconds (a sliding log, per process).
 
@@ -142,6 +183,12 @@ class RoleCache:
         self._clock = clock
         self._known: dict[str, tuple[float, frozenset[Role]]] = {}
         self._lock = threading.Lock()
+
+    def known(self, address: str) -> bool:
+        """Whether ``address``'s roles were asked less than ``ttl`` seconds ago."""
+        with self._lock:
+            hit = self._known.get(address)
+        return hit is not None and self._clock() - hit[0] < self._ttl
 
     def roles(self, address: str) -> frozenset[Role]:
         """The roles ``address`` holds (as of at most ``ttl`` seconds ago)."""

@@ -69,9 +69,10 @@ def sign_in(body: SignInCreate, request: Request, response: Response, services: 
 
 
 @router.post("/sign-out", status_code=204)
-def sign_out(account: SignedInDep, response: Response, db: DbDep) -> None:
+def sign_out(account: SignedInDep, response: Response, services: ServicesDep, db: DbDep) -> None:
     """End this session."""
     end_session(db, account.token)
+    services.sessions.drop(account.token)
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from contracts import eip712
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
-from coordinator.api.deps import DbDep, ServicesDep, SignedIn, SignedInDep
+from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedIn, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.models.consents import (
     CancelPublic,
@@ -204,9 +204,9 @@ def relay_items(account: SignedInDep, db: DbDep) -> list[RelayPublic]:
 
 
 @router.get("")
-def my_consents(account: SignedInDep, services: ServicesDep) -> list[ConsentPublic]:
+async def my_consents(account: SignedInDep, index: IndexDep) -> list[ConsentPublic]:
     """Every consent I granted, with its scope in plain words and its state now."""
-    return consents_of(services.index, account.address)
+    return consents_of(index, account.address)
 
 
 @router.post("/cancel")

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from contracts.datause import Purpose
 from contracts.enums import Role, StudyStatus
 from contracts.studies import StudyRequest
-from coordinator.api.deps import ServicesDep, SignedIn, SignedInDep
+from coordinator.api.deps import IndexDep, ServicesDep, SignedIn, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.models.consents import kinds_of
 from coordinator.models.studies import (
@@ -95,10 +96,14 @@ def prepare(body: StudyCreate, account: SignedInDep, services: ServicesDep) -> S
 
 
 @router.get("/studies")
-def list_studies(account: SignedInDep, services: ServicesDep) -> list[StudySummary]:
+async def list_studies(account: SignedInDep, index: IndexDep) -> list[StudySummary]:
     """The studies I have a part in: as their researcher, a named hospital, the coordinator or an admin."""
     out = []
-    for state in services.index.studies():
+    states = index.studies()
+    others = any(account.address not in (s.researcher, *s.request.hospitals) for s in states)
+    if others and not account.is_role_cached():  # a role decides what else is shown: ask the chain off the loop
+        await run_in_threadpool(lambda: account.roles)
+    for state in states:
         parts = _parts(account, state.researcher, state.request.hospitals)
         if parts:
             out.append(summary(state, parts))
@@ -106,8 +111,10 @@ def list_studies(account: SignedInDep, services: ServicesDep) -> list[StudySumma
 
 
 @router.get("/studies/{study_id}")
-def get_study(study_id: int, account: SignedInDep, services: ServicesDep) -> StudyPublic:
+async def get_study(study_id: int, account: SignedInDep, services: ServicesDep, _index: IndexDep) -> StudyPublic:
     """A study's status, decisions and rounds (cohort counts per hospital, model hashes, metrics)."""
+    if not services.tasks_known() or not account.is_role_cached():
+        return await run_in_threadpool(_visible, services, account, study_id)  # may import torch / ask the chain
     return _visible(services, account, study_id)
 
 

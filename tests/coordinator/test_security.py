@@ -1,0 +1,73 @@
+"""The service's in-process guards: rate limits, the session cache and the role cache, on a fake clock."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from contracts.enums import Role
+from coordinator.core.security import ActiveSession, RateLimiter, RoleCache, SessionCache, digest
+from coordinator.models.tables import utcnow
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _session(minutes: int = 60) -> ActiveSession:
+    return ActiveSession("0x" + "ab" * 20, digest("csrf"), utcnow() + _dt.timedelta(minutes=minutes))
+
+
+def test_a_rate_limit_refuses_past_the_limit_and_says_when_to_retry() -> None:
+    clock = Clock()
+    limiter = RateLimiter(2, window=60, clock=clock)
+    assert [limiter.allow("a"), limiter.allow("a")] == [None, None]
+    assert limiter.allow("a") == 60
+    assert limiter.allow("b") is None  # another client is counted apart
+    clock.now += 60
+    assert limiter.allow("a") is None
+
+
+def test_a_cached_session_is_forgotten_after_its_ttl() -> None:
+    clock = Clock()
+    cache = SessionCache(ttl=5, clock=clock)
+    cache.put("token", _session())
+    assert cache.get("token") is not None
+    clock.now += 5
+    assert cache.get("token") is None
+
+
+def test_a_cached_session_is_never_served_past_its_expiry() -> None:
+    cache = SessionCache(ttl=3600, clock=Clock())
+    cache.put("token", _session(minutes=-1))
+    assert cache.get("token") is None
+
+
+def test_a_dropped_session_is_gone_at_once() -> None:
+    cache = SessionCache(ttl=3600, clock=Clock())
+    cache.put("token", _session())
+    cache.drop("token")
+    assert cache.get("token") is None
+
+
+def test_roles_are_asked_again_after_the_ttl() -> None:
+    clock = Clock()
+    held = {Role.RESEARCHER}
+    asked: list[str] = []
+
+    def has_role(role: Role, address: str) -> bool:
+        asked.append(address)
+        return role in held
+
+    cache = RoleCache(has_role, ttl=10, clock=clock)
+    assert cache.roles("0xA") == frozenset({Role.RESEARCHER})
+    held.clear()
+    assert cache.roles("0xA") == frozenset({Role.RESEARCHER})  # within the ttl: not asked again
+    assert cache.known("0xA")
+    clock.now += 10
+    assert not cache.known("0xA")
+    assert cache.roles("0xA") == frozenset()
+    assert len(asked) == 2 * len(Role)
