@@ -23,6 +23,7 @@ from contracts.mirrors import build, function_outputs
 
 _USE_TYPE = "(address,uint8,uint8,uint32,uint256)"
 _PERMITS_BATCH = keccak(text=f"permitsBatch(address[],{_USE_TYPE})")[:4]
+_NONCES = keccak(text="nonces(address)")[:4]
 _SCOPE_TYPE = "(address,uint8,uint32,uint256)"
 #: ConsentRegistry.GrantBySig / RevokeBySig: grantBySig's / revokeBySig's arguments.
 _GRANT_ITEMS = f"(address,{_SCOPE_TYPE},uint8,uint64,uint256,uint256,uint8,bytes32,bytes32)[]"
@@ -257,6 +258,12 @@ class ConsentClient(ContractClient):
     def nonce(self, patient: str) -> int:
         """The patient's next signature nonce."""
         return int(self._call("nonces", patient))
+
+    def nonces(self, patients: Sequence[str]) -> dict[str, int]:
+        """Each patient's next signature nonce, asked in one JSON-RPC batch at one block."""
+        checked = [to_checksum_address(p) for p in patients]
+        answers = self.chain.call_raw_many(self.address, [_NONCES + encode(["address"], [p]) for p in checked])
+        return {p: int.from_bytes(a[:32], "big") for p, a in zip(checked, answers, strict=True)}
 
     def consent_id(self, patient: str, scope: Scope) -> bytes:
         """The id of ``patient``'s consent under ``scope``."""

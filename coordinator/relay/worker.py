@@ -163,12 +163,10 @@ class Relay:
             same_kind = [i for i in pending if i.kind == oldest.kind]
             if len(same_kind) < self.batch and age < self.wait and not self._stop.is_set():
                 return []  # let the batch fill a little
-            next_nonce: dict[str, int] = {}
+            next_nonce = self.consent.nonces(sorted({i.patient for i in same_kind}))
             chosen: list[RelayItem] = []
             taken: defaultdict[str, int] = defaultdict(int)
             for item in sorted(same_kind, key=lambda i: (i.patient, i.nonce)):
-                if item.patient not in next_nonce:
-                    next_nonce[item.patient] = self.consent.nonce(item.patient)
                 expected = next_nonce[item.patient] + taken[item.patient]
                 if item.deadline < chain_time:
                     self._fail(item, "ConsentRegistryExpiredSignature",

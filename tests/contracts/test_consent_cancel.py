@@ -153,3 +153,11 @@ def test_a_cancellation_is_described_for_people() -> None:
     many = SignaturesCancelled(**where, patient=patient, from_nonce=0, to_nonce=3)
     assert one.describe() == f"patient {short(patient)} cancelled any signature with nonce 4"
     assert many.describe() == f"patient {short(patient)} cancelled any signature with nonces 0 to 2"
+
+
+def test_the_nonces_of_many_patients_come_in_one_batch_and_match_each_asked_alone(exchange, actors) -> None:  # type: ignore[no-untyped-def]
+    first, second = actors.patients[0], actors.patients[1]
+    exchange.consent.cancel_signatures(first, 3)
+    asked = exchange.consent.nonces([first.address, second.address])
+    assert asked == {first.address: 3, second.address: 0}
+    assert asked == {p: exchange.consent.nonce(p) for p in asked}
