@@ -4,8 +4,9 @@
 (its ServerApps inherit them), optionally makes the TLS and SuperNode-authentication material
 and registers the SuperNodes' keys (``tls=True``), starts one SuperNode per hospital node
 directory, and records everything in ``<run_dir>/federation.json`` so that a later process can
-:meth:`Federation.load` it to launch runs or bring it down. Built on deploy/flower/; see
-docs/federated.md, "Launching a study with deploy".
+:meth:`Federation.load` it to launch runs or bring it down. Built on deploy/flower/; runs are
+submitted and followed by the coordinator's code (:func:`coordinator.federated.superlink.run_app`),
+the same the coordinator service launches studies with. See docs/federated.md.
 
 Layout of ``run_dir``::
 
@@ -30,19 +31,17 @@ from pydantic import SecretStr
 
 from coordinator.core.config import CoordinatorSettings
 from coordinator.errors import CoordinatorConfigError
+from coordinator.federated.flower_config import ConfigValue, read_app_config
+from coordinator.federated.superlink import APP_DIR, CONNECTION, RunResult, run_app
 from coordinator.run_config import RunConfigName
 from deploy.errors import DeployError, SettingsError
 from deploy.flower import (
-    ConfigValue,
     FlowerSecurity,
-    RunResult,
     SuperLinkProcess,
     SuperNodeProcess,
     load_process,
     make_security,
-    read_app_config,
     register_supernodes,
-    run_app,
     start_superlink,
     start_supernode,
     stop,
@@ -73,8 +72,6 @@ __all__ = [
     "parse_overrides",
 ]
 
-APP_DIR = Path(__file__).resolve().parent.parent  # the repository: its pyproject.toml declares the Flower app
-CONNECTION = "metai"  # the SuperLink connection name in the SuperLink's FLWR_HOME
 STATE_FILE = "federation.json"
 
 
@@ -310,7 +307,7 @@ class Federation:
             study_id: the study on chain; it must be RUNNING for the ServerApp to train it.
             run_config: other overrides of ``[tool.flwr.app.config]``.
             timeout: seconds from submission to the end of the run; after it the run is stopped.
-            on_submitted, on_log: see :func:`deploy.flower.run_app`.
+            on_submitted, on_log: see :func:`coordinator.federated.superlink.run_app`.
 
         Raises:
             ValueError: ``study_id`` is not a positive integer, ``run_config`` names another

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 import signal
 import socket
 import subprocess
@@ -19,6 +18,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from coordinator.federated.superlink import clean, tail_text
 
 __all__ = [
     "HOST",
@@ -40,7 +41,6 @@ HOST = "127.0.0.1"  # the only address anything here binds
 # Children started by spawn(), until is_gone() sees them exit: holding the Popen keeps Python
 # from warning that a still-running child was dropped, and poll() reaps it.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
@@ -199,21 +199,9 @@ def read_log(path: Path, start: int = 0) -> str:
         return ""
 
 
-def clean(text: str | bytes | None) -> str:
-    """Return ``text`` decoded (bytes as UTF-8, bad bytes replaced) with ANSI colour codes removed."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    return _ANSI.sub("", text or "")
-
-
 def tail(path: Path, lines: int = 30) -> str:
     """Return the last ``lines`` lines of the log ``path``, or ``(no log)``."""
     return tail_text(read_log(path), lines) or "(no log)"
-
-
-def tail_text(text: str, lines: int = 30) -> str:
-    """Return the last ``lines`` lines of ``text``."""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -1,4 +1,4 @@
-"""Start and stop a Flower deployment (SuperLink + one SuperNode per hospital) and launch runs on it.
+"""Start and stop a Flower deployment (SuperLink + one SuperNode per hospital) on this machine, and run apps on it.
 
 Everything listens on 127.0.0.1 and works offline. Flower 1.41 serves the Fleet, Runtime
 (formerly ServerAppIo) and Control APIs of a SuperLink on ONE HTTP(S) port (``--host/--port``),
@@ -13,12 +13,17 @@ the Flower-spawned children they had. See docs/flower.md.
 By concern:
 
 - :mod:`deploy.flower.processes`: starting, recording and stopping the processes;
-- :mod:`deploy.flower.runs`: the ``flwr`` CLI: connections, registration, submitting and following runs;
-- :mod:`deploy.flower.config`: run-config defaults, value checks, the TOML files Flower reads;
+- :mod:`deploy.flower.connections`: the CLI's connection to a SuperLink started here, SuperNode registration;
 - :mod:`deploy.flower_certs`: the TLS and SuperNode-authentication material.
+
+Submitting and following runs (:func:`run_app`) and the config files Flower reads
+(:func:`read_app_config`) are the coordinator's code, in :mod:`coordinator.federated`: the
+coordinator service launches studies with it, and this package re-exports it for a lab.
 """
 
-from deploy.flower.config import ConfigValue, read_app_config
+from coordinator.federated.flower_config import ConfigValue, read_app_config
+from coordinator.federated.superlink import FlowerRunError, RunResult, run_app
+from deploy.flower.connections import register_supernodes, write_federation_config
 from deploy.flower.processes import (
     SuperLinkProcess,
     SuperNodeProcess,
@@ -28,7 +33,6 @@ from deploy.flower.processes import (
     start_supernode,
     stop,
 )
-from deploy.flower.runs import FlowerRunError, RunResult, register_supernodes, run_app, write_federation_config
 from deploy.flower_certs import FlowerSecurity, make_security
 
 __all__ = [

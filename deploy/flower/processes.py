@@ -10,10 +10,8 @@ the process (PID, start time, the children it had) in a JSON file, so that a lat
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,14 +19,15 @@ from pathlib import Path
 
 import requests
 
-from deploy.errors import ServiceStartError, ToolMissing
-from deploy.flower.config import ConfigValue, checked_config, toml_text
+from coordinator.federated.flower_config import ConfigValue, checked_config, toml_text
+from coordinator.federated.superlink import flwr_env, tool
+from deploy.errors import ServiceStartError
 from deploy.flower_certs import FlowerSecurity, check_node_name
 from deploy.process import HOST, descendants, free_port, read_log, spawn, start_time, stop_tree, tail
 from deploy.threads import thread_env
 
-__all__ = ["SuperLinkProcess", "SuperNodeProcess", "bin_dir", "check_security", "flower_env", "load_process",
-           "start_superlink", "start_supernode", "stop", "tool", "tool_env"]
+__all__ = ["SuperLinkProcess", "SuperNodeProcess", "check_security", "flower_env", "load_process",
+           "start_superlink", "start_supernode", "stop"]
 
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 
@@ -68,30 +67,14 @@ def flower_env(run_dir: Path, extra_env: Mapping[str, str] | None = None) -> dic
     """Return the environment for Flower processes whose FLWR_HOME is ``run_dir / "flwr-home"``.
 
     It is this process's environment, plus ``extra_env``, plus the Flower settings of
-    docs/flower.md (which ``extra_env`` cannot override, except the SuperExec poll interval).
+    docs/flower.md (:func:`coordinator.federated.superlink.flwr_env`, which ``extra_env``
+    cannot override), plus the SuperExec poll interval (which it can).
     """
-    return tool_env(run_dir / "flwr-home", extra_env)
-
-
-def tool_env(flwr_home: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a Flower process or ``flwr`` command whose FLWR_HOME is ``flwr_home``."""
-    env = dict(os.environ)  # passed through whole: children need PATH, HOME, locale
-    env.update(extra_env or {})
-    no_proxy = ",".join(p for p in (env.get("NO_PROXY", ""), HOST, "localhost") if p)
-    env.update(
-        FLWR_HOME=str(flwr_home.resolve()),
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_DISABLE_UPDATE_CHECK="1",  # else each process POSTs to flower.ai first
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        # SuperExec waits this long between asks for a task (Flower's default 1 s), per round. Each ask
-        # costs CPU in SuperExec and in the SuperLink / SuperNode it asks: measured on 2 cores, an idle
-        # SuperLink with its SuperExec used 9.8 % of a core at 0.1 s, 2.6 % at 0.5 s (docs/flower.md).
-        FLWR_SUPEREXEC_TASK_POLL_INTERVAL=env.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.5"),
-        PATH=os.pathsep.join([str(bin_dir()), env.get("PATH", "")]),
-        PYTHONUNBUFFERED="1",
-        NO_PROXY=no_proxy,
-        no_proxy=no_proxy,
-    )
+    env = flwr_env(run_dir / "flwr-home", extra_env)
+    # SuperExec waits this long between asks for a task (Flower's default 1 s), per round. Each ask
+    # costs CPU in SuperExec and in the SuperLink / SuperNode it asks: measured on 2 cores, an idle
+    # SuperLink with its SuperExec used 9.8 % of a core at 0.1 s, 2.6 % at 0.5 s (docs/flower.md).
+    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = env.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.5")
     return env
 
 
@@ -115,7 +98,7 @@ def start_superlink(
             coordinator's ``METAI_COORDINATOR_*`` settings); this process's own is left alone.
 
     Raises:
-        ToolMissing: flwr is not installed in this venv.
+        FlowerMissing: flwr is not installed in this venv.
         ServiceStartError: it exited or did not answer in time (its log is quoted).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -266,23 +249,6 @@ def _save(process: SuperLinkProcess | SuperNodeProcess, path: Path) -> None:
     data = {key: str(value) if isinstance(value, Path) else value for key, value in vars(process).items()}
     data["kind"] = "superlink" if isinstance(process, SuperLinkProcess) else "supernode"
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def bin_dir() -> Path:
-    """This venv's ``bin``, where the Flower commands are."""
-    return Path(sys.executable).parent
-
-
-def tool(name: str) -> Path:
-    """The Flower command ``name`` of this venv.
-
-    Raises:
-        ToolMissing: flwr is not installed in this venv.
-    """
-    path = bin_dir() / name
-    if not path.exists():
-        raise ToolMissing(f"{name} not found in {bin_dir()}: install flwr==1.41.0 in this venv (make deps does it)")
-    return path
 
 
 def _check_alive(proc: subprocess.Popen[bytes], what: str, log_file: Path, deadline: float, timeout: float) -> None:

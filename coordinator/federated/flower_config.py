@@ -1,5 +1,8 @@
 """Flower configuration values: the app's run-config defaults, checks on values passed to Flower, TOML out.
 
+Shared by the coordinator (run-config overrides of the runs it submits) and deploy (the node
+configs of the SuperNodes it starts).
+
 Flower reads node configs and run-config overrides from TOML files (``--node-config FILE``,
 ``--run-config FILE``): values may hold spaces and quotes, which its ``key=value`` words cannot.
 They are written with ``tomli_w``; values are checked first (one-line text, numbers, booleans).

@@ -1,4 +1,4 @@
-"""deploy.flower.config: the TOML files Flower reads are written by a TOML library and read back the same."""
+"""coordinator.federated.flower_config: the TOML files Flower reads are written and read back the same."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from deploy.flower.config import checked_config, toml_text
+from coordinator.federated.flower_config import checked_config, toml_text
 
 
 def test_values_that_need_quoting_read_back_the_same() -> None:

@@ -1,0 +1,420 @@
+"""Runs on a SuperLink, through the ``flwr`` CLI: the connection, submitting a run, following it to its end.
+
+The CLI talks to a SuperLink's Control API through a named connection in
+``$FLWR_HOME/config.toml`` (:func:`write_connection`). :func:`submit_run` submits an app with
+``flwr run`` and its run-config overrides; :func:`follow_run` streams the ServerApp's log with
+``flwr log --stream`` (which ends with the run) and reads how it ended with ``flwr ls``;
+:func:`run_app` does both. The coordinator service launches studies with these
+(:mod:`coordinator.federated.launches`); ``deploy`` uses them on the SuperLinks it starts.
+See docs/flower.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, Queue
+
+from coordinator.errors import CoordinatorError
+from coordinator.federated.flower_config import ConfigValue, check_run_config_keys, checked_config, toml_text
+
+__all__ = [
+    "APP_DIR",
+    "CONNECTION",
+    "FlowerMissing",
+    "FlowerRunError",
+    "RunDetached",
+    "RunResult",
+    "SubmittedRun",
+    "SuperLinkConnection",
+    "bin_dir",
+    "clean",
+    "flwr",
+    "flwr_env",
+    "follow_run",
+    "run_app",
+    "submit_run",
+    "tail_text",
+    "tool",
+    "write_connection",
+]
+
+#: The repository: its pyproject.toml declares the Flower app (``[tool.flwr.app]``) the coordinator runs.
+APP_DIR = Path(__file__).resolve().parents[2]
+#: The name of the SuperLink connection the coordinator's runs use in their FLWR_HOME.
+CONNECTION = "metai"
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LOOPBACK = ("127.0.0.1", "localhost")
+
+
+class FlowerRunError(CoordinatorError, RuntimeError):
+    """A Flower run could not start, failed, or did not finish in time; the message quotes its log."""
+
+    def __init__(self, message: str, *, run_id: int | None = None, status: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+
+
+class RunDetached(FlowerRunError):
+    """The caller stopped following a run; the run itself goes on on the SuperLink."""
+
+
+class FlowerMissing(CoordinatorError, FileNotFoundError):
+    """A Flower command is not installed in this venv."""
+
+
+@dataclass(frozen=True)
+class SuperLinkConnection:
+    """How the flwr CLI reaches a SuperLink's Control API."""
+
+    address: str  # host:port of the SuperLink's one port (Fleet, Control and Runtime APIs in Flower 1.41)
+    root_certificates: Path | None  # CA certificate (PEM) of its TLS certificate; None: plain HTTP
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    """A run the SuperLink accepted: its id, where its ServerApp log goes, when the submission began."""
+
+    run_id: int
+    log_file: Path  # ``<flwr_home>/runs/<run_id>.log``, written by :func:`follow_run`
+    started: float  # time.monotonic() before the submission
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its id, final status (``finished:completed`` on success) and ServerApp log."""
+
+    run_id: int
+    status: str
+    logs: str  # what the ServerApp logged and printed (ClientApps print into their SuperNode's log)
+    log_file: Path  # the same, kept as ``<flwr_home>/runs/<run_id>.log``
+    seconds: float  # from submission to the end of the log stream
+    details: str = ""
+
+
+def write_connection(flwr_home: Path, name: str, connection: SuperLinkConnection, *, make_default: bool = True) -> None:
+    """Add (or replace) SuperLink connection ``name`` in ``flwr_home/config.toml``.
+
+    ``flwr run <app> <name>`` (and ``flwr ls``, ``flwr log``, ...) then talk to the SuperLink's
+    Control API at ``connection.address``. Other connections are kept; Flower's stock entries
+    are not added (its ``local`` connection would start a SuperLink of its own, ``supergrid`` is
+    online).
+
+    Raises:
+        ValueError: ``name`` is not a bare TOML key.
+    """
+    if not _BARE_KEY.match(name) or name == "default":
+        raise ValueError(f"connection name {name!r} must be letters, digits, '_' or '-' (and not 'default')")
+    config_file = flwr_home / "config.toml"
+    config = tomllib.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+    connections = config.setdefault("superlink", {})
+    entry: dict[str, object] = {"address": connection.address}
+    if connection.root_certificates is None:
+        entry["insecure"] = True
+    else:
+        entry["root-certificates"] = str(connection.root_certificates.resolve())
+    connections[name] = entry
+    if make_default or "default" not in connections:
+        connections["default"] = name
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(toml_text(config), encoding="utf-8")
+
+
+def submit_run(
+    app_dir: Path, *, flwr_home: Path, federation: str, run_config: Mapping[str, ConfigValue]
+) -> SubmittedRun:
+    """Submit the Flower app in ``app_dir`` with ``flwr run``; return once the SuperLink has accepted it.
+
+    Parameters:
+        app_dir: the app (its ``pyproject.toml`` has ``[tool.flwr.app]``).
+        flwr_home: the FLWR_HOME whose ``config.toml`` names the SuperLink connection.
+        federation: that connection's name (as given to :func:`write_connection`).
+        run_config: overrides of ``[tool.flwr.app.config]`` (each key must exist there), written
+            to ``<flwr_home>/runs/<run id>.run-config.toml``.
+
+    Raises:
+        ValueError: a run_config key is not in the app's ``[tool.flwr.app.config]``, or a value
+            cannot be passed.
+        FlowerRunError: the SuperLink cannot be reached or refused the run (the CLI's answer is quoted).
+    """
+    check_run_config_keys(app_dir, run_config)
+    started = time.monotonic()
+    runs = flwr_home / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    # A file, not key=value words: string values may hold spaces and quotes.
+    overrides = runs / f"pending-{uuid.uuid4().hex}.run-config.toml"
+    overrides.write_text(toml_text(dict(checked_config(run_config, "run_config"))), encoding="utf-8")
+    cmd = ["run", str(app_dir.resolve()), federation, "--run-config", str(overrides), "--format", "json"]
+    try:
+        out = flwr(cmd, flwr_home, what=f"submitting {app_dir}")
+        if not out.get("success") or out.get("run-id") is None:
+            raise FlowerRunError(f"flwr run did not start {app_dir}: {out.get('error-message', out)}")
+    except FlowerRunError:
+        overrides.unlink(missing_ok=True)
+        raise
+    run_id = int(str(out["run-id"]))
+    overrides.replace(runs / f"{run_id}.run-config.toml")
+    return SubmittedRun(run_id, runs / f"{run_id}.log", started)
+
+
+def follow_run(
+    run: SubmittedRun,
+    *,
+    flwr_home: Path,
+    federation: str,
+    timeout: float,
+    on_log: Callable[[str], None] | None = None,
+    detach: threading.Event | None = None,
+) -> RunResult:
+    """Follow ``run`` to its end (``flwr log --stream``, then ``flwr ls``) and return how it ended.
+
+    Parameters:
+        run: what :func:`submit_run` returned.
+        flwr_home, federation: as given to :func:`submit_run`.
+        timeout: seconds from the submission to the end of the run; after it the run is stopped.
+        on_log: called with each line of the ServerApp's log (no newline) as it arrives; the
+            lines also go to ``run.log_file`` as they arrive.
+        detach: once set, stop following (the run goes on on the SuperLink).
+
+    Raises:
+        FlowerRunError: the run ended other than ``finished:completed``, or it ran out of time
+            and was stopped (the log tail is quoted).
+        RunDetached: ``detach`` was set before the run ended.
+    """
+    remaining = max(1.0, timeout - (time.monotonic() - run.started))
+    logs, outcome, errors = _follow(run.run_id, federation, flwr_home, run.log_file, remaining, on_log, detach)
+    if outcome == "detached":
+        raise RunDetached(f"run {run.run_id} is no longer followed; it goes on on the SuperLink "
+                          f"(`flwr ls {federation} --run-id {run.run_id}` shows it)", run_id=run.run_id)
+    if outcome == "timeout":
+        stop_run(run.run_id, federation, flwr_home)
+        raise FlowerRunError(
+            f"run {run.run_id} did not finish within {timeout} s and was stopped; log tail:\n{tail_text(logs)}",
+            run_id=run.run_id,
+            status="timeout",
+        )
+    if outcome != 0:  # the status below says how the run ended; this says why we could not follow it
+        logs += f"\n(flwr log exited with {outcome}: {tail_text(errors, 5)})"
+    status, details = _run_status(run.run_id, federation, flwr_home)
+    if status != "finished:completed":
+        raise FlowerRunError(
+            f"run {run.run_id} ended {status} ({details}); log tail:\n{tail_text(logs)}",
+            run_id=run.run_id,
+            status=status,
+        )
+    return RunResult(run.run_id, status, logs, run.log_file, time.monotonic() - run.started, details)
+
+
+def run_app(
+    app_dir: Path,
+    *,
+    flwr_home: Path,
+    federation: str,
+    run_config: Mapping[str, ConfigValue],
+    timeout: float,
+    on_submitted: Callable[[int], None] | None = None,
+    on_log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Submit the Flower app in ``app_dir`` with ``flwr run``, follow it to the end, and return how it ended.
+
+    Parameters:
+        app_dir, flwr_home, federation, run_config: see :func:`submit_run`.
+        timeout: seconds from submission to the end of the run; after it the run is stopped.
+        on_submitted: called with the run id once the SuperLink has accepted the run.
+        on_log: see :func:`follow_run`.
+
+    If the caller is interrupted (Ctrl-C) while the run is followed, the run is stopped
+    (``flwr stop``) before the interruption goes on.
+
+    Raises:
+        ValueError: a run_config key is not in the app's ``[tool.flwr.app.config]``, or a value
+            cannot be passed.
+        FlowerRunError: the submission was refused, the run ended other than
+            ``finished:completed``, or it ran out of time (the log tail is quoted).
+    """
+    run = submit_run(app_dir, flwr_home=flwr_home, federation=federation, run_config=run_config)
+    try:
+        if on_submitted is not None:
+            on_submitted(run.run_id)
+        return follow_run(run, flwr_home=flwr_home, federation=federation, timeout=timeout, on_log=on_log)
+    except FlowerRunError:
+        raise  # it ended, or was stopped on time-out
+    except BaseException:  # interrupted: the run would go on without anyone following it
+        stop_run(run.run_id, federation, flwr_home)
+        raise
+
+
+def stop_run(run_id: int, federation: str, flwr_home: Path) -> None:
+    """Ask the SuperLink to stop run ``run_id`` (``flwr stop``); a run that has ended already is left alone."""
+    with contextlib.suppress(CoordinatorError, subprocess.SubprocessError):
+        flwr(["stop", str(run_id), federation, "--format", "json"], flwr_home, what=f"stopping run {run_id}")
+
+
+def flwr(args: Sequence[str], flwr_home: Path, *, what: str, timeout: float = 120) -> dict[str, object]:
+    """Run one ``flwr ... --format json`` command with FLWR_HOME ``flwr_home`` and return its JSON answer.
+
+    Raises:
+        FlowerMissing: flwr is not installed in this venv.
+        FlowerRunError: the command failed or did not answer in JSON (its output is quoted).
+    """
+    done = subprocess.run(
+        [str(tool("flwr")), *args],
+        env=flwr_env(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        answer = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        answer = None
+    if done.returncode != 0 or not isinstance(answer, dict):
+        output = tail_text(clean(done.stdout + done.stderr))
+        raise FlowerRunError(f"{what}: `flwr {' '.join(args)}` exited with {done.returncode}:\n{output}")
+    return answer
+
+
+def flwr_env(flwr_home: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Flower process or ``flwr`` command whose FLWR_HOME is ``flwr_home``.
+
+    It is this process's environment, plus ``extra_env``, plus: telemetry and the update check
+    off (otherwise every process first POSTs to flower.ai), runtime dependency installation
+    off, this venv's ``bin`` first on PATH, unbuffered Python, and loopback never through a proxy.
+    """
+    env = dict(os.environ)  # passed through whole: children need PATH, HOME, locale
+    env.update(extra_env or {})
+    no_proxy = ",".join(p for p in (env.get("NO_PROXY", ""), *_LOOPBACK) if p)
+    env.update(
+        FLWR_HOME=str(flwr_home.resolve()),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        PATH=os.pathsep.join([str(bin_dir()), env.get("PATH", "")]),
+        PYTHONUNBUFFERED="1",
+        NO_PROXY=no_proxy,
+        no_proxy=no_proxy,
+    )
+    return env
+
+
+def bin_dir() -> Path:
+    """This venv's ``bin``, where the Flower commands are."""
+    return Path(sys.executable).parent
+
+
+def tool(name: str) -> Path:
+    """The Flower command ``name`` of this venv.
+
+    Raises:
+        FlowerMissing: flwr is not installed in this venv.
+    """
+    path = bin_dir() / name
+    if not path.exists():
+        raise FlowerMissing(f"{name} not found in {bin_dir()}: install flwr==1.41.0 in this venv (make deps does it)")
+    return path
+
+
+def clean(text: str | bytes | None) -> str:
+    """Return ``text`` decoded (bytes as UTF-8, bad bytes replaced) with ANSI colour codes removed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return _ANSI.sub("", text or "")
+
+
+def tail_text(text: str, lines: int = 30) -> str:
+    """Return the last ``lines`` lines of ``text``."""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _run_status(run_id: int, federation: str, flwr_home: Path) -> tuple[str, str]:
+    status = "unknown"
+    for _ in range(50):  # the stream ends as the run finishes; the status may trail by a moment
+        out = flwr(["ls", federation, "--run-id", str(run_id), "--format", "json"], flwr_home, what="reading status")
+        runs = out.get("runs")
+        run = runs[0] if isinstance(runs, list) and runs else {}
+        status = str(run.get("status", "unknown"))
+        if status.startswith("finished"):
+            return status, str(run.get("status-details", ""))
+        time.sleep(0.2)
+    return status, "still not finished after its log stream ended"
+
+
+def _follow(
+    run_id: int,
+    federation: str,
+    flwr_home: Path,
+    log_file: Path,
+    timeout: float,
+    on_log: Callable[[str], None] | None,
+    detach: threading.Event | None,
+) -> tuple[str, int | str, str]:
+    """Stream the run's log (``flwr log --stream``, which ends with the run) into ``log_file`` and ``on_log``.
+
+    Returns the log, the exit code of ``flwr log`` (or ``"timeout"``: ``timeout`` ran out first;
+    ``"detached"``: ``detach`` was set) and its stderr.
+    """
+    lines: Queue[str | None] = Queue()
+    with tempfile.TemporaryFile() as errors, open(log_file, "w", encoding="utf-8") as out:
+        stream = subprocess.Popen(
+            [str(tool("flwr")), "log", str(run_id), federation, "--stream"],
+            env=flwr_env(flwr_home),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        pipe = stream.stdout
+        assert pipe is not None  # stdout=PIPE
+
+        def pump() -> None:  # a thread, so the wait below can time out between lines
+            for line in pipe:
+                lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        text: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if detach is not None and detach.is_set():
+                    return "".join(text), "detached", ""
+                try:
+                    line = lines.get(timeout=min(left, 1.0))
+                except Empty:
+                    continue
+                if line is None:
+                    break
+                text.append(line := clean(line))
+                out.write(line)
+                out.flush()
+                if on_log is not None:
+                    on_log(line.rstrip("\n"))
+            else:
+                return "".join(text), "timeout", ""
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+            stream.wait()
+            reader.join(timeout=5)  # it reads to the end of the pipe, which closed with the process
+            if not reader.is_alive():
+                pipe.close()
+        errors.seek(0)
+        return "".join(text), stream.returncode, clean(errors.read())
