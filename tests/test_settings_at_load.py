@@ -7,6 +7,8 @@ any work. The values themselves never appear in the error (they may be secrets).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -63,3 +65,31 @@ def test_the_coordinator_names_what_a_study_run_lacks(monkeypatch: pytest.Monkey
     monkeypatch.setenv("METAI_COORDINATOR_RPC_URL", "http://127.0.0.1:8545")
     with pytest.raises(CoordinatorConfigError, match="METAI_COORDINATOR_PASSPHRASE is not set"):
         CoordinatorSettings(_env_file=None).require()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    ({"ADDRESS": "http://127.0.0.1:9093"}, "expected HOST:PORT of the SuperLink"),
+    ({"ADDRESS": "127.0.0.1:9093"}, "needs METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES"),
+    ({"ADDRESS": "10.1.2.3:9093", "INSECURE": "true"}, "not on loopback, so it must be reached over TLS"),
+    ({"ROOT_CERTIFICATES": "ca.pem", "INSECURE": "true"}, "excludes METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES"),
+])
+def test_a_superlink_the_service_cannot_reach_safely_is_refused_as_it_loads(
+        monkeypatch: pytest.MonkeyPatch, values: dict[str, str], why: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"METAI_COORDINATOR_SUPERLINK_{name}", value)
+    with pytest.raises(ValidationError, match=why):
+        CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("values", "root"), [
+    ({"ADDRESS": "127.0.0.1:9093", "INSECURE": "true"}, None),
+    ({"ADDRESS": "[::1]:9093", "INSECURE": "true"}, None),
+    ({"ADDRESS": "link.example.org:9093", "ROOT_CERTIFICATES": "secrets/ca.pem"}, "secrets/ca.pem"),
+])
+def test_a_superlink_on_loopback_or_over_tls_is_taken(monkeypatch: pytest.MonkeyPatch, values: dict[str, str],
+                                                      root: str | None) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"METAI_COORDINATOR_SUPERLINK_{name}", value)
+    settings = CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.superlink_address == values["ADDRESS"]
+    assert settings.superlink_root_certificates == (None if root is None else Path(root))

@@ -8,11 +8,12 @@ only names what a given job lacks.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.endpoint import optional_rpc_url
@@ -28,6 +29,25 @@ def _public_url(value: str) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("expected an origin only (scheme, host and port), without a path, query or fragment")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _superlink_address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or "/" in value or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT of the SuperLink (its one port), e.g. 127.0.0.1:9093, without a scheme")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _database_url(value: str) -> str:
@@ -89,12 +109,46 @@ class CoordinatorSettings(BaseSettings):
     #: Log lines as JSON objects (one per line) instead of text.
     log_json: bool = True
 
+    # ------------------------------------------------------------------ starting studies on the SuperLink
+    #: HOST:PORT of the SuperLink's Control API (in Flower 1.41 the SuperLink's one port). The Control
+    #: API has no authentication of its own: it must be reachable from this host only. Unset: the
+    #: service cannot start studies.
+    superlink_address: Annotated[str | None, AfterValidator(_superlink_address)] = None
+    #: CA certificate (PEM) the SuperLink's TLS certificate chains to.
+    superlink_root_certificates: Path | None = None
+    #: Reach the SuperLink over plain HTTP instead; allowed for a loopback address only.
+    superlink_insecure: bool = Field(default=False, validate_default=True)
+    #: FLWR_HOME of the flwr commands the service runs: the SuperLink connection and each run's log.
+    flwr_home: Path = Path("run/flwr-home")
+    #: The Flower app the service submits (pyproject.toml with [tool.flwr.app]); unset: this repository.
+    flower_app: Path | None = None
+    #: Seconds a run may take from its submission to its end; then it is stopped.
+    run_timeout: float = Field(default=3600.0, gt=0)
+
     @field_validator("passphrase")
     @classmethod
     def _passphrase(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_PASSPHRASE:
             raise ValueError(f"shorter than {MIN_PASSPHRASE} characters, the minimum of the coordinator's passphrase")
         return value
+
+    @field_validator("superlink_insecure")
+    @classmethod
+    def _superlink(cls, insecure: bool, info: ValidationInfo) -> bool:
+        # Checked on the last of the three SuperLink fields, so that the other two are known here.
+        address, root = info.data.get("superlink_address"), info.data.get("superlink_root_certificates")
+        if insecure and root is not None:
+            raise ValueError("excludes METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES; keep the certificate, "
+                             "unset this")
+        if address is None:
+            return insecure
+        if insecure and not _is_loopback(address.rpartition(":")[0]):
+            raise ValueError(f"the SuperLink at {address} is not on loopback, so it must be reached over TLS: "
+                             "set METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES instead")
+        if not insecure and root is None:
+            raise ValueError(f"the SuperLink at {address} needs METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES "
+                             "(TLS) or, on loopback only, this set to true")
+        return insecure
 
     @property
     def domain(self) -> str:
