@@ -1,4 +1,4 @@
-"""What the HTTP service holds while it runs: settings, database, chain, keys, relay, limits.
+"""What the HTTP service holds while it runs: settings, database, chain, keys, relay, limits, run launches.
 
 One :class:`Services` object is built at start (the keys unlocked once) and handed to the app;
 nothing is kept in module globals.
@@ -20,6 +20,7 @@ from coordinator.core.config import CoordinatorSettings
 from coordinator.core.db import Database, upgrade
 from coordinator.core.security import RateLimiter, RoleCache, SessionCache
 from coordinator.errors import CoordinatorConfigError
+from coordinator.federated.launches import Launcher
 from coordinator.relay.worker import Relay
 
 
@@ -56,6 +57,7 @@ class Services:
     roles: RoleCache
     sign_in_limit: RateLimiter
     relay_limit: RateLimiter
+    launcher: Launcher
     sessions: SessionCache = field(default_factory=SessionCache)
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -93,9 +95,11 @@ class Services:
             roles=RoleCache(lambda role, address: exchange.roles.has(role, address)),
             sign_in_limit=RateLimiter(settings.sign_in_rate),
             relay_limit=RateLimiter(settings.relay_rate),
+            launcher=Launcher.from_settings(settings),
         )
 
     def close(self) -> None:
-        """Stop the relay and close the database."""
+        """Stop the relay and following runs (they go on on the SuperLink), and close the database."""
         self.relay.stop()
+        self.launcher.close()
         self.db.close()

@@ -36,6 +36,9 @@ class ProblemDetails(BaseModel):
     error: str | None = Field(default=None, description="The contract's custom error name, when the chain refused")
     values: dict[str, Any] | None = Field(default=None, description="The custom error's arguments")
     errors: list[dict[str, Any]] | None = Field(default=None, description="Each invalid field of a request")
+    study_status: str | None = Field(default=None, description="The study's status, when it is why a request failed")
+    pending: list[str] | None = Field(default=None, description="Named hospitals that have not decided yet")
+    run_id: str | None = Field(default=None, description="The Flower run a refusal is about, in decimal")
 
 
 class Problem(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -122,3 +123,26 @@ class StudyRequestAccepted(BaseModel):
     request: StudyCreate
     task_code_hash: Hash32
     privacy_budget_milli_epsilon: Uint53
+
+
+class StudyStart(BaseModel):
+    """What the coordinator operator may add when starting a study's run."""
+
+    run_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Overrides of the app's [tool.flwr.app.config], each typed like its default "
+                    "(study-id and task come from the study)")
+
+
+class StudyRunPublic(BaseModel):
+    """The latest launch of a study's Flower run by this service."""
+
+    study_id: int
+    state: Literal["launching", "running", "finished", "failed"] = Field(
+        description="launching: being submitted; running: the SuperLink runs it; finished: Flower reports it "
+                    "ended (status says how); failed: the launch failed (error says why)")
+    run_id: str | None = Field(description="Flower's run id, in decimal (it may exceed 2^53)")
+    status: str | None = Field(description="Flower's status once the run ended, e.g. finished:completed")
+    error: str | None = Field(description="Why the launch failed or the run did not complete, with its log tail")
+    started_at: datetime
+    ended_at: datetime | None
