@@ -79,8 +79,8 @@ def hospitals(module_make_node, tmp_path_factory: pytest.TempPathFactory, module
 
 
 def running_study(exchange, actors, hospitals: list[Hospital], rounds: int,  # type: ignore[no-untyped-def]
-                  privacy_budget: int = 0) -> int:
-    """A study of TASK across ``hospitals``: requested, approved by each, started."""
+                  privacy_budget: int = 0, *, start: bool = True) -> int:
+    """A study of TASK across ``hospitals``: requested, approved by each, and (``start``) started."""
     from tasks import task_code_hash
 
     study_id, _ = exchange.studies.request(actors.researcher, StudyRequest(
@@ -88,7 +88,8 @@ def running_study(exchange, actors, hospitals: list[Hospital], rounds: int,  # t
         task_code_hash=task_code_hash(TASK), rounds=rounds, privacy_budget=privacy_budget))
     for h in hospitals:
         exchange.studies.approve(h.node.account, study_id)
-    exchange.studies.start(actors.coordinator, study_id)
+    if start:
+        exchange.studies.start(actors.coordinator, study_id)
     return int(study_id)
 
 
@@ -115,16 +116,21 @@ def coordinator_env(tmp_path: Path, exchange, actors) -> dict[str, str]:  # type
     return write_coordinator_env(tmp_path, exchange, actors)
 
 
-@pytest.fixture
-def node_specs(tmp_path: Path, hospitals) -> list[NodeSpec]:  # type: ignore[no-untyped-def]
-    """Each hospital's node directory with a passphrase file (mode 0600)."""
+def specs_of(hospitals: list[Hospital], folder: Path) -> list[NodeSpec]:
+    """Each hospital's node directory with a passphrase file (mode 0600) written into ``folder``."""
     specs = []
     for h in hospitals:
-        secret = tmp_path / f"{h.node.address}.passphrase"
+        secret = folder / f"{h.node.address}.passphrase"
         secret.write_text(NODE_PASSPHRASE)
         secret.chmod(0o600)
         specs.append(NodeSpec(h.node.dir, secret))
     return specs
+
+
+@pytest.fixture
+def node_specs(tmp_path: Path, hospitals) -> list[NodeSpec]:  # type: ignore[no-untyped-def]
+    """Each hospital's node directory with a passphrase file (mode 0600)."""
+    return specs_of(hospitals, tmp_path)
 
 
 class FlowerRun:
