@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from contracts.enums import Role
-from contracts.errors import ContractRevert
+from contracts.errors import ContractRevert, TransactionFailed
 from coordinator.api.deps import ServicesDep, SignedIn, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem, revert_problem
 from coordinator.errors import CoordinatorConfigError
@@ -99,6 +99,10 @@ def start(study_id: int, account: SignedInDep, services: ServicesDep, response: 
         except ContractRevert as exc:
             launcher.fail(study_id, f"the chain refused to start study {study_id}: {exc}")
             raise revert_problem(exc) from None
+        except TransactionFailed as exc:  # e.g. a ServerApp's transaction took the key's nonce first
+            launcher.fail(study_id, f"starting study {study_id} on chain failed: {exc}")
+            raise Problem(503, "start-failed", "The start transaction failed", f"{exc}; start the study again",
+                          headers={"Retry-After": "5"}) from None
         except BaseException as exc:
             launcher.fail(study_id, f"starting study {study_id} on chain failed: {type(exc).__name__}: {exc}")
             raise
