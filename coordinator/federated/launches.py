@@ -198,8 +198,9 @@ class Launcher:
             with self._lock:  # two launches must not write config.toml at once
                 write_connection(self.flwr_home, CONNECTION, connection)
             run = submit_run(self.app_dir, flwr_home=self.flwr_home, federation=CONNECTION, run_config=run_config)
-        except (CoordinatorError, ValueError, OSError) as exc:
-            self.fail(study_id, str(exc))
+        except BaseException as exc:  # whatever it is, the study must not stay "launching" (and so locked)
+            self.fail(study_id, str(exc) if isinstance(exc, CoordinatorError | ValueError)
+                      else f"submitting the run failed: {type(exc).__name__}: {exc}")
             raise
         launch = self._update(study_id, state="running", run_id=run.run_id)
         _log.info("study %d: run %d submitted", study_id, run.run_id, extra={"study_id": study_id,

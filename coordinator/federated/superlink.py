@@ -269,16 +269,21 @@ def flwr(args: Sequence[str], flwr_home: Path, *, what: str, timeout: float = 12
 
     Raises:
         FlowerMissing: flwr is not installed in this venv.
-        FlowerRunError: the command failed or did not answer in JSON (its output is quoted).
+        FlowerRunError: the command failed, did not answer within ``timeout`` seconds, or not in
+            JSON (its output is quoted).
     """
-    done = subprocess.run(
-        [str(tool("flwr")), *args],
-        env=flwr_env(flwr_home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    try:
+        done = subprocess.run(
+            [str(tool("flwr")), *args],
+            env=flwr_env(flwr_home),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = tail_text(clean(exc.stdout) + clean(exc.stderr))
+        raise FlowerRunError(f"{what}: `flwr {' '.join(args)}` did not answer within {timeout} s:\n{output}") from None
     try:
         answer = json.loads(done.stdout)
     except json.JSONDecodeError:
