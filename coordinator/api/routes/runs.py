@@ -17,7 +17,7 @@ from coordinator.federated.superlink import FlowerRunError
 from coordinator.models.studies import StudyPublic, StudyRunPublic, StudyStart
 from coordinator.run_config import RunConfigError
 from coordinator.service import Services
-from coordinator.study_view import study_public
+from coordinator.study_view import StudyNotFound, study_public
 
 router = APIRouter(tags=["studies"], responses=PROBLEM_RESPONSES)
 
@@ -29,12 +29,11 @@ def _operator(account: SignedIn) -> None:
 
 
 def _study(services: Services, study_id: int) -> StudyPublic:
+    services.index.sync(force=True)  # starting is decided on the chain as it is now, not as it was a moment ago
     try:
-        return study_public(services.exchange, study_id, services.settings.model_dir, services.task_names())
-    except ContractRevert as exc:
-        if exc.error == "StudyRegistryUnknownStudy":
-            raise Problem(404, "not-found", "No such study", f"study {study_id} does not exist") from None
-        raise
+        return study_public(services.index, study_id, services.settings.model_dir, services.task_names())
+    except StudyNotFound as exc:
+        raise Problem(404, "not-found", "No such study", str(exc)) from None
 
 
 def _startable(view: StudyPublic) -> None:
