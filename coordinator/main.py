@@ -47,7 +47,7 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    rpc = services.settings.rpc_url or ""
+    rpc = services.settings.public_rpc_url or ""  # the browser's JSON-RPC calls go there
     parts = urlsplit(rpc)
     connect = [f"{parts.scheme}://{parts.netloc}"] if parts.netloc else []
     app.add_middleware(Guard, max_body=services.settings.max_body, csp=content_security_policy(connect),

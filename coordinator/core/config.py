@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.endpoint import optional_rpc_url
@@ -64,6 +64,9 @@ class CoordinatorSettings(BaseSettings):
 
     #: The chain's JSON-RPC URL. Required to run a study and to serve.
     rpc_url: Annotated[str | None, AfterValidator(optional_rpc_url)] = None
+    #: The chain's JSON-RPC URL as people's browsers reach it: the portal checks proofs and sends
+    #: patients' own transactions there. Unset: the same as ``rpc_url``.
+    public_rpc_url: Annotated[str | None, AfterValidator(optional_rpc_url)] = None
     #: The deployment manifest.
     manifest: Path = Path("run/deployment.json")
     #: Ethereum keystore (JSON) of the coordinator's key (holds the COORDINATOR role).
@@ -149,6 +152,12 @@ class CoordinatorSettings(BaseSettings):
             raise ValueError(f"the SuperLink at {address} needs METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES "
                              "(TLS) or, on loopback only, this set to true")
         return insecure
+
+    @model_validator(mode="after")
+    def _public_rpc_url(self) -> CoordinatorSettings:
+        if self.public_rpc_url is None:
+            self.public_rpc_url = self.rpc_url
+        return self
 
     @property
     def domain(self) -> str:
