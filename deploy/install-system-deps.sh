@@ -5,8 +5,9 @@
 #   dcmtk          DICOM command-line tools, for inspecting what the node stores
 #   strace         tests prove raw de-identification writes no file (tests/node/test_raw_deid_nodisk.py)
 #   postgresql     the coordinator's tests run against PostgreSQL too (tests start their own server)
+#   chromium       headless browser the portal's tests drive through Playwright (tests/coordinator/test_portal_browser.py)
 set -euo pipefail
-packages=(ismrmrd-tools orthanc dcmtk strace postgresql)
+packages=(ismrmrd-tools orthanc dcmtk strace postgresql chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
