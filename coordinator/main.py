@@ -1,4 +1,5 @@
-"""Build the coordinator's FastAPI app: the ``/v1`` API, problem details, middleware, the relay's lifetime."""
+"""Build the coordinator's FastAPI app: the ``/v1`` API, the portal's pages, problem details, middleware, the relay's
+lifetime."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from coordinator.api.middleware import Guard, content_security_policy
 from coordinator.api.problems import install_handlers
-from coordinator.api.routes import auth, consents, health, me, proofs, runs, studies
+from coordinator.api.routes import auth, consents, health, me, portal, proofs, runs, studies
 from coordinator.service import Services
 
 API_VERSION = "v1"
@@ -46,6 +47,7 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
     for module in (health, auth, consents, me, proofs, studies, runs):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(portal.router)  # the pages, at /
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     rpc = services.settings.public_rpc_url or ""  # the browser's JSON-RPC calls go there
     parts = urlsplit(rpc)

@@ -126,6 +126,21 @@ async def fresh_index(services: ServicesDep) -> ChainIndex:
 IndexDep = Annotated[ChainIndex, Depends(fresh_index)]
 
 
+async def cookie_account(request: Request, services: ServicesDep) -> SignedIn | None:
+    """The account the session cookie signs in, or None: the portal's pages send people to sign in instead
+    of refusing them. Pages only read, so no CSRF token is asked for."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if token is None:
+        return None
+    session = services.sessions.get(token) or await run_in_threadpool(_lookup, services, token)
+    if session is None:
+        return None
+    return SignedIn(session.address, session, token, True, services.roles)
+
+
+CookieAccountDep = Annotated[SignedIn | None, Depends(cookie_account)]
+
+
 def client_key(request: Request) -> str:
     """The key rate limits count a client under: its address as the service sees it."""
     return request.client.host if request.client else "unknown"

@@ -14,6 +14,7 @@ from contracts.enums import Role, StudyStatus
 from contracts.studies import StudyRequest
 from coordinator.api.deps import IndexDep, ServicesDep, SignedIn, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
+from coordinator.chain_index import ChainIndex
 from coordinator.models.consents import kinds_of
 from coordinator.models.studies import (
     PreparedTransaction,
@@ -47,7 +48,7 @@ def _parts(account: SignedIn, researcher: str, hospitals: tuple[str, ...] | list
     return parts
 
 
-def _visible(services: Services, account: SignedIn, study_id: int) -> StudyPublic:
+def visible_study(services: Services, account: SignedIn, study_id: int) -> StudyPublic:
     """The study, if the caller is its researcher, a hospital it names, the coordinator or an admin; else 404."""
     try:
         view = study_public(services.index, study_id, services.settings.model_dir, services.task_names())
@@ -95,27 +96,31 @@ def prepare(body: StudyCreate, account: SignedInDep, services: ServicesDep) -> S
         request=body, task_code_hash="0x" + codes[body.task].hex(), privacy_budget_milli_epsilon=milli)
 
 
-@router.get("/studies")
-async def list_studies(account: SignedInDep, index: IndexDep) -> list[StudySummary]:
-    """The studies I have a part in: as their researcher, a named hospital, the coordinator or an admin."""
+def visible_studies(index: ChainIndex, account: SignedIn) -> list[StudySummary]:
+    """The studies ``account`` has a part in (may ask the chain for its roles)."""
     out = []
-    states = index.studies()
-    others = any(account.address not in (s.researcher, *s.request.hospitals) for s in states)
-    if others and not account.is_role_cached():  # a role decides what else is shown: ask the chain off the loop
-        await run_in_threadpool(lambda: account.roles)
-    for state in states:
+    for state in index.studies():
         parts = _parts(account, state.researcher, state.request.hospitals)
         if parts:
             out.append(summary(state, parts))
     return out
 
 
+@router.get("/studies")
+async def list_studies(account: SignedInDep, index: IndexDep) -> list[StudySummary]:
+    """The studies I have a part in: as their researcher, a named hospital, the coordinator or an admin."""
+    others = any(account.address not in (s.researcher, *s.request.hospitals) for s in index.studies())
+    if others and not account.is_role_cached():  # a role decides what else is shown: ask the chain off the loop
+        return await run_in_threadpool(visible_studies, index, account)
+    return visible_studies(index, account)
+
+
 @router.get("/studies/{study_id}")
 async def get_study(study_id: int, account: SignedInDep, services: ServicesDep, _index: IndexDep) -> StudyPublic:
     """A study's status, decisions and rounds (cohort counts per hospital, model hashes, metrics)."""
     if not services.tasks_known() or not account.is_role_cached():
-        return await run_in_threadpool(_visible, services, account, study_id)  # may import torch / ask the chain
-    return _visible(services, account, study_id)
+        return await run_in_threadpool(visible_study, services, account, study_id)  # may import torch / ask the chain
+    return visible_study(services, account, study_id)
 
 
 @router.get("/studies/{study_id}/events", response_class=StreamingResponse,
@@ -125,7 +130,7 @@ async def follow(study_id: int, request: Request, account: SignedInDep, services
 
     The stream ends after the study is completed or declined.
     """
-    first = await anyio.to_thread.run_sync(_visible, services, account, study_id)
+    first = await anyio.to_thread.run_sync(visible_study, services, account, study_id)
 
     async def stream() -> AsyncIterator[str]:
         view, last, quiet = first, "", 0.0
@@ -141,7 +146,7 @@ async def follow(study_id: int, request: Request, account: SignedInDep, services
             if quiet >= KEEP_ALIVE:
                 yield ": keep-alive\n\n"
                 quiet = 0.0
-            view = await anyio.to_thread.run_sync(_visible, services, account, study_id)
+            view = await anyio.to_thread.run_sync(visible_study, services, account, study_id)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
@@ -150,7 +155,7 @@ async def follow(study_id: int, request: Request, account: SignedInDep, services
 def get_lineage(study_id: int, account: SignedInDep, services: ServicesDep) -> dict[str, object]:
     """The study's lineage in one JSON file (format metai-study-lineage 1): every contribution, root, count,
     block, transaction and model hash, and the model files' hashes recomputed."""
-    view = _visible(services, account, study_id)
+    view = visible_study(services, account, study_id)
     if not ({"researcher", "coordinator", "admin"} & set(_parts(account, view.researcher, []))):
         raise Problem(403, "researcher-only", "Only the study's researcher downloads its lineage",
                       f"study {study_id} was requested by {view.researcher}")
@@ -163,7 +168,7 @@ def get_lineage(study_id: int, account: SignedInDep, services: ServicesDep) -> d
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The final model (.npz)"}})
 def get_model(study_id: int, account: SignedInDep, services: ServicesDep) -> FileResponse:
     """The final model of a completed study, for its researcher only; its on-chain hash is checked first."""
-    view = _visible(services, account, study_id)
+    view = visible_study(services, account, study_id)
     if account.address != view.researcher:
         raise Problem(403, "researcher-only", "Only the study's researcher downloads its model",
                       f"study {study_id} was requested by {view.researcher}")
