@@ -9,6 +9,7 @@ depend on a thread's timing. tests/coordinator/test_service_kill.py runs the rea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,10 @@ class LiveService:
     harness: Harness
 
 
-@pytest.fixture
-def live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator[LiveService]:
-    """The service (SQLite) served by uvicorn on a free 127.0.0.1 port until the test ends."""
+@contextmanager
+def serve_live(exchange: Exchange, actors: Actors, root: Path, *, run_relay: bool = False) -> Iterator[LiveService]:
+    """The service (SQLite) served by uvicorn on a free 127.0.0.1 port while the block runs; with ``run_relay``
+    the consent relay sends in the background as in production."""
     import threading
     import time
 
@@ -140,9 +142,9 @@ def live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    services, settings = make_service(exchange, actors, tmp_path / "live", f"sqlite:///{tmp_path / 'live.sqlite'}",
+    services, settings = make_service(exchange, actors, root / "live", f"sqlite:///{root / 'live.sqlite'}",
                                       public_url=url)
-    app = create_app(services, run_relay=False)
+    app = create_app(services, run_relay=run_relay)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="live-coordinator", daemon=True)
     thread.start()
@@ -151,7 +153,16 @@ def live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator
         assert time.monotonic() < deadline, "the coordinator service did not start within 30 s"
         time.sleep(0.02)
     client = TestClient(app, base_url=PUBLIC_URL)
-    yield LiveService(url, services, Harness(services, client, exchange, settings))
-    server.should_exit = True
-    thread.join(30)
-    services.close()
+    try:
+        yield LiveService(url, services, Harness(services, client, exchange, settings))
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        services.close()
+
+
+@pytest.fixture
+def live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator[LiveService]:
+    """The service (SQLite) served by uvicorn on a free 127.0.0.1 port until the test ends."""
+    with serve_live(exchange, actors, tmp_path) as live:
+        yield live
