@@ -240,7 +240,7 @@ def test_a_patient_grants_revokes_and_checks_on_chain_and_a_researcher_follows_t
     # --- who used my data: round 1 with a proof the browser checks on chain, round 2 without me
     page.get_by_role("link", name="Who used my data").click()
     used = page.locator('tr.included[data-round="1"]')
-    expect(used).to_contain_text("used: record")
+    expect(used).to_contain_text(f"used: record {study.records[patient.address][:12]}… (ct-sinogram data)")
     expect(page.locator('tr.excluded[data-round="2"]')).to_contain_text("not used")
     used.get_by_role("button", name="Check on chain").click()
     expect(used.locator(".check-result")).to_contain_text("Verified on chain at block")

@@ -20,6 +20,7 @@ from coordinator.api.deps import CookieAccountDep, DbDep, ServicesDep, SignedIn
 from coordinator.api.problems import Problem
 from coordinator.api.routes.consents import relay_items
 from coordinator.api.routes.studies import visible_studies, visible_study
+from coordinator.models.consents import kind_names
 from coordinator.patients import consents_of
 from coordinator.portal.chart import cohort_chart, metric_charts, short
 from coordinator.proofs import data_uses
@@ -29,6 +30,7 @@ router = APIRouter(include_in_schema=False)
 PORTAL = Path(__file__).parents[2] / "portal"
 templates = Jinja2Templates(directory=PORTAL / "templates")
 templates.env.globals["short"] = short
+templates.env.globals["kind_names"] = kind_names
 #: Signed consents shown on the consents page (the API lists them all).
 RECENT_RELAY = 10
 
