@@ -1,10 +1,11 @@
 """The portal in a real browser: Debian's Chromium, headless, driven by Playwright, against the real service.
 
 A patient imports a funded key into the browser, signs in, grants consent (mined on chain through
-the relay), is in round 1 of a study, revokes, is left out of round 2, and checks the round-1 proof
-on chain from the browser. A researcher with an injected (EIP-1193) wallet then follows the study live
-and downloads its model. Any console error, page error, CSP violation or request beyond 127.0.0.1
-fails the test. Screenshots go to the folder the test prints (docs/images/portal-*.png are copies).
+the relay), is in round 1 of a study, revokes, cancels outstanding signatures from their own address,
+is left out of round 2, and checks the round-1 proof on chain from the browser. A researcher with
+an injected (EIP-1193) wallet then follows the study live and downloads its model. Any console
+error, page error, CSP violation or request beyond 127.0.0.1 fails the test. Screenshots go to the
+folder the test prints (docs/images/portal-*.png are copies).
 """
 
 from __future__ import annotations
@@ -235,6 +236,17 @@ def test_a_patient_grants_revokes_and_checks_on_chain_and_a_researcher_follows_t
     expect(hmb.locator(".badge")).to_have_text("revoked")
     assert not exchange.consent.permits(patient.address, hmb_use)
     page.screenshot(path=shots / "portal-consents.png", full_page=True)
+
+    # --- cancel outstanding signatures: a transaction from the patient's own address, the key unlocked anew
+    page.evaluate("() => sessionStorage.removeItem('metai.unlocked')")  # as in a new tab
+    next_nonce = exchange.consent.nonce(patient.address)
+    page.get_by_role("button", name="Cancel my outstanding signatures").click()
+    dialog = page.locator("#unlock-dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Passphrase").fill(PASSPHRASE)
+    dialog.get_by_role("button", name="Unlock").click()
+    expect(page.locator("#cancel-status")).to_contain_text(f"numbered below {next_nonce + 1} is void")
+    assert exchange.consent.nonce(patient.address) == next_nonce + 1
     _round(portal, actors, study, 2, members[1:], other_count=10, metrics={"loss": 0.51, "accuracy": 0.71}, log=log)
 
     # --- who used my data: round 1 with a proof the browser checks on chain, round 2 without me
