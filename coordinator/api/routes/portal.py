@@ -113,7 +113,8 @@ def studies_page(request: Request, services: ServicesDep, account: CookieAccount
     """The studies I have a part in."""
     if account is None:
         return _to_sign_in(request)
-    return _page(request, services, account, "studies.html", "studies", studies=visible_studies(services.index, account))
+    studies = visible_studies(services.index, account)
+    return _page(request, services, account, "studies.html", "studies", studies=studies)
 
 
 @router.get("/studies/{study_id}")
