@@ -6,8 +6,9 @@
 #   strace         tests prove raw de-identification writes no file (tests/node/test_raw_deid_nodisk.py)
 #   postgresql     the coordinator's tests run against PostgreSQL too (tests start their own server)
 #   chromium       headless browser the portal's tests drive through Playwright (tests/coordinator/test_portal_browser.py)
+#   wrk            HTTP load generator of the coordinator benchmark (benchmarks/coordinator.py)
 set -euo pipefail
-packages=(ismrmrd-tools orthanc dcmtk strace postgresql chromium)
+packages=(ismrmrd-tools orthanc dcmtk strace postgresql chromium wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
