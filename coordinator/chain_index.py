@@ -20,12 +20,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from contracts.datause import Kind, Purpose
-from contracts.enums import Decision, StudyStatus
+from contracts.enums import Decision, Role, StudyStatus
 from contracts.events import (
     ChainEvent,
     ConsentGranted,
     ConsentRevoked,
     ContributionRecorded,
+    DatasetRegistered,
+    RoleGranted,
+    RoleRevoked,
     RoundRecorded,
     StudyApproved,
     StudyCompleted,
@@ -108,6 +111,8 @@ class ChainIndex:
         self._block = exchange.deployment.deploy_block - 1
         self._consents: defaultdict[str, list[ConsentGranted | ConsentRevoked]] = defaultdict(list)
         self._studies: dict[int, StudyState] = {}
+        self._datasets: list[DatasetRegistered] = []
+        self._hospitals: dict[str, int] = {}  # a HOSPITAL role holder -> the block it was granted in
 
     @property
     def block(self) -> int:
@@ -139,7 +144,13 @@ class ChainIndex:
             return self._block
 
     def _apply(self, event: ChainEvent) -> None:
-        if isinstance(event, (ConsentGranted, ConsentRevoked)):
+        if isinstance(event, DatasetRegistered):
+            self._datasets.append(event)
+        elif isinstance(event, RoleGranted) and event.role == Role.HOSPITAL.value:
+            self._hospitals.setdefault(event.account, event.block_number)
+        elif isinstance(event, RoleRevoked) and event.role == Role.HOSPITAL.value:
+            self._hospitals.pop(event.account, None)
+        elif isinstance(event, (ConsentGranted, ConsentRevoked)):
             self._consents[event.patient].append(event)
         elif isinstance(event, StudyRequested):
             state = StudyState(event, decisions=dict.fromkeys(event.hospitals, Decision.PENDING))
@@ -163,6 +174,18 @@ class ChainIndex:
         with self._lock:
             found = self._studies.get(study_id)
             return None if found is None else _copy(found)
+
+    def hospitals(self) -> dict[str, int]:
+        """The accounts holding the HOSPITAL role now, each with the block it was granted in."""
+        self.sync()
+        with self._lock:
+            return dict(self._hospitals)
+
+    def datasets(self) -> list[DatasetRegistered]:
+        """Every dataset registered, in chain order."""
+        self.sync()
+        with self._lock:
+            return list(self._datasets)
 
     def studies(self) -> list[StudyState]:
         """Every study (copies), newest first."""
