@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 
 from contracts.exchange import Exchange
 from coordinator.chain_index import ChainIndex
+from coordinator.core.cache import ResponseCache
 from coordinator.core.config import CoordinatorSettings
 from coordinator.core.db import Database, upgrade
 from coordinator.core.security import RateLimiter, RoleCache, SessionCache
@@ -59,6 +60,7 @@ class Services:
     relay_limit: RateLimiter
     launcher: Launcher
     sessions: SessionCache = field(default_factory=SessionCache)
+    answers: ResponseCache = field(default_factory=lambda: ResponseCache(0.0))
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -96,6 +98,7 @@ class Services:
             sign_in_limit=RateLimiter(settings.sign_in_rate),
             relay_limit=RateLimiter(settings.relay_rate),
             launcher=Launcher.from_settings(settings),
+            answers=ResponseCache(settings.chain_lag),
         )
 
     def close(self) -> None:

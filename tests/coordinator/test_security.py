@@ -71,3 +71,28 @@ def test_roles_are_asked_again_after_the_ttl() -> None:
     assert not cache.known("0xA")
     assert cache.roles("0xA") == frozenset()
     assert len(asked) == 2 * len(Role)
+
+
+def test_an_answer_is_kept_for_its_ttl_and_no_longer() -> None:
+    from coordinator.core.cache import ResponseCache
+
+    clock = Clock()
+    cache = ResponseCache(0.5, size=2, clock=clock)
+    cache.put("a", b"[1]")
+    assert cache.get("a") == b"[1]"
+    clock.now += 0.5
+    assert cache.get("a") is None
+
+
+def test_the_least_recently_used_answer_goes_first_and_a_zero_ttl_keeps_nothing() -> None:
+    from coordinator.core.cache import ResponseCache
+
+    cache = ResponseCache(10, size=2, clock=Clock())
+    for key in ("a", "b"):
+        cache.put(key, key.encode())
+    cache.get("a")
+    cache.put("c", b"c")
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"a", None, b"c")
+    off = ResponseCache(0)
+    off.put("a", b"a")
+    assert off.get("a") is None

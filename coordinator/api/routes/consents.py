@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from contracts import eip712
@@ -203,10 +204,16 @@ def relay_items(account: SignedInDep, db: DbDep) -> list[RelayPublic]:
     return [relay_public(item) for item in rows]
 
 
-@router.get("")
-async def my_consents(account: SignedInDep, index: IndexDep) -> list[ConsentPublic]:
+_CONSENT_LIST = TypeAdapter(list[ConsentPublic])
+
+
+@router.get("", response_model=list[ConsentPublic])
+async def my_consents(account: SignedInDep, index: IndexDep, services: ServicesDep) -> Response:
     """Every consent I granted, with its scope in plain words and its state now."""
-    return consents_of(index, account.address)
+    key = ("consents", account.address, index.block)
+    body = services.answers.get(key) or services.answers.put(
+        key, _CONSENT_LIST.dump_json(consents_of(index, account.address)))
+    return Response(body, media_type="application/json")
 
 
 @router.post("/cancel")
