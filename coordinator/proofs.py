@@ -58,6 +58,7 @@ def publish(db: Session, exchange: Exchange, hospital: str, body: CohortProofsCr
         ProofRefused: no such contribution, another root or count, a proof that does not lead to the
             root, or ``complete`` while proofs are missing.
     """
+    # Everything the chain must say is asked before the database is written: no write waits on the chain.
     anchored = exchange.studies.contribution_of(body.study_id, body.round, hospital)
     root = "0x" + anchored.cohort_root.hex()
     if anchored.cohort_count == 0:
@@ -67,6 +68,7 @@ def publish(db: Session, exchange: Exchange, hospital: str, body: CohortProofsCr
         raise ProofRefused(f"round {body.round} of study {body.study_id}: the hospital anchored root {root} with "
                            f"{anchored.cohort_count} records, not {body.cohort_root} with {body.cohort_count}",
                            status=409)
+    contribution = _contribution_tx(exchange, body.study_id, body.round, hospital)
     rows = []
     for item in body.proofs:
         leaf = cohort_leaf(item.record_id, item.kind, item.patient)
@@ -88,7 +90,6 @@ def publish(db: Session, exchange: Exchange, hospital: str, body: CohortProofsCr
                            f"{anchored.cohort_count} records published; send the rest first")
     row = db.get(PublishedRound, (body.study_id, body.round, hospital))
     if row is None:
-        contribution = _contribution_tx(exchange, body.study_id, body.round, hospital)
         row = PublishedRound(study_id=body.study_id, round=body.round, hospital=hospital, cohort_root=root,
                              cohort_count=anchored.cohort_count, published=published, complete=False,
                              block=contribution.block_number, tx_hash=contribution.tx_hash, updated_at=utcnow())

@@ -40,14 +40,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(connection: Any) -> None:
+    # BEGIN IMMEDIATE takes the write lock when a transaction starts, waiting (busy_timeout) for
+    # it if another connection writes. A deferred BEGIN that reads and then writes cannot wait:
+    # if another connection committed in between, SQLite refuses the upgrade at once ("database
+    # is locked"), which concurrent sign-ins hit under load.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///PATH`` or ``postgresql+psycopg://...``); a SQLite file's folder is made."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=20, max_overflow=20)
+        # isolation_level=None: pysqlite leaves transactions to us, so that "begin" below decides how.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None},
+                               pool_size=20, max_overflow=20)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.drivername == "postgresql":  # the plain scheme means psycopg2 to SQLAlchemy; the project ships psycopg 3
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -156,30 +156,39 @@ class Relay:
         with self.db.session() as db:
             pending = list(db.scalars(select(RelayItem).where(RelayItem.state == RelayState.PENDING)
                                       .order_by(RelayItem.created_at, RelayItem.id).limit(self.batch * 4)))
-            if not pending:
-                return []
-            oldest = pending[0]
-            age = (utcnow() - oldest.created_at).total_seconds()
-            same_kind = [i for i in pending if i.kind == oldest.kind]
-            if len(same_kind) < self.batch and age < self.wait and not self._stop.is_set():
-                return []  # let the batch fill a little
-            next_nonce = self.consent.nonces(sorted({i.patient for i in same_kind}))
-            chosen: list[RelayItem] = []
-            taken: defaultdict[str, int] = defaultdict(int)
-            for item in sorted(same_kind, key=lambda i: (i.patient, i.nonce)):
-                expected = next_nonce[item.patient] + taken[item.patient]
-                if item.deadline < chain_time:
-                    self._fail(item, "ConsentRegistryExpiredSignature",
-                               f"the signature's deadline {item.deadline} passed before it could be relayed")
-                elif item.nonce < expected:
-                    self._fail(item, "InvalidAccountNonce",
-                               f"nonce {item.nonce} is already used (the patient's next nonce is {expected}): "
-                               "relayed, superseded or cancelled by the patient")
-                elif item.nonce == expected and len(chosen) < self.batch:
-                    chosen.append(item)
-                    taken[item.patient] += 1
-            chosen.sort(key=lambda i: (i.created_at, i.id))
-            return chosen
+        if not pending:
+            return []
+        oldest = pending[0]
+        age = (utcnow() - oldest.created_at).total_seconds()
+        same_kind = [i for i in pending if i.kind == oldest.kind]
+        if len(same_kind) < self.batch and age < self.wait and not self._stop.is_set():
+            return []  # let the batch fill a little
+        # Asked of the chain with no database transaction open: a write waiting on a chain call
+        # would hold SQLite's write lock (or a PostgreSQL row lock) for as long.
+        next_nonce = self.consent.nonces(sorted({i.patient for i in same_kind}))
+        chosen: list[RelayItem] = []
+        refused: list[tuple[str, str, str]] = []
+        taken: defaultdict[str, int] = defaultdict(int)
+        for item in sorted(same_kind, key=lambda i: (i.patient, i.nonce)):
+            expected = next_nonce[item.patient] + taken[item.patient]
+            if item.deadline < chain_time:
+                refused.append((item.id, "ConsentRegistryExpiredSignature",
+                                f"the signature's deadline {item.deadline} passed before it could be relayed"))
+            elif item.nonce < expected:
+                refused.append((item.id, "InvalidAccountNonce",
+                                f"nonce {item.nonce} is already used (the patient's next nonce is {expected}): "
+                                "relayed, superseded or cancelled by the patient"))
+            elif item.nonce == expected and len(chosen) < self.batch:
+                chosen.append(item)
+                taken[item.patient] += 1
+        if refused:
+            with self.db.session() as db:
+                for item_id, error, detail in refused:
+                    row = db.get(RelayItem, item_id)
+                    if row is not None and row.state == RelayState.PENDING:
+                        self._fail(row, error, detail)
+        chosen.sort(key=lambda i: (i.created_at, i.id))
+        return chosen
 
     def _fail(self, item: RelayItem, error: str, detail: str) -> None:
         item.state, item.error, item.error_detail, item.updated_at = RelayState.FAILED, error, detail, utcnow()

@@ -58,14 +58,16 @@ def sign_in(body: SignInCreate, request: Request, response: Response, services: 
     except SiweError as exc:
         raise Problem(401, "sign-in-" + _kebab(type(exc).__name__.removeprefix("Siwe")),
                       "The sign-in message is not accepted", str(exc)) from None
+    # Asked of the chain before the database is touched: nothing waits on the chain while holding a write.
+    roles = sorted(r.name for r in services.roles.roles(message.address))
     if not use_nonce(db, message.nonce):
         raise Problem(401, "sign-in-replayed", "The sign-in message is not accepted",
                       "its nonce was not issued here, was already used, or has expired; ask for a new message")
     session = open_session(db, message.address, settings.session_ttl)
     response.set_cookie(SESSION_COOKIE, session.token, max_age=settings.session_ttl, httponly=True,
                         secure=settings.public_url.startswith("https://"), samesite="strict", path="/")
-    return SessionPublic(address=session.address, roles=sorted(r.name for r in services.roles.roles(session.address)),
-                         token=session.token, csrf_token=session.csrf_token, expires_at=session.expires_at)
+    return SessionPublic(address=session.address, roles=roles, token=session.token, csrf_token=session.csrf_token,
+                         expires_at=session.expires_at)
 
 
 @router.post("/sign-out", status_code=204)

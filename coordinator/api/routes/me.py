@@ -22,6 +22,7 @@ templates = Jinja2Templates(directory=Path(__file__).parents[2] / "portal" / "te
 
 
 def _receipt(services: Services, db: DbDep, patient: str) -> ReceiptPublic:
+    services.index.sync()  # before the database: no transaction waits on the chain
     exchange = services.exchange
     registry = exchange.studies.address
     rpc = "<your chain's JSON-RPC URL>"
@@ -50,6 +51,7 @@ _DATA_USES = TypeAdapter(list[DataUsePublic])
 def my_data_uses(account: SignedInDep, services: ServicesDep, db: DbDep) -> Response:
     """Every study round at every hospital whose anchored cohort held one of my records, each with a Merkle
     proof anyone can check with StudyRegistry.inCohort; later rounds without me show as not included."""
+    services.index.sync()  # before the database: no transaction waits on the chain
     key = ("data-uses", account.address, services.index.block)
     body = services.answers.get(key) or services.answers.put(
         key, _DATA_USES.dump_json(data_uses(db, services.index, account.address)))
