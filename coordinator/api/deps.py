@@ -22,8 +22,8 @@ CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_services(request: Request) -> Services:
-    """The services the app was built with."""
+async def get_services(request: Request) -> Services:
+    """The services the app was built with (async: a sync dependency would cost a worker-thread hop per request)."""
     services: Services = request.app.state.services
     return services
 

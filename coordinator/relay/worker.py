@@ -30,10 +30,11 @@ from contracts.errors import ChainError, ContractRevert
 from contracts.events import ConsentGranted, ConsentRelayFailed, ConsentRevoked
 from coordinator.core.db import Database
 from coordinator.models.tables import BatchState, RelayBatch, RelayItem, RelayState, utcnow
-from coordinator.relay.outbox import signed_consent
+from coordinator.relay.outbox import depth, signed_consent
 
 _log = logging.getLogger("metai.coordinator.relay")
 _POLL = 0.05
+_IDLE = 1.0
 
 
 class Relay:
@@ -92,7 +93,9 @@ class Relay:
                 sent = 0
                 self._stop.wait(2.0)
             if not sent:
-                self._wake.wait(max(self.wait, _POLL))
+                # Idle: sleep until a consent is accepted (notify) or, at the latest, a second passes
+                # (a batch waiting for its receipt, one part-full batch's wait).
+                self._wake.wait(max(self.wait, _IDLE) if not self._waiting() else max(self.wait, _POLL))
                 self._wake.clear()
 
     # ------------------------------------------------------------------ one step
@@ -149,6 +152,11 @@ class Relay:
         return len(items)
 
     # ------------------------------------------------------------------ internals
+
+    def _waiting(self) -> bool:
+        """Whether anything is pending or sent (so the next look should come soon)."""
+        with self.db.session() as db:
+            return depth(db) > 0
 
     def _next_items(self) -> list[RelayItem]:
         """The next batch: the oldest pending items of one kind that the chain can take now."""
