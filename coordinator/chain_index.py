@@ -106,7 +106,8 @@ class ChainIndex:
     def __init__(self, exchange: Exchange, *, max_lag: float = 0.5) -> None:
         self.exchange = exchange
         self.max_lag = max_lag
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the state below; never held across a chain call
+        self._sync_lock = threading.Lock()  # one reader of the chain at a time
         self._synced_at = float("-inf")
         self._block = exchange.deployment.deploy_block - 1
         self._consents: defaultdict[str, list[ConsentGranted | ConsentRevoked]] = defaultdict(list)
@@ -119,6 +120,10 @@ class ChainIndex:
         """The last block read."""
         return self._block
 
+    def ever_synced(self) -> bool:
+        """Whether the chain was read at least once."""
+        return self._synced_at != float("-inf")
+
     def fresh(self) -> bool:
         """Whether the last read is recent enough that :meth:`sync` would not read again."""
         return time.monotonic() - self._synced_at < self.max_lag
@@ -130,16 +135,18 @@ class ChainIndex:
         """
         if not force and time.monotonic() - self._synced_at < self.max_lag:
             return self._block
-        with self._lock:
+        with self._sync_lock:
             if not force and time.monotonic() - self._synced_at < self.max_lag:
                 return self._block
             asked = time.monotonic()
             head = self.exchange.chain.block_number
             if head > self._block:
                 addresses = [c.address for c in self.exchange.deployment.contracts.values()]
-                for event in read_events(self.exchange.chain, addresses, from_block=self._block + 1, to_block=head):
-                    self._apply(event)
-                self._block = head
+                events = read_events(self.exchange.chain, addresses, from_block=self._block + 1, to_block=head)
+                with self._lock:  # readers wait for the update, never for the chain
+                    for event in events:
+                        self._apply(event)
+                    self._block = head
             self._synced_at = asked
             return self._block
 

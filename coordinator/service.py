@@ -6,6 +6,7 @@ nothing is kept in module globals.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
@@ -61,6 +62,10 @@ class Services:
     launcher: Launcher
     sessions: SessionCache = field(default_factory=SessionCache)
     answers: ResponseCache = field(default_factory=lambda: ResponseCache(0.0))
+    #: One chain-index read and one database lookup per session token at a time (see api/deps.py).
+    index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

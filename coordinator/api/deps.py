@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from contracts.enums import Role
 from coordinator.api.problems import Problem
 from coordinator.chain_index import ChainIndex
-from coordinator.core.security import ActiveSession, RoleCache, find_session
+from coordinator.core.security import ActiveSession, RoleCache, digest, find_session
 from coordinator.service import Services
 
 SESSION_COOKIE = "metai_session"
@@ -81,10 +82,25 @@ def _token(request: Request) -> tuple[str, bool] | None:
 
 
 def _lookup(services: Services, token: str) -> ActiveSession | None:
-    with services.db.session() as db:
+    with services.db.reading() as db:
         session = find_session(db, token)
     if session is not None:
         services.sessions.put(token, session)
+    return session
+
+
+async def _session_of(services: Services, token: str) -> ActiveSession | None:
+    """The session of ``token``: from the cache, else from the database, one lookup per token at a time."""
+    session = services.sessions.get(token)
+    if session is not None:
+        return session
+    lock = services.session_locks.setdefault(digest(token), asyncio.Lock())
+    try:
+        async with lock:
+            session = services.sessions.get(token) or await run_in_threadpool(_lookup, services, token)
+    finally:
+        if not lock.locked():
+            services.session_locks.pop(digest(token), None)
     return session
 
 
@@ -100,9 +116,7 @@ async def signed_in(request: Request, services: ServicesDep) -> SignedIn:
                       "sign in first (POST /v1/auth/challenge, then POST /v1/auth/sign-in)",
                       headers={"WWW-Authenticate": "Bearer"})
     token, by_cookie = found
-    session = services.sessions.get(token)
-    if session is None:
-        session = await run_in_threadpool(_lookup, services, token)
+    session = await _session_of(services, token)
     if session is None:
         raise Problem(401, "session-expired", "Session expired or unknown",
                       "the session ended, expired or never existed; sign in again",
@@ -117,10 +131,30 @@ SignedInDep = Annotated[SignedIn, Depends(signed_in)]
 
 
 async def fresh_index(services: ServicesDep) -> ChainIndex:
-    """The chain index, read up to the chain first if it is older than the allowed lag (in a worker thread)."""
-    if not services.index.fresh():
-        await run_in_threadpool(services.index.sync)
-    return services.index
+    """The chain index, read up to the chain if it is older than the allowed lag.
+
+    With a lag of 0 every request waits for the read. Otherwise one read runs in a worker thread
+    while requests go on with the index as it is (a read of the chain can take a while when the
+    node is busy, and every request would wait for it); an answer is then at most the lag plus
+    one read old. The first request of all waits, so that no answer comes from an empty index.
+    """
+    index = services.index
+    if index.fresh():
+        return index
+    if index.max_lag == 0 or not index.ever_synced():
+        async with services.index_lock:
+            if not index.fresh():
+                await run_in_threadpool(index.sync)
+    elif not services.index_lock.locked():
+        async def refresh() -> None:
+            async with services.index_lock:
+                if not index.fresh():
+                    await run_in_threadpool(index.sync)
+
+        task = asyncio.create_task(refresh())
+        services.background.add(task)  # kept until done: the loop holds only weak references to tasks
+        task.add_done_callback(services.background.discard)
+    return index
 
 
 IndexDep = Annotated[ChainIndex, Depends(fresh_index)]
@@ -132,7 +166,7 @@ async def cookie_account(request: Request, services: ServicesDep) -> SignedIn | 
     token = request.cookies.get(SESSION_COOKIE)
     if token is None:
         return None
-    session = services.sessions.get(token) or await run_in_threadpool(_lookup, services, token)
+    session = await _session_of(services, token)
     if session is None:
         return None
     return SignedIn(session.address, session, token, True, services.roles)

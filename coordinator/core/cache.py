@@ -7,10 +7,11 @@ document for every one of many requests a second. With ``ttl`` 0 nothing is kept
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 
 class ResponseCache:
@@ -22,6 +23,26 @@ class ResponseCache:
         self._clock = clock
         self._kept: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        self._building: dict[Hashable, asyncio.Lock] = {}
+
+    async def answer(self, key: Hashable, build: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The answer kept under ``key``, or one ``build`` makes now; concurrent askers of one key wait for one build.
+
+        Without the wait, every request arriving as an answer expires would build it again at once.
+        """
+        kept = self.get(key)
+        if kept is not None:
+            return kept
+        lock = self._building.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                kept = self.get(key)
+                if kept is None:
+                    kept = self.put(key, await build())
+        finally:
+            if not lock.locked():
+                self._building.pop(key, None)
+        return kept
 
     def get(self, key: Hashable) -> bytes | None:
         """The answer kept under ``key``, if it is younger than ``ttl``."""

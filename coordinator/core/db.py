@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.errors import CoordinatorError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_READONLY = "metai_readonly"
 
 
 class DatabaseError(CoordinatorError, RuntimeError):
@@ -41,11 +42,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    # BEGIN IMMEDIATE takes the write lock when a transaction starts, waiting (busy_timeout) for
-    # it if another connection writes. A deferred BEGIN that reads and then writes cannot wait:
-    # if another connection committed in between, SQLite refuses the upgrade at once ("database
-    # is locked"), which concurrent sign-ins hit under load.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A transaction that may write begins with BEGIN IMMEDIATE: it takes the write lock at once,
+    # waiting (busy_timeout) for it if another connection writes. A deferred BEGIN that reads and
+    # then writes cannot wait: if another connection committed in between, SQLite refuses the
+    # upgrade at once ("database is locked"), which concurrent sign-ins hit under load. Sessions
+    # opened with Database.reading() only read: they begin deferred and never wait for writers (WAL).
+    readonly = connection.get_execution_options().get(_READONLY, False)
+    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -103,6 +106,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False)
 
     @property
     def backend(self) -> str:
@@ -113,6 +117,12 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session that commits when the block ends and rolls back if it raises."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session that only reads: on SQLite it does not take the write lock (readers never wait for writers)."""
+        with self._reads.begin() as session:
             yield session
 
     def reachable(self) -> bool:

@@ -103,7 +103,7 @@ class Relay:
     def recover(self) -> int:
         """Finish every stored batch that is not settled; return how many were settled now."""
         settled = 0
-        with self.db.session() as db:
+        with self.db.reading() as db:
             batches = list(db.scalars(select(RelayBatch).where(RelayBatch.state == BatchState.SENT)
                                       .order_by(RelayBatch.id)))
         for batch in batches:
@@ -155,13 +155,13 @@ class Relay:
 
     def _waiting(self) -> bool:
         """Whether anything is pending or sent (so the next look should come soon)."""
-        with self.db.session() as db:
+        with self.db.reading() as db:
             return depth(db) > 0
 
     def _next_items(self) -> list[RelayItem]:
         """The next batch: the oldest pending items of one kind that the chain can take now."""
         chain_time = int(time.time())
-        with self.db.session() as db:
+        with self.db.reading() as db:
             pending = list(db.scalars(select(RelayItem).where(RelayItem.state == RelayState.PENDING)
                                       .order_by(RelayItem.created_at, RelayItem.id).limit(self.batch * 4)))
         if not pending:

@@ -210,9 +210,10 @@ _CONSENT_LIST = TypeAdapter(list[ConsentPublic])
 @router.get("", response_model=list[ConsentPublic])
 async def my_consents(account: SignedInDep, index: IndexDep, services: ServicesDep) -> Response:
     """Every consent I granted, with its scope in plain words and its state now."""
-    key = ("consents", account.address, index.block)
-    body = services.answers.get(key) or services.answers.put(
-        key, _CONSENT_LIST.dump_json(consents_of(index, account.address)))
+    async def build() -> bytes:
+        return _CONSENT_LIST.dump_json(consents_of(index, account.address))
+
+    body = await services.answers.answer(("consents", account.address, index.block), build)
     return Response(body, media_type="application/json")
 
 

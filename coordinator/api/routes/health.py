@@ -27,7 +27,7 @@ def health(services: ServicesDep, response: Response) -> HealthPublic:
     revision = outbox = None
     if db_ok:
         revision = current_revision(services.db.engine)
-        with services.db.session() as db:
+        with services.db.reading() as db:
             outbox = depth(db)
     ok = block is not None and db_ok
     if not ok:

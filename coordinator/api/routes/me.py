@@ -6,11 +6,12 @@ import datetime as _dt
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import TypeAdapter
 
-from coordinator.api.deps import DbDep, ServicesDep, SignedInDep
+from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES
 from coordinator.models.proofs import DataUsePublic, ReceiptPublic
 from coordinator.patients import consents_of
@@ -47,14 +48,19 @@ def _receipt(services: Services, db: DbDep, patient: str) -> ReceiptPublic:
 _DATA_USES = TypeAdapter(list[DataUsePublic])
 
 
+def _data_uses_json(services: Services, patient: str) -> bytes:
+    with services.db.reading() as db:
+        return _DATA_USES.dump_json(data_uses(db, services.index, patient))
+
+
 @router.get("/data-uses", response_model=list[DataUsePublic])
-def my_data_uses(account: SignedInDep, services: ServicesDep, db: DbDep) -> Response:
+async def my_data_uses(account: SignedInDep, services: ServicesDep, index: IndexDep) -> Response:
     """Every study round at every hospital whose anchored cohort held one of my records, each with a Merkle
     proof anyone can check with StudyRegistry.inCohort; later rounds without me show as not included."""
-    services.index.sync()  # before the database: no transaction waits on the chain
-    key = ("data-uses", account.address, services.index.block)
-    body = services.answers.get(key) or services.answers.put(
-        key, _DATA_USES.dump_json(data_uses(db, services.index, account.address)))
+    async def build() -> bytes:  # the index was synced first: no transaction waits on the chain
+        return await run_in_threadpool(_data_uses_json, services, account.address)
+
+    body = await services.answers.answer(("data-uses", account.address, index.block), build)
     return Response(body, media_type="application/json")
 
 

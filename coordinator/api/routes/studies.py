@@ -118,14 +118,14 @@ async def list_studies(account: SignedInDep, index: IndexDep) -> list[StudySumma
 @router.get("/studies/{study_id}", response_model=StudyPublic)
 async def get_study(study_id: int, account: SignedInDep, services: ServicesDep, index: IndexDep) -> Response:
     """A study's status, decisions and rounds (cohort counts per hospital, model hashes, metrics)."""
-    key = ("study", study_id, account.address, index.block)
-    body = services.answers.get(key)
-    if body is None:
+    async def build() -> bytes:
         if not services.tasks_known() or not account.is_role_cached():  # may import torch / ask the chain
             view = await run_in_threadpool(visible_study, services, account, study_id)
         else:
             view = visible_study(services, account, study_id)
-        body = services.answers.put(key, view.model_dump_json().encode())
+        return view.model_dump_json().encode()
+
+    body = await services.answers.answer(("study", study_id, account.address, index.block), build)
     return Response(body, media_type="application/json")
 
 
