@@ -174,6 +174,12 @@ class Chain:
         self.rpc_url = check_rpc_url(rpc_url)
         self.timeout = timeout
         self.w3 = Web3(_Provider(self.rpc_url, timeout))
+        # web3's validation middleware asks the node for its chain id on every call and transaction
+        # (an extra round trip each: a quarter of the coordinator's time when relaying consents);
+        # every transaction here carries the chain id read once below, and the node refuses one for
+        # another chain anyway. Addresses are never ENS names, so that lookup goes too.
+        self.w3.middleware_onion.remove("validation")
+        self.w3.middleware_onion.remove("ens_name_to_address")
         try:
             self.chain_id = int(self.w3.eth.chain_id)
         except ChainUnavailable:

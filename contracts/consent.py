@@ -256,8 +256,9 @@ class ConsentClient(ContractClient):
     # ---------------------------------------------------------------- views
 
     def nonce(self, patient: str) -> int:
-        """The patient's next signature nonce."""
-        return int(self._call("nonces", patient))
+        """The patient's next signature nonce (encoded here: asked once per signed consent the coordinator accepts)."""
+        answer = self.chain.call_raw(self.address, _NONCES + encode(["address"], [to_checksum_address(patient)]))
+        return int.from_bytes(answer[:32], "big")
 
     def nonces(self, patients: Sequence[str]) -> dict[str, int]:
         """Each patient's next signature nonce, asked in one JSON-RPC batch at one block."""
