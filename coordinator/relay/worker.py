@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from contracts.chain import SignedTx, TxResult
 from contracts.consent import ConsentClient
@@ -81,6 +81,9 @@ class Relay:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # Cleared before looking, not after sleeping: a consent accepted while this step runs
+            # sets it again, so the sleep below ends at once instead of missing it.
+            self._wake.clear()
             try:
                 self.recover()
                 sent = self.step()
@@ -96,7 +99,6 @@ class Relay:
                 # Idle: sleep until a consent is accepted (notify) or, at the latest, a second passes
                 # (a batch waiting for its receipt, one part-full batch's wait).
                 self._wake.wait(max(self.wait, _IDLE) if not self._waiting() else max(self.wait, _POLL))
-                self._wake.clear()
 
     # ------------------------------------------------------------------ one step
 
@@ -138,11 +140,10 @@ class Relay:
             db.add(batch)
             db.flush()
             now = utcnow()
-            for index, item in enumerate(items):
-                row = db.get(RelayItem, item.id)
-                assert row is not None
-                row.state, row.batch_id, row.batch_index = RelayState.SENT, batch.id, index
-                row.tx_hash, row.updated_at = tx.tx_hash, now
+            # One UPDATE by primary key for the whole batch (SQLAlchemy's bulk update), not a load per row.
+            db.execute(update(RelayItem), [
+                {"id": item.id, "state": RelayState.SENT, "batch_id": batch.id, "batch_index": index,
+                 "tx_hash": tx.tx_hash, "updated_at": now} for index, item in enumerate(items)])
             batch_id = batch.id
         _log.info("relaying %d %s(s) in %s", len(items), kind, tx.tx_hash)
         self.consent.chain.broadcast(tx)
@@ -247,23 +248,27 @@ class Relay:
             batch = db.get(RelayBatch, batch_id)
             assert batch is not None
             batch.state, batch.block_number = BatchState.MINED, result.block_number
-            items = list(db.scalars(select(RelayItem).where(RelayItem.batch_id == batch_id)
-                                    .order_by(RelayItem.batch_index)))
+            items = list(db.execute(select(RelayItem.id, RelayItem.patient, RelayItem.batch_index)
+                                    .where(RelayItem.batch_id == batch_id).order_by(RelayItem.batch_index)))
             successes = iter(done)
             now = utcnow()
+            changes = []
             for item in items:
-                item.block_number, item.updated_at = result.block_number, now
+                change = {"id": item.id, "block_number": result.block_number, "updated_at": now}
                 if item.batch_index in failed:
                     reason = failed[item.batch_index].failure
-                    item.state = RelayState.FAILED
-                    item.error = getattr(reason, "error", type(reason).__name__)
-                    item.error_detail = str(reason)
-                    continue
-                event = next(successes, None)
-                if event is None or event.patient != item.patient:
-                    item.state, item.error = RelayState.FAILED, "UnexpectedReceipt"
-                    item.error_detail = f"transaction {result.tx_hash} has no event for this item"
-                    continue
-                item.state, item.event, item.consent_id = RelayState.MINED, event.name, "0x" + event.consent_id.hex()
+                    change.update(state=RelayState.FAILED, error=getattr(reason, "error", type(reason).__name__),
+                                  error_detail=str(reason))
+                else:
+                    event = next(successes, None)
+                    if event is None or event.patient != item.patient:
+                        change.update(state=RelayState.FAILED, error="UnexpectedReceipt",
+                                      error_detail=f"transaction {result.tx_hash} has no event for this item")
+                    else:
+                        change.update(state=RelayState.MINED, event=event.name,
+                                      consent_id="0x" + event.consent_id.hex())
+                changes.append(change)
+            if changes:
+                db.execute(update(RelayItem), changes)
         _log.info("relay batch %s mined in block %d: %d item(s), %d refused",
                   result.tx_hash, result.block_number, len(items), len(failed))

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
@@ -156,8 +156,8 @@ def relay_public(item: RelayItem) -> RelayPublic:
 
 
 @router.post("/signed", status_code=202)
-def submit(body: SignedConsentCreate, request: Request, account: SignedInDep, services: ServicesDep,
-           db: DbDep) -> RelayPublic:
+def submit(body: SignedConsentCreate, request: Request, background: BackgroundTasks, account: SignedInDep,
+           services: ServicesDep, db: DbDep) -> RelayPublic:
     """Accept the signed-in patient's signed grant or revocation; it is stored, then relayed in a batch."""
     wait = services.relay_limit.allow(account.address)
     if wait is not None:
@@ -177,7 +177,9 @@ def submit(body: SignedConsentCreate, request: Request, account: SignedInDep, se
                       "ask for new typed data")
     item = accept(db, signed)
     db.flush()
-    services.relay.notify()
+    # After the response, so after the commit (the session commits before the response leaves):
+    # a relay woken earlier would look for the item before it is there, and then sleep.
+    background.add_task(services.relay.notify)
     return relay_public(item)
 
 
