@@ -1,16 +1,18 @@
-"""The end-to-end demo of the exchange (``make demo``).
+"""The end-to-end demo of the exchange (``make demo``), through the coordinator's API.
 
 A local chain starts and the contracts are deployed. A hospital node is created, ingests
 synthetic CT sinograms of five digital patients (plus a public DICOM file and a file it must
 refuse), de-identifies them, and anchors them on chain as a dataset. Patients enrol with their
-own keys and sign consent, which the coordinator relays. A researcher requests a study, the
-hospital approves it, the coordinator starts it, and the node computes the study's cohort: the
-records whose patients permit this use now. A patient revokes; the cohort shrinks. Then a
-second hospital joins and a study trains across both on the Flower deployment engine, every
-round anchored, a revocation between rounds (deploy/demo/study.py); the coordinator writes the
-model card next to the final model and the demo prints its final held-out accuracy, its path and
-the robustness table in short (the card's PNGs are under ``run/demo/models/``). Every event is
-read back from the chain and shown.
+own keys. The coordinator service starts as a process of its own (deploy/demo/service.py), and
+from then on patients and researchers use it over HTTP as a wallet script would
+(deploy/demo/api.py): patients sign in and sign consent, which the service relays; a replayed
+signature is refused; a researcher requests a study with a transaction the API prepares; the
+hospital approves, the coordinator starts it, and the node computes the study's cohort. A
+patient revokes through the API; the cohort shrinks. Then a second hospital joins and a study
+trains across both on the Flower deployment engine, started, followed and downloaded through
+the API (deploy/demo/study.py). Every event is read back from the chain, and a patient's
+receipt is fetched and its proofs verified on chain (deploy/demo/receipt.py). The service and
+the chain are stopped at the end.
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from pydicom.data import get_testdata_file
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from contracts.chain import Chain
-from contracts.datause import Kind, Purpose, Scope, Use
+from contracts.datause import Kind, Purpose, Use
 from contracts.errors import ContractRevert
 from contracts.exchange import Exchange
 from contracts.manifest import write_manifest
 from contracts.roles import Role
-from contracts.studies import StudyRequest
 from deploy.anvil import start_anvil, stop_anvil
+from deploy.demo.api import JSON, ApiError, Coordinator, request_study
+from deploy.demo.receipt import show_receipt
+from deploy.demo.service import DemoService
 from deploy.demo.study import DemoActors, run_study_part
 from deploy.deployer import deploy_contracts
 from node.exit_codes import ExitCode
@@ -46,7 +51,6 @@ _ONE_YEAR = 365 * 24 * 3600
 _PATIENTS = ("TEST-P1", "TEST-P2", "TEST-P3", "TEST-P4", "TEST-P5")
 _DISEASE = 1234  # a made-up disease code for the demo's disease-specific study
 _PASSPHRASE = "demo passphrase, local only"
-
 
 def _synthetic_sinograms(folder: Path) -> Path:
     """Scan five digital patients on a virtual scanner; return the labels sidecar."""
@@ -78,6 +82,12 @@ def _cohort_table(title: str, cohort: Cohort, by_address: dict[str, str]) -> Tab
     return table
 
 
+def _relayed(item: JSON) -> str:
+    """Where a mined relay item landed, in short."""
+    return (f"relayed in block {item['block']}, transaction {item['tx_hash'][:18]}…, "
+            f"consent {item['consent_id'][:18]}…")
+
+
 def run_demo(run_dir: Path, console: Console | None = None) -> int:
     """Run the demo in ``run_dir`` (a fresh chain and node each time); return an exit code."""
     from node.cohort import build_cohort
@@ -85,7 +95,6 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
     from node.enrol import enrol, issue_challenge
     from node.ingest import Ingestor, iter_report_lines, read_sidecar
     from node.node import Node
-    from tasks import task_code_hash
 
     out = console or Console(width=150)
     step: Callable[[str], None] = lambda text: out.rule(f"[bold]{text}")  # noqa: E731
@@ -96,6 +105,8 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
     step("1. Start a local chain (Anvil, 127.0.0.1)")
     anvil = start_anvil(chain_dir, state_file=state)
     out.print(f"Anvil pid {anvil.pid} at {anvil.rpc_url}, chain id {anvil.chain_id}")
+    service: DemoService | None = None
+    api: Coordinator | None = None
     try:
         chain = Chain(anvil.rpc_url)
         admin = Account.from_key(anvil.dev_keys[0])
@@ -114,13 +125,21 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
         write_manifest(deployment, manifest)
         ex = Exchange(chain, deployment)
 
-        step("3. A hospital node is created; the consortium admin grants it the HOSPITAL role")
+        step("3. A hospital node is created; the consortium admin grants it the HOSPITAL role; the coordinator "
+             "service starts")
         node = Node.init(run_dir / "hospital-node", hospital_name="Demo General Hospital", rpc_url=anvil.rpc_url,
                          manifest=manifest, passphrase=_PASSPHRASE)
-        for actor in (node.address, researcher.address, coordinator.address, patients["TEST-P1"].address):
-            chain.send_value(admin, actor, 10**18)  # gas money; patients need none to sign
+        for actor in (node.address, researcher.address, coordinator.address):
+            chain.send_value(admin, actor, 10**18)  # gas money; patients need none: the coordinator relays
         ex.roles.grant(admin, Role.HOSPITAL, node.address)
         out.print(f"node {node.dir}: hospital address {node.address}")
+        # The coordinator service starts in the background while the node works; step 7 waits for it.
+        service = DemoService.configure(run_dir / "coordinator", chain, admin, coordinator, manifest,
+                                        run_dir / "models")
+        service.launch()
+        out.print(f"coordinator service pid {service.pid} starting at {service.url} (database "
+                  f"{service.settings.database_url.removeprefix('sqlite:///')}, log {service.log_file})",
+                  highlight=False, soft_wrap=True)
 
         step("4. The node ingests raw data: five virtual CT scans, a public DICOM file, a stray file")
         sidecar = _synthetic_sinograms(run_dir / "incoming" / "scans")
@@ -143,31 +162,40 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
                   f"{dataset.record_count} records, root 0x{dataset.merkle_root}")
         out.print(f"verify: {verify(node) or 'every record matches the disk and the chain'}")
 
-        step("7. Patients sign consent; the coordinator relays it")
+        step("7. Patients sign in to the coordinator service and consent through its API; it relays")
+        service.wait_ready()
+        api = Coordinator(service.url)
+        out.print(f"the coordinator service answers at {service.url}: {api.health()['status']}", highlight=False)
         expiry = chain.w3.eth.get_block("latest")["timestamp"] + _ONE_YEAR
-        grants = {
-            "TEST-P1": (Scope(hospital=node.address, purpose=Purpose.HMB), Kind.CT_SINOGRAM),
-            "TEST-P2": (Scope(purpose=Purpose.GRU), Kind.CT_SINOGRAM | Kind.IMAGE),
-            "TEST-P3": (Scope(purpose=Purpose.DS, disease=_DISEASE), Kind.CT_SINOGRAM),
-            "TEST-P4": (Scope(hospital=node.address, purpose=Purpose.HMB), Kind.IMAGE),
+        at_node = {"hospital": node.address, "purpose": "HMB"}
+        grants: dict[str, JSON] = {
+            "TEST-P1": {"scope": at_node, "kinds": ["ct-sinogram"], "expires_at": expiry},
+            "TEST-P2": {"scope": {"purpose": "GRU"}, "kinds": ["ct-sinogram", "image"], "expires_at": expiry},
+            "TEST-P3": {"scope": {"purpose": "DS", "disease": _DISEASE}, "kinds": ["ct-sinogram"],
+                        "expires_at": expiry},
+            "TEST-P4": {"scope": at_node, "kinds": ["image"], "expires_at": expiry},
         }
-        signed_p1 = None
-        for pid, (scope, kinds) in grants.items():
-            signed = ex.consent.sign_grant(patients[pid], scope, kinds, expiry)
-            tx = ex.consent.relay(coordinator, signed)
-            signed_p1 = signed_p1 or signed
-            out.print(f"{pid}: signed off-chain, relayed in block {tx.block_number} (gas {tx.gas_used:,})")
+        sessions = {pid: api.sign_in(patients[pid]) for pid in grants}
+        signed = {pid: sessions[pid].sign_consent({"action": "grant", **grant}) for pid, grant in grants.items()}
+        submitted = {pid: sessions[pid].submit(*signed[pid]) for pid in grants}
+        for pid, item in submitted.items():
+            mined = sessions[pid].wait_mined(item["id"])
+            out.print(f"{pid}: signed in, signed typed data (nonce {mined['nonce']}), {_relayed(mined)}")
         out.print("TEST-P5 grants nothing.")
         try:
-            assert signed_p1 is not None
-            ex.consent.relay(coordinator, signed_p1)
-        except ContractRevert as exc:
-            out.print(f"replaying TEST-P1's signature is refused: [yellow]{exc}[/]")
+            sessions["TEST-P1"].submit(*signed["TEST-P1"])
+        except ApiError as exc:
+            out.print(f"replaying TEST-P1's signature is refused: [yellow]{exc.status} {exc.problem}[/]: "
+                      f"{escape(exc.detail)}")
+        else:
+            out.print("[red]replaying TEST-P1's signature was accepted[/]")
 
-        step(f"8. A researcher requests a study on disease {_DISEASE}; the hospital approves; it starts")
-        study_id, _ = ex.studies.request(researcher, StudyRequest(
-            purpose=Purpose.DS, disease=_DISEASE, kinds=Kind.CT_SINOGRAM, hospitals=(node.address,),
-            task_code_hash=task_code_hash("ct-sinogram-lesion-v1"), rounds=3))
+        step(f"8. A researcher requests a study on disease {_DISEASE} through the API; the hospital approves; "
+             "the coordinator starts it")
+        study_id, summary = request_study(api.sign_in(researcher), chain, {
+            "purpose": "DS", "disease": _DISEASE, "kinds": ["ct-sinogram"], "hospitals": [node.address],
+            "task": "ct-sinogram-lesion-v1", "rounds": 3})
+        out.print(f"prepared by the API, signed and sent by the researcher's wallet: {summary}")
         ex.studies.approve(node.account, study_id)
         ex.studies.start(coordinator, study_id)
         out.print(f"study {study_id} is {ex.studies.study(study_id).status.name}")
@@ -178,10 +206,11 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
         out.print(_cohort_table("cohort before revocation", build_cohort(node, study_id, chain.block_number),
                                 by_address))
 
-        step("10. TEST-P1 revokes from their own address; the next cohort leaves them out")
-        tx = ex.consent.revoke(patients["TEST-P1"], grants["TEST-P1"][0])
-        out.print(f"revoked in block {tx.block_number} (gas {tx.gas_used:,})")
-        out.print(_cohort_table("cohort after revocation", build_cohort(node, study_id, tx.block_number),
+        step("10. TEST-P1 revokes through the API (a signed revocation, relayed); the next cohort leaves them out")
+        revocation = sessions["TEST-P1"].sign_consent({"action": "revoke", "scope": at_node})
+        revoked = sessions["TEST-P1"].wait_mined(sessions["TEST-P1"].submit(*revocation)["id"])
+        out.print(f"TEST-P1's revocation: {_relayed(revoked)}")
+        out.print(_cohort_table("cohort after revocation", build_cohort(node, study_id, revoked["block"]),
                                 by_address))
         for pid in ("TEST-P1", "TEST-P4", "TEST-P5"):
             try:
@@ -189,13 +218,22 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
             except ContractRevert as exc:
                 out.print(f"why not {pid}: [yellow]{exc.error}[/]")
 
-        run_study_part(run_dir, node.dir, DemoActors(chain, ex, admin, researcher, coordinator, manifest, _PASSPHRASE),
-                       out, step, first_step=11)
+        actors = DemoActors(chain, ex, admin, researcher, coordinator, manifest, _PASSPHRASE, service, api)
+        part = run_study_part(run_dir, node.dir, actors, out, step, first_step=11)
 
-        step("16. Every event, read back from the chain")
+        step(f"{part.next_step}. Every event, read back from the chain")
         for event in ex.events():
             out.print(f"block {event.block_number:>3}  {event.contract:<16} {event.name:<20} {event.describe()}")
+
+        step(f"{part.next_step + 1}. {part.leaving_pid} signs in and checks their receipt: every proof on chain")
+        show_receipt(out, api, ex, part.leaving_key, part.leaving_pid, run_dir / f"receipt-{part.leaving_pid}.json")
     finally:
+        if api is not None:
+            api.close()
+        if service is not None:
+            service.stop()
+            out.print(f"coordinator service stopped (pid {', '.join(map(str, service.pids))})")
         stop_anvil(anvil)
         out.print(f"Anvil stopped; its state is saved in {state}")
     return ExitCode.OK
+
