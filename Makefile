@@ -30,8 +30,9 @@ $(STAMP_NODE): package.json package-lock.json | $(STAMP_SYS)
 	npm ci --no-audit --no-fund
 	touch $@
 
+# `make demo ARGS=--serve` leaves the coordinator (portal) and the chain running at the end.
 demo: deps
-	$(PY) -m deploy demo
+	$(PY) -m deploy demo $(ARGS)
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -131,13 +131,16 @@ def contracts_cmd() -> None:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run the end-to-end demo on a fresh local chain."""
+def demo(
+    serve: Annotated[bool, typer.Option("--serve", help="leave the coordinator service (portal) and the chain "
+                                        "running at the end; the demo says how to stop them")] = False,
+) -> None:
+    """Run the end-to-end demo on a fresh local chain, through the coordinator service's API."""
     from deploy.demo import run_demo  # heavy imports only for this command
 
     run_dir = Settings().run_dir / "demo"
     run_dir.mkdir(parents=True, exist_ok=True)  # an unusable METAI_RUN_DIR is refused before anything starts
-    raise typer.Exit(run_demo(run_dir))
+    raise typer.Exit(run_demo(run_dir, serve=serve))
 
 
 # ---------------------------------------------------------------------- federated studies

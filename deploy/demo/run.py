@@ -12,11 +12,12 @@ patient revokes through the API; the cohort shrinks. Then a second hospital join
 trains across both on the Flower deployment engine, started, followed and downloaded through
 the API (deploy/demo/study.py). Every event is read back from the chain, and a patient's
 receipt is fetched and its proofs verified on chain (deploy/demo/receipt.py). The service and
-the chain are stopped at the end.
+the chain are stopped at the end, unless ``serve`` asks to leave them running for the portal.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -88,8 +89,12 @@ def _relayed(item: JSON) -> str:
             f"consent {item['consent_id'][:18]}…")
 
 
-def run_demo(run_dir: Path, console: Console | None = None) -> int:
-    """Run the demo in ``run_dir`` (a fresh chain and node each time); return an exit code."""
+def run_demo(run_dir: Path, console: Console | None = None, *, serve: bool = False) -> int:
+    """Run the demo in ``run_dir`` (a fresh chain and node each time); return an exit code.
+
+    With ``serve``, the coordinator service and the chain are left running once the demo succeeded,
+    so that a person can open the portal; otherwise (and whenever it fails) they are stopped.
+    """
     from node.cohort import build_cohort
     from node.datasets import list_datasets, register, verify
     from node.enrol import enrol, issue_challenge
@@ -107,6 +112,7 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
     out.print(f"Anvil pid {anvil.pid} at {anvil.rpc_url}, chain id {anvil.chain_id}")
     service: DemoService | None = None
     api: Coordinator | None = None
+    succeeded = False
     try:
         chain = Chain(anvil.rpc_url)
         admin = Account.from_key(anvil.dev_keys[0])
@@ -227,13 +233,31 @@ def run_demo(run_dir: Path, console: Console | None = None) -> int:
 
         step(f"{part.next_step + 1}. {part.leaving_pid} signs in and checks their receipt: every proof on chain")
         show_receipt(out, api, ex, part.leaving_key, part.leaving_pid, run_dir / f"receipt-{part.leaving_pid}.json")
+        succeeded = True
     finally:
-        if api is not None:
-            api.close()
-        if service is not None:
-            service.stop()
-            out.print(f"coordinator service stopped (pid {', '.join(map(str, service.pids))})")
-        stop_anvil(anvil)
-        out.print(f"Anvil stopped; its state is saved in {state}")
+        if serve and succeeded and service is not None:
+            _leave_running(out, run_dir, service, anvil.pid, researcher, part.leaving_key, part.leaving_pid)
+        else:
+            if api is not None:
+                api.close()
+            if service is not None:
+                service.stop()
+                out.print(f"coordinator service stopped (pid {', '.join(map(str, service.pids))})")
+            stop_anvil(anvil)
+            out.print(f"Anvil stopped; its state is saved in {state}")
     return ExitCode.OK
 
+
+def _leave_running(out: Console, run_dir: Path, service: DemoService, anvil_pid: int, researcher: LocalAccount,
+                   patient: LocalAccount, patient_pid: str) -> None:
+    """Say where the portal is, which demo keys sign in to it, and how to stop what is left running."""
+    keys = run_dir / "demo-keys.json"
+    keys.write_text(json.dumps({"researcher": "0x" + researcher.key.hex(), patient_pid: "0x" + patient.key.hex()},
+                               indent=2) + "\n", encoding="utf-8")
+    keys.chmod(0o600)
+    out.rule("[bold]The coordinator and the chain are left running (--serve)")
+    out.print(f"portal: {service.url}/  (API docs: {service.url}/v1/docs)", highlight=False)
+    out.print(f"sign in there with a key kept in the browser: import the researcher's or {patient_pid}'s key from "
+              f"{keys} (throwaway keys of this local chain)", highlight=False, soft_wrap=True)
+    out.print(f"stop them with: kill {service.pid} {anvil_pid}   (the chain saves its state on stop)",
+              highlight=False)
