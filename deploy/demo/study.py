@@ -108,7 +108,7 @@ def run_study_part(run_dir: Path, first_node_dir: Path, actors: DemoActors, out:
     batches = Counter((item["block"], item["tx_hash"]) for item in mined)
     out.print(f"{len(mined)} patients signed in and consented through the API (GRU, CT sinograms) in "
               f"{time.monotonic() - started:.1f} s; the relay carried them in {len(batches)} transactions: "
-              + ", ".join(f"block {block} ({count})" for (block, _), count in sorted(batches.items())))
+              + ", ".join(f"block {block} ({count})" for (block, _), count in sorted(batches.items())), soft_wrap=True)
 
     step(f"{n + 1}. A researcher requests a {ROUNDS}-round study across both hospitals through the API; both approve")
     researcher = api.sign_in(actors.researcher)
