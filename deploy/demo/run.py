@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -235,11 +236,11 @@ def run_demo(run_dir: Path, console: Console | None = None, *, serve: bool = Fal
         show_receipt(out, api, ex, part.leaving_key, part.leaving_pid, run_dir / f"receipt-{part.leaving_pid}.json")
         succeeded = True
     finally:
+        if api is not None:
+            api.close()
         if serve and succeeded and service is not None:
             _leave_running(out, run_dir, service, anvil.pid, researcher, part.leaving_key, part.leaving_pid)
         else:
-            if api is not None:
-                api.close()
             if service is not None:
                 service.stop()
                 out.print(f"coordinator service stopped (pid {', '.join(map(str, service.pids))})")
@@ -261,3 +262,5 @@ def _leave_running(out: Console, run_dir: Path, service: DemoService, anvil_pid:
               f"{keys} (throwaway keys of this local chain)", highlight=False, soft_wrap=True)
     out.print(f"stop them with: kill {service.pid} {anvil_pid}   (the chain saves its state on stop)",
               highlight=False)
+    # Left running on purpose: Python need not warn at exit that these children still run.
+    warnings.filterwarnings("ignore", r"subprocess \d+ is still running", ResourceWarning)
