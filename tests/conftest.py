@@ -117,6 +117,7 @@ COSTLIEST_FIRST = (
     "tests/federated/test_study_tls_e2e.py",
     "tests/federated/test_study_e2e.py",
     "tests/federated/test_study_start_e2e.py",
+    "tests/federated/test_study_start_e2e.py",
     "tests/federated/test_simulation.py",
     "tests/node/test_ingest_fuzz.py",
     "tests/coordinator/test_model_card.py",
