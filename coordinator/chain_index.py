@@ -131,9 +131,13 @@ class ChainIndex:
     def sync(self, *, force: bool = False) -> int:
         """Read the blocks mined since the last read (unless that was under ``max_lag`` s ago); the last block read.
 
-        Concurrent callers wait for one read instead of each making their own.
+        Concurrent callers wait for one read instead of each making their own; with a lag above 0,
+        a caller that finds a read already under way does not wait for it but answers from the
+        index as it is (the service's event loop must never wait on the chain).
         """
         if not force and time.monotonic() - self._synced_at < self.max_lag:
+            return self._block
+        if not force and self.max_lag > 0 and self.ever_synced() and self._sync_lock.locked():
             return self._block
         with self._sync_lock:
             if not force and time.monotonic() - self._synced_at < self.max_lag:
