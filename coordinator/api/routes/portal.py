@@ -117,30 +117,28 @@ def studies_page(request: Request, services: ServicesDep, account: CookieAccount
     return _page(request, services, account, "studies.html", "studies", studies=studies)
 
 
-@router.get("/studies/{study_id}")
-def study_page(study_id: int, request: Request, services: ServicesDep, account: CookieAccountDep) -> Response:
-    """A study: its decisions, a chart per round (cohorts, held-out metrics), live updates, the model."""
+def _study(request: Request, services: Services, account: SignedIn | None, study_id: int, template: str) -> Response:
+    """A study rendered with ``template``: the whole page, or its rounds alone."""
     if account is None:
         return _to_sign_in(request)
     try:
         study = visible_study(services, account, study_id)
     except Problem as problem:
         return _error(request, services, account, problem)
-    return _page(request, services, account, "study.html", "study", study=study,
+    return _page(request, services, account, template, "study", study=study,
                  cohorts=cohort_chart(study), metrics=metric_charts(study))
+
+
+@router.get("/studies/{study_id}")
+def study_page(study_id: int, request: Request, services: ServicesDep, account: CookieAccountDep) -> Response:
+    """A study: its decisions, a chart per round (cohorts, held-out metrics), live updates, the model."""
+    return _study(request, services, account, study_id, "study.html")
 
 
 @router.get("/studies/{study_id}/rounds")
 def study_rounds(study_id: int, request: Request, services: ServicesDep, account: CookieAccountDep) -> Response:
     """The study page's rounds (charts and table) alone: the page fetches it again when the study changes."""
-    if account is None:
-        return _to_sign_in(request)
-    try:
-        study = visible_study(services, account, study_id)
-    except Problem as problem:
-        return _error(request, services, account, problem)
-    return _page(request, services, account, "_rounds.html", "study", study=study,
-                 cohorts=cohort_chart(study), metrics=metric_charts(study))
+    return _study(request, services, account, study_id, "_rounds.html")
 
 
 @router.get("/approvals")
