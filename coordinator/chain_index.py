@@ -13,6 +13,7 @@ declined by any named hospital, started, each recorded round, completed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -95,6 +96,15 @@ class StudyState:
             self.status, self.final_model_hash = StudyStatus.COMPLETED, event.final_model_hash
 
 
+def _in_event_loop() -> bool:
+    """Whether the calling thread is running an asyncio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class ChainIndex:
     """Every event of the exchange's contracts, read once and then followed.
 
@@ -137,7 +147,9 @@ class ChainIndex:
         """
         if not force and time.monotonic() - self._synced_at < self.max_lag:
             return self._block
-        if not force and self.max_lag > 0 and self.ever_synced() and self._sync_lock.locked():
+        if not force and self.max_lag > 0 and self.ever_synced() and (self._sync_lock.locked() or _in_event_loop()):
+            # On the event loop a read would stall every request in flight (the service refreshes
+            # the index from a worker thread instead: coordinator.api.deps.fresh_index).
             return self._block
         with self._sync_lock:
             if not force and time.monotonic() - self._synced_at < self.max_lag:

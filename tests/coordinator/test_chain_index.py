@@ -77,3 +77,20 @@ def test_an_answer_lags_the_chain_by_at_most_max_lag(exchange: Exchange, actors:
     assert index.consent_events(patient.address) == []  # read less than max_lag ago: not read again
     index.sync(force=True)
     assert len(index.consent_events(patient.address)) == 1
+
+
+def test_the_event_loop_never_reads_the_chain_but_a_worker_thread_does(exchange: Exchange, actors: Actors) -> None:
+    import asyncio
+    import time
+
+    index = ChainIndex(exchange, max_lag=0.05)
+    patient = actors.patients[0]
+    before = len(index.consent_events(patient.address))
+    exchange.consent.grant(patient, Scope(purpose=Purpose.GRU), Kind.IMAGE, 2**64 - 1)
+    time.sleep(0.1)  # the index is now older than its lag
+
+    async def on_the_loop() -> int:
+        return len(index.consent_events(patient.address))
+
+    assert asyncio.run(on_the_loop()) == before  # a read here would stall every request in flight
+    assert len(index.consent_events(patient.address)) == before + 1
