@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -40,6 +41,8 @@ def serve(
     bind_host, bind_port = host or settings.host, port or settings.port
     _log.info("serving on %s:%d for %s (chain %d, database %s)", bind_host, bind_port, settings.public_url,
               services.exchange.chain.chain_id, services.db.backend)
+    # In the background, so the service answers (its health first of all) while it warms up.
+    threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
     try:
         uvicorn.run(create_app(services), host=bind_host, port=bind_port, log_config=None, access_log=False,
                     server_header=False, proxy_headers=False)

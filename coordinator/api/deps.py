@@ -94,14 +94,7 @@ async def _session_of(services: Services, token: str) -> ActiveSession | None:
     session = services.sessions.get(token)
     if session is not None:
         return session
-    lock = services.session_locks.setdefault(digest(token), asyncio.Lock())
-    try:
-        async with lock:
-            session = services.sessions.get(token) or await run_in_threadpool(_lookup, services, token)
-    finally:
-        if not lock.locked():
-            services.session_locks.pop(digest(token), None)
-    return session
+    return await services.session_lookups.run(digest(token), lambda: run_in_threadpool(_lookup, services, token))
 
 
 async def signed_in(request: Request, services: ServicesDep) -> SignedIn:

@@ -96,3 +96,85 @@ def test_the_least_recently_used_answer_goes_first_and_a_zero_ttl_keeps_nothing(
     off = ResponseCache(0)
     off.put("a", b"a")
     assert off.get("a") is None
+
+
+def test_an_answer_past_its_ttl_is_given_once_more_while_one_rebuild_runs_and_then_replaced() -> None:
+    import asyncio
+
+    from coordinator.core.cache import ResponseCache
+
+    clock = Clock()
+    cache = ResponseCache(0.5, clock=clock)
+    builds: list[int] = []
+    release = asyncio.Event()
+
+    async def build() -> bytes:
+        builds.append(len(builds))
+        if len(builds) > 1:
+            await release.wait()  # the rebuild is slow: nobody may wait for it
+        return f"[{len(builds)}]".encode()
+
+    async def scenario() -> None:
+        assert await cache.answer("k", build) == b"[1]"
+        clock.now += 0.6  # past the ttl, within the grace
+        stale = await asyncio.wait_for(asyncio.gather(*(cache.answer("k", build) for _ in range(5))), 5)
+        assert stale == [b"[1]"] * 5 and len(builds) == 2  # given at once, rebuilt once
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert cache.get("k") == b"[2]"
+        clock.now += 1.0  # past twice the ttl: too old to give, so the asker waits for a build
+        assert await cache.answer("k", build) == b"[3]"
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_askers_share_one_build_even_when_the_first_goes_away() -> None:
+    import asyncio
+
+    from coordinator.core.cache import ResponseCache
+
+    cache = ResponseCache(10, clock=Clock())
+    started = asyncio.Event()
+    release = asyncio.Event()
+    builds = 0
+
+    async def build() -> bytes:
+        nonlocal builds
+        builds += 1
+        started.set()
+        await release.wait()
+        return b"[]"
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(cache.answer("k", build))
+        await started.wait()
+        others = [asyncio.ensure_future(cache.answer("k", build)) for _ in range(10)]
+        await asyncio.sleep(0)
+        first.cancel()  # the first asker's client disconnected
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(*others), 5) == [b"[]"] * 10
+        assert builds == 1
+
+    asyncio.run(scenario())
+
+
+def test_with_a_zero_ttl_every_asker_gets_an_answer_built_after_it_asked() -> None:
+    import asyncio
+
+    from coordinator.core.cache import ResponseCache
+
+    cache = ResponseCache(0)
+    counter = 0
+
+    async def build() -> bytes:
+        nonlocal counter
+        counter += 1
+        value = counter
+        await asyncio.sleep(0)
+        return str(value).encode()
+
+    async def scenario() -> list[bytes]:
+        return list(await asyncio.gather(*(cache.answer("k", build) for _ in range(3))))
+
+    assert sorted(asyncio.run(scenario())) == [b"1", b"2", b"3"]
