@@ -7,6 +7,8 @@ so a database made by an older release is brought up to date instead of being re
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,19 +38,76 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers go on while the relay writes; foreign keys are off by default in SQLite.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
+#: Seconds a write transaction waits for another to end before it fails (SQLite's busy timeout as well).
+WRITE_WAIT = 10.0
+
+
+def _serial_writer_class() -> type[sqlite3.Connection]:
+    """A SQLite connection class whose write transactions queue on one lock shared by its connections.
+
+    SQLite lets one transaction write at a time. A second writer that finds the lock taken
+    sleeps in SQLite's busy handler, in steps that grow to 100 ms, however soon the lock is
+    freed: under many concurrent writes (signed consents arriving) most of the time went on
+    those sleeps. Writers of one process instead wait on a lock of their own here, which wakes
+    the next one the moment the transaction before it ends. Other processes still meet the busy
+    handler.
+    """
+
+    lock = threading.Lock()
+
+    class SerialWriter(sqlite3.Connection):
+        holds_write_lock = False
+
+        def begin_write(self) -> None:
+            if not lock.acquire(timeout=WRITE_WAIT):
+                raise sqlite3.OperationalError(f"database is locked (no write lock within {WRITE_WAIT:g} s)")
+            self.holds_write_lock = True
+            try:
+                self.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self._release()
+                raise
+
+        def _release(self) -> None:
+            if self.holds_write_lock:
+                self.holds_write_lock = False
+                lock.release()
+
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                self._release()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self._release()
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self._release()
+
+    return SerialWriter
+
+
 def _sqlite_begin(connection: Any) -> None:
     # A transaction that may write begins with BEGIN IMMEDIATE: it takes the write lock at once,
-    # waiting (busy_timeout) for it if another connection writes. A deferred BEGIN that reads and
-    # then writes cannot wait: if another connection committed in between, SQLite refuses the
-    # upgrade at once ("database is locked"), which concurrent sign-ins hit under load. Sessions
-    # opened with Database.reading() only read: they begin deferred and never wait for writers (WAL).
-    readonly = connection.get_execution_options().get(_READONLY, False)
-    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    # waiting for it if another connection writes. A deferred BEGIN that reads and then writes
+    # cannot wait: if another connection committed in between, SQLite refuses the upgrade at
+    # once ("database is locked"), which concurrent sign-ins hit under load. Sessions opened with
+    # Database.reading() only read: they begin deferred and never wait for writers (WAL).
+    if connection.get_execution_options().get(_READONLY, False):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.connection.dbapi_connection.begin_write()
 
 
 def make_engine(url: str) -> Engine:
@@ -58,7 +117,8 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: pysqlite leaves transactions to us, so that "begin" below decides how.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None},
+        engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None,
+                                                  "factory": _serial_writer_class(), "timeout": WRITE_WAIT},
                                pool_size=20, max_overflow=20)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
