@@ -26,6 +26,7 @@ from coordinator.core.db import Database, upgrade
 from coordinator.core.security import ActiveSession, RateLimiter, RoleCache, SessionCache
 from coordinator.errors import CoordinatorConfigError
 from coordinator.federated.launches import Launcher
+from coordinator.relay.intake import Intake
 from coordinator.relay.worker import Relay
 
 _log = logging.getLogger("metai.coordinator")
@@ -61,6 +62,7 @@ class Services:
     coordinator: LocalAccount
     relayer: LocalAccount
     relay: Relay
+    intake: Intake
     roles: RoleCache
     sign_in_limit: RateLimiter
     relay_limit: RateLimiter
@@ -104,6 +106,7 @@ class Services:
             settings=settings, db=db, exchange=exchange, index=ChainIndex(exchange, max_lag=settings.chain_lag),
             coordinator=coordinator, relayer=relayer,
             relay=Relay(db, exchange.consent, relayer, batch=settings.relay_batch, wait=settings.relay_wait),
+            intake=Intake(db, exchange.consent),
             roles=RoleCache(lambda role, address: exchange.roles.has(role, address)),
             sign_in_limit=RateLimiter(settings.sign_in_rate),
             relay_limit=RateLimiter(settings.relay_rate),

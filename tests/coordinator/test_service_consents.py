@@ -10,7 +10,7 @@ from eth_account.signers.local import LocalAccount
 from contracts.datause import Kind, Purpose, Scope, Use
 from contracts.events import ConsentGranted, read_events
 from tests.conftest import Actors
-from tests.coordinator.conftest import Harness, sign_typed
+from tests.coordinator.conftest import Harness, LiveService, sign_typed
 
 GRANT = {"action": "grant", "scope": {"purpose": "HMB"}, "kinds": ["ct-sinogram", "image"]}
 HMB = Scope(purpose=Purpose.HMB)
@@ -214,3 +214,83 @@ def test_each_consent_is_mined_once(service: Harness, actors: Actors) -> None:
                                       from_block=service.exchange.deployment.deploy_block)
                if isinstance(e, ConsentGranted) and e.patient == patient.address]
     assert len(granted) == 1
+
+
+def test_consents_submitted_together_are_each_answered_for_themselves(live_service: LiveService,
+                                                                      actors: Actors) -> None:
+    """Many patients submit at once: each gets its own item (stored before the answer), a duplicate gets the
+    same item, and a used nonce is refused without holding up the others stored with it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from eth_account import Account
+
+    harness = live_service.harness
+    patients = [Account.create() for _ in range(12)]  # sign-ins are limited to 30 a minute per client
+    bodies = []
+    for patient in patients:
+        headers = harness.bearer(patient)
+        typed = _typed(harness, headers)
+        bodies.append((headers, {"typed_data": typed, "signature": sign_typed(patient, typed)}))
+    spent = actors.patients[0]
+    spent_headers = harness.bearer(spent)
+    spent_typed = _typed(harness, spent_headers)
+    harness.exchange.consent.cancel_signatures(spent, 1)  # the patient voids nonce 0 before it is relayed
+    bodies.append((spent_headers, {"typed_data": spent_typed, "signature": sign_typed(spent, spent_typed)}))
+    bodies.append(bodies[0])  # the same signature again, in the same rush
+
+    def submit(body: tuple[dict[str, str], dict[str, Any]]) -> httpx.Response:
+        with httpx.Client(base_url=live_service.url, timeout=30) as client:
+            return client.post("/v1/consents/signed", headers=body[0], json=body[1])
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(submit, bodies))
+    assert [a.status_code for a in answers] == [202] * len(patients) + [409, 202]
+    assert answers[-2].json()["type"] == "urn:metai:problem:nonce-used"
+    ids = [a.json()["id"] for a in answers[:len(patients)]]
+    assert len(set(ids)) == len(patients)
+    assert answers[-1].json()["id"] == ids[0]
+    for (headers, _), item_id in zip(bodies, ids, strict=False):  # each stored when its answer left
+        assert _item(harness, headers, item_id)["state"] == "pending"
+    while live_service.services.relay.step():
+        pass
+    granted = {e.patient for e in read_events(harness.exchange.chain, [harness.exchange.consent.address],
+                                              from_block=harness.exchange.deployment.deploy_block)
+               if isinstance(e, ConsentGranted)}
+    assert {p.address for p in patients} <= granted
+    assert spent.address not in granted
+
+
+def test_consents_arriving_together_are_stored_in_one_transaction(service: Harness, actors: Actors) -> None:
+    import asyncio
+
+    from eth_account import Account
+    from sqlalchemy import event
+
+    from contracts import eip712
+    from coordinator.relay.intake import NonceUsed
+
+    consent = service.exchange.consent
+    deadline = int(time.time()) + 3600
+
+    def signed(patient: LocalAccount, nonce: int) -> eip712.SignedConsent:
+        typed = eip712.grant_typed_data(consent.chain.chain_id, consent.address, patient.address, HMB,
+                                        Kind.IMAGE, 2**64 - 1, nonce, deadline)
+        raw = bytes.fromhex(sign_typed(patient, typed)[2:])
+        return eip712.SignedConsent(patient.address, HMB, nonce, deadline, raw[64], raw[:32], raw[32:64],
+                                    Kind.IMAGE, 2**64 - 1)
+
+    spent = actors.patients[0]
+    consent.cancel_signatures(spent, 1)
+    group = [signed(Account.create(), 0) for _ in range(10)] + [signed(spent, 0)]
+    writes: list[int] = []
+    event.listen(service.services.db.engine, "begin", lambda c: writes.append(1)
+                 if not c.get_execution_options().get("metai_readonly") else None)
+
+    async def together() -> list[object]:
+        return list(await asyncio.gather(*(service.services.intake.take(s) for s in group)))
+
+    outcomes = asyncio.run(together())
+    assert outcomes[-1] == NonceUsed(0, 1)
+    assert len({o.id for o in outcomes[:-1]}) == 10  # type: ignore[attr-defined]
+    assert len(writes) == 1

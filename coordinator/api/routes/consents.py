@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
-from fastapi import APIRouter, BackgroundTasks, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
@@ -28,7 +28,8 @@ from coordinator.models.consents import (
 )
 from coordinator.models.tables import RelayItem
 from coordinator.patients import consents_of, scope_of, scope_public
-from coordinator.relay import accept, item_of, outstanding_nonces
+from coordinator.relay import item_of, outstanding_nonces
+from coordinator.relay.intake import NonceUsed
 from coordinator.service import Services
 
 router = APIRouter(prefix="/consents", tags=["consents"], responses=PROBLEM_RESPONSES)
@@ -156,8 +157,7 @@ def relay_public(item: RelayItem) -> RelayPublic:
 
 
 @router.post("/signed", status_code=202)
-def submit(body: SignedConsentCreate, request: Request, background: BackgroundTasks, account: SignedInDep,
-           services: ServicesDep, db: DbDep) -> RelayPublic:
+async def submit(body: SignedConsentCreate, account: SignedInDep, services: ServicesDep) -> RelayPublic:
     """Accept the signed-in patient's signed grant or revocation; it is stored, then relayed in a batch."""
     wait = services.relay_limit.allow(account.address)
     if wait is not None:
@@ -170,17 +170,14 @@ def submit(body: SignedConsentCreate, request: Request, background: BackgroundTa
     if signed.deadline < now + MIN_DEADLINE_MARGIN:
         raise Problem(422, "deadline-too-close", "The signature's deadline is too close",
                       f"deadline {signed.deadline} is less than {MIN_DEADLINE_MARGIN} s away (now {now}); sign anew")
-    chain_nonce = services.exchange.consent.nonce(signed.patient)
-    if signed.nonce < chain_nonce:
+    # Stored with the others arriving meanwhile (one nonce query, one transaction); answered once committed.
+    outcome = await services.intake.take(signed)
+    if isinstance(outcome, NonceUsed):
         raise Problem(409, "nonce-used", "The signature's nonce is already used",
-                      f"nonce {signed.nonce} is used (the next is {chain_nonce}): it was relayed or cancelled; "
-                      "ask for new typed data")
-    item = accept(db, signed)
-    db.flush()
-    # After the response, so after the commit (the session commits before the response leaves):
-    # a relay woken earlier would look for the item before it is there, and then sleep.
-    background.add_task(services.relay.notify)
-    return relay_public(item)
+                      f"nonce {outcome.nonce} is used (the next is {outcome.next_nonce}): it was relayed or "
+                      "cancelled; ask for new typed data")
+    services.relay.notify()
+    return relay_public(outcome)
 
 
 def _own(account: SignedIn, patient: str) -> None:
