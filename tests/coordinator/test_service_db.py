@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -53,3 +55,45 @@ def test_the_sign_in_domain_is_the_public_urls_host_and_port(monkeypatch: pytest
     settings = CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
     assert (settings.public_url, settings.domain) == ("https://exchange.example.org:8443",
                                                       "exchange.example.org:8443")
+
+
+def test_sqlite_writers_take_turns_and_a_failed_or_abandoned_one_frees_the_turn(tmp_path: Path) -> None:
+    import threading
+
+    from sqlalchemy import text
+
+    database = Database(f"sqlite:///{tmp_path / 'writers.sqlite'}")
+    with database.session() as db:
+        db.execute(text("CREATE TABLE counter (n INTEGER)"))
+        db.execute(text("INSERT INTO counter VALUES (0)"))
+
+    def failing_handler() -> None:
+        with database.session() as db:  # rolled back: the next writer must not wait
+            db.execute(text("UPDATE counter SET n = n + 100"))
+            raise RuntimeError("a handler failed mid-transaction")
+
+    with pytest.raises(RuntimeError):
+        failing_handler()
+    abandoned = database._sessions()  # begun, then closed without commit or rollback
+    abandoned.execute(text("UPDATE counter SET n = n + 1000"))
+    abandoned.close()
+    errors: list[BaseException] = []
+
+    def add(times: int) -> None:
+        try:
+            for _ in range(times):
+                with database.session() as db:
+                    n = db.execute(text("SELECT n FROM counter")).scalar_one()
+                    db.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})  # a read-modify-write
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(50,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with database.reading() as db:
+        assert db.execute(text("SELECT n FROM counter")).scalar_one() == 400  # no lost update, nothing locked
+    database.close()
