@@ -121,14 +121,15 @@ def _signed(services: Services, body: SignedConsentCreate) -> eip712.SignedConse
                       "sign the typed data POST /v1/consents/typed-data returns, unchanged")
     raw = bytes.fromhex(body.signature.removeprefix("0x"))
     v = raw[64] + 27 if raw[64] < 27 else raw[64]
+    signed = eip712.SignedConsent(patient, scope, nonce, deadline, v, raw[:32], raw[32:64], kinds, expires)
     try:
-        signer = eip712.recover_signer(expected, v, raw[:32], raw[32:64])
-    except Exception as exc:
+        signer = eip712.signer_of(consent.chain.chain_id, consent.address, signed)
+    except ValueError as exc:
         raise Problem(422, "signature-invalid", "The signature is malformed", str(exc)) from None
     if signer != patient:
         raise Problem(403, "signer-mismatch", "The signature is not the patient's",
                       f"the typed data was signed by {signer}, not by the patient {patient} it names")
-    return eip712.SignedConsent(patient, scope, nonce, deadline, v, raw[:32], raw[32:64], kinds, expires)
+    return signed
 
 
 def _normal(value: Any) -> Any:
