@@ -1,4 +1,4 @@
-"""The node's SQLite catalog (SQLAlchemy): patients, records, datasets, challenges, quarantine.
+"""The node's SQLite catalog (SQLAlchemy): patients and their keys, records, datasets, challenges, quarantine.
 
 Patients appear only under their pseudonym; the local patient id, the date shift and the
 address are also kept sealed in :mod:`node.vault`. Records are content-addressed: ``record_id``
@@ -40,6 +40,20 @@ class Patient(Base):
     enrolled_at: Mapped[_dt.datetime | None]
     created_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
     records: Mapped[list[Record]] = relationship(back_populates="patient")
+
+
+class PatientKey(Base):
+    """The public key behind an enrolled address, recovered from the enrolment signature.
+
+    Sealed cohort proofs are encrypted to it (``contracts/sealing.py``). Keyed by address, so a
+    cohort kept before a patient re-enrolled with another key still finds the key it was made for.
+    """
+
+    __tablename__ = "patient_keys"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(ForeignKey("patients.pseudonym"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # 64 bytes: x || y
+    recorded_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
 
 
 class Record(Base):
@@ -118,7 +132,7 @@ def open_catalog(node_dir: Path) -> sessionmaker[Session]:
     create_file(node_dir / CATALOG_FILE)
     engine = create_engine(f"sqlite:///{node_dir / CATALOG_FILE}")
     _tune_sqlite(engine)
-    Base.metadata.create_all(engine)
+    Base.metadata.create_all(engine)  # also adds the tables a newer version brought to an older catalog
     return sessionmaker(engine, expire_on_commit=False)
 
 

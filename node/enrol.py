@@ -3,7 +3,8 @@
 The node issues a challenge naming the hospital, the patient's pseudonym, a random nonce and an
 expiry; the patient signs it with their key (EIP-191 ``personal_sign``, what every wallet
 offers); the node recovers the signer and links the address only if it matches, the challenge
-is the open one for that patient, and it has not expired or been used.
+is the open one for that patient, and it has not expired or been used. The public key the
+signature recovers is kept too (``patient_keys``): sealed cohort proofs are encrypted to it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from eth_keys.exceptions import BadSignature
 from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select, update
 
-from node.catalog import Challenge, Patient, utcnow
+from contracts.sealing import SealingError, address_of, recover_public_key
+from node.catalog import Challenge, Patient, PatientKey, utcnow
 from node.errors import EnrolmentError
 from node.node import Node
 from node.vault import VaultEntry
@@ -65,6 +67,18 @@ def _signer(text: str, signature: bytes) -> str | None:
     # eth-keys refuses r or s out of range with BadSignature, which is no ValueError.
     except (ValueError, TypeError, BadSignature):
         return None
+
+
+def _public_key(text: str, signature: bytes, address: str) -> bytes:
+    """The public key of ``address`` recovered from its signature over ``text`` (64 bytes, x || y)."""
+    try:
+        public_key = recover_public_key(text, signature)
+    except SealingError as exc:
+        raise EnrolmentError(f"the signature yields no public key ({exc})") from None
+    if address_of(public_key) != address:  # the signer was checked already: this would be a bug in recovery
+        raise EnrolmentError(f"the public key recovered from the signature is of {address_of(public_key)}, "
+                             f"not {address}; nothing was enrolled")
+    return public_key
 
 
 def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> str:
@@ -139,8 +153,11 @@ def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> st
                 f"the challenge for {local_patient_id!r} was already used (nonce {signed.nonce}) by an enrolment "
                 "that ran at the same time: issue a new one with `metai-node challenge`"
             )
+        public_key = _public_key(signed.text, sig, address)
         patient = session.get(Patient, entry.pseudonym)
         assert patient is not None  # the vault found it
+        session.merge(PatientKey(address=address, pseudonym=entry.pseudonym, public_key=public_key,
+                                 recorded_at=utcnow()))
         patient.address = address
         patient.enrolled_at = utcnow()
         patient.sealed = node.vault.seal(VaultEntry(entry.pseudonym, entry.local_id, entry.date_shift_days, address))

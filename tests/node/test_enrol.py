@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,13 @@ from eth_account.messages import encode_defunct
 from pydicom.data import get_testdata_file
 from sqlalchemy import select
 
-from node.catalog import Patient
+from contracts.sealing import public_key_of
+from node.catalog import CATALOG_FILE, Patient, PatientKey
 from node.enrol import enrol, issue_challenge
 from node.errors import EnrolmentError
 from node.ingest import Ingestor
+from node.node import Node
+from tests.conftest import NODE_PASSPHRASE
 
 LOCAL_ID = "1CT1"  # the PatientID of pydicom's public CT_small.dcm
 
@@ -72,3 +76,27 @@ def test_challenge_is_single_use(node) -> None:
 def test_unknown_patient_is_refused(node) -> None:
     with pytest.raises(EnrolmentError, match="no patient 'nobody'"):
         issue_challenge(node, "nobody")
+
+
+def test_enrolment_keeps_the_public_key_the_signature_recovers(node) -> None:
+    patient = Account.create()
+    challenge = issue_challenge(node, LOCAL_ID)
+    pseudonym = enrol(node, LOCAL_ID, patient.address, sign(patient, challenge.text))
+    with node.sessions() as s:
+        key = s.get(PatientKey, patient.address)
+        assert key is not None
+        assert (key.pseudonym, key.public_key) == (pseudonym, public_key_of(patient.key))
+
+
+def test_a_catalog_made_before_patient_keys_opens_keeps_its_patients_and_gains_the_table(node) -> None:
+    patient = Account.create()
+    enrol(node, LOCAL_ID, patient.address, sign(patient, issue_challenge(node, LOCAL_ID).text))
+    with sqlite3.connect(node.dir / CATALOG_FILE) as db:
+        db.execute("DROP TABLE patient_keys")  # the catalog as a node before sealed proofs made it
+    reopened = Node(node.dir, NODE_PASSPHRASE)
+    with reopened.sessions() as s:
+        assert s.scalar(select(Patient.address)) == patient.address
+        assert s.scalars(select(PatientKey)).all() == []  # enrolled before: no key until re-enrolment
+    enrol(reopened, LOCAL_ID, patient.address, sign(patient, issue_challenge(reopened, LOCAL_ID).text))
+    with reopened.sessions() as s:
+        assert s.get(PatientKey, patient.address) is not None
