@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, SecretStr, field_validator
@@ -53,6 +53,9 @@ class NodeSettings(BaseSettings):
     pacs_password: SecretStr | None = None
     #: The coordinator service's URL, where ``publish-proofs`` sends each round's cohort proofs for patients.
     coordinator_url: Annotated[str | None, AfterValidator(_coordinator_url)] = None
+    #: How ``publish-proofs`` publishes: ``plain`` (each member's leaf values and proof) or ``sealed``
+    #: (each patient's proofs encrypted to their own key); a node set to sealed never publishes plain.
+    proof_mode: Literal["plain", "sealed"] = "plain"
 
     # Every value is checked when the settings load, not when a command first reaches for it.
     @field_validator("pacs_url")

@@ -8,6 +8,9 @@ patient. Nothing else leaves the node: no path, label, pseudonym or local identi
 is marked published (``round-<r>.published`` beside its kept cohort) only once the
 coordinator confirms it has every member, so an interrupted publication is simply sent again
 (the coordinator keeps one copy of each proof).
+
+A node set to sealed proofs publishes through :mod:`node.sealed_publish` instead, with
+:meth:`CoordinatorClient.publish_sealed`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from node.kept_cohort import COHORTS_DIR, KeptCohort, kept_cohort_path, read_kep
 
 #: Proofs per request (the coordinator takes at most 200).
 CHUNK = 200
+#: Sealed envelopes per request at most, and the bytes of their base64 at most (a single larger one goes
+#: alone): the coordinator's default METAI_COORDINATOR_MAX_BODY is 64 KiB.
+SEALED_CHUNK = 200
+SEALED_CHUNK_BYTES = 48 * 1024
 MARKER = ".published"
 
 
@@ -102,6 +109,8 @@ class CoordinatorClient:
                 detail = response.json().get("detail", response.text)
             except (json.JSONDecodeError, AttributeError):
                 detail = response.text[:300]
+            if response.status_code == 413:  # one sealed envelope of a patient with many records can exceed it
+                detail = f"{detail}; raise METAI_COORDINATOR_MAX_BODY on the coordinator"
             raise PublishError(f"the coordinator refused {method} {path} ({response.status_code}): {detail}")
         return response.json()
 
@@ -121,6 +130,28 @@ class CoordinatorClient:
             answer = self._call("POST", "/v1/cohort-proofs", json={
                 "study_id": kept.study_id, "round": kept.round, "cohort_root": kept.root,
                 "cohort_count": kept.count, "proofs": part, "complete": start + CHUNK >= len(proofs)})
+        return answer
+
+    def publish_sealed(self, kept: KeptCohort, hospital_public_key: str, items: list[dict[str, str]]
+                       ) -> dict[str, Any]:
+        """Send the round's sealed envelopes (``{tag, ciphertext}``) in parts; the last part marks the round complete.
+
+        Returns the last answer.
+        """
+        parts: list[list[dict[str, str]]] = [[]]
+        size = 0
+        for item in items:
+            if parts[-1] and (len(parts[-1]) == SEALED_CHUNK or size + len(item["ciphertext"]) > SEALED_CHUNK_BYTES):
+                parts.append([])
+                size = 0
+            parts[-1].append(item)
+            size += len(item["ciphertext"])
+        answer: dict[str, Any] = {}
+        for n, part in enumerate(parts, 1):
+            answer = self._call("POST", "/v1/sealed-proofs", json={
+                "study_id": kept.study_id, "round": kept.round, "cohort_root": kept.root,
+                "cohort_count": kept.count, "hospital_public_key": hospital_public_key, "items": part,
+                "complete": n == len(parts)})
         return answer
 
 

@@ -120,28 +120,40 @@ def studies(
 
 def publish_proofs(
     study: Annotated[int | None, typer.Option("--study", help="only this study's rounds")] = None,
+    sealed: Annotated[bool | None, typer.Option(
+        "--sealed/--plain", help="seal each patient's proofs to their own key, or publish them plain "
+                                 "(default: METAI_NODE_PROOF_MODE; --plain is refused on a node set to sealed)",
+        show_default=False)] = None,
 ) -> None:
     """Publish each trained round's cohort proofs to the coordinator, for the patients in it.
 
     Every kept round not yet published goes to METAI_NODE_COORDINATOR_URL, signed in with the
     hospital's key; each patient can then see, and check on chain, that their records were used.
+    Sealed, the coordinator holds only envelopes it cannot open or link to a patient.
     """
     from node.cli.common import settings
     from node.errors import NodeConfigError
-    from node.proof_publish import CoordinatorClient, publish_kept
+    from node.sealed_publish import proof_mode
 
-    url = settings().coordinator_url
+    current = settings()
+    mode = proof_mode(current.proof_mode, sealed)
+    url = current.coordinator_url
     if url is None:
         raise NodeConfigError("METAI_NODE_COORDINATOR_URL is not set: give the coordinator service's URL")
     node = open_node()
+    from node.proof_publish import CoordinatorClient, publish_kept
+    from node.sealed_publish import publish_sealed
+
     client = CoordinatorClient(url, node.account)
     try:
         client.sign_in()
-        done = publish_kept(node.dir, client, study)
+        done = publish_sealed(node, client, study) if mode == "sealed" else publish_kept(node.dir, client, study)
     finally:
         client.close()
     for published in done:
-        out().print(f"study {published.study_id} round {published.round}: {published.records} proofs for "
-                    f"{published.patients} patients published")
+        what = f"{published.records} proofs for {published.patients} patients"
+        if mode == "sealed":
+            what = f"{published.records} proofs sealed to {published.patients} patients"
+        out().print(f"study {published.study_id} round {published.round}: {what} published")
     if not done:
-        out().print("nothing to publish: every kept round is published")
+        out().print(f"nothing to publish: every kept round is published{' sealed' if mode == 'sealed' else ''}")
