@@ -5,13 +5,15 @@ A hospital publishes, for each round it contributed to, each cohort member's lea
 root the hospital anchored on chain before it is stored, so the coordinator never serves a
 patient a proof the chain would reject. What the coordinator thereby learns is which
 pseudonymous addresses took part in which rounds (the chain itself shows only roots and
-counts); docs/coordinator.md says so.
+counts); docs/coordinator.md says so. A deployment that must not tell the coordinator this runs
+in sealed mode instead (:mod:`coordinator.sealed`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,6 +53,29 @@ def _contribution_tx(exchange: Exchange, study_id: int, round_: int, hospital: s
     return found[-1]
 
 
+def anchored(exchange: Exchange, hospital: str, study_id: int, round_: int, cohort_root: str,
+             cohort_count: int) -> tuple[bytes, ContributionRecorded]:
+    """The root ``hospital`` anchored for the round and its contribution event, if they are the ones claimed.
+
+    Raises:
+        ProofRefused: no such contribution, or another root or count (409).
+    """
+    found = exchange.studies.contribution_of(study_id, round_, hospital)
+    root = "0x" + found.cohort_root.hex()
+    if found.cohort_count == 0:
+        raise ProofRefused(f"hospital {hospital} has no contribution to round {round_} of study {study_id}",
+                           status=409)
+    if (root, found.cohort_count) != (cohort_root, cohort_count):
+        raise ProofRefused(f"round {round_} of study {study_id}: the hospital anchored root {root} with "
+                           f"{found.cohort_count} records, not {cohort_root} with {cohort_count}", status=409)
+    return found.cohort_root, _contribution_tx(exchange, study_id, round_, hospital)
+
+
+def upsert(db: Session) -> Any:
+    """The dialect's INSERT that can skip rows already stored (ON CONFLICT DO NOTHING)."""
+    return pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
 def publish(db: Session, exchange: Exchange, hospital: str, body: CohortProofsCreate) -> PublishedPublic:
     """Check ``body`` against ``hospital``'s anchored contribution and store its proofs (idempotent).
 
@@ -59,44 +84,36 @@ def publish(db: Session, exchange: Exchange, hospital: str, body: CohortProofsCr
             root, or ``complete`` while proofs are missing.
     """
     # Everything the chain must say is asked before the database is written: no write waits on the chain.
-    anchored = exchange.studies.contribution_of(body.study_id, body.round, hospital)
-    root = "0x" + anchored.cohort_root.hex()
-    if anchored.cohort_count == 0:
-        raise ProofRefused(f"hospital {hospital} has no contribution to round {body.round} of study {body.study_id}",
-                           status=409)
-    if (root, anchored.cohort_count) != (body.cohort_root, body.cohort_count):
-        raise ProofRefused(f"round {body.round} of study {body.study_id}: the hospital anchored root {root} with "
-                           f"{anchored.cohort_count} records, not {body.cohort_root} with {body.cohort_count}",
-                           status=409)
-    contribution = _contribution_tx(exchange, body.study_id, body.round, hospital)
+    cohort_root, contribution = anchored(exchange, hospital, body.study_id, body.round, body.cohort_root,
+                                         body.cohort_count)
+    root, count = body.cohort_root, body.cohort_count
     rows = []
     for item in body.proofs:
         leaf = cohort_leaf(item.record_id, item.kind, item.patient)
-        if not verify(anchored.cohort_root, leaf, [bytes.fromhex(p[2:]) for p in item.proof]):
+        if not verify(cohort_root, leaf, [bytes.fromhex(p[2:]) for p in item.proof]):
             raise ProofRefused(f"the proof of record {item.record_id} (kind {item.kind}) of patient {item.patient} "
                                f"does not lead to the anchored root {root}; nothing of this request was stored")
         rows.append({"patient": item.patient, "study_id": body.study_id, "round": body.round, "hospital": hospital,
                      "record_id": item.record_id, "kind": item.kind, "proof": json.dumps(item.proof),
                      "created_at": utcnow()})
     if rows:
-        insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-        db.execute(insert(CohortProof).values(rows).on_conflict_do_nothing(
+        db.execute(upsert(db)(CohortProof).values(rows).on_conflict_do_nothing(
             index_elements=["study_id", "round", "hospital", "record_id"]))
     published = int(db.scalar(select(func.count()).select_from(CohortProof).where(
         CohortProof.study_id == body.study_id, CohortProof.round == body.round,
         CohortProof.hospital == hospital)) or 0)
-    if body.complete and published != anchored.cohort_count:
+    if body.complete and published != count:
         raise ProofRefused(f"round {body.round} of study {body.study_id} is marked complete with {published} of its "
-                           f"{anchored.cohort_count} records published; send the rest first")
+                           f"{count} records published; send the rest first")
     row = db.get(PublishedRound, (body.study_id, body.round, hospital))
     if row is None:
         row = PublishedRound(study_id=body.study_id, round=body.round, hospital=hospital, cohort_root=root,
-                             cohort_count=anchored.cohort_count, published=published, complete=False,
+                             cohort_count=count, published=published, complete=False,
                              block=contribution.block_number, tx_hash=contribution.tx_hash, updated_at=utcnow())
         db.add(row)
     row.published, row.complete, row.updated_at = published, row.complete or body.complete, utcnow()
     return PublishedPublic(study_id=body.study_id, round=body.round, hospital=hospital, published=published,
-                           cohort_count=anchored.cohort_count, complete=row.complete)
+                           cohort_count=count, complete=row.complete)
 
 
 def data_uses(db: Session, index: ChainIndex, patient: str) -> list[DataUsePublic]:

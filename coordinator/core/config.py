@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -112,6 +112,10 @@ class CoordinatorSettings(BaseSettings):
     chain_lag: float = Field(default=0.5, ge=0.0, le=60.0)
     #: Log lines as JSON objects (one per line) instead of text.
     log_json: bool = True
+    #: How hospitals publish cohort proofs here: ``plain`` (leaf values and proofs, shown to each patient's
+    #: session) or ``sealed`` (envelopes encrypted to each patient's key under tags this service cannot
+    #: link to addresses; patients look them up anonymously). Each mode refuses the other's publications.
+    proof_mode: Literal["plain", "sealed"] = "plain"
 
     # ------------------------------------------------------------------ starting studies on the SuperLink
     #: HOST:PORT of the SuperLink's Control API (in Flower 1.41 the SuperLink's one port). The Control

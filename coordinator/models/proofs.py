@@ -81,6 +81,8 @@ class ReceiptPublic(BaseModel):
 
     format: str = "metai-patient-receipt"
     version: int = 1
+    proof_mode: str = Field(default="plain", description="plain: data_uses holds my proofs; sealed: they are "
+                                                         "encrypted to my key and found as how_to_verify says")
     patient: Address
     generated_at: UtcDatetime
     chain_id: int

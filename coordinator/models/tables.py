@@ -1,4 +1,5 @@
-"""The coordinator service's tables (SQLAlchemy 2): sign-in nonces, sessions, the consent relay's outbox.
+"""The coordinator service's tables (SQLAlchemy 2): sign-in nonces, sessions, the consent relay's outbox, cohort
+proofs (plain or sealed).
 
 Nothing here is personal: addresses are the pseudonymous ones patients chose to sign with,
 and a relayed consent carries only codes, numbers and the patient's signature, all of which
@@ -164,3 +165,38 @@ class CohortProof(Base):
         UniqueConstraint("study_id", "round", "hospital", "record_id"),
         Index("ix_cohort_proofs_patient_study_id", "patient", "study_id"),
     )
+
+
+class SealedRound(Base):
+    """A hospital's publication of one round's sealed envelopes: its public key, how many so far, and whether all."""
+
+    __tablename__ = "sealed_rounds"
+    study_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    round: Mapped[int] = mapped_column(primary_key=True)
+    hospital: Mapped[str] = mapped_column(String(ADDRESS), primary_key=True)
+    hospital_public_key: Mapped[str] = mapped_column(String(130))  # 0x + x || y: patients derive tags with it
+    cohort_root: Mapped[str] = mapped_column(String(HASH))
+    cohort_count: Mapped[int]
+    published: Mapped[int]  # envelopes stored: one per patient of the round
+    complete: Mapped[bool]
+    block: Mapped[int] = mapped_column(BigInteger)  # the block the contribution was anchored in
+    tx_hash: Mapped[str] = mapped_column(String(HASH))  # the contribution's transaction
+    updated_at: Mapped[_dt.datetime]
+
+
+class SealedProof(Base):
+    """One patient's envelope of one round at one hospital, under a tag only that patient and hospital can derive.
+
+    Nothing here names the patient: the envelope is encrypted to their key (contracts/sealing.py).
+    """
+
+    __tablename__ = "sealed_proofs"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    tag: Mapped[str] = mapped_column(String(HASH), index=True)
+    study_id: Mapped[int] = mapped_column(BigInteger)
+    round: Mapped[int]
+    hospital: Mapped[str] = mapped_column(String(ADDRESS))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[_dt.datetime]
+
+    __table_args__ = (UniqueConstraint("study_id", "round", "hospital", "tag"),)

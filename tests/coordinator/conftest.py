@@ -130,9 +130,10 @@ class LiveService:
 
 
 @contextmanager
-def serve_live(exchange: Exchange, actors: Actors, root: Path, *, run_relay: bool = False) -> Iterator[LiveService]:
+def serve_live(exchange: Exchange, actors: Actors, root: Path, *, run_relay: bool = False,
+               **overrides: Any) -> Iterator[LiveService]:
     """The service (SQLite) served by uvicorn on a free 127.0.0.1 port while the block runs; with ``run_relay``
-    the consent relay sends in the background as in production."""
+    the consent relay sends in the background as in production; ``overrides`` are settings."""
     import threading
     import time
 
@@ -143,7 +144,7 @@ def serve_live(exchange: Exchange, actors: Actors, root: Path, *, run_relay: boo
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     services, settings = make_service(exchange, actors, root / "live", f"sqlite:///{root / 'live.sqlite'}",
-                                      public_url=url)
+                                      public_url=url, **overrides)
     app = create_app(services, run_relay=run_relay)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="live-coordinator", daemon=True)
@@ -165,4 +166,11 @@ def serve_live(exchange: Exchange, actors: Actors, root: Path, *, run_relay: boo
 def live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator[LiveService]:
     """The service (SQLite) served by uvicorn on a free 127.0.0.1 port until the test ends."""
     with serve_live(exchange, actors, tmp_path) as live:
+        yield live
+
+
+@pytest.fixture
+def sealed_live_service(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator[LiveService]:
+    """The service (SQLite) in sealed proof mode, served by uvicorn on a free 127.0.0.1 port until the test ends."""
+    with serve_live(exchange, actors, tmp_path, proof_mode="sealed") as live:
         yield live

@@ -22,17 +22,29 @@ router = APIRouter(prefix="/me", tags=["my data"], responses=PROBLEM_RESPONSES)
 templates = Jinja2Templates(directory=Path(__file__).parents[2] / "portal" / "templates")
 
 
+#: Where a patient finds their proofs when the deployment seals them (GET /v1/me/data-uses then has none).
+SEALED_HEADERS = {"X-MeTAI-Proof-Mode": "sealed", "Link": '</v1/sealed-proofs/rounds>; rel="alternate"'}
+SEALED_NOTE = ("This deployment seals cohort proofs: each hospital encrypts your proofs to your own key, and this "
+               "service cannot read them or tell they are yours, so none is listed here. Find and open them with your "
+               "key: GET /v1/sealed-proofs/rounds, derive your tag for each round, POST /v1/sealed-proofs/lookup "
+               "(coordinator.sealed_client.sealed_data_uses does all of it), or the portal's 'Who used my data' page "
+               "with a key kept in the browser.")
+
+
 def _receipt(services: Services, db: DbDep, patient: str) -> ReceiptPublic:
     services.index.sync()  # before the database: no transaction waits on the chain
     exchange = services.exchange
     registry = exchange.studies.address
     rpc = "<your chain's JSON-RPC URL>"
+    sealed = services.settings.proof_mode == "sealed"
     return ReceiptPublic(
+        proof_mode=services.settings.proof_mode,
         patient=patient, generated_at=_dt.datetime.now(_dt.UTC).replace(microsecond=0),
         chain_id=exchange.chain.chain_id,
         contracts={name: c.address for name, c in exchange.deployment.contracts.items()},
         consents=consents_of(services.index, patient), data_uses=data_uses(db, services.index, patient),
         how_to_verify=[
+            *([SEALED_NOTE] if sealed else []),
             "Each consent's granted_tx and revoked_tx is a transaction on the chain above: look it up in any "
             "client (e.g. `cast receipt <tx> --rpc-url " + rpc + "`) and read its ConsentGranted / ConsentRevoked "
             "event from the ConsentRegistry.",
@@ -56,12 +68,17 @@ def _data_uses_json(services: Services, patient: str) -> bytes:
 @router.get("/data-uses", response_model=list[DataUsePublic])
 async def my_data_uses(account: SignedInDep, services: ServicesDep, index: IndexDep) -> Response:
     """Every study round at every hospital whose anchored cohort held one of my records, each with a Merkle
-    proof anyone can check with StudyRegistry.inCohort; later rounds without me show as not included."""
+    proof anyone can check with StudyRegistry.inCohort; later rounds without me show as not included.
+
+    In a deployment that seals proofs this service holds none in plain: the list holds only what was
+    published plain before, and the headers ``X-MeTAI-Proof-Mode: sealed`` and ``Link`` point to
+    ``/v1/sealed-proofs/rounds``, where the patient finds them with their own key."""
     async def build() -> bytes:  # the index was synced first: no transaction waits on the chain
         return await run_in_threadpool(_data_uses_json, services, account.address)
 
     body = await services.answers.answer(("data-uses", account.address, index.block), build)
-    return Response(body, media_type="application/json")
+    headers = SEALED_HEADERS if services.settings.proof_mode == "sealed" else None
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/receipt")

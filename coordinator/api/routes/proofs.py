@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from contracts.enums import Role
 from coordinator.api.deps import DbDep, ServicesDep, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
+from coordinator.api.routes.sealed import require_mode
 from coordinator.models.proofs import CohortProofsCreate, PublishedPublic
 from coordinator.proofs import ProofRefused, publish
 
@@ -18,6 +19,7 @@ def publish_proofs(body: CohortProofsCreate, account: SignedInDep, services: Ser
                    db: DbDep) -> PublishedPublic:
     """Publish (part of) a round's cohort proofs as the hospital that anchored the cohort; each is checked
     against the anchored root, and each is shown only to its patient."""
+    require_mode(services, "plain")
     if not account.has(Role.HOSPITAL):
         raise Problem(403, "role-required", "Only a hospital publishes cohort proofs",
                       f"{account.address} does not hold the HOSPITAL role on chain")
