@@ -3,7 +3,9 @@
 A patient imports a funded key into the browser, signs in, grants consent (mined on chain through
 the relay), is in round 1 of a study, revokes, cancels outstanding signatures from their own address,
 is left out of round 2, and checks the round-1 proof on chain from the browser. A researcher with
-an injected (EIP-1193) wallet then follows the study live and downloads its model. Any console
+an injected (EIP-1193) wallet then follows the study live and downloads its model. In a deployment
+that seals proofs, the browser finds and opens the patient's envelopes with the key it keeps, and a
+patient with an injected wallet is told it cannot. Any console
 error, page error, CSP violation or request beyond 127.0.0.1 fails the test. Screenshots go to the
 folder the test prints (docs/images/portal-*.png are copies).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,8 +31,11 @@ from contracts.datause import Kind, Purpose, Scope, Use
 from contracts.exchange import Exchange
 from contracts.leaves import cohort_leaf
 from contracts.merkle import MerkleTree
+from contracts.sealing import public_key_of
 from contracts.studies import StudyRequest
 from coordinator.study_log import HeldOut, RoundRecord, StudyLog, final_model, study_folder
+from node.kept_cohort import KeptCohort, KeptMember
+from node.sealed_publish import Sealer
 from tasks import save_weights, task_code_hash, weights_hash
 from tests.conftest import Actors
 from tests.coordinator.conftest import LiveService, serve_live, sign_typed
@@ -102,8 +108,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-def browser(portal: LiveService, tmp_path: Path) -> Iterator[tuple[Page, Watch, InjectedWallet]]:
+@contextmanager
+def open_browser(portal: LiveService, tmp_path: Path) -> Iterator[tuple[Page, Watch, InjectedWallet]]:
     """A page of headless Chromium with a fresh profile, watched; and the injected wallet it carries."""
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run deploy/install-system-deps.sh (Debian's chromium)"
     watch = Watch()
@@ -127,6 +133,13 @@ def browser(portal: LiveService, tmp_path: Path) -> Iterator[tuple[Page, Watch, 
             context.close()
     assert watch.errors == [], "the browser reported errors"
     assert watch.hosts <= {"127.0.0.1"}, f"the browser reached beyond loopback: {sorted(watch.hosts)}"
+
+
+@pytest.fixture
+def browser(portal: LiveService, tmp_path: Path) -> Iterator[tuple[Page, Watch, InjectedWallet]]:
+    """A page of headless Chromium on the portal."""
+    with open_browser(portal, tmp_path) as opened:
+        yield opened
 
 
 @dataclass
@@ -289,3 +302,73 @@ def test_a_patient_grants_revokes_and_checks_on_chain_and_a_researcher_follows_t
     assert saved.read_bytes() == final_model(study_folder(portal.services.settings.model_dir,
                                                           study.study_id)).read_bytes()
     assert watch.errors == []
+
+
+@pytest.fixture
+def sealed_portal(exchange: Exchange, actors: Actors, tmp_path: Path) -> Iterator[LiveService]:
+    """The real service on a loopback port, in sealed proof mode."""
+    with serve_live(exchange, actors, tmp_path, proof_mode="sealed") as live:
+        yield live
+
+
+def _sealed_round(live: LiveService, actors: Actors, study: Study, round_: int, members: list[str]) -> None:
+    """The first hospital contributes round ``round_`` (``members``' records) and publishes it sealed as its node
+    does; the second contributes too, and the coordinator records the round."""
+    exchange, harness = live.services.exchange, live.harness
+    kept = KeptCohort(study.study_id, round_, 0, "", 0, tuple(KeptMember(study.records[m], SINOGRAM, m)
+                                                              for m in members))
+    tree = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in kept.members)
+    exchange.studies.contribute(actors.hospital, study.study_id, round_, tree.root, len(members),
+                                keccak(text=f"update {round_}"))
+    exchange.studies.contribute(actors.hospital2, study.study_id, round_, keccak(text=f"other {round_}"), 5,
+                                keccak(text=f"other update {round_}"))
+    kept = KeptCohort(study.study_id, round_, 0, "0x" + tree.root.hex(), len(members), kept.members)
+    patients = {p.address: public_key_of(p.key) for p in actors.patients}
+    sealer = Sealer(bytes(actors.hospital.key), exchange.chain.chain_id, exchange.studies.address, patients)
+    published = harness.client.post("/v1/sealed-proofs", headers=harness.bearer(actors.hospital), json={
+        "study_id": study.study_id, "round": round_, "cohort_root": kept.root, "cohort_count": kept.count,
+        "hospital_public_key": sealer.hospital_public_key, "items": sealer.items(kept), "complete": True})
+    assert published.status_code == 201, published.text
+    exchange.studies.record_round(actors.coordinator, study.study_id, round_, keccak(text=f"model {round_}"),
+                                  [actors.hospital.address, actors.hospital2.address])
+
+
+def test_in_a_sealed_deployment_the_browser_opens_the_patients_proofs_and_a_wallet_is_told_it_cannot(
+        sealed_portal: LiveService, actors: Actors, tmp_path: Path) -> None:
+    exchange = sealed_portal.services.exchange
+    patient = actors.patients[0]
+    study = _start_study(exchange, actors)
+    members = list(study.records)
+    _sealed_round(sealed_portal, actors, study, 1, members)
+    _sealed_round(sealed_portal, actors, study, 2, members[1:])  # patient 0 left out of round 2
+    with open_browser(sealed_portal, tmp_path) as (page, watch, wallet):
+        lookups = []
+        page.on("request", lambda r: lookups.append(r) if "/v1/sealed-proofs/" in r.url else None)
+        # --- a key kept in the browser opens the envelopes sealed to it, and checks the proof on chain
+        page.goto(sealed_portal.url + "/data-uses")
+        page.get_by_text("Import a key you already have").click()
+        page.locator("#import-private-key").fill(patient.key.hex())
+        page.locator("#import-passphrase").fill(PASSPHRASE)
+        page.get_by_role("button", name="Import the key and sign in").click()
+        expect(page).to_have_url(sealed_portal.url + "/data-uses", timeout=60_000)
+        expect(page.locator("#no-uses")).to_have_count(0)  # the page does not claim no use: it cannot know
+        page.get_by_role("button", name="Find and open my proofs").click()
+        expect(page.locator("#sealed-status")).to_have_text("Opened your proofs for 1 round of 2 published.")
+        used = page.locator('#sealed-uses tr.included[data-round="1"]')
+        expect(used).to_contain_text(f"used: record {study.records[patient.address][:12]}… (ct-sinogram data)")
+        expect(page.locator('#sealed-uses tr.excluded[data-round="2"]')).to_contain_text("not used")
+        used.get_by_role("button", name="Check on chain").click()
+        expect(used.locator(".check-result")).to_contain_text("Verified on chain at block")
+        assert {urlsplit(r.url).path for r in lookups} == {"/v1/sealed-proofs/rounds", "/v1/sealed-proofs/lookup"}
+        assert all("cookie" not in r.all_headers() for r in lookups), "a lookup carried the session cookie"
+
+        # --- a browser wallet is told, in plain words, that it cannot open sealed proofs
+        page.get_by_role("button", name="Sign out").click()
+        wallet.account = actors.patients[1]
+        page.get_by_role("button", name="Sign in with your wallet").click()
+        expect(page).to_have_url(sealed_portal.url + "/consents")
+        page.get_by_role("link", name="Who used my data").click()
+        expect(page.locator("#sealed-wallet-note")).to_be_visible()
+        expect(page.locator("#sealed-wallet-note")).to_contain_text("cannot open messages encrypted to your key")
+        expect(page.get_by_role("button", name="Find and open my proofs")).to_be_disabled()
+        assert watch.errors == []

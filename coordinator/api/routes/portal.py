@@ -101,11 +101,13 @@ def consents_page(request: Request, services: ServicesDep, account: CookieAccoun
 
 @router.get("/data-uses")
 def data_uses_page(request: Request, services: ServicesDep, account: CookieAccountDep, db: DbDep) -> Response:
-    """Who used my data: each study round at each hospital, with each proof to check on chain from the browser."""
+    """Who used my data: each study round at each hospital, with each proof to check on chain from the browser.
+
+    In sealed mode the page holds no proof: its script finds and opens the patient's envelopes."""
     if account is None:
         return _to_sign_in(request)
     return _page(request, services, account, "data_uses.html", "data-uses",
-                 uses=data_uses(db, services.index, account.address))
+                 uses=data_uses(db, services.index, account.address), proof_mode=services.settings.proof_mode)
 
 
 @router.get("/studies")
