@@ -4,6 +4,7 @@ only, any changed byte is refused, and an envelope's size does not tell how many
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,12 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from contracts.sealing import (
+    KEY_INFO,
     MAX_PADDED,
     MIN_BUCKET,
     OVERHEAD,
+    TAG_INFO,
+    VERSION,
     SealedContent,
     SealedRecord,
     SealingError,
@@ -168,3 +172,13 @@ def test_a_malformed_signature_or_public_key_is_refused(hospital: LocalAccount) 
         recover_public_key("text", bytes(64))
     with pytest.raises(SealingError, match="not a secp256k1 public key"):
         sealed_tag(hospital.key, b"\x04" + bytes(64), chain_id=1, study_registry=REGISTRY, study_id=1, round_=1)
+
+
+def test_the_documented_specification_names_the_constants_the_code_uses() -> None:
+    spec = (Path(__file__).parents[2] / "docs" / "coordinator.md").read_text("utf-8")
+    assert f'info = "{TAG_INFO.decode()}"' in spec
+    assert f'info = "{KEY_INFO.decode()}"' in spec
+    assert f"version: `0x{VERSION:02x}`" in spec
+    assert f"So an envelope is P + {OVERHEAD} bytes" in spec
+    assert f"smallest of {MIN_BUCKET}, {2 * MIN_BUCKET}" in spec
+    assert f"{MAX_PADDED} (4 KiB times" in spec
