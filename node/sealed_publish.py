@@ -18,7 +18,7 @@ import base64
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,15 @@ from sqlalchemy import select
 from contracts.leaves import cohort_leaf
 from contracts.manifest import read_manifest
 from contracts.merkle import MerkleTree
-from contracts.sealing import SealedContent, SealedRecord, address_of, public_key_of, seal, sealed_tag
+from contracts.sealing import (
+    SealedContent,
+    SealedRecord,
+    SealingError,
+    address_of,
+    public_key_of,
+    seal,
+    sealed_tag,
+)
 from node.catalog import Patient, PatientKey
 from node.errors import NodeConfigError
 from node.kept_cohort import KeptCohort, kept_cohort_path, read_kept_cohort
@@ -56,7 +64,7 @@ def proof_mode(configured: ProofMode, sealed_flag: bool | None) -> ProofMode:
 class Sealer:
     """What sealing a round needs: the hospital's key, the chain's id and StudyRegistry, the patients' keys."""
 
-    hospital_key: bytes
+    hospital_key: bytes = field(repr=False)
     chain_id: int
     study_registry: str
     #: Patient address -> 64-byte public key.
@@ -91,8 +99,12 @@ class Sealer:
             tag = sealed_tag(self.hospital_key, key, chain_id=self.chain_id, study_registry=self.study_registry,
                              study_id=kept.study_id, round_=kept.round)
             content = SealedContent(kept.study_id, kept.round, hospital, kept.root, tuple(records))
-            items.append({"tag": "0x" + tag.hex(),
-                          "ciphertext": base64.b64encode(seal(key, tag, content)).decode("ascii")})
+            try:
+                envelope = seal(key, tag, content)
+            except SealingError as exc:
+                raise PublishError(f"round {kept.round} of study {kept.study_id}: the {len(records)} records of "
+                                   f"patient {patient} do not fit one envelope ({exc})") from None
+            items.append({"tag": "0x" + tag.hex(), "ciphertext": base64.b64encode(envelope).decode("ascii")})
         return sorted(items, key=lambda item: item["tag"])
 
 

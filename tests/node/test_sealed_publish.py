@@ -93,3 +93,10 @@ def test_the_flag_chooses_the_mode_else_the_setting(configured: str, flag: bool 
 def test_a_node_set_to_sealed_refuses_plain() -> None:
     with pytest.raises(NodeConfigError, match="never publishes plain ones; drop --plain"):
         proof_mode("sealed", False)
+
+
+def test_the_sealer_does_not_show_the_hospitals_key(people: tuple[LocalAccount, list[LocalAccount]]) -> None:
+    hospital, patients = people
+    shown = repr(_sealer(hospital, patients))
+    assert "hospital_key" not in shown
+    assert repr(bytes(hospital.key)) not in shown
