@@ -66,6 +66,7 @@ class Services:
     roles: RoleCache
     sign_in_limit: RateLimiter
     relay_limit: RateLimiter
+    lookup_limit: RateLimiter
     launcher: Launcher
     sessions: SessionCache = field(default_factory=SessionCache)
     answers: ResponseCache = field(default_factory=lambda: ResponseCache(0.0))
@@ -110,6 +111,7 @@ class Services:
             roles=RoleCache(lambda role, address: exchange.roles.has(role, address)),
             sign_in_limit=RateLimiter(settings.sign_in_rate),
             relay_limit=RateLimiter(settings.relay_rate),
+            lookup_limit=RateLimiter(settings.lookup_rate),
             launcher=Launcher.from_settings(settings),
             answers=ResponseCache(settings.chain_lag),
         )

@@ -101,6 +101,8 @@ class CoordinatorSettings(BaseSettings):
     sign_in_rate: int = Field(default=30, ge=1)
     #: Signed consents one account may submit for relay per minute.
     relay_rate: int = Field(default=120, ge=1)
+    #: Anonymous sealed-proof lookups allowed per client address per minute.
+    lookup_rate: int = Field(default=240, ge=1)
     #: Largest request body accepted, in bytes.
     max_body: int = Field(default=64 * 1024, ge=1024)
     #: Consents relayed in one transaction at most.

@@ -200,6 +200,16 @@ def test_a_lookup_of_too_many_tags_is_refused(sealed: Harness) -> None:
     assert sealed.new_client().post("/v1/sealed-proofs/lookup", json={"tags": tags}).status_code == 422
 
 
+def test_anonymous_lookups_are_limited_per_client(service_factory: Callable[..., Harness]) -> None:
+    limited = service_factory(proof_mode="sealed", lookup_rate=3)
+    client = limited.new_client()
+    tags = {"tags": ["0x" + keccak(text="nobody's").hex()]}
+    assert [client.post("/v1/sealed-proofs/lookup", json=tags).status_code for _ in range(3)] == [200] * 3
+    refused = client.post("/v1/sealed-proofs/lookup", json=tags)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
 def test_the_database_names_no_patient_of_a_sealed_round(sealed: Harness, actors: Actors) -> None:
     study_id = _study(sealed, actors)
     patients = list(actors.patients[:3])
