@@ -36,18 +36,21 @@ def serve(
     from coordinator.service import Services
 
     settings = CoordinatorSettings()
-    logs.configure(settings.log_json)
-    services = Services.build(settings)
-    bind_host, bind_port = host or settings.host, port or settings.port
-    _log.info("serving on %s:%d for %s (chain %d, database %s)", bind_host, bind_port, settings.public_url,
-              services.exchange.chain.chain_id, services.db.backend)
-    # In the background, so the service answers (its health first of all) while it warms up.
-    threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
+    writer = logs.configure(settings.log_json)
     try:
-        uvicorn.run(create_app(services), host=bind_host, port=bind_port, log_config=None, access_log=False,
-                    server_header=False, proxy_headers=False)
+        services = Services.build(settings)
+        bind_host, bind_port = host or settings.host, port or settings.port
+        _log.info("serving on %s:%d for %s (chain %d, database %s)", bind_host, bind_port, settings.public_url,
+                  services.exchange.chain.chain_id, services.db.backend)
+        # In the background, so the service answers (its health first of all) while it warms up.
+        threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
+        try:
+            uvicorn.run(create_app(services), host=bind_host, port=bind_port, log_config=None, access_log=False,
+                        server_header=False, proxy_headers=False)
+        finally:
+            services.close()
     finally:
-        services.close()
+        writer.stop()  # the lines still queued are written before the process ends
 
 
 @app.command()
