@@ -5,15 +5,22 @@ sets up a patient with consents and published cohort proofs and a researcher wit
 starts ``metai-coordinator serve`` (SQLite, its defaults otherwise) as a process of its own on
 a loopback port, and then measures:
 
-- **read endpoints** (a patient's consents, a patient's data uses, a study's status): ``wrk``
-  (Debian's package, a C load generator, so the client's own cost stays small) with 50
-  connections on 2 threads for ``READ_SECONDS`` each, after a warm-up; requests per second and
-  the 99th percentile latency as wrk reports them, and any non-2xx answer counted as a failure;
+- **read endpoints** (a patient's consents, a patient's data uses, a study's status), each two ways
+  with 50 connections, after a warm-up:
+  - *throughput*: ``wrk`` (Debian's package, a C load generator, so the client's own cost stays
+    small) sends as fast as answers come back for ``READ_SECONDS``; requests per second as wrk
+    reports them, with its 99th percentile latency at that saturation recorded as information;
+  - *latency at the target rate*: an open-loop generator (below, asyncio on raw sockets) sends
+    ``READ_TARGET_RPS`` requests a second spread evenly over the 50 connections for
+    ``READ_SECONDS``; each request's latency counts from when it was due, not from when it
+    went out, so a request held up behind a slow one counts its wait too (no coordinated
+    omission). Its 99th percentile is checked against the target.
+  Any non-2xx answer counts as a failure;
 - **consent relay**: ``RELAY_CONSENTS`` patients, signed in beforehand, each submit one signed
   grant through the API from ``RELAY_CLIENTS`` concurrent clients; the rate is consents mined per
   second from the first submission to the last consent mined on chain (read back from the chain).
 
-Targets (issue 13, on 2 cores): reads >= 1,000 requests/s with p99 <= 50 ms; relay >= 200
+Targets (issue 13, on 2 cores): reads >= 1,000 requests/s, and p99 <= 50 ms at that rate; relay >= 200
 consents/s sustained. Writes ``benchmarks/results/coordinator.json`` and the README table.
 """
 
@@ -125,8 +132,9 @@ class World:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the service exited:\n{tail(self.root / 'coordinator.log')}")
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    return
+                health = httpx.get(f"{self.url}/v1/health", timeout=2)
+                if health.status_code == 200 and health.json().get("warmed_up"):
+                    return  # measured once warm: the first minutes of a service are not its steady state
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
@@ -179,6 +187,64 @@ def wrk(url: str, token: str, seconds: int) -> dict[str, float]:
     return {"rps": rps, "p99_ms": p99, "failed": float(bad.group(1)) if bad else 0.0, "requests": float(total)}
 
 
+def paced(url: str, token: str, rate: float, seconds: float) -> dict[str, float]:
+    """Send ``rate`` GETs a second to ``url`` over ``CONNECTIONS`` keep-alive connections for ``seconds``.
+
+    Connection ``i`` is due to send its ``k``-th request at ``start + (k * CONNECTIONS + i) / rate``;
+    it sends when due, or at once when its previous answer came late. Latency runs from the due
+    time to the whole answer read. Returns requests/s achieved, p50/p90/p99/max in ms and failures.
+    """
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = (f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+    latencies: list[float] = []
+    connected: list[int] = []
+    failed = 0
+
+    async def connection(i: int, opened: asyncio.Future[float]) -> None:
+        nonlocal failed
+        reader, writer = await asyncio.open_connection(host, port)
+        connected.append(i)
+        if len(connected) == CONNECTIONS:
+            opened.set_result(time.perf_counter() + 0.1)
+        start = await opened  # the schedule starts once every connection is open
+        k = 0
+        while True:
+            due = start + (k * CONNECTIONS + i) / rate
+            if due >= start + seconds:
+                break
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - due)
+            failed += not 200 <= status < 300
+            k += 1
+        writer.close()
+
+    async def run() -> float:
+        opened: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        await asyncio.gather(*(connection(i, opened) for i in range(CONNECTIONS)))
+        return time.perf_counter() - opened.result()
+
+    elapsed = asyncio.run(run())
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"rps": len(ordered) / elapsed, "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99),
+            "max_ms": ordered[-1] * 1000, "failed": float(failed), "requests": float(len(ordered))}
+
+
 def measure_reads(world: World, study_id: int) -> list[Measurement]:
     client = httpx.Client(base_url=world.url, timeout=30)
     patient, researcher = _sign_in(client, world.patient), _sign_in(client, world.researcher)
@@ -190,13 +256,23 @@ def measure_reads(world: World, study_id: int) -> list[Measurement]:
         check.raise_for_status()
         wrk(world.url + path, token, WARM_SECONDS)
         got = wrk(world.url + path, token, READ_SECONDS)
-        print(f"{name}: {got['rps']:.0f} requests/s, p99 {got['p99_ms']:.1f} ms, {got['failed']:.0f} failed")
+        steady = paced(world.url + path, token, READ_TARGET_RPS, READ_SECONDS)
+        print(f"{name}: {got['rps']:.0f} requests/s at most (p99 {got['p99_ms']:.1f} ms there); at "
+              f"{steady['rps']:.0f} requests/s p50 {steady['p50_ms']:.1f} ms, p99 {steady['p99_ms']:.1f} ms, "
+              f"max {steady['max_ms']:.1f} ms; {got['failed'] + steady['failed']:.0f} failed")
         rows.append(Measurement(f"GET {path} ({name}): requests per second, {CONNECTIONS} clients", round(got["rps"]),
                                 "requests/s", f">= {READ_TARGET_RPS:,}",
                                 got["rps"] >= READ_TARGET_RPS and got["failed"] == 0,
-                                f"{got['requests']:.0f} requests in {READ_SECONDS} s, {got['failed']:.0f} not 2xx"))
-        rows.append(Measurement(f"GET {path} ({name}): p99 latency, {CONNECTIONS} clients", round(got["p99_ms"], 1),
-                                "ms", f"<= {READ_TARGET_P99_MS:g}", got["p99_ms"] <= READ_TARGET_P99_MS))
+                                f"wrk, as fast as answers come: {got['requests']:.0f} requests in {READ_SECONDS} s, "
+                                f"{got['failed']:.0f} not 2xx; p99 at that saturation {got['p99_ms']:.1f} ms"))
+        rows.append(Measurement(
+            f"GET {path} ({name}): p99 latency at {READ_TARGET_RPS:,} requests/s, {CONNECTIONS} clients",
+            round(steady["p99_ms"], 1), "ms", f"<= {READ_TARGET_P99_MS:g}",
+            steady["p99_ms"] <= READ_TARGET_P99_MS and steady["failed"] == 0 and
+            steady["rps"] >= 0.95 * READ_TARGET_RPS,
+            f"open loop, latency from each request's due time: {steady['requests']:.0f} requests at "
+            f"{steady['rps']:.0f}/s, p50 {steady['p50_ms']:.1f} ms, p90 {steady['p90_ms']:.1f} ms, "
+            f"max {steady['max_ms']:.1f} ms, {steady['failed']:.0f} not 2xx"))
     return rows
 
 

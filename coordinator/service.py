@@ -74,6 +74,8 @@ class Services:
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     session_lookups: SingleFlight[ActiveSession | None] = field(default_factory=SingleFlight)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Set once :meth:`warm_up` ended (successfully or not).
+    warmed_up: threading.Event = field(default_factory=threading.Event)
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -133,6 +135,7 @@ class Services:
             _log.exception("warming up failed; requests will read the chain and the task catalogue themselves")
         gc.collect()
         gc.freeze()
+        self.warmed_up.set()
         _log.info("warmed up in %.1f s; %d objects exempt from garbage collection",
                   time.perf_counter() - started, gc.get_freeze_count())
 

@@ -18,3 +18,5 @@ class HealthPublic(BaseModel):
     outbox_depth: int | None = Field(description="Signed consents waiting to be relayed or mined")
     relayer: str
     relayer_balance_wei: str | None
+    warmed_up: bool = Field(description="The chain index is read and the task catalogue loaded; until then the "
+                                        "first requests that need them are slower")

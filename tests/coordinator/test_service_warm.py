@@ -15,7 +15,9 @@ def test_warming_up_reads_the_chain_loads_the_tasks_and_freezes_what_exists(
     assert not services.index.ever_synced()
     assert not services.tasks_known()
     try:
+        assert harness.client.get("/v1/health").json()["warmed_up"] is False
         services.warm_up()
+        assert harness.client.get("/v1/health").json()["warmed_up"] is True
         assert services.index.ever_synced()
         assert services.tasks_known()
         assert services.index.block == services.exchange.chain.block_number
