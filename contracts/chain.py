@@ -228,9 +228,11 @@ class Chain:
             raise self._decoded(exc, fn.address) from exc
 
     def call_raw_many(self, to: str, calls: Sequence[bytes], *, block: BlockIdentifier = "latest") -> list[bytes]:
-        """Run many pre-encoded view calls against ``to`` at one ``block`` in one JSON-RPC batch.
+        """Run many pre-encoded view calls against ``to`` at ``block`` in one JSON-RPC batch.
 
         One round trip instead of one per call (the relay asks for the nonces of a batch's patients).
+        With ``latest`` each call reads the newest block as the node answers it, so calls of one
+        batch may see different blocks if one is mined meanwhile; pass a number to pin them.
 
         Raises:
             TransactionFailed: a call failed (a view that reverts is not expected here).
@@ -240,13 +242,7 @@ class Chain:
         provider = self._provider
         # Plain JSON-RPC through the provider (its errors mapped as for every call), without web3's
         # per-call request and result formatters: for a hundred calls they cost more than the calls.
-        if block == "latest":
-            head = provider.make_request(RPCEndpoint("eth_blockNumber"), [])
-            if "result" not in head:
-                raise TransactionFailed(f"{self.rpc_url} did not answer eth_blockNumber: {head.get('error')!r}")
-            at = str(head["result"])
-        else:
-            at = block if isinstance(block, str) else hex(int(block))
+        at = block if isinstance(block, str) else hex(int(block))
         target = Web3.to_checksum_address(to)
         answers = provider.make_batch_request(
             [(RPCEndpoint("eth_call"), [{"to": target, "data": "0x" + data.hex()}, at]) for data in calls])

@@ -261,7 +261,7 @@ class ConsentClient(ContractClient):
         return int.from_bytes(answer[:32], "big")
 
     def nonces(self, patients: Sequence[str]) -> dict[str, int]:
-        """Each patient's next signature nonce, asked in one JSON-RPC batch at one block."""
+        """Each patient's next signature nonce, asked in one JSON-RPC batch (each as of the latest block)."""
         checked = [to_checksum_address(p) for p in patients]
         answers = self.chain.call_raw_many(self.address, [_NONCES + encode(["address"], [p]) for p in checked])
         return {p: int.from_bytes(a[:32], "big") for p, a in zip(checked, answers, strict=True)}

@@ -82,8 +82,8 @@ def _token(request: Request) -> tuple[str, bool] | None:
 
 
 def _lookup(services: Services, token: str) -> ActiveSession | None:
-    with services.db.reading() as db:
-        session = find_session(db, token)
+    with services.db.read_connection() as connection:
+        session = find_session(connection, token)
     if session is not None:
         services.sessions.put(token, session)
     return session

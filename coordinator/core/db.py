@@ -19,7 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -166,7 +166,8 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._reads = sessionmaker(self.engine.execution_options(**{_READONLY: True}), expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(**{_READONLY: True})
+        self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def backend(self) -> str:
@@ -184,6 +185,12 @@ class Database:
         """A session that only reads: on SQLite it does not take the write lock (readers never wait for writers)."""
         with self._reads.begin() as session:
             yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A plain connection in a read-only transaction: for hot lookups that need no ORM session around them."""
+        with self._read_engine.begin() as connection:
+            yield connection
 
     def reachable(self) -> bool:
         """Whether a trivial query answers."""

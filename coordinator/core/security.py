@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from contracts.enums import Role
@@ -84,7 +85,7 @@ def open_session(db: Session, address: str, ttl: int) -> NewSession:
     return NewSession(token, csrf, address, expires)
 
 
-def find_session(db: Session, token: str) -> ActiveSession | None:
+def find_session(db: Session | Connection, token: str) -> ActiveSession | None:
     """The unexpired, unended session of ``token``, if any."""
     row = db.execute(
         select(SignInSession.address, SignInSession.csrf_sha256, SignInSession.expires_at)

@@ -18,7 +18,7 @@ from contracts.consent import ConsentClient
 from contracts.eip712 import SignedConsent
 from coordinator.core.db import Database
 from coordinator.models.tables import RelayItem
-from coordinator.relay.outbox import accept
+from coordinator.relay.outbox import accept_many, signature_hex
 
 #: Signed consents one group takes at most (one transaction, one JSON-RPC batch).
 GROUP = 200
@@ -77,12 +77,18 @@ class Intake:
         """Ask the chain for the group's nonces, then store the acceptable ones in one transaction."""
         # Before the transaction: no write waits on the chain.
         next_nonces = self.consent.nonces(sorted({signed.patient for signed in group}))
-        outcomes: list[RelayItem | NonceUsed] = []
-        with self.db.session() as db:
-            for signed in group:
-                next_nonce = next_nonces[signed.patient]
-                if signed.nonce < next_nonce:
-                    outcomes.append(NonceUsed(signed.nonce, next_nonce))
-                else:
-                    outcomes.append(accept(db, signed))
-        return outcomes
+        outcomes: list[RelayItem | NonceUsed | None] = [None] * len(group)
+        fresh: list[SignedConsent] = []
+        for n, signed in enumerate(group):
+            next_nonce = next_nonces[signed.patient]
+            if signed.nonce < next_nonce:
+                outcomes[n] = NonceUsed(signed.nonce, next_nonce)
+            else:
+                fresh.append(signed)
+        if fresh:
+            with self.db.session() as db:
+                stored = accept_many(db, fresh)
+            for n, signed in enumerate(group):
+                if outcomes[n] is None:
+                    outcomes[n] = stored[signature_hex(signed)]
+        return [o for o in outcomes if o is not None]

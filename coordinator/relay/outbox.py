@@ -8,10 +8,12 @@ there. The same signature submitted twice is the same item.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from contracts.datause import Kind, Purpose, Scope
@@ -24,28 +26,26 @@ def signature_hex(signed: SignedConsent) -> str:
     return "0x" + signed.r.hex() + signed.s.hex() + f"{signed.v:02x}"
 
 
-def accept(db: Session, signed: SignedConsent) -> RelayItem:
-    """Store ``signed`` for relaying (state pending); an identical signature returns its earlier item."""
-    signature = signature_hex(signed)
-    existing = db.scalars(select(RelayItem).where(RelayItem.signature == signature)).first()
-    if existing is not None:
-        return existing
+def accept_many(db: Session, group: Sequence[SignedConsent]) -> dict[str, RelayItem]:
+    """Store every consent of ``group`` for relaying in one statement; each signature's item, earlier ones kept.
+
+    A signature already stored (sent twice, or by concurrent requests) keeps its first item.
+    """
     now = utcnow()
-    item = RelayItem(
-        id=secrets.token_hex(16), patient=signed.patient,
-        kind=RelayKind.REVOKE if signed.kinds is None else RelayKind.GRANT,
-        hospital=signed.scope.hospital, purpose=int(signed.scope.purpose), disease=signed.scope.disease,
-        study_id=signed.scope.study_id, kinds=None if signed.kinds is None else int(signed.kinds),
-        expires_at=None if signed.expires_at is None else str(signed.expires_at), nonce=signed.nonce,
-        deadline=signed.deadline, signature=signature,
-        state=RelayState.PENDING, created_at=now, updated_at=now,
-    )
-    try:
-        with db.begin_nested():
-            db.add(item)
-    except IntegrityError:  # the same signature, accepted by a concurrent request a moment ago
-        return db.scalars(select(RelayItem).where(RelayItem.signature == signature)).one()
-    return item
+    rows = [{
+        "id": secrets.token_hex(16), "patient": signed.patient,
+        "kind": RelayKind.REVOKE if signed.kinds is None else RelayKind.GRANT,
+        "hospital": signed.scope.hospital, "purpose": int(signed.scope.purpose), "disease": signed.scope.disease,
+        "study_id": signed.scope.study_id, "kinds": None if signed.kinds is None else int(signed.kinds),
+        "expires_at": None if signed.expires_at is None else str(signed.expires_at), "nonce": signed.nonce,
+        "deadline": signed.deadline, "signature": signature_hex(signed), "state": RelayState.PENDING,
+        "created_at": now, "updated_at": now,
+    } for signed in group]
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # One statement run for every row (executemany): its compiled form is cached, unlike a multi-row VALUES.
+    db.execute(insert(RelayItem).on_conflict_do_nothing(index_elements=["signature"]), rows)
+    signatures = [row["signature"] for row in rows]
+    return {item.signature: item for item in db.scalars(select(RelayItem).where(RelayItem.signature.in_(signatures)))}
 
 
 def item_of(db: Session, item_id: str) -> RelayItem | None:

@@ -161,3 +161,20 @@ def test_the_nonces_of_many_patients_come_in_one_batch_and_match_each_asked_alon
     asked = exchange.consent.nonces([first.address, second.address])
     assert asked == {first.address: 3, second.address: 0}
     assert asked == {p: exchange.consent.nonce(p) for p in asked}
+
+
+def test_batched_calls_read_a_pinned_block_when_given_one_and_refuse_a_failing_call(exchange, actors) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    from eth_abi import encode
+
+    from contracts.errors import TransactionFailed
+
+    patient = actors.patients[0]
+    before = exchange.chain.block_number
+    exchange.consent.cancel_signatures(patient, 2)
+    nonces = bytes.fromhex("7ecebe00") + encode(["address"], [patient.address])  # nonces(address)
+    then, now = (int.from_bytes(exchange.chain.call_raw_many(exchange.consent.address, [nonces], block=at)[0], "big")
+                 for at in (before, "latest"))
+    assert (then, now) == (0, 2)
+    with pytest.raises(TransactionFailed):
+        exchange.chain.call_raw_many(exchange.consent.address, [nonces, b"\xde\xad\xbe\xef"])
