@@ -76,12 +76,24 @@ _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _WRK_TOTAL = re.compile(r"(\d+) requests in")
 
 
+def _post(client: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
+    """POST, sent once more if the server closed the kept-alive connection as the request went out.
+
+    uvicorn closes a connection idle for 5 s; a request sent on it at that moment meets a closed
+    socket. Every POST here is safe to repeat: a signed consent submitted twice is one item.
+    """
+    try:
+        return client.post(path, **kwargs)
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return client.post(path, **kwargs)
+
+
 def _sign_in(client: httpx.Client, account: LocalAccount) -> str:
-    challenge = client.post("/v1/auth/challenge", json={"address": account.address})
+    challenge = _post(client, "/v1/auth/challenge", json={"address": account.address})
     challenge.raise_for_status()
     message = challenge.json()["message"]
     signature = account.sign_message(encode_defunct(text=message)).signature.to_0x_hex()
-    answer = client.post("/v1/auth/sign-in", json={"message": message, "signature": signature})
+    answer = _post(client, "/v1/auth/sign-in", json={"message": message, "signature": signature})
     if answer.is_error:
         raise RuntimeError(f"sign-in failed ({answer.status_code}): {answer.text}")
     return str(answer.json()["token"])
@@ -283,7 +295,7 @@ def measure_relay(world: World) -> list[Measurement]:
     def prepare(i: int) -> tuple[dict[str, str], dict[str, Any]]:
         client, patient = clients[i % RELAY_CLIENTS], patients[i]
         headers = {"Authorization": f"Bearer {_sign_in(client, patient)}"}
-        typed = client.post("/v1/consents/typed-data", headers=headers, json={
+        typed = _post(client, "/v1/consents/typed-data", headers=headers, json={
             "action": "grant", "scope": {"purpose": "GRU"}, "kinds": ["ct-sinogram"]}).json()["typed_data"]
         signature = patient.sign_message(encode_typed_data(full_message=typed)).signature.to_0x_hex()
         return headers, {"typed_data": typed, "signature": signature}
@@ -296,7 +308,7 @@ def measure_relay(world: World) -> list[Measurement]:
 
     def submit(i: int) -> None:
         headers, body = prepared[i]
-        answer = clients[i % RELAY_CLIENTS].post("/v1/consents/signed", headers=headers, json=body)
+        answer = _post(clients[i % RELAY_CLIENTS], "/v1/consents/signed", headers=headers, json=body)
         if answer.status_code != 202:
             with lock:
                 errors.append(answer.text[:200])
@@ -331,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--quick", action="store_true", help="a short look (3 s reads, 300 consents); writes nothing")
+    parser.add_argument("--only", choices=("reads", "relay"), help="measure only this part; writes nothing")
     args = parser.parse_args(argv)
     global READ_SECONDS, RELAY_CONSENTS
     if args.quick:
@@ -344,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         world.serve()
         study_id = world.populate()
-        rows = measure_reads(world, study_id) + measure_relay(world)
+        rows = ((measure_reads(world, study_id) if args.only != "relay" else [])
+                + (measure_relay(world) if args.only != "reads" else []))
         failed = False
     finally:
         world.close()
@@ -352,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the service's log and state are kept in {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    if not args.quick:
+    if not args.quick and not args.only:
         write_results("coordinator", rows)
     return 0 if all(r.met is not False for r in rows) else 1
 
