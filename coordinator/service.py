@@ -20,10 +20,10 @@ from eth_account.signers.local import LocalAccount
 
 from contracts.exchange import Exchange
 from coordinator.chain_index import ChainIndex
-from coordinator.core.cache import ResponseCache, SingleFlight
+from coordinator.core.cache import Batched, ResponseCache
 from coordinator.core.config import CoordinatorSettings
 from coordinator.core.db import Database, upgrade
-from coordinator.core.security import ActiveSession, RateLimiter, RoleCache, SessionCache
+from coordinator.core.security import ActiveSession, RateLimiter, RoleCache, SessionCache, find_sessions
 from coordinator.errors import CoordinatorConfigError
 from coordinator.federated.launches import Launcher
 from coordinator.relay.intake import Intake
@@ -72,12 +72,20 @@ class Services:
     answers: ResponseCache = field(default_factory=lambda: ResponseCache(0.0))
     #: One chain-index read and one database lookup per session token at a time (see api/deps.py).
     index_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    session_lookups: SingleFlight[ActiveSession | None] = field(default_factory=SingleFlight)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: Set once :meth:`warm_up` ended (successfully or not).
     warmed_up: threading.Event = field(default_factory=threading.Event)
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
+    #: Session tokens not in :attr:`sessions`, looked up in the database together (see api/deps.py).
+    session_lookups: Batched[str, ActiveSession] = field(init=False, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.session_lookups = Batched(self._find_sessions)
+
+    def _find_sessions(self, tokens: list[str]) -> dict[str, ActiveSession]:
+        with self.db.read_connection() as connection:
+            return find_sessions(connection, tokens)
 
     def task_catalogue(self) -> dict[bytes, tuple[str, str]]:
         """Each known training task's code hash -> (code, description); worked out once (it imports torch)."""

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from contracts.enums import Role
 from coordinator.api.problems import Problem
 from coordinator.chain_index import ChainIndex
-from coordinator.core.security import ActiveSession, RoleCache, digest, find_session
+from coordinator.core.security import ActiveSession, RoleCache
 from coordinator.service import Services
 
 SESSION_COOKIE = "metai_session"
@@ -81,20 +81,15 @@ def _token(request: Request) -> tuple[str, bool] | None:
     return (cookie, True) if cookie else None
 
 
-def _lookup(services: Services, token: str) -> ActiveSession | None:
-    with services.db.read_connection() as connection:
-        session = find_session(connection, token)
-    if session is not None:
-        services.sessions.put(token, session)
-    return session
-
-
 async def _session_of(services: Services, token: str) -> ActiveSession | None:
-    """The session of ``token``: from the cache, else from the database, one lookup per token at a time."""
+    """The session of ``token``: from the cache, else from the database (lookups arriving together share a query)."""
     session = services.sessions.get(token)
     if session is not None:
         return session
-    return await services.session_lookups.run(digest(token), lambda: run_in_threadpool(_lookup, services, token))
+    session = await services.session_lookups.get(token)
+    if session is not None:
+        services.sessions.put(token, session)
+    return session
 
 
 async def signed_in(request: Request, services: ServicesDep) -> SignedIn:

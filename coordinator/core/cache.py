@@ -22,6 +22,8 @@ from typing import Generic, TypeVar
 
 _log = logging.getLogger("metai.coordinator.cache")
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class SingleFlight(Generic[T]):
@@ -46,6 +48,46 @@ class SingleFlight(Generic[T]):
     def running(self, key: Hashable) -> bool:
         """Whether a run for ``key`` is under way."""
         return key in self._running
+
+
+class Batched(Generic[K, V]):
+    """Looks many keys up with one blocking call: keys asked for while a call runs go in the next one.
+
+    ``fetch`` runs in a worker thread with every key waiting (at most ``most`` at a time) and
+    returns what it found; a key it does not return is answered None. Under load this takes one
+    thread hand-over and one query for many requests instead of one each.
+    """
+
+    def __init__(self, fetch: Callable[[list[K]], dict[K, V]], most: int = 500) -> None:
+        self._fetch = fetch
+        self._most = most
+        self._waiting: dict[K, asyncio.Future[V | None]] = {}
+        self._worker: asyncio.Task[None] | None = None
+
+    async def get(self, key: K) -> V | None:
+        """What ``fetch`` finds for ``key`` (None if nothing)."""
+        answer = self._waiting.get(key)
+        if answer is None:
+            answer = asyncio.get_running_loop().create_future()
+            self._waiting[key] = answer
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._drain())
+        return await asyncio.shield(answer)
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            keys = list(self._waiting)[:self._most]
+            answers = [self._waiting.pop(key) for key in keys]
+            try:
+                found = await asyncio.to_thread(self._fetch, keys)
+            except Exception as exc:  # each asker hears of it
+                for answer in answers:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for key, answer in zip(keys, answers, strict=True):
+                if not answer.done():
+                    answer.set_result(found.get(key))
 
 
 class ResponseCache:

@@ -85,14 +85,14 @@ def open_session(db: Session, address: str, ttl: int) -> NewSession:
     return NewSession(token, csrf, address, expires)
 
 
-def find_session(db: Session | Connection, token: str) -> ActiveSession | None:
-    """The unexpired, unended session of ``token``, if any."""
-    row = db.execute(
-        select(SignInSession.address, SignInSession.csrf_sha256, SignInSession.expires_at)
-        .where(SignInSession.token_sha256 == digest(token), SignInSession.ended_at.is_(None),
-               SignInSession.expires_at > utcnow())
-    ).first()
-    return None if row is None else ActiveSession(row.address, row.csrf_sha256, row.expires_at)
+def find_sessions(db: Session | Connection, tokens: list[str]) -> dict[str, ActiveSession]:
+    """The unexpired, unended sessions among ``tokens``, by token (one query)."""
+    by_hash = {digest(token): token for token in tokens}
+    rows = db.execute(
+        select(SignInSession.token_sha256, SignInSession.address, SignInSession.csrf_sha256, SignInSession.expires_at)
+        .where(SignInSession.token_sha256.in_(list(by_hash)), SignInSession.ended_at.is_(None),
+               SignInSession.expires_at > utcnow()))
+    return {by_hash[row.token_sha256]: ActiveSession(row.address, row.csrf_sha256, row.expires_at) for row in rows}
 
 
 def end_session(db: Session, token: str) -> None:

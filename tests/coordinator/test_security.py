@@ -179,3 +179,54 @@ def test_with_a_zero_ttl_every_asker_gets_an_answer_built_after_it_asked() -> No
         return list(await asyncio.gather(*(cache.answer("k", build) for _ in range(3))))
 
     assert sorted(asyncio.run(scenario())) == [b"1", b"2", b"3"]
+
+
+def test_lookups_asked_together_share_one_fetch_and_each_gets_its_own_answer() -> None:
+    import asyncio
+    import threading
+
+    from coordinator.core.cache import Batched
+
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def fetch(keys: list[str]) -> dict[str, int]:
+        calls.append(keys)
+        release.wait(5)
+        return {k: len(k) for k in keys if k != "unknown"}
+
+    batched: Batched[str, int] = Batched(fetch)
+
+    async def scenario() -> list[int | None]:
+        first = asyncio.ensure_future(batched.get("a"))
+        await asyncio.sleep(0.05)  # the first fetch is under way: what comes now waits for the next
+        rest = [asyncio.ensure_future(batched.get(k)) for k in ("bb", "ccc", "bb", "unknown")]
+        await asyncio.sleep(0)
+        release.set()
+        return [await first, *await asyncio.gather(*rest)]
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 2, None]
+    assert calls == [["a"], ["bb", "ccc", "unknown"]]
+
+
+def test_a_failed_fetch_reaches_every_asker_and_the_next_fetch_runs() -> None:
+    import asyncio
+
+    from coordinator.core.cache import Batched
+
+    failing = [True]
+
+    def fetch(keys: list[str]) -> dict[str, str]:
+        if failing[0]:
+            raise OSError("the database went away")
+        return {k: k.upper() for k in keys}
+
+    batched: Batched[str, str] = Batched(fetch)
+
+    async def scenario() -> str | None:
+        asked = await asyncio.gather(*(batched.get(k) for k in ("x", "y")), return_exceptions=True)
+        assert all(isinstance(a, OSError) for a in asked)
+        failing[0] = False
+        return await batched.get("x")
+
+    assert asyncio.run(scenario()) == "X"
