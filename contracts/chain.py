@@ -317,8 +317,12 @@ class Chain:
         tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
         return self._submit(account, tx, None)
 
-    def sign_raw(self, account: LocalAccount, to: str, data: bytes, *, nonce: int | None = None) -> SignedTx:
-        """Sign pre-encoded calldata ``data`` to ``to`` from ``account`` without sending it (gas estimated now).
+    def sign_raw(self, account: LocalAccount, to: str, data: bytes, *, nonce: int | None = None,
+                 gas: int | None = None) -> SignedTx:
+        """Sign pre-encoded calldata ``data`` to ``to`` from ``account`` without sending it.
+
+        The gas limit is ``gas`` if given (a bound the caller knows: the node then need not run the
+        call once more to estimate it), else estimated now with a margin.
 
         For senders that must store a transaction before it leaves (an outbox): the stored raw
         bytes can be broadcast again after a crash, and they hash to the same transaction, so it
@@ -333,10 +337,13 @@ class Chain:
             "nonce": self.w3.eth.get_transaction_count(account.address, "pending") if nonce is None else nonce,
             "gasPrice": self.w3.eth.gas_price,
         }
-        try:
-            tx["gas"] = _with_margin(int(self.w3.eth.estimate_gas(tx)))
-        except (ContractLogicError, Web3RPCError) as exc:
-            raise self._decoded(exc, target) from exc
+        if gas is not None:
+            tx["gas"] = gas
+        else:
+            try:
+                tx["gas"] = _with_margin(int(self.w3.eth.estimate_gas(tx)))
+            except (ContractLogicError, Web3RPCError) as exc:
+                raise self._decoded(exc, target) from exc
         signed = account.sign_transaction(tx)
         return SignedTx(HexBytes(signed.hash).to_0x_hex(), bytes(signed.raw_transaction), account.address,
                         int(tx["nonce"]))

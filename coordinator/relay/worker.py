@@ -133,7 +133,8 @@ class Relay:
             return 0
         kind = items[0].kind
         signed = [signed_consent(item) for item in items]
-        tx = self.consent.chain.sign_raw(self.relayer, self.consent.address, self.consent.batch_calldata(signed))
+        tx = self.consent.chain.sign_raw(self.relayer, self.consent.address, self.consent.batch_calldata(signed),
+                                         gas=self.consent.batch_gas(len(signed)))
         with self.db.session() as db:
             batch = RelayBatch(relayer=tx.sender, account_nonce=tx.nonce, tx_hash=tx.tx_hash, raw_tx=tx.raw,
                                state=BatchState.SENT, created_at=utcnow())

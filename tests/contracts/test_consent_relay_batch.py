@@ -4,6 +4,7 @@ bad one is reported with its custom error, and a batch is bounded (ConsentRegist
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,3 +307,27 @@ def test_an_item_out_of_gas_reverts_the_batch_with_its_index(exchange: Exchange,
     gas = next(g for g in reversed(_gas_limits_below(exchange, call)) if item_ran_out(g))
     with expect_revert("ConsentRegistryBatchOutOfGas", index=0):
         call_with_gas(exchange, call, gas)
+
+
+@pytest.mark.parametrize("size", [1, MAX_BATCH])
+def test_the_relays_gas_bound_covers_a_batch_of_first_grants_then_revocations(exchange: Exchange, actors,
+                                                                              size: int) -> None:
+    """The dearest items (each a patient's first grant), and revocations of them, fit the bound the relay signs
+    with instead of asking the node for an estimate."""
+    consent = exchange.consent
+    patients = [Account.create() for _ in range(size)]
+    for batch in ([consent.sign_grant(p, HMB, Kind.IMAGE, NO_EXPIRY, nonce=0, deadline=FAR) for p in patients],
+                  [consent.sign_revoke(p, HMB, nonce=1, deadline=FAR) for p in patients]):
+        limit = consent.batch_gas(len(batch))
+        tx = exchange.chain.sign_raw(actors.coordinator, consent.address, consent.batch_calldata(batch), gas=limit)
+        exchange.chain.broadcast(tx)
+        result = None
+        for _ in range(300):  # mined at once by Anvil; a receipt may lag the answer to the broadcast
+            result = exchange.chain.receipt(tx.tx_hash)
+            if result is not None:
+                break
+            time.sleep(0.05)
+        assert result is not None
+        assert len([e for e in result.events if isinstance(e, (ConsentGranted, ConsentRevoked))]) == size
+        assert result.gas_used < limit * 3 // 4  # a quarter of the bound, at least, to spare
+    assert consent.batch_gas(MAX_BATCH) <= exchange.chain.w3.eth.get_block("latest")["gasLimit"]
