@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from contracts.enums import Role
 from coordinator.api.problems import Problem
 from coordinator.chain_index import ChainIndex
-from coordinator.core.security import ActiveSession, RoleCache
+from coordinator.core.security import ActiveSession, RateLimiter, RoleCache
 from coordinator.service import Services
 
 SESSION_COOKIE = "metai_session"
@@ -166,3 +166,12 @@ CookieAccountDep = Annotated[SignedIn | None, Depends(cookie_account)]
 def client_key(request: Request) -> str:
     """The key rate limits count a client under: its address as the service sees it."""
     return request.client.host if request.client else "unknown"
+
+
+def within_limit(limiter: RateLimiter, key: str, title: str) -> None:
+    """Refuse (429, with Retry-After) a request that would take ``key`` over ``limiter``'s rate."""
+    wait = limiter.allow(key)
+    if wait is not None:
+        per = "minute" if limiter.window == 60 else f"{limiter.window:g} s"
+        raise Problem(429, "rate-limited", title, f"at most {limiter.limit} per {per}; try again in {wait:.0f} s",
+                      headers={"Retry-After": str(max(1, round(wait)))})

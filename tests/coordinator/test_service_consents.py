@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -294,3 +295,17 @@ def test_consents_arriving_together_are_stored_in_one_transaction(service: Harne
     assert outcomes[-1] == NonceUsed(0, 1)
     assert len({o.id for o in outcomes[:-1]}) == 10  # type: ignore[attr-defined]
     assert len(writes) == 1
+
+
+def test_submissions_past_the_relay_rate_are_refused_with_retry_after(
+        service_factory: Callable[..., Harness], actors: Actors) -> None:
+    limited = service_factory(relay_rate=1)
+    patient = actors.patients[0]
+    headers = limited.bearer(patient)
+    _submit(limited, patient, headers)
+    typed = _typed(limited, headers, {**GRANT, "scope": {"purpose": "GRU"}})
+    refused = limited.client.post("/v1/consents/signed", headers=headers,
+                                  json={"typed_data": typed, "signature": sign_typed(patient, typed)})
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith("at most 1 per minute")
+    assert int(refused.headers["Retry-After"]) >= 1

@@ -7,7 +7,7 @@ import re
 
 from fastapi import APIRouter, Request, Response
 
-from coordinator.api.deps import SESSION_COOKIE, DbDep, ServicesDep, SignedInDep, client_key
+from coordinator.api.deps import SESSION_COOKIE, DbDep, ServicesDep, SignedInDep, client_key, within_limit
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.core import siwe
 from coordinator.core.security import end_session, open_session, store_nonce, use_nonce
@@ -23,11 +23,7 @@ def _kebab(name: str) -> str:
 
 
 def _limit(services: ServicesDep, request: Request) -> None:
-    wait = services.sign_in_limit.allow(client_key(request))
-    if wait is not None:
-        raise Problem(429, "rate-limited", "Too many sign-in attempts",
-                      f"at most {services.settings.sign_in_rate} per minute; try again in {wait:.0f} s",
-                      headers={"Retry-After": str(max(1, round(wait)))})
+    within_limit(services.sign_in_limit, client_key(request), "Too many sign-in attempts")
 
 
 @router.post("/challenge", status_code=201)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from contracts import eip712
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
-from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedIn, SignedInDep
+from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedIn, SignedInDep, within_limit
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.models.consents import (
     CancelPublic,
@@ -160,11 +160,7 @@ def relay_public(item: RelayItem) -> RelayPublic:
 @router.post("/signed", status_code=202)
 async def submit(body: SignedConsentCreate, account: SignedInDep, services: ServicesDep) -> RelayPublic:
     """Accept the signed-in patient's signed grant or revocation; it is stored, then relayed in a batch."""
-    wait = services.relay_limit.allow(account.address)
-    if wait is not None:
-        raise Problem(429, "rate-limited", "Too many signed consents",
-                      f"at most {services.settings.relay_rate} per minute; try again in {wait:.0f} s",
-                      headers={"Retry-After": str(max(1, round(wait)))})
+    within_limit(services.relay_limit, account.address, "Too many signed consents")
     signed = _signed(services, body)
     _own(account, signed.patient)
     now = int(time.time())

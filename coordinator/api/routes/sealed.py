@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from contracts.enums import Role
-from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedInDep, client_key
+from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedInDep, client_key, within_limit
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.chain_index import ChainIndex
 from coordinator.models.proofs import PublishedPublic
@@ -68,9 +68,5 @@ def _lookup(services: Services, tags: list[str]) -> SealedLookupPublic:
 async def find(body: SealedLookup, request: Request, services: ServicesDep) -> SealedLookupPublic:
     """The envelopes stored under the tags given; no sign-in, and nothing in the request names a patient."""
     require_mode(services, "sealed")
-    wait = services.lookup_limit.allow(client_key(request))
-    if wait is not None:
-        raise Problem(429, "rate-limited", "Too many lookups",
-                      f"at most {services.settings.lookup_rate} per minute; try again in {wait:.0f} s",
-                      headers={"Retry-After": str(max(1, round(wait)))})
+    within_limit(services.lookup_limit, client_key(request), "Too many lookups")
     return await run_in_threadpool(_lookup, services, body.tags)
