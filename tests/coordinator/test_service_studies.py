@@ -4,6 +4,7 @@ following live, lineage and the model download (researcher only, checked against
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,3 +163,16 @@ def test_following_a_study_streams_it_as_server_sent_events(service: Harness, ac
 def test_an_unknown_study_is_not_found(service: Harness, actors: Actors) -> None:
     response = service.client.get("/v1/studies/999", headers=service.bearer(actors.researcher))
     assert response.status_code == 404
+
+
+def test_a_study_requested_a_moment_ago_is_found_though_the_index_has_not_read_it_yet(
+        service_factory: Callable[..., Harness], actors: Actors) -> None:
+    slow = service_factory(chain_lag=60)  # the index would not read the chain again for a minute
+    headers = slow.bearer(actors.researcher)
+    assert slow.client.get("/v1/studies", headers=headers).status_code == 200  # the index has read the chain
+    study_id, _ = slow.exchange.studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=(actors.hospital.address,),
+        task_code_hash=task_code_hash(TASK), rounds=1))
+    answer = slow.client.get(f"/v1/studies/{study_id}", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "requested"

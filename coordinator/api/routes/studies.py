@@ -115,9 +115,18 @@ async def list_studies(account: SignedInDep, index: IndexDep) -> list[StudySumma
     return visible_studies(index, account)
 
 
+async def _look_for_new(services: Services, study_id: int) -> None:
+    """Read the chain (off the event loop) if the index does not know ``study_id``: a researcher who has just
+    requested a study asks for it at once, before the index's next read, and must not be told it does not exist."""
+    if services.index.study(study_id) is None:
+        await run_in_threadpool(lambda: services.index.sync(force=True))
+
+
 @router.get("/studies/{study_id}", response_model=StudyPublic)
 async def get_study(study_id: int, account: SignedInDep, services: ServicesDep, index: IndexDep) -> Response:
     """A study's status, decisions and rounds (cohort counts per hospital, model hashes, metrics)."""
+    await _look_for_new(services, study_id)
+
     async def build() -> bytes:
         if not services.tasks_known() or not account.is_role_cached():  # may import torch / ask the chain
             view = await run_in_threadpool(visible_study, services, account, study_id)
@@ -136,6 +145,7 @@ async def follow(study_id: int, request: Request, account: SignedInDep, services
 
     The stream ends after the study is completed or declined.
     """
+    await _look_for_new(services, study_id)
     first = await anyio.to_thread.run_sync(visible_study, services, account, study_id)
 
     async def stream() -> AsyncIterator[str]:
