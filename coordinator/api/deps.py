@@ -175,3 +175,10 @@ def within_limit(limiter: RateLimiter, key: str, title: str) -> None:
         per = "minute" if limiter.window == 60 else f"{limiter.window:g} s"
         raise Problem(429, "rate-limited", title, f"at most {limiter.limit} per {per}; try again in {wait:.0f} s",
                       headers={"Retry-After": str(max(1, round(wait)))})
+
+
+def require_hospital(account: SignedIn) -> None:
+    """Refuse (403) an account that does not hold the HOSPITAL role: only hospitals publish cohort proofs."""
+    if not account.has(Role.HOSPITAL):
+        raise Problem(403, "role-required", "Only a hospital publishes cohort proofs",
+                      f"{account.address} does not hold the HOSPITAL role on chain")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from contracts.enums import Role
-from coordinator.api.deps import DbDep, ServicesDep, SignedInDep
+from coordinator.api.deps import DbDep, ServicesDep, SignedInDep, require_hospital
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.api.routes.sealed import require_mode
 from coordinator.models.proofs import CohortProofsCreate, PublishedPublic
@@ -20,9 +19,7 @@ def publish_proofs(body: CohortProofsCreate, account: SignedInDep, services: Ser
     """Publish (part of) a round's cohort proofs as the hospital that anchored the cohort; each is checked
     against the anchored root, and each is shown only to its patient."""
     require_mode(services, "plain")
-    if not account.has(Role.HOSPITAL):
-        raise Problem(403, "role-required", "Only a hospital publishes cohort proofs",
-                      f"{account.address} does not hold the HOSPITAL role on chain")
+    require_hospital(account)
     try:
         return publish(db, services.exchange, account.address, body)
     except ProofRefused as exc:

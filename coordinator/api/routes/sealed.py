@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from contracts.enums import Role
-from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedInDep, client_key, within_limit
+from coordinator.api.deps import DbDep, IndexDep, ServicesDep, SignedInDep, client_key, require_hospital, within_limit
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.chain_index import ChainIndex
 from coordinator.models.proofs import PublishedPublic
@@ -38,9 +37,7 @@ def publish(body: SealedProofsCreate, account: SignedInDep, services: ServicesDe
     """Publish (part of) a round's sealed envelopes as the hospital that anchored the cohort: one per patient,
     encrypted to the patient's key under a tag only the patient and the hospital can derive."""
     require_mode(services, "sealed")
-    if not account.has(Role.HOSPITAL):
-        raise Problem(403, "role-required", "Only a hospital publishes cohort proofs",
-                      f"{account.address} does not hold the HOSPITAL role on chain")
+    require_hospital(account)
     try:
         return publish_sealed(db, services.exchange, account.address, body)
     except ProofRefused as exc:
