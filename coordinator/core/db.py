@@ -7,6 +7,9 @@ so a database made by an older release is brought up to date instead of being re
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -160,14 +163,41 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+class Lease:
+    """A named lock on one database that at most one holder has at a time, in any process.
+
+    For a SQLite file it is an advisory ``flock`` on a file beside the database; for PostgreSQL a
+    session advisory lock held by a connection of its own; for an in-memory SQLite database (one
+    process only) a lock of the :class:`Database`. The operating system or the database server
+    releases it when its holder's process ends, however it ends (SIGKILL included), so a holder
+    that died never keeps the next one waiting.
+    """
+
+    def __init__(self, release: Any) -> None:
+        self._release = release
+
+    def release(self) -> None:
+        """Give the lock up (a second call does nothing)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 class Database:
     """The service's engine and its sessions."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
+        self._local_leases: dict[str, threading.Lock] = {}
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(**{_READONLY: True})
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether it is an in-memory SQLite database (which no other process can open)."""
+        url = self.engine.url
+        return url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:")
 
     @property
     def backend(self) -> str:
@@ -191,6 +221,57 @@ class Database:
         """A plain connection in a read-only transaction: for hot lookups that need no ORM session around them."""
         with self._read_engine.begin() as connection:
             yield connection
+
+    def try_lease(self, name: str) -> Lease | None:
+        """Take the lock ``name`` on this database if nobody holds it; None if somebody does.
+
+        Raises:
+            DatabaseError: the lock cannot be asked for (the lock file cannot be made, the
+                database does not answer).
+        """
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite":
+            if self.in_memory:
+                lock = self._local_leases.setdefault(name, threading.Lock())
+                return Lease(lock.release) if lock.acquire(blocking=False) else None
+            database = Path(url.database or "")
+            path = database.with_name(f"{database.name}.{name}.lock")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise DatabaseError(f"cannot open the lock file {path}: {exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            return Lease(lambda: os.close(fd))  # closing the file gives the flock up
+        # PostgreSQL: a session-level advisory lock, keyed by a 63-bit hash of the name.
+        key = int.from_bytes(hashlib.blake2b(f"metai.{name}".encode(), digest_size=8).digest(), "big") >> 1
+        try:
+            connection = self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot reach the database to take the lock {name!r}: {exc}") from exc
+        try:
+            taken = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+            connection.commit()
+        except SQLAlchemyError as exc:
+            connection.close()
+            raise DatabaseError(f"cannot take the lock {name!r}: {exc}") from exc
+        if not taken:
+            connection.close()
+            return None
+
+        def release() -> None:
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+            except SQLAlchemyError:
+                connection.invalidate()  # closing the session releases it in any case
+            finally:
+                connection.close()
+
+        return Lease(release)
 
     def reachable(self) -> bool:
         """Whether a trivial query answers."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +102,46 @@ def test_sqlite_writers_take_turns_and_a_failed_or_abandoned_one_frees_the_turn(
     with database.reading() as db:
         assert db.execute(text("SELECT n FROM counter")).scalar_one() == 400  # no lost update, nothing locked
     database.close()
+
+
+_HOLDER = """
+import sys, time
+from coordinator.core.db import Database
+lease = Database(sys.argv[1]).try_lease("consent-relay")
+print("held" if lease is not None else "refused", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lease_has_one_holder_across_processes_and_a_sigkill_of_the_holder_frees_it(database_url: str) -> None:
+    """What keeps two relays off one outbox: another process holds it until it dies, however it dies."""
+    Database(database_url).close()  # a SQLite file's folder exists before the holder opens it
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, database_url], stdout=subprocess.PIPE, env=env)
+    database = Database(database_url)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        assert database.try_lease("consent-relay") is None
+        other = database.try_lease("another lease")  # names are independent
+        assert other is not None
+        other.release()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        deadline = time.monotonic() + 10  # PostgreSQL ends the dead client's session as its socket closes
+        lease = database.try_lease("consent-relay")
+        while lease is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lease = database.try_lease("consent-relay")
+        assert lease is not None, "the lease of a killed process was never freed"
+        assert database.try_lease("consent-relay") is None  # one holder within one process too
+        lease.release()
+        lease.release()  # a second release does nothing
+        again = database.try_lease("consent-relay")
+        assert again is not None
+        again.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        database.close()
