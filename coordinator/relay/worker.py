@@ -12,6 +12,11 @@ signature twice (the patient's nonce), so no consent is relayed twice.
 Before batching, items the chain would refuse for sure are settled without a transaction: a
 passed deadline, or a nonce the patient already used (relayed, or cancelled by the patient).
 An item whose nonce is ahead of the patient's next one waits for the signatures before it.
+
+Only one relay works on an outbox at a time, whichever process it runs in: it holds the
+database's ``consent-relay`` lease (:meth:`Database.try_lease`) while it runs, and a second one
+waits for it. Two relays on one outbox would each send the same pending items, and the second
+batch's items would then be settled as failed although the first had mined them.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from contracts.chain import SignedTx, TxResult
 from contracts.consent import ConsentClient
 from contracts.errors import ChainError, ContractRevert
 from contracts.events import ConsentGranted, ConsentRelayFailed, ConsentRevoked
-from coordinator.core.db import Database
+from coordinator.core.db import Database, DatabaseError, Lease
 from coordinator.models.tables import BatchState, RelayBatch, RelayItem, RelayState, utcnow
 from coordinator.relay.outbox import depth, signed_consent
 
 _log = logging.getLogger("metai.coordinator.relay")
 _POLL = 0.05
 _IDLE = 1.0
+_LEASE = "consent-relay"
 
 
 class Relay:
@@ -75,11 +81,44 @@ class Relay:
             self._thread.join(timeout)
             self._thread = None
 
+    def running(self) -> bool:
+        """Whether the background thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def notify(self) -> None:
         """Tell the worker a consent was accepted (it then does not wait for its next poll)."""
         self._wake.set()
 
     def _run(self) -> None:
+        lease = self._take_lease()
+        if lease is None:
+            return  # stopped while waiting
+        try:
+            self._loop()
+        finally:
+            lease.release()
+
+    def _take_lease(self) -> Lease | None:
+        """Wait until this relay is the outbox's only one (or until :meth:`stop`)."""
+        told = False
+        while not self._stop.is_set():
+            try:
+                lease = self.db.try_lease(_LEASE)
+            except DatabaseError as exc:
+                _log.warning("relay waiting: %s", exc)
+                lease = None
+            if lease is not None:
+                if told:
+                    _log.info("the other relay stopped; relaying now")
+                return lease
+            if not told:
+                _log.warning("another relay is working on this outbox (a previous service process still "
+                             "stopping?); waiting until it stops")
+                told = True
+            self._stop.wait(0.5)
+        return None
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             # Cleared before looking, not after sleeping: a consent accepted while this step runs
             # sets it again, so the sleep below ends at once instead of missing it.

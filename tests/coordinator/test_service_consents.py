@@ -309,3 +309,28 @@ def test_submissions_past_the_relay_rate_are_refused_with_retry_after(
     assert refused.status_code == 429
     assert refused.json()["detail"].startswith("at most 1 per minute")
     assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_the_relay_waits_while_another_relay_holds_the_outbox(service: Harness, actors: Actors) -> None:
+    """A relay left running by a service that was killed holds the outbox's lease; a new one must not
+    send the same items beside it, and takes over once it is gone."""
+    patient = actors.patients[0]
+    headers = service.bearer(patient)
+    other_relay = service.services.db.try_lease("consent-relay")
+    assert other_relay is not None
+    relay = service.services.relay
+    relay.start()
+    try:
+        item = _submit(service, patient, headers)
+        relay.notify()
+        time.sleep(1.5)
+        assert relay.running()
+        assert _item(service, headers, item["id"])["state"] == "pending"
+        other_relay.release()
+        deadline = time.monotonic() + 30
+        while _item(service, headers, item["id"])["state"] != "mined" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _item(service, headers, item["id"])["state"] == "mined"
+    finally:
+        other_relay.release()
+        relay.stop()
