@@ -26,10 +26,12 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_relay:
-            services.relay.start()
+            services.start_relay()
         try:
             yield
         finally:
+            if services.relay_process is not None:
+                services.relay_process.stop()
             services.relay.stop()
 
     app = FastAPI(

@@ -27,6 +27,7 @@ from coordinator.core.security import ActiveSession, RateLimiter, RoleCache, Ses
 from coordinator.errors import CoordinatorConfigError
 from coordinator.federated.launches import Launcher
 from coordinator.relay.intake import Intake
+from coordinator.relay.process import RelayProcess
 from coordinator.relay.worker import Relay
 
 _log = logging.getLogger("metai.coordinator")
@@ -75,6 +76,8 @@ class Services:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: Set once :meth:`warm_up` ended (successfully or not).
     warmed_up: threading.Event = field(default_factory=threading.Event)
+    #: The relay's child process, when the settings ask for one (else :attr:`relay` runs as a thread).
+    relay_process: RelayProcess | None = None
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     #: Session tokens not in :attr:`sessions`, looked up in the database together (see api/deps.py).
     session_lookups: Batched[str, ActiveSession] = field(init=False, repr=False)
@@ -124,7 +127,23 @@ class Services:
             lookup_limit=RateLimiter(settings.lookup_rate),
             launcher=Launcher.from_settings(settings),
             answers=ResponseCache(settings.chain_lag),
+            relay_process=RelayProcess({
+                "database_url": settings.database_url, "rpc_url": rpc_url, "manifest": str(settings.manifest.resolve()),
+                "batch": settings.relay_batch, "wait": settings.relay_wait, "log_json": settings.log_json,
+            }, relayer) if settings.relay_process and not db.in_memory else None,  # a child cannot open memory
         )
+
+    def start_relay(self) -> None:
+        """Start relaying consents in the background: in the child process, or in a thread."""
+        (self.relay_process or self.relay).start()
+
+    def notify_relay(self) -> None:
+        """Tell the relay a consent was accepted, so that it does not wait for its next look."""
+        (self.relay_process or self.relay).notify()
+
+    def relay_running(self) -> bool:
+        """Whether the background relay runs now (its process, or its thread)."""
+        return self.relay_process.running() if self.relay_process is not None else self.relay.running()
 
     def warm_up(self) -> None:
         """Read the chain into the index and load the task catalogue, then exempt what exists from collection.
@@ -149,6 +168,8 @@ class Services:
 
     def close(self) -> None:
         """Stop the relay and following runs (they go on on the SuperLink), and close the database."""
+        if self.relay_process is not None:
+            self.relay_process.stop()
         self.relay.stop()
         self.launcher.close()
         self.db.close()

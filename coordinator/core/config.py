@@ -109,6 +109,9 @@ class CoordinatorSettings(BaseSettings):
     relay_batch: int = Field(default=100, ge=1, le=200)
     #: Seconds the relay waits for more consents before sending a batch that is not full.
     relay_wait: float = Field(default=0.2, ge=0.0, le=60.0)
+    #: Run the consent relay in a child process of its own, so that its work never holds up requests
+    #: (``false``: a thread of the service's process, as in the in-process tests).
+    relay_process: bool = True
     #: Seconds an answer read from the chain's events may lag the chain; an answer past it is still given while
     #: it is rebuilt, for as long again at most (0: read new blocks and build every answer on every request).
     chain_lag: float = Field(default=0.5, ge=0.0, le=60.0)

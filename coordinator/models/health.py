@@ -16,6 +16,7 @@ class HealthPublic(BaseModel):
     database_reachable: bool
     schema_revision: str | None
     outbox_depth: int | None = Field(description="Signed consents waiting to be relayed or mined")
+    relay_running: bool = Field(description="The consent relay runs in the background (its own process by default)")
     relayer: str
     relayer_balance_wei: str | None
     warmed_up: bool = Field(description="The chain index is read and the task catalogue loaded; until then the "

@@ -1,8 +1,9 @@
 """Killing the coordinator service (SIGKILL) between accepting consents and their mining loses nothing.
 
 The real command line (``python -m coordinator.cli serve``) runs as a process of its own on a
-free loopback port; the test signs patients in over HTTP, has them submit signed grants, kills
-the process with SIGKILL at a chosen point, starts it again on the same database and checks
+free loopback port, with the consent relay in a child process of its own; the test signs
+patients in over HTTP, has them submit signed grants, kills the service, its relay or both
+with SIGKILL at a chosen point, starts again what is needed on the same database and checks
 that every grant is mined exactly once.
 """
 
@@ -59,9 +60,32 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"the service did not answer within 60 s:\n{tail(self.log)}")
 
-    def kill(self) -> None:
+    def relay_pids(self) -> list[int]:
+        """The relay's child processes (the service's children whose command line runs ``coordinator.relay``)."""
+        found = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                try:
+                    if b"coordinator.relay" in Path(f"/proc/{pid}/cmdline").read_bytes() and not _gone(int(pid)):
+                        found.append(int(pid))
+                except FileNotFoundError:
+                    pass
+        return found
+
+    def relay_pid(self) -> int:
+        """The one relay process of the service."""
+        pids = self.relay_pids()
+        assert len(pids) == 1, f"the service runs {len(pids)} relay processes:\n{tail(self.log)}"
+        return pids[0]
+
+    def kill(self, *, relay: bool = True) -> int:
+        """SIGKILL the service, and its relay first unless ``relay`` is false; return the relay's pid."""
+        child = self.relay_pid()
+        if relay:
+            os.kill(child, signal.SIGKILL)
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        return child
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -145,15 +169,44 @@ def test_consents_accepted_before_a_sigkill_are_relayed_after_the_restart(
         assert httpx.get(f"{server.url}/v1/consents/relay/{item_id}", headers=headers).json()["state"] == "mined"
 
 
+def _broadcast(server: Server, anvil: AnvilNode) -> Callable[[], bool]:
+    """A check: the relay's one batch is stored as sent and its transaction is in the chain's pool.
+
+    Items are marked sent just before the broadcast; a kill in between would test the case
+    "stored, never broadcast" instead of the one meant.
+    """
+    def check() -> bool:
+        if set(_states(server).values()) != {"sent"}:
+            return False
+        with sqlite3.connect(server.root / "coordinator.sqlite") as db:
+            hashes = [h for (h,) in db.execute("SELECT tx_hash FROM relay_batches")]
+        return len(hashes) == 1 and rpc(anvil.rpc_url, "eth_getTransactionByHash", hashes) is not None
+    return check
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` ended (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("relay_too", [True, False], ids=["service-and-relay", "service-only"])
 def test_a_batch_sent_but_not_mined_at_the_sigkill_is_mined_once_after_the_restart(
-        server: Server, anvil: AnvilNode, exchange: Exchange, actors: Actors) -> None:
+        server: Server, anvil: AnvilNode, exchange: Exchange, actors: Actors, relay_too: bool) -> None:
     patients = actors.patients[:3]
     rpc(anvil.rpc_url, "evm_setAutomine", [False])
     try:
         server.start(relay_wait="60", relay_batch=str(len(patients)))  # one batch, sent when it is full
         _submit_all(server, patients)
-        _wait_for(lambda: set(_states(server).values()) == {"sent"}, "sending the batch", server)
-        server.kill()  # the transaction is in the chain's pool, its receipt not yet read
+        _wait_for(_broadcast(server, anvil), "sending the batch", server)
+        # The transaction is in the chain's pool, its receipt not yet read. Killed alone, the service
+        # leaves its relay an orphan: Linux tells it (SIGTERM) and it must stop, not relay beside the
+        # next service's relay.
+        relay = server.kill(relay=relay_too)
+        if not relay_too:
+            _wait_for(lambda: _gone(relay), "the orphaned relay stopping", server, timeout=20)
         server.start(relay_wait="0")
         mine(anvil.rpc_url)
         _wait_for(lambda: set(_states(server).values()) == {"mined"}, "settling the batch", server)
@@ -163,3 +216,26 @@ def test_a_batch_sent_but_not_mined_at_the_sigkill_is_mined_once_after_the_resta
     with sqlite3.connect(server.root / "coordinator.sqlite") as db:
         batches = db.execute("SELECT count(*), min(state), max(state) FROM relay_batches").fetchone()
     assert batches == (1, "mined", "mined")
+
+
+def test_a_relay_process_killed_alone_is_started_again_and_its_batch_mined_once(
+        server: Server, anvil: AnvilNode, exchange: Exchange, actors: Actors) -> None:
+    patients = actors.patients[:3]
+    rpc(anvil.rpc_url, "evm_setAutomine", [False])
+    try:
+        server.start(relay_wait="60", relay_batch=str(len(patients)))  # one batch, sent when it is full
+        _submit_all(server, patients)
+        _wait_for(_broadcast(server, anvil), "sending the batch", server)
+        first = server.relay_pid()
+        os.kill(first, signal.SIGKILL)
+        _wait_for(lambda: _gone(first), "the relay dying", server)
+        mine(anvil.rpc_url)
+        _wait_for(lambda: server.relay_pids() not in ([], [first]), "a new relay process", server, timeout=30)
+        _wait_for(lambda: set(_states(server).values()) == {"mined"}, "settling the batch", server)
+        assert httpx.get(f"{server.url}/v1/health").json()["relay_running"] is True
+        assert "ended unexpectedly" in server.log.read_text()
+    finally:
+        rpc(anvil.rpc_url, "evm_setAutomine", [True])
+    assert [_grants(exchange, p.address) for p in patients] == [1] * len(patients)
+    with sqlite3.connect(server.root / "coordinator.sqlite") as db:
+        assert db.execute("SELECT count(*), min(state) FROM relay_batches").fetchone() == (1, "mined")

@@ -173,7 +173,7 @@ async def submit(body: SignedConsentCreate, account: SignedInDep, services: Serv
         raise Problem(409, "nonce-used", "The signature's nonce is already used",
                       f"nonce {outcome.nonce} is used (the next is {outcome.next_nonce}): it was relayed or "
                       "cancelled; ask for new typed data")
-    services.relay.notify()
+    services.notify_relay()
     return relay_public(outcome)
 
 

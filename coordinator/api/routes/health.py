@@ -34,5 +34,6 @@ def health(services: ServicesDep, response: Response) -> HealthPublic:
         response.status_code = 503
     return HealthPublic(status="ok" if ok else "degraded", chain_reachable=block is not None, chain_id=chain.chain_id,
                         block=block, database=services.db.backend, database_reachable=db_ok,
-                        schema_revision=revision, outbox_depth=outbox, relayer=services.relayer.address,
+                        schema_revision=revision, outbox_depth=outbox,
+                        relay_running=services.relay_running(), relayer=services.relayer.address,
                         relayer_balance_wei=balance, warmed_up=services.warmed_up.is_set())
