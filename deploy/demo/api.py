@@ -100,9 +100,10 @@ class Session:
         """``GET path``, its JSON."""
         return self.coordinator.call("GET", path, self._token).json()
 
-    def post(self, path: str, body: JSON | None = None) -> Any:
-        """``POST path`` with a JSON body, its JSON."""
-        return self.coordinator.call("POST", path, self._token, json=body).json()
+    def post(self, path: str, body: JSON | None = None, *, timeout: float | None = None) -> Any:
+        """``POST path`` with a JSON body, its JSON; ``timeout`` seconds instead of the client's own."""
+        extra = {} if timeout is None else {"timeout": timeout}
+        return self.coordinator.call("POST", path, self._token, json=body, **extra).json()
 
     # ------------------------------------------------------------------ patients
 

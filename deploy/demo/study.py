@@ -141,7 +141,9 @@ def run_study_part(run_dir: Path, first_node_dir: Path, actors: DemoActors, out:
         service.wait_ready()
         out.print(f"coordinator service started again with the SuperLink's address: pid {service.pid}, same database")
         operator = api.sign_in(actors.coordinator)
-        launch = operator.post(f"/v1/studies/{study_id}/start", {"run_config": TRAINING})
+        # Answered once the SuperLink took the run: the start transaction, then `flwr run` packaging
+        # and submitting the app (14 s measured alone; longer on a machine busy with other work).
+        launch = operator.post(f"/v1/studies/{study_id}/start", {"run_config": TRAINING}, timeout=180)
         out.print(f"the operator starts study {study_id} through the API: "
                   f"{ex.studies.study(study_id).status.name} on chain, Flower run {launch['run_id']} {launch['state']}")
         watcher = _Revocation(api.url, ex, patients[leaving], study_id, out, leaving)
