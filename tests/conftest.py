@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from hypothesis import HealthCheck, settings
 
 from contracts.chain import Chain
 from contracts.errors import ContractRevert
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from node.node import Node
 
 pytest_plugins = ["tests.postgres_fixture"]  # `postgres`: the session's server; `postgres_url`: a database per test
+
+# The suite runs two workers on two cores beside chains, services and browsers: a draw that took a
+# second because the machine was busy says nothing about a strategy, so that health check is off.
+# Deadlines are off for the same reason (a timing is never a test's verdict here).
+settings.register_profile("suite", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("suite")
 
 
 # ---------------------------------------------------------------------- no traffic beyond loopback
