@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,15 +193,32 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("relay_too", [True, False], ids=["service-and-relay", "service-only"])
-def test_a_batch_sent_but_not_mined_at_the_sigkill_is_mined_once_after_the_restart(
-        server: Server, anvil: AnvilNode, exchange: Exchange, actors: Actors, relay_too: bool) -> None:
-    patients = actors.patients[:3]
+@contextmanager
+def _one_batch_in_the_pool(server: Server, anvil: AnvilNode, patients: tuple[LocalAccount, ...]) -> Iterator[None]:
+    """With the chain mining only when told: start the service, have ``patients`` grant, and wait
+    until their one batch is broadcast and waits in the chain's pool; automining again after."""
     rpc(anvil.rpc_url, "evm_setAutomine", [False])
     try:
         server.start(relay_wait="60", relay_batch=str(len(patients)))  # one batch, sent when it is full
         _submit_all(server, patients)
         _wait_for(_broadcast(server, anvil), "sending the batch", server)
+        yield
+    finally:
+        rpc(anvil.rpc_url, "evm_setAutomine", [True])
+
+
+def _mined_once(server: Server, exchange: Exchange, patients: tuple[LocalAccount, ...]) -> None:
+    assert [_grants(exchange, p.address) for p in patients] == [1] * len(patients)
+    with sqlite3.connect(server.root / "coordinator.sqlite") as db:
+        batches = db.execute("SELECT count(*), min(state), max(state) FROM relay_batches").fetchone()
+    assert batches == (1, "mined", "mined")
+
+
+@pytest.mark.parametrize("relay_too", [True, False], ids=["service-and-relay", "service-only"])
+def test_a_batch_sent_but_not_mined_at_the_sigkill_is_mined_once_after_the_restart(
+        server: Server, anvil: AnvilNode, exchange: Exchange, actors: Actors, relay_too: bool) -> None:
+    patients = actors.patients[:3]
+    with _one_batch_in_the_pool(server, anvil, patients):
         # The transaction is in the chain's pool, its receipt not yet read. Killed alone, the service
         # leaves its relay an orphan: Linux tells it (SIGTERM) and it must stop, not relay beside the
         # next service's relay.
@@ -210,22 +228,13 @@ def test_a_batch_sent_but_not_mined_at_the_sigkill_is_mined_once_after_the_resta
         server.start(relay_wait="0")
         mine(anvil.rpc_url)
         _wait_for(lambda: set(_states(server).values()) == {"mined"}, "settling the batch", server)
-    finally:
-        rpc(anvil.rpc_url, "evm_setAutomine", [True])
-    assert [_grants(exchange, p.address) for p in patients] == [1] * len(patients)
-    with sqlite3.connect(server.root / "coordinator.sqlite") as db:
-        batches = db.execute("SELECT count(*), min(state), max(state) FROM relay_batches").fetchone()
-    assert batches == (1, "mined", "mined")
+    _mined_once(server, exchange, patients)
 
 
 def test_a_relay_process_killed_alone_is_started_again_and_its_batch_mined_once(
         server: Server, anvil: AnvilNode, exchange: Exchange, actors: Actors) -> None:
     patients = actors.patients[:3]
-    rpc(anvil.rpc_url, "evm_setAutomine", [False])
-    try:
-        server.start(relay_wait="60", relay_batch=str(len(patients)))  # one batch, sent when it is full
-        _submit_all(server, patients)
-        _wait_for(_broadcast(server, anvil), "sending the batch", server)
+    with _one_batch_in_the_pool(server, anvil, patients):
         first = server.relay_pid()
         os.kill(first, signal.SIGKILL)
         _wait_for(lambda: _gone(first), "the relay dying", server)
@@ -234,8 +243,4 @@ def test_a_relay_process_killed_alone_is_started_again_and_its_batch_mined_once(
         _wait_for(lambda: set(_states(server).values()) == {"mined"}, "settling the batch", server)
         assert httpx.get(f"{server.url}/v1/health").json()["relay_running"] is True
         assert "ended unexpectedly" in server.log.read_text()
-    finally:
-        rpc(anvil.rpc_url, "evm_setAutomine", [True])
-    assert [_grants(exchange, p.address) for p in patients] == [1] * len(patients)
-    with sqlite3.connect(server.root / "coordinator.sqlite") as db:
-        assert db.execute("SELECT count(*), min(state) FROM relay_batches").fetchone() == (1, "mined")
+    _mined_once(server, exchange, patients)
