@@ -30,9 +30,7 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            if services.relay_process is not None:
-                services.relay_process.stop()
-            services.relay.stop()
+            services.stop_relay()
 
     app = FastAPI(
         title="MeTAI exchange coordinator",

@@ -141,6 +141,12 @@ class Services:
         """Tell the relay a consent was accepted, so that it does not wait for its next look."""
         (self.relay_process or self.relay).notify()
 
+    def stop_relay(self) -> None:
+        """Stop the background relay after its current batch (a second call does nothing)."""
+        if self.relay_process is not None:
+            self.relay_process.stop()
+        self.relay.stop()
+
     def relay_running(self) -> bool:
         """Whether the background relay runs now (its process, or its thread)."""
         return self.relay_process.running() if self.relay_process is not None else self.relay.running()
@@ -168,8 +174,6 @@ class Services:
 
     def close(self) -> None:
         """Stop the relay and following runs (they go on on the SuperLink), and close the database."""
-        if self.relay_process is not None:
-            self.relay_process.stop()
-        self.relay.stop()
+        self.stop_relay()
         self.launcher.close()
         self.db.close()
