@@ -58,7 +58,6 @@ class RelayProcess:
         self._pipe: IO[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -144,7 +143,6 @@ class RelayProcess:
                 self._pipe = None
             if self._stopping.wait(_RESTART_PAUSE):
                 return
-            self.restarts += 1
             self._spawn()
 
 
@@ -179,12 +177,9 @@ def child_main() -> int:
     config = json.loads(line)
     if not _die_with_parent(int(config["parent"])):
         return 0
-    stop = threading.Event()
-
     def on_term(_signum: int, _frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough: the relay stops after its batch
-        stop.set()
-        raise SystemExit(0)
+        raise SystemExit(0)  # out of the read below, into the finally that stops the relay
 
     signal.signal(signal.SIGTERM, on_term)
     writer = logs.configure(bool(config["log_json"]))
@@ -196,9 +191,7 @@ def child_main() -> int:
         relayer: LocalAccount = Account.from_key(config.pop("relayer_key"))
         relay = Relay(db, exchange.consent, relayer, batch=int(config["batch"]), wait=float(config["wait"]))
         relay.start()
-        while not stop.is_set():
-            if not os.read(0, 4096):
-                break  # the service closed the pipe, or died
+        while os.read(0, 4096):  # end of file: the service closed the pipe, or died
             relay.notify()
         return 0
     except SystemExit:
