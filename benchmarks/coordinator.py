@@ -170,11 +170,14 @@ class World:
         client = httpx.Client(base_url=self.url, timeout=30)
         headers = {"Authorization": f"Bearer {_sign_in(client, self.hospital)}"}
         others = [Account.create().address for _ in range(39)]
+        dataset, _ = self.exchange.datasets.register(self.hospital, keccak(text="benchmark records"), 120,
+                                                     Kind.CT_SINOGRAM, "CT", synthetic=True)
         for round_ in (1, 2, 3):
             members = [(keccak(text=f"record {round_} {p}").hex(), p) for p in [self.patient.address, *others]]
             leaves = {m: cohort_leaf(m[0], int(Kind.CT_SINOGRAM), m[1]) for m in members}
             tree = MerkleTree(leaves.values())
-            studies.contribute(self.hospital, study_id, round_, tree.root, len(members), keccak(text=f"u{round_}"))
+            studies.contribute(self.hospital, study_id, round_, tree.root, len(members),
+                               self.exchange.chain.block_number, [dataset], keccak(text=f"u{round_}"))
             proofs = [{"patient": p, "record_id": r, "kind": int(Kind.CT_SINOGRAM),
                        "proof": ["0x" + x.hex() for x in tree.proof(leaves[(r, p)])]} for r, p in members]
             client.post("/v1/cohort-proofs", headers=headers, json={

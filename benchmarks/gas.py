@@ -152,16 +152,28 @@ def _measure(chain: Chain, dev_keys: tuple[str, ...]) -> tuple[list[Measurement]
     rows.append(_gas("study approval", ex.studies.approve(hospital, study_id).gas_used))
     ex.studies.approve(hospital2, study_id)
     rows.append(_gas("study start", ex.studies.start(coordinator, study_id).gas_used))
+    # each contribution names its hospital's registered datasets (one each; three in the last row)
+    named = {hospital.address: [parent], hospital2.address: [
+        ex.datasets.register(hospital2, keccak(text=f"hospital 2 dataset {i}"), 10, Kind.CT_SINOGRAM, "CT",
+                             synthetic=True)[0] for i in range(3)]}
     contributions = []
     for round_ in (1, 2):
         for h in (hospital, hospital2):
+            datasets = named[h.address][:1]
             contributions.append(ex.studies.contribute(h, study_id, round_, keccak(bytes([round_])), 500,
+                                                       chain.block_number, datasets,
                                                        keccak(h.address.encode())).gas_used)
         rec = ex.studies.record_round(coordinator, study_id, round_, keccak(b"m" + bytes([round_])),
                                       [hospital.address, hospital2.address])
-    rows.append(_gas("round contribution per hospital (max of 4)", max(contributions), 80_000))
+    three = ex.studies.contribute(hospital2, study_id, 3, keccak(b"r3"), 500, chain.block_number,
+                                  named[hospital2.address], keccak(b"u3"))
+    rows.append(_gas("round contribution per hospital (max of 4)", max(contributions), 80_000,
+                     note="one registered dataset named; the cohort block and datasets are in the event"))
+    rows.append(_gas("round contribution naming 3 datasets", three.gas_used, 80_000))
     rows.append(_gas("round record (2 contributors)", rec.gas_used))
-    rows.append(_gas("study completion", ex.studies.complete(coordinator, study_id, keccak(b"final")).gas_used))
+    rows.append(_gas("study completion", ex.studies.complete(coordinator, study_id, keccak(b"final"),
+                                                             keccak(b"lineage bundle")).gas_used,
+                     note="stores the final model's and the lineage bundle's hashes"))
 
     # relay rates: one transaction per consent, then batches (signing is the patients' part, not timed)
     singles = _first_grants(ex.consent, SINGLE_RELAYS, Scope(purpose=Purpose.HMB))

@@ -81,9 +81,13 @@ class DatasetClient(ContractClient):
         """How many datasets are registered."""
         return int(self._call("datasetCount"))
 
-    def id_of(self, hospital: str, merkle_root: bytes) -> int:
-        """The id under which ``hospital`` registered ``merkle_root`` (0 if none)."""
-        return int(self._call("datasetIdOf", hospital, merkle_root))
+    def id_of(self, merkle_root: bytes) -> int:
+        """The id ``merkle_root`` is registered under, by whichever hospital (0 if none)."""
+        return int(self._call("datasetIdOf", merkle_root))
+
+    def hospital_of(self, dataset_id: int, *, block: BlockId = "latest") -> str:
+        """The hospital that registered ``dataset_id`` (the zero address if none did)."""
+        return str(self._call("hospitalOf", dataset_id, block=block))
 
     def contains_record(self, dataset_id: int, leaf: bytes, proof: Sequence[bytes]) -> bool:
         """Whether the chain accepts ``proof`` that ``leaf`` is a record of ``dataset_id``."""

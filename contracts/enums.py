@@ -32,6 +32,7 @@ class StudyStatus(IntEnum):
     DECLINED = 2
     RUNNING = 3
     COMPLETED = 4
+    WITHDRAWN = 5
 
 
 class Decision(IntEnum):

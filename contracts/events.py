@@ -212,6 +212,16 @@ class StudyDeclined(ChainEvent):
 
 
 @dataclass(frozen=True)
+class StudyWithdrawn(ChainEvent):
+    name: ClassVar[str] = "StudyWithdrawn"
+    study_id: int
+    researcher: str
+
+    def describe(self) -> str:
+        return f"researcher {short(self.researcher)} withdrew study {self.study_id}"
+
+
+@dataclass(frozen=True)
 class StudyStarted(ChainEvent):
     name: ClassVar[str] = "StudyStarted"
     study_id: int
@@ -229,12 +239,16 @@ class ContributionRecorded(ChainEvent):
     hospital: str
     cohort_root: bytes
     cohort_count: int
+    cohort_block: int
+    dataset_ids: tuple[int, ...]
     update_hash: bytes
 
     def describe(self) -> str:
+        datasets = ", ".join(str(d) for d in self.dataset_ids)
         return (
             f"hospital {short(self.hospital)} contributed to study {self.study_id} round {self.round}: "
-            f"{self.cohort_count} records, cohort {short(self.cohort_root)}, update {short(self.update_hash)}"
+            f"{self.cohort_count} records permitted as of block {self.cohort_block}, from dataset(s) {datasets}, "
+            f"cohort {short(self.cohort_root)}, update {short(self.update_hash)}"
         )
 
 
@@ -259,12 +273,13 @@ class StudyCompleted(ChainEvent):
     name: ClassVar[str] = "StudyCompleted"
     study_id: int
     final_model_hash: bytes
+    lineage_hash: bytes
     rounds: int
 
     def describe(self) -> str:
         return (
             f"study {self.study_id} completed after {self.rounds} rounds, "
-            f"final model {short(self.final_model_hash)}"
+            f"final model {short(self.final_model_hash)}, lineage bundle {short(self.lineage_hash)}"
         )
 
 
@@ -301,6 +316,43 @@ class RoleAdminChanged(ChainEvent):
 
 
 @dataclass(frozen=True)
+class DefaultAdminTransferScheduled(ChainEvent):
+    name: ClassVar[str] = "DefaultAdminTransferScheduled"
+    new_admin: str
+    accept_schedule: int
+
+    def describe(self) -> str:
+        return (f"the consortium admin seat is to pass to {short(self.new_admin)}, who may accept it from "
+                f"{_when(self.accept_schedule)}")
+
+
+@dataclass(frozen=True)
+class DefaultAdminTransferCanceled(ChainEvent):
+    name: ClassVar[str] = "DefaultAdminTransferCanceled"
+
+    def describe(self) -> str:
+        return "the pending transfer of the consortium admin seat was cancelled"
+
+
+@dataclass(frozen=True)
+class DefaultAdminDelayChangeScheduled(ChainEvent):
+    name: ClassVar[str] = "DefaultAdminDelayChangeScheduled"
+    new_delay: int
+    effect_schedule: int
+
+    def describe(self) -> str:
+        return (f"the admin transfer delay is to become {self.new_delay} s from {_when(self.effect_schedule)}")
+
+
+@dataclass(frozen=True)
+class DefaultAdminDelayChangeCanceled(ChainEvent):
+    name: ClassVar[str] = "DefaultAdminDelayChangeCanceled"
+
+    def describe(self) -> str:
+        return "the pending change of the admin transfer delay was cancelled"
+
+
+@dataclass(frozen=True)
 class OtherEvent(ChainEvent):
     """An event of a known contract that has no dedicated record type."""
 
@@ -323,6 +375,7 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
         StudyRequested,
         StudyApproved,
         StudyDeclined,
+        StudyWithdrawn,
         StudyStarted,
         ContributionRecorded,
         RoundRecorded,
@@ -330,6 +383,10 @@ EVENT_TYPES: dict[str, type[ChainEvent]] = {
         RoleGranted,
         RoleRevoked,
         RoleAdminChanged,
+        DefaultAdminTransferScheduled,
+        DefaultAdminTransferCanceled,
+        DefaultAdminDelayChangeScheduled,
+        DefaultAdminDelayChangeCanceled,
     )
 }
 

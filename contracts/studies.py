@@ -11,10 +11,11 @@ from contracts.base import BlockId, ContractClient
 from contracts.chain import TxResult
 from contracts.datause import Kind, Purpose, check_purpose
 from contracts.enums import Decision, StudyStatus
-from contracts.events import StudyRequested
+from contracts.errors import ChainError
+from contracts.events import ContributionRecorded, StudyRequested, address_topic, event_topic, read_events
 from contracts.mirrors import build, function_outputs
 
-__all__ = ["ContributionRecord", "Decision", "StudyClient", "StudyRecord", "StudyRequest", "StudyStatus"]
+__all__ = ["Decision", "StudyClient", "StudyRecord", "StudyRequest", "StudyStatus"]
 
 
 @dataclass(frozen=True)
@@ -58,21 +59,14 @@ class StudyRecord:
     rounds: int
     rounds_completed: int
     approvals: int
+    round_opened_at_block: int
     task_code_hash: bytes
     privacy_budget: int
     privacy_spent: int
     requested_at_block: int
     started_at_block: int
     final_model_hash: bytes
-
-
-@dataclass(frozen=True)
-class ContributionRecord:
-    """A hospital's commitment for one round (``cohort_count`` 0: none); mirrors ``StudyRegistry.Contribution``."""
-
-    cohort_root: bytes
-    cohort_count: int
-    at_block: int
+    lineage_hash: bytes
 
 
 class StudyClient(ContractClient):
@@ -93,16 +87,26 @@ class StudyClient(ContractClient):
         """Decline ``study_id``; it can then never start."""
         return self._send(hospital, "decline", study_id)
 
+    def withdraw(self, researcher: LocalAccount, study_id: int) -> TxResult:
+        """Withdraw ``study_id`` before it starts, as its researcher."""
+        return self._send(researcher, "withdraw", study_id)
+
     def start(self, coordinator: LocalAccount, study_id: int) -> TxResult:
         """Start ``study_id`` (every named hospital must have approved)."""
         return self._send(coordinator, "start", study_id)
 
     def contribute(
         self, hospital: LocalAccount, study_id: int, round_: int, cohort_root: bytes,
-        cohort_count: int, update_hash: bytes,
+        cohort_count: int, cohort_block: int, dataset_ids: Sequence[int], update_hash: bytes,
     ) -> TxResult:
-        """Commit ``hospital``'s cohort and update for the open round."""
-        return self._send(hospital, "contribute", study_id, round_, cohort_root, cohort_count, update_hash)
+        """Commit ``hospital``'s cohort and update for the open round.
+
+        ``cohort_block`` is the block whose consents the cohort was computed at; ``dataset_ids``
+        are ``hospital``'s registered datasets holding its records (sorted here).
+        """
+        ordered = sorted(set(dataset_ids))
+        return self._send(hospital, "contribute", study_id, round_, cohort_root, cohort_count, cohort_block,
+                          ordered, update_hash)
 
     def record_round(
         self, coordinator: LocalAccount, study_id: int, round_: int, model_hash: bytes,
@@ -112,9 +116,11 @@ class StudyClient(ContractClient):
         ordered = sorted(contributors, key=lambda a: int(a, 16))
         return self._send(coordinator, "recordRound", study_id, round_, model_hash, ordered, privacy_spent)
 
-    def complete(self, coordinator: LocalAccount, study_id: int, final_model_hash: bytes) -> TxResult:
-        """Complete ``study_id`` with its final model's hash."""
-        return self._send(coordinator, "complete", study_id, final_model_hash)
+    def complete(
+        self, coordinator: LocalAccount, study_id: int, final_model_hash: bytes, lineage_hash: bytes,
+    ) -> TxResult:
+        """Complete ``study_id`` with its final model's hash and its lineage bundle's hash."""
+        return self._send(coordinator, "complete", study_id, final_model_hash, lineage_hash)
 
     # ---------------------------------------------------------------- views
 
@@ -131,10 +137,33 @@ class StudyClient(ContractClient):
         """``hospital``'s decision on ``study_id``."""
         return Decision(self._call("decisionOf", study_id, hospital, block=block))
 
-    def contribution_of(self, study_id: int, round_: int, hospital: str) -> ContributionRecord:
-        """``hospital``'s contribution to ``round_`` of ``study_id``."""
-        fields = self._call("contributionOf", study_id, round_, hospital)
-        return build(ContributionRecord, function_outputs(self.artifact, "contributionOf"), fields)
+    def cohort_root_of(self, study_id: int, round_: int, hospital: str, *, block: BlockId = "latest") -> bytes:
+        """The cohort root ``hospital`` committed to ``round_`` of ``study_id`` (zero bytes if none)."""
+        return bytes(self._call("cohortRootOf", study_id, round_, hospital, block=block))
+
+    def contribution_of(self, study_id: int, round_: int, hospital: str) -> ContributionRecorded | None:
+        """``hospital``'s contribution to ``round_`` of ``study_id``, as its event records it; None if none.
+
+        The contract stores only the cohort root; the rest is read from the one
+        ``ContributionRecorded`` event for (study, round, hospital), searched from the study's start.
+
+        Raises:
+            ChainError: the root is stored but the endpoint serves no single matching event (an
+                endpoint that drops old logs).
+        """
+        root = self.cohort_root_of(study_id, round_, hospital)
+        if root == bytes(32):
+            return None
+        started = self.study(study_id).started_at_block
+        topics = [event_topic(self.artifact, "ContributionRecorded"), "0x" + study_id.to_bytes(32, "big").hex(),
+                  "0x" + round_.to_bytes(32, "big").hex(), address_topic(hospital)]
+        found = [e for e in read_events(self.chain, [self.address], from_block=started, topics=topics)
+                 if isinstance(e, ContributionRecorded) and e.cohort_root == root]
+        if len(found) != 1:
+            raise ChainError(f"study {study_id} round {round_}: hospital {hospital} has cohort root 0x{root.hex()} "
+                             f"on chain but the endpoint returned {len(found)} matching ContributionRecorded "
+                             "events (expected exactly one); is it serving old logs?")
+        return found[0]
 
     def round_model_hash(self, study_id: int, round_: int) -> bytes:
         """The aggregated model hash recorded for ``round_`` (zero bytes if none)."""

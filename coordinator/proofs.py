@@ -61,10 +61,10 @@ def anchored(exchange: Exchange, hospital: str, study_id: int, round_: int, coho
         ProofRefused: no such contribution, or another root or count (409).
     """
     found = exchange.studies.contribution_of(study_id, round_, hospital)
-    root = "0x" + found.cohort_root.hex()
-    if found.cohort_count == 0:
+    if found is None:
         raise ProofRefused(f"hospital {hospital} has no contribution to round {round_} of study {study_id}",
                            status=409)
+    root = "0x" + found.cohort_root.hex()
     if (root, found.cohort_count) != (cohort_root, cohort_count):
         raise ProofRefused(f"round {round_} of study {study_id}: the hospital anchored root {root} with "
                            f"{found.cohort_count} records, not {cohort_root} with {cohort_count}", status=409)

@@ -17,7 +17,8 @@ import numpy as np
 from eth_utils.address import to_checksum_address
 from flwr.app import Message
 
-from contracts.events import ContributionRecorded, read_events
+from contracts.errors import ChainError
+from contracts.events import ContributionRecorded
 from contracts.exchange import Exchange
 from coordinator.errors import CoordinatorError, StudyAborted
 from coordinator.privacy import private_mean
@@ -171,20 +172,14 @@ def _anchored(exchange: Exchange, study_id: int, round_: int, hospital: str) -> 
     except ValueError:
         raise _Refused(f"{hospital!r}: not a hospital address (0x and 40 hex digits); the reply names no "
                        "hospital whose contribution could be read") from None
-    stored = exchange.studies.contribution_of(study_id, round_, address)
-    if stored.cohort_count == 0:
+    try:
+        stored = exchange.studies.contribution_of(study_id, round_, address)
+    except ChainError as exc:  # a root on chain without its event: an endpoint that lost logs
+        raise _Refused(f"{address}: {exc}") from None
+    if stored is None:
         raise _Refused(f"{address}: no contribution anchored on chain for round {round_} of study {study_id}; "
                        "a node anchors its update before it replies")
-    # The contract keeps the update hash only in the event, emitted in the block it stores.
-    events = read_events(exchange.chain, [exchange.studies.address], from_block=stored.at_block,
-                         to_block=stored.at_block)
-    found = [e for e in events if isinstance(e, ContributionRecorded)
-             and (e.study_id, e.round, e.hospital) == (study_id, round_, address)]
-    if len(found) != 1:
-        raise _Refused(f"{address}: {len(found)} ContributionRecorded events for round {round_} of study "
-                       f"{study_id} in block {stored.at_block}, where the contract says it was anchored; "
-                       "expected exactly one (is the RPC endpoint serving that block's logs?)")
-    return found[0]
+    return stored
 
 
 

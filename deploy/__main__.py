@@ -125,7 +125,8 @@ def contracts_cmd() -> None:
     roles += [(Role.RESEARCHER, a) for a in settings.researchers]
     if settings.coordinator:
         roles.append((Role.COORDINATOR, settings.coordinator))
-    deployment = deploy_contracts(chain, admin, initial_roles=roles, progress=typer.echo)
+    deployment = deploy_contracts(chain, admin, initial_roles=roles, admin_delay=settings.admin_delay,
+                                  progress=typer.echo)
     write_manifest(deployment, settings.manifest_path())
     typer.echo(f"manifest written to {settings.manifest_path()}")
 

@@ -12,12 +12,16 @@ from contracts.chain import Chain
 from contracts.manifest import DeployedContract, Deployment
 from contracts.roles import Role, RolesClient
 
+#: Default wait, in seconds, between beginning and accepting a transfer of the admin seat.
+ADMIN_DELAY = 2 * 24 * 3600
+
 
 def deploy_contracts(
     chain: Chain,
     admin: LocalAccount,
     *,
     initial_roles: Iterable[tuple[Role, str]] = (),
+    admin_delay: int = ADMIN_DELAY,
     progress: Callable[[str], None] | None = None,
 ) -> Deployment:
     """Deploy every MeTAI contract from ``admin`` and grant ``initial_roles``.
@@ -26,6 +30,7 @@ def deploy_contracts(
         chain: the target chain (any JSON-RPC endpoint).
         admin: becomes the consortium admin; pays for the deployment.
         initial_roles: (role, address) pairs to grant right after deployment.
+        admin_delay: seconds a transfer of the admin seat must wait before the new admin accepts it.
         progress: called with one line per step, for the operator.
 
     Returns:
@@ -33,16 +38,17 @@ def deploy_contracts(
     """
     say = progress or (lambda _line: None)
     deployed: dict[str, DeployedContract] = {}
-    roles_address = ""
     for name in CONTRACT_NAMES:
         artifact = load_artifact(name)
-        args: tuple[str, ...] = (admin.address,) if name == "ConsortiumRoles" else ()
-        if name in ("DatasetRegistry", "StudyRegistry"):
-            args = (roles_address,)
+        args: tuple[int | str, ...] = ()
+        if name == "ConsortiumRoles":
+            args = (admin_delay, admin.address)
+        elif name == "DatasetRegistry":
+            args = (deployed["ConsortiumRoles"].address,)
+        elif name == "StudyRegistry":
+            args = (deployed["ConsortiumRoles"].address, deployed["DatasetRegistry"].address)
         result = chain.deploy(admin, artifact, *args)
         assert result.contract_address is not None  # Chain.deploy guarantees it
-        if name == "ConsortiumRoles":
-            roles_address = result.contract_address
         deployed[name] = DeployedContract(
             address=result.contract_address,
             block=result.block_number,
@@ -50,7 +56,7 @@ def deploy_contracts(
             bytecode_sha256=artifact.bytecode_sha256,
         )
         say(f"deployed {name} at {result.contract_address} (block {result.block_number}, gas {result.gas_used:,})")
-    roles = RolesClient(chain, roles_address)
+    roles = RolesClient(chain, deployed["ConsortiumRoles"].address)
     for role, account in initial_roles:
         roles.grant(admin, role, account)
         say(f"granted {role.name} to {account}")

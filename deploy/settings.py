@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     hospitals: Annotated[list[str], NoDecode] = []
     researchers: Annotated[list[str], NoDecode] = []
     coordinator: str | None = None
+    #: Seconds between beginning and accepting a transfer of the consortium admin seat (two steps).
+    admin_delay: int = Field(default=2 * 24 * 3600, ge=0, lt=2**48)
     #: torch threads per hospital node started here (``deploy.threads``); 0: CPUs // nodes.
     torch_threads: int = Field(default=0, ge=0)
 

@@ -32,7 +32,7 @@ contract DatasetRegistry is RoleGated {
 
     uint256 private _nextId = 1; // starts non-zero so no registration pays for a fresh slot
     mapping(uint256 datasetId => Dataset) private _datasets;
-    mapping(address hospital => mapping(bytes32 root => uint256 datasetId)) private _byRoot;
+    mapping(bytes32 root => uint256 datasetId) private _byRoot;
 
     /// @notice `hospital` registered dataset `datasetId`.
     event DatasetRegistered(
@@ -55,7 +55,7 @@ contract DatasetRegistry is RoleGated {
     error DatasetRegistryInvalidKinds(uint8 kinds);
     /// @notice The modality code is empty.
     error DatasetRegistryNoModality();
-    /// @notice `hospital` already registered this root as dataset `datasetId`.
+    /// @notice `merkleRoot` is already registered, as dataset `datasetId` of `hospital`.
     error DatasetRegistryDuplicateRoot(address hospital, bytes32 merkleRoot, uint256 datasetId);
     /// @notice Parent dataset `parentId` does not exist.
     error DatasetRegistryUnknownParent(uint256 parentId);
@@ -76,8 +76,12 @@ contract DatasetRegistry is RoleGated {
     /**
      * @notice Register a dataset of the calling hospital. Only an account holding the hospital
      * role may call; the caller is recorded as the dataset's hospital.
-     * @dev The same root may be registered by different hospitals, but only once by each. Parents
-     * may belong to any hospital and are not checked for repeats.
+     * @dev A root is registered once in the whole consortium: it names one set of records, so a
+     * second registration, by the same hospital or another, would be a second claim on the same
+     * records (a copy passed off as a hospital's own, or one dataset counted twice). Leaves are
+     * content hashes of de-identified records, which carry each hospital's own pseudonyms, so two
+     * hospitals' genuine datasets do not share a root. Parents may belong to any hospital and are
+     * not checked for repeats.
      *
      * Emits a {DatasetRegistered} event.
      *
@@ -88,7 +92,8 @@ contract DatasetRegistry is RoleGated {
      * Reverts with {DatasetRegistryInvalidKinds} if `kinds` is empty or has bits outside the
      * defined data kinds.
      * Reverts with {DatasetRegistryNoModality} if `modality` is empty (all zero bytes).
-     * Reverts with {DatasetRegistryDuplicateRoot} if the caller already registered `merkleRoot`.
+     * Reverts with {DatasetRegistryDuplicateRoot} if `merkleRoot` is already registered, by any
+     * hospital.
      * Reverts with {DatasetRegistryMissingTransform} if `parents` is not empty but
      * `transformHash` is zero.
      * Reverts with {DatasetRegistryUnknownParent} if an entry of `parents` is 0 or not yet
@@ -118,8 +123,8 @@ contract DatasetRegistry is RoleGated {
         if (recordCount == 0) revert DatasetRegistryNoRecords(recordCount);
         if (!DataUse.validKinds(kinds)) revert DatasetRegistryInvalidKinds(kinds);
         if (modality == bytes16(0)) revert DatasetRegistryNoModality();
-        uint256 existing = _byRoot[msg.sender][merkleRoot];
-        if (existing != 0) revert DatasetRegistryDuplicateRoot(msg.sender, merkleRoot, existing);
+        uint256 existing = _byRoot[merkleRoot];
+        if (existing != 0) revert DatasetRegistryDuplicateRoot(_datasets[existing].hospital, merkleRoot, existing);
 
         bytes32 provenanceHash;
         if (parents.length > 0) {
@@ -143,7 +148,7 @@ contract DatasetRegistry is RoleGated {
         d.modality = modality;
         d.registeredAtBlock = uint64(block.number);
         if (provenanceHash != bytes32(0)) d.provenanceHash = provenanceHash; // original data: slot stays empty
-        _byRoot[msg.sender][merkleRoot] = datasetId;
+        _byRoot[merkleRoot] = datasetId;
         emit DatasetRegistered(
             datasetId, msg.sender, merkleRoot, recordCount, kinds, modality, synthetic, parents, transformHash
         );
@@ -160,9 +165,15 @@ contract DatasetRegistry is RoleGated {
         return _nextId - 1;
     }
 
-    /// @notice The id `hospital` registered `merkleRoot` under, or 0.
-    function datasetIdOf(address hospital, bytes32 merkleRoot) external view returns (uint256) {
-        return _byRoot[hospital][merkleRoot];
+    /// @notice The id `merkleRoot` is registered under, or 0.
+    function datasetIdOf(bytes32 merkleRoot) external view returns (uint256) {
+        return _byRoot[merkleRoot];
+    }
+
+    /// @notice The hospital that registered dataset `datasetId`, or the zero address if none did.
+    /// @dev One storage read: the study registry asks it for every dataset a contribution names.
+    function hospitalOf(uint256 datasetId) external view returns (address) {
+        return _datasets[datasetId].hospital;
     }
 
     /**

@@ -7,15 +7,26 @@ import {DataUse} from "./DataUse.sol";
 import {RoleGated} from "./RoleGated.sol";
 import {Roles} from "./Roles.sol";
 
+/// @notice What the study registry asks the dataset registry: who registered a dataset.
+interface IDatasetHolders {
+    /// @notice The hospital that registered dataset `datasetId`, or the zero address.
+    function hospitalOf(uint256 datasetId) external view returns (address);
+}
+
 /**
  * @title StudyRegistry
  * @notice The life of a federated training study: a researcher requests it; each named
  * hospital approves or declines; the coordinator starts it once every hospital approved; each
- * round, each hospital commits to the cohort it trained on and the update it sent; the
- * coordinator records the aggregated model of the round; completion records the final model.
- * @dev Per-round contributions store the cohort root and count; the update hash is emitted
- * with them. Privacy budgets are in milli-epsilon (1000 = epsilon 1.0); a budget of 0 means
- * the study uses no differential privacy, and then every round must spend 0.
+ * round, each hospital commits to the cohort it trained on (its Merkle root, its size, the
+ * block whose consents it was computed at and the registered datasets it draws from) and the
+ * update it sent; the coordinator records the aggregated model of the round; completion records
+ * the final model and the hash of the study's lineage bundle (everything an auditor needs to
+ * re-derive the study).
+ * @dev A contribution stores only its cohort root (one storage slot, so a round costs each
+ * hospital one fresh slot); its count, cohort block, datasets and update hash are in its
+ * {ContributionRecorded} event, which is as much a part of the chain's record as storage.
+ * Privacy budgets are in milli-epsilon (1000 = epsilon 1.0); a budget of 0 means the study uses
+ * no differential privacy, and then every round must spend 0.
  */
 contract StudyRegistry is RoleGated {
     /// @notice Where a study is in its life.
@@ -24,7 +35,8 @@ contract StudyRegistry is RoleGated {
         Requested,
         Declined,
         Running,
-        Completed
+        Completed,
+        Withdrawn
     }
 
     /// @notice A named hospital's decision on a study.
@@ -56,26 +68,24 @@ contract StudyRegistry is RoleGated {
         uint16 rounds;
         uint16 roundsCompleted;
         uint16 approvals;
+        uint64 roundOpenedAtBlock; // block that opened the current round (start, or the last record)
         bytes32 taskCodeHash;
         uint64 privacyBudget;
         uint64 privacySpent;
         uint64 requestedAtBlock;
         uint64 startedAtBlock;
         bytes32 finalModelHash;
+        bytes32 lineageHash;
     }
 
-    /// @notice A hospital's commitment for one round.
-    struct Contribution {
-        bytes32 cohortRoot;
-        uint64 cohortCount;
-        uint64 atBlock;
-    }
+    /// @notice The dataset registry, asked who registered the datasets a contribution names.
+    IDatasetHolders public immutable datasets;
 
     uint256 private _nextId = 1; // starts non-zero so no request pays for a fresh slot
     mapping(uint256 studyId => Study) private _studies;
     mapping(uint256 studyId => address[]) private _hospitals;
     mapping(uint256 studyId => mapping(address hospital => Decision)) private _decisions;
-    mapping(bytes32 key => Contribution) private _contributions;
+    mapping(bytes32 key => bytes32 cohortRoot) private _cohortRoots;
     mapping(uint256 studyId => mapping(uint256 round => bytes32 modelHash)) private _roundModels;
 
     /// @notice `researcher` requested study `studyId`.
@@ -94,23 +104,29 @@ contract StudyRegistry is RoleGated {
     event StudyApproved(uint256 indexed studyId, address indexed hospital);
     /// @notice `hospital` declined study `studyId`; it can no longer start.
     event StudyDeclined(uint256 indexed studyId, address indexed hospital);
+    /// @notice `researcher` withdrew study `studyId` before it started; it can no longer start.
+    event StudyWithdrawn(uint256 indexed studyId, address indexed researcher);
     /// @notice `coordinator` started study `studyId`.
     event StudyStarted(uint256 indexed studyId, address indexed coordinator);
-    /// @notice `hospital` trained round `round` of `studyId` on the committed cohort.
+    /// @notice `hospital` trained round `round` of `studyId` on the committed cohort: `cohortCount`
+    /// records, permitted as of block `cohortBlock`, drawn from its registered `datasetIds`.
     event ContributionRecorded(
         uint256 indexed studyId,
         uint16 indexed round,
         address indexed hospital,
         bytes32 cohortRoot,
         uint64 cohortCount,
+        uint64 cohortBlock,
+        uint256[] datasetIds,
         bytes32 updateHash
     );
     /// @notice Round `round` of `studyId` was aggregated into `modelHash` from `contributors`.
     event RoundRecorded(
         uint256 indexed studyId, uint16 indexed round, bytes32 modelHash, address[] contributors, uint64 privacySpent
     );
-    /// @notice Study `studyId` completed after `rounds` rounds with final model `finalModelHash`.
-    event StudyCompleted(uint256 indexed studyId, bytes32 finalModelHash, uint16 rounds);
+    /// @notice Study `studyId` completed after `rounds` rounds with final model `finalModelHash`;
+    /// `lineageHash` is the hash of its lineage bundle.
+    event StudyCompleted(uint256 indexed studyId, bytes32 finalModelHash, bytes32 lineageHash, uint16 rounds);
 
     /// @notice (`purpose`, `disease`) is not a defined purpose code.
     error StudyRegistryInvalidPurpose(uint8 purpose, uint32 disease);
@@ -140,6 +156,21 @@ contract StudyRegistry is RoleGated {
     error StudyRegistryNotParticipant(uint256 studyId, address hospital, Decision decision);
     /// @notice Round `round` of study `studyId` is not open; the open round is `expected`.
     error StudyRegistryWrongRound(uint256 studyId, uint16 round, uint16 expected);
+    /// @notice Every one of study `studyId`'s `rounds` rounds is recorded; no round is open.
+    error StudyRegistryNoOpenRound(uint256 studyId, uint16 rounds);
+    /// @notice `researcher` named itself among the study's hospitals (it cannot approve its own study).
+    error StudyRegistryResearcherIsHospital(address researcher);
+    /// @notice Only study `studyId`'s researcher may do this; `caller` is not.
+    error StudyRegistryNotResearcher(uint256 studyId, address caller);
+    /// @notice The cohort block `cohortBlock` is outside [`openedAt`, `txBlock`]: before the round
+    /// opened, or after the contribution's own block.
+    error StudyRegistryCohortBlockOutOfRange(uint64 cohortBlock, uint64 openedAt, uint256 txBlock);
+    /// @notice A contribution must name at least one dataset.
+    error StudyRegistryNoDatasets();
+    /// @notice Dataset ids must be given in strictly increasing order; `datasetId` is not.
+    error StudyRegistryUnsortedDatasets(uint256 datasetId);
+    /// @notice Dataset `datasetId` is not registered by `hospital` (or not registered at all).
+    error StudyRegistryForeignDataset(uint256 datasetId, address hospital);
     /// @notice `hospital` already contributed to round `round` of study `studyId`.
     error StudyRegistryAlreadyContributed(uint256 studyId, uint16 round, address hospital);
     /// @notice A cohort needs a non-zero root and at least one record.
@@ -157,10 +188,15 @@ contract StudyRegistry is RoleGated {
 
     /**
      * @notice Deploy the registry, gated by the roles held in `roles_`.
-     * @dev Emits no event. Reverts with {RoleGatedZeroRegistry} if `roles_` is the zero address.
+     * @dev Emits no event. Reverts with {RoleGatedZeroRegistry} if `roles_` or `datasets_` is the
+     * zero address.
      * @param roles_ The consortium role registry.
+     * @param datasets_ The dataset registry contributions are checked against.
      */
-    constructor(IAccessControl roles_) RoleGated(roles_) {}
+    constructor(IAccessControl roles_, IDatasetHolders datasets_) RoleGated(roles_) {
+        if (address(datasets_) == address(0)) revert RoleGatedZeroRegistry();
+        datasets = datasets_;
+    }
 
     // ---------------------------------------------------------------- researcher
 
@@ -184,6 +220,8 @@ contract StudyRegistry is RoleGated {
      * Reverts with {StudyRegistryInvalidRounds} if `req.rounds` is zero.
      * Reverts with {StudyRegistryNotAHospital} if a named hospital does not hold the hospital role.
      * Reverts with {StudyRegistryDuplicateHospital} if a hospital is named more than once.
+     * Reverts with {StudyRegistryResearcherIsHospital} if the caller names itself as a hospital
+     * (separation of duties: a researcher cannot approve its own study).
      *
      * @param req Purpose and disease code, data kinds, the hospitals asked to take part, the hash
      * of the training task's code, the number of rounds and the privacy budget (milli-epsilon).
@@ -201,6 +239,7 @@ contract StudyRegistry is RoleGated {
         studyId = _nextId++;
         for (uint256 i = 0; i < req.hospitals.length; ++i) {
             address h = req.hospitals[i];
+            if (h == msg.sender) revert StudyRegistryResearcherIsHospital(h);
             if (!roles.hasRole(Roles.HOSPITAL, h)) revert StudyRegistryNotAHospital(h);
             if (_decisions[studyId][h] != Decision.None) revert StudyRegistryDuplicateHospital(h);
             _decisions[studyId][h] = Decision.Pending;
@@ -227,6 +266,31 @@ contract StudyRegistry is RoleGated {
             req.rounds,
             req.privacyBudget
         );
+    }
+
+    /**
+     * @notice Withdraw study `studyId` before it starts, for instance because a named hospital
+     * never decides or lost its role. Only the study's researcher, still holding the researcher
+     * role, may call.
+     * @dev The study's status becomes `Withdrawn`, and every later {approve}, {decline},
+     * {start} or {withdraw} on it reverts with {StudyRegistryUnexpectedStatus}.
+     *
+     * Emits a {StudyWithdrawn} event.
+     *
+     * Reverts with {AccessControlUnauthorizedAccount} if the caller does not hold the researcher
+     * role in the {roles} registry.
+     * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
+     * Reverts with {StudyRegistryNotResearcher} if the caller is not the study's researcher.
+     * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Requested`.
+     *
+     * @param studyId The study to withdraw.
+     */
+    function withdraw(uint256 studyId) external onlyRole(Roles.RESEARCHER) {
+        Study storage s = _existing(studyId);
+        if (s.researcher != msg.sender) revert StudyRegistryNotResearcher(studyId, msg.sender);
+        if (s.status != Status.Requested) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Requested);
+        s.status = Status.Withdrawn;
+        emit StudyWithdrawn(studyId, msg.sender);
     }
 
     // ---------------------------------------------------------------- hospitals
@@ -281,12 +345,18 @@ contract StudyRegistry is RoleGated {
     }
 
     /**
-     * @notice Commit the calling hospital's contribution to the open round of `studyId`.
-     * Only a hospital that approved the study and still holds the hospital role may call, once
-     * per round.
+     * @notice Commit the calling hospital's contribution to the open round of `studyId`: the
+     * cohort it trained on, the block whose consents the cohort was computed at, the registered
+     * datasets the cohort's records come from, and the hash of the update it sent. Only a
+     * hospital that approved the study and still holds the hospital role may call, once per round.
      * @dev The caller must still hold the hospital role: a hospital the consortium removed
-     * after it approved the study can no longer add rounds to it. Only the cohort root and count
-     * are stored; the update hash is only emitted.
+     * after it approved the study can no longer add rounds to it. The cohort block must not be
+     * later than this transaction's block nor earlier than the block that opened the round, so
+     * the consents the cohort relied on are those in force during the round. A node reads the
+     * consents at the latest mined block (the state after that block's transactions) and names
+     * that block; gas estimation runs at that same block, which the bound allows. Each named dataset must be
+     * registered by the caller; that every cohort record is a member of one of them is checked
+     * off chain, with the datasets' Merkle proofs. Only the cohort root is stored.
      *
      * Emits a {ContributionRecorded} event.
      *
@@ -296,36 +366,53 @@ contract StudyRegistry is RoleGated {
      * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Running`.
      * Reverts with {StudyRegistryNotParticipant} if the caller did not approve the study
      * (including a hospital the study does not name).
+     * Reverts with {StudyRegistryNoOpenRound} if every round of the study is recorded.
      * Reverts with {StudyRegistryWrongRound} if `round` is not the open round (one past the
-     * rounds recorded so far) or is past the study's last round.
+     * rounds recorded so far).
      * Reverts with {StudyRegistryInvalidCohort} if `cohortRoot` is zero or `cohortCount` is zero.
+     * Reverts with {StudyRegistryCohortBlockOutOfRange} if `cohortBlock` is before the round
+     * opened or after this transaction's block.
      * Reverts with {StudyRegistryZeroHash} if `updateHash` is zero.
      * Reverts with {StudyRegistryAlreadyContributed} if the caller already contributed to `round`.
+     * Reverts with {StudyRegistryNoDatasets} if `datasetIds` is empty.
+     * Reverts with {StudyRegistryUnsortedDatasets} if `datasetIds` is not strictly increasing.
+     * Reverts with {StudyRegistryForeignDataset} if a named dataset is not registered by the caller.
      *
      * @param studyId The running study contributed to.
      * @param round The open round (rounds count from 1).
      * @param cohortRoot Merkle root over the leaves of the records trained on.
      * @param cohortCount Number of records trained on.
+     * @param cohortBlock The block at whose state the cohort's consents were read.
+     * @param datasetIds The caller's registered datasets holding the cohort's records, increasing.
      * @param updateHash Hash of the model update sent to the coordinator.
      */
-    function contribute(uint256 studyId, uint16 round, bytes32 cohortRoot, uint64 cohortCount, bytes32 updateHash)
-        external
-        onlyRole(Roles.HOSPITAL)
-    {
+    function contribute(
+        uint256 studyId,
+        uint16 round,
+        bytes32 cohortRoot,
+        uint64 cohortCount,
+        uint64 cohortBlock,
+        uint256[] calldata datasetIds,
+        bytes32 updateHash
+    ) external onlyRole(Roles.HOSPITAL) {
         Study storage s = _existing(studyId);
         if (s.status != Status.Running) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Running);
         Decision d = _decisions[studyId][msg.sender];
         if (d != Decision.Approved) revert StudyRegistryNotParticipant(studyId, msg.sender, d);
-        uint16 open = s.roundsCompleted + 1;
-        if (round != open || round > s.rounds) revert StudyRegistryWrongRound(studyId, round, open);
+        _checkOpen(s, studyId, round);
         if (cohortRoot == bytes32(0) || cohortCount == 0) revert StudyRegistryInvalidCohort(cohortRoot, cohortCount);
+        uint64 opened = s.roundOpenedAtBlock;
+        if (cohortBlock < opened || cohortBlock > block.number) {
+            revert StudyRegistryCohortBlockOutOfRange(cohortBlock, opened, block.number);
+        }
         if (updateHash == bytes32(0)) revert StudyRegistryZeroHash();
-        Contribution storage c = _contributions[_key(studyId, round, msg.sender)];
-        if (c.cohortCount != 0) revert StudyRegistryAlreadyContributed(studyId, round, msg.sender);
-        c.cohortRoot = cohortRoot;
-        c.cohortCount = cohortCount;
-        c.atBlock = uint64(block.number);
-        emit ContributionRecorded(studyId, round, msg.sender, cohortRoot, cohortCount, updateHash);
+        bytes32 key = _key(studyId, round, msg.sender);
+        if (_cohortRoots[key] != bytes32(0)) revert StudyRegistryAlreadyContributed(studyId, round, msg.sender);
+        _checkDatasets(datasetIds);
+        _cohortRoots[key] = cohortRoot;
+        emit ContributionRecorded(
+            studyId, round, msg.sender, cohortRoot, cohortCount, cohortBlock, datasetIds, updateHash
+        );
     }
 
     // ---------------------------------------------------------------- coordinator
@@ -352,15 +439,17 @@ contract StudyRegistry is RoleGated {
         if (s.approvals != required) revert StudyRegistryNotApproved(studyId, s.approvals, required);
         s.status = Status.Running;
         s.startedAtBlock = uint64(block.number);
+        s.roundOpenedAtBlock = uint64(block.number);
         emit StudyStarted(studyId, msg.sender);
     }
 
     /**
      * @notice Record the aggregation of the open round of `studyId`. Only an account holding the
      * coordinator role may call.
-     * @dev Every listed contributor must have contributed to this round; hospitals that
-     * contributed but are not listed are simply left out. Recording a round closes it and opens
-     * the next one, if any.
+     * @dev Every listed contributor must have contributed to this round and must still hold the
+     * hospital role: a hospital the consortium removed after it contributed is not aggregated.
+     * Hospitals that contributed but are not listed are simply left out. Recording a round closes
+     * it and opens the next one, if any.
      *
      * Emits a {RoundRecorded} event.
      *
@@ -368,14 +457,16 @@ contract StudyRegistry is RoleGated {
      * role in the {roles} registry.
      * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
      * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Running`.
-     * Reverts with {StudyRegistryWrongRound} if `round` is not the open round or is past the
-     * study's last round.
+     * Reverts with {StudyRegistryNoOpenRound} if every round of the study is recorded.
+     * Reverts with {StudyRegistryWrongRound} if `round` is not the open round.
      * Reverts with {StudyRegistryZeroHash} if `modelHash` is zero.
      * Reverts with {StudyRegistryNoContributors} if `contributors` is empty.
      * Reverts with {StudyRegistryUnsortedContributors} if `contributors` is not in strictly
      * increasing address order (so also on a repeated address or the zero address).
      * Reverts with {StudyRegistryMissingContribution} if a listed hospital did not contribute to
      * `round`.
+     * Reverts with {StudyRegistryNotAHospital} if a listed hospital no longer holds the hospital
+     * role.
      * Reverts with {StudyRegistryPrivacyBudgetExceeded} if `privacySpent` would take the study's
      * total spending over its privacy budget.
      *
@@ -394,32 +485,34 @@ contract StudyRegistry is RoleGated {
     ) external onlyRole(Roles.COORDINATOR) {
         Study storage s = _existing(studyId);
         if (s.status != Status.Running) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Running);
-        uint16 open = s.roundsCompleted + 1;
-        if (round != open || round > s.rounds) revert StudyRegistryWrongRound(studyId, round, open);
+        _checkOpen(s, studyId, round);
         if (modelHash == bytes32(0)) revert StudyRegistryZeroHash();
         if (contributors.length == 0) revert StudyRegistryNoContributors();
         address previous;
         for (uint256 i = 0; i < contributors.length; ++i) {
             address h = contributors[i];
             if (h <= previous) revert StudyRegistryUnsortedContributors(h);
-            if (_contributions[_key(studyId, round, h)].cohortCount == 0) {
+            if (_cohortRoots[_key(studyId, round, h)] == bytes32(0)) {
                 revert StudyRegistryMissingContribution(studyId, round, h);
             }
+            if (!roles.hasRole(Roles.HOSPITAL, h)) revert StudyRegistryNotAHospital(h);
             previous = h;
         }
         uint64 spent = s.privacySpent;
-        if (spent + privacySpent > s.privacyBudget) {
+        // In 256 bits: two uint64 near 2^64 would overflow their own type.
+        if (uint256(spent) + privacySpent > s.privacyBudget) {
             revert StudyRegistryPrivacyBudgetExceeded(studyId, spent, privacySpent, s.privacyBudget);
         }
         s.privacySpent = spent + privacySpent;
         s.roundsCompleted = round;
+        s.roundOpenedAtBlock = uint64(block.number);
         _roundModels[studyId][round] = modelHash;
         emit RoundRecorded(studyId, round, modelHash, contributors, privacySpent);
     }
 
     /**
-     * @notice Complete study `studyId` with its final model's hash; at least one round recorded.
-     * Only an account holding the coordinator role may call.
+     * @notice Complete study `studyId` with its final model's hash and its lineage bundle's hash;
+     * at least one round recorded. Only an account holding the coordinator role may call.
      * @dev A study may be completed before all its requested rounds are recorded; the event
      * reports the number of rounds actually recorded.
      *
@@ -430,19 +523,24 @@ contract StudyRegistry is RoleGated {
      * Reverts with {StudyRegistryUnknownStudy} if study `studyId` does not exist.
      * Reverts with {StudyRegistryUnexpectedStatus} if the study is not `Running`.
      * Reverts with {StudyRegistryWrongRound} (round 0, expected 1) if no round was recorded yet.
-     * Reverts with {StudyRegistryZeroHash} if `finalModelHash` is zero.
+     * Reverts with {StudyRegistryZeroHash} if `finalModelHash` or `lineageHash` is zero.
      *
      * @param studyId The running study to complete.
      * @param finalModelHash Hash of the final model.
+     * @param lineageHash Hash of the study's lineage bundle (what an auditor re-derives it from).
      */
-    function complete(uint256 studyId, bytes32 finalModelHash) external onlyRole(Roles.COORDINATOR) {
+    function complete(uint256 studyId, bytes32 finalModelHash, bytes32 lineageHash)
+        external
+        onlyRole(Roles.COORDINATOR)
+    {
         Study storage s = _existing(studyId);
         if (s.status != Status.Running) revert StudyRegistryUnexpectedStatus(studyId, s.status, Status.Running);
         if (s.roundsCompleted == 0) revert StudyRegistryWrongRound(studyId, 0, 1);
-        if (finalModelHash == bytes32(0)) revert StudyRegistryZeroHash();
+        if (finalModelHash == bytes32(0) || lineageHash == bytes32(0)) revert StudyRegistryZeroHash();
         s.status = Status.Completed;
         s.finalModelHash = finalModelHash;
-        emit StudyCompleted(studyId, finalModelHash, s.roundsCompleted);
+        s.lineageHash = lineageHash;
+        emit StudyCompleted(studyId, finalModelHash, lineageHash, s.roundsCompleted);
     }
 
     // ---------------------------------------------------------------- views
@@ -463,13 +561,10 @@ contract StudyRegistry is RoleGated {
         return _decisions[studyId][hospital];
     }
 
-    /// @notice `hospital`'s contribution to `round` of `studyId` (all zero if none).
-    function contributionOf(uint256 studyId, uint16 round, address hospital)
-        external
-        view
-        returns (Contribution memory)
-    {
-        return _contributions[_key(studyId, round, hospital)];
+    /// @notice The cohort root `hospital` committed to `round` of `studyId` (zero if it did not
+    /// contribute); the rest of the contribution is in its {ContributionRecorded} event.
+    function cohortRootOf(uint256 studyId, uint16 round, address hospital) external view returns (bytes32) {
+        return _cohortRoots[_key(studyId, round, hospital)];
     }
 
     /// @notice The aggregated model hash of `round` of `studyId` (zero if not recorded).
@@ -491,7 +586,7 @@ contract StudyRegistry is RoleGated {
         view
         returns (bool)
     {
-        bytes32 root = _contributions[_key(studyId, round, hospital)].cohortRoot;
+        bytes32 root = _cohortRoots[_key(studyId, round, hospital)];
         return root != bytes32(0) && MerkleProof.verifyCalldata(proof, root, leaf);
     }
 
@@ -513,6 +608,29 @@ contract StudyRegistry is RoleGated {
         Decision d = _decisions[studyId][msg.sender];
         if (d == Decision.None) revert StudyRegistryNotInvited(studyId, msg.sender);
         if (d != Decision.Pending) revert StudyRegistryAlreadyDecided(studyId, msg.sender, d);
+    }
+
+    /// @dev Reverts with {StudyRegistryNoOpenRound} if study `s` has recorded all its rounds, or
+    /// with {StudyRegistryWrongRound} if `round` is not the open one. `roundsCompleted` is below
+    /// `rounds` (at most 65535) when the open round is computed, so it cannot overflow.
+    function _checkOpen(Study storage s, uint256 studyId, uint16 round) private view {
+        uint16 done = s.roundsCompleted;
+        if (done >= s.rounds) revert StudyRegistryNoOpenRound(studyId, s.rounds);
+        if (round != done + 1) revert StudyRegistryWrongRound(studyId, round, done + 1);
+    }
+
+    /// @dev Reverts with {StudyRegistryNoDatasets}, {StudyRegistryUnsortedDatasets} or
+    /// {StudyRegistryForeignDataset} unless `ids` is a non-empty, increasing list of datasets the
+    /// caller registered.
+    function _checkDatasets(uint256[] calldata ids) private view {
+        if (ids.length == 0) revert StudyRegistryNoDatasets();
+        uint256 previous;
+        for (uint256 i = 0; i < ids.length; ++i) {
+            uint256 id = ids[i];
+            if (id <= previous) revert StudyRegistryUnsortedDatasets(id);
+            if (datasets.hospitalOf(id) != msg.sender) revert StudyRegistryForeignDataset(id, msg.sender);
+            previous = id;
+        }
     }
 
     function _key(uint256 studyId, uint16 round, address hospital) private pure returns (bytes32) {

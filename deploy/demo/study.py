@@ -40,6 +40,7 @@ from coordinator.run_config import RunConfigName
 from coordinator.study_log import study_folder
 from deploy.demo.api import JSON, ApiError, Coordinator, Session, request_study
 from deploy.demo.service import DemoService
+from deploy.errors import DeployError
 from deploy.process import HOST, free_port
 
 if TYPE_CHECKING:
@@ -369,6 +370,8 @@ def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, .
         accuracy = log.rounds[r - 1].eval.get("accuracy", float("nan"))
         for node in nodes:
             on_chain = ex.studies.contribution_of(study_id, r, node.address)
+            if on_chain is None:
+                raise DeployError(f"hospital {node.address} anchored no contribution to round {r} of study {study_id}")
             kept = read_kept_cohort(node.dir, study_id, r)
             root_ok = build_cohort(node, study_id, kept.block).root == on_chain.cohort_root
             members = {m.patient for m in kept.members}

@@ -26,11 +26,13 @@ from contracts.roles import Role
 from contracts.studies import StudyRequest
 from deploy.anvil import AnvilNode, revert_to, snapshot
 from deploy.deployer import deploy_contracts
+from tests.chain_steps import contribute, hospital_dataset
 
 TASK = keccak(text="refusal world task")
 ROOT = keccak(text="refusal world cohort")
 UPDATE = keccak(text="refusal world update")
 MODEL = keccak(text="refusal world model")
+LINEAGE = keccak(text="refusal world lineage bundle")
 #: The consent patient 0 holds in the world (and nobody else does).
 WORLD_SCOPE = Scope(hospital="0x" + "11" * 20, purpose=Purpose.DS, disease=7, study_id=3)
 #: The consent patient 1 holds, for any hospital and study, until ``World.expiry``.
@@ -51,6 +53,7 @@ class World:
     accounts: dict[str, LocalAccount]
     studies: dict[str, int]
     dataset: int
+    datasets: dict[str, int]  # the test dataset (tests/chain_steps.py) of hospital and hospital2, by actor
     expiry: int  # when patient 1's consent under EXPIRING_SCOPE lapses (unix seconds)
 
     @property
@@ -97,9 +100,9 @@ def build_world(chain: Chain, actors: Any) -> World:
         ex.studies.start(actors.coordinator, studies[state])
         if state == "running":
             continue
-        ex.studies.contribute(actors.hospital, studies[state], 1, ROOT, 5, UPDATE)
+        contribute(ex, actors.hospital, studies[state], 1, ROOT, 5, UPDATE)
         if state == "both":
-            ex.studies.contribute(actors.hospital2, studies[state], 1, ROOT, 6, UPDATE)
+            contribute(ex, actors.hospital2, studies[state], 1, ROOT, 6, UPDATE)
         if state == "recorded":
             ex.studies.record_round(actors.coordinator, studies[state], 1, MODEL, [actors.hospital.address])
     ex.consent.grant(actors.patients[0], WORLD_SCOPE, Kind.CT_SINOGRAM, NO_EXPIRY)
@@ -107,13 +110,16 @@ def build_world(chain: Chain, actors: Any) -> World:
     ex.consent.grant(actors.patients[1], EXPIRING_SCOPE, Kind.IMAGE | Kind.CT_SINOGRAM, expiry)
     dataset, _ = ex.datasets.register(actors.hospital, keccak(text="world dataset"), 4, Kind.CT_SINOGRAM, "CT",
                                       synthetic=True)
+    datasets = {name: hospital_dataset(ex, account) for name, account in
+                (("hospital", actors.hospital), ("hospital2", actors.hospital2))}
     accounts = {
         "admin": actors.admin, "hospital": actors.hospital, "hospital2": actors.hospital2,
         "outsider_hospital": actors.outsider_hospital, "researcher": actors.researcher,
         "coordinator": actors.coordinator, "patient": actors.patients[0], "stranger": actors.stranger,
         "patient1": actors.patients[1],
     }
-    return World(exchange=ex, accounts=accounts, studies=studies, dataset=dataset, expiry=expiry)
+    return World(exchange=ex, accounts=accounts, studies=studies, dataset=dataset, datasets=datasets,
+                 expiry=expiry)
 
 
 @contextmanager

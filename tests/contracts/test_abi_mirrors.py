@@ -15,7 +15,7 @@ from contracts.datause import Kind, Purpose
 from contracts.enums import StudyStatus
 from contracts.events import EVENT_TYPES, ChainEvent
 from contracts.mirrors import MirrorError, build, function_outputs, mismatches, to_python
-from contracts.studies import ContributionRecord, StudyRecord
+from contracts.studies import StudyRecord
 
 WHERE = frozenset({"contract", "address", "block_number", "tx_hash", "log_index"})
 #: Events of the ABI decoded as OtherEvent, and why they need no record of their own.
@@ -25,7 +25,6 @@ WITHOUT_RECORD = {
 #: Each struct a view returns, and its mirror (fields besides the ABI's: the id it was read under).
 STRUCTS = [
     ("StudyRegistry", "study", StudyRecord, {"study_id"}),
-    ("StudyRegistry", "contributionOf", ContributionRecord, set()),
     ("DatasetRegistry", "dataset", DatasetRecord, {"dataset_id"}),
     ("ConsentRegistry", "consentOf", ConsentRecord, set()),
 ]

@@ -16,7 +16,7 @@ from eth_utils.crypto import keccak
 
 from contracts.artifacts import load_artifact
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
-from tests.contracts.conftest import MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World, undone
+from tests.contracts.conftest import LINEAGE, MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World, undone
 from tests.contracts.test_role_refusals import consent_id
 
 # Solidity enum StudyRegistry.Status, in declaration order.
@@ -34,6 +34,14 @@ def send(world: World, caller: str, contract: str, function: str, *args: Any) ->
 def accepted(world: World, caller: str, contract: str, function: str, *args: Any) -> bool:
     """Whether the call would succeed (simulated: the shared world stays as it is)."""
     return world.function(contract, function, *args).estimate_gas({"from": world.accounts[caller].address}) > 0
+
+
+def contribution(world: World, study_id: int, round_: int = 1, root: bytes = ROOT, count: int = 9,
+                 update: bytes = UPDATE, *, block: int | None = None, datasets: list[int] | None = None,
+                 hospital: str = "hospital") -> tuple[Any, ...]:
+    """contribute arguments: by default a cohort read at the latest block, from ``hospital``'s dataset."""
+    at = world.chain.block_number if block is None else block
+    return (study_id, round_, root, count, at, [world.datasets[hospital]] if datasets is None else datasets, update)
 
 
 def study_request(world: World, **change: Any) -> tuple[Any, ...]:
@@ -133,18 +141,21 @@ def test_starting_without_any_approval_is_refused(world: World, expect_revert) -
 def test_contribution_with_a_zero_update_hash_is_refused(world: World, expect_revert) -> None:
     """The update hash is what the coordinator matches the update against."""
     with expect_revert("StudyRegistryZeroHash"):
-        send(world, "hospital", "StudyRegistry", "contribute", world.studies["running"], 1, ROOT, 9, ZERO)
+        send(world, "hospital", "StudyRegistry", "contribute",
+             *contribution(world, world.studies["running"], 1, ROOT, 9, ZERO))
 
 
 def test_contribution_with_a_zero_cohort_root_is_refused(world: World, expect_revert) -> None:
     """A cohort nobody can prove membership of is no commitment."""
     with expect_revert("StudyRegistryInvalidCohort", cohortRoot=ZERO, cohortCount=9):
-        send(world, "hospital", "StudyRegistry", "contribute", world.studies["running"], 1, ZERO, 9, UPDATE)
+        send(world, "hospital", "StudyRegistry", "contribute",
+             *contribution(world, world.studies["running"], 1, ZERO, 9, UPDATE))
 
 
 def test_contribution_of_one_record_is_accepted(world: World) -> None:
     """The smallest cohort is one record."""
-    assert accepted(world, "hospital", "StudyRegistry", "contribute", world.studies["running"], 1, ROOT, 1, UPDATE)
+    assert accepted(world, "hospital", "StudyRegistry", "contribute",
+                    *contribution(world, world.studies["running"], 1, ROOT, 1, UPDATE))
 
 
 @pytest.mark.parametrize("round_", [0, 2])
@@ -152,27 +163,28 @@ def test_contribution_to_a_round_that_is_not_open_is_refused(world: World, expec
     """Only round 1 is open before any round is recorded."""
     study_id = world.studies["running"]
     with expect_revert("StudyRegistryWrongRound", studyId=study_id, round=round_, expected=1):
-        send(world, "hospital", "StudyRegistry", "contribute", study_id, round_, ROOT, 9, UPDATE)
+        send(world, "hospital", "StudyRegistry", "contribute", *contribution(world, study_id, round_, ROOT, 9, UPDATE))
 
 
-def test_contribution_after_the_last_round_is_refused(world: World, expect_revert) -> None:
-    """A one-round study whose round is recorded has no round 2."""
+@pytest.mark.parametrize("round_", [1, 2])
+def test_contribution_after_the_last_round_is_refused(world: World, expect_revert, round_: int) -> None:
+    """A one-round study whose round is recorded has no open round; the error names none that does not exist."""
     study_id = world.studies["recorded"]
-    with expect_revert("StudyRegistryWrongRound", studyId=study_id, round=2, expected=2):
-        send(world, "hospital", "StudyRegistry", "contribute", study_id, 2, ROOT, 9, UPDATE)
+    with expect_revert("StudyRegistryNoOpenRound", studyId=study_id, rounds=1):
+        send(world, "hospital", "StudyRegistry", "contribute", *contribution(world, study_id, round_, ROOT, 9, UPDATE))
 
 
 def test_contribution_to_an_unknown_study_is_refused(world: World, expect_revert) -> None:
     """No study 0."""
     with expect_revert("StudyRegistryUnknownStudy", studyId=0):
-        send(world, "hospital", "StudyRegistry", "contribute", 0, 1, ROOT, 9, UPDATE)
+        send(world, "hospital", "StudyRegistry", "contribute", *contribution(world, 0, 1, ROOT, 9, UPDATE))
 
 
 def test_contribution_by_a_named_hospital_that_has_not_decided_is_refused(world: World, expect_revert) -> None:
     """Named is not enough: the study must have been started, which needs approval."""
     study_id = world.studies["requested"]
     with expect_revert("StudyRegistryUnexpectedStatus", studyId=study_id, status=REQUESTED, expected=RUNNING):
-        send(world, "hospital", "StudyRegistry", "contribute", study_id, 1, ROOT, 9, UPDATE)
+        send(world, "hospital", "StudyRegistry", "contribute", *contribution(world, study_id, 1, ROOT, 9, UPDATE))
 
 
 # ---------------------------------------------------------------- recordRound and complete
@@ -228,13 +240,19 @@ def test_round_of_a_study_not_running_is_refused(world: World, expect_revert) ->
         send(world, "coordinator", "StudyRegistry", "recordRound", *record(world, "approved"))
 
 
-@pytest.mark.parametrize(("state", "round_", "open_"), [("contributed", 2, 1), ("contributed", 0, 1),
-                                                         ("recorded", 2, 2), ("recorded", 1, 2)])
+@pytest.mark.parametrize(("state", "round_", "open_"), [("contributed", 2, 1), ("contributed", 0, 1)])
 def test_round_that_is_not_open_is_refused(world: World, expect_revert, state: str, round_: int,
                                            open_: int) -> None:
-    """Rounds are recorded in order, once each, and never past the requested number."""
+    """Rounds are recorded in order, once each."""
     with expect_revert("StudyRegistryWrongRound", studyId=world.studies[state], round=round_, expected=open_):
         send(world, "coordinator", "StudyRegistry", "recordRound", *record(world, state, round_=round_))
+
+
+@pytest.mark.parametrize("round_", [1, 2])
+def test_round_past_the_last_is_refused_naming_no_round(world: World, expect_revert, round_: int) -> None:
+    """Every round of the one-round study is recorded: no round is open, and none is named as expected."""
+    with expect_revert("StudyRegistryNoOpenRound", studyId=world.studies["recorded"], rounds=1):
+        send(world, "coordinator", "StudyRegistry", "recordRound", *record(world, "recorded", round_=round_))
 
 
 def test_round_spending_more_than_the_budget_is_refused(world: World, expect_revert) -> None:
@@ -248,14 +266,17 @@ def test_round_spending_more_than_the_budget_is_refused(world: World, expect_rev
 def test_completion_with_a_zero_model_hash_is_refused(world: World, expect_revert) -> None:
     """The final model must be named."""
     with expect_revert("StudyRegistryZeroHash"):
-        send(world, "coordinator", "StudyRegistry", "complete", world.studies["recorded"], ZERO)
+        send(world, "coordinator", "StudyRegistry", "complete", world.studies["recorded"], ZERO, LINEAGE)
+    with expect_revert("StudyRegistryZeroHash"):
+        send(world, "coordinator", "StudyRegistry", "complete", world.studies["recorded"], MODEL, ZERO)
+    assert accepted(world, "coordinator", "StudyRegistry", "complete", world.studies["recorded"], MODEL, LINEAGE)
 
 
 def test_completion_of_a_study_not_running_is_refused(world: World, expect_revert) -> None:
     """Only a running study completes."""
     study_id = world.studies["requested"]
     with expect_revert("StudyRegistryUnexpectedStatus", studyId=study_id, status=REQUESTED, expected=RUNNING):
-        send(world, "coordinator", "StudyRegistry", "complete", study_id, MODEL)
+        send(world, "coordinator", "StudyRegistry", "complete", study_id, MODEL, LINEAGE)
 
 
 # ---------------------------------------------------------------- DatasetRegistry
@@ -306,13 +327,14 @@ def test_dataset_derived_from_dataset_zero_is_refused(world: World, expect_rever
         send(world, "hospital", "DatasetRegistry", "register", *dataset(world, parents=[0], transform=keccak(b"t")))
 
 
-def test_duplicate_root_is_refused_per_hospital_only(world: World, expect_revert) -> None:
-    """The same hospital cannot register a root twice; another hospital may hold the same records."""
+@pytest.mark.parametrize("caller", ["hospital", "hospital2"])
+def test_a_root_is_registered_once_in_the_whole_consortium(world: World, expect_revert, caller: str) -> None:
+    """Neither the holder nor another hospital registers a root again; the error names the holder."""
     root = world.exchange.datasets.dataset(world.dataset).merkle_root
     with expect_revert("DatasetRegistryDuplicateRoot", hospital=world.accounts["hospital"].address,
                        merkleRoot=root, datasetId=world.dataset):
-        send(world, "hospital", "DatasetRegistry", "register", *dataset(world, root=root))
-    assert accepted(world, "hospital2", "DatasetRegistry", "register", *dataset(world, root=root))
+        send(world, caller, "DatasetRegistry", "register", *dataset(world, root=root))
+    assert accepted(world, caller, "DatasetRegistry", "register", *dataset(world, root=keccak(root)))
 
 
 @pytest.mark.parametrize("function", ["dataset", "containsRecord"])
@@ -381,15 +403,23 @@ def test_explain_for_another_hospital_finds_no_matching_consent(world: World, ex
 
 def test_roles_registry_without_an_admin_is_refused(world: World, expect_revert) -> None:
     """A registry nobody administers could never grant a role."""
-    with expect_revert("ConsortiumRolesZeroAdmin"):
-        world.chain.deploy(world.accounts["admin"], load_artifact("ConsortiumRoles"), ZERO_ADDRESS)
+    with expect_revert("AccessControlInvalidDefaultAdmin", defaultAdmin=ZERO_ADDRESS):
+        world.chain.deploy(world.accounts["admin"], load_artifact("ConsortiumRoles"), 3600, ZERO_ADDRESS)
 
 
-@pytest.mark.parametrize("name", ["DatasetRegistry", "StudyRegistry"])
-def test_gated_registry_without_a_role_registry_is_refused(world: World, expect_revert, name: str) -> None:
+def test_dataset_registry_without_a_role_registry_is_refused(world: World, expect_revert) -> None:
     """Every role check would call the zero address."""
     with expect_revert("RoleGatedZeroRegistry"):
-        world.chain.deploy(world.accounts["admin"], load_artifact(name), ZERO_ADDRESS)
+        world.chain.deploy(world.accounts["admin"], load_artifact("DatasetRegistry"), ZERO_ADDRESS)
+
+
+def test_study_registry_without_either_registry_is_refused(world: World, expect_revert) -> None:
+    """Without the role registry every role check, without the dataset registry every contribution, would call
+    the zero address."""
+    roles, datasets = world.exchange.roles.address, world.exchange.datasets.address
+    for args in ((ZERO_ADDRESS, datasets), (roles, ZERO_ADDRESS)):
+        with expect_revert("RoleGatedZeroRegistry"):
+            world.chain.deploy(world.accounts["admin"], load_artifact("StudyRegistry"), *args)
 
 
 # ---------------------------------------------------------------- explain: the most specific reason

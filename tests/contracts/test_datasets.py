@@ -27,7 +27,7 @@ def test_register_emits_event_and_stores_dataset(exchange: Exchange, actors) -> 
     assert (stored.merkle_root, stored.hospital, stored.modality, stored.registered_at_block) == (
         tree.root, actors.hospital.address, "CT", tx.block_number)
     assert exchange.datasets.count() == 1
-    assert exchange.datasets.id_of(actors.hospital.address, tree.root) == dataset_id
+    assert exchange.datasets.id_of(tree.root) == dataset_id
 
 
 def test_derived_dataset_records_parents_and_transform(exchange: Exchange, actors) -> None:

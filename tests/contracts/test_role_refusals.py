@@ -26,7 +26,8 @@ from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.reverts import known_errors
 from contracts.roles import Role
 from contracts.studies import Decision
-from tests.contracts.conftest import MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World, undone
+from tests.chain_steps import contribute
+from tests.contracts.conftest import LINEAGE, MODEL, ROOT, TASK, UPDATE, WORLD_SCOPE, World, undone
 
 ADMIN_ROLE = bytes(32)
 HOSPITAL_ROLE = keccak(text="HOSPITAL_ROLE")
@@ -68,8 +69,18 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("ConsortiumRoles", "revokeRole"): Rule(frozenset({"admin"}), ADMIN_ROLE),
     # Only the holder renounces its own role; the confirmation argument must be the caller.
     ("ConsortiumRoles", "renounceRole"): Rule(frozenset({"hospital"}), None, "AccessControlBadConfirmation"),
+    # The admin seat moves in two steps (AccessControlDefaultAdminRules): the admin begins or cancels
+    # a transfer and changes or rolls back the delay; only the pending new admin accepts, and the
+    # world has none, so everyone is refused as not the pending admin.
+    ("ConsortiumRoles", "beginDefaultAdminTransfer"): Rule(frozenset({"admin"}), ADMIN_ROLE),
+    ("ConsortiumRoles", "cancelDefaultAdminTransfer"): Rule(frozenset({"admin"}), ADMIN_ROLE),
+    ("ConsortiumRoles", "changeDefaultAdminDelay"): Rule(frozenset({"admin"}), ADMIN_ROLE),
+    ("ConsortiumRoles", "rollbackDefaultAdminDelay"): Rule(frozenset({"admin"}), ADMIN_ROLE),
+    ("ConsortiumRoles", "acceptDefaultAdminTransfer"): Rule(frozenset(), None, "AccessControlInvalidDefaultAdmin",
+                                                            (("defaultAdmin", "$caller"),)),
     ("DatasetRegistry", "register"): Rule(frozenset({"hospital", "hospital2", "outsider_hospital"}), HOSPITAL_ROLE),
     ("StudyRegistry", "request"): Rule(frozenset({"researcher"}), RESEARCHER_ROLE),
+    ("StudyRegistry", "withdraw"): Rule(frozenset({"researcher"}), RESEARCHER_ROLE),
     ("StudyRegistry", "approve"): Rule(frozenset({"hospital", "hospital2"}), HOSPITAL_ROLE,
                                        "StudyRegistryNotInvited", (("hospital", "$caller"),)),
     ("StudyRegistry", "decline"): Rule(frozenset({"hospital", "hospital2"}), HOSPITAL_ROLE,
@@ -98,6 +109,8 @@ UNREACHABLE = {
                           "EIP712 builds its name and version ShortStrings itself from constants",
     "StringTooLong": "OpenZeppelin ShortStrings.toShortString; EIP712 calls it only through "
                      "toShortStringWithFallback, which stores strings over 31 bytes instead of reverting",
+    "SafeCastOverflowedUintDowncast": "AccessControlDefaultAdminRules casts block.timestamp to uint48, which "
+                                      "overflows only after the year 8,000,000",
 }
 
 
@@ -107,11 +120,18 @@ def consent_id(patient: str, scope: Scope) -> bytes:
                          [patient, scope.hospital, int(scope.purpose), scope.disease, scope.study_id]))
 
 
-def arguments(world: World, contract: str, function: str) -> tuple[Any, ...]:
-    """Arguments valid for the function's allowed callers in ``world``."""
+def arguments(world: World, contract: str, function: str, caller: str = "hospital") -> tuple[Any, ...]:
+    """Arguments valid for the function's allowed callers in ``world`` (a contribution names ``caller``'s
+    dataset when it has one)."""
     acc, st = world.accounts, world.studies
     ex = world.exchange
     if contract == "ConsortiumRoles":
+        if function == "beginDefaultAdminTransfer":
+            return (acc["stranger"].address,)
+        if function == "changeDefaultAdminDelay":
+            return (3600,)
+        if function in ("cancelDefaultAdminTransfer", "rollbackDefaultAdminDelay", "acceptDefaultAdminTransfer"):
+            return ()
         if function == "renounceRole":
             return (HOSPITAL_ROLE, acc["hospital"].address)
         if function == "grantRole":
@@ -120,14 +140,17 @@ def arguments(world: World, contract: str, function: str) -> tuple[Any, ...]:
     if contract == "DatasetRegistry":
         return (keccak(text="another dataset"), 3, int(Kind.MR_KSPACE), b"MR".ljust(16, b"\0"), True, [], bytes(32))
     if contract == "StudyRegistry":
+        # hospital and hospital2 registered their datasets while the world was built: nothing is sent here.
+        dataset = world.datasets[caller if caller in world.datasets else "hospital"]
         return {
             "request": ((int(Purpose.GRU), 0, int(Kind.IMAGE), [acc["hospital"].address], TASK, 1, 0),),
+            "withdraw": (st["requested"],),
             "approve": (st["requested"],),
             "decline": (st["requested"],),
             "start": (st["approved"],),
-            "contribute": (st["running"], 1, ROOT, 9, UPDATE),
+            "contribute": (st["running"], 1, ROOT, 9, world.chain.block_number, [dataset], UPDATE),
             "recordRound": (st["contributed"], 1, MODEL, [acc["hospital"].address], 500),
-            "complete": (st["recorded"], MODEL),
+            "complete": (st["recorded"], MODEL, LINEAGE),
         }[function]
     scope = Scope(purpose=Purpose.HMB).as_tuple()
     if function == "grant":
@@ -173,7 +196,7 @@ def test_caller_is_allowed_or_refused_with_its_exact_error(world: World, expect_
     """The allowed callers' call would succeed; every other caller gets the table's error."""
     rule = TABLE[(contract, function)]
     account = world.accounts[caller]
-    call = world.function(contract, function, *arguments(world, contract, function))
+    call = world.function(contract, function, *arguments(world, contract, function, caller))
     if caller in rule.allowed:
         # Simulated only (eth_estimateGas): the shared world must stay as it is.
         assert call.estimate_gas({"from": account.address}) > 21_000
@@ -216,5 +239,5 @@ def test_hospital_removed_after_approving_cannot_contribute(world: World, anvil,
     with undone(anvil):
         world.exchange.roles.revoke(world.accounts["admin"], Role.HOSPITAL, hospital2.address)
         with expect_revert("AccessControlUnauthorizedAccount", account=hospital2.address, neededRole=HOSPITAL_ROLE):
-            world.exchange.studies.contribute(hospital2, study_id, 1, ROOT, 4, UPDATE)
-        assert world.exchange.studies.contribution_of(study_id, 1, hospital2.address).cohort_count == 0
+            contribute(world.exchange, hospital2, study_id, 1, ROOT, 4, UPDATE)
+        assert world.exchange.studies.contribution_of(study_id, 1, hospital2.address) is None

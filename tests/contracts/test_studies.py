@@ -19,6 +19,7 @@ from contracts.exchange import Exchange
 from contracts.merkle import MerkleTree, leaf_hash
 from contracts.roles import Role
 from contracts.studies import Decision, StudyRequest, StudyStatus
+from tests.chain_steps import contribute, hospital_dataset
 
 TASK = keccak(text="metai task: lesion detection from sinograms v1")
 ROOT = keccak(text="cohort root")
@@ -50,7 +51,7 @@ def running(exchange: Exchange, actors, study) -> int:
 
 def contribute_both(exchange: Exchange, actors, study: int, round_: int) -> None:
     for h in (actors.hospital, actors.hospital2):
-        exchange.studies.contribute(h, study, round_, ROOT, 10, UPDATE)
+        contribute(exchange, h, study, round_, ROOT, 10, UPDATE)
 
 
 # ---------------------------------------------------------------- happy path, event by event
@@ -91,12 +92,16 @@ def test_start_emits_event(exchange: Exchange, actors, study) -> None:
 
 
 def test_contribution_emits_event_and_is_stored(exchange: Exchange, actors, running) -> None:
-    tx = exchange.studies.contribute(actors.hospital, running, 1, ROOT, 17, UPDATE)
+    tx = contribute(exchange, actors.hospital, running, 1, ROOT, 17, UPDATE)
     event = tx.event(ContributionRecorded)
     assert (event.study_id, event.round, event.hospital, event.cohort_root, event.cohort_count, event.update_hash) == (
         running, 1, actors.hospital.address, ROOT, 17, UPDATE)
+    assert event.cohort_block == tx.block_number - 1  # the latest block when it was sent (tests/chain_steps.py)
+    assert event.dataset_ids == (hospital_dataset(exchange, actors.hospital),)
+    assert exchange.studies.cohort_root_of(running, 1, actors.hospital.address) == ROOT
     stored = exchange.studies.contribution_of(running, 1, actors.hospital.address)
-    assert (stored.cohort_root, stored.cohort_count, stored.at_block) == (ROOT, 17, tx.block_number)
+    assert stored == event
+    assert stored.block_number == tx.block_number
 
 
 def test_round_and_completion_emit_events(exchange: Exchange, actors, running) -> None:
@@ -109,21 +114,21 @@ def test_round_and_completion_emit_events(exchange: Exchange, actors, running) -
         1, model1, {actors.hospital.address, actors.hospital2.address}, 1000)
     assert exchange.studies.round_model_hash(running, 1) == model1
     final = keccak(text="final model")
-    tx = exchange.studies.complete(actors.coordinator, running, final)
+    tx = exchange.studies.complete(actors.coordinator, running, final, keccak(text="lineage bundle"))
     assert (tx.event(StudyCompleted).final_model_hash, tx.event(StudyCompleted).rounds) == (final, 1)
     record = exchange.studies.study(running)
     assert (record.status, record.final_model_hash, record.privacy_spent) == (StudyStatus.COMPLETED, final, 1000)
 
 
 def test_round_may_aggregate_a_subset_of_hospitals(exchange: Exchange, actors, running) -> None:
-    exchange.studies.contribute(actors.hospital, running, 1, ROOT, 3, UPDATE)  # hospital2 failed this round
+    contribute(exchange, actors.hospital, running, 1, ROOT, 3, UPDATE)  # hospital2 failed this round
     tx = exchange.studies.record_round(actors.coordinator, running, 1, keccak(b"m"), [actors.hospital.address])
     assert tx.event(RoundRecorded).contributors == (actors.hospital.address,)
 
 
 def test_cohort_proof_view(exchange: Exchange, actors, running) -> None:
     tree = MerkleTree(leaf_hash(["uint256"], [i]) for i in range(6))
-    exchange.studies.contribute(actors.hospital, running, 1, tree.root, 6, UPDATE)
+    contribute(exchange, actors.hospital, running, 1, tree.root, 6, UPDATE)
     leaf = tree.leaves[4]
     assert exchange.studies.in_cohort(running, 1, actors.hospital.address, leaf, tree.proof(leaf))
     assert not exchange.studies.in_cohort(running, 1, actors.hospital.address, leaf_hash(["uint256"], [99]),
@@ -180,34 +185,34 @@ def test_contribution_to_a_study_not_started_is_refused(exchange: Exchange, acto
     exchange.studies.approve(actors.hospital, study)
     with expect_revert("StudyRegistryUnexpectedStatus", studyId=study, status=StudyStatus.REQUESTED,
                  expected=StudyStatus.RUNNING):
-        exchange.studies.contribute(actors.hospital, study, 1, ROOT, 1, UPDATE)
+        contribute(exchange, actors.hospital, study, 1, ROOT, 1, UPDATE)
 
 
 def test_contribution_from_a_hospital_not_in_the_study_is_refused(exchange: Exchange, actors, running,
                                                                    expect_revert) -> None:
     with expect_revert("StudyRegistryNotParticipant", studyId=running, hospital=actors.outsider_hospital.address,
                  decision=Decision.NONE):
-        exchange.studies.contribute(actors.outsider_hospital, running, 1, ROOT, 1, UPDATE)
+        contribute(exchange, actors.outsider_hospital, running, 1, ROOT, 1, UPDATE)
 
 
 def test_contribution_to_a_closed_round_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     with expect_revert("StudyRegistryWrongRound", studyId=running, round=2, expected=1):
-        exchange.studies.contribute(actors.hospital, running, 2, ROOT, 1, UPDATE)
+        contribute(exchange, actors.hospital, running, 2, ROOT, 1, UPDATE)
 
 
 def test_second_contribution_to_a_round_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
-    exchange.studies.contribute(actors.hospital, running, 1, ROOT, 1, UPDATE)
+    contribute(exchange, actors.hospital, running, 1, ROOT, 1, UPDATE)
     with expect_revert("StudyRegistryAlreadyContributed", studyId=running, round=1, hospital=actors.hospital.address):
-        exchange.studies.contribute(actors.hospital, running, 1, ROOT, 1, UPDATE)
+        contribute(exchange, actors.hospital, running, 1, ROOT, 1, UPDATE)
 
 
 def test_empty_cohort_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     with expect_revert("StudyRegistryInvalidCohort", cohortRoot=ROOT, cohortCount=0):
-        exchange.studies.contribute(actors.hospital, running, 1, ROOT, 0, UPDATE)
+        contribute(exchange, actors.hospital, running, 1, ROOT, 0, UPDATE)
 
 
 def test_round_without_the_named_contribution_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
-    exchange.studies.contribute(actors.hospital, running, 1, ROOT, 1, UPDATE)
+    contribute(exchange, actors.hospital, running, 1, ROOT, 1, UPDATE)
     with expect_revert("StudyRegistryMissingContribution", studyId=running, round=1, hospital=actors.hospital2.address):
         exchange.studies.record_round(actors.coordinator, running, 1, keccak(b"m"),
                                       [actors.hospital.address, actors.hospital2.address])
@@ -227,23 +232,23 @@ def test_no_round_beyond_the_requested_number(exchange: Exchange, actors, runnin
     for r in (1, 2):
         contribute_both(exchange, actors, running, r)
         exchange.studies.record_round(actors.coordinator, running, r, keccak(bytes([r])), hospitals)
-    with expect_revert("StudyRegistryWrongRound", studyId=running, round=3, expected=3):
-        exchange.studies.contribute(actors.hospital, running, 3, ROOT, 1, UPDATE)
+    with expect_revert("StudyRegistryNoOpenRound", studyId=running, rounds=2):
+        contribute(exchange, actors.hospital, running, 3, ROOT, 1, UPDATE)
 
 
 def test_second_completion_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     contribute_both(exchange, actors, running, 1)
     exchange.studies.record_round(actors.coordinator, running, 1, keccak(b"m"),
                                   [actors.hospital.address, actors.hospital2.address])
-    exchange.studies.complete(actors.coordinator, running, keccak(b"final"))
+    exchange.studies.complete(actors.coordinator, running, keccak(b"final"), keccak(text="lineage bundle"))
     with expect_revert("StudyRegistryUnexpectedStatus", studyId=running, status=StudyStatus.COMPLETED,
                  expected=StudyStatus.RUNNING):
-        exchange.studies.complete(actors.coordinator, running, keccak(b"final again"))
+        exchange.studies.complete(actors.coordinator, running, keccak(b"final again"), keccak(text="lineage bundle"))
 
 
 def test_completion_without_any_round_is_refused(exchange: Exchange, actors, running, expect_revert) -> None:
     with expect_revert("StudyRegistryWrongRound", studyId=running, round=0, expected=1):
-        exchange.studies.complete(actors.coordinator, running, keccak(b"final"))
+        exchange.studies.complete(actors.coordinator, running, keccak(b"final"), keccak(text="lineage bundle"))
 
 
 def test_unknown_study_is_refused(exchange: Exchange, expect_revert) -> None:

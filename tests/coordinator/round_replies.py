@@ -15,6 +15,7 @@ from contracts.datause import Kind, Purpose
 from contracts.exchange import Exchange
 from contracts.studies import StudyRequest
 from coordinator.run_config import FederationConfig
+from tests.chain_steps import contribute
 
 #: Cohort roots the hospitals anchor; any non-zero 32 bytes will do for the coordinator.
 ROOT_A = keccak(text="synthetic cohort MARK-0007-ZQX")
@@ -53,7 +54,7 @@ def update_hash(weights: list[np.ndarray]) -> bytes:
 def anchor(exchange: Exchange, hospital: LocalAccount, study_id: int, round_: int, weights: list[np.ndarray],
            count: int, root: bytes = ROOT_A) -> None:
     """Commit ``hospital``'s contribution on chain, the contract call a node makes before it replies."""
-    exchange.studies.contribute(hospital, study_id, round_, root, count, update_hash(weights))
+    contribute(exchange, hospital, study_id, round_, root, count, update_hash(weights))
 
 
 def _metadata(node_id: int, round_: int) -> Metadata:

@@ -9,6 +9,7 @@ from contracts.enums import Decision
 from contracts.exchange import Exchange
 from contracts.studies import StudyRequest
 from coordinator.chain_index import ChainIndex
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 
 
@@ -33,11 +34,11 @@ def test_a_studys_replayed_state_equals_the_contracts_at_every_step(exchange: Ex
         lambda: studies.approve(actors.hospital, study_id),
         lambda: studies.approve(actors.hospital2, study_id),
         lambda: studies.start(actors.coordinator, study_id),
-        lambda: studies.contribute(actors.hospital, study_id, 1, keccak(text="r"), 3, keccak(text="u")),
+        lambda: contribute(exchange, actors.hospital, study_id, 1, keccak(text="r"), 3, keccak(text="u")),
         lambda: studies.record_round(actors.coordinator, study_id, 1, keccak(text="m1"), [h1], 700),
-        lambda: studies.contribute(actors.hospital2, study_id, 2, keccak(text="r2"), 4, keccak(text="u2")),
+        lambda: contribute(exchange, actors.hospital2, study_id, 2, keccak(text="r2"), 4, keccak(text="u2")),
         lambda: studies.record_round(actors.coordinator, study_id, 2, keccak(text="m2"), [h2], 800),
-        lambda: studies.complete(actors.coordinator, study_id, keccak(text="final")),
+        lambda: studies.complete(actors.coordinator, study_id, keccak(text="final"), keccak(text="lineage bundle")),
     ]
     _assert_same(index, exchange, study_id)
     for step in steps:

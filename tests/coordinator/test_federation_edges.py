@@ -44,7 +44,7 @@ def test_contributions_mined_in_the_same_block_are_each_matched_to_their_own_eve
             sender.join(timeout=60)
     finally:
         rpc.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
-    blocks = {exchange.studies.contribution_of(study, 1, account.address).at_block
+    blocks = {exchange.studies.contribution_of(study, 1, account.address).block_number
               for account in (actors.hospital, actors.hospital2)}
     assert len(blocks) == 1, "both contributions must be in one block for this test to mean anything"
     outcome = combine_round(exchange, config(study, min_nodes=2), 1, SENT,
@@ -58,7 +58,7 @@ def test_contributions_mined_in_the_same_block_are_each_matched_to_their_own_eve
 def test_an_endpoint_that_serves_no_logs_for_the_block_gets_the_reply_refused_with_why(
         exchange, actors, study, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     anchor(exchange, actors.hospital, study, 1, A, 3)
-    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).at_block
+    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).block_number
     monkeypatch.setattr(rounds, "read_events", lambda *args, **kwargs: [])  # a pruned or lagging node
     with pytest.raises(StudyAborted) as aborted:
         combine_round(exchange, config(study, min_nodes=1), 1, SENT, [reply(actors.hospital.address, A, 3)])
@@ -176,7 +176,7 @@ def test_the_update_hash_is_read_from_the_logs_of_the_anchoring_block_only(excha
     provider.make_request("evm_mine", [])  # type: ignore[arg-type]  # blocks before and after the contribution
     anchor(exchange, actors.hospital, study, 1, A, 3)
     provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).at_block
+    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).block_number
     asked: list[tuple[int, int | None]] = []
     read = rounds.read_events
 

@@ -25,6 +25,7 @@ from node.cli import app
 from node.enrol import enrol, issue_challenge
 from node.kept_cohort import KeptCohort, KeptMember, kept_cohort_path
 from node.node import Node
+from tests.chain_steps import contribute
 from tests.conftest import NODE_PASSPHRASE, Actors
 from tests.coordinator.conftest import LiveService
 
@@ -37,7 +38,7 @@ def _kept_round(node: Node, exchange: Exchange, actors: Actors, study_id: int, r
     members = tuple(KeptMember(keccak(text=f"record {i}").hex(), SINOGRAM, actors.patients[i].address)
                     for i in patients)
     tree = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in members)
-    tx = exchange.studies.contribute(node.account, study_id, round_, tree.root, len(members), keccak(text="update"))
+    tx = contribute(exchange, node.account, study_id, round_, tree.root, len(members), keccak(text="update"))
     kept = KeptCohort(study_id, round_, tx.block_number, "0x" + tree.root.hex(), len(members), members)
     path = kept_cohort_path(node.dir, study_id, round_)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from coordinator.study_log import HeldOut, RoundRecord, StudyLog, final_model, s
 from node.kept_cohort import KeptCohort, KeptMember
 from node.sealed_publish import Sealer
 from tasks import save_weights, task_code_hash, weights_hash
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 from tests.coordinator.conftest import LiveService, serve_live, sign_typed
 
@@ -170,9 +171,9 @@ def _round(live: LiveService, actors: Actors, study: Study, round_: int, members
     exchange, harness = live.services.exchange, live.harness
     leaves = {m: cohort_leaf(study.records[m], SINOGRAM, m) for m in members}
     tree = MerkleTree(leaves.values())
-    exchange.studies.contribute(actors.hospital, study.study_id, round_, tree.root, len(members),
+    contribute(exchange, actors.hospital, study.study_id, round_, tree.root, len(members),
                                 keccak(text=f"update {round_}"))
-    exchange.studies.contribute(actors.hospital2, study.study_id, round_, keccak(text=f"other {round_}"), other_count,
+    contribute(exchange, actors.hospital2, study.study_id, round_, keccak(text=f"other {round_}"), other_count,
                                 keccak(text=f"other update {round_}"))
     body = {"study_id": study.study_id, "round": round_, "cohort_root": "0x" + tree.root.hex(),
             "cohort_count": len(members), "complete": True,
@@ -291,7 +292,7 @@ def test_a_patient_grants_revokes_and_checks_on_chain_and_a_researcher_follows_t
     _round(portal, actors, study, 3, members[1:], other_count=10, metrics={"loss": 0.40, "accuracy": 0.78}, log=log)
     weights = [np.ones((2, 3), dtype=np.float32)]
     save_weights(final_model(study_folder(portal.services.settings.model_dir, study.study_id)), weights)
-    exchange.studies.complete(actors.coordinator, study.study_id, weights_hash(weights))
+    exchange.studies.complete(actors.coordinator, study.study_id, weights_hash(weights), keccak(text="lineage bundle"))
     expect(page.locator("#rounds h2")).to_have_text("Rounds: 3 of 3 completed")  # no reload: the event stream
     expect(page.locator("#study-status")).to_have_text("completed")
     expect(page.locator("#cohort-chart rect.bar")).to_have_count(6)
@@ -318,9 +319,9 @@ def _sealed_round(live: LiveService, actors: Actors, study: Study, round_: int, 
     kept = KeptCohort(study.study_id, round_, 0, "", 0, tuple(KeptMember(study.records[m], SINOGRAM, m)
                                                               for m in members))
     tree = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in kept.members)
-    exchange.studies.contribute(actors.hospital, study.study_id, round_, tree.root, len(members),
+    contribute(exchange, actors.hospital, study.study_id, round_, tree.root, len(members),
                                 keccak(text=f"update {round_}"))
-    exchange.studies.contribute(actors.hospital2, study.study_id, round_, keccak(text=f"other {round_}"), 5,
+    contribute(exchange, actors.hospital2, study.study_id, round_, keccak(text=f"other {round_}"), 5,
                                 keccak(text=f"other update {round_}"))
     kept = KeptCohort(study.study_id, round_, 0, "0x" + tree.root.hex(), len(members), kept.members)
     patients = {p.address: public_key_of(p.key) for p in actors.patients}

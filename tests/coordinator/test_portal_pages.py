@@ -18,6 +18,7 @@ from contracts.studies import StudyRequest
 from coordinator.models.studies import ContributionPublic, DecisionPublic, RoundPublic, StudyPublic
 from coordinator.portal.chart import cohort_chart, metric_charts, nice_ceiling
 from coordinator.study_log import HeldOut, RoundRecord, StudyLog, study_folder
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 from tests.coordinator.conftest import Harness
 
@@ -156,7 +157,7 @@ def _with_rounds(service: Harness, actors: Actors) -> int:
     both = [actors.hospital.address, actors.hospital2.address]
     for round_, counts in ((1, (12, 7)), (2, (11, 7))):
         for hospital, count in zip((actors.hospital, actors.hospital2), counts, strict=True):
-            studies.contribute(hospital, study_id, round_, keccak(text=f"root {round_} {count}"), count,
+            contribute(service.exchange, hospital, study_id, round_, keccak(text=f"root {round_} {count}"), count,
                                keccak(text=f"update {round_}"))
         studies.record_round(actors.coordinator, study_id, round_, keccak(text=f"model {round_}"), both)
     folder = study_folder(service.settings.model_dir, study_id)

@@ -15,6 +15,7 @@ from contracts.datause import Kind, Purpose, Scope
 from contracts.leaves import cohort_leaf
 from contracts.merkle import MerkleTree
 from contracts.studies import StudyRequest
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 from tests.coordinator.conftest import Harness
 
@@ -47,7 +48,7 @@ def _study(service: Harness, actors: Actors, rounds: int = 2) -> int:
 
 def _contribute(service: Harness, actors: Actors, study_id: int, round_: int, members: list[Member]) -> MerkleTree:
     tree = MerkleTree(m.leaf for m in members)
-    service.exchange.studies.contribute(actors.hospital, study_id, round_, tree.root, len(members),
+    contribute(service.exchange, actors.hospital, study_id, round_, tree.root, len(members),
                                         keccak(text=f"update {round_}"))
     return tree
 

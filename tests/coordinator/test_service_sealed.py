@@ -20,6 +20,7 @@ from contracts.sealing import MIN_BUCKET, OVERHEAD, open_envelope, public_key_of
 from contracts.studies import StudyRequest
 from node.kept_cohort import KeptCohort, KeptMember
 from node.sealed_publish import Sealer
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 from tests.coordinator.conftest import Harness
 
@@ -52,7 +53,7 @@ def _kept(service: Harness, hospital: LocalAccount, study_id: int, round_: int,
     """Anchor a cohort of two records per patient at ``hospital`` and return it as the node keeps it."""
     members = tuple(KeptMember(_record(f"{p.address} {n}"), SINOGRAM, p.address) for p in patients for n in (1, 2))
     tree = MerkleTree(cohort_leaf(m.record_id, m.kind, m.patient) for m in members)
-    tx = service.exchange.studies.contribute(hospital, study_id, round_, tree.root, len(members),
+    tx = contribute(service.exchange, hospital, study_id, round_, tree.root, len(members),
                                              keccak(text=f"update {round_}"))
     return KeptCohort(study_id, round_, tx.block_number, "0x" + tree.root.hex(), len(members), members)
 

@@ -20,6 +20,7 @@ from contracts.exchange import Exchange
 from contracts.studies import StudyRequest
 from deploy.process import free_port
 from tasks import task_code_hash
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 from tests.coordinator.conftest import Harness
 
@@ -117,10 +118,10 @@ def test_a_completed_study_is_refused_naming_its_status(launching: Harness, acto
     study_id = _requested(launching.exchange, actors, actors.hospital, actors.hospital2)
     studies.start(actors.coordinator, study_id)
     for n, hospital in enumerate((actors.hospital, actors.hospital2)):
-        studies.contribute(hospital, study_id, 1, keccak(text=f"root {n}"), 10, keccak(text=f"update {n}"))
+        contribute(launching.exchange, hospital, study_id, 1, keccak(text=f"root {n}"), 10, keccak(text=f"update {n}"))
     studies.record_round(actors.coordinator, study_id, 1, keccak(text="model"),
                          [actors.hospital.address, actors.hospital2.address])
-    studies.complete(actors.coordinator, study_id, keccak(text="model"))
+    studies.complete(actors.coordinator, study_id, keccak(text="model"), keccak(text="lineage bundle"))
     refused = _start(launching, actors.coordinator, study_id)
     assert refused.status_code == 409, refused.text
     assert refused.json()["study_status"] == "completed"

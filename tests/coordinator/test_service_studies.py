@@ -15,6 +15,7 @@ from contracts.datause import Kind, Purpose
 from contracts.studies import StudyRequest
 from coordinator.study_log import final_model, round_model, study_folder
 from tasks import save_weights, task_code_hash, weights_hash
+from tests.chain_steps import contribute
 from tests.conftest import Actors
 from tests.coordinator.conftest import Harness
 
@@ -39,11 +40,12 @@ def _completed_study(service: Harness, actors: Actors, *, write_model: bool = Tr
         studies.approve(hospital, study_id)
     studies.start(actors.coordinator, study_id)
     for n, hospital in enumerate((actors.hospital, actors.hospital2)):
-        studies.contribute(hospital, study_id, 1, keccak(text=f"root {n}"), 10 + n, keccak(text=f"update {n}"))
+        contribute(service.exchange, hospital, study_id, 1, keccak(text=f"root {n}"),
+                   10 + n, keccak(text=f"update {n}"))
     weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, dtype=np.float32)]
     digest = weights_hash(weights)
     studies.record_round(actors.coordinator, study_id, 1, digest, [actors.hospital.address, actors.hospital2.address])
-    studies.complete(actors.coordinator, study_id, digest)
+    studies.complete(actors.coordinator, study_id, digest, keccak(text="lineage bundle"))
     folder = study_folder(service.settings.model_dir, study_id)
     folder.mkdir(parents=True, exist_ok=True)
     if write_model:

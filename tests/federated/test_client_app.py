@@ -89,4 +89,4 @@ def test_a_private_study_is_not_trained_without_clipping(hospitals, exchange, ac
     with pytest.raises(StudyRefused, match="refusing to send an unclipped update"):
         train_local(node, study_id=study_id, round_=1, task_code=TASK, weights=initial_weights(), epochs=1,
                     lr=0.01, batch_size=4, proximal_mu=0.0)
-    assert exchange.studies.contribution_of(study_id, 1, node.address).cohort_count == 0
+    assert exchange.studies.contribution_of(study_id, 1, node.address) is None

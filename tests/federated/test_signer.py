@@ -12,6 +12,7 @@ from contracts.datause import Kind, Purpose
 from contracts.studies import StudyRequest
 from deploy.signers import SignerProcess, start_signer, stop_signer
 from node.signer import RemoteSigner, SignerError
+from tests.chain_steps import contribute, hospital_dataset
 from tests.conftest import NODE_PASSPHRASE
 from tests.federated.conftest import TASK
 
@@ -33,7 +34,9 @@ def test_agent_signs_a_contribution(agent: SignerProcess, hospitals, study, exch
     assert signer.address == node.address
     assert oct(agent.socket.parent.stat().st_mode & 0o777) == "0o700"
     assert oct(Path(str(agent.socket) + ".key").stat().st_mode & 0o777) == "0o600"
-    tx = exchange.studies.contribute(signer, study, 1, b"\x11" * 32, 12, b"\x22" * 32)  # type: ignore[arg-type]
+    datasets = (hospital_dataset(exchange, node.account),)  # registered with the node's own key
+    tx = contribute(exchange, signer, study, 1, b"\x11" * 32, 12, b"\x22" * 32,  # type: ignore[arg-type]
+                    dataset_ids=datasets)
     assert tx.block_number > 0
     assert exchange.studies.contribution_of(study, 1, node.address).cohort_count == 12
 

@@ -19,6 +19,7 @@ from node.catalog import Patient, Record
 from node.cohort import CohortError, build_cohort
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor
+from tests.chain_steps import contribute
 from tests.contracts.merkle_reference import reference_leaf, reference_root
 
 PATIENTS = ["TEST-P1", "TEST-P2", "TEST-P3", "TEST-P4", "TEST-P5", "TEST-P6"]
@@ -97,7 +98,7 @@ def test_cohort_commitment_matches_its_members(setup, exchange) -> None:
         [(rid, address) for rid, address in rows if address in consenting], leaves, strict=True)}
     assert {m.record_id: cohort.proof(m.record_id)[0] for m in cohort.members} == expected_leaf
     # Anchored as the node's round contribution, each member's proof verifies on chain.
-    exchange.studies.contribute(node.account, study_id, 1, cohort.root, cohort.count, keccak(b"update"))
+    contribute(exchange, node.account, study_id, 1, cohort.root, cohort.count, keccak(b"update"))
     proven = [exchange.studies.in_cohort(study_id, 1, node.address, *cohort.proof(m.record_id))
               for m in cohort.members]
     assert proven == [True, True, True]

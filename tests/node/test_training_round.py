@@ -309,7 +309,7 @@ def test_without_anchoring_the_update_is_only_hashed(hospital, exchange, actors)
     anchored = anchor_contribution(hospital, trained.cohort, 1, trained.weights, anchor=False)
     assert (anchored.update_hash, anchored.tx_hash) == (weights_hash(trained.weights), "")
     assert 0 <= anchored.seconds <= time.perf_counter() - started
-    assert exchange.studies.contribution_of(study_id, 1, hospital.address).cohort_count == 0
+    assert exchange.studies.contribution_of(study_id, 1, hospital.address) is None
     assert not _cohort_file(hospital, study_id, 1).exists()
 
 
