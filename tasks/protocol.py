@@ -142,12 +142,16 @@ class Commitment(_Record):
     update_hash: str | None = None
     #: The anchoring transaction; None when the node does not anchor (benchmarks only).
     tx: str | None = None
+    #: The round's cohort manifest, JSON (docs/formats/lineage-bundle.md), for the study's lineage
+    #: bundle; set when anchored.
+    manifest: str | None = None
 
     _WIRE: ClassVar[dict[str, tuple[str, type]]] = {
         "hospital": ("hospital", str), "cohort_root": ("cohort-root", str), "cohort_count": (COHORT_COUNT, int),
         "synthetic_count": ("synthetic-count", int), "update_hash": ("update-hash", str), "tx": ("tx", str),
+        "manifest": ("cohort-manifest", str),
     }
-    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"synthetic_count", "update_hash", "tx"})
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"synthetic_count", "update_hash", "tx", "manifest"})
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Commitment:
@@ -158,9 +162,9 @@ class Commitment(_Record):
         """
         return cls(**cls._read(config))  # type: ignore[arg-type]
 
-    def anchored(self, update_hash: bytes, tx: str | None) -> Commitment:
-        """This commitment with the anchored update's hash and transaction."""
-        return replace(self, update_hash="0x" + update_hash.hex(), tx=tx)
+    def anchored(self, update_hash: bytes, tx: str | None, manifest: str | None = None) -> Commitment:
+        """This commitment with the anchored update's hash, transaction and cohort manifest."""
+        return replace(self, update_hash="0x" + update_hash.hex(), tx=tx, manifest=manifest)
 
 
 def timing_metrics(seconds: Mapping[str, float]) -> dict[str, float]:
