@@ -36,7 +36,7 @@ demo: deps
 
 lint: deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy contracts deploy benchmarks raw_data node coordinator tasks
+	$(VENV)/bin/mypy contracts deploy benchmarks raw_data node coordinator tasks audit
 	$(PY) -m tests.import_rules
 
 test: deps lint
