@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from eth_typing import HexStr
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
@@ -130,6 +131,15 @@ class ChainReader:
         with self._asking(f"eth_getBlockByNumber({block})"):
             header: Any = self.w3.eth.get_block(block)
         return Instant(block=block, timestamp=int(header["timestamp"]))
+
+    def sender(self, tx_hash: str) -> str:
+        """The checksummed address that sent transaction ``tx_hash``.
+
+        Raises:
+            RpcError: the endpoint failed or does not know the transaction.
+        """
+        with self._asking(f"transaction {tx_hash}"):
+            return to_checksum_address(self.w3.eth.get_transaction(HexStr(tx_hash))["from"])
 
     def call(self, to: str, data: bytes, block: int) -> bytes:
         """Run a read-only call of ``to`` with calldata ``data`` in the state after block ``block``.

@@ -93,7 +93,16 @@ def play(steps: tuple[Change | Handover, ...], exchange: Exchange, actors: Any, 
             hand_over(exchange, rpc_url, who[step.old], who[step.new])
             continue
         call = exchange.roles.contract.functions[functions[step.action]](step.role.value, who[step.account].address)
+        if step.action == "grant" and _incompatible(exchange, step.role, who[step.account].address):
+            continue  # ConsortiumRoles refuses it (the coordinator role is held alone): nothing to replay
         exchange.chain.transact(who[step.by], call)
+
+
+def _incompatible(exchange: Exchange, role: Role, account: str) -> bool:
+    """Whether granting ``role`` to ``account`` breaks the separation of duties ConsortiumRoles enforces."""
+    if role is Role.COORDINATOR:
+        return exchange.roles.has(Role.HOSPITAL, account) or exchange.roles.has(Role.RESEARCHER, account)
+    return role in (Role.HOSPITAL, Role.RESEARCHER) and exchange.roles.has(Role.COORDINATOR, account)
 
 
 def compare_roles(reader: audit.ChainReader, history: audit.RoleHistory, roles: str, accounts: Sequence[str],
