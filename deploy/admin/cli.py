@@ -1,36 +1,48 @@
-"""The commands of ``metai-admin``: ``roles grant``, ``roles revoke``, ``roles list``.
+"""The commands of ``metai-admin``: ``roles grant|revoke|list`` and ``admin status|transfer|accept|cancel|delay``.
 
 Arguments are checked before the settings are read, and the settings and the chain before
 anything is sent. A change that would change nothing (granting a role already held, revoking
-one not held) sends nothing and exits 0, so a script can run it again safely. Revoking the
-admin role from the last admin is refused unless ``--force`` is given.
+one not held) sends nothing and exits 0, so a script can run it again safely. The admin role is
+not granted or revoked like the others: it is the admin seat, which moves with the ``admin``
+commands (:mod:`deploy.admin.seat_cli`). Every command that sends can print its transaction
+instead (``--calldata``), for an admin that is a multisig.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from contracts.enums import Role
 from contracts.errors import ChainUnavailable
-from deploy.admin.roles import Holder, other_admins, parse_address, parse_role, read_holders, role_label
-from deploy.errors import AdminRefused, SettingsError
+from deploy.admin.roles import (
+    Holder,
+    conflicting_roles,
+    parse_address,
+    parse_role,
+    read_holders,
+    role_label,
+)
+from deploy.admin.seat import read_seat
+from deploy.admin.seat_cli import admin_sender, seat_app
+from deploy.admin.session import CalldataOpt, Change, Session, connect
+from deploy.errors import AdminRefused
 from deploy.settings import Settings
 from node.cli.boundary import Boundary
-
-if TYPE_CHECKING:
-    from eth_account.signers.local import LocalAccount
-
-    from contracts.chain import TxResult
-    from contracts.exchange import Exchange
 
 
 def _hint(exc: BaseException) -> str | None:
     if isinstance(exc, ChainUnavailable):
         return "check METAI_RPC_URL"
+    values: Any = getattr(exc, "values", None)
+    if (getattr(exc, "error", None) == "AccessControlUnauthorizedAccount" and isinstance(values, dict)
+            and values.get("neededRole") == Role.CONSORTIUM_ADMIN.value):
+        # Not the generic "ask the admin to grant you the role": the admin seat is never granted.
+        return ("only the consortium admin may do this: set METAI_ADMIN_KEY to its key, or, if the admin is a "
+                "multisig, add --calldata and propose the transaction there (`metai-admin admin status` names it)")
     return None
 
 
@@ -44,61 +56,72 @@ def _typer(help_text: str, **kwargs: object) -> typer.Typer:
 
 app = _typer("Administer the MeTAI consortium on chain, as the consortium admin (METAI_ADMIN_KEY).",
              cls=BOUNDARY.group())
-roles_app = _typer("Who is a hospital, a researcher, the coordinator or an admin (ConsortiumRoles).")
+roles_app = _typer("Who is a hospital, a researcher, the coordinator or the admin (ConsortiumRoles).")
 app.add_typer(roles_app, name="roles")
+app.add_typer(seat_app, name="admin")
 
-RoleArg = Annotated[str, typer.Argument(help="admin, hospital, researcher or coordinator (any case)",
+RoleArg = Annotated[str, typer.Argument(help="hospital, researcher or coordinator (any case)",
                                         show_default=False)]
 AddressArg = Annotated[str, typer.Argument(help="the account: 0x and 40 hex digits",
                                            show_default=False)]
 
 
 @roles_app.command("grant")
-def grant(role: RoleArg, address: AddressArg) -> None:
+def grant(role: RoleArg, address: AddressArg, calldata: CalldataOpt = False) -> None:
     """Give ROLE to ADDRESS, signed with METAI_ADMIN_KEY; nothing is sent if ADDRESS holds it already.
 
-    ROLE: admin, hospital, researcher or coordinator (any case). ADDRESS: 0x and 40 hex digits.
+    ROLE: hospital, researcher or coordinator (any case). ADDRESS: 0x and 40 hex digits. The
+    coordinator role is held alone: it is refused to an account holding hospital or researcher,
+    and those to the coordinator. The admin seat moves with `metai-admin admin transfer`.
     """
     wanted, account = parse_role(role), parse_address(address)
-    exchange, admin = _signing()
+    if wanted is Role.CONSORTIUM_ADMIN:
+        raise AdminRefused(
+            "the admin role is not granted: ConsortiumRoles has exactly one admin, and the seat moves in two steps; "
+            f"run `metai-admin admin transfer {account}`, and once the delay has passed {account} runs "
+            "`metai-admin admin accept`")
+    session = Session.open(calldata=calldata)
+    exchange = session.exchange
+    name = role_label(wanted.value)
     if exchange.roles.has(wanted, account):
-        typer.echo(f"{account} already holds the {role_label(wanted.value)} role; nothing sent")
+        typer.echo(f"{account} already holds the {name} role; nothing sent")
         return
-    _sent(f"granted {role_label(wanted.value)} to {account}", admin, exchange.roles.grant(admin, wanted, account))
+    if held := conflicting_roles(exchange, wanted, account):
+        raise AdminRefused(_conflict(account, wanted, held))
+    session.submit(Change("grantRole", (wanted.value, account), f"grant {name} to {account}",
+                          f"granted {name} to {account}"), sender=_admin_phrase(session))
 
 
 @roles_app.command("revoke")
-def revoke(
-    role: RoleArg,
-    address: AddressArg,
-    force: Annotated[bool, typer.Option("--force", help="revoke the admin role even from the last admin")] = False,
-) -> None:
+def revoke(role: RoleArg, address: AddressArg, calldata: CalldataOpt = False) -> None:
     """Take ROLE from ADDRESS, signed with METAI_ADMIN_KEY; nothing is sent if ADDRESS does not hold it.
 
-    ROLE: admin, hospital, researcher or coordinator (any case). Taking the admin role from the
-    last admin needs --force: nobody could change any role afterwards.
+    ROLE: hospital, researcher or coordinator (any case). The admin seat is never left empty:
+    hand it to another account with `metai-admin admin transfer`.
     """
     wanted, account = parse_role(role), parse_address(address)
-    exchange, admin = _signing()
-    if not exchange.roles.has(wanted, account):
-        typer.echo(f"{account} does not hold the {role_label(wanted.value)} role; nothing sent")
+    if wanted is Role.CONSORTIUM_ADMIN:
+        raise AdminRefused(
+            "the admin role is not revoked: ConsortiumRoles always has exactly one admin; to hand the seat to another "
+            "account, run `metai-admin admin transfer ADDRESS`, and that account accepts once the delay has passed")
+    session = Session.open(calldata=calldata)
+    name = role_label(wanted.value)
+    if not session.exchange.roles.has(wanted, account):
+        typer.echo(f"{account} does not hold the {name} role; nothing sent")
         return
-    if wanted is Role.CONSORTIUM_ADMIN and not other_admins(read_holders(exchange), account):
-        danger = f"{account} is the last consortium admin: without one, no role can ever be granted or revoked again"
-        if not force:
-            raise AdminRefused(f"{danger}; grant the admin role to another account first, or pass --force")
-        typer.secho(f"warning: {danger} (--force given)", fg="yellow", err=True)
-    _sent(f"revoked {role_label(wanted.value)} from {account}", admin, exchange.roles.revoke(admin, wanted, account))
+    session.submit(Change("revokeRole", (wanted.value, account), f"revoke {name} from {account}",
+                          f"revoked {name} from {account}"), sender=_admin_phrase(session))
 
 
 @roles_app.command("list")
 def list_roles(
-    role: Annotated[str | None, typer.Argument(help="only this role", show_default=False)] = None,
+    role: Annotated[str | None, typer.Argument(help="only this role (admin, hospital, researcher, coordinator)",
+                                               show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON (for scripts) instead of a table")] = False,
 ) -> None:
     """Show who holds each role (or only ROLE) now: read from the role events, each confirmed with hasRole."""
     wanted = parse_role(role) if role is not None else None
-    exchange = _exchange(Settings())
+    exchange = connect(Settings())
     found = read_holders(exchange)
     for line in found.disagreements:
         typer.secho(f"warning: {line}", fg="yellow", err=True)
@@ -120,36 +143,20 @@ def list_roles(
 # ---------------------------------------------------------------------- helpers
 
 
-def _exchange(settings: Settings) -> Exchange:
-    """The deployment of METAI_MANIFEST on METAI_RPC_URL."""
-    rpc_url = settings.require_rpc_url()
-    manifest = settings.manifest_path()
-    if not manifest.is_file():
-        raise SettingsError(f"no deployment manifest at {manifest}; set METAI_MANIFEST to the file "
-                            "`python -m deploy contracts` wrote (default: $METAI_RUN_DIR/deployment.json)")
-    from contracts.exchange import Exchange  # web3: only once the settings are right
-
-    return Exchange.connect(rpc_url, manifest)
+def _conflict(account: str, wanted: Role, held: list[Role]) -> str:
+    """Why ``account`` may not be given ``wanted`` on top of ``held``, and what to do."""
+    names = " and ".join(role_label(r.value) for r in held)
+    plural = "s" if len(held) > 1 else ""
+    why = ("the coordinator starts studies and records the rounds hospitals contribute, so it holds no other role")
+    return (f"{account} holds the {names} role{plural}, which cannot be combined with the {role_label(wanted.value)} "
+            f"role ({why}); revoke the {names} role{plural} from {account} first, or choose another account")
 
 
-def _signing() -> tuple[Exchange, LocalAccount]:
-    """The deployment and the admin account of METAI_ADMIN_KEY, which must be able to pay for gas."""
-    settings = Settings()
-    key = settings.require_admin_key()
-    exchange = _exchange(settings)
-    from eth_account import Account
-
-    admin: LocalAccount = Account.from_key(key)
-    if exchange.chain.balance(admin.address) == 0:
-        raise SettingsError(
-            f"the admin account {admin.address} (METAI_ADMIN_KEY) holds no ether on {exchange.chain.rpc_url}, so it "
-            "cannot pay for the transaction; fund it, or set METAI_ADMIN_KEY to the consortium admin's key"
-        )
-    return exchange, admin
-
-
-def _sent(what: str, admin: LocalAccount, tx: TxResult) -> None:
-    typer.echo(f"{what}: transaction {tx.tx_hash} in block {tx.block_number} (signed by {admin.address})")
+def _admin_phrase(session: Session) -> str:
+    """Who sends a role change with --calldata: the consortium admin, named."""
+    if session.signer is not None:
+        return "the consortium admin"  # not printed: the key signs, and the contract checks it is the admin's
+    return admin_sender(read_seat(session.exchange))
 
 
 def _table(shown: dict[str, list[Holder]]) -> list[str]:

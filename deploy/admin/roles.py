@@ -1,4 +1,4 @@
-"""The consortium's roles as the admin sees them: their names, who holds them, what a change would do.
+"""The consortium's roles as the admin sees them: their names, who holds them, which may be combined.
 
 Holders are read from ``ConsortiumRoles``' ``RoleGranted`` / ``RoleRevoked`` events (AccessControl
 keeps no list of members) and each is confirmed with ``hasRole`` at the block the events were
@@ -28,6 +28,15 @@ ROLE_NAMES: dict[str, Role] = {
     "coordinator": Role.COORDINATOR,
 }
 _NAME_OF = {role.value: name for name, role in ROLE_NAMES.items()}
+
+#: The working roles one account may not hold together with each role (separation of duties:
+#: the coordinator starts studies and records the rounds hospitals contribute, so it is held
+#: alone). ConsortiumRoles refuses such a grant with ConsortiumRolesIncompatibleRoles.
+EXCLUDES: dict[Role, tuple[Role, ...]] = {
+    Role.COORDINATOR: (Role.HOSPITAL, Role.RESEARCHER),
+    Role.HOSPITAL: (Role.COORDINATOR,),
+    Role.RESEARCHER: (Role.COORDINATOR,),
+}
 
 
 def parse_role(name: str) -> Role:
@@ -128,6 +137,9 @@ def _holds(exchange: Exchange, role_id: bytes, account: str, block: int) -> bool
     return bool(exchange.chain.call(exchange.roles.contract.functions.hasRole(role_id, account), block=block))
 
 
-def other_admins(holders: RoleHolders, account: str) -> list[str]:
-    """The consortium admins other than ``account``."""
-    return [h.account for h in holders.of(Role.CONSORTIUM_ADMIN) if h.account != account]
+def conflicting_roles(exchange: Exchange, role: Role, account: str) -> list[Role]:
+    """The roles ``account`` holds that may not be combined with ``role``.
+
+    In the order ConsortiumRoles checks them (:data:`EXCLUDES`); empty when the grant may go ahead.
+    """
+    return [held for held in EXCLUDES.get(role, ()) if exchange.roles.has(held, account)]

@@ -1,5 +1,7 @@
 """``metai-admin roles grant|revoke|list`` on the session's Anvil chain, as the consortium admin would run it.
 
+The admin seat's own commands (``metai-admin admin ...``) are tested in ``test_admin_seat.py``.
+
 The commands run in-process (typer's CliRunner) with the settings as environment variables, from
 an empty directory (no .env); the chain is put back after each test (``exchange``).
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from eth_typing import HexStr
 from typer.testing import CliRunner
 
 import contracts.roles
@@ -50,6 +53,11 @@ def run(cli: CliRunner, *args: str) -> Result:
     return cli.invoke(app, ["roles", *args])
 
 
+def proposal(stdout: str) -> dict[str, str]:
+    """The ``name: value`` lines a ``--calldata`` command prints under its first line."""
+    return {name: value.strip() for name, _, value in (line.partition(":") for line in stdout.splitlines()[1:])}
+
+
 def listed(cli: CliRunner, role: str | None = None) -> dict[str, list[str]]:
     """The accounts ``roles list --json`` shows for each role."""
     result = run(cli, "list", *([role] if role else []), "--json")
@@ -72,7 +80,7 @@ def test_grant_prints_the_transaction_and_its_block(cli: CliRunner, exchange: Ex
     match = re.fullmatch(rf"granted coordinator to {actors.stranger.address}: transaction (0x[0-9a-f]{{64}}) "
                          rf"in block (\d+) \(signed by {actors.admin.address}\)\n", result.stdout)
     assert match is not None, result.stdout
-    receipt = exchange.chain.w3.eth.get_transaction_receipt(match[1])
+    receipt = exchange.chain.w3.eth.get_transaction_receipt(HexStr(match[1]))
     assert (receipt["status"], receipt["blockNumber"]) == (1, int(match[2]))
     assert exchange.roles.has(Role.COORDINATOR, actors.stranger.address)
 
@@ -108,29 +116,115 @@ def test_revoking_a_role_not_held_sends_nothing_and_succeeds(cli: CliRunner, exc
     assert exchange.chain.block_number == before
 
 
-def test_revoking_the_last_admin_is_refused_without_force(cli: CliRunner, exchange: Exchange, actors: Actors) -> None:
+@pytest.mark.parametrize("role", ["admin", "ADMIN"])
+def test_granting_the_admin_role_is_refused_pointing_to_admin_transfer(cli: CliRunner, monkeypatch: pytest.MonkeyPatch,
+                                                                        exchange: Exchange, actors: Actors,
+                                                                        role: str) -> None:
+    monkeypatch.delenv("METAI_RPC_URL")  # refused on the arguments alone, before the settings are read
+    before = exchange.chain.block_number
+    result = run(cli, "grant", role, actors.stranger.address)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: the admin role is not granted: ConsortiumRoles has exactly one admin, and the seat moves in two "
+        f"steps; run `metai-admin admin transfer {actors.stranger.address}`, and once the delay has passed "
+        f"{actors.stranger.address} runs `metai-admin admin accept`\n")
+    assert exchange.chain.block_number == before
+
+
+def test_revoking_the_admin_role_is_refused_pointing_to_admin_transfer(cli: CliRunner, exchange: Exchange,
+                                                                       actors: Actors) -> None:
+    before = exchange.chain.block_number
     result = run(cli, "revoke", "admin", actors.admin.address)
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {actors.admin.address} is the last consortium admin: without one, no role can "
-                             "ever be granted or revoked again; grant the admin role to another account first, or "
-                             "pass --force\n")
+    assert result.stderr == (
+        "error: the admin role is not revoked: ConsortiumRoles always has exactly one admin; to hand the seat to "
+        "another account, run `metai-admin admin transfer ADDRESS`, and that account accepts once the delay has "
+        "passed\n")
+    assert exchange.chain.block_number == before
     assert exchange.roles.has(Role.CONSORTIUM_ADMIN, actors.admin.address)
 
 
-def test_revoking_the_last_admin_with_force_warns_and_revokes(cli: CliRunner, exchange: Exchange,
-                                                             actors: Actors) -> None:
-    result = run(cli, "revoke", "ADMIN", actors.admin.address, "--force")
-    assert result.exit_code == 0, result.stderr
-    assert result.stderr.startswith(f"warning: {actors.admin.address} is the last consortium admin")
-    assert not exchange.roles.has(Role.CONSORTIUM_ADMIN, actors.admin.address)
+def test_revoke_has_no_force_option_any_more(cli: CliRunner, exchange: Exchange, actors: Actors) -> None:
+    result = run(cli, "revoke", "hospital", actors.hospital.address, "--force")
+    assert result.exit_code == 2  # a usage error: the option is unknown
+    assert "No such option" in result.stderr
+    assert exchange.roles.has(Role.HOSPITAL, actors.hospital.address)
 
 
-def test_revoking_an_admin_while_another_remains_needs_no_force(cli: CliRunner, exchange: Exchange,
-                                                               actors: Actors) -> None:
-    exchange.roles.grant(actors.admin, Role.CONSORTIUM_ADMIN, actors.stranger.address)
-    result = run(cli, "revoke", "admin", actors.admin.address)
+# ---------------------------------------------------------------------- separation of duties
+
+
+def test_the_coordinator_role_is_refused_to_a_hospital_naming_the_held_role(cli: CliRunner, exchange: Exchange,
+                                                                            actors: Actors) -> None:
+    before = exchange.chain.block_number
+    result = run(cli, "grant", "coordinator", actors.hospital.address)
+    assert result.exit_code == 1
+    account = actors.hospital.address
+    assert result.stderr == (
+        f"error: {account} holds the hospital role, which cannot be combined with the coordinator role (the "
+        "coordinator starts studies and records the rounds hospitals contribute, so it holds no other role); revoke "
+        f"the hospital role from {account} first, or choose another account\n")
+    assert exchange.chain.block_number == before
+
+
+def test_the_coordinator_role_is_refused_naming_both_roles_held(cli: CliRunner, exchange: Exchange,
+                                                                actors: Actors) -> None:
+    exchange.roles.grant(actors.admin, Role.RESEARCHER, actors.hospital.address)
+    result = run(cli, "grant", "coordinator", actors.hospital.address)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {actors.hospital.address} holds the hospital and researcher roles, "
+                                    "which cannot be combined with the coordinator role")
+    assert not exchange.roles.has(Role.COORDINATOR, actors.hospital.address)
+
+
+@pytest.mark.parametrize("role", ["hospital", "researcher"])
+def test_hospital_and_researcher_are_refused_to_the_coordinator(cli: CliRunner, exchange: Exchange, actors: Actors,
+                                                                role: str) -> None:
+    before = exchange.chain.block_number
+    result = run(cli, "grant", role, actors.coordinator.address)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {actors.coordinator.address} holds the coordinator role, which cannot "
+                                    f"be combined with the {role} role (")
+    assert exchange.chain.block_number == before
+
+
+def test_hospital_and_researcher_may_be_combined(cli: CliRunner, exchange: Exchange, actors: Actors) -> None:
+    result = run(cli, "grant", "researcher", actors.hospital.address)
     assert result.exit_code == 0, result.stderr
-    assert listed(cli, "admin") == {"admin": [actors.stranger.address]}
+    assert exchange.roles.has(Role.RESEARCHER, actors.hospital.address)
+
+
+# ---------------------------------------------------------------------- --calldata
+
+
+@pytest.mark.parametrize(("command", "role", "account", "function"), [
+    ("grant", Role.HOSPITAL, "stranger", "grantRole"),
+    ("revoke", Role.RESEARCHER, "researcher", "revokeRole"),
+])
+def test_calldata_prints_the_call_for_the_admin_and_sends_nothing(cli: CliRunner, monkeypatch: pytest.MonkeyPatch,
+                                                                  exchange: Exchange, actors: Actors, command: str,
+                                                                  role: Role, account: str, function: str) -> None:
+    monkeypatch.delenv("METAI_ADMIN_KEY")  # the multisig signs, not this key
+    address = getattr(actors, account).address
+    before = exchange.chain.block_number
+    result = run(cli, command, role.name.lower(), address, "--calldata")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith(f"; the consortium admin {actors.admin.address} is to send it")
+    fields = proposal(result.stdout)
+    assert (fields["to"], fields["value"]) == (exchange.roles.address, "0")
+    assert fields["chain"] == str(exchange.chain.chain_id)
+    fn, args = exchange.roles.contract.decode_function_input(fields["data"])
+    assert (fn.fn_name, args) == (function, {"role": role.value, "account": address})
+    assert fields["function"] == f"{function}(bytes32,address)"
+    assert exchange.chain.block_number == before
+    assert exchange.roles.has(role, address) is (command == "revoke")
+
+
+def test_calldata_sends_nothing_for_a_role_already_held(cli: CliRunner, actors: Actors) -> None:
+    result = run(cli, "grant", "hospital", actors.hospital.address, "--calldata")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{actors.hospital.address} already holds the hospital role; nothing sent\n"
 
 
 # ---------------------------------------------------------------------- refusals before sending
@@ -171,8 +265,10 @@ def test_a_non_admin_key_shows_the_revert_by_its_custom_error_name(cli: CliRunne
     monkeypatch.setenv("METAI_ADMIN_KEY", _key(actors.stranger))
     result = run(cli, "grant", "hospital", actors.stranger.address)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: AccessControlUnauthorizedAccount(account='{actors.stranger.address}', "
-                                    "neededRole=CONSORTIUM_ADMIN) in ConsortiumRoles; ask the consortium admin")
+    assert result.stderr == (f"error: AccessControlUnauthorizedAccount(account='{actors.stranger.address}', "
+                             "neededRole=CONSORTIUM_ADMIN) in ConsortiumRoles; only the consortium admin may do this: "
+                             "set METAI_ADMIN_KEY to its key, or, if the admin is a multisig, add --calldata and "
+                             "propose the transaction there (`metai-admin admin status` names it)\n")
     assert bytes(actors.stranger.key).hex() not in result.stdout + result.stderr
     assert not exchange.roles.has(Role.HOSPITAL, actors.stranger.address)
 
