@@ -11,7 +11,7 @@ saying what to do; a command that would change nothing sends nothing and exits 0
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,9 @@ from deploy.admin.seat import Seat, read_seat, span, utc
 from deploy.admin.session import CalldataOpt, Change, Session, connect
 from deploy.errors import AdminRefused
 from deploy.settings import Settings
+
+if TYPE_CHECKING:
+    from contracts.chain import TxResult
 
 #: The largest delay the contract stores (a uint48).
 MAX_DELAY = 2**48 - 1
@@ -99,7 +102,7 @@ def transfer(
     tx = session.submit(change, sender=admin_sender(seat))
     if tx is not None:
         after = tx.event(DefaultAdminTransferScheduled).accept_schedule
-        typer.echo(f"{account} may accept after {utc(after)} (in {span(max(after - seat.block_time, 0))}): with its "
+        typer.echo(f"{account} may accept after {utc(after)} (in {span(after - _mined_at(session, tx))}): with its "
                    "key as METAI_ADMIN_KEY, `metai-admin admin accept`; a multisig proposes what "
                    "`metai-admin admin accept --calldata` prints")
 
@@ -121,8 +124,8 @@ def accept(calldata: CalldataOpt = False) -> None:
     if seat.renouncing:
         raise AdminRefused("the admin is renouncing the seat (a transfer to the zero address), which nobody accepts; "
                            "the admin calls it off with `metai-admin admin cancel`")
-    waiting = f"after {utc(after)}, {span(max(after - seat.block_time, 0))} after the latest block " \
-              f"(block {seat.block} at {utc(seat.block_time)})"
+    waiting = f"in a block after {utc(after)}, {span(max(after - seat.block_time, 0))} after the latest block " \
+              f"(block {seat.block}, at {utc(seat.block_time)})"
     if session.signer is not None:
         if session.signer.address != pending:
             raise AdminRefused(
@@ -130,11 +133,11 @@ def accept(calldata: CalldataOpt = False) -> None:
                 f"set METAI_ADMIN_KEY to the key of {pending}, or, if it is a multisig, run "
                 "`metai-admin admin accept --calldata` and propose the transaction there")
         if not seat.may_accept():
-            raise AdminRefused(f"the delay of the transfer has not passed: {pending} may accept in a block {waiting}; "
+            raise AdminRefused(f"the delay of the transfer has not passed: {pending} may accept {waiting}; "
                                "run `metai-admin admin accept` again then")
-    sender = f"the pending admin {pending}" + ("" if seat.may_accept() else f", in a block {waiting}")
     session.submit(Change("acceptDefaultAdminTransfer", (), todo=f"accept the admin seat for {pending}",
-                          done=f"{pending} accepted the admin seat from {seat.admin}"), sender=sender)
+                          done=f"{pending} accepted the admin seat from {seat.admin}"),
+                   sender=f"the pending admin {pending}", when="" if seat.may_accept() else f" {waiting}")
 
 
 @seat_app.command("cancel")
@@ -191,7 +194,7 @@ def delay(
         sender=admin_sender(seat))
     if tx is not None:
         after = tx.event(DefaultAdminDelayChangeScheduled).effect_schedule
-        typer.echo(f"the delay becomes {seconds} s after {utc(after)} (in {span(max(after - seat.block_time, 0))}); "
+        typer.echo(f"the delay becomes {seconds} s after {utc(after)} (in {span(after - _mined_at(session, tx))}); "
                    f"a transfer begun before then waits {seat.delay} s")
 
 
@@ -201,6 +204,11 @@ def delay(
 def admin_sender(seat: Seat) -> str:
     """Who sends a transaction only the admin may send, in words, for the ``--calldata`` printout."""
     return f"the consortium admin {seat.admin}" if seat.admin else "the consortium admin (none: the seat was renounced)"
+
+
+def _mined_at(session: Session, tx: TxResult) -> int:
+    """The timestamp of the block ``tx`` was mined in: the contract's "now" when it ran."""
+    return int(session.exchange.chain.w3.eth.get_block(tx.block_number)["timestamp"])
 
 
 def _in(seat: Seat, timestamp: int) -> str:

@@ -94,12 +94,13 @@ class Session:
             )
         return cls(exchange, signer)
 
-    def submit(self, change: Change, *, sender: str) -> TxResult | None:
+    def submit(self, change: Change, *, sender: str, when: str = "") -> TxResult | None:
         """Sign and send ``change`` and print what it did; with ``--calldata``, print it for ``sender`` to send.
 
         Parameters:
             change: the transaction.
             sender: who must send it, in words (``the consortium admin 0x...``), for the printout.
+            when: when it may be sent, if not now (`` in a block after ...``), for the printout.
 
         Returns:
             The mined transaction, or None when it was only printed.
@@ -111,7 +112,7 @@ class Session:
         if self.signer is None:
             data = roles.contract.encode_abi(change.function, args=list(change.args))
             signature = roles.contract.get_function_by_name(change.function).signature
-            typer.echo(f"not sent: the transaction below would {change.todo}; {sender} is to send it")
+            typer.echo(f"not sent: the transaction below would {change.todo}; {sender} is to send it{when}")
             for name, value in (("chain", self.exchange.chain.chain_id), ("to", roles.address), ("value", 0),
                                 ("function", signature), ("data", data)):
                 typer.echo(f"{name + ':':<10}{value}")

@@ -126,7 +126,9 @@ def test_status_needs_no_admin_key(cli: CliRunner, monkeypatch: pytest.MonkeyPat
 
 
 def test_transfer_prints_the_transaction_and_when_the_new_admin_may_accept(cli: CliRunner, exchange: Exchange,
-                                                                           actors: Actors) -> None:
+                                                                           anvil: AnvilNode, actors: Actors) -> None:
+    # Mined later than the block the command reads first: the wait counts from the transaction's block.
+    rpc(anvil.rpc_url, "evm_setNextBlockTimestamp", [block_time(exchange) + 7])
     result = run(cli, "transfer", actors.stranger.address)
     assert result.exit_code == 0, result.stderr
     first, second = result.stdout.splitlines()
@@ -153,7 +155,7 @@ def test_accept_before_the_delay_is_refused_saying_when_it_may(cli: CliRunner, m
     assert result.exit_code == 1
     assert result.stderr == (
         f"error: the delay of the transfer has not passed: {actors.stranger.address} may accept in a block after "
-        f"{_utc(after)}, 1 h after the latest block (block {before} at {_utc(after - 3600)}); run "
+        f"{_utc(after)}, 1 h after the latest block (block {before}, at {_utc(after - 3600)}); run "
         "`metai-admin admin accept` again then\n")
     assert exchange.chain.block_number == before
     assert status(cli)["admin"] == actors.admin.address
@@ -298,7 +300,9 @@ def test_cancel_with_nothing_pending_sends_nothing(cli: CliRunner, exchange: Exc
 # ---------------------------------------------------------------------- delay
 
 
-def test_delay_schedules_a_shorter_delay_after_the_difference(cli: CliRunner, exchange: Exchange) -> None:
+def test_delay_schedules_a_shorter_delay_after_the_difference(cli: CliRunner, exchange: Exchange,
+                                                             anvil: AnvilNode) -> None:
+    rpc(anvil.rpc_url, "evm_setNextBlockTimestamp", [block_time(exchange) + 7])
     result = run(cli, "delay", "86400")
     assert result.exit_code == 0, result.stderr
     first, second = result.stdout.splitlines()
@@ -386,8 +390,8 @@ def test_accept_calldata_before_the_delay_names_the_pending_admin_and_when(cli: 
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[0] == (
         f"not sent: the transaction below would accept the admin seat for {actors.stranger.address}; the pending "
-        f"admin {actors.stranger.address}, in a block after {_utc(after)}, 2 d after the latest block (block {before} "
-        f"at {_utc(block_time(exchange))}) is to send it")
+        f"admin {actors.stranger.address} is to send it in a block after {_utc(after)}, 2 d after the latest block "
+        f"(block {before}, at {_utc(block_time(exchange))})")
     fn, decoded = exchange.roles.contract.decode_function_input(proposal(result.stdout)["data"])
     assert (fn.fn_name, decoded) == ("acceptDefaultAdminTransfer", {})
     assert exchange.chain.block_number == before
