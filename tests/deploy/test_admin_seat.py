@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import Result
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
 from typer.testing import CliRunner
@@ -420,3 +421,82 @@ def test_a_multisig_in_the_seat_accepts_and_grants_with_the_printed_transactions
     refused = cli.invoke(app, ["roles", "grant", "hospital", actors.patients[1].address])
     assert refused.exit_code == 1
     assert "add --calldata and propose the transaction there" in refused.stderr
+
+
+# ---------------------------------------------------------------------- the examples of docs/admin.md
+
+#: The accounts docs/admin.md names: Anvil's first two dev accounts (the deployer and admin, and the
+#: consortium's Safe), and two accounts nobody holds a key to here.
+HOSPITAL = "0x1f9840a85d5aF5bf1D1762F925BDADdC4201F984"
+RESEARCHER = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+DOC = Path(__file__).parents[2] / "docs" / "admin.md"
+
+
+def _abbreviated(text: str, contract: str) -> str:
+    """``text`` as docs/admin.md shows outputs: addresses and hashes shortened, times, blocks and the contract
+    address (which differ from run to run) as placeholders, runs of spaces as one."""
+    text = re.sub(re.escape(contract), "<contract>", text)
+    text = re.sub(r"0x5FbD(B2315678afecb367f032d93F642f64180aa3|…0aa3)", "<contract>", text)  # the doc's
+    text = re.sub(r"transaction 0x[0-9a-f]{4}(?:[0-9a-f]{56}|…)[0-9a-f]{4}", "transaction <hash>", text)
+    text = re.sub(r"\b(0x[0-9a-fA-F]{4})[0-9a-fA-F]{32}([0-9a-fA-F]{4})\b", r"\1…\2", text)
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<time>", text)
+    text = re.sub(r"\bblock \d+", "block <n>", text)
+    return re.sub(r" +", " ", text).strip()
+
+
+def _doc_blocks(language: str) -> list[str]:
+    """The fenced blocks of docs/admin.md tagged ``language`` (its ```text blocks are example outputs)."""
+    return re.findall(rf"^ *```{language}\n(.*?)^ *```$", DOC.read_text("utf-8"), flags=re.MULTILINE | re.DOTALL)
+
+
+def test_the_example_outputs_in_docs_admin_md_are_what_the_commands_print(
+        cli: CliRunner, monkeypatch: pytest.MonkeyPatch, exchange: Exchange, anvil: AnvilNode,
+        actors: Actors) -> None:
+    # The doc's story: grant a hospital, hand the seat to a Safe, which then proposes every change.
+    safe: LocalAccount = Account.from_key(anvil.dev_keys[1])
+    printed: list[str] = []
+
+    def do(*args: str, key: LocalAccount | None = actors.admin, code: int = 0) -> Result:
+        if key is None:
+            monkeypatch.delenv("METAI_ADMIN_KEY", raising=False)
+        else:
+            monkeypatch.setenv("METAI_ADMIN_KEY", _key(key))
+        result = cli.invoke(app, list(args))
+        assert result.exit_code == code, (args, result.stdout, result.stderr)
+        printed.extend(result.stdout.splitlines() + result.stderr.splitlines())
+        return result
+
+    do("roles", "grant", "hospital", HOSPITAL)
+    do("roles", "grant", "coordinator", HOSPITAL, code=1)
+    do("roles", "grant", "admin", safe.address, code=1)
+    do("admin", "status", key=None)
+    do("admin", "transfer", safe.address)
+    do("admin", "status", key=None)
+    do("admin", "accept", key=safe, code=1)
+    accepting = proposal(do("admin", "accept", "--calldata", key=None).stdout)
+    advance_time(anvil.rpc_url, DELAY + 1)
+    exchange.chain.transact_raw(safe, accepting["to"], bytes.fromhex(accepting["data"][2:]))
+    do("admin", "status", key=None)
+    do("roles", "grant", "researcher", RESEARCHER, code=1)  # the old admin's key
+    do("roles", "grant", "researcher", RESEARCHER, "--calldata", key=None)
+    do("admin", "delay", "86400", "--calldata", key=None)
+    do("admin", "delay", "86400", key=safe)  # an ordinary key here: the doc's example of a change sent
+
+    contract = exchange.roles.address
+    shown = {_abbreviated(line, contract) for line in printed}
+    examples = [line.strip() for block in _doc_blocks("text") for line in block.splitlines()
+                if line.strip() and not line.strip().startswith("$ ")]  # "$ ": the command, not its output
+    assert len(examples) > 20
+    assert [line for line in examples if _abbreviated(line, contract) not in shown] == []
+
+
+def test_the_status_json_in_docs_admin_md_has_the_keys_the_command_prints(cli: CliRunner, exchange: Exchange,
+                                                                          actors: Actors) -> None:
+    transfer(cli, exchange, actors.stranger.address)
+    documented = [json.loads(block) for block in _doc_blocks("json") if '"pending_admin"' in block]
+    assert len(documented) == 1
+
+    def shape(value: object) -> object:
+        return {k: shape(v) for k, v in value.items()} if isinstance(value, dict) else type(value).__name__
+
+    assert shape(documented[0]) == shape(status(cli))
