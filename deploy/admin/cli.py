@@ -147,7 +147,7 @@ def _conflict(account: str, wanted: Role, held: list[Role]) -> str:
     """Why ``account`` may not be given ``wanted`` on top of ``held``, and what to do."""
     names = " and ".join(role_label(r.value) for r in held)
     plural = "s" if len(held) > 1 else ""
-    why = ("the coordinator starts studies and records the rounds hospitals contribute, so it holds no other role")
+    why = "the coordinator starts studies and records the rounds hospitals contribute, so it holds no other role"
     return (f"{account} holds the {names} role{plural}, which cannot be combined with the {role_label(wanted.value)} "
             f"role ({why}); revoke the {names} role{plural} from {account} first, or choose another account")
 

@@ -89,7 +89,7 @@ def transfer(
                 if seat.pending_admin is not None else "")
         typer.echo(f"{account} is already the consortium admin; nothing sent{kept}")
         return
-    if account == seat.pending_admin and seat.accept_after is not None:
+    if account == seat.pending_admin and seat.accept_after is not None:  # set together; the type checker needs both
         typer.echo(f"a transfer of the admin seat to {account} is already pending, which it may accept after "
                    f"{utc(seat.accept_after)}; nothing sent (sending it again would start its delay again)")
         return

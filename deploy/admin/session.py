@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 CalldataOpt = Annotated[bool, typer.Option(
     "--calldata",
-    help="print the transaction (target address and hex calldata) for the admin's wallet to send, e.g. to propose "
-         "it in a Safe, instead of signing and sending it; needs no METAI_ADMIN_KEY")]
+    help="print the transaction (target address and hex calldata) instead of signing and sending it, for another "
+         "wallet to send, e.g. to propose it in a Safe; needs no METAI_ADMIN_KEY")]
 
 
 @dataclass(frozen=True)
