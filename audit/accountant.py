@@ -4,7 +4,8 @@ The coordinator accounts each round as one release of the Gaussian mechanism ove
 hospitals' clipped, averaged updates, without sampling amplification (every hospital takes part
 in every round), neighbouring datasets differing by adding or removing one hospital, in Google's
 ``dp_accounting`` RDP accountant with its default orders (what Flower's ``RdpAccountant`` wraps).
-The audit composes the same releases in that same library, directly.
+The bundle names this accountant ``rdp-gaussian/1``; the audit composes the same releases in that
+same library, directly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 __all__ = ["ACCOUNTANT", "epsilon", "milli_epsilon_total"]
 
 #: The accountant's name as the lineage bundle's ``run.json`` records it.
-ACCOUNTANT = "dp_accounting-rdp/add-or-remove-one/no-amplification"
+ACCOUNTANT = "rdp-gaussian/1"
 
 
 def epsilon(noise_multiplier: float, releases: int, delta: float) -> float:

@@ -18,7 +18,7 @@ from audit.events import Event
 from audit.hashing import weights_hash
 from audit.report import Report
 
-__all__ = ["check_round", "clipped_mean", "weighted_mean"]
+__all__ = ["check_round", "delta_norm", "private_mean", "weighted_mean", "weighted_sum"]
 
 Arrays = list[np.ndarray]
 #: Relative tolerance of the noise's measured standard deviation against the one the settings imply.
@@ -27,21 +27,39 @@ NOISE_TOLERANCE = 0.2
 NOISE_MIN_VALUES = 1_000
 
 
+#: The slack the coordinator allows over the clipping norm, for the nodes' float32 arithmetic.
+CLIP_SLACK = 1e-4
+
+
+def weighted_sum(layers: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """``w1*x1``, then ``acc + wi*xi`` in the order given, element by element in float64."""
+    acc = np.asarray(layers[0], dtype=np.float64) * np.float64(weights[0])
+    for layer, w in zip(layers[1:], weights[1:], strict=True):
+        acc = acc + np.asarray(layer, dtype=np.float64) * np.float64(w)
+    return acc
+
+
 def weighted_mean(updates: list[Arrays], weights: list[float]) -> Arrays:
-    """FedAvg: per array, the sum over hospitals of ``update * weight``, in the update's dtype."""
-    return [np.sum([u[i] * w for u, w in zip(updates, weights, strict=True)], axis=0).astype(updates[0][i].dtype)
+    """FedAvg: each layer the weighted sum of the hospitals' layers, cast to the layer's dtype."""
+    return [weighted_sum([u[i] for u in updates], weights).astype(updates[0][i].dtype)
             for i in range(len(updates[0]))]
 
 
-def clipped_mean(sent: Arrays, updates: list[Arrays], clipping_norm: float) -> Arrays:
-    """Each update's difference from ``sent`` scaled to an L2 norm of at most ``clipping_norm``, then averaged."""
-    deltas = []
-    for update in updates:
-        delta = [u.astype(np.float64) - s.astype(np.float64) for u, s in zip(update, sent, strict=True)]
-        norm = math.sqrt(sum(float(np.sum(d * d)) for d in delta))
-        scale = min(1.0, clipping_norm / norm) if norm > 0 else 1.0
-        deltas.append([d * scale for d in delta])
-    return [np.mean([d[i] for d in deltas], axis=0) for i in range(len(sent))]
+def private_mean(sent: Arrays, updates: list[Arrays], noise: Arrays) -> Arrays:
+    """Under differential privacy: ``(sent + Σ (1/m)(update - sent)) + noise`` per layer, in float64, cast back."""
+    m = len(updates)
+    out = []
+    for k, s in enumerate(sent):
+        base = np.asarray(s, dtype=np.float64)
+        acc = weighted_sum([np.asarray(u[k], dtype=np.float64) - base for u in updates], [1.0 / m] * m)
+        out.append(((base + acc) + np.asarray(noise[k], dtype=np.float64)).astype(s.dtype))
+    return out
+
+
+def delta_norm(sent: Arrays, update: Arrays) -> float:
+    """The L2 norm, over all layers in float64, of ``update - sent``."""
+    return math.sqrt(sum(float(np.sum((np.asarray(u, np.float64) - np.asarray(s, np.float64)) ** 2))
+                         for u, s in zip(update, sent, strict=True)))
 
 
 def check_round(bundle: Bundle, rounds: Mapping[int, Event], round_: int,
@@ -58,7 +76,7 @@ def check_round(bundle: Bundle, rounds: Mapping[int, Event], round_: int,
         return
     assert run is not None
     on_chain = [to_checksum_address(h) for h in record.args["contributors"]]
-    listed = [to_checksum_address(h) for h in agg.get("contributors", [])]
+    listed: list[str] = [to_checksum_address(h) for h in agg.get("contributors", [])]
     report.check("aggregation.contributors", sorted(listed) == sorted(on_chain), where,
                  f"aggregation.json aggregates {listed}, the chain recorded {on_chain}")
     counts = [int(contributions[(round_, h)].args["cohortCount"]) if (round_, h) in contributions else -1
@@ -66,6 +84,8 @@ def check_round(bundle: Bundle, rounds: Mapping[int, Event], round_: int,
     report.check("aggregation.counts", list(agg.get("cohort_counts", [])) == counts, where,
                  f"aggregation.json counts {agg.get('cohort_counts')}, the chain anchored {counts}")
     sent_name = "initial.npz" if round_ == 1 else f"rounds/{round_ - 1}/model.npz"
+    report.check("aggregation.sent", agg.get("sent") == sent_name, where,
+                 f"aggregation.json says the round sent {agg.get('sent')!r}; the round before it made {sent_name!r}")
     model_name = f"rounds/{round_}/model.npz"
     names = [f"rounds/{round_}/updates/{h}.npz" for h in listed]
     if not all(bundle.has(n) for n in (sent_name, model_name, *names)):
@@ -85,7 +105,10 @@ def check_round(bundle: Bundle, rounds: Mapping[int, Event], round_: int,
                      f"weights {agg.get('weights')}; FedAvg by cohort size gives {expected}")
         recomputed: Arrays | None = weighted_mean(updates, expected)
     else:
-        recomputed = _private(bundle, round_, sent, updates, dp, agg, report)
+        m = len(updates)
+        report.check("aggregation.weights", list(agg.get("weights", [])) == [1.0 / m] * m, where,
+                     f"weights {agg.get('weights')}; under differential privacy every update weighs 1/{m}")
+        recomputed = _private(bundle, round_, sent, updates, listed, dp, report)
         _check_privacy(rounds, round_, dp, agg, privacy_budget, report)
     if recomputed is None:
         return
@@ -97,8 +120,8 @@ def check_round(bundle: Bundle, rounds: Mapping[int, Event], round_: int,
                  f"not {model_name}")
 
 
-def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], dp: Mapping[str, object],
-             agg: Mapping[str, object], report: Report) -> Arrays | None:
+def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], hospitals: list[str],
+             dp: Mapping[str, object], report: Report) -> Arrays | None:
     where = f"round {round_}"
     noise_name = f"rounds/{round_}/noise.npz"
     if not report.check("privacy.noise_present", bundle.has(noise_name), where, f"{noise_name} missing or altered"):
@@ -106,7 +129,11 @@ def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], d
     noise = bundle.arrays(noise_name)
     clip = float(dp["clipping_norm"])  # type: ignore[arg-type]
     z = float(dp["noise_multiplier"])  # type: ignore[arg-type]
-    mean = clipped_mean(sent, updates, clip)
+    for hospital, update in zip(hospitals, updates, strict=True):
+        norm = delta_norm(sent, update)
+        report.check("privacy.clipping", norm <= clip * (1 + CLIP_SLACK), f"{where}, hospital {hospital}",
+                     f"the update differs from the model sent by an L2 norm of {norm:.6g}, over the clipping norm "
+                     f"{clip}: it was not clipped")
     values = np.concatenate([n.astype(np.float64).ravel() for n in noise])
     expected_std = z * clip / len(updates)
     if values.size >= NOISE_MIN_VALUES and expected_std > 0:
@@ -116,8 +143,7 @@ def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], d
                      f"{clip} / {len(updates)} hospitals implies {expected_std:.4g}")
     else:
         report.note(f"round {round_}: {values.size} noise values, too few to measure their spread")
-    return [(s.astype(np.float64) + m + n.astype(np.float64)).astype(s.dtype)
-            for s, m, n in zip(sent, mean, noise, strict=True)]
+    return private_mean(sent, updates, noise)
 
 
 def _check_privacy(rounds: Mapping[int, Event], round_: int, dp: Mapping[str, object], agg: Mapping[str, object],
