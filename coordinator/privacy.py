@@ -11,9 +11,11 @@ stops before a round that would take the total over the budget.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from coordinator.aggregation import equal_weights, weighted_sum
 from coordinator.errors import StudyAborted
 from coordinator.run_config import FederationConfig
 
@@ -83,18 +85,38 @@ def privacy_ledger(cfg: FederationConfig, budget_milli: int, hospitals: int, rou
 
 
 
+@dataclass(frozen=True)
+class NoisyMean:
+    """A private round's aggregate and the exact noise added to it (kept in the lineage bundle)."""
+
+    #: The model: each layer in the dtype of the model sent.
+    weights: list[np.ndarray]
+    #: The Gaussian noise added to each layer, float64, as drawn.
+    noise: list[np.ndarray]
+    #: The weight of each update in the mean, ``1 / m`` each (float64).
+    update_weights: list[float]
+
+
 def private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: FederationConfig,
-                  rng: np.random.Generator | None = None) -> list[np.ndarray]:
+                 rng: np.random.Generator | None = None) -> NoisyMean:
     """Equal-weight mean of clipped updates plus Gaussian noise of std ``z * C / m``.
 
-    ``rng`` None seeds a generator from the operating system's secure source.
+    Layer by layer, in float64 and in this order (coordinator/aggregation.py): the differences
+    ``update - sent`` (both widened to float64), their :func:`~coordinator.aggregation.weighted_sum`
+    with weights ``1 / m``, ``sent`` plus that mean, plus the noise drawn for the layer; the result
+    is cast to the layer's dtype. The noise is drawn layer after layer in model order, each as
+    ``rng.normal(0, z * C / m, shape)``. ``rng`` None seeds a generator from the operating
+    system's secure source.
     """
     if rng is None:
         rng = np.random.default_rng()  # seeded from the operating system's entropy source
     std = cfg.dp_noise_multiplier * cfg.dp_clipping_norm / len(updates)
-    out = []
+    weights = equal_weights(len(updates))
+    out, noise = [], []
     for i, base in enumerate(sent):
-        delta = np.mean([u[i].astype(np.float64) - base for u in updates], axis=0)
-        out.append((base + delta + rng.normal(0.0, std, base.shape)).astype(base.dtype))
-    return out
-
+        wide = base.astype(np.float64)
+        mean = weighted_sum([u[i].astype(np.float64) - wide for u in updates], weights)
+        drawn = rng.normal(0.0, std, base.shape)
+        out.append(((wide + mean) + drawn).astype(base.dtype))
+        noise.append(drawn)
+    return NoisyMean(out, noise, weights)

@@ -2,13 +2,16 @@
 
 A reply is kept only if its update hash matches both the returned weights and the contribution
 its hospital anchored on chain (cohort root and count from the registry's storage, the update
-hash from the contribution's event, the only place the contract keeps it). The kept replies are
-aggregated with FedAvg weighted by cohort size, or, in a study with differential privacy, with
-the noisy equal-weight mean of :mod:`coordinator.privacy`.
+hash from the contribution's event, the only place the contract keeps it), and, when it carries
+its cohort manifest, if the manifest names the same study, round, hospital, root and count. The
+kept replies are aggregated with FedAvg weighted by cohort size, or, in a study with
+differential privacy, with the noisy equal-weight mean of :mod:`coordinator.privacy`, in the
+arithmetic of :mod:`coordinator.aggregation`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from flwr.app import Message
 from contracts.errors import ChainError
 from contracts.events import ContributionRecorded
 from contracts.exchange import Exchange
+from coordinator.aggregation import fedavg, fedavg_weights
 from coordinator.errors import CoordinatorError, StudyAborted
 from coordinator.privacy import private_mean
 from coordinator.run_config import FederationConfig
@@ -37,6 +41,8 @@ class Contribution:
     seconds: dict[str, float]
     #: Synthetic records in the cohort as the node reports them (None: the node did not say).
     synthetic_count: int | None = None
+    #: The round's cohort manifest as the node sent it (JSON text); None: the reply carried none.
+    manifest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,15 @@ class RoundOutcome:
     """A round's replies after the checks: the aggregate, who is in it, and why the others are not."""
 
     weights: list[np.ndarray]
+    #: In the order they were aggregated (the order of the sum, docs/formats/lineage-bundle.md).
     accepted: list[Contribution]
     refused: list[str]
     #: Seconds the checks took (reading the chain included), for the study log.
     check_seconds: float
+    #: The weight each accepted update had in the aggregate, in the order of ``accepted``.
+    update_weights: list[float]
+    #: The Gaussian noise added to each layer (float64), under differential privacy; else None.
+    noise: list[np.ndarray] | None = None
 
 
 def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
@@ -82,10 +93,11 @@ def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: 
         raise StudyAborted(f"round {round_}: {len(accepted)} of {cfg.min_nodes} required nodes contributed; "
                            f"refusals: {refused}")
     if cfg.dp_noise_multiplier > 0:
-        weights = private_mean(sent, [c.weights for c in accepted], cfg, rng)
-    else:
-        weights = fedavg([c.weights for c in accepted], [c.cohort_count for c in accepted])
-    return RoundOutcome(weights, accepted, refused, check_seconds)
+        noisy = private_mean(sent, [c.weights for c in accepted], cfg, rng)
+        return RoundOutcome(noisy.weights, accepted, refused, check_seconds, noisy.update_weights, noisy.noise)
+    counts = [c.cohort_count for c in accepted]
+    weights = fedavg([c.weights for c in accepted], counts)
+    return RoundOutcome(weights, accepted, refused, check_seconds, fedavg_weights(counts))
 
 
 class _Refused(CoordinatorError):
@@ -151,9 +163,11 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
                                                                                           strict=True)))
         if norm > cfg.dp_clipping_norm * (1 + 1e-4):
             raise _Refused(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
-    synthetic = commitment.synthetic_count
+    synthetic, manifest = commitment.synthetic_count, commitment.manifest
+    if manifest is not None:
+        _check_manifest(manifest, cfg.study_id, round_, hospital, claimed_root, claimed_count)
     if not cfg.anchor:
-        return Contribution(hospital, weights, claimed_count, seconds, synthetic)
+        return Contribution(_address(hospital), weights, claimed_count, seconds, synthetic, manifest)
     anchored = _anchored(exchange, cfg.study_id, round_, hospital)
     mismatches = [f"{what} {mine} differs from the {theirs} anchored on chain"
                   for what, mine, theirs in (("cohort root", claimed_root, "0x" + anchored.cohort_root.hex()),
@@ -162,16 +176,49 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
                   if mine.lower() != theirs.lower()]
     if mismatches:
         raise _Refused(f"{hospital}: round {round_} of study {cfg.study_id}: {'; '.join(mismatches)}")
-    return Contribution(anchored.hospital, weights, anchored.cohort_count, seconds, synthetic)
+    return Contribution(anchored.hospital, weights, anchored.cohort_count, seconds, synthetic, manifest)
+
+
+def _address(hospital: str) -> str:
+    """``hospital`` checksummed; raises _Refused if it is not an address."""
+    try:
+        return str(to_checksum_address(hospital))
+    except ValueError:
+        raise _Refused(f"{hospital!r}: not a hospital address (0x and 40 hex digits); the reply names no "
+                       "hospital whose contribution could be read") from None
+
+
+#: The format name of a cohort manifest (docs/formats/lineage-bundle.md).
+COHORT_MANIFEST_FORMAT = "metai-cohort/1"
+
+
+def _check_manifest(text: str, study_id: int, round_: int, hospital: str, root: str, count: int) -> None:
+    """Raise _Refused unless ``text`` is a cohort manifest of this study, round, hospital, root and count.
+
+    Only what names the contribution is checked here; the members' proofs and enrolments are the
+    auditor's to verify (``metai-audit verify``), from the bundle that keeps the manifest as sent.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Refused(f"{hospital}: the cohort manifest is not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != COHORT_MANIFEST_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise _Refused(f"{hospital}: the cohort manifest has format {found!r}, expected {COHORT_MANIFEST_FORMAT!r}")
+    members = data.get("members")
+    said = {"study_id": data.get("study_id"), "round": data.get("round"),
+            "hospital": str(data.get("hospital", "")).lower(), "cohort_root": str(data.get("cohort_root", "")).lower(),
+            "members": len(members) if isinstance(members, list) else None}
+    expected = {"study_id": study_id, "round": round_, "hospital": hospital.lower(), "cohort_root": root.lower(),
+                "members": count}
+    wrong = [f"{key} {said[key]!r} (expected {expected[key]!r})" for key in expected if said[key] != expected[key]]
+    if wrong:
+        raise _Refused(f"{hospital}: the cohort manifest does not describe this contribution: {'; '.join(wrong)}")
 
 
 def _anchored(exchange: Exchange, study_id: int, round_: int, hospital: str) -> ContributionRecorded:
     """The contribution ``hospital`` anchored for (study, round), as its event records it."""
-    try:
-        address = to_checksum_address(hospital)
-    except ValueError:
-        raise _Refused(f"{hospital!r}: not a hospital address (0x and 40 hex digits); the reply names no "
-                       "hospital whose contribution could be read") from None
+    address = _address(hospital)
     try:
         stored = exchange.studies.contribution_of(study_id, round_, address)
     except ChainError as exc:  # a root on chain without its event: an endpoint that lost logs
@@ -180,14 +227,3 @@ def _anchored(exchange: Exchange, study_id: int, round_: int, hospital: str) -> 
         raise _Refused(f"{address}: no contribution anchored on chain for round {round_} of study {study_id}; "
                        "a node anchors its update before it replies")
     return stored
-
-
-
-def fedavg(updates: list[list[np.ndarray]], counts: list[int]) -> list[np.ndarray]:
-    """The mean of ``updates`` (one list of arrays per hospital) weighted by each hospital's cohort size."""
-    total = float(sum(counts))
-    return [
-        np.sum([u[i] * (c / total) for u, c in zip(updates, counts, strict=True)], axis=0).astype(updates[0][i].dtype)
-        for i in range(len(updates[0]))
-    ]
-

@@ -1,9 +1,11 @@
-"""Building blocks of the coordinator's round tests: a running study, anchored contributions, and
-node replies as Flower delivers them (real ``Message`` objects with the metadata a SuperLink sets)."""
+"""Building blocks of the coordinator's round tests: a running study, anchored contributions,
+node replies as Flower delivers them (real ``Message`` objects with the metadata a SuperLink sets),
+and a grid whose nodes answer with such replies, to run whole studies through ``run_study``."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
@@ -33,11 +35,12 @@ def config(study_id: int, *, min_nodes: int = 1, mu: float = 0.0, noise: float =
 
 
 def running_study(exchange: Exchange, researcher: LocalAccount, coordinator: LocalAccount,
-                  hospitals: list[LocalAccount], *, rounds: int = 2, privacy_budget: int = 0) -> int:
+                  hospitals: list[LocalAccount], *, rounds: int = 2, privacy_budget: int = 0,
+                  task_code_hash: bytes = keccak(text="task code")) -> int:
     """A study naming ``hospitals``: requested, approved by each, started."""
     study_id, _ = exchange.studies.request(researcher, StudyRequest(
         purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.address for h in hospitals),
-        task_code_hash=keccak(text="task code"), rounds=rounds, privacy_budget=privacy_budget))
+        task_code_hash=task_code_hash, rounds=rounds, privacy_budget=privacy_budget))
     for h in hospitals:
         exchange.studies.approve(h, study_id)
     exchange.studies.start(coordinator, study_id)
@@ -64,16 +67,66 @@ def _metadata(node_id: int, round_: int) -> Metadata:
 
 
 def reply(hospital: str, weights: list[np.ndarray], count: int, *, root: bytes = ROOT_A,
-          claimed_hash: bytes | None = None, node_id: int = 1, round_: int = 1) -> Message:
-    """A node's train reply: its weights, timings and commitment (claiming the weights' own hash unless told)."""
+          claimed_hash: bytes | None = None, node_id: int = 1, round_: int = 1, manifest: str | None = None) -> Message:
+    """A node's train reply: its weights, timings and commitment (claiming the weights' own hash unless told,
+    carrying the cohort manifest if one is given)."""
     claimed = update_hash(weights) if claimed_hash is None else claimed_hash
+    commitment: dict[str, int | str] = {"hospital": hospital, "cohort-root": "0x" + root.hex(), "cohort-count": count,
+                                        "update-hash": "0x" + claimed.hex(), "synthetic-count": 0}
+    if manifest is not None:
+        commitment["cohort-manifest"] = manifest
     content = RecordDict({
         "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)}),
         "metrics": MetricRecord({"train-seconds": 0.25, "cohort-count": count}),
-        "commitment": ConfigRecord({"hospital": hospital, "cohort-root": "0x" + root.hex(), "cohort-count": count,
-                                    "update-hash": "0x" + claimed.hex(), "synthetic-count": 0}),
+        "commitment": ConfigRecord(commitment),  # type: ignore[arg-type]
     })
     return Message(content=content, metadata=_metadata(node_id, round_))
+
+
+def manifest(study_id: int, round_: int, hospital: str, root: bytes, count: int) -> str:
+    """A cohort manifest naming the contribution (``count`` members with made-up record ids; no proofs)."""
+    import json
+
+    members = [{"record_id": keccak(text=f"{hospital} record {i}").hex(), "kind": int(Kind.CT_SINOGRAM),
+                "patient": hospital, "dataset_id": 1, "dataset_proof": []} for i in range(count)]
+    return json.dumps({"format": "metai-cohort/1", "chain_id": 31337, "study_registry": "0x" + "00" * 20,
+                       "study_id": study_id, "round": round_, "hospital": hospital, "cohort_block": 1,
+                       "cohort_root": "0x" + root.hex(), "dataset_ids": [1], "members": members, "enrolments": []})
+
+
+#: A node's answer to a train message: (node id, round, model sent) -> its reply, or None for no reply.
+Answer = Callable[[int, int, list[np.ndarray]], Message | None]
+
+
+class ScriptedGrid:
+    """The grid ``run_study`` drives, with nodes that answer each train message through ``answer``.
+
+    Message ids are ``train-<node>-<round>``, the ``reply_to_message_id`` of :func:`reply`'s metadata.
+    """
+
+    def __init__(self, node_ids: list[int], answer: Answer) -> None:
+        self.node_ids = node_ids
+        self.answer = answer
+        self.sent: dict[int, list[np.ndarray]] = {}  # round -> the model sent
+        self._replies: dict[str, Message] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for message in messages:
+            node, round_ = message.metadata.dst_node_id, int(message.metadata.group_id)
+            sent = message.content.array_records["arrays"].to_numpy_ndarrays()
+            self.sent[round_] = sent
+            answered = self.answer(node, round_, sent)
+            if answered is not None:
+                self._replies[f"train-{node}-{round_}"] = answered
+            ids.append(f"train-{node}-{round_}")
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
 
 def error_reply(reason: str, *, node_id: int = 9, round_: int = 1) -> Message:

@@ -55,7 +55,7 @@ def test_a_resumed_study_counts_its_earlier_rounds() -> None:
 def test_private_mean_is_the_plain_mean_plus_noise_of_the_stated_size() -> None:
     sent = [np.zeros((400, 500), dtype=np.float32)]
     updates = [[np.full((400, 500), 0.1, dtype=np.float32)], [np.full((400, 500), 0.3, dtype=np.float32)]]
-    out = private_mean(sent, updates, config(2.0, clipping=0.5))[0]
+    out = private_mean(sent, updates, config(2.0, clipping=0.5)).weights[0]
     assert out.dtype == np.float32
     noise = out.astype(np.float64) - 0.2
     assert abs(noise.mean()) < 0.01
@@ -86,11 +86,12 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
                                         "update-hash": "0x" + weights_hash(weights).hex()}),
         }), reply_to=request)
 
+    a, b = "0x" + "0a" * 20, "0x" + "0b" * 20
     cfg = replace(config(1.0, clipping=0.5), anchor=False)
-    accepted, refused = check_replies(None, cfg, 1, sent, [reply("0xA", 0.05), reply("0xB", 0.2)])  # type: ignore[arg-type]
-    assert [c.hospital for c in accepted] == ["0xA"]
+    accepted, refused = check_replies(None, cfg, 1, sent, [reply(a, 0.05), reply(b, 0.2)])  # type: ignore[arg-type]
+    assert [c.hospital for c in accepted] == ["0x0A0A0a0a0a0a0a0A0a0a0A0a0A0A0A0a0a0a0a0a"]  # checksummed
     assert accepted[0].seconds == {"train": 0.5}
-    assert refused == ["0xB: update norm 2 exceeds the clipping norm 0.5"]
+    assert refused == [f"{b}: update norm 2 exceeds the clipping norm 0.5"]
 
 
 def reference_epsilon(noise: float, rounds: int, delta: float = 1e-5) -> float:
@@ -172,7 +173,7 @@ def test_private_mean_averages_each_array_around_the_model_sent() -> None:
         [np.array([[1.0, -1.0], [5.0, 0.5]], dtype=np.float32), np.array([12.0, 20.0, 27.0], dtype=np.float32)],
         [np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32), np.array([10.0, 20.0, 30.0], dtype=np.float32)],
     ]
-    noiseless = private_mean(sent, updates, config(1e-12))  # noise std 1e-12 * C / 3
+    noiseless = private_mean(sent, updates, config(1e-12)).weights  # noise std 1e-12 * C / 3
     expected = [np.array([[4.0 / 3, -5.0 / 3], [11.0 / 3, 5.0 / 6]]), np.array([32.0 / 3, 61.0 / 3, 29.0])]
     for got, want, base in zip(noiseless, expected, sent, strict=True):
         assert (got.dtype, got.shape) == (base.dtype, base.shape)
@@ -182,9 +183,11 @@ def test_private_mean_averages_each_array_around_the_model_sent() -> None:
 def test_private_noise_is_added_from_the_generator_given() -> None:
     sent = [np.full(1000, 5.0, dtype=np.float64)]
     updates = [[np.full(1000, 6.0)], [np.full(1000, 8.0)]]
-    out = private_mean(sent, updates, config(3.0, clipping=2.0), np.random.default_rng(11))[0]
-    expected = 5.0 + 2.0 + np.random.default_rng(11).normal(0.0, 3.0 * 2.0 / 2, 1000)
-    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    noisy = private_mean(sent, updates, config(3.0, clipping=2.0), np.random.default_rng(11))
+    drawn = np.random.default_rng(11).normal(0.0, 3.0 * 2.0 / 2, 1000)
+    np.testing.assert_allclose(noisy.weights[0], 5.0 + 2.0 + drawn, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(noisy.noise[0], drawn)  # the noise returned is the noise added
+    assert noisy.update_weights == [0.5, 0.5]
 
 
 def test_a_round_spends_nothing_more_when_the_chain_already_records_its_total() -> None:
