@@ -9,7 +9,7 @@ Each run is the demo's study (``deploy/demo/study.py``): two hospitals with
 global model on its records exactly as ``node.training.train_local`` does
 (``tasks.train`` with ``TrainConfig(epochs, lr, batch_size, proximal_mu=0, seed=round)``, on
 a fresh ``task.build_model()`` given the global weights), and the coordinator aggregates with
-``coordinator.rounds.fedavg`` (FedAvg weighted by cohort size), the function the
+``coordinator.aggregation.fedavg`` (FedAvg weighted by cohort size), the function the
 ServerApp calls. Flower, the chain and the record files are left out: the data are the inputs
 those records load to (``Task.synthetic_examples`` makes them through the same loading code;
 tests/tasks check that).
@@ -93,7 +93,7 @@ def federated_run(code: str, run: int, held_out: int = HELD_OUT) -> RunResult:
     Raises:
         RuntimeError: a held-out patient is one a hospital holds (the seeds collide).
     """
-    from coordinator.rounds import fedavg
+    from coordinator.aggregation import fedavg
     from tasks import TrainConfig, evaluate, get_task, get_weights, set_weights, train
     from tasks.synthetic import balanced_patients
 

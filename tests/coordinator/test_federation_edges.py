@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from coordinator import rounds
+from coordinator.aggregation import fedavg
 from coordinator.errors import StudyAborted
-from coordinator.rounds import combine_round, fedavg
+from coordinator.rounds import combine_round
 from tests.coordinator.round_replies import ROOT_A, ROOT_B, anchor, config, reply, running_study
 
 SENT = [np.zeros(3, dtype=np.float32)]
