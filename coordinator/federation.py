@@ -5,9 +5,15 @@ aggregates those that pass the checks of :mod:`coordinator.rounds` (the update h
 the returned weights and the contribution the hospital anchored on chain; FedAvg weighted by
 cohort size, FedProx when the nodes are told a proximal term), evaluates the result on held-out
 synthetic data, and anchors the round (model hash, contributors, privacy spent). A node that
-fails or refuses does not stop the study while at least ``min_nodes`` contribute. At the end the
-final model is saved and its hash anchored as the study's completion, and the model card
-(coordinator/model_card.py) is written next to it from what the chain then holds.
+fails or refuses does not stop the study while at least ``min_nodes`` contribute. Each round's
+inputs and result go into the study's lineage bundle (coordinator/lineage.py) before the round
+is anchored. At the end the final model is saved, the bundle's index written, and both hashes
+anchored as the study's completion; the model card (coordinator/model_card.py) is written next
+to it from what the chain then holds.
+
+A study resumed after a restart (the chain records ``rounds_completed`` rounds) continues from
+the last anchored round's model, read back from its bundle and checked against the hash on
+chain, and keeps the earlier rounds' files and records.
 
 Differential privacy (a study approved with a privacy budget) is central DP with client-side
 clipping: each round asks the nodes to clip their update to ``dp_clipping_norm`` (Flower's
@@ -31,6 +37,15 @@ from flwr.serverapp import Grid
 from contracts.exchange import Exchange
 from contracts.studies import StudyStatus
 from coordinator.errors import StudyAborted
+from coordinator.lineage import (
+    LineageError,
+    begin_bundle,
+    bundle_folder,
+    finish_bundle,
+    round_model_of,
+    run_settings,
+    write_round,
+)
 from coordinator.privacy import privacy_ledger
 from coordinator.rounds import combine_round
 from coordinator.run_config import FederationConfig
@@ -39,8 +54,10 @@ from coordinator.study_log import (
     RoundPrivacy,
     RoundRecord,
     StudyLog,
+    StudyLogError,
     StudyPrivacy,
     final_model,
+    read_study_log,
     round_model,
     study_folder,
 )
@@ -61,18 +78,28 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         raise StudyAborted(f"study {cfg.study_id} is {study.status.name}; start it before launching the run")
     if study.task_code_hash != task_code_hash(cfg.task):
         raise StudyAborted(f"task {cfg.task!r} is not the task study {cfg.study_id} was approved for")
-    ledger = privacy_ledger(cfg, study.privacy_budget, len(exchange.studies.hospitals_of(cfg.study_id)),
-                             study.rounds_completed)
+    hospitals = len(exchange.studies.hospitals_of(cfg.study_id))
+    ledger = privacy_ledger(cfg, study.privacy_budget, hospitals, study.rounds_completed)
     task = get_task(cfg.task)
     model = task.build_model()
     weights = get_weights(model)
     eval_inputs, eval_labels = task.synthetic_examples(cfg.eval_examples, cfg.eval_seed)
     out_dir = study_folder(model_dir, cfg.study_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = StudyLog(cfg.study_id, task=cfg.task, held_out=HeldOut(cfg.eval_examples, cfg.eval_seed))
+    bundle = bundle_folder(out_dir)
+    first = study.rounds_completed + 1
+    try:
+        begin_bundle(bundle, run_settings(cfg, hospitals), first, weights if first == 1 else None)
+    except LineageError as exc:
+        raise StudyAborted(f"study {cfg.study_id}: {exc}") from None
+    if first > 1:
+        weights = _resumed_weights(exchange, cfg.study_id, bundle, first - 1)
+        set_weights(model, weights)
+    record = _study_log(out_dir, cfg, first)
     recorded_milli = study.privacy_spent
     node_ids = _wait_for_nodes(grid, cfg.min_nodes, cfg.wait_nodes)
-    for round_ in range(study.rounds_completed + 1, study.rounds + 1):
+    last = first - 1
+    for round_ in range(first, study.rounds + 1):
         if ledger is not None and not ledger.next_round_fits():
             record.stopped = (f"privacy budget: round {round_} would take epsilon from {ledger.epsilon():.3f} "
                               f"over the budget of {study.privacy_budget / 1000:g}")
@@ -90,15 +117,19 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         set_weights(model, weights)
         metrics = evaluate(model, eval_inputs, eval_labels)
         model_hash = weights_hash(weights)
+        spent_milli, epsilon = ledger.spend_round(recorded_milli) if ledger is not None else (0, 0.0)
+        # Every file of the round is in place before the chain records it: a crash between the two
+        # leaves files no anchor covers, which a resumed run drops (coordinator/lineage.py).
+        write_round(bundle, round_, outcome, model_hash, milli_epsilon=spent_milli, epsilon=epsilon)
         _save(round_model(out_dir, round_), weights)
         aggregated = time.monotonic()
-        spent_milli, epsilon = ledger.spend_round(recorded_milli) if ledger is not None else (0, 0.0)
         block = None
         if cfg.anchor:
             tx = exchange.studies.record_round(coordinator, cfg.study_id, round_, model_hash,
                                                [c.hospital for c in accepted], spent_milli)
             block = tx.block_number
         recorded_milli += spent_milli
+        last = round_
         ended = time.monotonic()
         record.rounds.append(RoundRecord(
             round=round_, contributors=[c.hospital for c in accepted],
@@ -120,8 +151,11 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
         raise StudyAborted(f"study {cfg.study_id}: no round could run ({record.stopped})")
     final_hash = weights_hash(weights)
     _save(final_model(out_dir), weights)
+    lineage_hash = finish_bundle(bundle, weights, final_hash, chain_id=exchange.chain.chain_id,
+                                 registry=exchange.studies.address, study_id=cfg.study_id, rounds=last)
     if cfg.anchor:
-        exchange.studies.complete(coordinator, cfg.study_id, final_hash)
+        exchange.studies.complete(coordinator, cfg.study_id, final_hash, lineage_hash)
+    log.info("study %s lineage bundle %s: hash 0x%s", cfg.study_id, bundle, lineage_hash.hex())
     record.final_model_hash = "0x" + final_hash.hex()
     if ledger is not None:
         record.privacy = StudyPrivacy(epsilon=ledger.epsilon(), delta=cfg.dp_delta,
@@ -130,6 +164,37 @@ def run_study(grid: Grid, cfg: FederationConfig, exchange: Exchange, coordinator
     record.write(out_dir)
     if cfg.anchor:  # without anchoring (a benchmark) there is no chain record for the card to state
         _write_card(exchange, cfg, record, out_dir, weights)
+    return record
+
+
+def _resumed_weights(exchange: Exchange, study_id: int, bundle: Path, round_: int) -> list[np.ndarray]:
+    """Round ``round_``'s model from the bundle, refused unless it hashes to the model the chain recorded."""
+    from tasks import WeightsError, load_weights, weights_hash
+
+    path = round_model_of(bundle, round_)
+    try:
+        weights = load_weights(path)
+    except WeightsError as exc:
+        raise StudyAborted(f"study {study_id} resumes after round {round_}, whose model cannot be read ({exc}); "
+                           "restore the study's folder from a backup") from None
+    anchored = exchange.studies.round_model_hash(study_id, round_)
+    if weights_hash(weights) != anchored:
+        raise StudyAborted(f"study {study_id}: {path} hashes to 0x{weights_hash(weights).hex()}, but the chain "
+                           f"records 0x{anchored.hex()} for round {round_}; restore the study's folder from a backup")
+    return weights
+
+
+def _study_log(out_dir: Path, cfg: FederationConfig, first: int) -> StudyLog:
+    """The study's record: a resumed study keeps the rounds before ``first`` from its ``study.json``."""
+    record = StudyLog(cfg.study_id, task=cfg.task, held_out=HeldOut(cfg.eval_examples, cfg.eval_seed))
+    if first > 1:
+        try:
+            kept = read_study_log(out_dir)
+        except StudyLogError as exc:
+            log.warning("study %s: its earlier rounds' record is lost (%s); study.json starts at round %s",
+                        cfg.study_id, exc, first)
+        else:
+            record.rounds = [r for r in kept.rounds if r.round < first]
     return record
 
 
