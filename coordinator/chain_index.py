@@ -53,6 +53,8 @@ class StudyState:
     privacy_spent: int = 0
     started_at_block: int | None = None
     final_model_hash: bytes | None = None
+    #: keccak256 of the study's lineage bundle index, anchored at completion.
+    lineage_hash: bytes | None = None
 
     @property
     def study_id(self) -> int:
@@ -94,6 +96,7 @@ class StudyState:
             self.privacy_spent += event.privacy_spent
         elif isinstance(event, StudyCompleted):
             self.status, self.final_model_hash = StudyStatus.COMPLETED, event.final_model_hash
+            self.lineage_hash = event.lineage_hash
 
 
 def _in_event_loop() -> bool:

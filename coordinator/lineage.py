@@ -23,14 +23,16 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from eth_utils.crypto import keccak
 
 from coordinator.errors import CoordinatorError
-from coordinator.rounds import RoundOutcome
 from coordinator.run_config import FederationConfig
+
+if TYPE_CHECKING:  # the service reads bundles without importing Flower, the tasks or torch
+    from coordinator.rounds import RoundOutcome
 
 __all__ = ["ACCOUNTANT", "BUNDLE_FORMAT", "FOLDER", "INDEX", "LineageError", "begin_bundle", "bundle_folder",
            "canonical_json", "file_sha256", "finish_bundle", "read_index", "round_model_of", "run_settings",

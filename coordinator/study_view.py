@@ -109,6 +109,7 @@ def study_public(index: ChainIndex, study_id: int, model_dir: Path, task_names: 
         requested_at_block=request.block_number, started_at_block=state.started_at_block,
         round_records=round_records,
         final_model_hash=_hex(state.final_model_hash) if state.final_model_hash is not None else None,
+        lineage_hash=_hex(state.lineage_hash) if state.lineage_hash is not None else None,
         completed_tx=completed_tx)
 
 

@@ -101,6 +101,8 @@ class StudyPublic(BaseModel):
     started_at_block: int | None
     round_records: list[RoundPublic]
     final_model_hash: Hash32 | None
+    lineage_hash: Hash32 | None = Field(default=None, description=(
+        "keccak256 of the study's lineage bundle index (bundle.json), anchored at completion"))
     completed_tx: Hash32 | None
 
 

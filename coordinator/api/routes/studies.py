@@ -1,4 +1,5 @@
-"""Studies: the tasks to train, a request prepared for the researcher's wallet, following, lineage, model."""
+"""Studies: the tasks to train, a request prepared for the researcher's wallet, following, lineage (facts and
+bundle), model."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from contracts.studies import StudyRequest
 from coordinator.api.deps import IndexDep, ServicesDep, SignedIn, SignedInDep
 from coordinator.api.problems import PROBLEM_RESPONSES, Problem
 from coordinator.chain_index import ChainIndex
+from coordinator.lineage import LineageError, bundle_folder
+from coordinator.lineage_archive import LineageIncomplete, LineageMismatch, archive_name, bundle_members, tar_chunks
 from coordinator.models.consents import kinds_of
 from coordinator.models.studies import (
     PreparedTransaction,
@@ -178,6 +181,44 @@ def get_lineage(study_id: int, account: SignedInDep, services: ServicesDep) -> d
     result: dict[str, object] = lineage(services.index, study_id, services.settings.model_dir,
                                         services.task_names())
     return result
+
+
+@router.get("/studies/{study_id}/lineage/bundle", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-tar": {}},
+                             "description": "The lineage bundle: bundle.json and every file it lists (tar)"}})
+def get_lineage_bundle(study_id: int, account: SignedInDep, services: ServicesDep) -> StreamingResponse:
+    """A completed study's lineage bundle as a tar archive, for the coordinator and the consortium admin (auditors).
+
+    It holds each hospital's update and cohort manifest (patients' addresses), so neither the researcher nor the
+    hospitals get it here. Served only if its index hashes to the lineage hash anchored on chain
+    (``X-Lineage-Hash``).
+    """
+    view = visible_study(services, account, study_id)
+    if not ({"coordinator", "admin"} & set(_parts(account, view.researcher, []))):
+        raise Problem(403, "auditor-only", "Only the coordinator and the consortium admin download a lineage bundle",
+                      "the bundle holds the hospitals' updates and the patients' addresses of every cohort; ask the "
+                      "consortium admin for it")
+    state = services.index.study(study_id)
+    if view.status != StudyStatus.COMPLETED.name.lower() or state is None or state.lineage_hash is None:
+        raise Problem(409, "not-completed", "The study has no lineage bundle yet",
+                      f"study {study_id} is {view.status}; its bundle is complete, and anchored, when the study "
+                      "completes", study_status=view.status)
+    folder = bundle_folder(study_folder(services.settings.model_dir, study_id))
+    try:
+        names = bundle_members(folder, state.lineage_hash)
+    except LineageMismatch as exc:
+        raise Problem(409, "lineage-mismatch", "The stored lineage bundle is not the anchored one",
+                      f"{exc}; it is not served") from None
+    except LineageIncomplete as exc:
+        raise Problem(404, "lineage-incomplete", "A file of the lineage bundle is missing",
+                      f"{exc}; the operator must restore the study's folder") from None
+    except LineageError as exc:
+        raise Problem(404, "lineage-missing", "The lineage bundle is missing",
+                      f"{exc}; the operator must restore the study's folder") from None
+    root = archive_name(study_id)
+    return StreamingResponse(tar_chunks(folder, names, root), media_type="application/x-tar", headers={
+        "Content-Disposition": f'attachment; filename="{root}.tar"', "Cache-Control": "no-store",
+        "X-Lineage-Hash": "0x" + state.lineage_hash.hex()})
 
 
 @router.get("/studies/{study_id}/model", response_class=FileResponse,
