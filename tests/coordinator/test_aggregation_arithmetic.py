@@ -34,18 +34,22 @@ def test_fedavg_weights_are_the_float64_quotients_of_the_counts() -> None:
 
 def test_fedavg_is_the_left_to_right_float64_weighted_sum_cast_at_the_end() -> None:
     updates = _updates(7, [(), (37,), (3, 4)], len(COUNTS))
+    for u in updates:
+        u.append(u[1].astype(np.float64) / 3)  # a float64 layer shows every last bit
     got = fedavg(updates, COUNTS)
     weights = [c / sum(COUNTS) for c in COUNTS]
-    for layer in range(3):
+    for layer in range(4):
         flat = [u[layer].reshape(-1) for u in updates]
+        dtype = updates[0][layer].dtype
         expected = np.array([_python_sum([float(f[k]) for f in flat], weights) for k in range(flat[0].size)],
-                            dtype=np.float64).astype(np.float32).reshape(updates[0][layer].shape)
-        assert got[layer].dtype == np.float32
+                            dtype=np.float64).astype(dtype).reshape(updates[0][layer].shape)
+        assert got[layer].dtype == dtype
         assert got[layer].tobytes() == expected.tobytes()
 
 
 def test_the_private_aggregate_is_sent_plus_the_float64_mean_of_differences_plus_the_noise_returned() -> None:
-    sent = [np.float32(0.25) * np.ones((), np.float32), np.linspace(-1, 1, 29, dtype=np.float32)]
+    # A float64 layer shows every last bit (a float32 cast would hide most differences of order).
+    sent = [np.float32(0.25) * np.ones((), np.float32), np.linspace(-1, 1, 29, dtype=np.float64)]
     updates = [[s + u for s, u in zip(sent, d, strict=True)] for d in _updates(8, [(), (29,)], 9)]
     cfg = config(1, noise=1.3, clipping=2.0)
     noisy = private_mean(sent, updates, cfg, np.random.default_rng(3))
@@ -60,7 +64,7 @@ def test_the_private_aggregate_is_sent_plus_the_float64_mean_of_differences_plus
             b = float(flat_base[k])
             mean = _python_sum([float(u[layer].reshape(-1)[k]) - b for u in updates], [1 / 9] * 9)
             expected.append((b + mean) + float(flat_noise[k]))
-        want = np.array(expected, dtype=np.float64).astype(np.float32).reshape(base.shape)
+        want = np.array(expected, dtype=np.float64).astype(base.dtype).reshape(base.shape)
         assert noisy.weights[layer].tobytes() == want.tobytes()
 
 
