@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from coordinator import rounds
+import contracts.studies as studies_client
 from coordinator.aggregation import fedavg
 from coordinator.errors import StudyAborted
 from coordinator.rounds import combine_round
@@ -59,14 +59,14 @@ def test_contributions_mined_in_the_same_block_are_each_matched_to_their_own_eve
 def test_an_endpoint_that_serves_no_logs_for_the_block_gets_the_reply_refused_with_why(
         exchange, actors, study, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     anchor(exchange, actors.hospital, study, 1, A, 3)
-    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).block_number
-    monkeypatch.setattr(rounds, "read_events", lambda *args, **kwargs: [])  # a pruned or lagging node
+    root = exchange.studies.cohort_root_of(study, 1, actors.hospital.address)
+    monkeypatch.setattr(studies_client, "read_events", lambda *args, **kwargs: [])  # a pruned or lagging node
     with pytest.raises(StudyAborted) as aborted:
         combine_round(exchange, config(study, min_nodes=1), 1, SENT, [reply(actors.hospital.address, A, 3)])
     assert str(aborted.value) == "round 1: 0 of 1 required nodes contributed; refusals: " + repr([
-        f"{actors.hospital.address}: 0 ContributionRecorded events for round 1 of study {study} in block {at}, "
-        "where the contract says it was anchored; expected exactly one (is the RPC endpoint serving that "
-        "block's logs?)"])
+        f"{actors.hospital.address}: study {study} round 1: hospital {actors.hospital.address} has cohort root "
+        f"0x{root.hex()} on chain but the endpoint returned 0 matching ContributionRecorded events (expected "
+        "exactly one); is it serving old logs?"])
 
 
 def test_a_reply_naming_no_address_is_refused_with_what_was_expected(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
@@ -170,26 +170,25 @@ def test_a_commitment_missing_a_key_or_of_another_type_is_refused_naming_it(exch
                                "(hospital, cohort-root, cohort-count, update-hash) a node sends"]
 
 
-def test_the_update_hash_is_read_from_the_logs_of_the_anchoring_block_only(exchange, actors, study,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    # On a long-lived chain a range from block 0, or up to the head, makes every check scan the whole chain.
+def test_the_update_hash_is_read_from_the_study_s_blocks_with_every_topic_filtered(  # type: ignore[no-untyped-def]
+        exchange, actors, study, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a long-lived chain a range from block 0, or an unfiltered one, makes every check scan the whole chain.
     provider = exchange.chain.w3.provider
     provider.make_request("evm_mine", [])  # type: ignore[arg-type]  # blocks before and after the contribution
     anchor(exchange, actors.hospital, study, 1, A, 3)
     provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    at = exchange.studies.contribution_of(study, 1, actors.hospital.address).block_number
-    asked: list[tuple[int, int | None]] = []
-    read = rounds.read_events
+    started = exchange.studies.study(study).started_at_block
+    asked: list[tuple[int, int | None, int]] = []
+    read = studies_client.read_events
 
-    def recording(chain, addresses, *, from_block=0, to_block=None):  # type: ignore[no-untyped-def]
-        asked.append((from_block, to_block))
-        return read(chain, addresses, from_block=from_block, to_block=to_block)
+    def recording(chain, addresses, *, from_block=0, to_block=None, topics=None):  # type: ignore[no-untyped-def]
+        asked.append((from_block, to_block, len(topics or [])))
+        return read(chain, addresses, from_block=from_block, to_block=to_block, topics=topics)
 
-    monkeypatch.setattr(rounds, "read_events", recording)
+    monkeypatch.setattr(studies_client, "read_events", recording)
     outcome = combine_round(exchange, config(study), 1, SENT, [reply(actors.hospital.address, A, 3)])
     assert outcome.refused == []
-    assert asked == [(at, at)]
-
+    assert asked == [(started, None, 4)]  # from the study's start; event, study, round and hospital filtered
 
 
 def test_without_anchoring_the_replies_are_averaged_as_they_claim(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
