@@ -20,4 +20,4 @@ class SettingsError(DeployError, ValueError):
 
 
 class AdminRefused(DeployError, ValueError):
-    """A ``metai-admin`` command refused before sending anything: unknown role, bad address, a change the seat refuses."""
+    """A ``metai-admin`` command refused before sending anything: unknown role, bad address, a refused seat change."""
