@@ -1,4 +1,4 @@
-"""The node's SQLite catalog (SQLAlchemy): patients and their keys, records, datasets, challenges, quarantine.
+"""The node's SQLite catalog (SQLAlchemy): patients, keys, enrolments, records, datasets, challenges, quarantine.
 
 Patients appear only under their pseudonym; the local patient id, the date shift and the
 address are also kept sealed in :mod:`node.vault`. Records are content-addressed: ``record_id``
@@ -54,6 +54,23 @@ class PatientKey(Base):
     pseudonym: Mapped[str] = mapped_column(ForeignKey("patients.pseudonym"), index=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)  # 64 bytes: x || y
     recorded_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
+
+
+class Enrolment(Base):
+    """The signed challenge that linked an address to a patient: the proof of the link an auditor checks.
+
+    Kept for enrolments that succeeded only, keyed by address like :class:`PatientKey` (a
+    patient who enrols again with the same key replaces it). A node's cohort manifests
+    (:mod:`node.lineage`) carry it: the signature recovers the address, and the text names
+    this hospital and nothing about the patient.
+    """
+
+    __tablename__ = "enrolments"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(ForeignKey("patients.pseudonym"), index=True)
+    challenge: Mapped[str] = mapped_column(String(1024))  # the text the patient signed (EIP-191)
+    signature: Mapped[str] = mapped_column(String(132))  # 0x followed by 130 hex digits
+    enrolled_at: Mapped[_dt.datetime] = mapped_column(default=utcnow)
 
 
 class Record(Base):

@@ -1,10 +1,14 @@
 """Enrolment: link a local patient to an address they control.
 
-The node issues a challenge naming the hospital, the patient's pseudonym, a random nonce and an
-expiry; the patient signs it with their key (EIP-191 ``personal_sign``, what every wallet
-offers); the node recovers the signer and links the address only if it matches, the challenge
-is the open one for that patient, and it has not expired or been used. The public key the
-signature recovers is kept too (``patient_keys``): sealed cohort proofs are encrypted to it.
+The node issues a challenge naming the hospital, a random nonce and an expiry; the patient
+signs it with their key (EIP-191 ``personal_sign``, what every wallet offers); the node recovers
+the signer and links the address only if it matches, the challenge is one issued for that
+patient, and it has not expired or been used. The public key the signature recovers is kept
+too (``patient_keys``): sealed cohort proofs are encrypted to it. So are the signed text and the
+signature (``enrolments``): each round's cohort manifest carries them, so that an auditor can
+check that the address's holder linked it to this hospital's records. That is why the text
+says nothing about the patient: which of the hospital's patients signed it stays in the
+catalog (the nonce), not in the text.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import select, update
 
 from contracts.sealing import SealingError, address_of, recover_public_key
-from node.catalog import Challenge, Patient, PatientKey, utcnow
+from node.catalog import Challenge, Enrolment, Patient, PatientKey, utcnow
 from node.errors import EnrolmentError
 from node.node import Node
 from node.vault import VaultEntry
@@ -51,7 +55,6 @@ def issue_challenge(node: Node, local_patient_id: str) -> IssuedChallenge:
         text = (
             "MeTAI exchange: link my key to my records\n"
             f"Hospital: {node.info.hospital_name} ({node.address})\n"
-            f"Patient reference: {entry.pseudonym}\n"
             f"Nonce: {nonce}\n"
             f"Expires: {expires.isoformat(timespec='seconds')}Z"
         )
@@ -90,7 +93,8 @@ def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> st
     Raises:
         EnrolmentError: unknown patient, malformed address or signature, no challenge issued
             here, a signature by another key or over another text (such as another hospital's
-            challenge), a challenge already used (a replay) or expired.
+            challenge), a challenge already used (a replay) or expired, or one an earlier
+            version issued naming the patient's pseudonym.
     """
     if not is_address(address):
         raise EnrolmentError(f"{address!r} is not an Ethereum address (0x followed by 40 hex digits)")
@@ -142,6 +146,12 @@ def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> st
                 f"(nonce {signed.nonce}; a challenge is valid {CHALLENGE_TTL.total_seconds() / 3600:g} h): issue a "
                 "new one with `metai-node challenge`"
             )
+        if entry.pseudonym in signed.text:
+            raise EnrolmentError(
+                f"the challenge for {local_patient_id!r} (nonce {signed.nonce}) was issued by an earlier version of "
+                "the node and names the patient's pseudonym, which the signed text would carry out of the hospital "
+                "in every cohort manifest: issue a new one with `metai-node challenge`"
+            )
         # Consumed by a conditional update, so that of two enrolments racing with one signature
         # only the one whose update changed the row goes on.
         consumed = session.scalars(
@@ -158,6 +168,8 @@ def enrol(node: Node, local_patient_id: str, address: str, signature: str) -> st
         assert patient is not None  # the vault found it
         session.merge(PatientKey(address=address, pseudonym=entry.pseudonym, public_key=public_key,
                                  recorded_at=utcnow()))
+        session.merge(Enrolment(address=address, pseudonym=entry.pseudonym, challenge=signed.text,
+                                signature="0x" + sig.hex(), enrolled_at=utcnow()))
         patient.address = address
         patient.enrolled_at = utcnow()
         patient.sealed = node.vault.seal(VaultEntry(entry.pseudonym, entry.local_id, entry.date_shift_days, address))

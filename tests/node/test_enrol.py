@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import select
 
 from contracts.sealing import public_key_of
-from node.catalog import CATALOG_FILE, Patient, PatientKey
+from node.catalog import CATALOG_FILE, Enrolment, Patient, PatientKey
 from node.enrol import enrol, issue_challenge
 from node.errors import EnrolmentError
 from node.ingest import Ingestor
@@ -100,3 +100,48 @@ def test_a_catalog_made_before_patient_keys_opens_keeps_its_patients_and_gains_t
     enrol(reopened, LOCAL_ID, patient.address, sign(patient, issue_challenge(reopened, LOCAL_ID).text))
     with reopened.sessions() as s:
         assert s.get(PatientKey, patient.address) is not None
+
+
+def test_enrolment_keeps_the_signed_challenge_and_its_signature(node) -> None:
+    patient = Account.create()
+    challenge = issue_challenge(node, LOCAL_ID)
+    signature = sign(patient, challenge.text)
+    pseudonym = enrol(node, LOCAL_ID, patient.address, signature)
+    with node.sessions() as s:
+        kept = s.get(Enrolment, patient.address)
+        assert kept is not None
+        assert (kept.pseudonym, kept.challenge, kept.signature) == (pseudonym, challenge.text, signature)
+    assert Account.recover_message(encode_defunct(text=kept.challenge), signature=kept.signature) == patient.address
+
+
+def test_a_refused_enrolment_keeps_no_signed_challenge(node) -> None:
+    patient, other = Account.create(), Account.create()
+    challenge = issue_challenge(node, LOCAL_ID)
+    with pytest.raises(EnrolmentError, match="does not prove control"):
+        enrol(node, LOCAL_ID, patient.address, sign(other, challenge.text))
+    with node.sessions() as s:
+        assert s.scalars(select(Enrolment)).all() == []
+
+
+def test_enrolling_again_keeps_the_newest_signed_challenge_of_the_address(node) -> None:
+    patient = Account.create()
+    enrol(node, LOCAL_ID, patient.address, sign(patient, issue_challenge(node, LOCAL_ID).text))
+    again = issue_challenge(node, LOCAL_ID)
+    enrol(node, LOCAL_ID, patient.address, sign(patient, again.text))
+    with node.sessions() as s:
+        assert [e.challenge for e in s.scalars(select(Enrolment))] == [again.text]
+
+
+def test_a_catalog_made_before_signed_challenges_were_kept_opens_and_gains_the_table(node) -> None:
+    patient = Account.create()
+    enrol(node, LOCAL_ID, patient.address, sign(patient, issue_challenge(node, LOCAL_ID).text))
+    with sqlite3.connect(node.dir / CATALOG_FILE) as db:
+        db.execute("DROP TABLE enrolments")  # the catalog as a node before cohort manifests made it
+    reopened = Node(node.dir, NODE_PASSPHRASE)
+    with reopened.sessions() as s:
+        assert s.scalar(select(Patient.address)) == patient.address
+        assert s.scalars(select(Enrolment)).all() == []  # enrolled before: no proof until re-enrolment
+    again = issue_challenge(reopened, LOCAL_ID)
+    enrol(reopened, LOCAL_ID, patient.address, sign(patient, again.text))
+    with reopened.sessions() as s:
+        assert [e.challenge for e in s.scalars(select(Enrolment))] == [again.text]

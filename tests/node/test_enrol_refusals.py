@@ -1,7 +1,7 @@
 """Enrolment refuses, each with an error that says why: expired, other hospital's, reused, wrong key.
 
-"A challenge names the hospital, the patient's pseudonym, a nonce and a 24 h expiry; it can be
-used once" (docs/node.md, Patients). The clock is moved by
+"A challenge names the hospital, a nonce and a 24 h expiry, and nothing about the patient; it can
+be used once" (docs/node.md, Patients). The clock is moved by
 replacing the node's notion of "now" in node.enrol, as a node left running for a day would see.
 """
 
@@ -20,7 +20,7 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import select
 
 import node.enrol
-from node.catalog import Patient, utcnow
+from node.catalog import Challenge, Patient, utcnow
 from node.enrol import enrol, issue_challenge
 from node.errors import EnrolmentError
 from node.ingest import Ingestor
@@ -189,7 +189,7 @@ def test_no_open_challenge_is_reported_as_such(hospital: Node, monkeypatch: pyte
 # ---------------------------------------------------------------- what a challenge says, bad input
 
 
-def test_challenge_names_hospital_pseudonym_nonce_and_a_24_hour_expiry(hospital: Node) -> None:
+def test_challenge_names_hospital_nonce_and_a_24_hour_expiry_and_nothing_of_the_patient(hospital: Node) -> None:
     before = utcnow()
     first = issue_challenge(hospital, LOCAL_ID)
     after = utcnow()
@@ -197,17 +197,33 @@ def test_challenge_names_hospital_pseudonym_nonce_and_a_24_hour_expiry(hospital:
     with hospital.sessions() as s:
         pseudonym = s.scalar(select(Patient.pseudonym))
     lines = first.text.splitlines()
-    nonce = lines[3].removeprefix("Nonce: ")
+    nonce = lines[2].removeprefix("Nonce: ")
     assert lines == [
         "MeTAI exchange: link my key to my records",
         f"Hospital: General Hospital ({hospital.address})",
-        f"Patient reference: {pseudonym}",
         f"Nonce: {nonce}",
         f"Expires: {first.expires_at.isoformat(timespec='seconds')}Z",
     ]
     assert re.fullmatch("[0-9a-f]{32}", nonce)
     assert f"Nonce: {nonce}" not in second.text
     assert before + DAY <= first.expires_at <= after + DAY
+    assert pseudonym not in first.text  # the text travels in cohort manifests
+    assert LOCAL_ID not in first.text
+
+
+def test_a_challenge_an_earlier_version_issued_naming_the_pseudonym_is_refused(hospital: Node) -> None:
+    patient = Account.create()
+    with hospital.sessions() as s:
+        pseudonym = s.scalar(select(Patient.pseudonym))
+        text = (f"MeTAI exchange: link my key to my records\nHospital: General Hospital ({hospital.address})\n"
+                f"Patient reference: {pseudonym}\nNonce: {'ab' * 16}\nExpires: 2999-01-01T00:00:00Z")
+        s.add(Challenge(nonce="ab" * 16, patient_pseudonym=pseudonym, text=text,
+                        expires_at=utcnow() + DAY))
+        s.commit()
+    with pytest.raises(EnrolmentError, match=f"nonce {'ab' * 16}\\) was issued by an earlier version of the node "
+                                             "and names the patient's pseudonym.*issue a new one"):
+        enrol(hospital, LOCAL_ID, patient.address, sign(patient, text))
+    assert linked_address(hospital) is None
 
 
 def test_expiry_instant_itself_is_too_late(hospital: Node, monkeypatch: pytest.MonkeyPatch) -> None:
