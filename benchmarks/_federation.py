@@ -45,6 +45,7 @@ from deploy.flower import (
 )
 from deploy.signers import SignerProcess, start_signer, stop_signer
 from deploy.threads import threads_per_node
+from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
@@ -145,6 +146,7 @@ def _populate(node: Node, exchange: Exchange, relayer: LocalAccount, folder: Pat
         enrol(node, pid, patient.address, patient.sign_message(encode_defunct(text=text)).signature.hex())
         exchange.consent.relay(relayer, exchange.consent.sign_grant(patient, Scope(purpose=Purpose.GRU),
                                                                     Kind.CT_SINOGRAM, NO_EXPIRY))
+    register_drafts(node)  # a node trains only on records in a dataset it registered
 
 
 def new_study(lab: Lab, rounds: int) -> int:

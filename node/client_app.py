@@ -4,8 +4,8 @@ A training message passes through two mods before the handler, and its reply bac
 them in reverse order:
 
 1. ``anchoring_mod`` (outermost) anchors the update the node actually sends: it hashes the
-   reply's weights, submits ``contribute(study, round, cohortRoot, cohortCount, updateHash)``
-   with the hospital's key and keeps the cohort for inclusion proofs.
+   reply's weights, submits ``contribute(study, round, cohortRoot, cohortCount, cohortBlock,
+   datasetIds, updateHash)`` with the hospital's key and keeps the cohort for inclusion proofs.
 2. ``dp_clipping_mod`` applies Flower's ``fixedclipping_mod`` when the round asks for clipped
    updates (differential privacy): the update is clipped before it is hashed and anchored.
 3. ``handle_train`` checks the study, builds the cohort at the current block and trains.

@@ -103,6 +103,20 @@ def register(node: Node, name: str) -> Dataset:
         return dataset
 
 
+def register_drafts(node: Node, kinds: Kind | None = None) -> list[Dataset]:
+    """Register every draft (of ``kinds`` only, if given), in name order; return the datasets registered.
+
+    A node trains only on records in a dataset it registered (:mod:`node.cohort`): this is
+    what a node does after ingesting the records it means to train on.
+
+    Raises:
+        ChainError: a registration fails (the drafts registered before it stay registered).
+    """
+    names = [v.name for v in list_datasets(node)
+             if v.chain_dataset_id is None and v.merkle_root is None and (kinds is None or v.kind in kinds)]
+    return [register(node, name) for name in names]
+
+
 def record_proof(node: Node, name: str, record_id: str) -> tuple[bytes, list[bytes]]:
     """The leaf and Merkle proof of ``record_id`` in registered dataset ``name``."""
     with node.sessions() as session:

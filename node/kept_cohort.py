@@ -1,15 +1,20 @@
 """The cohort a node kept for each round it trained, so patients can later be given inclusion proofs.
 
 One file per round, ``<node>/cohorts/study-<id>/round-<r>.json``, format ``metai-kept-cohort``
-version 1::
+version 2::
 
-    {"format": "metai-kept-cohort", "version": 1, "study_id": 3, "round": 1, "block": 120,
-     "root": "0x...", "count": 40,
-     "members": [{"record_id": "...", "kind": 4, "patient": "0x..."}, ...]}
+    {"format": "metai-kept-cohort", "version": 2, "study_id": 3, "round": 1, "block": 120,
+     "root": "0x...", "count": 40, "dataset_ids": [1, 2],
+     "members": [{"record_id": "...", "kind": 4, "patient": "0x...", "dataset_id": 1}, ...]}
 
-``root`` and ``count`` are what the node anchored on chain (``contribute``); ``block`` is the
-block the cohort was built at, so the cohort can be rebuilt and checked against the root.
-Members carry no path, label or local identifier: only what a proof needs.
+``root``, ``count``, ``block`` and ``dataset_ids`` are what the node anchored on chain
+(``contribute``); ``block`` is the block the cohort was built at, so the cohort can be rebuilt
+and checked against the root, and each member's ``dataset_id`` names the registered dataset
+that holds it, so the round's cohort manifest (:mod:`node.lineage`) can be made again. Members
+carry no path, label or local identifier: only what a proof needs.
+
+Version 1 (before contributions named datasets) is still read: its members' ``dataset_id`` is
+None and its ``dataset_ids`` empty. Nothing rewrites it, so it stays what that version kept.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from node.cohort import Cohort
 from node.errors import NodeError
 
 FORMAT = "metai-kept-cohort"
-VERSION = 1
+VERSION = 2
+#: Versions :meth:`KeptCohort.from_json` reads.
+READABLE = (1, 2)
 COHORTS_DIR = "cohorts"
 
 
@@ -39,6 +46,9 @@ class KeptMember:
     kind: int
     #: The patient's address.
     patient: str
+    #: The chain id of the registered dataset holding the record (None: kept by version 1, or written
+    #: again from what version 1 kept).
+    dataset_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,12 +62,15 @@ class KeptCohort:
     root: str
     count: int
     members: tuple[KeptMember, ...]
+    #: The chain ids of the datasets the contribution named, ascending (empty: kept by version 1).
+    dataset_ids: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """The file's content."""
         return {"format": FORMAT, "version": VERSION, "study_id": self.study_id, "round": self.round,
-                "block": self.block, "root": self.root, "count": self.count,
-                "members": [{"record_id": m.record_id, "kind": m.kind, "patient": m.patient} for m in self.members]}
+                "block": self.block, "root": self.root, "count": self.count, "dataset_ids": list(self.dataset_ids),
+                "members": [{"record_id": m.record_id, "kind": m.kind, "patient": m.patient,
+                             "dataset_id": m.dataset_id} for m in self.members]}
 
     @classmethod
     def from_json(cls, data: object) -> KeptCohort:
@@ -66,14 +79,16 @@ class KeptCohort:
         Raises:
             KeptCohortError: another format or version, or a field missing or of another type.
         """
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") not in READABLE:
             found = (data.get("format"), data.get("version")) if isinstance(data, dict) else type(data).__name__
-            raise KeptCohortError(f"is {found}, expected format {FORMAT!r} version {VERSION}")
+            raise KeptCohortError(f"is {found}, expected format {FORMAT!r} version {' or '.join(map(str, READABLE))}")
+        first = data["version"] == 1
         try:
-            members = tuple(KeptMember(str(m["record_id"]), int(m["kind"]), str(m["patient"]))
+            members = tuple(KeptMember(str(m["record_id"]), int(m["kind"]), str(m["patient"]),
+                                       None if first or m["dataset_id"] is None else int(m["dataset_id"]))
                             for m in data["members"])
             return cls(int(data["study_id"]), int(data["round"]), int(data["block"]), str(data["root"]),
-                       int(data["count"]), members)
+                       int(data["count"]), members, () if first else tuple(int(d) for d in data["dataset_ids"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise KeptCohortError(f"is malformed ({exc!r})") from None
 
@@ -86,7 +101,8 @@ def kept_cohort_path(node_dir: Path, study_id: int, round_: int) -> Path:
 def keep_cohort(node_dir: Path, cohort: Cohort, round_: int) -> KeptCohort:
     """Write the round's cohort atomically (a reader never sees half a file); return what was written."""
     kept = KeptCohort(cohort.study_id, round_, cohort.block, "0x" + cohort.root.hex(), cohort.count,
-                      tuple(KeptMember(m.record_id, m.kind, m.patient) for m in cohort.members))
+                      tuple(KeptMember(m.record_id, m.kind, m.patient, m.dataset_id) for m in cohort.members),
+                      cohort.dataset_ids)
     path = kept_cohort_path(node_dir, cohort.study_id, round_)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -99,7 +115,7 @@ def read_kept_cohort(node_dir: Path, study_id: int, round_: int) -> KeptCohort:
     """The cohort the node kept for ``round_`` of ``study_id``.
 
     Raises:
-        KeptCohortError: there is none, or the file is not a kept cohort of this version.
+        KeptCohortError: there is none, or the file is not a kept cohort of a version read here.
     """
     path = kept_cohort_path(node_dir, study_id, round_)
     try:

@@ -7,8 +7,9 @@ one consistent picture of the chain.
 
 The cohort preview of a study counts this node's records of the kinds it asks for: those that
 would be in its cohort at that block (:func:`node.cohort.build_cohort`, the rule training uses)
-and, for each of the others, why not: its patient is not enrolled (no address), or the reason
-``ConsentRegistry.explain`` gives (no matching consent, revoked, expired, kind not covered).
+and, for each of the others, why not: it is in no dataset the node registered on chain by then,
+its patient is not enrolled (no address), or the reason ``ConsentRegistry.explain`` gives (no
+matching consent, revoked, expired, kind not covered), the first that applies in that order.
 The reasons cost one call per excluded (patient, kind), in the order the records come.
 """
 
@@ -25,7 +26,7 @@ from contracts.errors import ContractRevert
 from contracts.events import StudyRequested, read_events
 from contracts.studies import Decision, StudyRecord, StudyStatus
 from node.catalog import Patient, Record
-from node.cohort import build_cohort
+from node.cohort import build_cohort, registered_at
 from node.errors import NodeError, StudyDecisionError
 from node.node import Node
 
@@ -68,6 +69,7 @@ class CohortPreview:
     block: int
     records: int
     in_cohort: int
+    not_registered: int = 0
     not_enrolled: int = 0
     no_consent: int = 0
     revoked: int = 0
@@ -159,15 +161,20 @@ def cohort_preview(node: Node, view: StudyView) -> CohortPreview:
     cohort = build_cohort(node, view.study_id, view.block, study)
     members = {m.record_id for m in cohort.members}
     wanted = [int(kind) for kind in KIND_WORDS if kind in study.kinds]
+    registered = registered_at(view.block)
     with node.sessions() as session:
         rows = session.execute(
-            select(Record.record_id, Record.kind, Patient.address)
-            .join(Patient, Patient.pseudonym == Record.patient_pseudonym).where(Record.kind.in_(wanted))
+            select(Record.record_id, Record.kind, Patient.address, registered.c.dataset_id)
+            .join(Patient, Patient.pseudonym == Record.patient_pseudonym)
+            .outerjoin(registered, registered.c.record_id == Record.record_id).where(Record.kind.in_(wanted))
         ).all()
     counts: Counter[str] = Counter()
     why: dict[tuple[str, int], str] = {}  # one explain per (patient, kind), whatever their records
-    for record_id, kind, address in rows:
+    for record_id, kind, address, dataset_id in rows:
         if record_id in members:
+            continue
+        if dataset_id is None:
+            counts["not_registered"] += 1
             continue
         if address is None:
             counts["not_enrolled"] += 1

@@ -8,6 +8,7 @@ round, the task and the training hyper-parameters.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from node.cohort import Cohort, build_cohort
 from node.errors import NodeError
 from node.kept_cohort import keep_cohort
 from node.node import Node
+
+_log = logging.getLogger(__name__)
 
 #: Labels a sidecar may give, and the class each stands for.
 LABELS = {"lesion": 1, "1": 1, "yes": 1, "normal": 0, "0": 0, "no": 0}
@@ -141,9 +144,16 @@ def train_local(
     task = get_task(task_code)
     seconds["check"] = (now := time.perf_counter()) - started
     cohort = build_cohort(node, study_id, block)
+    left_out = ""
+    if cohort.unregistered:
+        left_out = (f"{cohort.unregistered} records of enrolled patients of the study's kinds are in no dataset "
+                    f"this node registered on chain by block {block} and were left out: register the drafts with "
+                    "`metai-node register DRAFT` (`metai-node datasets` lists them)")
+        _log.warning("study %s round %s: %s", study_id, round_, left_out)
     members = [m for m in cohort.members if m.kind == task.spec.kind]
     if not members:
-        raise StudyRefused(f"no consenting records of the task's kind for study {study_id} at block {block}")
+        raise StudyRefused(f"no consenting records of the task's kind for study {study_id} at block {block}"
+                           + (f"; {left_out}" if left_out else ""))
     seconds["cohort"] = (then := time.perf_counter()) - now
     inputs = torch.stack([task.load_record(node.dir / m.path, m.format) for m in members])
     labels = torch.tensor([label_of(m.label, m.record_id) for m in members])
@@ -160,10 +170,16 @@ def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[n
                         anchor: bool = True, signer: Any = None) -> Anchored:
     """Hash the update this node sends; anchor it with the cohort on chain and keep the cohort.
 
+    The contribution names the block the cohort's consents were read at and the registered
+    datasets its records come from.
+
     ``signer`` signs the contribution in place of the node's own unlocked key (a
     :class:`node.signer.RemoteSigner`). With ``anchor=False`` (the node's own ``anchor``
     setting, for measuring the anchoring overhead) nothing is written on chain and no cohort
     is kept.
+
+    Raises:
+        ChainError: the contribution was refused.
     """
     from tasks import weights_hash
 
@@ -172,7 +188,8 @@ def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[n
     if not anchor:
         return Anchored(update, "", time.perf_counter() - started)
     account = node.account if signer is None else signer
-    tx = node.exchange.studies.contribute(account, cohort.study_id, round_, cohort.root, cohort.count, update)
+    tx = node.exchange.studies.contribute(account, cohort.study_id, round_, cohort.root, cohort.count, cohort.block,
+                                          cohort.dataset_ids, update)
     keep_cohort(node.dir, cohort, round_)
     return Anchored(update, tx.tx_hash, time.perf_counter() - started)
 

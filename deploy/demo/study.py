@@ -44,6 +44,7 @@ from deploy.errors import DeployError
 from deploy.process import HOST, free_port
 
 if TYPE_CHECKING:
+    from node.catalog import Dataset
     from node.node import Node
 
 TASK = "ct-sinogram-lesion-v1"
@@ -101,9 +102,12 @@ def run_study_part(run_dir: Path, first_node_dir: Path, actors: DemoActors, out:
     ex.roles.grant(actors.admin, Role.HOSPITAL, beta.address)
     patients: dict[str, LocalAccount] = {}
     for index, (node, prefix) in enumerate(((alpha, "TEST-A"), (beta, "TEST-B"))):
-        keys = _add_patients(node, run_dir / "incoming" / f"study-{prefix}", prefix, seed=7000 + 1000 * index)
+        keys, datasets = _add_patients(node, run_dir / "incoming" / f"study-{prefix}", prefix,
+                                       seed=7000 + 1000 * index)
         patients.update(keys)
-        out.print(f"{node.address}: {len(keys)} patients ingested and enrolled")
+        registered = ", ".join(f"{d.name} (chain dataset {d.chain_dataset_id}, {d.record_count} records)"
+                               for d in datasets)
+        out.print(f"{node.address}: {len(keys)} patients ingested and enrolled; registered {registered}")
     started = time.monotonic()
     mined = _consent_all(api, patients.values())
     batches = Counter((item["block"], item["tx_hash"]) for item in mined)
@@ -329,7 +333,10 @@ def _card_summary(out: Console, folder: Path) -> None:
     out.print(table)
 
 
-def _add_patients(node: Node, folder: Path, prefix: str, seed: int) -> dict[str, LocalAccount]:
+def _add_patients(node: Node, folder: Path, prefix: str, seed: int) -> tuple[dict[str, LocalAccount], list[Dataset]]:
+    """Ingest and enrol virtual patients, and register their records: a node trains only on registered records."""
+    from contracts.datause import Kind
+    from node.datasets import register_drafts
     from node.enrol import enrol, issue_challenge
     from node.ingest import Ingestor, read_sidecar
     from tasks import get_task, write_labels_csv
@@ -344,7 +351,7 @@ def _add_patients(node: Node, folder: Path, prefix: str, seed: int) -> dict[str,
         keys[pid] = Account.create()
         text = issue_challenge(node, pid).text
         enrol(node, pid, keys[pid].address, keys[pid].sign_message(encode_defunct(text=text)).signature.hex())
-    return keys
+    return keys, register_drafts(node, Kind.CT_SINOGRAM)
 
 
 def _study_table(out: Console, ex: Exchange, study_id: int, nodes: tuple[Node, ...], models: Path,

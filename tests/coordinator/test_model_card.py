@@ -77,7 +77,7 @@ def card_study(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: A
         chain.send_value(actors.admin, node.address, 10**18)
         exchange.roles.grant(actors.admin, Role.HOSPITAL, node.address)
         keys: dict[str, LocalAccount] = populate(node, root / f"data-{index}", f"TEST-{'AB'[index]}", RECORDS,
-                                                 seed=500 + index)
+                                                 seed=500 + index, register=index != 0)  # Alpha: below
         for key in keys.values():
             exchange.consent.relay(actors.coordinator, exchange.consent.sign_grant(
                 key, Scope(purpose=Purpose.GRU), Kind.CT_SINOGRAM, NO_EXPIRY))

@@ -18,6 +18,7 @@ from contracts.manifest import write_manifest
 from contracts.studies import StudyRequest
 from deploy.federation import NodeSpec
 from deploy.flower import RunResult, run_app, start_superlink, start_supernode, stop, write_federation_config
+from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
@@ -39,8 +40,13 @@ class Hospital:
     patients: dict[str, LocalAccount]  # local id -> key
 
 
-def populate(node: Node, folder: Path, prefix: str, n: int, seed: int) -> dict[str, LocalAccount]:
-    """Write n synthetic records of TASK for n patients, ingest, enrol; return the patients' keys."""
+def populate(node: Node, folder: Path, prefix: str, n: int, seed: int, *, register: bool = True
+             ) -> dict[str, LocalAccount]:
+    """Write n synthetic records of TASK for n patients, ingest, enrol; return the patients' keys.
+
+    The records are registered on chain as the node's dataset (a node trains only on records of a
+    dataset it registered) unless ``register`` is false (the caller registers them its own way).
+    """
     from tasks import get_task
 
     ids = [f"{prefix}-{i:03d}" for i in range(n)]
@@ -49,6 +55,8 @@ def populate(node: Node, folder: Path, prefix: str, n: int, seed: int) -> dict[s
     sidecar.write_text("file,label\n" + "".join(f"{p.name},{'lesion' if y else 'normal'}\n" for p, y in written))
     report = Ingestor(node, sidecar=read_sidecar(sidecar)).run([folder])
     assert len(report.ingested) == n, report.quarantined
+    if register:
+        register_drafts(node)
     keys = {}
     for pid in ids:
         keys[pid] = Account.create()

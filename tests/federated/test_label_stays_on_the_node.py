@@ -20,6 +20,7 @@ from flwr.app import Message
 
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from node.client_app import app
+from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from tests.conftest import NODE_PASSPHRASE
@@ -48,6 +49,7 @@ def hospital(make_node, tmp_path: Path, exchange, actors):  # type: ignore[no-un
                                                                                                   strict=True)))
     report = Ingestor(node, sidecar=read_sidecar(sidecar)).run([folder])
     assert len(report.ingested) == len(ids), report.quarantined
+    register_drafts(node)
     for pid in ids:
         key = Account.create()
         text = issue_challenge(node, pid).text

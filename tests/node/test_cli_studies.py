@@ -1,8 +1,9 @@
 """``metai-node studies``, ``approve`` and ``decline``: what a data committee sees of the studies naming it.
 
-One node holds six patients' images, one patient per way of being in or out of a cohort: consent
-to any use, consent for another kind only, consent revoked, consent expired, no consent, and not
-enrolled. Each test requests its own studies on the real chain (undone after it).
+One node holds seven patients' images, one patient per way of being in or out of a cohort: consent
+to any use, consent for another kind only, consent revoked, consent expired, no consent, not
+enrolled, and consent to any use for an image in no registered dataset. Each test requests its
+own studies on the real chain (undone after it).
 """
 
 from __future__ import annotations
@@ -34,25 +35,31 @@ PATIENTS = {
     "TEST-S4": "expired",
     "TEST-S5": "no consent",
     "TEST-S6": "not enrolled",
+    "TEST-S7": "not registered",
 }
-EVERY_REASON = {"not_enrolled": 1, "no_consent": 1, "revoked": 1, "expired": 1, "kind_not_covered": 1}
+EVERY_REASON = {"not_registered": 1, "not_enrolled": 1, "no_consent": 1, "revoked": 1, "expired": 1,
+                "kind_not_covered": 1}
 
 
 @pytest.fixture(scope="module")
 def hospital(module_make_node, module_exchange, actors, tmp_path_factory: pytest.TempPathFactory) -> Node:  # type: ignore[no-untyped-def]
     """A node with one image per patient of :data:`PATIENTS`, their consents as named there."""
+    from node.datasets import register_drafts
     from node.enrol import enrol, issue_challenge
     from node.ingest import Ingestor
 
     node = module_make_node("Review Hospital")
-    folder = tmp_path_factory.mktemp("review") / "in"
-    folder.mkdir()
+    root = tmp_path_factory.mktemp("review")
     for i, pid in enumerate(PATIENTS):
+        folder = root / ("late" if PATIENTS[pid] == "not registered" else "in")
+        folder.mkdir(exist_ok=True)
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.PatientID, ds.PatientName = pid, f"Test^{pid}"
         ds.SOPInstanceUID = pydicom.uid.generate_uid()
         ds.save_as(folder / f"{i}.dcm")
-    assert len(Ingestor(node, workers=1).run([folder]).ingested) == len(PATIENTS)
+    assert len(Ingestor(node, workers=1).run([root / "in"]).ingested) == len(PATIENTS) - 1
+    register_drafts(node)
+    assert len(Ingestor(node, workers=1).run([root / "late"]).ingested) == 1  # ingested after the registration
     keys = {pid: Account.create() for pid in PATIENTS if PATIENTS[pid] != "not enrolled"}
     for pid, key in keys.items():
         enrol(node, pid, key.address, key.sign_message(encode_defunct(text=issue_challenge(node, pid).text))
@@ -61,6 +68,7 @@ def hospital(module_make_node, module_exchange, actors, tmp_path_factory: pytest
     now = int(module_exchange.chain.w3.eth.get_block("latest")["timestamp"])
     any_use = Scope(purpose=Purpose.GRU)
     consent.relay(relay, consent.sign_grant(keys["TEST-S1"], any_use, Kind.IMAGE, NO_EXPIRY))
+    consent.relay(relay, consent.sign_grant(keys["TEST-S7"], any_use, Kind.IMAGE, NO_EXPIRY))
     consent.relay(relay, consent.sign_grant(keys["TEST-S2"], any_use, Kind.CT_SINOGRAM, NO_EXPIRY))
     consent.relay(relay, consent.sign_grant(keys["TEST-S3"], any_use, Kind.IMAGE, NO_EXPIRY))
     consent.relay(relay, consent.sign_revoke(keys["TEST-S3"], any_use))
@@ -95,7 +103,7 @@ def listed(node: Node, *args: str) -> dict[int, dict[str, Any]]:
 
 def test_a_pending_study_is_listed_with_its_cohort_preview(hospital: Node, exchange, actors) -> None:  # type: ignore[no-untyped-def]
     study = request(exchange, actors, (hospital.address, actors.hospital2.address))
-    assert listed(hospital)[study]["preview"] == {"records": 6, "in_cohort": 1, "not_in_cohort": EVERY_REASON}
+    assert listed(hospital)[study]["preview"] == {"records": 7, "in_cohort": 1, "not_in_cohort": EVERY_REASON}
 
 
 def test_the_preview_counts_only_the_kinds_the_study_asks_for(hospital: Node, exchange, actors) -> None:  # type: ignore[no-untyped-def]
@@ -109,9 +117,10 @@ def test_the_table_shows_the_preview_in_words(hospital: Node, exchange, actors) 
     result = run(hospital, "studies")
     assert result.exit_code == 0, result.output
     assert "health/medical/biomedical research" in result.stdout
-    assert "1 of 6" in result.stdout
+    assert "1 of 7" in result.stdout
     lines = [line.strip() for line in result.stdout.splitlines()]
-    for reason in ("1 not enrolled", "1 no consent", "1 revoked", "1 expired", "1 kind not covered"):
+    for reason in ("1 not registered", "1 not enrolled", "1 no consent", "1 revoked", "1 expired",
+                   "1 kind not covered"):
         assert any(line.endswith(reason) for line in lines), reason  # one reason a line, in the last column
 
 
@@ -157,7 +166,7 @@ def test_json_has_the_documented_shape(hospital: Node, exchange, actors) -> None
         "rounds": 3, "rounds_completed": 0, "privacy_budget_epsilon": 2.5,
         "task_code_hash": "0x" + keccak(b"task").hex(), "requested_at_block": block, "status": "requested",
         "decision": "pending",
-        "preview": {"records": 6, "in_cohort": 1, "not_in_cohort": EVERY_REASON},
+        "preview": {"records": 7, "in_cohort": 1, "not_in_cohort": EVERY_REASON},
     }]
 
 
@@ -183,8 +192,9 @@ def test_approve_shows_the_study_in_plain_words(hospital: Node, exchange, actors
                   f"hospitals:  {actors.hospital2.address}, {hospital.address} (this hospital)",
                   "rounds:     4", "privacy:    epsilon 1.5 for the whole study", f"task code:  {short_hash}",
                   "status:     requested; this hospital's decision: pending",
-                  "cohort now: 1 of this node's 6 records of these kinds",
-                  "not in it: 1 not enrolled, 1 no consent, 1 revoked, 1 expired, 1 kind not covered",
+                  "cohort now: 1 of this node's 7 records of these kinds",
+                  "not in it: 1 not registered, 1 not enrolled, 1 no consent, 1 revoked, 1 expired, "
+                  "1 kind not covered",
                   f"approved study {study} in block"):
         assert words in shown
     assert not any(enum_repr in shown for enum_repr in ("Kind.", "Purpose.", "StudyStatus.", "Decision.", "<"))

@@ -17,6 +17,7 @@ from contracts.studies import StudyRequest
 from deploy.anvil import advance_time
 from node.catalog import Patient, Record
 from node.cohort import CohortError, build_cohort
+from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor
 from tests.chain_steps import contribute
@@ -36,6 +37,7 @@ def setup(make_node, exchange, actors, tmp_path: Path, now: int):  # type: ignor
         ds.SOPInstanceUID = pydicom.uid.generate_uid()
         ds.save_as(folder / f"{i}.dcm")
     Ingestor(node).run([folder])
+    register_drafts(node)
     keys = {}
     for pid in PATIENTS:
         keys[pid] = Account.create()

@@ -26,6 +26,7 @@ from contracts.studies import StudyRequest
 from deploy.anvil import advance_time
 from node.catalog import Record
 from node.cohort import build_cohort
+from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor
 from node.node import Node
@@ -89,6 +90,7 @@ def setup(make_node, exchange, actors, anvil, tmp_path: Path, now: int) -> Setup
     for i in KSPACE_AT:  # these patients also have an MR k-space record
         write_kspace(folder / f"{pids[i]}-kspace.h5", pids[i], seed=i)
     Ingestor(node).run([folder])
+    register_drafts(node)
     # Patient i gets the i-th smallest address, so positions below are positions in the order
     # the node asks the registry about its patients.
     keys = sorted((Account.create() for _ in pids), key=lambda k: int(k.address, 16))

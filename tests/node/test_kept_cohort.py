@@ -1,4 +1,8 @@
-"""A kept cohort file says what it is, and one of another format, version or shape is refused naming the file."""
+"""A kept cohort file says what it is, and one of another format, version or shape is refused naming the file.
+
+Version 2 names the registered datasets of the members; a version 1 file (kept before
+contributions named datasets) still reads, its members' datasets unknown.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import pytest
 
 from node.kept_cohort import KeptCohort, KeptCohortError, KeptMember, kept_cohort_path, read_kept_cohort
 
-KEPT = KeptCohort(3, 2, 120, "0x" + "ab" * 32, 2, (KeptMember("r1", 4, "0x" + "01" * 20),
-                                                   KeptMember("r2", 4, "0x" + "02" * 20)))
+KEPT = KeptCohort(3, 2, 120, "0x" + "ab" * 32, 2, (KeptMember("r1", 4, "0x" + "01" * 20, 5),
+                                                   KeptMember("r2", 4, "0x" + "02" * 20, 7)), (5, 7))
 
 
 def _write(node_dir: Path, data: object) -> Path:
@@ -25,11 +29,25 @@ def test_a_kept_cohort_reads_back_as_written(tmp_path: Path) -> None:
     assert read_kept_cohort(tmp_path, 3, 2) == KEPT
 
 
+def test_a_version_1_file_reads_with_its_datasets_unknown(tmp_path: Path) -> None:
+    old = {"format": "metai-kept-cohort", "version": 1, "study_id": 3, "round": 2, "block": 120,
+           "root": "0x" + "ab" * 32, "count": 2,
+           "members": [{"record_id": "r1", "kind": 4, "patient": "0x" + "01" * 20},
+                       {"record_id": "r2", "kind": 4, "patient": "0x" + "02" * 20}]}
+    _write(tmp_path, old)
+    kept = read_kept_cohort(tmp_path, 3, 2)
+    assert kept == KeptCohort(3, 2, 120, "0x" + "ab" * 32, 2, (KeptMember("r1", 4, "0x" + "01" * 20),
+                                                               KeptMember("r2", 4, "0x" + "02" * 20)))
+    assert (kept.dataset_ids, {m.dataset_id for m in kept.members}) == ((), {None})
+
+
 @pytest.mark.parametrize(("change", "why"), [
-    ({"format": "metai-study-log"}, "expected format 'metai-kept-cohort' version 1"),
-    ({"version": 2}, "expected format 'metai-kept-cohort' version 1"),
+    ({"format": "metai-study-log"}, "expected format 'metai-kept-cohort' version 1 or 2"),
+    ({"version": 3}, "expected format 'metai-kept-cohort' version 1 or 2"),
     ({"block": "soon"}, "malformed"),
     ({"members": [{"record_id": "r1"}]}, "malformed"),
+    ({"members": [{"record_id": "r1", "kind": 4, "patient": "0x" + "01" * 20}]}, "malformed"),  # no dataset_id
+    ({"dataset_ids": ["one"]}, "malformed"),
 ])
 def test_another_format_or_shape_is_refused_naming_the_file(tmp_path: Path, change: dict[str, object],
                                                             why: str) -> None:

@@ -37,7 +37,8 @@ RECORDS = 4
 
 @pytest.fixture(scope="module")
 def hospital(module_make_node, tmp_path_factory: pytest.TempPathFactory, module_exchange, actors):  # type: ignore[no-untyped-def]
-    """A node with four ingested, enrolled records of TASK whose patients consent to any use."""
+    """A node with four ingested, registered, enrolled records of TASK whose patients consent to any use."""
+    from node.datasets import register_drafts
     from node.enrol import enrol, issue_challenge
     from node.ingest import Ingestor, read_sidecar
     from tasks import get_task
@@ -50,6 +51,7 @@ def hospital(module_make_node, tmp_path_factory: pytest.TempPathFactory, module_
     sidecar.write_text("file,label\n" + "".join(f"{p.name},{'lesion' if y else 'normal'}\n" for p, y in written))
     report = Ingestor(node, sidecar=read_sidecar(sidecar)).run([folder])
     assert len(report.ingested) == RECORDS, report.quarantined
+    register_drafts(node)
     for pid in ids:
         key = Account.create()
         signature = key.sign_message(encode_defunct(text=issue_challenge(node, pid).text)).signature.hex()
@@ -234,6 +236,38 @@ def test_a_hospital_without_consenting_records_is_refused(make_node, exchange, a
                     batch_size=4, proximal_mu=0.0)
 
 
+def test_records_in_no_registered_dataset_are_left_out_and_the_refusal_says_how_to_register_them(  # type: ignore[no-untyped-def]
+        make_node, exchange, actors, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from node.enrol import enrol, issue_challenge
+    from node.ingest import Ingestor, read_sidecar
+    from tasks import get_task
+
+    node = make_node("Unregistered Hospital")
+    ids = ["TEST-N-000", "TEST-N-001"]
+    written = get_task(TASK).write_synthetic_records(tmp_path / "data", 2, 5, ids)
+    sidecar = tmp_path / "labels.csv"
+    sidecar.write_text("file,label\n" + "".join(f"{p.name},{'lesion' if y else 'normal'}\n" for p, y in written))
+    assert len(Ingestor(node, sidecar=read_sidecar(sidecar)).run([tmp_path / "data"]).ingested) == 2
+    for pid in ids:  # enrolled and consenting: only the missing registration keeps them out
+        key = Account.create()
+        enrol(node, pid, key.address, key.sign_message(encode_defunct(text=issue_challenge(node, pid).text))
+              .signature.hex())
+        exchange.consent.relay(actors.coordinator, exchange.consent.sign_grant(
+            key, Scope(purpose=Purpose.GRU), Kind.CT_SINOGRAM, NO_EXPIRY))
+    study_id = _running(exchange, actors, node)
+    block = exchange.chain.block_number
+    left_out = (f"2 records of enrolled patients of the study's kinds are in no dataset this node registered on "
+                f"chain by block {block} and were left out: register the drafts with `metai-node register DRAFT` "
+                "(`metai-node datasets` lists them)")
+    with pytest.raises(StudyRefused) as refused:
+        train_local(node, study_id=study_id, round_=1, task_code=TASK, weights=_weights(), epochs=1, lr=0.001,
+                    batch_size=4, proximal_mu=0.0)
+    assert str(refused.value) == (f"no consenting records of the task's kind for study {study_id} at block {block}; "
+                                  f"{left_out}")
+    assert [r.getMessage() for r in caplog.records if r.name == "node.training"] == [
+        f"study {study_id} round 1: {left_out}"]
+
+
 def test_a_refused_study_trains_nothing(hospital, exchange, actors) -> None:  # type: ignore[no-untyped-def]
     study_id = _request(exchange, actors, (hospital.address,))
     with pytest.raises(StudyRefused, match="not RUNNING"):
@@ -287,14 +321,15 @@ def test_a_contribution_is_anchored_with_its_cohort_and_the_cohort_kept(hospital
     kept = json.loads(path.read_text(encoding="utf-8"))
     assert kept == {
         "format": "metai-kept-cohort",
-        "version": 1,
+        "version": 2,
         "study_id": study_id,
         "round": 1,
         "block": trained.cohort.block,
         "root": "0x" + trained.cohort.root.hex(),
         "count": RECORDS,
-        "members": [{"record_id": m.record_id, "kind": int(Kind.CT_SINOGRAM), "patient": m.patient}
-                    for m in trained.cohort.members],
+        "dataset_ids": list(on_chain.dataset_ids),
+        "members": [{"record_id": m.record_id, "kind": int(Kind.CT_SINOGRAM), "patient": m.patient,
+                     "dataset_id": on_chain.dataset_ids[0]} for m in trained.cohort.members],
     }
     assert read_kept_cohort(hospital.dir, study_id, 1).to_json() == kept
 
@@ -326,7 +361,7 @@ def test_two_rounds_each_return_their_training_and_transaction_and_keep_both_coh
         assert result.metrics == {k: float(v) for k, v in metrics.items()}
         receipt = exchange.chain.w3.eth.get_transaction_receipt(result.tx_hash)
         on_chain = exchange.studies.contribution_of(study_id, round_, hospital.address)
-        assert (receipt["status"], receipt["blockNumber"]) == (1, on_chain.at_block)
+        assert (receipt["status"], receipt["blockNumber"]) == (1, on_chain.block_number)
         assert receipt["from"] == hospital.address
         exchange.studies.record_round(actors.coordinator, study_id, round_, result.update_hash, [hospital.address])
     # The study's folder exists from round 1 on; round 2 adds its file beside it.
