@@ -19,6 +19,7 @@ from contracts.studies import Decision, StudyStatus
 from node.cohort import Cohort, build_cohort
 from node.errors import NodeError
 from node.kept_cohort import keep_cohort
+from node.lineage import cohort_manifest, manifest_json
 from node.node import Node
 
 _log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Anchored:
     update_hash: bytes
     tx_hash: str
     seconds: float
+    #: The round's cohort manifest, JSON (:mod:`node.lineage`); None when nothing was anchored.
+    manifest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class RoundResult:
     cohort: Cohort
     update_hash: bytes
     tx_hash: str
+    #: The round's cohort manifest, JSON.
+    manifest: str | None = None
 
 
 def check_study(node: Node, study_id: int, task_code: str, block: int, *, clipping_norm: float | None = None) -> None:
@@ -168,17 +173,19 @@ def train_local(
 
 def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[np.ndarray], *,
                         anchor: bool = True, signer: Any = None) -> Anchored:
-    """Hash the update this node sends; anchor it with the cohort on chain and keep the cohort.
+    """Hash the update this node sends; anchor it with the cohort on chain, keep the cohort, give its manifest.
 
     The contribution names the block the cohort's consents were read at and the registered
-    datasets its records come from.
+    datasets its records come from. The round's cohort manifest is made before anything is
+    written, so a cohort the node could not account for is never anchored.
 
     ``signer`` signs the contribution in place of the node's own unlocked key (a
     :class:`node.signer.RemoteSigner`). With ``anchor=False`` (the node's own ``anchor``
-    setting, for measuring the anchoring overhead) nothing is written on chain and no cohort
-    is kept.
+    setting, for measuring the anchoring overhead) nothing is written on chain, no cohort is
+    kept and no manifest made.
 
     Raises:
+        LineageError: the manifest cannot be made (nothing was anchored).
         ChainError: the contribution was refused.
     """
     from tasks import weights_hash
@@ -187,11 +194,12 @@ def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[n
     update = weights_hash(weights)
     if not anchor:
         return Anchored(update, "", time.perf_counter() - started)
+    manifest = manifest_json(cohort_manifest(node, cohort, round_))
     account = node.account if signer is None else signer
     tx = node.exchange.studies.contribute(account, cohort.study_id, round_, cohort.root, cohort.count, cohort.block,
                                           cohort.dataset_ids, update)
     keep_cohort(node.dir, cohort, round_)
-    return Anchored(update, tx.tx_hash, time.perf_counter() - started)
+    return Anchored(update, tx.tx_hash, time.perf_counter() - started, manifest)
 
 
 def train_round(
@@ -210,4 +218,5 @@ def train_round(
     trained = train_local(node, study_id=study_id, round_=round_, task_code=task_code, weights=weights,
                           epochs=epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu)
     anchored = anchor_contribution(node, trained.cohort, round_, trained.weights)
-    return RoundResult(trained.weights, trained.metrics, trained.cohort, anchored.update_hash, anchored.tx_hash)
+    return RoundResult(trained.weights, trained.metrics, trained.cohort, anchored.update_hash, anchored.tx_hash,
+                       anchored.manifest)

@@ -30,6 +30,7 @@ from tasks.errors import ProtocolError
 __all__ = [
     "ARRAYS",
     "CLIPPING_NORM",
+    "COHORT_MANIFEST_FORMAT",
     "COMMITMENT",
     "CONFIG",
     "DICOM_FORMAT",
@@ -56,6 +57,8 @@ CLIPPING_NORM = "clipping_norm"
 """The key Flower's ``fixedclipping_mod`` reads the clipping norm from (Flower's spelling)."""
 COHORT_COUNT = "cohort-count"
 """Metric: the records the node trained on."""
+COHORT_MANIFEST_FORMAT = "metai-cohort/1"
+"""The ``format`` of a cohort manifest, the JSON in :attr:`Commitment.manifest` (docs/formats/lineage-bundle.md)."""
 _SECONDS = "-seconds"
 
 #: What a record's value may be (the values of Flower's ``ConfigRecord``).

@@ -131,6 +131,7 @@ NODE_COMMANDS: dict[str, tuple[tuple[str, ...], bool, dict[str, str | None]]] = 
     "decline": (("{requested}", "--yes"), True, {}),
     "status": ((), True, {}),
     "publish-proofs": ((), False, COORDINATOR),
+    "cohort-manifest": (("--study", "1", "--round", "1"), False, {}),
 }
 
 

@@ -1,8 +1,9 @@
-"""The data committee's view of the studies naming its hospital: ``studies``, ``approve``, ``decline``."""
+"""The studies naming this hospital: ``studies``, ``approve``, ``decline``, ``publish-proofs``, ``cohort-manifest``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -157,3 +158,26 @@ def publish_proofs(
         out().print(f"study {published.study_id} round {published.round}: {what} published")
     if not done:
         out().print(f"nothing to publish: every kept round is published{' sealed' if mode == 'sealed' else ''}")
+
+
+def cohort_manifest(
+    study: Annotated[int, typer.Option("--study", help="the study's id on chain")],
+    round_: Annotated[int, typer.Option("--round", help="a round this node trained and anchored")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="write it to this file (default: print it)")] = None,
+) -> None:
+    """Write the cohort manifest of a round this node trained (format metai-cohort/1, docs/formats/lineage-bundle.md).
+
+    It is the manifest the node sent with the round's reply, made again from the cohort it kept:
+    the records trained on with their dataset proofs, and each patient's signed enrolment.
+    """
+    node = open_node()
+    from node.kept_cohort import read_kept_cohort
+    from node.lineage import kept_manifest, manifest_json
+
+    text = manifest_json(kept_manifest(node, read_kept_cohort(node.dir, study, round_)))
+    if out_file is None:
+        typer.echo(text)
+        return
+    out_file.write_text(text, encoding="utf-8")
+    out().print(f"wrote the cohort manifest of study {study} round {round_} to {out_file}", markup=False,
+                highlight=False)

@@ -3,6 +3,7 @@ that promises differential privacy is not trained without clipping."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -81,6 +82,25 @@ def test_the_anchored_update_is_the_clipped_one(hospitals, exchange, actors, tmp
     assert "0x" + on_chain.cohort_root.hex() == commitment["cohort-root"]
     assert read_kept_cohort(node.dir, study_id, 1).count == 12
     assert reply.content.metric_records["metrics"]["anchor-seconds"] >= 0
+
+
+def test_the_reply_carries_the_rounds_cohort_manifest(hospitals, exchange, actors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from node.lineage import kept_manifest, manifest_json
+
+    study_id = private_study(exchange, actors, hospitals)
+    node = hospitals[0].node
+    secret = tmp_path / "passphrase"
+    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    reply = app(train_message(study_id, initial_weights(), clipping_norm=1.0), context_for(node.dir, secret))
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    commitment = reply.content.config_records["commitment"]
+    manifest = json.loads(commitment["cohort-manifest"])
+    on_chain = exchange.studies.contribution_of(study_id, 1, node.address)
+    assert (manifest["study_id"], manifest["round"], manifest["hospital"]) == (study_id, 1, node.address)
+    assert (manifest["cohort_root"], manifest["cohort_block"]) == (commitment["cohort-root"], on_chain.cohort_block)
+    assert manifest["dataset_ids"] == list(on_chain.dataset_ids)
+    assert len(manifest["members"]) == len(manifest["enrolments"]) == 12
+    assert commitment["cohort-manifest"] == manifest_json(kept_manifest(node, read_kept_cohort(node.dir, study_id, 1)))
 
 
 def test_a_private_study_is_not_trained_without_clipping(hospitals, exchange, actors) -> None:

@@ -15,6 +15,8 @@ from node.client_app import NodeRuntime, make_app
 from node.errors import NodeError
 
 WEIGHTS = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, dtype=np.float32)]
+#: A cohort manifest as the anchoring step returns it (its content is node/lineage.py's concern, tested there).
+MANIFEST = '{"format":"metai-cohort/1","study_id":1,"round":1}'
 
 
 def _train_message(message_id: str, **config: Any) -> Message:
@@ -83,7 +85,7 @@ def test_the_app_anchors_the_weights_it_trained_in_their_order_and_keeps_nothing
 
     def anchor_contribution(node: Any, cohort: Any, round_: int, weights: list[np.ndarray], **kwargs: Any) -> Any:
         anchored.append(weights)
-        return SimpleNamespace(update_hash=b"\x01" * 32, tx_hash="0xabc", seconds=0.0)
+        return SimpleNamespace(update_hash=b"\x01" * 32, tx_hash="0xabc", seconds=0.0, manifest=MANIFEST)
 
     monkeypatch.setattr(client_app, "anchor_contribution", anchor_contribution)
     runtime = _Runtime()
@@ -91,7 +93,9 @@ def test_the_app_anchors_the_weights_it_trained_in_their_order_and_keeps_nothing
     assert not reply.has_error(), reply.error
     assert [w.tolist() for w in trained[0]] == [w.tolist() for w in WEIGHTS]
     assert [w.tolist() for w in anchored[0]] == [(w + 1).tolist() for w in WEIGHTS]
-    assert reply.content.config_records["commitment"]["update-hash"] == "0x" + "01" * 32
+    commitment = reply.content.config_records["commitment"]
+    assert (commitment["update-hash"], commitment["tx"]) == ("0x" + "01" * 32, "0xabc")
+    assert commitment["cohort-manifest"] == MANIFEST  # the anchored round's manifest travels with the reply
     assert runtime.pending == 0
 
 
