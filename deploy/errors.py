@@ -11,6 +11,10 @@ class ServiceStartError(DeployError, RuntimeError):
     """A service (Anvil, SuperLink, ...) did not start; the message quotes its log."""
 
 
+class StateFileUnreadable(ServiceStartError):
+    """Anvil cannot read its state file: cut short by a kill while Anvil saved it, or not Anvil's."""
+
+
 class ToolMissing(DeployError, FileNotFoundError):
     """A required program is not installed; the message says how to install it."""
 
