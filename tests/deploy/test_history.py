@@ -20,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 from contracts.chain import Chain
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope, Use
 from contracts.exchange import Exchange
+from contracts.manifest import Deployment
 from contracts.roles import Role
 from deploy.anvil import AnvilNode, mine, rpc, start_anvil, stop_anvil
 from deploy.deployer import deploy_contracts
@@ -30,7 +31,7 @@ from deploy.errors import StateFileUnreadable
 class History:
     """What the chain answered, before any restart, about each block of a consent history."""
 
-    deployment: Any
+    deployment: Deployment
     patients: tuple[str, ...]
     uses: tuple[Use, ...]
     blocks: range  # the blocks whose answers were recorded
