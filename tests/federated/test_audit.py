@@ -87,7 +87,7 @@ def audited(module_federation: FlowerRun, module_exchange, actors, hospitals,  #
     finally:
         done.set()
         watcher.join(timeout=30)
-    assert result.ok, result.log_tail
+    assert result.status == "finished:completed", result.logs[-3000:]
     assert revoked_at, "the revocation was not sent between the rounds"
     folder = tmp_path_factory.mktemp("audited")
     bundle = folder / "bundle"
@@ -354,26 +354,42 @@ def _study_topic(a: Audited) -> str:
 
 
 def test_an_endpoint_that_reorders_the_study_s_events_is_caught(audited: Audited) -> None:
+    """The endpoint moves the first contribution before the study's start (it swaps their block and place)."""
+    started = keccak(text="StudyStarted(uint256,address)").hex()
+    contributed = keccak(text="ContributionRecorded(uint256,uint16,address,bytes32,uint64,uint64,uint256[],"
+                              "bytes32)").hex()
+
     def swap(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        mine = [i for i, log in enumerate(logs) if len(log["topics"]) > 1 and log["topics"][1] == _study_topic(audited)]
-        if len(mine) >= 2:
-            logs[mine[0]], logs[mine[-1]] = logs[mine[-1]], logs[mine[0]]
+        first = {t: next((log for log in logs if log["topics"][0].removeprefix("0x") == t), None)
+                 for t in (started, contributed)}
+        a, b = first[started], first[contributed]
+        if a is not None and b is not None:
+            for key in ("blockNumber", "logIndex", "blockHash", "transactionHash", "transactionIndex"):
+                a[key], b[key] = b[key], a[key]
         return logs
 
     with _LyingEndpoint(audited.rpc_url, swap) as endpoint:
         report = run_audit(audited, rpc_url=endpoint.url)
-    assert any(f.check == "chain.order" and "out of chain order" in f.message for f in report.findings), report.text()
+    assert any(f.check == "order.contribution" and "while round 0 was open" in f.message
+               for f in report.findings), report.text()
 
 
-def test_an_endpoint_that_hides_a_revocation_is_caught_by_the_contract_s_own_view(audited: Audited) -> None:
-    """Dropping the ConsentRevoked log fools the replay; permitsBatch at the cohort block does not agree."""
+def test_an_endpoint_that_hides_a_revocation_is_caught_by_the_contract_s_own_view(audited: Audited,
+                                                                                  tmp_path: Path) -> None:
+    """A revoked patient's record slipped into round 2 and the ConsentRevoked log dropped by the endpoint: the
+    replay is fooled, the contract's permitsBatch at the cohort block is not."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(audited.bundle, bundle)
+    _revoked_added(audited, bundle)
+    _reindex(bundle)
     revoked = keccak(text="ConsentRevoked(address,bytes32)").hex()
 
     def drop(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [log for log in logs if log["topics"][0].removeprefix("0x") != revoked]
 
     with _LyingEndpoint(audited.rpc_url, drop) as endpoint:
-        report = run_audit(audited, rpc_url=endpoint.url)
+        report = run_audit(audited, bundle, rpc_url=endpoint.url)
+    assert not [f for f in report.findings if f.check == "cohort.consent"], "the replay should have been fooled"
     assert any(f.check == "cohort.consent_view" for f in report.findings), report.text()
 
 
@@ -417,11 +433,11 @@ def test_cast_reads_the_same_events_and_views_as_the_audit(audited: Audited) -> 
     assert [(int(log["blockNumber"], 16), int(log["logIndex"], 16)) for log in theirs] == [
         (e.block, e.log_index) for e in contributions]
     for log, event in zip(theirs, contributions, strict=True):
-        fields = _cast("decode-event", "--sig", "ContributionRecorded(uint256 indexed,uint16 indexed,address indexed,"
-                       "bytes32,uint64,uint64,uint256[],bytes32)", log["data"]).split("\n")
+        fields = _cast("abi-decode", "data()(bytes32,uint64,uint64,uint256[],bytes32)", log["data"]).split("\n")
         assert fields[0] == "0x" + bytes(event.args["cohortRoot"]).hex()
         assert int(fields[1].split()[0]) == event.args["cohortCount"]
         assert int(fields[2].split()[0]) == event.args["cohortBlock"]
+        assert fields[3] == "[" + ", ".join(str(d) for d in event.args["datasetIds"]) + "]"
         assert fields[4] == "0x" + bytes(event.args["updateHash"]).hex()
         root = _cast("call", "--rpc-url", audited.rpc_url, registry.address,
                      "cohortRootOf(uint256,uint16,address)(bytes32)", str(audited.study_id),
