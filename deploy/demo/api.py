@@ -176,6 +176,17 @@ class Session:
         except httpx.HTTPError as exc:
             raise ApiError("GET", path, 0, "stream-broken", f"the event stream ended: {exc}") from exc
 
+    def download_lineage(self, study_id: int, to: Path) -> str:
+        """Unpack the study's lineage bundle (a tar) into the new folder ``to``; return ``X-Lineage-Hash``."""
+        import io
+        import tarfile
+
+        response = self.coordinator.call("GET", f"/v1/studies/{study_id}/lineage/bundle", self._token)
+        to.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
+            archive.extractall(to, filter="data")  # refuses absolute paths, links and paths leaving ``to``
+        return response.headers["X-Lineage-Hash"]
+
     def download_model(self, study_id: int, to: Path) -> str:
         """Save the study's final model to ``to``; return the hash the service says it has (``X-Model-Hash``)."""
         response = self.coordinator.call("GET", f"/v1/studies/{study_id}/model", self._token)

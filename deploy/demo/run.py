@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,11 +41,12 @@ from contracts.exchange import Exchange
 from contracts.manifest import write_manifest
 from contracts.roles import Role
 from deploy.anvil import start_anvil, stop_anvil
-from deploy.demo.api import JSON, ApiError, Coordinator, request_study
+from deploy.demo.api import JSON, ApiError, Coordinator, Session, request_study
 from deploy.demo.receipt import show_receipt
 from deploy.demo.service import DemoService
 from deploy.demo.study import DemoActors, run_study_part
 from deploy.deployer import deploy_contracts
+from deploy.errors import DeployError
 from node.exit_codes import ExitCode
 
 if TYPE_CHECKING:
@@ -234,6 +237,10 @@ def run_demo(run_dir: Path, console: Console | None = None, *, serve: bool = Fal
 
         step(f"{part.next_step + 1}. {part.leaving_pid} signs in and checks their receipt: every proof on chain")
         show_receipt(out, api, ex, part.leaving_key, part.leaving_pid, run_dir / f"receipt-{part.leaving_pid}.json")
+
+        step(f"{part.next_step + 2}. An auditor re-derives the whole study with metai-audit: the chain through its "
+             "RPC endpoint, the lineage bundle from the coordinator")
+        _audit(out, api.sign_in(coordinator), chain.rpc_url, manifest, part.study_id, run_dir)
         succeeded = True
     finally:
         if api is not None:
@@ -247,6 +254,28 @@ def run_demo(run_dir: Path, console: Console | None = None, *, serve: bool = Fal
             stop_anvil(anvil)
             out.print(f"Anvil stopped; its state is saved in {state}")
     return ExitCode.OK
+
+
+def _audit(out: Console, operator: Session, rpc_url: str, manifest: Path, study_id: int, run_dir: Path) -> None:
+    """Download the study's lineage bundle and run ``metai-audit verify`` on it, as a separate process.
+
+    Raises:
+        DeployError: the audit found a mismatch or could not run.
+    """
+    folder = run_dir / "audit"
+    if folder.exists():
+        shutil.rmtree(folder)
+    anchored = operator.download_lineage(study_id, folder / "bundle")
+    out.print(f"GET /v1/studies/{study_id}/lineage/bundle as the coordinator: {sum(1 for _ in folder.rglob('*.*'))} "
+              f"files, lineage hash {anchored}")
+    command = [sys.executable, "-m", "audit", "verify", "--rpc-url", rpc_url, "--manifest", str(manifest),
+               "--study", str(study_id), "--bundle", str(folder / "bundle"), "--json", str(folder / "report.json")]
+    out.print("$ metai-audit verify --rpc-url " + rpc_url + f" --manifest {manifest.name} --study {study_id} "
+              "--bundle audit/bundle --json audit/report.json", highlight=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    out.print(done.stdout.rstrip(), highlight=False, soft_wrap=True)
+    if done.returncode != 0:
+        raise DeployError(f"metai-audit verify exited {done.returncode}: {done.stderr.strip() or 'see its report'}")
 
 
 def _leave_running(out: Console, run_dir: Path, service: DemoService, anvil_pid: int, researcher: LocalAccount,

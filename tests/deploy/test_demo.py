@@ -120,3 +120,13 @@ def test_demo_runs_end_to_end(tmp_path: Path, repo_root: Path) -> None:
     assert url is not None
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url.group(1)}/v1/health", timeout=5)
+    # the demo ends with an independent audit of the study: it passes, and it checked every cohort member
+    assert re.search(r"metai-audit: study 2 on chain \d+, read up to block \d+: PASSED", out), out[-3000:]
+    report = json.loads((tmp_path / "demo" / "audit" / "report.json").read_text())
+    assert report["ok"] is True
+    assert report["findings"] == []
+    members = sum(len(json.loads(p.read_text())["members"])
+                  for p in (tmp_path / "demo" / "audit" / "bundle").glob("rounds/*/cohorts/*.json"))
+    assert members > 0
+    assert report["checks_passed"]["cohort.consent"] == members
+    assert report["checks_passed"]["aggregation.model"] == 3
