@@ -126,6 +126,7 @@ COSTLIEST_FIRST = (
     "tests/federated/test_study_start_e2e.py",
     "tests/federated/test_study_start_e2e.py",
     "tests/federated/test_simulation.py",
+    "tests/federated/test_audit.py",
     "tests/node/test_ingest_fuzz.py",
     "tests/coordinator/test_model_card.py",
     "tests/deploy/test_flower.py",
