@@ -19,6 +19,7 @@ from eth_account.signers.local import LocalAccount
 
 from contracts.chain import Chain
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope, Use
+from contracts.errors import StateUnavailable
 from contracts.exchange import Exchange
 from contracts.manifest import Deployment
 from contracts.roles import Role
@@ -187,3 +188,40 @@ def test_a_new_chain_never_falls_back_to_an_older_one(tmp_path: Path, run: dict[
     (tmp_path / "state.json.prev").write_text("{}", encoding="utf-8")  # left by a chain whose state was deleted
     run["first"] = start_anvil(tmp_path / "run", state_file=state)
     assert not (tmp_path / "state.json.prev").exists()
+
+
+def test_past_the_kept_window_the_event_replay_gives_the_answers_the_chain_gave(
+        tmp_path: Path, run: dict[str, AnvilNode]) -> None:
+    """Restarted keeping 3 past states, the oldest blocks no longer answer eth_call; metai-audit's replay of
+    the consent events, read from the restarted chain, answers every block as the chain did before the restart,
+    and agrees with eth_call on the blocks the chain still keeps."""
+    import audit
+    from contracts.manifest import write_manifest
+
+    state = tmp_path / "state.json"
+    run["first"] = start_anvil(tmp_path / "run", state_file=state)
+    history = make_history(run["first"])
+    stop_anvil(run["first"])
+    run["second"] = start_anvil(tmp_path / "run", state_file=state, history_states=3)
+    manifest = tmp_path / "deployment.json"
+    write_manifest(history.deployment, manifest)
+    deployment = audit.read_manifest(manifest)
+    reader = audit.connect(run["second"].rpc_url, deployment)
+    replay = audit.read_consent_history(reader, deployment, audit.read_artifacts())
+    ex = Exchange(Chain(run["second"].rpc_url), history.deployment)
+    gone = kept = 0
+    for block in history.blocks:
+        at = reader.instant(block)
+        replayed = [replay.permits(p, audit.Use(hospital=u.hospital, kinds=int(u.kinds), purpose=int(u.purpose),
+                                                disease=u.disease, study_id=u.study_id), at)
+                    for u in history.uses for p in history.patients]
+        assert replayed == history.answers[block][:len(replayed)], block
+        try:
+            now = _answers(ex, history.patients, history.uses, block)
+        except StateUnavailable:
+            gone += 1
+            continue
+        kept += 1
+        assert now[:len(replayed)] == replayed, block
+    assert gone > 0  # the window is smaller than the history: the replay answered blocks the chain no longer can
+    assert kept > 0
