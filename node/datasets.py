@@ -104,7 +104,7 @@ def register(node: Node, name: str) -> Dataset:
 
 
 def register_drafts(node: Node, kinds: Kind | None = None) -> list[Dataset]:
-    """Register every draft (of ``kinds`` only, if given), in name order; return the datasets registered.
+    """Register every draft (of ``kinds`` only, if given), in listing order; return the datasets registered.
 
     A node trains only on records in a dataset it registered (:mod:`node.cohort`): this is
     what a node does after ingesting the records it means to train on.
