@@ -176,8 +176,11 @@ class Session:
         except httpx.HTTPError as exc:
             raise ApiError("GET", path, 0, "stream-broken", f"the event stream ended: {exc}") from exc
 
-    def download_lineage(self, study_id: int, to: Path) -> str:
-        """Unpack the study's lineage bundle (a tar) into the new folder ``to``; return ``X-Lineage-Hash``."""
+    def download_lineage(self, study_id: int, to: Path) -> tuple[Path, str]:
+        """Unpack the study's lineage bundle (a tar of one top folder) into the new folder ``to``.
+
+        Returns the bundle's folder (the tar's top folder, inside ``to``) and ``X-Lineage-Hash``.
+        """
         import io
         import tarfile
 
@@ -185,7 +188,8 @@ class Session:
         to.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
             archive.extractall(to, filter="data")  # refuses absolute paths, links and paths leaving ``to``
-        return response.headers["X-Lineage-Hash"]
+        [top] = [p for p in to.iterdir() if p.is_dir()]
+        return top, response.headers["X-Lineage-Hash"]
 
     def download_model(self, study_id: int, to: Path) -> str:
         """Save the study's final model to ``to``; return the hash the service says it has (``X-Model-Hash``)."""

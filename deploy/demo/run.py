@@ -265,13 +265,13 @@ def _audit(out: Console, operator: Session, rpc_url: str, manifest: Path, study_
     folder = run_dir / "audit"
     if folder.exists():
         shutil.rmtree(folder)
-    anchored = operator.download_lineage(study_id, folder / "bundle")
-    out.print(f"GET /v1/studies/{study_id}/lineage/bundle as the coordinator: {sum(1 for _ in folder.rglob('*.*'))} "
-              f"files, lineage hash {anchored}")
+    bundle, anchored = operator.download_lineage(study_id, folder)
+    files = sum(1 for p in bundle.rglob("*") if p.is_file())
+    out.print(f"GET /v1/studies/{study_id}/lineage/bundle as the coordinator: {files} files, lineage hash {anchored}")
     command = [sys.executable, "-m", "audit", "verify", "--rpc-url", rpc_url, "--manifest", str(manifest),
-               "--study", str(study_id), "--bundle", str(folder / "bundle"), "--json", str(folder / "report.json")]
+               "--study", str(study_id), "--bundle", str(bundle), "--json", str(folder / "report.json")]
     out.print("$ metai-audit verify --rpc-url " + rpc_url + f" --manifest {manifest.name} --study {study_id} "
-              "--bundle audit/bundle --json audit/report.json", highlight=False)
+              f"--bundle audit/{bundle.name} --json audit/report.json", highlight=False)
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     out.print(done.stdout.rstrip(), highlight=False, soft_wrap=True)
     if done.returncode != 0:

@@ -121,8 +121,9 @@ def test_replay_permits_as_the_chain_did_at_every_block(scripted: Played, reader
 
 def test_replay_explains_as_the_chain_did_at_every_block(scripted: Played, reader: audit.ChainReader) -> None:
     """The reason, consent id and its value (revocation block, expiry, kinds) are explain's."""
-    compare_explanations(reader, scripted.history, scripted.registry, scripted.patients, scripted.uses,
-                         scripted.blocks)
+    wrong = compare_explanations(reader, scripted.history, scripted.registry, scripted.patients, scripted.uses,
+                                 scripted.blocks)
+    assert wrong == [], f"{len(wrong)} explanations differ, e.g.\n" + "\n".join(wrong[:10])
 
 
 def test_an_expiry_lapses_at_its_exact_second(scripted: Played, reader: audit.ChainReader) -> None:
@@ -179,5 +180,7 @@ def test_replay_of_random_scenarios_permits_and_explains_as_the_chain_did(
         start = exchange.chain.block_number
         played = play(steps, exchange, actors, anvil, reader, manifest, patients=_PATIENTS, grid=_SMALL_GRID)
         blocks = range(start, played.history.to_block + 1)
-        compare_permits(reader, played.history, played.registry, played.patients, played.uses, blocks)
-        compare_explanations(reader, played.history, played.registry, played.patients, played.uses, blocks)
+        reasons = compare_permits(reader, played.history, played.registry, played.patients, played.uses, blocks)
+        wrong = compare_explanations(reader, played.history, played.registry, played.patients, played.uses, blocks)
+    assert wrong == [], f"{len(wrong)} explanations differ, e.g.\n" + "\n".join(wrong[:10])
+    assert reasons  # every (block, patient, use) of the scenario was answered, each with a reason

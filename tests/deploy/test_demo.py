@@ -126,7 +126,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, repo_root: Path) -> None:
     assert report["ok"] is True
     assert report["findings"] == []
     members = sum(len(json.loads(p.read_text())["members"])
-                  for p in (tmp_path / "demo" / "audit" / "bundle").glob("rounds/*/cohorts/*.json"))
+                  for p in (tmp_path / "demo" / "audit").glob("*/rounds/*/cohorts/*.json"))
     assert members > 0
     assert report["checks_passed"]["cohort.consent"] == members
     assert report["checks_passed"]["aggregation.model"] == 3
