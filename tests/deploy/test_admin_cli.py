@@ -25,37 +25,17 @@ from typer.testing import CliRunner
 
 import contracts.roles
 from contracts.exchange import Exchange
-from contracts.manifest import write_manifest
 from contracts.roles import Role
 from deploy.admin import app
 from tests.conftest import Actors
+from tests.deploy.admin_fixtures import admin_key as _key
+from tests.deploy.admin_fixtures import proposal
 
 VALID_NAMES = "admin, hospital, researcher, coordinator"
 
 
-def _key(account: object) -> str:
-    return "0x" + bytes(account.key).hex()  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: Exchange, actors: Actors) -> CliRunner:
-    """The commands with the deploy settings of the session's deployment, signed by its admin."""
-    monkeypatch.chdir(tmp_path)
-    write_manifest(exchange.deployment, tmp_path / "deployment.json")
-    monkeypatch.setenv("METAI_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("METAI_RPC_URL", exchange.chain.rpc_url)
-    monkeypatch.setenv("METAI_MANIFEST", str(tmp_path / "deployment.json"))
-    monkeypatch.setenv("METAI_ADMIN_KEY", _key(actors.admin))
-    return CliRunner()
-
-
 def run(cli: CliRunner, *args: str) -> Result:
     return cli.invoke(app, ["roles", *args])
-
-
-def proposal(stdout: str) -> dict[str, str]:
-    """The ``name: value`` lines a ``--calldata`` command prints under its first line."""
-    return {name: value.strip() for name, _, value in (line.partition(":") for line in stdout.splitlines()[1:])}
 
 
 def listed(cli: CliRunner, role: str | None = None) -> dict[str, list[str]]:

@@ -23,34 +23,19 @@ from typer.testing import CliRunner
 from web3.types import BlockIdentifier
 
 from contracts.exchange import Exchange
-from contracts.manifest import write_manifest
 from contracts.roles import Role
 from deploy.admin import app
 from deploy.anvil import AnvilNode, advance_time, rpc
 from tests.conftest import Actors
+from tests.deploy.admin_fixtures import admin_key as _key
+from tests.deploy.admin_fixtures import proposal
 
 DELAY = 172800
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
-def _key(account: LocalAccount) -> str:
-    return "0x" + bytes(account.key).hex()
-
-
 def _utc(timestamp: int) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: Exchange, actors: Actors) -> CliRunner:
-    """The commands with the deploy settings of the session's deployment, signed by its admin."""
-    monkeypatch.chdir(tmp_path)
-    write_manifest(exchange.deployment, tmp_path / "deployment.json")
-    monkeypatch.setenv("METAI_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("METAI_RPC_URL", exchange.chain.rpc_url)
-    monkeypatch.setenv("METAI_MANIFEST", str(tmp_path / "deployment.json"))
-    monkeypatch.setenv("METAI_ADMIN_KEY", _key(actors.admin))
-    return CliRunner()
 
 
 def run(cli: CliRunner, *args: str) -> Result:
@@ -82,11 +67,6 @@ def mine_at(anvil: AnvilNode, timestamp: int) -> None:
     """Mine a block whose timestamp is exactly ``timestamp``."""
     rpc(anvil.rpc_url, "evm_setNextBlockTimestamp", [timestamp])
     rpc(anvil.rpc_url, "evm_mine")
-
-
-def proposal(stdout: str) -> dict[str, str]:
-    """The ``name: value`` lines a ``--calldata`` command prints under its first line."""
-    return {name: value.strip() for name, _, value in (line.partition(":") for line in stdout.splitlines()[1:])}
 
 
 # ---------------------------------------------------------------------- status
