@@ -18,7 +18,7 @@ from audit.events import Event
 from audit.hashing import weights_hash
 from audit.report import Report
 
-__all__ = ["check_round", "delta_norm", "private_mean", "weighted_mean", "weighted_sum"]
+__all__ = ["check_round", "clip_factor", "delta_norm", "private_mean", "weighted_mean", "weighted_sum"]
 
 Arrays = list[np.ndarray]
 #: Relative tolerance of the noise's measured standard deviation against the one the settings imply.
@@ -27,7 +27,8 @@ NOISE_TOLERANCE = 0.2
 NOISE_MIN_VALUES = 1_000
 
 
-#: The slack the coordinator allows over the clipping norm, for the nodes' float32 arithmetic.
+#: The slack the coordinator allows over the clipping norm, for the nodes' float32 arithmetic; it
+#: scales what it takes back to the norm exactly (:func:`clip_factor`).
 CLIP_SLACK = 1e-4
 
 
@@ -45,21 +46,30 @@ def weighted_mean(updates: list[Arrays], weights: list[float]) -> Arrays:
             for i in range(len(updates[0]))]
 
 
-def private_mean(sent: Arrays, updates: list[Arrays], noise: Arrays) -> Arrays:
-    """Under differential privacy: ``(sent + Σ (1/m)(update - sent)) + noise`` per layer, in float64, cast back."""
+def private_mean(sent: Arrays, updates: list[Arrays], factors: list[float], noise: Arrays) -> Arrays:
+    """Under differential privacy: ``(sent + Σ (1/m)((update - sent)·f)) + noise`` per layer, in float64, cast
+    back; ``f`` is each update's clip factor."""
     m = len(updates)
     out = []
     for k, s in enumerate(sent):
         base = np.asarray(s, dtype=np.float64)
-        acc = weighted_sum([np.asarray(u[k], dtype=np.float64) - base for u in updates], [1.0 / m] * m)
+        acc = weighted_sum([(np.asarray(u[k], dtype=np.float64) - base) * np.float64(f)
+                            for u, f in zip(updates, factors, strict=True)], [1.0 / m] * m)
         out.append(((base + acc) + np.asarray(noise[k], dtype=np.float64)).astype(s.dtype))
     return out
 
 
 def delta_norm(sent: Arrays, update: Arrays) -> float:
-    """The L2 norm, over all layers in float64, of ``update - sent``."""
-    return math.sqrt(sum(float(np.sum((np.asarray(u, np.float64) - np.asarray(s, np.float64)) ** 2))
-                         for u, s in zip(update, sent, strict=True)))
+    """The L2 norm, over all layers, of ``update - sent``: the squares of the float64 differences added with
+    ``math.fsum`` (correctly rounded, so the same on every machine), then the square root."""
+    total = math.fsum(x for u, s in zip(update, sent, strict=True)
+                      for x in np.square(np.asarray(u, np.float64) - np.asarray(s, np.float64)).ravel().tolist())
+    return math.sqrt(total)
+
+
+def clip_factor(norm: float, clip: float) -> float:
+    """1.0 for a difference within the clipping norm, else ``clip / norm``: what scales it onto the norm."""
+    return 1.0 if norm <= clip else clip / norm
 
 
 def check_round(bundle: Bundle, rounds: Mapping[int, Event], round_: int,
@@ -129,11 +139,19 @@ def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], h
     noise = bundle.arrays(noise_name)
     clip = float(dp["clipping_norm"])  # type: ignore[arg-type]
     z = float(dp["noise_multiplier"])  # type: ignore[arg-type]
+    factors = []
     for hospital, update in zip(hospitals, updates, strict=True):
         norm = delta_norm(sent, update)
         report.check("privacy.clipping", norm <= clip * (1 + CLIP_SLACK), f"{where}, hospital {hospital}",
                      f"the update differs from the model sent by an L2 norm of {norm:.6g}, over the clipping norm "
                      f"{clip}: it was not clipped")
+        factors.append(clip_factor(norm, clip))
+    recorded = bundle.json(f"rounds/{round_}/aggregation.json").get("clip_factors")
+    try:
+        same = isinstance(recorded, list) and [float(f) for f in recorded] == factors
+    except (TypeError, ValueError):
+        same = False
+    report.check("privacy.clip_factors", same, where, f"aggregation.json says the updates were scaled by {recorded}; their norms give {factors}")
     values = np.concatenate([n.astype(np.float64).ravel() for n in noise])
     expected_std = z * clip / len(updates)
     if values.size >= NOISE_MIN_VALUES and expected_std > 0:
@@ -143,7 +161,7 @@ def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], h
                      f"{clip} / {len(updates)} hospitals implies {expected_std:.4g}")
     else:
         report.note(f"round {round_}: {values.size} noise values, too few to measure their spread")
-    return private_mean(sent, updates, noise)
+    return private_mean(sent, updates, factors, noise)
 
 
 def _check_privacy(rounds: Mapping[int, Event], round_: int, dp: Mapping[str, object], agg: Mapping[str, object],

@@ -8,20 +8,25 @@ no fused multiply-add, and cast to the layer's dtype at the end:
   order the contributors are listed, each ``xj`` widened to float64 first;
 - FedAvg (:func:`fedavg`): ``wj = countj / Σ count`` and the model is ``weighted_sum`` of the
   updates, cast to the layer's dtype;
-- under differential privacy (``coordinator.privacy.private_mean``): ``wj = 1 / m`` and the
-  model is ``((sent + weighted_sum(updatej - sent)) + noise)``, cast to the layer's dtype.
+- under differential privacy (``coordinator.privacy.private_mean``): ``wj = 1 / m``, each
+  difference ``updatej - sent`` scaled by its clip factor ``fj`` (:func:`clip_factor`), and the
+  model is ``((sent + weighted_sum(fj·(updatej - sent))) + noise)``, cast to the layer's dtype.
 
 NumPy's ``np.sum`` / ``np.mean`` are not used: they switch to pairwise summation along a
-contiguous axis, whose order a reader cannot infer from the result.
+contiguous axis, whose order a reader cannot infer from the result. The one sum over a whole
+update, the squared L2 norm of its difference from the model sent (:func:`delta_norm`), is
+``math.fsum``: correctly rounded, so it does not depend on any order at all.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["equal_weights", "fedavg", "fedavg_weights", "weighted_sum"]
+__all__ = ["clip_factor", "delta_norm", "equal_weights", "fedavg", "fedavg_weights", "weighted_sum"]
 
 
 def fedavg_weights(counts: Sequence[int]) -> list[float]:
@@ -71,3 +76,18 @@ def fedavg(updates: list[list[np.ndarray]], counts: list[int]) -> list[np.ndarra
     weights = fedavg_weights(counts)
     return [weighted_sum([u[i] for u in updates], weights).astype(updates[0][i].dtype)
             for i in range(len(updates[0]))]
+
+
+def delta_norm(sent: Sequence[np.ndarray], update: Sequence[np.ndarray]) -> float:
+    """The L2 norm over all layers of ``update - sent``: each difference and its square in float64, the squares
+    added with ``math.fsum`` (correctly rounded, in no particular order), then the square root."""
+    squares = itertools.chain.from_iterable(
+        np.square(np.asarray(u, np.float64) - np.asarray(s, np.float64)).ravel().tolist()
+        for u, s in zip(update, sent, strict=True))
+    return math.sqrt(math.fsum(squares))
+
+
+def clip_factor(norm: float, clipping_norm: float) -> float:
+    """What a difference of L2 norm ``norm`` is multiplied by to lie within ``clipping_norm``: 1.0 when it
+    does already, else ``clipping_norm / norm`` (a float64 division)."""
+    return 1.0 if norm <= clipping_norm else clipping_norm / norm

@@ -169,6 +169,7 @@ def write_round(folder: Path, round_: int, outcome: RoundOutcome, model_hash: by
         "contributors": [c.hospital for c in outcome.accepted],
         "cohort_counts": [c.cohort_count for c in outcome.accepted],
         "weights": list(outcome.update_weights),
+        "clip_factors": None if outcome.clip_factors is None else list(outcome.clip_factors),
         "noise": f"rounds/{round_}/noise.npz" if outcome.noise is not None else None,
         "manifests_missing": missing, "refused": list(outcome.refused), "model_hash": "0x" + model_hash.hex(),
         "epsilon_after": float(epsilon), "milli_epsilon_spent": int(milli_epsilon),

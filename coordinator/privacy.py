@@ -1,7 +1,10 @@
 """Differential privacy of a study: the epsilon its rounds spend and the noisy mean of their updates.
 
-Central DP with client-side clipping: the nodes clip their update to ``dp_clipping_norm``, the
-coordinator averages the clipped updates with equal weights and adds Gaussian noise of standard
+Central DP with clipping on both sides: the nodes clip their update to ``dp_clipping_norm`` (in
+float32, so a clipped difference may come out a few ulps longer); the coordinator refuses one
+clearly longer (a node that did not clip), scales each difference it keeps to at most ``C``
+exactly in float64 (:func:`~coordinator.aggregation.clip_factor`), so that the sensitivity the
+accountant assumes holds, averages them with equal weights and adds Gaussian noise of standard
 deviation ``z * C / m`` for ``m`` averaged updates. Flower's RDP accountant composes one
 Gaussian release per round (hospital-level neighbouring, no sampling amplification: every node
 takes part); each round records the epsilon it spent, in milli-epsilon rounded up, and the study
@@ -15,9 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.aggregation import equal_weights, weighted_sum
+from coordinator.aggregation import clip_factor, delta_norm, equal_weights, weighted_sum
 from coordinator.errors import StudyAborted
 from coordinator.run_config import FederationConfig
+
+
+#: How far past the clipping norm a node's update may lie and still be taken (then scaled back to it):
+#: room for the nodes' float32 clipping, whose result's float64 norm can exceed the norm by a few ulps.
+#: An update further out comes from a node that did not clip, and is refused.
+CLIP_SLACK = 1e-4
 
 
 class PrivacyLedger:
@@ -95,16 +104,21 @@ class NoisyMean:
     noise: list[np.ndarray]
     #: The weight of each update in the mean, ``1 / m`` each (float64).
     update_weights: list[float]
+    #: What each update's difference from the model sent was multiplied by to lie within the
+    #: clipping norm: 1.0 for one within it already (float64).
+    clip_factors: list[float]
 
 
 def private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: FederationConfig,
                  rng: np.random.Generator | None = None) -> NoisyMean:
     """Equal-weight mean of clipped updates plus Gaussian noise of std ``z * C / m``.
 
-    Layer by layer, in float64 and in this order (coordinator/aggregation.py): the differences
-    ``update - sent`` (both widened to float64), their :func:`~coordinator.aggregation.weighted_sum`
-    with weights ``1 / m``, ``sent`` plus that mean, plus the noise drawn for the layer; the result
-    is cast to the layer's dtype. The noise is drawn layer after layer in model order, each as
+    Each update's difference from ``sent`` is first given its clip factor ``f`` (1.0, or ``C``
+    over its :func:`~coordinator.aggregation.delta_norm` when that is above ``C``). Then layer by
+    layer, in float64 and in this order (coordinator/aggregation.py): the differences
+    ``(update - sent) * f`` (both widened to float64), their
+    :func:`~coordinator.aggregation.weighted_sum` with weights ``1 / m``, ``sent`` plus that
+    mean, plus the noise drawn for the layer; the result is cast to the layer's dtype. The noise is drawn layer after layer in model order, each as
     ``rng.normal(0, z * C / m, shape)``. ``rng`` None seeds a generator from the operating
     system's secure source.
     """
@@ -112,11 +126,13 @@ def private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: F
         rng = np.random.default_rng()  # seeded from the operating system's entropy source
     std = cfg.dp_noise_multiplier * cfg.dp_clipping_norm / len(updates)
     weights = equal_weights(len(updates))
+    factors = [clip_factor(delta_norm(sent, u), cfg.dp_clipping_norm) for u in updates]
     out, noise = [], []
     for i, base in enumerate(sent):
         wide = base.astype(np.float64)
-        mean = weighted_sum([u[i].astype(np.float64) - wide for u in updates], weights)
+        mean = weighted_sum([(u[i].astype(np.float64) - wide) * f for u, f in zip(updates, factors, strict=True)],
+                            weights)
         drawn = rng.normal(0.0, std, base.shape)
         out.append(((wide + mean) + drawn).astype(base.dtype))
         noise.append(drawn)
-    return NoisyMean(out, noise, weights)
+    return NoisyMean(out, noise, weights, factors)

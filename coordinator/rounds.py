@@ -12,7 +12,6 @@ arithmetic of :mod:`coordinator.aggregation`.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 
@@ -23,9 +22,9 @@ from flwr.app import Message
 from contracts.errors import ChainError
 from contracts.events import ContributionRecorded
 from contracts.exchange import Exchange
-from coordinator.aggregation import fedavg, fedavg_weights
+from coordinator.aggregation import delta_norm, fedavg, fedavg_weights
 from coordinator.errors import CoordinatorError, StudyAborted
-from coordinator.privacy import private_mean
+from coordinator.privacy import CLIP_SLACK, private_mean
 from coordinator.run_config import FederationConfig
 from tasks.errors import ProtocolError
 from tasks.protocol import ARRAYS, COMMITMENT, METRICS, Commitment, read_timings
@@ -59,6 +58,9 @@ class RoundOutcome:
     update_weights: list[float]
     #: The Gaussian noise added to each layer (float64), under differential privacy; else None.
     noise: list[np.ndarray] | None = None
+    #: Under differential privacy, the factor each accepted update's difference was scaled by to lie
+    #: within the clipping norm (1.0: it did already), in the order of ``accepted``; else None.
+    clip_factors: list[float] | None = None
 
 
 def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[np.ndarray],
@@ -69,7 +71,7 @@ def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: 
     size each hospital anchored (FedProx changes only the nodes' training, not this mean). With
     DP (``cfg.dp_noise_multiplier > 0``) it is the model sent plus the equal-weight mean of the
     accepted updates plus Gaussian noise of standard deviation ``z * C / m``, ``m`` the number
-    accepted.
+    accepted, each difference scaled to lie within the clipping norm first.
 
     Parameters:
         exchange: the deployment whose StudyRegistry holds the round's contributions.
@@ -94,7 +96,8 @@ def combine_round(exchange: Exchange, cfg: FederationConfig, round_: int, sent: 
                            f"refusals: {refused}")
     if cfg.dp_noise_multiplier > 0:
         noisy = private_mean(sent, [c.weights for c in accepted], cfg, rng)
-        return RoundOutcome(noisy.weights, accepted, refused, check_seconds, noisy.update_weights, noisy.noise)
+        return RoundOutcome(noisy.weights, accepted, refused, check_seconds, noisy.update_weights, noisy.noise,
+                            noisy.clip_factors)
     counts = [c.cohort_count for c in accepted]
     weights = fedavg([c.weights for c in accepted], counts)
     return RoundOutcome(weights, accepted, refused, check_seconds, fedavg_weights(counts))
@@ -159,10 +162,10 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
                        f"model sent {[(s.shape, str(s.dtype)) for s in sent]}; a node returns the model it was sent, "
                        "trained")
     if cfg.dp_noise_multiplier > 0:
-        norm = math.sqrt(sum(float(np.sum((w.astype(np.float64) - s) ** 2)) for w, s in zip(weights, sent,
-                                                                                          strict=True)))
-        if norm > cfg.dp_clipping_norm * (1 + 1e-4):
-            raise _Refused(f"{hospital}: update norm {norm:.4g} exceeds the clipping norm {cfg.dp_clipping_norm:g}")
+        norm = delta_norm(sent, weights)
+        if norm > cfg.dp_clipping_norm * (1 + CLIP_SLACK):
+            raise _Refused(f"{hospital}: update norm {norm:.6g} exceeds the clipping norm {cfg.dp_clipping_norm:g} "
+                           f"by more than the {CLIP_SLACK:g} allowed for float32 arithmetic: the node did not clip")
     synthetic, manifest = commitment.synthetic_count, commitment.manifest
     if manifest is not None:
         _check_manifest(manifest, cfg.study_id, round_, hospital, claimed_root, claimed_count)

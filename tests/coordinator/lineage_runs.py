@@ -1,11 +1,13 @@
 """Whole studies run through ``run_study`` against the session's Anvil chain, with scripted nodes,
 for the lineage bundle's tests: three hospitals of cohort sizes 1, 3 and 7 (FedAvg weights 1/11,
-3/11 and 7/11, none exact in binary), the first sending its cohort manifest, the third failing in
-round 2."""
+3/11 and 7/11, none exact in binary), the first sending its cohort manifest, the second moving a
+little past the clipping norm (within the float32 slack, so the DP runs scale it back), the third
+failing in round 2."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -53,12 +55,12 @@ def grid_identity() -> Iterator[None]:
         yield
 
 
-def trained(sent: list[np.ndarray], node: int, round_: int) -> list[np.ndarray]:
-    """A node's update: the model sent moved by ``STEP`` in a direction of its own."""
+def trained(sent: list[np.ndarray], node: int, round_: int, step: float = STEP) -> list[np.ndarray]:
+    """A node's update: the model sent moved by ``step`` in a direction of its own."""
     rng = np.random.default_rng(1000 * round_ + node)
     deltas = [rng.normal(0.0, 1.0, s.shape) for s in sent]
     norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in deltas)))
-    return [(s.astype(np.float64) + d * (STEP / norm)).astype(s.dtype) for s, d in zip(sent, deltas, strict=True)]
+    return [(s.astype(np.float64) + d * (step / norm)).astype(s.dtype) for s, d in zip(sent, deltas, strict=True)]
 
 
 @dataclass
@@ -75,7 +77,8 @@ class Nodes:
         if node == 3 and round_ >= 2:
             return error_reply("cohort of 7 below the hospital's minimum today", node_id=3, round_=round_)
         account, count = self.hospitals[node - 1], COUNTS[node - 1]
-        weights = trained(sent, node, round_)
+        # The second moves as far as the clipping norm and a little past it, as a node's float32 clipping can.
+        weights = trained(sent, node, round_, CLIPPING * (1 + 3e-5) if node == 2 else STEP)
         # A round run again after a coordinator crash was anchored already: the contract takes one contribution.
         if self.anchoring and self.exchange.studies.contribution_of(self.study_id, round_, account.address) is None:
             anchor(self.exchange, account, self.study_id, round_, weights, count)
@@ -131,11 +134,21 @@ def recomputed_model(bundle: Path, round_: int, settings: dict[str, Any]) -> lis
     else:
         assert weights == [1 / len(updates)] * len(updates)
     noise = load_weights(bundle / aggregation["noise"]) if settings["dp"] is not None else None
+    factors = [1.0] * len(updates)
+    if noise is not None:  # each difference scaled onto the clipping norm if its float64 L2 norm exceeds it
+        clip = settings["dp"]["clipping_norm"]
+        norms = [math.sqrt(math.fsum(float(x) ** 2 for u_, s_ in zip(u, sent, strict=True)
+                                     for x in (u_.astype(np.float64) - s_.astype(np.float64)).ravel()))
+                 for u in updates]
+        factors = [1.0 if n <= clip else clip / n for n in norms]
+        assert aggregation["clip_factors"] == factors
+    else:
+        assert aggregation["clip_factors"] is None
     out = []
     for layer, base in enumerate(sent):
         terms = [u[layer].astype(np.float64) for u in updates]
         if noise is not None:
-            terms = [t - base.astype(np.float64) for t in terms]
+            terms = [(t - base.astype(np.float64)) * f for t, f in zip(terms, factors, strict=True)]
         acc = terms[0] * weights[0]
         for term, weight in zip(terms[1:], weights[1:], strict=True):
             acc = acc + term * weight

@@ -4,6 +4,8 @@ per operation), with enough contributors that pairwise summation or float32 prod
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -47,22 +49,34 @@ def test_fedavg_is_the_left_to_right_float64_weighted_sum_cast_at_the_end() -> N
         assert got[layer].tobytes() == expected.tobytes()
 
 
-def test_the_private_aggregate_is_sent_plus_the_float64_mean_of_differences_plus_the_noise_returned() -> None:
+@pytest.mark.parametrize("clipping", [1e6, 2.0], ids=["within the norm", "scaled back to it"])
+def test_the_private_aggregate_is_sent_plus_the_float64_mean_of_clipped_differences_plus_the_noise_returned(
+        clipping: float) -> None:
     # A float64 layer shows every last bit (a float32 cast would hide most differences of order).
     sent = [np.float32(0.25) * np.ones((), np.float32), np.linspace(-1, 1, 29, dtype=np.float64)]
     updates = [[s + u for s, u in zip(sent, d, strict=True)] for d in _updates(8, [(), (29,)], 9)]
-    cfg = config(1, noise=1.3, clipping=2.0)
+    cfg = config(1, noise=1.3, clipping=clipping)
     noisy = private_mean(sent, updates, cfg, np.random.default_rng(3))
     assert noisy.update_weights == [1 / 9] * 9
+    # Each factor from the norm in plain floats: differences, squares, a correctly rounded sum, its root.
+    factors = []
+    for u in updates:
+        diffs = [float(x) - float(b) for layer, base in zip(u, sent, strict=True)
+                 for x, b in zip(layer.reshape(-1), np.broadcast_to(base, layer.shape).reshape(-1), strict=True)]
+        norm = math.sqrt(math.fsum(d * d for d in diffs))
+        factors.append(1.0 if norm <= clipping else clipping / norm)
+    assert noisy.clip_factors == factors
+    assert (factors == [1.0] * 9) == (clipping == 1e6)  # the second case does scale every update
     drawn = np.random.default_rng(3)
     for layer, base in enumerate(sent):
-        assert noisy.noise[layer].tobytes() == drawn.normal(0.0, 1.3 * 2.0 / 9, base.shape).tobytes()
+        assert noisy.noise[layer].tobytes() == drawn.normal(0.0, 1.3 * clipping / 9, base.shape).tobytes()
         flat_base = base.reshape(-1)
         flat_noise = noisy.noise[layer].reshape(-1)
         expected = []
         for k in range(flat_base.size):
             b = float(flat_base[k])
-            mean = _python_sum([float(u[layer].reshape(-1)[k]) - b for u in updates], [1 / 9] * 9)
+            mean = _python_sum([(float(u[layer].reshape(-1)[k]) - b) * f for u, f in zip(updates, factors, strict=True)],
+                               [1 / 9] * 9)
             expected.append((b + mean) + float(flat_noise[k]))
         want = np.array(expected, dtype=np.float64).astype(base.dtype).reshape(base.shape)
         assert noisy.weights[layer].tobytes() == want.tobytes()

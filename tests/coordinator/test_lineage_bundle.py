@@ -122,6 +122,18 @@ def test_each_round_model_is_recomputed_bit_for_bit_from_the_bundle(done: Run) -
             "model_hash"]
 
 
+def test_the_clip_factors_scale_only_the_update_past_the_clipping_norm(done: Run, actors: Actors) -> None:
+    for round_ in (1, 2):
+        aggregation = load_json(done.bundle / f"rounds/{round_}/aggregation.json")
+        if done.cfg.dp_noise_multiplier == 0:
+            assert aggregation["clip_factors"] is None
+            continue
+        factors = dict(zip(aggregation["contributors"], aggregation["clip_factors"], strict=True))
+        # The second hospital moved 3e-5 past the norm: scaled back by about that much; the others are within it.
+        assert 1 - 4e-5 < factors.pop(actors.hospital2.address) < 1 - 2e-5
+        assert set(factors.values()) == {1.0}
+
+
 def test_the_privacy_spent_is_recorded_per_round_as_on_chain(done: Run, module_exchange: Exchange) -> None:
     spent = [load_json(done.bundle / f"rounds/{r}/aggregation.json")["milli_epsilon_spent"] for r in (1, 2)]
     assert sum(spent) == module_exchange.studies.study(done.study_id).privacy_spent

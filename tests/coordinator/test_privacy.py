@@ -54,10 +54,13 @@ def test_a_resumed_study_counts_its_earlier_rounds() -> None:
 
 def test_private_mean_is_the_plain_mean_plus_noise_of_the_stated_size() -> None:
     sent = [np.zeros((400, 500), dtype=np.float32)]
-    updates = [[np.full((400, 500), 0.1, dtype=np.float32)], [np.full((400, 500), 0.3, dtype=np.float32)]]
-    out = private_mean(sent, updates, config(2.0, clipping=0.5)).weights[0]
+    # Differences of L2 norm 0.045 and 0.134, within the clipping norm: averaged as they are.
+    updates = [[np.full((400, 500), 1e-4, dtype=np.float32)], [np.full((400, 500), 3e-4, dtype=np.float32)]]
+    noisy = private_mean(sent, updates, config(2.0, clipping=0.5))
+    out = noisy.weights[0]
+    assert noisy.clip_factors == [1.0, 1.0]
     assert out.dtype == np.float32
-    noise = out.astype(np.float64) - 0.2
+    noise = out.astype(np.float64) - 2e-4
     assert abs(noise.mean()) < 0.01
     assert noise.std() == pytest.approx(2.0 * 0.5 / 2, rel=0.01)
 
@@ -91,7 +94,34 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
     accepted, refused = check_replies(None, cfg, 1, sent, [reply(a, 0.05), reply(b, 0.2)])  # type: ignore[arg-type]
     assert [c.hospital for c in accepted] == ["0x0A0A0a0a0a0a0a0A0a0a0A0a0A0A0A0a0a0a0a0a"]  # checksummed
     assert accepted[0].seconds == {"train": 0.5}
-    assert refused == [f"{b}: update norm 2 exceeds the clipping norm 0.5"]
+    assert refused == [f"{b}: update norm 2 exceeds the clipping norm 0.5 by more than the 0.0001 allowed for "
+                       "float32 arithmetic: the node did not clip"]
+    # Past the norm by less than the slack (a node's float32 clipping): taken, and scaled back to the norm.
+    within = check_replies(None, cfg, 1, sent, [reply(a, 0.050001)])[0]  # type: ignore[arg-type]
+    assert len(within) == 1
+
+
+def test_each_difference_is_scaled_back_to_the_clipping_norm_so_the_sensitivity_holds() -> None:
+    from coordinator.aggregation import delta_norm
+
+    sent = [np.zeros((3, 4), dtype=np.float32), np.ones(5, dtype=np.float32)]
+    rng = np.random.default_rng(5)
+    directions = [[rng.normal(0, 1, s.shape) for s in sent] for _ in range(3)]
+    # One inside the norm, one a few float32 ulps past it (as a node's own clipping leaves it), one 0.9e-4 past.
+    lengths = [0.7, 1.0 + 3e-7, 1.0 + 9e-5]
+    updates = []
+    for d, length in zip(directions, lengths, strict=True):
+        scale = length / math.sqrt(sum(float(np.sum(x * x)) for x in d))
+        updates.append([(s.astype(np.float64) + x * scale).astype(np.float32) for s, x in zip(sent, d, strict=True)])
+    noisy = private_mean(sent, updates, config(1e-9, clipping=1.0), np.random.default_rng(0))
+    norms = [delta_norm(sent, u) for u in updates]
+    assert noisy.clip_factors[0] == 1.0 and norms[0] < 1.0
+    for i in (1, 2):
+        assert norms[i] > 1.0 and noisy.clip_factors[i] == 1.0 / norms[i]
+        # What enters the mean has norm at most C, up to float64 rounding (relative 1e-15), not 1e-4 more.
+        scaled = [(u.astype(np.float64) - s.astype(np.float64)) * noisy.clip_factors[i]
+                  for u, s in zip(updates[i], sent, strict=True)]
+        assert math.sqrt(math.fsum(float(v) for x in scaled for v in (x * x).ravel())) <= 1.0 + 1e-15
 
 
 def reference_epsilon(noise: float, rounds: int, delta: float = 1e-5) -> float:
@@ -173,7 +203,7 @@ def test_private_mean_averages_each_array_around_the_model_sent() -> None:
         [np.array([[1.0, -1.0], [5.0, 0.5]], dtype=np.float32), np.array([12.0, 20.0, 27.0], dtype=np.float32)],
         [np.array([[1.0, -2.0], [3.0, 0.5]], dtype=np.float32), np.array([10.0, 20.0, 30.0], dtype=np.float32)],
     ]
-    noiseless = private_mean(sent, updates, config(1e-12)).weights  # noise std 1e-12 * C / 3
+    noiseless = private_mean(sent, updates, config(1e-12, clipping=10.0)).weights  # within C; std 1e-12 * C / 3
     expected = [np.array([[4.0 / 3, -5.0 / 3], [11.0 / 3, 5.0 / 6]]), np.array([32.0 / 3, 61.0 / 3, 29.0])]
     for got, want, base in zip(noiseless, expected, sent, strict=True):
         assert (got.dtype, got.shape) == (base.dtype, base.shape)
@@ -183,8 +213,8 @@ def test_private_mean_averages_each_array_around_the_model_sent() -> None:
 def test_private_noise_is_added_from_the_generator_given() -> None:
     sent = [np.full(1000, 5.0, dtype=np.float64)]
     updates = [[np.full(1000, 6.0)], [np.full(1000, 8.0)]]
-    noisy = private_mean(sent, updates, config(3.0, clipping=2.0), np.random.default_rng(11))
-    drawn = np.random.default_rng(11).normal(0.0, 3.0 * 2.0 / 2, 1000)
+    noisy = private_mean(sent, updates, config(3.0, clipping=100.0), np.random.default_rng(11))
+    drawn = np.random.default_rng(11).normal(0.0, 3.0 * 100.0 / 2, 1000)
     np.testing.assert_allclose(noisy.weights[0], 5.0 + 2.0 + drawn, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(noisy.noise[0], drawn)  # the noise returned is the noise added
     assert noisy.update_weights == [0.5, 0.5]

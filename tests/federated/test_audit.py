@@ -234,6 +234,10 @@ def _epsilon_understated(a: Audited, bundle: Path) -> None:
     _edit_json(bundle, "rounds/2/aggregation.json", lambda g: g.update(epsilon_after=g["epsilon_after"] / 2))
 
 
+def _clip_factors_changed(a: Audited, bundle: Path) -> None:
+    _edit_json(bundle, "rounds/1/aggregation.json", lambda g: g.update(clip_factors=[0.5] * len(g["clip_factors"])))
+
+
 def _more_noise_claimed(a: Audited, bundle: Path) -> None:
     _edit_json(bundle, "run.json", lambda r: r["dp"].update(noise_multiplier=r["dp"]["noise_multiplier"] * 2))
 
@@ -273,6 +277,8 @@ TAMPERING: dict[str, tuple[Callable[[Audited, Path], None], bool, str, str]] = {
     "aggregation weights changed": (_weights_changed, True, "aggregation.weights", "every update weighs"),
     "cohort counts changed": (_counts_changed, True, "aggregation.counts", "the chain anchored"),
     "epsilon understated": (_epsilon_understated, True, "privacy.bundle", "the accountant gives"),
+    "the clipping claimed to have scaled updates down": (_clip_factors_changed, True, "privacy.clip_factors",
+                                                          "their norms give"),
     "more noise claimed than added": (_more_noise_claimed, True, "privacy.noise", "implies"),
     "the noise replaced": (_noise_halved, True, "aggregation.model", "recomputed from the 2 updates"),
     "a bundle of another study": (_other_study, True, "bundle.study", "not study"),
