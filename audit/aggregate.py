@@ -151,7 +151,8 @@ def _private(bundle: Bundle, round_: int, sent: Arrays, updates: list[Arrays], h
         same = isinstance(recorded, list) and [float(f) for f in recorded] == factors
     except (TypeError, ValueError):
         same = False
-    report.check("privacy.clip_factors", same, where, f"aggregation.json says the updates were scaled by {recorded}; their norms give {factors}")
+    report.check("privacy.clip_factors", same, where,
+                 f"aggregation.json says the updates were scaled by {recorded}; their norms give {factors}")
     values = np.concatenate([n.astype(np.float64).ravel() for n in noise])
     expected_std = z * clip / len(updates)
     if values.size >= NOISE_MIN_VALUES and expected_std > 0:

@@ -22,7 +22,6 @@ from coordinator.aggregation import clip_factor, delta_norm, equal_weights, weig
 from coordinator.errors import StudyAborted
 from coordinator.run_config import FederationConfig
 
-
 #: How far past the clipping norm a node's update may lie and still be taken (then scaled back to it):
 #: room for the nodes' float32 clipping, whose result's float64 norm can exceed the norm by a few ulps.
 #: An update further out comes from a node that did not clip, and is refused.
@@ -118,9 +117,9 @@ def private_mean(sent: list[np.ndarray], updates: list[list[np.ndarray]], cfg: F
     layer, in float64 and in this order (coordinator/aggregation.py): the differences
     ``(update - sent) * f`` (both widened to float64), their
     :func:`~coordinator.aggregation.weighted_sum` with weights ``1 / m``, ``sent`` plus that
-    mean, plus the noise drawn for the layer; the result is cast to the layer's dtype. The noise is drawn layer after layer in model order, each as
-    ``rng.normal(0, z * C / m, shape)``. ``rng`` None seeds a generator from the operating
-    system's secure source.
+    mean, plus the noise drawn for the layer; the result is cast to the layer's dtype. The
+    noise is drawn layer after layer in model order, each as ``rng.normal(0, z * C / m, shape)``.
+    ``rng`` None seeds a generator from the operating system's secure source.
     """
     if rng is None:
         rng = np.random.default_rng()  # seeded from the operating system's entropy source

@@ -75,8 +75,8 @@ def test_the_private_aggregate_is_sent_plus_the_float64_mean_of_clipped_differen
         expected = []
         for k in range(flat_base.size):
             b = float(flat_base[k])
-            mean = _python_sum([(float(u[layer].reshape(-1)[k]) - b) * f for u, f in zip(updates, factors, strict=True)],
-                               [1 / 9] * 9)
+            mean = _python_sum([(float(u[layer].reshape(-1)[k]) - b) * f
+                                for u, f in zip(updates, factors, strict=True)], [1 / 9] * 9)
             expected.append((b + mean) + float(flat_noise[k]))
         want = np.array(expected, dtype=np.float64).astype(base.dtype).reshape(base.shape)
         assert noisy.weights[layer].tobytes() == want.tobytes()

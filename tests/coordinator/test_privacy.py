@@ -115,9 +115,11 @@ def test_each_difference_is_scaled_back_to_the_clipping_norm_so_the_sensitivity_
         updates.append([(s.astype(np.float64) + x * scale).astype(np.float32) for s, x in zip(sent, d, strict=True)])
     noisy = private_mean(sent, updates, config(1e-9, clipping=1.0), np.random.default_rng(0))
     norms = [delta_norm(sent, u) for u in updates]
-    assert noisy.clip_factors[0] == 1.0 and norms[0] < 1.0
+    assert noisy.clip_factors[0] == 1.0
+    assert norms[0] < 1.0
     for i in (1, 2):
-        assert norms[i] > 1.0 and noisy.clip_factors[i] == 1.0 / norms[i]
+        assert norms[i] > 1.0
+        assert noisy.clip_factors[i] == 1.0 / norms[i]
         # What enters the mean has norm at most C, up to float64 rounding (relative 1e-15), not 1e-4 more.
         scaled = [(u.astype(np.float64) - s.astype(np.float64)) * noisy.clip_factors[i]
                   for u, s in zip(updates[i], sent, strict=True)]
