@@ -25,6 +25,7 @@ __all__ = ["Bundle", "canonical_json", "open_bundle"]
 INDEX = "bundle.json"
 FORMAT = "metai-lineage/1"
 _NUMBER = re.compile(r"(\d+)$")
+_HELD = re.compile(r"rounds/(\d+)/cohorts/(0x[0-9a-fA-F]{40})\.json")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -90,7 +91,11 @@ def open_bundle(root: Path, report: Report) -> Bundle | None:
             report.fail("bundle.file", name, "a listed path outside the bundle, or the index itself")
             continue
         if not path.is_file():
-            report.fail("bundle.file", name, "listed in the index but missing")
+            held = _HELD.fullmatch(name)
+            report.fail("bundle.file", name, "listed in the index but missing" + (
+                f"; a cohort manifest that a hospital in sealed mode holds (the coordinator never had it): get it "
+                f"from hospital {held.group(2)}, `metai-node cohort-manifest --study {index.get('study_id')} --round "
+                f"{held.group(1)} --out <this path>`, and audit again" if held else ""))
             continue
         found = sha256_file(path.read_bytes())
         if report.check("bundle.file", found == digest, name, f"sha256 {found}, the index lists {digest}"):

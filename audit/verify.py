@@ -228,8 +228,8 @@ def _check_lifecycle(study: _Study, roles: RoleHistory, report: Report) -> None:
             round_ = int(e.args["round"])
             report.check("order.round", round_ == open_round, at, f"round {round_} recorded while {open_round} "
                          "was open")
-            for h in e.args["contributors"]:
-                report.check("role.contributor", roles.has_role(HOSPITAL, to_checksum_address(h), e.block), at,
+            for h in map(to_checksum_address, e.args["contributors"]):
+                report.check("role.contributor", roles.has_role(HOSPITAL, h, e.block), at,
                              f"aggregated {h}, which did not hold the hospital role at that block")
             open_round, opened_at = round_ + 1, e.block
         elif e.name == "StudyCompleted":

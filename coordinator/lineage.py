@@ -152,15 +152,18 @@ def write_round(folder: Path, round_: int, outcome: RoundOutcome, model_hash: by
     _remove(work)
     (work / "updates").mkdir(parents=True)
     (work / "cohorts").mkdir()
-    missing = []
+    missing: list[str] = []
+    held: dict[str, str] = {}
     for c in outcome.accepted:
         if not _ADDRESS.fullmatch(c.hospital):
             raise LineageError(f"contributor {c.hospital!r} is not an address; it cannot name a file of the bundle")
         _write_weights(work / "updates" / f"{c.hospital}.npz", c.weights)
-        if c.manifest is None:
-            missing.append(c.hospital)
-        else:
+        if c.manifest is not None:
             _write_bytes(work / "cohorts" / f"{c.hospital}.json", c.manifest.encode())
+        elif c.manifest_sha256 is not None:
+            held[c.hospital] = c.manifest_sha256
+        else:
+            missing.append(c.hospital)
     if outcome.noise is not None:
         _write_weights(work / "noise.npz", outcome.noise)
     _write_weights(work / "model.npz", outcome.weights)
@@ -171,7 +174,8 @@ def write_round(folder: Path, round_: int, outcome: RoundOutcome, model_hash: by
         "weights": list(outcome.update_weights),
         "clip_factors": None if outcome.clip_factors is None else list(outcome.clip_factors),
         "noise": f"rounds/{round_}/noise.npz" if outcome.noise is not None else None,
-        "manifests_missing": missing, "refused": list(outcome.refused), "model_hash": "0x" + model_hash.hex(),
+        "manifests_missing": missing, "manifests_held": held, "refused": list(outcome.refused),
+        "model_hash": "0x" + model_hash.hex(),
         "epsilon_after": float(epsilon), "milli_epsilon_spent": int(milli_epsilon),
     }
     _write_bytes(work / "aggregation.json", canonical_json(aggregation))
@@ -186,10 +190,19 @@ def write_round(folder: Path, round_: int, outcome: RoundOutcome, model_hash: by
 
 def finish_bundle(folder: Path, final: list[np.ndarray], final_hash: bytes, *, chain_id: int, registry: str,
                   study_id: int, rounds: int) -> bytes:
-    """Write ``final.npz`` and the index ``bundle.json``; return the lineage hash, keccak256 of the index."""
+    """Write ``final.npz`` and the index ``bundle.json``; return the lineage hash, keccak256 of the index.
+
+    The index lists every file here and, by the hash its node sent, every cohort manifest a hospital
+    in sealed mode holds (``manifests_held`` of each round's ``aggregation.json``): the anchor then
+    covers those bytes too, and an auditor who gets them from the hospital can check them.
+    """
     _write_weights(folder / FINAL, final)
     files = {path.relative_to(folder).as_posix(): file_sha256(path)
              for path in sorted(folder.rglob("*")) if path.is_file() and path.name != INDEX}
+    for round_ in range(1, rounds + 1):
+        aggregation = json.loads((folder / "rounds" / str(round_) / "aggregation.json").read_bytes())
+        for hospital, digest in aggregation.get("manifests_held", {}).items():
+            files[f"rounds/{round_}/cohorts/{hospital}.json"] = digest
     index = {"format": BUNDLE_FORMAT, "chain_id": chain_id, "study_registry": registry, "study_id": study_id,
              "rounds": rounds, "final_model_hash": "0x" + final_hash.hex(), "files": files}
     data = canonical_json(index)

@@ -1,13 +1,16 @@
 """A completed study's lineage bundle as one tar archive, streamed file by file (for auditors).
 
 The archive holds ``bundle.json`` and exactly the files it lists, under one folder
-``study-<id>-lineage/``, in the index's order after the index itself. It is served only if the
-index still hashes to the lineage hash anchored on chain and every listed file is there; the
-files' SHA-256 are the auditor's to check against the index (``metai-audit verify``).
+``study-<id>-lineage/``, in the index's order after the index itself, but for the cohort
+manifests hospitals in sealed mode hold (listed by hash only; the auditor gets them from the
+hospitals). It is served only if the index still hashes to the lineage hash anchored on chain
+and every other listed file is there; the files' SHA-256 are the auditor's to check against the
+index (``metai-audit verify``).
 """
 
 from __future__ import annotations
 
+import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -36,7 +39,8 @@ def archive_name(study_id: int) -> str:
 
 
 def bundle_members(folder: Path, anchored: bytes) -> list[str]:
-    """The files of the bundle in ``folder`` to archive: the index, then every file it lists.
+    """The files of the bundle in ``folder`` to archive: the index, then every file it lists that the
+    coordinator holds (not the manifests of ``manifests_held``, which stay with their hospitals).
 
     Raises:
         LineageError: no readable index (a study completed before bundles were kept, or a lost folder).
@@ -47,7 +51,8 @@ def bundle_members(folder: Path, anchored: bytes) -> list[str]:
     if keccak(data) != anchored:
         raise LineageMismatch(f"{folder / INDEX} hashes to 0x{keccak(data).hex()}, the chain anchors "
                               f"0x{anchored.hex()}")
-    names = list(index["files"])
+    held = _held_manifests(folder, int(index.get("rounds", 0)))
+    names = [name for name in index["files"] if name not in held]
     for name in names:
         parts = PurePosixPath(name).parts
         if not parts or PurePosixPath(name).is_absolute() or ".." in parts or name == INDEX:
@@ -55,6 +60,19 @@ def bundle_members(folder: Path, anchored: bytes) -> list[str]:
         if not (folder / name).is_file():
             raise LineageIncomplete(f"{folder / name} is missing; the index lists it")
     return [INDEX, *names]
+
+
+def _held_manifests(folder: Path, rounds: int) -> set[str]:
+    """The cohort manifests of ``folder``'s rounds that hospitals in sealed mode hold, as index names."""
+    held: set[str] = set()
+    for round_ in range(1, rounds + 1):
+        try:
+            aggregation = json.loads((folder / "rounds" / str(round_) / "aggregation.json").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise LineageIncomplete(f"{folder}/rounds/{round_}/aggregation.json is missing or unreadable ({exc})"
+                                    ) from None
+        held.update(f"rounds/{round_}/cohorts/{h}.json" for h in aggregation.get("manifests_held", {}))
+    return held
 
 
 def tar_chunks(folder: Path, names: list[str], root: str) -> Iterator[bytes]:

@@ -3,15 +3,17 @@
 A reply is kept only if its update hash matches both the returned weights and the contribution
 its hospital anchored on chain (cohort root and count from the registry's storage, the update
 hash from the contribution's event, the only place the contract keeps it), and, when it carries
-its cohort manifest, if the manifest names the same study, round, hospital, root and count. The
-kept replies are aggregated with FedAvg weighted by cohort size, or, in a study with
-differential privacy, with the noisy equal-weight mean of :mod:`coordinator.privacy`, in the
-arithmetic of :mod:`coordinator.aggregation`.
+its cohort manifest, if the manifest names the same study, round, hospital, root and count (a
+node in sealed mode sends only the manifest's SHA-256, which the bundle then lists). The kept
+replies are aggregated with FedAvg weighted by cohort size, or, in a study with differential
+privacy, with the noisy equal-weight mean of :mod:`coordinator.privacy`, in the arithmetic of
+:mod:`coordinator.aggregation`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 
@@ -42,6 +44,9 @@ class Contribution:
     synthetic_count: int | None = None
     #: The round's cohort manifest as the node sent it (JSON text); None: the reply carried none.
     manifest: str | None = None
+    #: The manifest's SHA-256 (lowercase hex) when a node in sealed mode sent only that: the hospital
+    #: holds the manifest, the bundle lists it by this hash.
+    manifest_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,11 +171,16 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
         if norm > cfg.dp_clipping_norm * (1 + CLIP_SLACK):
             raise _Refused(f"{hospital}: update norm {norm:.6g} exceeds the clipping norm {cfg.dp_clipping_norm:g} "
                            f"by more than the {CLIP_SLACK:g} allowed for float32 arithmetic: the node did not clip")
-    synthetic, manifest = commitment.synthetic_count, commitment.manifest
+    synthetic, manifest, sealed = commitment.synthetic_count, commitment.manifest, commitment.manifest_sha256
+    if manifest is not None and sealed is not None:
+        raise _Refused(f"{hospital}: the reply carries both a cohort manifest and a sealed manifest's hash; a node "
+                       "sends one or the other")
     if manifest is not None:
         _check_manifest(manifest, cfg.study_id, round_, hospital, claimed_root, claimed_count)
+    if sealed is not None and not _SHA256.fullmatch(sealed):
+        raise _Refused(f"{hospital}: cohort-manifest-sha256 {sealed[:80]!r} is not 64 lowercase hex digits")
     if not cfg.anchor:
-        return Contribution(_address(hospital), weights, claimed_count, seconds, synthetic, manifest)
+        return Contribution(_address(hospital), weights, claimed_count, seconds, synthetic, manifest, sealed)
     anchored = _anchored(exchange, cfg.study_id, round_, hospital)
     mismatches = [f"{what} {mine} differs from the {theirs} anchored on chain"
                   for what, mine, theirs in (("cohort root", claimed_root, "0x" + anchored.cohort_root.hex()),
@@ -179,7 +189,7 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
                   if mine.lower() != theirs.lower()]
     if mismatches:
         raise _Refused(f"{hospital}: round {round_} of study {cfg.study_id}: {'; '.join(mismatches)}")
-    return Contribution(anchored.hospital, weights, anchored.cohort_count, seconds, synthetic, manifest)
+    return Contribution(anchored.hospital, weights, anchored.cohort_count, seconds, synthetic, manifest, sealed)
 
 
 def _address(hospital: str) -> str:
@@ -191,6 +201,7 @@ def _address(hospital: str) -> str:
                        "hospital whose contribution could be read") from None
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The format name of a cohort manifest (docs/formats/lineage-bundle.md).
 COHORT_MANIFEST_FORMAT = "metai-cohort/1"
 

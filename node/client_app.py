@@ -6,7 +6,10 @@ them in reverse order:
 1. ``anchoring_mod`` (outermost) anchors the update the node actually sends: it hashes the
    reply's weights, submits ``contribute(study, round, cohortRoot, cohortCount, cohortBlock,
    datasetIds, updateHash)`` with the hospital's key, keeps the cohort for inclusion proofs and
-   puts the round's cohort manifest (node/lineage.py) into the reply's commitment.
+   the round's cohort manifest (node/lineage.py), and puts the manifest into the reply's
+   commitment, or only its SHA-256 when the node seals its proofs (``METAI_NODE_PROOF_MODE=sealed``:
+   the coordinator must not learn which addresses took part; an auditor gets the manifest from
+   the hospital, ``metai-node cohort-manifest``).
 2. ``dp_clipping_mod`` applies Flower's ``fixedclipping_mod`` when the round asks for clipped
    updates (differential privacy): the update is clipped before it is hashed and anchored.
 3. ``handle_train`` checks the study, builds the cohort at the current block and trains.
@@ -171,7 +174,8 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
                                            anchor=anchoring_enabled(context), signer=signer)
         commitment = Commitment.from_config(reply.content.config_records[COMMITMENT])
         reply.content.config_records[COMMITMENT] = ConfigRecord(
-            commitment.anchored(anchored.update_hash, anchored.tx_hash, anchored.manifest).to_config())
+            commitment.anchored(anchored.update_hash, anchored.tx_hash, anchored.manifest,
+                                sealed=NodeSettings().proof_mode == "sealed").to_config())
         reply.content.metric_records[METRICS].update(timing_metrics({"anchor": anchored.seconds}))
         return reply
 

@@ -13,10 +13,13 @@ challenge names only the hospital, a nonce and its own expiry, see :mod:`node.en
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -28,7 +31,7 @@ from contracts.merkle import MerkleTree
 from node.catalog import Dataset, DatasetRecord, Enrolment, Record
 from node.cohort import Cohort
 from node.errors import NodeError
-from node.kept_cohort import KeptCohort
+from node.kept_cohort import KeptCohort, kept_cohort_path
 from node.node import Node
 from tasks.protocol import COHORT_MANIFEST_FORMAT
 
@@ -71,6 +74,38 @@ def kept_manifest(node: Node, kept: KeptCohort) -> dict[str, Any]:
 def manifest_json(manifest: dict[str, Any]) -> str:
     """``manifest`` as the text sent and written: compact JSON, UTF-8 characters as they are."""
     return json.dumps(manifest, ensure_ascii=False, separators=(",", ":"))
+
+
+def manifest_sha256(text: str) -> str:
+    """The SHA-256 of the manifest's UTF-8 bytes, lowercase hex: how a lineage bundle lists the file."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sent_manifest_path(node_dir: Path, study_id: int, round_: int) -> Path:
+    """Where the node keeps the manifest of ``round_`` of ``study_id`` exactly as it sent (or sealed) it."""
+    return kept_cohort_path(node_dir, study_id, round_).with_name(f"manifest-{round_}.json")
+
+
+def keep_sent_manifest(node_dir: Path, study_id: int, round_: int, text: str) -> Path:
+    """Write the round's manifest as sent, atomically: in sealed mode the coordinator holds only its hash, so
+    these bytes are what an auditor must get from the hospital."""
+    path = sent_manifest_path(node_dir, study_id, round_)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        out.write(text.encode("utf-8"))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_sent_manifest(node_dir: Path, study_id: int, round_: int) -> str | None:
+    """The manifest of the round as the node sent it, or None for a round anchored before manifests were kept."""
+    try:
+        return sent_manifest_path(node_dir, study_id, round_).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
 
 
 def _manifest(node: Node, study_id: int, round_: int, block: int, root: str,

@@ -19,7 +19,7 @@ from contracts.studies import Decision, StudyStatus
 from node.cohort import Cohort, build_cohort
 from node.errors import NodeError
 from node.kept_cohort import keep_cohort
-from node.lineage import cohort_manifest, manifest_json
+from node.lineage import cohort_manifest, keep_sent_manifest, manifest_json
 from node.node import Node
 
 _log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ def train_local(
 
 def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[np.ndarray], *,
                         anchor: bool = True, signer: Any = None) -> Anchored:
-    """Hash the update this node sends; anchor it with the cohort on chain, keep the cohort, give its manifest.
+    """Hash the update this node sends; anchor it with the cohort on chain, keep the cohort and its manifest,
+    give the manifest.
 
     The contribution names the block the cohort's consents were read at and the registered
     datasets its records come from. The round's cohort manifest is made before anything is
@@ -195,6 +196,8 @@ def anchor_contribution(node: Node, cohort: Cohort, round_: int, weights: list[n
     if not anchor:
         return Anchored(update, "", time.perf_counter() - started)
     manifest = manifest_json(cohort_manifest(node, cohort, round_))
+    # Kept before anchoring: in sealed mode only its hash leaves the node, so these bytes must never be lost.
+    keep_sent_manifest(node.dir, cohort.study_id, round_, manifest)
     account = node.account if signer is None else signer
     tx = node.exchange.studies.contribute(account, cohort.study_id, round_, cohort.root, cohort.count, cohort.block,
                                           cohort.dataset_ids, update)

@@ -20,6 +20,7 @@ re-exported here; the run config's names are the coordinator's own
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -146,15 +147,19 @@ class Commitment(_Record):
     #: The anchoring transaction; None when the node does not anchor (benchmarks only).
     tx: str | None = None
     #: The round's cohort manifest, JSON (docs/formats/lineage-bundle.md), for the study's lineage
-    #: bundle; set when anchored.
+    #: bundle; set when anchored, unless the node seals its proofs.
     manifest: str | None = None
+    #: The SHA-256 (lowercase hex) of the manifest's UTF-8 bytes, sent in its place by a node in sealed
+    #: mode: the coordinator then lists the manifest in the bundle by this hash, and the hospital keeps it.
+    manifest_sha256: str | None = None
 
     _WIRE: ClassVar[dict[str, tuple[str, type]]] = {
         "hospital": ("hospital", str), "cohort_root": ("cohort-root", str), "cohort_count": (COHORT_COUNT, int),
         "synthetic_count": ("synthetic-count", int), "update_hash": ("update-hash", str), "tx": ("tx", str),
-        "manifest": ("cohort-manifest", str),
+        "manifest": ("cohort-manifest", str), "manifest_sha256": ("cohort-manifest-sha256", str),
     }
-    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"synthetic_count", "update_hash", "tx", "manifest"})
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"synthetic_count", "update_hash", "tx", "manifest",
+                                                     "manifest_sha256"})
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Commitment:
@@ -165,8 +170,13 @@ class Commitment(_Record):
         """
         return cls(**cls._read(config))  # type: ignore[arg-type]
 
-    def anchored(self, update_hash: bytes, tx: str | None, manifest: str | None = None) -> Commitment:
-        """This commitment with the anchored update's hash, transaction and cohort manifest."""
+    def anchored(self, update_hash: bytes, tx: str | None, manifest: str | None = None, *,
+                 sealed: bool = False) -> Commitment:
+        """This commitment with the anchored update's hash, transaction and cohort manifest; ``sealed``: the
+        manifest's SHA-256 in its place (the manifest stays on the node)."""
+        if sealed and manifest is not None:
+            return replace(self, update_hash="0x" + update_hash.hex(), tx=tx,
+                           manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest())
         return replace(self, update_hash="0x" + update_hash.hex(), tx=tx, manifest=manifest)
 
 

@@ -167,14 +167,21 @@ def cohort_manifest(
 ) -> None:
     """Write the cohort manifest of a round this node trained (format metai-cohort/1, docs/formats/lineage-bundle.md).
 
-    It is the manifest the node sent with the round's reply, made again from the cohort it kept:
-    the records trained on with their dataset proofs, and each patient's signed enrolment.
+    It is the manifest the node sent with the round's reply (in sealed mode, whose hash it sent), byte
+    for byte as kept then: the records trained on with their dataset proofs, and each patient's signed
+    enrolment. For a round anchored before the node kept manifests, it is made again from the kept
+    cohort (and may differ from what was sent if a patient enrolled again since).
     """
     node = open_node()
     from node.kept_cohort import read_kept_cohort
-    from node.lineage import kept_manifest, manifest_json
+    from node.lineage import kept_manifest, manifest_json, read_sent_manifest
 
-    text = manifest_json(kept_manifest(node, read_kept_cohort(node.dir, study, round_)))
+    kept = read_kept_cohort(node.dir, study, round_)  # only a round the node anchored has a manifest
+    text = read_sent_manifest(node.dir, study, round_)
+    if text is None:
+        text = manifest_json(kept_manifest(node, kept))
+        typer.echo(f"study {study} round {round_}: no manifest was kept as sent (a round anchored by an earlier "
+                   "version); this one is made again from the kept cohort", err=True)
     if out_file is None:
         typer.echo(text)
         return

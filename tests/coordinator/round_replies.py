@@ -67,14 +67,17 @@ def _metadata(node_id: int, round_: int) -> Metadata:
 
 
 def reply(hospital: str, weights: list[np.ndarray], count: int, *, root: bytes = ROOT_A,
-          claimed_hash: bytes | None = None, node_id: int = 1, round_: int = 1, manifest: str | None = None) -> Message:
+          claimed_hash: bytes | None = None, node_id: int = 1, round_: int = 1, manifest: str | None = None,
+          manifest_sha256: str | None = None) -> Message:
     """A node's train reply: its weights, timings and commitment (claiming the weights' own hash unless told,
-    carrying the cohort manifest if one is given)."""
+    carrying the cohort manifest, or a sealed manifest's hash, if one is given)."""
     claimed = update_hash(weights) if claimed_hash is None else claimed_hash
     commitment: dict[str, int | str] = {"hospital": hospital, "cohort-root": "0x" + root.hex(), "cohort-count": count,
                                         "update-hash": "0x" + claimed.hex(), "synthetic-count": 0}
     if manifest is not None:
         commitment["cohort-manifest"] = manifest
+    if manifest_sha256 is not None:
+        commitment["cohort-manifest-sha256"] = manifest_sha256
     content = RecordDict({
         "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)}),
         "metrics": MetricRecord({"train-seconds": 0.25, "cohort-count": count}),

@@ -3,6 +3,7 @@ names another study, round, hospital, root or cohort size, or is no manifest at 
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -54,3 +55,30 @@ def test_a_manifest_that_is_not_json_gets_the_reply_refused(exchange, actors, st
                              reply(actors.hospital.address, A, 3, node_id=2)])
     assert outcome.refused == [f"{actors.hospital.address}: the cohort manifest is not JSON (Expecting property name "
                                "enclosed in double quotes: line 1 column 2 (char 1))"]
+
+
+def test_a_sealed_manifest_s_hash_is_kept_in_its_place(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    digest = hashlib.sha256(manifest(study, 1, actors.hospital.address, ROOT_A, 3).encode()).hexdigest()
+    outcome = combine_round(exchange, config(study), 1, SENT,
+                            [reply(actors.hospital.address, A, 3, manifest_sha256=digest)])
+    assert outcome.refused == []
+    assert (outcome.accepted[0].manifest, outcome.accepted[0].manifest_sha256) == (None, digest)
+
+
+@pytest.mark.parametrize(("sent", "why"), [
+    ({"manifest_sha256": "AB" * 32}, "is not 64 lowercase hex digits"),
+    ({"manifest_sha256": "0x" + "ab" * 32}, "is not 64 lowercase hex digits"),
+    ({"manifest_sha256": "ab" * 31}, "is not 64 lowercase hex digits"),
+    ({"manifest_sha256": "ab" * 32, "manifest": "{}"}, "both a cohort manifest and a sealed manifest's hash"),
+])
+def test_a_malformed_sealed_manifest_hash_gets_the_reply_refused(exchange, actors, study, sent: dict[str, str],
+                                                                 why: str) -> None:  # type: ignore[no-untyped-def]
+    anchor(exchange, actors.hospital, study, 1, A, 3)
+    outcome = combine_round(exchange, config(study, min_nodes=0), 1, SENT,
+                            [reply(actors.hospital.address, A, 3, **sent),  # type: ignore[arg-type]
+                             reply(actors.hospital.address, A, 3, node_id=2)])
+    assert [(c.manifest, c.manifest_sha256) for c in outcome.accepted] == [(None, None)]  # the plain reply
+    (refusal,) = outcome.refused
+    assert refusal.startswith(f"{actors.hospital.address}: ")
+    assert why in refusal

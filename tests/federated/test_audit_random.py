@@ -47,6 +47,7 @@ from coordinator.lineage import bundle_folder
 from coordinator.study_log import study_folder
 from deploy.anvil import advance_time
 from node.cohort import build_cohort
+from node.lineage import manifest_sha256, read_sent_manifest
 from node.node import Node
 from node.training import anchor_contribution
 from tests.conftest import AnvilNode, chain_restored
@@ -130,6 +131,8 @@ class Scenario:
     rounds: int
     dp: bool
     phases: tuple[Interval, ...]  # one per round
+    #: Per hospital of the study: whether it seals its proofs (sends only its manifests' hashes).
+    sealed: tuple[bool, ...] = ()
 
 
 _grant = st.builds(
@@ -151,7 +154,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     # Round 1 opens with more happening, so most cohorts start non-empty.
     first = draw(st.builds(Interval, steps=st.lists(_grant, min_size=4, max_size=12).map(tuple), wait=st.just(0)))
     rest = tuple(draw(_phase) for _ in range(rounds - 1))
-    return Scenario(hospitals, rounds, draw(st.booleans()), (first, *rest))
+    sealed = tuple(draw(st.booleans()) for _ in hospitals)
+    return Scenario(hospitals, rounds, draw(st.booleans()), (first, *rest), sealed)
 
 
 # ---------------------------------------------------------------- the oracle
@@ -263,6 +267,7 @@ class Hospitals:
     player: Player
     phases: tuple[Interval, ...]
     sites: list[Site]
+    sealed: tuple[bool, ...]
     played: set[int] = field(default_factory=set)
     cohorts: dict[tuple[int, str], tuple[int, set[str]]] = field(default_factory=dict)
     #: The oracle's table as it stood when each cohort was built (the steps played so far, no later ones).
@@ -282,6 +287,10 @@ class Hospitals:
                                round_=round_)
         weights = trained(sent, node_id, round_)
         anchored = anchor_contribution(node, cohort, round_, weights)
+        assert anchored.manifest is not None
+        if self.sealed[node_id - 1]:  # what the node's ClientApp sends in sealed mode: the manifest's hash alone
+            return reply(node.address, weights, cohort.count, root=cohort.root, node_id=node_id, round_=round_,
+                         manifest_sha256=manifest_sha256(anchored.manifest))
         return reply(node.address, weights, cohort.count, root=cohort.root, node_id=node_id, round_=round_,
                      manifest=anchored.manifest)
 
@@ -328,7 +337,7 @@ def test_random_studies_pass_the_audit_and_their_cohorts_are_the_oracles(
     with chain_restored(anvil):  # each example starts from the module's chain
         study_id = _study(exchange, actors, chosen, scenario)
         player = Player(exchange, actors.coordinator, chosen, study_id)
-        nodes = Hospitals(player, scenario.phases, chosen)
+        nodes = Hospitals(player, scenario.phases, chosen, scenario.sealed)
         cfg = replace(config(study_id, min_nodes=1, noise=2.0 if scenario.dp else 0.0, clipping=1.0),
                       robustness_patients=4, wait_nodes=5)
         model_dir = next(example_dirs)
@@ -337,8 +346,18 @@ def test_random_studies_pass_the_audit_and_their_cohorts_are_the_oracles(
                       actors.coordinator, model_dir)
         bundle = bundle_folder(study_folder(model_dir, study_id))
         deployment = audit.read_manifest(deployment_file)
-        report = verify_study(audit.connect(exchange.chain.rpc_url, deployment), deployment,
-                                    audit.read_artifacts(), study_id, bundle)
+        reader, artifacts = audit.connect(exchange.chain.rpc_url, deployment), audit.read_artifacts()
+        # The manifests of hospitals in sealed mode are listed by hash but held by them: the audit names each
+        # missing one and cannot pass; given the hospitals' own files (`metai-node cohort-manifest`), it can.
+        held = {(r, s.node.address): f"rounds/{r}/cohorts/{s.node.address}.json"
+                for (r, h), (_, members) in nodes.cohorts.items() for s, sealed in zip(chosen, scenario.sealed,
+                                                                                          strict=True)
+                if sealed and s.node.address == h and members}
+        first = verify_study(reader, deployment, artifacts, study_id, bundle)
+        for (round_, hospital), name in held.items():
+            site = next(s for s in chosen if s.node.address == hospital)
+            (bundle / name).write_text(str(read_sent_manifest(site.node.dir, study_id, round_)), encoding="utf-8")
+        report = verify_study(reader, deployment, artifacts, study_id, bundle)
         times = {block: int(exchange.chain.w3.eth.get_block(block)["timestamp"])
                  for block, _ in nodes.cohorts.values()}
         # The contract's own answer for every registered patient at each cohort block, for a failure's message.
@@ -350,6 +369,13 @@ def test_random_studies_pass_the_audit_and_their_cohorts_are_the_oracles(
                 for (r, h), (b, _) in nodes.cohorts.items()}
         assert exchange.studies.study(study_id).status == StudyStatus.COMPLETED
 
+    assert {f.where for f in first.findings if f.check == "bundle.file"} == set(held.values()), first.text()
+    assert all("hospital in sealed mode holds" in f.message for f in first.findings if f.check == "bundle.file")
+    assert {f.check for f in first.findings} <= {"bundle.file", "cohort.manifest"}, first.text()
+    assert len([f for f in first.findings if f.check == "cohort.manifest"]) == len(held)
+    assert first.ok == (not held)
+    if held:
+        event("a hospital sealed its manifests")
     assert report.ok, f"false alarm on {scenario}:\n{report.text()}"
     assert report.passed["bundle.anchored"] == 1
     assert report.passed["aggregation.model"] == scenario.rounds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -97,6 +98,21 @@ def test_the_app_anchors_the_weights_it_trained_in_their_order_and_keeps_nothing
     assert (commitment["update-hash"], commitment["tx"]) == ("0x" + "01" * 32, "0xabc")
     assert commitment["cohort-manifest"] == MANIFEST  # the anchored round's manifest travels with the reply
     assert runtime.pending == 0
+
+
+def test_in_sealed_mode_only_the_manifest_s_hash_leaves_the_node(trained: list[list[np.ndarray]],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def anchor_contribution(*args: Any, **kwargs: Any) -> Any:
+        return SimpleNamespace(update_hash=b"\x01" * 32, tx_hash="0xabc", seconds=0.0, manifest=MANIFEST)
+
+    monkeypatch.setattr(client_app, "anchor_contribution", anchor_contribution)
+    monkeypatch.setenv("METAI_NODE_PROOF_MODE", "sealed")
+    reply = make_app(_Runtime())(_train_message("m1"), _context())
+    assert not reply.has_error(), reply.error
+    commitment = reply.content.config_records["commitment"]
+    assert "cohort-manifest" not in commitment
+    assert commitment["cohort-manifest-sha256"] == hashlib.sha256(MANIFEST.encode("utf-8")).hexdigest()
+    assert all(MANIFEST not in str(v) for v in commitment.values())
 
 
 def test_a_failure_after_training_leaves_no_cohort_behind(trained: list[list[np.ndarray]],

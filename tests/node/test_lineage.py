@@ -36,7 +36,7 @@ from node.cohort import build_cohort
 from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor
-from node.lineage import cohort_manifest, manifest_json
+from node.lineage import cohort_manifest, manifest_json, read_sent_manifest
 from node.node import Node
 from node.training import anchor_contribution
 from tests.conftest import NODE_PASSPHRASE
@@ -249,6 +249,10 @@ def test_the_command_writes_the_manifest_sent_with_the_round(lineage: Lineage, e
     assert out.read_text(encoding="utf-8") == anchored.manifest
     printed = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
     assert printed.stdout == f"{anchored.manifest}\n"
+    # Kept as sent: a patient enrolling again (a new signed challenge) does not change what the command gives,
+    # which is what a sealed node's hash covers.
+    assert anchored.manifest is not None
+    assert read_sent_manifest(lineage.node.dir, lineage.study_id, 1) == anchored.manifest
 
 
 def test_the_command_names_a_round_never_kept(lineage: Lineage) -> None:
