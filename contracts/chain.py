@@ -452,6 +452,8 @@ class Chain:
     def _raise_mined_failure(self, tx: Any, receipt: Any, contract: str | None) -> None:
         # Replay the call on the state before its block to recover the revert reason.
         replay = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        if "data" not in replay and "input" in tx:  # read back from the node, the calldata is "input"
+            replay["data"] = tx["input"]
         try:
             self.w3.eth.call(replay, int(receipt["blockNumber"]) - 1)  # type: ignore[arg-type]
         except (ContractLogicError, Web3RPCError) as exc:

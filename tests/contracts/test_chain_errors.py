@@ -99,3 +99,19 @@ def test_a_missing_role_shows_the_role_by_name(exchange: Exchange, actors) -> No
     with pytest.raises(ContractRevert) as info:
         exchange.studies.start(actors.researcher, 1)
     assert f"(account='{actors.researcher.address}', neededRole=COORDINATOR)" in str(info.value)
+
+
+def test_a_transaction_mined_and_reverted_is_explained_when_its_receipt_is_read(exchange: Exchange,  # type: ignore[no-untyped-def]
+                                                                                 actors) -> None:
+    # Sent with a gas limit of its own (no estimate to refuse it first), by an account that administers nothing:
+    # it is mined and reverts; reading its receipt later replays it with the calldata the node returns.
+    chain = exchange.chain
+    fn = exchange.roles.contract.functions.grantRole(Role.HOSPITAL.value, actors.stranger.address)
+    tx = fn.build_transaction({"from": actors.hospital.address, "chainId": chain.chain_id, "gas": 200_000,
+                               "nonce": chain.pending_nonce(actors.hospital.address)})
+    tx_hash = chain.w3.eth.send_raw_transaction(actors.hospital.sign_transaction(tx).raw_transaction)
+    chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    with pytest.raises(ContractRevert) as info:
+        chain.receipt(tx_hash.to_0x_hex())
+    assert info.value.error == "AccessControlUnauthorizedAccount"
+    assert info.value.values["account"] == actors.hospital.address
