@@ -217,4 +217,6 @@ def test_an_update_exactly_at_the_clipping_tolerance_is_accepted_and_one_step_ov
                             [reply(actors.hospital.address, at_limit, 2, node_id=1),
                              reply(actors.hospital2.address, over, 2, node_id=2)], rng=np.random.default_rng(0))
     assert [c.hospital for c in outcome.accepted] == [actors.hospital.address]
-    assert outcome.refused == [f"{actors.hospital2.address}: update norm 0.5 exceeds the clipping norm {clipping:g}"]
+    assert outcome.refused == [f"{actors.hospital2.address}: update norm 0.5 exceeds the clipping norm {clipping:g} "
+                               "by more than the 0.0001 allowed for float32 arithmetic: the node did not clip"]
+    assert outcome.clip_factors == [clipping / 0.5]  # taken at the limit, then scaled back onto the norm

@@ -317,7 +317,9 @@ def test_a_contribution_is_anchored_with_its_cohort_and_the_cohort_kept(hospital
     on_chain = exchange.studies.contribution_of(study_id, 1, hospital.address)
     assert (on_chain.cohort_root, on_chain.cohort_count) == (trained.cohort.root, RECORDS)
     path = _cohort_file(hospital, study_id, 1)
-    assert [p.name for p in path.parent.iterdir()] == ["round-1.json"]  # no temporary file left
+    # The kept cohort and the manifest as sent, no temporary file left.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["manifest-1.json", "round-1.json"]
+    assert (path.parent / "manifest-1.json").read_text(encoding="utf-8") == anchored.manifest
     kept = json.loads(path.read_text(encoding="utf-8"))
     assert kept == {
         "format": "metai-kept-cohort",
@@ -366,7 +368,7 @@ def test_two_rounds_each_return_their_training_and_transaction_and_keep_both_coh
         exchange.studies.record_round(actors.coordinator, study_id, round_, result.update_hash, [hospital.address])
     # The study's folder exists from round 1 on; round 2 adds its file beside it.
     assert sorted(p.name for p in _cohort_file(hospital, study_id, 1).parent.iterdir()) == [
-        "round-1.json", "round-2.json"]
+        "manifest-1.json", "manifest-2.json", "round-1.json", "round-2.json"]
 
 
 def test_a_round_judges_the_study_at_the_block_it_builds_the_cohort_at(hospital, exchange, actors,  # type: ignore[no-untyped-def]
