@@ -35,8 +35,8 @@ if TYPE_CHECKING:  # the service reads bundles without importing Flower, the tas
     from coordinator.rounds import RoundOutcome
 
 __all__ = ["ACCOUNTANT", "BUNDLE_FORMAT", "FOLDER", "INDEX", "LineageError", "begin_bundle", "bundle_folder",
-           "canonical_json", "file_sha256", "finish_bundle", "read_index", "round_model_of", "run_settings",
-           "write_round"]
+           "canonical_json", "file_sha256", "finish_bundle", "held_manifests", "read_index", "round_model_of",
+           "run_settings", "write_round"]
 
 BUNDLE_FORMAT = "metai-lineage/1"
 #: The bundle's folder in a study's folder.
@@ -199,15 +199,31 @@ def finish_bundle(folder: Path, final: list[np.ndarray], final_hash: bytes, *, c
     _write_weights(folder / FINAL, final)
     files = {path.relative_to(folder).as_posix(): file_sha256(path)
              for path in sorted(folder.rglob("*")) if path.is_file() and path.name != INDEX}
-    for round_ in range(1, rounds + 1):
-        aggregation = json.loads((folder / "rounds" / str(round_) / "aggregation.json").read_bytes())
-        for hospital, digest in aggregation.get("manifests_held", {}).items():
-            files[f"rounds/{round_}/cohorts/{hospital}.json"] = digest
+    files.update(held_manifests(folder, rounds))
     index = {"format": BUNDLE_FORMAT, "chain_id": chain_id, "study_registry": registry, "study_id": study_id,
              "rounds": rounds, "final_model_hash": "0x" + final_hash.hex(), "files": files}
     data = canonical_json(index)
     _write_bytes(folder / INDEX, data)
     return keccak(data)
+
+
+def held_manifests(folder: Path, rounds: int) -> dict[str, str]:
+    """The cohort manifests of rounds 1 to ``rounds`` that hospitals in sealed mode hold: each one's name in
+    the bundle and the SHA-256 its node sent (``manifests_held`` of the rounds' ``aggregation.json``).
+
+    Raises:
+        LineageError: a round's ``aggregation.json`` is missing or is not JSON.
+    """
+    held = {}
+    for round_ in range(1, rounds + 1):
+        path = folder / "rounds" / str(round_) / "aggregation.json"
+        try:
+            aggregation = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise LineageError(f"{path} is missing or unreadable ({exc})") from None
+        for hospital, digest in aggregation.get("manifests_held", {}).items():
+            held[f"rounds/{round_}/cohorts/{hospital}.json"] = digest
+    return held
 
 
 def read_index(folder: Path) -> tuple[bytes, dict[str, Any]]:

@@ -10,14 +10,13 @@ index (``metai-audit verify``).
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from eth_utils.crypto import keccak
 
-from coordinator.lineage import INDEX, LineageError, read_index
+from coordinator.lineage import INDEX, LineageError, held_manifests, read_index
 
 __all__ = ["LineageIncomplete", "LineageMismatch", "archive_name", "bundle_members", "tar_chunks"]
 
@@ -51,7 +50,10 @@ def bundle_members(folder: Path, anchored: bytes) -> list[str]:
     if keccak(data) != anchored:
         raise LineageMismatch(f"{folder / INDEX} hashes to 0x{keccak(data).hex()}, the chain anchors "
                               f"0x{anchored.hex()}")
-    held = _held_manifests(folder, int(index.get("rounds", 0)))
+    try:
+        held = held_manifests(folder, int(index.get("rounds", 0)))
+    except LineageError as exc:
+        raise LineageIncomplete(str(exc)) from None
     names = [name for name in index["files"] if name not in held]
     for name in names:
         parts = PurePosixPath(name).parts
@@ -60,19 +62,6 @@ def bundle_members(folder: Path, anchored: bytes) -> list[str]:
         if not (folder / name).is_file():
             raise LineageIncomplete(f"{folder / name} is missing; the index lists it")
     return [INDEX, *names]
-
-
-def _held_manifests(folder: Path, rounds: int) -> set[str]:
-    """The cohort manifests of ``folder``'s rounds that hospitals in sealed mode hold, as index names."""
-    held: set[str] = set()
-    for round_ in range(1, rounds + 1):
-        try:
-            aggregation = json.loads((folder / "rounds" / str(round_) / "aggregation.json").read_bytes())
-        except (OSError, ValueError) as exc:
-            raise LineageIncomplete(f"{folder}/rounds/{round_}/aggregation.json is missing or unreadable ({exc})"
-                                    ) from None
-        held.update(f"rounds/{round_}/cohorts/{h}.json" for h in aggregation.get("manifests_held", {}))
-    return held
 
 
 def tar_chunks(folder: Path, names: list[str], root: str) -> Iterator[bytes]:
