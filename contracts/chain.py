@@ -58,11 +58,28 @@ class SignedTx:
     nonce: int
 
 
+@dataclass(frozen=True)
+class FeePerGas:
+    """The price of a unit of gas, in wei, for a transaction sent now (:meth:`Chain.fee_per_gas`).
+
+    A transaction pays ``per_gas`` for each unit of gas it uses (on an EIP-1559 chain the base fee
+    of its block plus the tip; the latest block's base fee is the estimate). The node admits it only
+    if the sender's balance covers its gas limit at ``max_per_gas`` (the fee cap), even though only
+    the gas used is paid.
+    """
+
+    per_gas: int
+    max_per_gas: int
+    #: EIP-1559's parts of ``per_gas``: the latest block's base fee and the tip; None on a chain without base fees.
+    base_fee: int | None = None
+    tip: int | None = None
+
+
 _GAS_MARGIN = 10_000
 _PRUNED_MARKERS = ("BlockOutOfRange", "missing trie node", "historical state", "header not found")
 
 
-def _with_margin(estimate: int) -> int:
+def gas_limit_for(estimate: int) -> int:
     """The gas limit to send with a transaction whose gas was estimated at ``estimate``.
 
     The estimate runs on the current block; the transaction runs in the next one, and a storage
@@ -306,7 +323,7 @@ class Chain:
             "gasPrice": self.w3.eth.gas_price,
         }
         try:
-            tx["gas"] = _with_margin(int(self.w3.eth.estimate_gas(tx)))  # type: ignore[arg-type]
+            tx["gas"] = gas_limit_for(int(self.w3.eth.estimate_gas(tx)))  # type: ignore[arg-type]
         except (ContractLogicError, Web3RPCError) as exc:
             raise self._decoded(exc, target) from exc
         return self._submit(account, tx, self.contract_name(target))
@@ -348,7 +365,7 @@ class Chain:
             tx["gas"] = gas
         else:
             try:
-                tx["gas"] = _with_margin(int(self.w3.eth.estimate_gas(tx)))
+                tx["gas"] = gas_limit_for(int(self.w3.eth.estimate_gas(tx)))
             except (ContractLogicError, Web3RPCError) as exc:
                 raise self._decoded(exc, target) from exc
         signed = account.sign_transaction(tx)
@@ -402,9 +419,24 @@ class Chain:
         """How many transactions of ``address`` are mined (the nonce of the next one to be mined)."""
         return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), "latest"))
 
-    def balance(self, address: str) -> int:
-        """The balance of ``address`` in wei."""
-        return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
+    def balance(self, address: str, *, block: BlockIdentifier = "latest") -> int:
+        """The balance of ``address`` in wei, at ``block``."""
+        return int(self.w3.eth.get_balance(Web3.to_checksum_address(address), block))
+
+    def fee_per_gas(self) -> FeePerGas:
+        """What a transaction sent now with :meth:`transact` pays per unit of gas, and the most it may.
+
+        As web3 fills in the fees of such a transaction on a chain with EIP-1559 (the latest block
+        has a base fee): a tip of ``eth_maxPriorityFeePerGas`` and a fee cap of that tip plus twice
+        the base fee. On a chain without base fees, ``eth_gasPrice``, the price of a legacy
+        transaction (what :meth:`transact_raw`, :meth:`send_value` and :meth:`sign_raw` send).
+        """
+        base = self.w3.eth.get_block("latest").get("baseFeePerGas")
+        if base is None:
+            price = int(self.w3.eth.gas_price)
+            return FeePerGas(per_gas=price, max_per_gas=price)
+        tip = int(self.w3.eth.max_priority_fee)
+        return FeePerGas(per_gas=int(base) + tip, max_per_gas=tip + 2 * int(base), base_fee=int(base), tip=tip)
 
     @property
     def block_number(self) -> int:
@@ -420,7 +452,7 @@ class Chain:
                 "chainId": self.chain_id,
                 "nonce": self.w3.eth.get_transaction_count(account.address, "pending"),
             }
-            tx = fn.build_transaction({**base, "gas": _with_margin(int(fn.estimate_gas(base)))})
+            tx = fn.build_transaction({**base, "gas": gas_limit_for(int(fn.estimate_gas(base)))})
         except (ContractLogicError, Web3RPCError) as exc:
             raise self._decoded(exc, getattr(fn, "address", None)) from exc
         return self._submit(account, tx, contract)
