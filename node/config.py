@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, SecretStr, field_validator
+from pydantic import AfterValidator, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.endpoint import optional_rpc_url
@@ -56,6 +56,9 @@ class NodeSettings(BaseSettings):
     #: How ``publish-proofs`` publishes: ``plain`` (each member's leaf values and proof) or ``sealed``
     #: (each patient's proofs encrypted to their own key); a node set to sealed never publishes plain.
     proof_mode: Literal["plain", "sealed"] = "plain"
+    #: How many round contributions ``status`` checks the hospital's balance pays for; None: the rounds
+    #: still to come in the studies the hospital approved, at least one (node/gas.py).
+    gas_rounds: PositiveInt | None = None
 
     # Every value is checked when the settings load, not when a command first reaches for it.
     @field_validator("pacs_url")

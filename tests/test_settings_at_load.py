@@ -26,6 +26,8 @@ SECRET_LOOKING = "twelve-chars"  # the shortest passphrase accepted
     ("METAI_NODE_RPC_URL", "ftp://chain:8545", "http"),
     ("METAI_NODE_PACS_URL", "notaurl", "PACS URL 'notaurl' is not an http"),
     ("METAI_NODE_PACS_URL", "http://user:pw@pacs:8042", "contains a username or password"),
+    ("METAI_NODE_GAS_ROUNDS", "0", "greater than 0"),
+    ("METAI_NODE_GAS_ROUNDS", "ten", "valid integer"),
 ])
 def test_a_malformed_node_setting_is_refused_as_it_loads(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
                                                          why: str) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,6 +12,10 @@ from rich.markup import escape
 from contracts.errors import InvalidRpcUrl
 from node.cli.common import inputs_exist, open_node, out, passphrase, settings
 from node.errors import NodeConfigError
+
+if TYPE_CHECKING:
+    from node.gas import GasFunding
+    from node.node import Node
 
 
 @inputs_exist("manifest", "key_file")
@@ -38,11 +43,13 @@ def init(
 
 
 def status() -> None:
-    """Show the node: hospital, chain, role, records, patients, datasets (exit 1 if the chain is unreachable)."""
+    """Show the node: hospital, chain, role, records, patients, datasets, and whether its balance pays for the
+    next round contributions (a warning on stderr if not; exit 1 if the chain is unreachable)."""
     node = open_node()
     from contracts.roles import Role
     from node.status import catalog_summary
 
+    rounds = settings().gas_rounds
     out().print(f"node {node.dir}: {node.info.hospital_name} ({node.address})", markup=False)
     summary = catalog_summary(node)
     counts = ", ".join(f"{kind.name}: {n}" for kind, n in summary.records_by_kind.items()) or "none"
@@ -51,3 +58,44 @@ def status() -> None:
     holds = node.exchange.roles.has(Role.HOSPITAL, node.address)  # a chain that is down: the boundary's one line
     out().print(f"chain {escape(node.rpc_url)}: block {node.exchange.chain.block_number}, "
                 f"HOSPITAL role {'held' if holds else '[red]not held[/]'}")
+    _gas(node, summary.registered_datasets, rounds)
+
+
+def _gas(node: Node, datasets: int, rounds: int | None) -> None:
+    """Print the hospital account's balance against its next contributions; warn when it falls short."""
+    from node.gas import ether, gas_funding, gwei
+
+    funding = gas_funding(node, datasets=datasets, rounds=rounds)
+    fee = funding.fee
+    print_ = functools.partial(out().print, markup=False, highlight=False)
+    print_(f"hospital account {funding.address}: {ether(funding.balance)} ({funding.balance} wei) "
+           f"at block {funding.block}")
+    price = f"gas price: {gwei(fee.per_gas)} per gas ({fee.per_gas} wei"
+    if fee.base_fee is not None and fee.tip is not None:
+        price += f": base fee {gwei(fee.base_fee)} + tip {gwei(fee.tip)}); fee cap {gwei(fee.max_per_gas)}"
+    print_(price + ("" if fee.base_fee is not None else ")"))
+    named = f"{funding.datasets} registered datasets" if funding.datasets > 1 else "one registered dataset"
+    cost = funding.contribution_cost
+    print_(f"one round contribution naming {named}: {funding.contribution_gas:,} gas = {ether(cost)} ({cost} wei); "
+           f"sent with a gas limit of {funding.gas_limit:,}")
+    affordable = funding.affordable
+    n = funding.contributions
+    if affordable is None:
+        print_("gas is free on this chain (price 0): the balance pays for any number of contributions")
+        return
+    print_(f"the balance pays for {affordable:,} contribution{'s' if affordable != 1 else ''}; "
+           f"the next {n} ({_ahead(funding)}) need {ether(funding.needed)} ({funding.needed} wei)")
+    if funding.shortfall:
+        typer.secho(f"warning: the hospital account cannot pay for the next {n} contribution{'s' if n != 1 else ''}: "
+                    f"it is short of {ether(funding.shortfall)}; send at least {funding.shortfall} wei to "
+                    f"{funding.address} on chain {funding.chain_id} (docs/node.md#gas)", fg="yellow", err=True)
+
+
+def _ahead(funding: GasFunding) -> str:
+    """Where the number of contributions checked comes from, in words."""
+    if funding.from_setting:
+        return "METAI_NODE_GAS_ROUNDS"
+    if not funding.studies:
+        return "no approved study awaits one; at least one is checked"
+    return "; ".join(f"study {s.study_id}: {s.rounds} round{'s' if s.rounds != 1 else ''} left"
+                     f"{'' if s.running else ', awaiting its start'}" for s in funding.studies)
