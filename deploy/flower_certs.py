@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from node.federation_key import supernode_key_pair
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -112,10 +114,9 @@ def make_security(
     _write(security.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     _write(security.server_key, _private_pem(server_key, serialization.PrivateFormat.PKCS8), private=True)
     for private_path, public_path in security.supernode_keys.values():
-        node_key = ec.generate_private_key(ec.SECP384R1())
-        _write(private_path, _private_pem(node_key, serialization.PrivateFormat.OpenSSH), private=True)
-        public = node_key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        _write(public_path, public + b"\n")
+        private, public = supernode_key_pair()  # the pair a node makes itself (`metai-node federation-key`)
+        _write(private_path, private, private=True)
+        _write(public_path, public.encode("ascii") + b"\n")
     return security
 
 

@@ -163,6 +163,10 @@ def _node_cases() -> Iterator[Case]:
     yield Case("node", ("ingest",), "nonexistent labels", ("--labels", "{root}/absent.csv", "{root}/empty"),
                "--labels {root}/absent.csv does not exist")
     yield Case("node", ("approve",), "unknown study", ("99", "--yes"), "study 99 does not exist")
+    # No passphrase, no chain: only the node directory must be there.
+    yield Case("node", ("federation-key",), "missing node directory", (),
+               "node directory {root}/absent-node does not exist; give the directory `metai-node init` made, or make "
+               "one with it; the node directory is METAI_NODE_DIR", {"METAI_NODE_DIR": "{root}/absent-node"})
     yield Case("node", ("decline",), "decided study", ("{running}", "--yes"),
                "study {running} is not awaiting this hospital's decision: it was already approved")
     yield Case("node", ("import-pacs",), "PACS URL unset", (), "METAI_NODE_PACS_URL is not set")

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from contracts.errors import InvalidRpcUrl
 from node.cli.common import inputs_exist, open_node, out, passphrase, settings
+from node.config import NodeInfo
 from node.errors import NodeConfigError
 
 if TYPE_CHECKING:
@@ -99,3 +100,28 @@ def _ahead(funding: GasFunding) -> str:
         return "no approved study awaits one; at least one is checked"
     return "; ".join(f"study {s.study_id}: {s.rounds} round{'s' if s.rounds != 1 else ''} left"
                      f"{'' if s.running else ', awaiting its start'}" for s in funding.studies)
+
+
+def federation_key(
+    out_file: Annotated[Path | None, typer.Option("--out", help="also write the public key to this file")] = None,
+) -> None:
+    """Print this hospital's SuperNode public key, for the coordinator operator to register.
+
+    The key pair is made on first use in <node>/federation/ (supernode.key, mode 0600, and
+    supernode.pub) and kept: the private key never leaves this host, the SuperNode reads it
+    (--auth-supernode-private-key). Standard output is the one public key line only.
+    """
+    current = settings()
+    try:
+        NodeInfo.load(current.dir)
+    except NodeConfigError as exc:
+        raise NodeConfigError(f"{exc}; the node directory is METAI_NODE_DIR") from None
+    from node.federation_key import federation_key as make_or_read
+
+    key = make_or_read(current.dir)
+    typer.echo(key.public_line)
+    if out_file is not None:
+        out_file.write_text(key.public_line + "\n", encoding="utf-8")
+    what = "made a new SuperNode key pair" if key.created else "the SuperNode key pair kept"
+    typer.echo(f"{what}: private {key.private_key} (stays here), public {key.public_key}; the coordinator operator "
+               "registers the public key (`flwr supernode register`)", err=True)
