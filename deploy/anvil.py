@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import requests
 
 from deploy.errors import ServiceStartError, StateFileUnreadable, ToolMissing
-from deploy.process import free_port, read_log, spawn, start_time, stop_tree, tail, tail_text
+from deploy.process import HOST, free_port, read_log, spawn, start_time, stop_tree, tail, tail_text
 
 __all__ = [
     "MEMORY_HISTORY",
@@ -139,12 +139,13 @@ def start_anvil(
     port: int | None = None,
     state_file: Path | None = None,
     chain_id: int = 31337,
+    host: str = HOST,
     accounts: int = 10,
     history_states: int | None = None,
     save_interval: int = SAVE_INTERVAL,
     timeout: float = 30.0,
 ) -> AnvilNode:
-    """Start Anvil on 127.0.0.1 and wait until it answers.
+    """Start Anvil (on 127.0.0.1 unless ``host`` says otherwise) and wait until it answers.
 
     Parameters:
         run_dir: where its log, config output and ``anvil.json`` go (created if needed).
@@ -153,6 +154,8 @@ def start_anvil(
             seconds and on stop, with the kept past states (see the module's docstring). The
             state loaded is also copied to ``<state_file>.prev``, the fallback for a torn save.
         chain_id: the chain id to report.
+        host: the address it listens on; another than 127.0.0.1 only for a host of a
+            :mod:`deploy.netns` lab, where this is called inside that host.
         accounts: how many funded dev accounts to create.
         history_states: how many past block states stay queryable (node cohorts and audits
             query consent "as of" a past block); default :data:`MEMORY_HISTORY`, or
@@ -174,7 +177,7 @@ def start_anvil(
         history_states = MEMORY_HISTORY if state_file is None else SAVED_HISTORY
     cmd = [
         str(binary),
-        "--host", "127.0.0.1",
+        "--host", host,
         "--port", str(port),
         "--chain-id", str(chain_id),
         "--accounts", str(accounts),
@@ -182,7 +185,7 @@ def start_anvil(
         "--config-out", str(run_dir / "anvil-config.json"),
     ]
     if state_file is None:
-        return _launch(cmd, run_dir, port, chain_id, None, timeout)
+        return _launch(cmd, run_dir, host, port, chain_id, None, timeout)
     state_file.parent.mkdir(parents=True, exist_ok=True)
     cmd += ["--state", str(state_file), "--preserve-historical-states", "--state-interval", str(save_interval)]
     previous = state_file.with_name(state_file.name + ".prev")
@@ -192,7 +195,7 @@ def start_anvil(
     else:
         previous.unlink(missing_ok=True)  # a new chain: never fall back to one that was there before
     try:
-        node = _launch(cmd, run_dir, port, chain_id, state_file, timeout)
+        node = _launch(cmd, run_dir, host, port, chain_id, state_file, timeout)
     except StateFileUnreadable as exc:
         loading.unlink(missing_ok=True)
         if not previous.exists():
@@ -201,14 +204,14 @@ def start_anvil(
             ) from exc
         _log.warning("%s\nStarting from %s, the state the chain last started from", exc, previous)
         shutil.copyfile(previous, state_file)
-        return _launch(cmd, run_dir, port, chain_id, state_file, timeout)
+        return _launch(cmd, run_dir, host, port, chain_id, state_file, timeout)
     if loading.exists():
         os.replace(loading, previous)
     return node
 
 
 def _launch(
-    cmd: list[str], run_dir: Path, port: int, chain_id: int, state_file: Path | None, timeout: float
+    cmd: list[str], run_dir: Path, host: str, port: int, chain_id: int, state_file: Path | None, timeout: float
 ) -> AnvilNode:
     """Run ``cmd`` (Anvil), wait until it answers on ``port``, and write ``anvil.json``."""
     log_file = run_dir / "anvil.log"
@@ -216,7 +219,7 @@ def _launch(
     config_out.unlink(missing_ok=True)
     log_start = log_file.stat().st_size if log_file.exists() else 0
     proc = spawn(cmd, log_file, own_session=False)  # in our session, as it always was
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:

@@ -34,6 +34,7 @@ from contracts.reverts import revert_class
 from contracts.roles import Role
 from deploy.anvil import AnvilNode, revert_to, snapshot, start_anvil, stop_anvil
 from deploy.deployer import deploy_contracts
+from deploy.netns import NETWORK as LAB_NETWORK
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -55,6 +56,13 @@ settings.load_profile("suite")
 # and the test or the collection that tried fails, naming the host.
 _RESOLVE = socket.getaddrinfo
 _OUTSIDE: list[str] = []
+# A multi-host test works inside the hosts of a deploy.netns lab (Lab.inside): there, and only
+# there, the lab's private range is reachable, and nothing in it leaves the lab's namespaces.
+_HOME_NETNS = os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _in_a_lab(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address in LAB_NETWORK and os.stat("/proc/thread-self/ns/net").st_ino != _HOME_NETNS
 
 
 def _on_this_machine(host: object) -> bool:
@@ -68,7 +76,7 @@ def _on_this_machine(host: object) -> bool:
         address = ipaddress.ip_address(name.split("%")[0])
     except ValueError:
         return False  # a name: resolving it asks a DNS server
-    if address.is_loopback:
+    if address.is_loopback or _in_a_lab(address):
         return True
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as probe:  # only an address of this machine can be bound
