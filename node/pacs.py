@@ -29,6 +29,8 @@ _log = logging.getLogger(__name__)
 
 # Orthanc's identifiers are SHA-1 digests written as five dash-separated groups of 8 hex digits.
 # They become file and directory names, so anything else from the PACS is refused.
+#: The folder of the node directory where ``import-pacs`` downloads instances before ingesting them.
+INBOX_DIR = "pacs-inbox"
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _DICOM_DATE = re.compile(r"\d{8}|\d{8}-|-\d{8}|\d{8}-\d{8}")

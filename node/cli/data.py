@@ -71,7 +71,7 @@ def import_pacs(
 
     Exit 0: all pulled and ingested; 2: some instances failed to download or were not ingested.
     """
-    from node.pacs import OrthancClient, pull_studies
+    from node.pacs import INBOX_DIR, OrthancClient, pull_studies
 
     current = settings()
     if not current.pacs_url:
@@ -81,7 +81,7 @@ def import_pacs(
     node = open_node()
     from node.ingest import Ingestor, iter_report_lines  # the readers: torch, pydicom, h5py
 
-    inbox = node.dir / "pacs-inbox"
+    inbox = node.dir / INBOX_DIR
     with Progress(TextColumn("pull"), BarColumn(), MofNCompleteColumn(), console=out(), transient=True) as bar:
         task = bar.add_task("", total=None)
         pulled = pull_studies(client, inbox, study_uids=study,

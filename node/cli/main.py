@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from node.cli import data, patients, setup, studies
+from node.cli import backup, data, patients, setup, studies
 from node.cli.common import BOUNDARY
 from node.errors import NodeConfigError
 
@@ -55,3 +55,5 @@ app.command("publish-proofs")(studies.publish_proofs)
 app.command("cohort-manifest")(studies.cohort_manifest)
 app.command()(setup.status)
 app.command("federation-key")(setup.federation_key)
+app.command()(backup.backup)
+app.command()(backup.restore)
