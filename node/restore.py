@@ -16,6 +16,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,13 +90,25 @@ def _check_target(target: Path) -> None:
 def _extract(archive: Path, work: Path, progress: Progress | None) -> BackupManifest:
     """Extract and check every member into ``work``; return the manifest."""
     try:
-        with tarfile.open(archive, mode="r|*") as tar:
+        with _opened(archive) as tar:
             manifest = _read_manifest(archive, tar)
             _extract_members(archive, tar, work, manifest, progress)
     except (tarfile.TarError, EOFError) as exc:
         raise BackupError(f"backup {archive} is truncated or damaged ({exc}); nothing was restored: use another "
                           "copy of the backup") from None
     return manifest
+
+
+@contextmanager
+def _opened(archive: Path) -> Iterator[tarfile.TarFile]:
+    """The archive, read as a stream (compressed or not)."""
+    try:
+        tar = tarfile.open(archive, mode="r|*")  # noqa: SIM115 (closed below, once the error is told apart)
+    except (tarfile.TarError, EOFError) as exc:
+        raise BackupError(f"{archive} is not a node backup: it cannot be read as a tar archive ({exc}); give a "
+                          "file `metai-node backup` wrote") from None
+    with tar:
+        yield tar
 
 
 def _read_manifest(archive: Path, tar: tarfile.TarFile) -> BackupManifest:

@@ -167,6 +167,22 @@ def _node_cases() -> Iterator[Case]:
     yield Case("node", ("federation-key",), "missing node directory", (),
                "node directory {root}/absent-node does not exist; give the directory `metai-node init` made, or make "
                "one with it; the node directory is METAI_NODE_DIR", {"METAI_NODE_DIR": "{root}/absent-node"})
+    # backup needs no passphrase: the node directory and --out are what can be wrong.
+    yield Case("node", ("backup",), "missing node directory", ("--out", "{case}/b.tar"),
+               "node directory {root}/absent-node does not exist; give the directory `metai-node init` made, or make "
+               "one with it; the node directory is METAI_NODE_DIR", {"METAI_NODE_DIR": "{root}/absent-node"})
+    yield Case("node", ("backup",), "existing output file", ("--out", "{junk}"),
+               "--out {junk} exists; give a new file name (a backup never overwrites a file)")
+    yield Case("node", ("backup",), "nonexistent output folder", ("--out", "{root}/absent/b.tar"),
+               "the folder of --out does not exist ({root}/absent); create it first")
+    yield Case("node", ("restore",), "nonexistent archive", ("{root}/absent.tar", "--dir", "{case}/restored"),
+               "backup {root}/absent.tar does not exist or is not a file")
+    yield Case("node", ("restore",), "not a backup", ("{junk}", "--dir", "{case}/restored"),
+               "{junk} is not a node backup: it cannot be read as a tar archive")
+    yield Case("node", ("restore",), "non-empty target", ("{junk}", "--dir", "{root}"),
+               "--dir {root} is not empty; restore into a new or empty directory")
+    yield Case("node", ("restore",), "short passphrase", ("{junk}", "--dir", "{case}/restored", "--check-passphrase"),
+               "METAI_NODE_PASSPHRASE: shorter than 12 characters", {"METAI_NODE_PASSPHRASE": SHORT})
     yield Case("node", ("decline",), "decided study", ("{running}", "--yes"),
                "study {running} is not awaiting this hospital's decision: it was already approved")
     yield Case("node", ("import-pacs",), "PACS URL unset", (), "METAI_NODE_PACS_URL is not set")
