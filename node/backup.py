@@ -116,9 +116,9 @@ def _snapshot_catalog(source: Path, dest: Path) -> tuple[dict[str, int], list[tu
     if not source.is_file():
         raise BackupError(f"no catalog at {source}; the node's catalog is lost: restore the node from an earlier "
                           "backup instead of backing this one up")
-    src = sqlite3.connect(source, timeout=CATALOG_WAIT)
+    # Read-only: the backup never changes the catalog, and never checkpoints it when it closes.
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=CATALOG_WAIT)
     try:
-        src.execute("PRAGMA query_only = 1")
         dst = sqlite3.connect(dest)
         try:
             src.backup(dst)  # pages=-1: the whole database in one step, so no other writer interleaves
