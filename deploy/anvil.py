@@ -14,8 +14,9 @@ few seconds and on stop (SIGTERM), and saves the kept past states with it
 in place, so a SIGKILL during a save leaves it torn; :func:`start_anvil` then starts from the
 state the chain last started from (``<state_file>.prev``). docs/contracts.md has the figures.
 
-This module is the only place in the project that uses Anvil-specific RPC methods; everything
-else speaks plain JSON-RPC.
+The development calls tests make (snapshots, clock, mining) live in :mod:`deploy.devchain`, which
+Hardhat's network (:mod:`deploy.hardhat`) answers as well; they are re-exported here for the
+callers that import them from this module. Everything else in the project speaks plain JSON-RPC.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import requests
 
+from deploy.devchain import advance_time, mine, revert_to, rpc, snapshot
 from deploy.errors import ServiceStartError, StateFileUnreadable, ToolMissing
 from deploy.process import HOST, free_port, read_log, spawn, start_time, stop_tree, tail, tail_text
 
@@ -121,16 +123,6 @@ def anvil_binary() -> Path:
     if not path.exists():
         raise ToolMissing(f"Anvil not found at {path}: run `npm ci` in {REPO_ROOT} (make does it)")
     return path
-
-
-def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float = 10.0) -> Any:
-    """Send one JSON-RPC request and return its result (raises RuntimeError on an RPC error)."""
-    reply = requests.post(
-        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=timeout
-    ).json()
-    if "error" in reply:
-        raise RuntimeError(f"{method} failed: {reply['error']}")
-    return reply["result"]
 
 
 def start_anvil(
@@ -263,28 +255,3 @@ def stop_anvil(node: AnvilNode, timeout: float = 30.0) -> None:
     (recorded in ``node.start_time``) is left alone.
     """
     stop_tree(node.pid, (), timeout, node.start_time)
-
-
-# ---------------------------------------------------------------------- Anvil-only calls
-
-
-def snapshot(url: str) -> str:
-    """Snapshot the chain state (``evm_snapshot``); returns an id for :func:`revert_to`."""
-    return str(rpc(url, "evm_snapshot"))
-
-
-def revert_to(url: str, snapshot_id: str) -> None:
-    """Return the chain to ``snapshot_id`` (``evm_revert``)."""
-    if not rpc(url, "evm_revert", [snapshot_id]):
-        raise RuntimeError(f"evm_revert to {snapshot_id} refused")
-
-
-def advance_time(url: str, seconds: int) -> None:
-    """Move the chain clock forward by ``seconds`` and mine a block."""
-    rpc(url, "evm_increaseTime", [seconds])
-    rpc(url, "evm_mine")
-
-
-def mine(url: str, blocks: int = 1) -> None:
-    """Mine ``blocks`` empty blocks."""
-    rpc(url, "anvil_mine", [hex(blocks)])
