@@ -71,6 +71,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     own_session: bool = True,
     user: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in the background with stdout and stderr appended to ``log_file``.
 
@@ -85,6 +86,7 @@ def spawn(
             caller, who stops it by PID (False: it shares the caller's session and signals).
         user: run it as this system user (see :func:`as_user`); None: as the caller. The log
             file is opened by the caller, so that user need not be able to reach it.
+        cwd: the working directory of the process; None: the caller's.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
@@ -97,6 +99,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             env=None if env is None else dict(env),
             start_new_session=own_session,
+            cwd=cwd,
             **(as_user(user) if user is not None else {}),
         )
     _CHILDREN[proc.pid] = proc
