@@ -152,7 +152,10 @@ class ChainReader:
             with self._asking(f"eth_call at block {block}"):
                 return bytes(self.w3.eth.call({"to": to_checksum_address(to), "data": data}, block))
         except ContractLogicError as exc:
-            raw = exc.data if isinstance(exc.data, str) else ""
+            raw: object = exc.data
+            if isinstance(raw, dict):  # Hardhat's network nests the revert data beside its own message
+                raw = raw.get("data")
+            raw = raw if isinstance(raw, str) else ""
             data_out = bytes.fromhex(raw.removeprefix("0x")) if raw.startswith("0x") else b""
             raise CallReverted(f"eth_call to {to} at block {block} reverted: {exc}", data_out) from exc
 
