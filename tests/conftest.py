@@ -1,10 +1,16 @@
 """Shared fixtures: a real Anvil chain for the session, one deployment of the contracts on it, and
 a clean chain for every test.
 
+``--evm hardhat`` starts Hardhat's network in Anvil's place and deploys the contracts with the
+deploy command line (``python -m deploy contracts``), as an operator deploys to any endpoint:
+tests/test_second_evm.py runs the subset of the suite listed in docs/chains.md that way.
+
 The contracts are deployed once per session (per xdist worker: each worker has its own Anvil);
 each test gets the chain as it was before the test through Anvil's ``evm_snapshot`` /
 ``evm_revert``, which restores balances, nonces, storage, block number and the clock (so a test
-that moves time with ``evm_increaseTime`` leaves the next test at the real time). Nothing on the
+that moves time with ``evm_increaseTime`` leaves the next test at the real time; on Hardhat's
+network :func:`deploy.devchain.revert_to` puts the clock back, which its ``evm_revert`` does
+not). Nothing on the
 client side needs resetting: :class:`contracts.chain.Chain` reads nonces from the chain for each
 transaction and caches only the names of contract addresses, which a revert does not change.
 """
@@ -32,8 +38,10 @@ from contracts.errors import ContractRevert
 from contracts.exchange import Exchange
 from contracts.reverts import revert_class
 from contracts.roles import Role
-from deploy.anvil import AnvilNode, revert_to, snapshot, start_anvil, stop_anvil
+from deploy.anvil import AnvilNode, start_anvil, stop_anvil
 from deploy.deployer import deploy_contracts
+from deploy.devchain import revert_to, rpc, snapshot
+from deploy.hardhat import start_hardhat, stop_hardhat
 from deploy.netns import NETWORK as LAB_NETWORK
 
 if TYPE_CHECKING:
@@ -166,8 +174,31 @@ class Actors:
     stranger: LocalAccount  # holds no role
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--evm", choices=("anvil", "hardhat"), default="anvil",
+                     help="the chain the session's `anvil` fixture starts: Anvil (default) or Hardhat's network "
+                     "(docs/chains.md lists the tests that run on both)")
+
+
+def hardhat_selected(config: pytest.Config) -> bool:
+    """Whether this session runs on Hardhat's network (``--evm hardhat``) instead of Anvil."""
+    return config.getoption("--evm") == "hardhat"
+
+
 @pytest.fixture(scope="session")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+def anvil(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """The session's local chain: Anvil, or Hardhat's network under ``--evm hardhat``.
+
+    Both have the fields the tests use (``rpc_url``, ``chain_id``, ``dev_keys``, ``pid``). On
+    Hardhat the name the chain gives itself (``web3_clientVersion``) is recorded as the test
+    suite property ``evm`` of a JUnit report, so a report shows which chain its tests ran on.
+    """
+    if hardhat_selected(request.config):
+        hardhat = start_hardhat(tmp_path_factory.mktemp("hardhat"))
+        request.getfixturevalue("record_testsuite_property")("evm", rpc(hardhat.rpc_url, "web3_clientVersion"))
+        yield hardhat  # type: ignore[misc]  # a HardhatNode stands in: the same fields
+        stop_hardhat(hardhat)
+        return
     node = start_anvil(tmp_path_factory.mktemp("anvil"))
     yield node
     stop_anvil(node)
@@ -197,11 +228,16 @@ def actors(anvil: AnvilNode, chain: Chain) -> Actors:
 
 
 @pytest.fixture(scope="session")
-def deployed_exchange(chain: Chain, actors: Actors) -> Exchange:
+def deployed_exchange(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, chain: Chain,
+                      actors: Actors) -> Exchange:
     """The contracts, deployed once for the session with the usual roles granted.
 
+    On Hardhat (``--evm hardhat``) by the deploy command line in a process of its own
+    (:func:`deploy_with_cli`); on Anvil by the function that command calls.
     Tests use :func:`exchange` (or :func:`module_exchange`), which put the chain back afterwards.
     """
+    if hardhat_selected(request.config):
+        return deploy_with_cli(chain, actors, tmp_path_factory.mktemp("deploy-cli"))
     deployment = deploy_contracts(
         chain,
         actors.admin,
@@ -214,6 +250,34 @@ def deployed_exchange(chain: Chain, actors: Actors) -> Exchange:
         ],
     )
     return Exchange(chain, deployment)
+
+
+def deploy_with_cli(chain: Chain, actors: Actors, run_dir: Path) -> Exchange:
+    """Deploy the contracts to ``chain`` with ``python -m deploy contracts`` as an operator would, the
+    usual roles granted through its settings, and connect to them through the manifest it writes.
+
+    The command runs in ``run_dir`` (no ``.env`` there) with only these ``METAI_*`` variables set.
+
+    Raises:
+        AssertionError: the command failed (its output is quoted).
+    """
+    import subprocess
+    import sys
+
+    from contracts.manifest import read_manifest
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAI_")}
+    env.update({
+        "METAI_RPC_URL": chain.rpc_url, "METAI_ADMIN_KEY": actors.admin.key.to_0x_hex(),
+        "METAI_RUN_DIR": str(run_dir),
+        "METAI_HOSPITALS": ",".join(a.address for a in (actors.hospital, actors.hospital2, actors.outsider_hospital)),
+        "METAI_RESEARCHERS": actors.researcher.address, "METAI_COORDINATOR": actors.coordinator.address,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    })
+    done = subprocess.run([sys.executable, "-m", "deploy", "contracts"], cwd=run_dir, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"`python -m deploy contracts` exited {done.returncode}:\n{done.stdout}{done.stderr}"
+    return Exchange(chain, read_manifest(run_dir / "deployment.json"))
 
 
 @contextmanager

@@ -259,6 +259,8 @@ def call_with_gas(exchange: Exchange, call: Any, gas: int) -> list[bool]:
     answer = requests.post(exchange.chain.rpc_url, json=body, timeout=10).json()
     if "error" in answer:
         data = answer["error"].get("data")
+        if isinstance(data, dict):  # Hardhat's network nests the revert data beside its own message
+            data = data.get("data")
         if not isinstance(data, str) or data == "0x":
             raise TransactionFailed(str(answer["error"]))
         raise decode_revert(bytes.fromhex(data[2:]))

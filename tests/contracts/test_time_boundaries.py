@@ -1,10 +1,13 @@
-"""Deadlines and expiries at their exact second, simulated with a block time override.
+"""Deadlines and expiries at their exact second, in an empty block mined at that second.
 
 A mined transaction's block time cannot be pinned before its gas is estimated, so these
-calls run as ``eth_call`` with the block's ``time`` overridden: the contract sees exactly
-the second under test, the shared world is left as it was, and a refusal decodes to its
-custom error. The documented rules: a signature is valid up to and including its
-deadline; a consent is in force strictly before its expiry, which must lie after the grant.
+calls run as ``eth_call`` against an empty block mined at the second under test
+(``evm_setNextBlockTimestamp``), which is undone right after (``evm_snapshot`` /
+``evm_revert``): the contract sees exactly that second, the shared world is left as it was,
+and a refusal decodes to its custom error. (Not ``eth_call``'s block-override argument, a geth
+extension Anvil has and Hardhat's network does not: this way both chains run these tests.)
+The documented rules: a signature is valid up to and including its deadline; a consent is in
+force strictly before its expiry, which must lie after the grant.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from eth_abi.abi import decode
 
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.reverts import decode_revert
+from deploy.devchain import revert_to, rpc, snapshot
 from tests.contracts.conftest import EXPIRING_SCOPE, WORLD_SCOPE, World
 from tests.contracts.test_role_refusals import consent_id
 
@@ -24,14 +28,23 @@ DEADLINE = 2_000_000_000  # a fixed second in 2033, well after the chain's clock
 
 
 def call_at(world: World, caller: str, function: Any, time: int) -> bytes:
-    """Run ``function`` from ``caller`` as if in a block with timestamp ``time``; raise its revert."""
-    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [
-        {"from": world.accounts[caller].address, "to": function.address,
-         "data": function._encode_transaction_data()},
-        "latest", None, {"time": hex(time)}]}
-    answer = requests.post(world.chain.rpc_url, json=body, timeout=10).json()
+    """Run ``function`` from ``caller`` in a block mined at ``time``, then undo that block; raise its revert."""
+    url = world.chain.rpc_url
+    mark = snapshot(url)
+    try:
+        rpc(url, "evm_setNextBlockTimestamp", [time])
+        rpc(url, "evm_mine")
+        block = world.chain.block_number
+        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [
+            {"from": world.accounts[caller].address, "to": function.address,
+             "data": function._encode_transaction_data()}, hex(block)]}
+        answer = requests.post(url, json=body, timeout=10).json()
+    finally:
+        revert_to(url, mark)
     if "error" in answer:
         data = answer["error"].get("data")
+        if isinstance(data, dict):  # Hardhat's network nests the revert data beside its own message
+            data = data.get("data")
         assert isinstance(data, str), f"no revert data in {answer['error']}"
         raise decode_revert(bytes.fromhex(data[2:]))
     return bytes.fromhex(answer["result"][2:])

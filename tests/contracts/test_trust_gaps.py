@@ -20,7 +20,7 @@ from contracts.events import ContributionRecorded, StudyCompleted, StudyWithdraw
 from contracts.exchange import Exchange
 from contracts.roles import Role
 from contracts.studies import StudyRequest, StudyStatus
-from deploy.anvil import advance_time, rpc
+from deploy.devchain import advance_time, rpc, set_storage_at
 from tests.chain_steps import contribute, hospital_dataset
 from tests.conftest import Actors
 
@@ -248,7 +248,7 @@ def test_privacy_spending_near_two_to_the_64_is_refused_by_name(exchange: Exchan
 
 
 def _set_rounds_completed(anvil, exchange: Exchange, study_id: int, value: int) -> None:
-    """Write ``roundsCompleted`` of ``study_id`` straight into storage (anvil_setStorageAt).
+    """Write ``roundsCompleted`` of ``study_id`` straight into storage (hardhat_setStorageAt).
 
     Layout (solc): ``_nextId`` is slot 0 and ``_studies`` slot 1, so study ``i`` starts at
     keccak(i . 1); its first word packs researcher (bytes 0-19 from the right), status, purpose,
@@ -259,7 +259,7 @@ def _set_rounds_completed(anvil, exchange: Exchange, study_id: int, value: int) 
     address = exchange.studies.address
     word = int(rpc(anvil.rpc_url, "eth_getStorageAt", [address, hex(base), "latest"]), 16)
     word = (word & ~(0xFFFF << (29 * 8))) | (value << (29 * 8))
-    rpc(anvil.rpc_url, "anvil_setStorageAt", [address, hex(base), "0x" + word.to_bytes(32, "big").hex()])
+    set_storage_at(anvil.rpc_url, address, base, word.to_bytes(32, "big"))
 
 
 def test_the_last_of_65535_rounds_leaves_no_round_open(exchange: Exchange, actors: Actors, anvil,
