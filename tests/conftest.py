@@ -142,6 +142,7 @@ COSTLIEST_FIRST = (
     "tests/federated/test_study_start_e2e.py",
     "tests/federated/test_study_start_e2e.py",
     "tests/federated/test_simulation.py",
+    "tests/test_second_evm.py",
     "tests/federated/test_audit.py",
     "tests/node/test_ingest_fuzz.py",
     "tests/coordinator/test_model_card.py",
