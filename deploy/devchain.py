@@ -1,22 +1,22 @@
 """Development-chain calls that both local chains answer: Anvil and Hardhat's network.
 
-Tests and benchmarks move a local chain's clock, mine empty blocks, snapshot and restore it,
-and write its state directly. These methods are not part of the Ethereum JSON-RPC standard: a
-production endpoint (geth, Besu) refuses them. Both chains the project starts answer the
-``evm_*`` methods, and Anvil answers every ``hardhat_*`` method used here under that name too
-(as an alias of its own ``anvil_*`` method), so one set of helpers serves both
-(:mod:`deploy.anvil`, :mod:`deploy.hardhat`).
+Tests move a local chain's clock, mine empty blocks, snapshot and restore it, and write its
+state directly. These methods are not part of the Ethereum JSON-RPC standard: a production
+endpoint (geth, Besu) refuses them. Both chains the project starts answer the ``evm_*``
+methods, and Anvil answers every ``hardhat_*`` method used here under that name too (as an alias
+of its own ``anvil_*`` method), so one set of helpers serves both (:mod:`deploy.anvil`,
+:mod:`deploy.hardhat`).
 
-The two differ in one place: the clock after ``evm_revert``. Anvil puts its clock back to where
-it stood at the snapshot, so the next block follows the restored latest one. Hardhat's network
-(2.29.1, EDR 0.3.8) instead moves its clock *forward* by as long as the snapshot was held (three
-snapshots held 2 s each: the next block 6 s ahead of the wall clock, 12 s after the restored
-latest block), so in a session of tests that each undo their changes the gap grows with the
-session, and a test that grants a consent expiring a minute after the latest block sees it
-expire before its own transaction is mined. :func:`revert_to` therefore pins Hardhat's next
-block right after the restored latest one (``evm_setNextBlockTimestamp``), as Anvil mines it;
-a pinned next block ignores ``evm_increaseTime``, so on Hardhat :func:`advance_time` pins the
-block it mines too.
+For these calls the two differ in one place: the clock after ``evm_revert``. Anvil puts its
+clock back to where it stood at the snapshot, so the next block follows the restored latest
+one. Hardhat's network (2.29.1, npm ``@nomicfoundation/edr`` 0.12.0-next.23) instead moves its
+clock *forward* by as long as the snapshot was held (three snapshots held 2 s each: the next
+block 6 s ahead of the wall clock, 12 s after the restored latest block), so in a session of
+tests that each undo their changes the gap grows with the session, and a test that grants a
+consent expiring a minute after the latest block sees it expire before its own transaction is
+mined. :func:`revert_to` therefore pins Hardhat's next block right after the restored latest
+one (``evm_setNextBlockTimestamp``), as Anvil mines it; a pinned next block ignores
+``evm_increaseTime``, so on Hardhat :func:`advance_time` pins the block it mines too.
 """
 
 from __future__ import annotations

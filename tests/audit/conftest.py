@@ -85,6 +85,8 @@ def eth_calls(rpc_url: str, to: str, calls: Sequence[bytes],
             out.append(bytes.fromhex(answer["result"][2:]))
         else:
             data = answer["error"].get("data")
+            if isinstance(data, dict):  # Hardhat's network nests the revert data beside its own message
+                data = data.get("data")
             assert isinstance(data, str), f"an eth_call at block {block} failed without revert data: {answer}"
             out.append(_revert(bytes.fromhex(data[2:])))
     return out
