@@ -22,6 +22,7 @@ from contracts.errors import ChainUnavailable
 from coordinator.core.config import CoordinatorSettings
 from coordinator.run_config import RunConfigName
 from coordinator.study_log import study_folder
+from deploy.certs import certs_app
 from deploy.errors import SettingsError
 from deploy.settings import Settings
 from node.cli.boundary import Boundary
@@ -54,6 +55,7 @@ federation_app = _typer("A Flower SuperLink and one SuperNode per hospital node,
 app.add_typer(federation_app, name="federation")
 study_app = _typer("Federated training of a study (the Flower app of this repository).")
 app.add_typer(study_app, name="study")
+app.add_typer(certs_app, name="certs")
 
 NodeOption = Annotated[
     list[str],
