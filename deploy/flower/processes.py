@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from coordinator.federated.flower_config import ConfigValue, checked_config, toml_text
-from coordinator.federated.superlink import flwr_env, tool
+from coordinator.federated.superlink import tool
+from coordinator.federated.superlink_process import SuperLinkTls, answers, superlink_command, superlink_env
 from deploy.errors import ServiceStartError
 from deploy.flower_certs import FlowerSecurity, check_node_name
 from deploy.process import HOST, descendants, free_port, read_log, spawn, start_time, stop_tree, tail
@@ -68,14 +67,10 @@ def flower_env(run_dir: Path, extra_env: Mapping[str, str] | None = None) -> dic
 
     It is this process's environment, plus ``extra_env``, plus the Flower settings of
     docs/flower.md (:func:`coordinator.federated.superlink.flwr_env`, which ``extra_env``
-    cannot override), plus the SuperExec poll interval (which it can).
+    cannot override), plus the SuperExec poll interval (which it can): see
+    :func:`coordinator.federated.superlink_process.superlink_env`.
     """
-    env = flwr_env(run_dir / "flwr-home", extra_env)
-    # SuperExec waits this long between asks for a task (Flower's default 1 s), per round. Each ask
-    # costs CPU in SuperExec and in the SuperLink / SuperNode it asks: measured on 2 cores, an idle
-    # SuperLink with its SuperExec used 9.8 % of a core at 0.1 s, 2.6 % at 0.5 s (docs/flower.md).
-    env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = env.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.5")
-    return env
+    return superlink_env(run_dir / "flwr-home", extra_env)
 
 
 def start_superlink(
@@ -104,19 +99,12 @@ def start_superlink(
     run_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     database = run_dir / "superlink.db"
-    cmd = [str(tool("flower-superlink")), "--host", HOST, "--port", str(port), "--database", str(database)]
-    cmd += ["--isolation", "subprocess", "--disable-runtime-dependency-installation"]
-    if security is None:
-        cmd += ["--insecure"]
-    else:
-        cmd += ["--ssl-ca-certfile", str(security.ca_cert), "--ssl-certfile", str(security.server_cert)]
-        cmd += ["--ssl-keyfile", str(security.server_key), "--enable-supernode-auth"]
+    tls = None if security is None else SuperLinkTls(security.ca_cert, security.server_cert, security.server_key)
     log_file = run_dir / "superlink.log"
-    proc = spawn(cmd, log_file, env=flower_env(run_dir, extra_env))
-    url = f"{'http' if security is None else 'https'}://{HOST}:{port}/health"
+    proc = spawn(superlink_command(port, database, tls), log_file, env=flower_env(run_dir, extra_env))
     deadline = time.monotonic() + timeout
     try:
-        while not _healthy(url, str(security.ca_cert) if security else False):
+        while not answers(port, security.ca_cert if security else None):
             _check_alive(proc, "flower-superlink", log_file, deadline, timeout)
             time.sleep(0.1)
     except BaseException:  # not ready, or the caller was interrupted: leave nothing running
@@ -256,15 +244,6 @@ def _check_alive(proc: subprocess.Popen[bytes], what: str, log_file: Path, deadl
         raise ServiceStartError(f"{what} exited with {proc.returncode}:\n{tail(log_file)}")
     if time.monotonic() > deadline:
         raise ServiceStartError(f"{what} was not ready within {timeout} s:\n{tail(log_file)}")
-
-
-def _healthy(url: str, verify: str | bool) -> bool:
-    with requests.Session() as session:
-        session.trust_env = False  # loopback: never through an HTTP(S)_PROXY
-        try:
-            return session.get(url, timeout=2, verify=verify).status_code == 200
-        except requests.RequestException:
-            return False
 
 
 def check_security(superlink: SuperLinkProcess, security: FlowerSecurity | None) -> None:
