@@ -27,8 +27,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pydantic import SecretStr
-
 from coordinator.core.config import CoordinatorSettings
 from coordinator.errors import CoordinatorConfigError
 from coordinator.federated.flower_config import ConfigValue, read_app_config
@@ -415,19 +413,7 @@ def coordinator_env(settings: CoordinatorSettings | None = None) -> dict[str, st
     for what, path in (("MANIFEST", settings.manifest), ("KEY_FILE", settings.key_file)):
         if not path.is_file():
             raise SettingsError(f"METAI_COORDINATOR_{what} is {path}, which does not exist; point it at the file")
-    env: dict[str, str] = {}
-    for field in type(settings).model_fields:  # every setting, including ones added later
-        value = getattr(settings, field)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, Path):
-            value = value.resolve()
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"METAI_COORDINATOR_{field.upper()}"] = str(value)
-    return env
+    return settings.as_env()
 
 
 def parse_node(text: str) -> NodeSpec:

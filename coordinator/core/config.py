@@ -50,6 +50,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _env(field: str) -> str:
+    return f"METAI_COORDINATOR_{field.upper()}"
+
+
 def _database_url(value: str) -> str:
     if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB")
@@ -138,6 +142,31 @@ class CoordinatorSettings(BaseSettings):
     #: Seconds a run may take from its submission to its end; then it is stopped.
     run_timeout: float = Field(default=3600.0, gt=0)
 
+    # ------------------------------------------------------------------ the SuperLink this service runs (managed)
+    #: Port of the managed SuperLink on 127.0.0.1 (its Fleet, Control and Runtime APIs); never bound elsewhere.
+    superlink_port: int = Field(default=9093, ge=1, le=65535)
+    #: The managed SuperLink's folder: its database (``superlink.db``, so a restart resumes it), log,
+    #: FLWR_HOME and its loopback TLS files.
+    superlink_dir: Path = Path("run/superlink")
+    #: Address the Fleet gateway listens on: where hospitals' SuperNodes connect (e.g. 0.0.0.0, or the
+    #: coordinator's own IP such as 10.77.0.2).
+    fleet_host: str = "127.0.0.1"
+    #: Port the Fleet gateway listens on (TLS); the address hospitals give their SuperNodes is HOST:this.
+    fleet_port: int = Field(default=9092, ge=1, le=65535)
+    #: The coordinator's server certificate (PEM; a chain may follow it) for the DNS names and IP addresses
+    #: hospitals reach the Fleet gateway at, issued by the consortium CA.
+    fleet_cert: Path | None = None
+    #: The server certificate's private key (unencrypted PEM).
+    fleet_key: Path | None = None
+    #: The consortium CA certificate (PEM): the one file hospitals get; the service checks at start that
+    #: ``fleet_cert`` was issued by it.
+    fleet_ca: Path | None = None
+    #: ``external``: start studies on the SuperLink at ``superlink_address`` (or nowhere, unset).
+    #: ``managed``: run the SuperLink as a child process on 127.0.0.1:``superlink_port`` with TLS and
+    #: SuperNode authentication, restart it if it dies, and let hospitals in through the Fleet gateway
+    #: (``fleet_*``), which forwards only the Fleet API.
+    superlink: Literal["external", "managed"] = Field(default="external", validate_default=True)
+
     @field_validator("passphrase")
     @classmethod
     def _passphrase(cls, value: SecretStr | None) -> SecretStr | None:
@@ -163,11 +192,61 @@ class CoordinatorSettings(BaseSettings):
                              "(TLS) or, on loopback only, this set to true")
         return insecure
 
+    @field_validator("superlink")
+    @classmethod
+    def _managed(cls, mode: str, info: ValidationInfo) -> str:
+        # Checked on the last field of the SuperLink settings, so that the others are known here.
+        data = info.data
+        tls = {name: data.get(name) for name in ("fleet_cert", "fleet_key", "fleet_ca")}
+        if mode == "external":
+            if given := [name for name, value in tls.items() if value is not None]:
+                raise ValueError(f"is external, but {_env(given[0])} is set, which only a managed SuperLink uses: "
+                                 "set METAI_COORDINATOR_SUPERLINK=managed, or unset it")
+            return mode
+        for name in ("superlink_address", "superlink_root_certificates"):
+            if data.get(name) is not None:
+                raise ValueError(f"is managed, so the service runs its own SuperLink on 127.0.0.1:"
+                                 f"{data.get('superlink_port')}; unset {_env(name)}")
+        if data.get("superlink_insecure"):
+            raise ValueError("is managed, and the managed SuperLink always serves TLS; unset "
+                             "METAI_COORDINATOR_SUPERLINK_INSECURE")
+        if missing := [_env(name) for name, value in tls.items() if value is None]:
+            raise ValueError(f"is managed, which needs {', '.join(missing)}: the Fleet gateway's certificate, key "
+                             "and the consortium CA (python -m deploy certs makes them)")
+        ports = {"METAI_COORDINATOR_PORT": data.get("port"), "METAI_COORDINATOR_FLEET_PORT": data.get("fleet_port"),
+                 "METAI_COORDINATOR_SUPERLINK_PORT": data.get("superlink_port")}
+        if None not in ports.values() and len(set(ports.values())) < len(ports):
+            listed = ", ".join(f"{name}={port}" for name, port in ports.items())
+            raise ValueError(f"is managed, and the service's three ports must differ: {listed}")
+        return mode
+
     @model_validator(mode="after")
     def _public_rpc_url(self) -> CoordinatorSettings:
         if self.public_rpc_url is None:
             self.public_rpc_url = self.rpc_url
         return self
+
+    @property
+    def managed(self) -> bool:
+        """Whether this service runs the SuperLink (and its Fleet gateway) itself."""
+        return self.superlink == "managed"
+
+    def as_env(self) -> dict[str, str]:
+        """Every set value as a ``METAI_COORDINATOR_*`` variable, paths absolute: the environment in which a
+        ServerApp (which may run in another directory) reads the same settings. Unset values are left out."""
+        env: dict[str, str] = {}
+        for field in type(self).model_fields:  # every setting, including ones added later
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, Path):
+                value = value.resolve()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[_env(field)] = str(value)
+        return env
 
     @property
     def domain(self) -> str:
