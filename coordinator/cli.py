@@ -1,4 +1,4 @@
-"""``metai-coordinator``: run the coordinator service, or migrate its database.
+"""``metai-coordinator``: run the coordinator service, migrate its database, manage hospitals' SuperNode keys.
 
 Settings come from ``METAI_COORDINATOR_*`` variables and an optional ``.env`` (docs/coordinator.md
 lists them). An error the project raises on purpose, or a malformed setting, ends the command
@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from contracts.errors import ChainError
 from coordinator.errors import CoordinatorError
+
+if TYPE_CHECKING:
+    from coordinator.federated.supernodes import SuperNodeRegistry
 
 app = typer.Typer(help="The MeTAI exchange's coordinator service.", no_args_is_help=True, add_completion=False)
 _log = logging.getLogger("metai.coordinator")
@@ -27,7 +30,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default METAI_COORDINATOR_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default METAI_COORDINATOR_PORT)")] = None,
 ) -> None:
-    """Serve the API and portal: connect to the chain, migrate the database, unlock the keys, relay consents."""
+    """Serve the API and portal: connect to the chain, migrate the database, unlock the keys, relay consents; with
+    METAI_COORDINATOR_SUPERLINK=managed also run the SuperLink (127.0.0.1) and its Fleet gateway."""
     import uvicorn
 
     from coordinator.core import logs
@@ -42,15 +46,75 @@ def serve(
         bind_host, bind_port = host or settings.host, port or settings.port
         _log.info("serving on %s:%d for %s (chain %d, database %s)", bind_host, bind_port, settings.public_url,
                   services.exchange.chain.chain_id, services.db.backend)
-        # In the background, so the service answers (its health first of all) while it warms up.
-        threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
         try:
+            services.start_superlink()  # before the API answers, so a study can start on it at once
+            # In the background, so the service answers (its health first of all) while it warms up.
+            threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
             uvicorn.run(create_app(services), host=bind_host, port=bind_port, log_config=None, access_log=False,
                         server_header=False, proxy_headers=False)
         finally:
             services.close()
     finally:
         writer.stop()  # the lines still queued are written before the process ends
+
+
+supernode_app = typer.Typer(help="Hospitals' SuperNode keys on the SuperLink (run on the coordinator host).",
+                            no_args_is_help=True, add_completion=False)
+app.add_typer(supernode_app, name="supernode")
+
+
+@supernode_app.command("register")
+def supernode_register(
+    name: Annotated[str, typer.Argument(help="the hospital's name or address (1-63 letters, digits, '.', '_', '-')")],
+    public_key: Annotated[str, typer.Argument(help="the line `metai-node federation-key` printed on the hospital host "
+                                                   "(quote it), a file holding it, or - to read it from stdin")],
+) -> None:
+    """Register a hospital's SuperNode public key; the same key and name again change nothing."""
+    from coordinator.federated.supernodes import parse_public_key
+
+    key = parse_public_key(_key_text(public_key))
+    node, created = _registry().register(name, key)
+    what = "registered" if created else "already registered"
+    typer.echo(f"{what}: SuperNode {node.node_id} {node.name!r} ({node.status}), key {node.fingerprint}")
+
+
+@supernode_app.command("list")
+def supernode_list() -> None:
+    """List the SuperNodes the SuperLink knows: id, name, state, key fingerprint (unregistered ones too)."""
+    for node in _registry().list():
+        typer.echo(f"{node.node_id}\t{node.name}\t{node.status}\t{node.fingerprint}\t{node.registered_at}")
+
+
+@supernode_app.command("unregister")
+def supernode_unregister(
+    node_id: Annotated[int, typer.Argument(min=1, help="the SuperNode's id (as `supernode list` shows it)")],
+) -> None:
+    """Unregister a SuperNode: its key is refused from now on and can never be registered again."""
+    node = _registry().unregister(node_id)
+    typer.echo(f"unregistered: SuperNode {node.node_id} {node.name!r}, key {node.fingerprint}")
+
+
+def _registry() -> SuperNodeRegistry:
+    from coordinator.core.config import CoordinatorSettings
+    from coordinator.errors import CoordinatorConfigError
+    from coordinator.federated.launches import Launcher
+    from coordinator.service import supernode_registry
+
+    registry = supernode_registry(Launcher.from_settings(CoordinatorSettings()))
+    if registry is None:
+        raise CoordinatorConfigError("no SuperLink is configured: set METAI_COORDINATOR_SUPERLINK=managed (and run "
+                                     "`metai-coordinator serve`) or METAI_COORDINATOR_SUPERLINK_ADDRESS")
+    return registry
+
+
+def _key_text(value: str) -> str:
+    from pathlib import Path
+
+    if value == "-":
+        return sys.stdin.read()
+    if not value.lstrip().startswith(("ecdsa-", "ssh-")) and Path(value).is_file():
+        return Path(value).read_text(encoding="utf-8", errors="replace")
+    return value
 
 
 @app.command()

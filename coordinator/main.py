@@ -13,7 +13,19 @@ from fastapi.staticfiles import StaticFiles
 
 from coordinator.api.middleware import Guard, content_security_policy
 from coordinator.api.problems import install_handlers
-from coordinator.api.routes import auth, catalogue, consents, health, me, portal, proofs, runs, sealed, studies
+from coordinator.api.routes import (
+    auth,
+    catalogue,
+    consents,
+    health,
+    me,
+    portal,
+    proofs,
+    runs,
+    sealed,
+    studies,
+    supernodes,
+)
 from coordinator.service import Services
 
 API_VERSION = "v1"
@@ -44,7 +56,7 @@ def create_app(services: Services, *, run_relay: bool = True) -> FastAPI:
     app.state.services = services
     install_handlers(app)
     api = APIRouter(prefix=f"/{API_VERSION}")
-    for module in (health, auth, catalogue, consents, me, proofs, sealed, studies, runs):
+    for module in (health, auth, catalogue, consents, me, proofs, sealed, studies, runs, supernodes):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(portal.router)  # the pages, at /

@@ -25,7 +25,10 @@ from coordinator.core.config import CoordinatorSettings
 from coordinator.core.db import Database, upgrade
 from coordinator.core.security import ActiveSession, RateLimiter, RoleCache, SessionCache, find_sessions
 from coordinator.errors import CoordinatorConfigError
+from coordinator.federated.control import ControlClient
 from coordinator.federated.launches import Launcher
+from coordinator.federated.managed import ManagedSuperLink
+from coordinator.federated.supernodes import SuperNodeRegistry
 from coordinator.relay.intake import Intake
 from coordinator.relay.process import RelayProcess
 from coordinator.relay.worker import Relay
@@ -78,6 +81,10 @@ class Services:
     warmed_up: threading.Event = field(default_factory=threading.Event)
     #: The relay's child process, when the settings ask for one (else :attr:`relay` runs as a thread).
     relay_process: RelayProcess | None = None
+    #: The SuperLink and Fleet gateway this service runs (``superlink=managed``), else None.
+    superlink: ManagedSuperLink | None = None
+    #: Hospitals' SuperNode keys on the SuperLink (None: no SuperLink is configured).
+    supernodes: SuperNodeRegistry | None = None
     _tasks: dict[bytes, tuple[str, str]] | None = field(default=None, repr=False)
     #: Session tokens not in :attr:`sessions`, looked up in the database together (see api/deps.py).
     session_lookups: Batched[str, ActiveSession] = field(init=False, repr=False)
@@ -116,6 +123,7 @@ class Services:
         relayer = unlock(settings.relayer_key_file, passphrase, "relayer")
         db = Database(settings.database_url)
         upgrade(db.engine)
+        launcher = Launcher.from_settings(settings)
         return cls(
             settings=settings, db=db, exchange=exchange, index=ChainIndex(exchange, max_lag=settings.chain_lag),
             coordinator=coordinator, relayer=relayer,
@@ -125,8 +133,10 @@ class Services:
             sign_in_limit=RateLimiter(settings.sign_in_rate),
             relay_limit=RateLimiter(settings.relay_rate),
             lookup_limit=RateLimiter(settings.lookup_rate),
-            launcher=Launcher.from_settings(settings),
+            launcher=launcher,
             answers=ResponseCache(settings.chain_lag),
+            superlink=ManagedSuperLink(settings) if settings.managed else None,
+            supernodes=supernode_registry(launcher),
             relay_process=RelayProcess({
                 "database_url": settings.database_url, "rpc_url": rpc_url, "manifest": str(settings.manifest.resolve()),
                 "batch": settings.relay_batch, "wait": settings.relay_wait, "log_json": settings.log_json,
@@ -172,8 +182,35 @@ class Services:
         _log.info("warmed up in %.1f s; %d objects exempt from garbage collection",
                   time.perf_counter() - started, gc.get_freeze_count())
 
+    def start_superlink(self) -> None:
+        """Start the managed SuperLink and its Fleet gateway, if the settings say so; return once both answer.
+
+        Raises:
+            CoordinatorConfigError: the gateway's certificate files are missing or do not fit together.
+            ChildStartError: the SuperLink or the gateway did not start (its log is quoted).
+        """
+        if self.superlink is not None:
+            self.superlink.start()
+
+    def superlink_running(self) -> bool | None:
+        """Whether the managed SuperLink and its gateway both run now (None: the SuperLink is not managed)."""
+        if self.superlink is None:
+            return None
+        return self.superlink.superlink.running() and self.superlink.gateway.running()
+
     def close(self) -> None:
-        """Stop the relay and following runs (they go on on the SuperLink), and close the database."""
+        """Stop the relay and following runs, then the managed SuperLink (its runs resume with it), and close the
+        database."""
         self.stop_relay()
         self.launcher.close()
+        if self.superlink is not None:
+            self.superlink.stop()
         self.db.close()
+
+
+def supernode_registry(launcher: Launcher) -> SuperNodeRegistry | None:
+    """The SuperNode registry of the launcher's SuperLink (None when it has none)."""
+    connection = launcher.connection
+    if connection is None:
+        return None
+    return SuperNodeRegistry(lambda: ControlClient(connection.address, connection.root_certificates))

@@ -22,6 +22,7 @@ from typing import Literal
 from coordinator.core.config import CoordinatorSettings
 from coordinator.errors import CoordinatorConfigError, CoordinatorError
 from coordinator.federated.flower_config import ConfigValue, checked_config, read_app_config
+from coordinator.federated.managed import superlink_connection
 from coordinator.federated.superlink import (
     APP_DIR,
     CONNECTION,
@@ -139,12 +140,9 @@ class Launcher:
 
     @classmethod
     def from_settings(cls, settings: CoordinatorSettings) -> Launcher:
-        """The launcher the settings describe (``superlink_*``, ``flwr_home``, ``flower_app``, ``run_timeout``)."""
-        connection = None
-        if settings.superlink_address is not None:
-            connection = SuperLinkConnection(settings.superlink_address, settings.superlink_root_certificates)
-        return cls(connection=connection, flwr_home=settings.flwr_home, app_dir=settings.flower_app or APP_DIR,
-                   timeout=settings.run_timeout)
+        """The launcher the settings describe (``superlink*``, ``flwr_home``, ``flower_app``, ``run_timeout``)."""
+        return cls(connection=superlink_connection(settings), flwr_home=settings.flwr_home,
+                   app_dir=settings.flower_app or APP_DIR, timeout=settings.run_timeout)
 
     def require_connection(self) -> SuperLinkConnection:
         """The SuperLink connection.
@@ -153,8 +151,9 @@ class Launcher:
             CoordinatorConfigError: no SuperLink is configured, or its CA certificate file is missing.
         """
         if self.connection is None:
-            raise CoordinatorConfigError("METAI_COORDINATOR_SUPERLINK_ADDRESS is not set, so this service cannot "
-                                         "launch runs; the operator sets it to the SuperLink's address")
+            raise CoordinatorConfigError("METAI_COORDINATOR_SUPERLINK_ADDRESS is not set (nor "
+                                         "METAI_COORDINATOR_SUPERLINK=managed), so this service cannot launch runs; "
+                                         "the operator sets one of them")
         root = self.connection.root_certificates
         if root is not None and not root.is_file():
             raise CoordinatorConfigError(f"METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES is {root}, which does not "
