@@ -8,6 +8,7 @@ with one line on stderr and exit code 1; secrets never appear in it.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Annotated
@@ -41,6 +42,7 @@ def serve(
 
     settings = CoordinatorSettings()
     writer = logs.configure(settings.log_json)
+    _stop_on_sigterm()
     try:
         services = Services.build(settings)
         bind_host, bind_port = host or settings.host, port or settings.port
@@ -56,6 +58,20 @@ def serve(
             services.close()
     finally:
         writer.stop()  # the lines still queued are written before the process ends
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM end the service through its ``finally`` clauses, which stop its children.
+
+    uvicorn catches SIGTERM to shut down, then raises it again; with the default action the
+    process would end there, leaving the managed SuperLink running. A second SIGTERM during the
+    clean-up is ignored, so that it is not cut short (SIGKILL still ends it).
+    """
+    def stop(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 supernode_app = typer.Typer(help="Hospitals' SuperNode keys on the SuperLink (run on the coordinator host).",

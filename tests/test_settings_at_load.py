@@ -95,3 +95,40 @@ def test_a_superlink_on_loopback_or_over_tls_is_taken(monkeypatch: pytest.Monkey
     settings = CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
     assert settings.superlink_address == values["ADDRESS"]
     assert settings.superlink_root_certificates == (None if root is None else Path(root))
+
+
+_MANAGED = {"SUPERLINK": "managed", "FLEET_CERT": "fleet.pem", "FLEET_KEY": "fleet.key", "FLEET_CA": "ca.pem"}
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    ({"SUPERLINK": "managed"}, "superlink\n  Value error, is managed, which needs METAI_COORDINATOR_FLEET_CERT, "
+                               "METAI_COORDINATOR_FLEET_KEY, METAI_COORDINATOR_FLEET_CA"),
+    ({**_MANAGED, "SUPERLINK_ADDRESS": "127.0.0.1:9093", "SUPERLINK_INSECURE": "true"},
+     "runs its own SuperLink on 127.0.0.1:9093; unset METAI_COORDINATOR_SUPERLINK_ADDRESS"),
+    ({**_MANAGED, "FLEET_PORT": "9093"}, "the service's three ports must differ: .*METAI_COORDINATOR_FLEET_PORT=9093"),
+    ({**_MANAGED, "PORT": "9092"}, "the service's three ports must differ"),
+    ({"FLEET_CERT": "fleet.pem"}, "is external, but METAI_COORDINATOR_FLEET_CERT is set"),
+    ({"SUPERLINK": "inside"}, "'external' or 'managed'"),
+    ({**_MANAGED, "SUPERLINK_PORT": "0"}, "greater than or equal to 1"),
+])
+def test_a_managed_superlink_without_what_it_needs_is_refused_as_it_loads(
+        monkeypatch: pytest.MonkeyPatch, values: dict[str, str], why: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"METAI_COORDINATOR_{name}", value)
+    with pytest.raises(ValidationError, match=why):
+        CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_a_managed_superlink_is_reached_on_loopback_over_its_own_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coordinator.federated.managed import superlink_connection
+
+    for name, value in {**_MANAGED, "SUPERLINK_PORT": "9300", "SUPERLINK_DIR": "state/link"}.items():
+        monkeypatch.setenv(f"METAI_COORDINATOR_{name}", value)
+    settings = CoordinatorSettings(_env_file=None)  # type: ignore[call-arg]
+    connection = superlink_connection(settings)
+    assert connection is not None
+    assert connection.address == "127.0.0.1:9300"
+    assert connection.root_certificates == (Path("state/link") / "tls" / "ca.pem").resolve()
+    env = settings.as_env()  # what its ServerApps read: the same settings, paths absolute
+    assert CoordinatorSettings(_env_file=None, **{k.removeprefix("METAI_COORDINATOR_").lower(): v  # type: ignore[arg-type]
+                                                  for k, v in env.items()}).fleet_cert == Path("fleet.pem").resolve()

@@ -67,6 +67,7 @@ class Supervised:
         self._spawned_at = 0.0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._ready = threading.Event()
         self._watcher: threading.Thread | None = None
 
     @property
@@ -76,8 +77,8 @@ class Supervised:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def running(self) -> bool:
-        """Whether the child runs now."""
-        return self.pid is not None
+        """Whether the child runs now and answered ``ready`` since it was (last) started."""
+        return self._ready.is_set() and self.pid is not None
 
     def start(self) -> None:
         """Stop what a killed service left of an earlier child, start the child, wait until it is ready, watch it.
@@ -108,12 +109,14 @@ class Supervised:
             if self._stopping.is_set():
                 return
             log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+            self._ready.clear()
             proc = spawn(self.command, self.log_file, env=self.env)
             self._proc, self._started, self._children = proc, start_time(proc.pid), {}
             self._save()
         deadline = time.monotonic() + self.start_timeout
         while not self._stopping.is_set():
             if self.ready():
+                self._ready.set()
                 self._spawned_at = time.monotonic()
                 self._note_children()
                 _log.info("%s started (pid %d)", self.name, proc.pid)
