@@ -141,6 +141,8 @@ COSTLIEST_FIRST = (
     "tests/federated/test_study_e2e.py",
     "tests/federated/test_study_start_e2e.py",
     "tests/federated/test_study_start_e2e.py",
+    "tests/coordinator/test_managed_superlink.py",
+    "tests/federated/test_study_gateway_e2e.py",
     "tests/federated/test_simulation.py",
     "tests/test_second_evm.py",
     "tests/federated/test_audit.py",

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from eth_account.signers.local import LocalAccount
 
 from contracts.exchange import Exchange
 from contracts.manifest import write_manifest
+from coordinator.federated.flower_config import ConfigValue, toml_text
 from coordinator.federated.superlink import tool
 from coordinator.federated.superlink_process import superlink_env
 from deploy.process import free_port, read_log, spawn, stop_tree, tail, terminate
@@ -156,16 +158,22 @@ class Node:
     node_id: int | None
 
 
-def start_supernode(folder: Path, fleet: str, ca: Path, hospital: Hospital, *, wait: float = 90) -> Node:
+def start_supernode(folder: Path, fleet: str, ca: Path, hospital: Hospital, *, wait: float = 90,
+                    node_config: Mapping[str, ConfigValue] | None = None,
+                    extra_env: Mapping[str, str] | None = None) -> Node:
     """Start flower-supernode against ``fleet`` (the gateway) with TLS verified against ``ca``; wait until it is
-    activated (``node_id`` set) or has exited (``node_id`` None)."""
+    activated (``node_id`` set) or has exited (``node_id`` None). ``node_config`` is what its ClientApps see."""
     node_dir = folder / f"supernode-{hospital.name}"
     node_dir.mkdir(parents=True, exist_ok=True)
     cmd = [str(tool("flower-supernode")), "--superlink", fleet, "--host", "127.0.0.1", "--port", str(free_port()),
            "--isolation", "subprocess", "--root-certificates", str(ca),
            "--auth-supernode-private-key", str(hospital.private_key)]
+    if node_config is not None:
+        config_file = node_dir / "node-config.toml"
+        config_file.write_text(toml_text(dict(node_config)), encoding="utf-8")
+        cmd += ["--node-config", str(config_file)]
     log = node_dir / "supernode.log"
-    proc = spawn(cmd, log, env=superlink_env(node_dir / "flwr-home"))
+    proc = spawn(cmd, log, env=superlink_env(node_dir / "flwr-home", extra_env))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if found := _NODE_ID.search(read_log(log)):
