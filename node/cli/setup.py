@@ -124,4 +124,4 @@ def federation_key(
         out_file.write_text(key.public_line + "\n", encoding="utf-8")
     what = "made a new SuperNode key pair" if key.created else "the SuperNode key pair kept"
     typer.echo(f"{what}: private {key.private_key} (stays here), public {key.public_key}; the coordinator operator "
-               "registers the public key (`flwr supernode register`)", err=True)
+               "registers the public key (`metai-coordinator supernode register`)", err=True)
