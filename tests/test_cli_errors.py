@@ -260,6 +260,11 @@ def _deploy_cases() -> Iterator[Case]:
         yield Case("deploy", command, "unknown task", ("--study-id", "{running}", "--node", NODE_ARG, *one,
                                                        "--set", "task=no-such-task"),
                    "no task 'no-such-task'", starts_nothing=True)
+    yield Case("deploy", ("certs", "ca"), "output is a file", ("--out", "{junk}"),
+               "{junk}: File exists; check the path")
+    yield Case("deploy", ("certs", "server"), "no CA", ("--ca", "{root}/absent-ca", "--out", "{case}/tls", "--ip",
+                                                       "10.77.0.2"),
+               "{root}/absent-ca/ca.pem does not exist; make the CA first")
     yield Case("deploy", ("study", "simulate"), "no passphrase file", ("--study-id", "{running}", "--node",
                                                                         "{node_dir}", *one),
                "has no passphrase file", starts_nothing=True)
@@ -541,8 +546,8 @@ def test_no_typer_app_shows_local_variables() -> None:
     from node.cli import app as node_app
 
     apps = [*_all_typers(node_app), *_all_typers(deploy_app)]
-    assert len(apps) == 5
-    assert [a.pretty_exceptions_show_locals for a in apps] == [False] * 5
+    assert len(apps) == 6
+    assert [a.pretty_exceptions_show_locals for a in apps] == [False] * 6
 
 
 def test_debug_prints_a_plain_traceback_without_locals_or_secrets(world: World, tmp_path: Path) -> None:
