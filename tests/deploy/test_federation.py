@@ -151,7 +151,9 @@ def coordinator_settings(tmp_path: Path) -> CoordinatorSettings:
         key_file=tmp_path / "key.json",
         passphrase=SecretStr("coordinator passphrase"),
         model_dir=Path("models"),
-        superlink_address="link.example.org:9093",  # the settings with no default: every one is set here
+        # The settings with no default: every one is set here but the Fleet gateway's files, which only a
+        # managed SuperLink takes (and a managed one takes no SUPERLINK_ADDRESS).
+        superlink_address="link.example.org:9093",
         superlink_root_certificates=Path("ca.pem"),
         flower_app=Path("app"),
     )
@@ -164,7 +166,8 @@ def test_coordinator_env_passes_every_setting_with_absolute_paths(coordinator_se
     assert env["METAI_COORDINATOR_MODEL_DIR"] == str(Path("models").resolve())
     assert env["METAI_COORDINATOR_KEY_FILE"] == str(coordinator_settings.key_file)
     assert env["METAI_COORDINATOR_SUPERLINK_ROOT_CERTIFICATES"] == str(Path("ca.pem").resolve())
-    assert set(env) == {f"METAI_COORDINATOR_{name.upper()}" for name in CoordinatorSettings.model_fields}
+    assert set(env) == {f"METAI_COORDINATOR_{name.upper()}" for name in CoordinatorSettings.model_fields
+                        if name not in ("fleet_cert", "fleet_key", "fleet_ca")}
 
 
 def test_coordinator_env_without_passphrase_is_refused(coordinator_settings: CoordinatorSettings) -> None:
