@@ -94,14 +94,20 @@ class FleetGateway:
             await _answer(send, 404, b"not found\n")
             return
         assert self._client is not None  # the lifespan made it
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP | _FORWARDING]
+        received = [(k.lower(), v) for k, v in scope["headers"]]
+        headers = [(k, v) for k, v in received if k not in _HOP | _FORWARDING]
         headers += [(b"x-forwarded-for", (client[0] if client else "unknown").encode()),
                     (b"x-forwarded-proto", b"https")]
+        # A body is sent on only if the client announced one (with its length, or chunked): a GET stays bodiless.
+        body = any(k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0") for k, v in received)
         query = scope.get("query_string") or b""
         url = f"{self.upstream}{path}" + (f"?{query.decode('latin-1')}" if query else "")
-        request = self._client.build_request(scope["method"], url, headers=headers, content=_body(receive))
+        request = self._client.build_request(scope["method"], url, headers=headers,
+                                             content=_body(receive) if body else None)
         try:
             response = await self._client.send(request, stream=True)
+        except ConnectionAbortedError:  # the client left while sending its body: nobody to answer
+            return
         except httpx.TimeoutException as exc:
             _log.warning("the SuperLink did not answer %s in time: %s", path, type(exc).__name__)
             await _answer(send, 504, b"the SuperLink did not answer in time\n")
