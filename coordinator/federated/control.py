@@ -44,11 +44,20 @@ class ControlClient:
     """Calls to one SuperLink's Control API over TLS verified against ``ca_cert``."""
 
     def __init__(self, address: str, ca_cert: Path | None, *, timeout: float = 30.0) -> None:
-        """Talk to ``address`` (HOST:PORT); ``ca_cert`` None means plain HTTP (a loopback lab only)."""
+        """Talk to ``address`` (HOST:PORT); ``ca_cert`` None means plain HTTP (a loopback lab only).
+
+        Raises:
+            ControlUnavailable: ``ca_cert`` cannot be read.
+        """
         self.address = address
         verify: ssl.SSLContext | bool = False
         if ca_cert is not None:
-            verify = ssl.create_default_context(cafile=str(ca_cert))
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_cert))
+            except (OSError, ssl.SSLError) as exc:
+                raise ControlUnavailable(f"the CA certificate {ca_cert} of the SuperLink at {address} cannot be read "
+                                         f"({exc}); a managed SuperLink's is made when `metai-coordinator serve` "
+                                         "starts it") from None
         scheme = "http" if ca_cert is None else "https"
         self._client = httpx.Client(base_url=f"{scheme}://{address}", verify=verify, timeout=timeout,
                                     trust_env=False)  # never through an HTTP(S)_PROXY

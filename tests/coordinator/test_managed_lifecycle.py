@@ -67,10 +67,16 @@ def test_a_killed_service_starts_again_on_the_superlinks_state(service: ManagedS
     assert superlink is not None
     assert service.proc is not None
     left = (superlink, start_time(superlink))
+    gateway = service.child(b"coordinator.federated.gateway")
+    assert gateway is not None
+    gateway_started = start_time(gateway)
 
     os.kill(service.proc.pid, signal.SIGKILL)
     service.proc.wait(10)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30
+    while _alive(gateway, gateway_started):  # it asked Linux for SIGTERM when its parent dies
+        assert time.monotonic() < deadline, "the gateway outlived the killed service"
+        time.sleep(0.2)
     assert _alive(*left)  # nothing tells a SuperLink its parent died: the next start must stop it
     service.start()  # on the same port: it would not start while the old one holds it
 
