@@ -199,7 +199,7 @@ class Services:
         return self.superlink.superlink.running() and self.superlink.gateway.running()
 
     def close(self) -> None:
-        """Stop the relay and following runs, then the managed SuperLink (its runs resume with it), and close the
+        """Stop the relay and following runs, then the managed SuperLink (its state stays on disk), and close the
         database."""
         self.stop_relay()
         self.launcher.close()

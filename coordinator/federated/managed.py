@@ -13,7 +13,9 @@ Process layout on the coordinator host::
 Both children are supervised (:class:`coordinator.federated.supervisor.Supervised`): started
 before the service answers, started again if they die, stopped with the service. The
 SuperLink's state is ``<superlink_dir>/superlink.db``, so a restart (of the SuperLink or the
-whole service) resumes its registered SuperNodes and runs.
+whole service) keeps its registered SuperNodes and its record of runs. A run in progress loses its
+ServerApp when the SuperLink stops (its children are stopped with it); starting the study again
+continues after the last round anchored on chain (docs/federated.md).
 
 The SuperLink's own TLS is for loopback only: at every start the service makes a fresh CA and a
 certificate for 127.0.0.1 in ``<superlink_dir>/tls/`` (the CA's key is never written, so nobody
@@ -153,7 +155,7 @@ class ManagedSuperLink:
                   f"{names.not_after:%Y-%m-%d}", LOOPBACK, settings.superlink_port, self.layout.database)
 
     def stop(self) -> None:
-        """Stop the gateway, then the SuperLink (runs in progress stop with it and resume with it)."""
+        """Stop the gateway, then the SuperLink and what it spawned (a run in progress loses its ServerApp)."""
         self.gateway.stop()
         self.superlink.stop()
 
