@@ -20,7 +20,8 @@ its reply is anchored); ``app`` is that, for Flower to load.
 
 The node's directory comes from the SuperNode's node config (``node-dir``), its passphrase
 from the file named by ``passphrase-file`` there (or ``METAI_NODE_PASSPHRASE`` in the
-SuperNode's environment), its chain URL from the node directory (or ``METAI_NODE_RPC_URL``).
+SuperNode's environment), its chain URL from the node config's ``rpc-url`` (``metai-node serve``
+puts ``METAI_NODE_RPC_URL`` there), else ``METAI_NODE_RPC_URL``, else the node directory.
 With ``signer-socket`` in the node config, contributions are signed by the node's signing
 agent (node/signer.py) instead of unlocking the key in every round's process. ``anchor =
 false`` in the node config turns the chain writes off (benchmarks only). On the
@@ -91,6 +92,11 @@ def read_passphrase(context: Context) -> str:
     return NodeSettings().require_passphrase()
 
 
+def rpc_url(context: Context) -> str | None:
+    """The chain URL: the node config's ``rpc-url``, else ``METAI_NODE_RPC_URL``; None: ``node.json``'s."""
+    return node_settings(context).get(NodeConfigKey.RPC_URL) or NodeSettings().rpc_url
+
+
 class NodeRuntime:
     """What one ClientApp process keeps between the steps of handling a message.
 
@@ -108,7 +114,7 @@ class NodeRuntime:
         """The node this SuperNode serves."""
         node_dir = Path(node_settings(context).get(NodeConfigKey.NODE_DIR, str(NodeSettings().dir))).resolve()
         if node_dir not in self._nodes:
-            self._nodes[node_dir] = Node(node_dir, read_passphrase(context), rpc_url=NodeSettings().rpc_url)
+            self._nodes[node_dir] = Node(node_dir, read_passphrase(context), rpc_url=rpc_url(context))
         return self._nodes[node_dir]
 
     @contextmanager

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.errors import NodeError
 
-__all__ = ["FEDERATION_DIR", "FederationKey", "FederationKeyError", "federation_key", "key_pair",
+__all__ = ["FEDERATION_DIR", "FederationKey", "FederationKeyError", "federation_key", "key_pair", "public_line_of",
            "supernode_key_pair"]
 
 #: The folder of the node directory holding the SuperNode key pair.
@@ -81,6 +81,16 @@ def federation_key(node_dir: Path) -> FederationKey:
         public_path.unlink(missing_ok=True)
         _write_new(public_path, (line + "\n").encode("ascii"), 0o644)
     return FederationKey(private_path, public_path, line, created)
+
+
+def public_line_of(path: Path) -> str:
+    """The one-line OpenSSH public key of the SuperNode private key in ``path`` (which is only read).
+
+    Raises:
+        FederationKeyError: it is not a P-384 OpenSSH private key.
+        OSError: it cannot be read.
+    """
+    return _public_line(_load(path))
 
 
 def _load(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -24,6 +24,9 @@ class NodeConfigKey(StrEnum):
     PASSPHRASE_FILE = "passphrase-file"
     #: The Unix socket of the node's signing agent, which signs contributions in place of the key.
     SIGNER_SOCKET = "signer-socket"
+    #: The chain's JSON-RPC URL, overriding the one ``node.json`` records (``metai-node serve`` passes
+    #: ``METAI_NODE_RPC_URL`` this way).
+    RPC_URL = "rpc-url"
     #: ``true`` (default) or ``false``: anchor contributions on chain (false: benchmarks only).
     ANCHOR = "anchor"
     #: Flower's own key on the simulation engine: the virtual node's index.

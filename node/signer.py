@@ -12,9 +12,11 @@ StudyRegistry, on the node's chain, with no value. Anything else is refused and 
 ClientApp that runs the wrong code cannot spend the hospital's funds or sign in its name
 elsewhere.
 
-Run: ``python -m node.signer --node-dir DIR --passphrase-file FILE --socket PATH`` (stops on
-SIGTERM or Ctrl-C, removing its socket and key file). Like every node process it takes the
-chain URL from ``METAI_NODE_RPC_URL`` when set, else from the node directory's ``node.json``.
+Run: ``python -m node.signer --node-dir DIR [--passphrase-file FILE] --socket PATH`` (stops on
+SIGTERM or Ctrl-C, removing its socket and key file). Without a passphrase file it takes the
+passphrase from ``METAI_NODE_PASSPHRASE`` (``metai-node serve`` starts it so). Like every node
+process it takes the chain URL from ``METAI_NODE_RPC_URL`` when set, else from the node
+directory's ``node.json``.
 An error is one line on stderr (the node's error boundary, :mod:`node.cli.boundary`).
 """
 
@@ -96,6 +98,7 @@ class SigningAgent:
 
         node = Node(node_dir, passphrase, rpc_url=rpc_url)
         self.account = node.account  # the one scrypt unlock
+        self.rpc_url = node.rpc_url
         studies = node.exchange.studies
         self.chain_id = node.exchange.chain.chain_id
         self.registry = Web3.to_checksum_address(studies.address)
@@ -142,7 +145,8 @@ class SigningAgent:
             fh.write(authkey)
         listener = Listener(str(socket_path), family="AF_UNIX", authkey=authkey)
         signal.signal(signal.SIGTERM, _interrupt)
-        log.info("signing agent for %s listening on %s", self.account.address, socket_path)
+        log.info("signing agent for %s on chain %s (id %s) listening on %s", self.account.address, self.rpc_url,
+                 self.chain_id, socket_path)
         print(f"ready {socket_path}", flush=True)
         try:
             while True:
@@ -176,13 +180,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m node.signer", description=__doc__.splitlines()[0])
     parser.add_argument("--node-dir", type=Path, required=True)
-    parser.add_argument("--passphrase-file", type=Path, required=True)
+    parser.add_argument("--passphrase-file", type=Path, help="a file holding the passphrase (default: "
+                        "METAI_NODE_PASSPHRASE)")
     parser.add_argument("--socket", type=Path, required=True, help="Unix socket path (its directory becomes 0700)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def hint(exc: BaseException) -> str | None:
         if isinstance(exc, KeyStoreError) and "wrong passphrase" in str(exc):
+            if args.passphrase_file is None:
+                return "set METAI_NODE_PASSPHRASE to the passphrase given to `metai-node init`"
             return f"write the node's passphrase (the one given to `metai-node init`) in {args.passphrase_file}"
         if isinstance(exc, ChainUnavailable | InvalidRpcUrl):
             return "check METAI_NODE_RPC_URL, or the rpc_url in the node's node.json"
@@ -190,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
 
     boundary = Boundary(settings=(NodeSettings,), hints=(hint,))
     try:
-        passphrase = args.passphrase_file.read_text(encoding="utf-8").strip()
+        settings = NodeSettings()
+        if args.passphrase_file is None:
+            passphrase = settings.require_passphrase()
+        else:
+            passphrase = args.passphrase_file.read_text(encoding="utf-8").strip()
         boundary = Boundary(settings=(NodeSettings,), hints=(hint,), extra_secrets=(passphrase,))
-        agent = SigningAgent(args.node_dir, passphrase, rpc_url=NodeSettings().rpc_url)
+        agent = SigningAgent(args.node_dir, passphrase, rpc_url=settings.rpc_url)
         agent.serve(args.socket)
     except (Exception, KeyboardInterrupt) as exc:
         return boundary.report(exc)

@@ -1,6 +1,7 @@
 """``metai-node``: the hospital node's command line, one module per topic.
 
-- :mod:`node.cli.setup`: ``init``, ``status``;
+- :mod:`node.cli.setup`: ``init``, ``status``, ``federation-key``;
+- :mod:`node.cli.service`: ``serve``, ``health``;
 - :mod:`node.cli.data`: ``ingest``, ``import-pacs``, ``datasets``, ``register``, ``proof``, ``verify``;
 - :mod:`node.cli.patients`: ``challenge``, ``enrol``;
 - :mod:`node.cli.studies`: ``studies``, ``approve``, ``decline``.

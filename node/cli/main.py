@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from node.cli import backup, data, patients, setup, studies
+from node.cli import backup, data, patients, service, setup, studies
 from node.cli.common import BOUNDARY
 from node.errors import NodeConfigError
 
@@ -57,3 +57,5 @@ app.command()(setup.status)
 app.command("federation-key")(setup.federation_key)
 app.command()(backup.backup)
 app.command()(backup.restore)
+app.command()(service.serve)
+app.command()(service.health)

@@ -12,7 +12,7 @@ from node.cli import app
 from node.cli.common import BOUNDARY
 
 CLI = Path(__file__).parents[2] / "node" / "cli"
-TOPICS = {"setup", "data", "patients", "studies", "backup"}
+TOPICS = {"setup", "data", "patients", "studies", "backup", "service"}
 
 
 def _imported(path: Path) -> set[str]:

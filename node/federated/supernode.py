@@ -1,0 +1,183 @@
+"""The hospital's Flower SuperNode: its command line, node config and environment, and what its log says.
+
+This is the one place a SuperNode's command line is made: ``metai-node serve`` (node/service.py)
+runs it for the hospital, and ``deploy`` runs it for the SuperNodes of a local lab
+(deploy/flower/processes.py). The SuperNode serves its Runtime API (where its ClientApps
+connect) on 127.0.0.1 only, runs its ClientApps in ``subprocess`` isolation (a
+``flower-superexec`` child starts one ``flwr-clientapp`` per message, from this venv), and
+reaches the SuperLink's Fleet API over TLS, authenticating with the hospital's P-384 key
+(``metai-node federation-key``), or, to a loopback SuperLink only, over plain HTTP.
+
+What the SuperNode's log says that serve acts on (Flower 1.41, docs/flower.md):
+
+- ``SuperNode ID: <id>``: the SuperLink activated it (:data:`NODE_ID`);
+- ``No SuperNode found with the given public key`` before it exits (code 305): the SuperLink
+  does not know the key; the coordinator operator must register it (:data:`UNKNOWN_KEY`);
+- ``SuperNode with node ID <id> could not be activated``: the SuperLink still counts the node
+  online, from a process of it that was killed without saying goodbye (it forgets after two
+  missed heartbeats, 60 s); :func:`deactivate` tells it at once (:data:`STILL_ONLINE`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from node.errors import NodeConfigError
+from node.node_config import NodeConfigKey
+
+__all__ = ["LOOPBACK", "NODE_ID", "STILL_ONLINE", "UNKNOWN_KEY", "SuperLinkRoute", "deactivate", "flower_tool",
+           "supernode_command", "supernode_env", "supernode_node_config", "write_node_config"]
+
+#: The only address the SuperNode's Runtime API binds.
+LOOPBACK = "127.0.0.1"
+NODE_ID = re.compile(r"SuperNode ID: (\d+)")
+UNKNOWN_KEY = "No SuperNode found with the given public key"
+STILL_ONLINE = re.compile(r"SuperNode with node ID (\d+) could not be activated")
+
+
+@dataclass(frozen=True)
+class SuperLinkRoute:
+    """How a SuperNode reaches the SuperLink.
+
+    Parameters:
+        address: HOST:PORT of its Fleet API.
+        root_certificates: the CA certificate (PEM) its TLS certificate chains to; None: plain HTTP.
+        private_key: the SuperNode's authentication key (OpenSSH P-384), TLS only; None: the
+            SuperNode registers itself with a throw-away key (a SuperLink without authentication).
+    """
+
+    address: str
+    root_certificates: Path | None
+    private_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.private_key is not None and self.root_certificates is None:
+            raise ValueError("a SuperNode authenticates with its key over TLS only: give root_certificates too")
+
+
+def flower_tool(name: str) -> Path:
+    """The Flower command ``name`` of this venv (beside its Python).
+
+    Raises:
+        NodeConfigError: it is not installed.
+    """
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise NodeConfigError(f"{name} not found in {path.parent}: install flwr==1.41.0 in this venv "
+                              "(make deps does it)")
+    return path
+
+
+def supernode_command(route: SuperLinkRoute, *, port: int, node_config_file: Path) -> list[str]:
+    """The ``flower-supernode`` command line.
+
+    Parameters:
+        route: the SuperLink and how to reach it.
+        port: the SuperNode's Runtime API port, on 127.0.0.1.
+        node_config_file: the TOML file of its node config (:func:`write_node_config`).
+
+    Raises:
+        NodeConfigError: flwr is not installed in this venv.
+    """
+    cmd = [str(flower_tool("flower-supernode")), "--superlink", route.address, "--host", LOOPBACK,
+           "--port", str(port), "--isolation", "subprocess", "--node-config", str(node_config_file)]
+    if route.root_certificates is None:
+        return [*cmd, "--insecure"]
+    cmd += ["--root-certificates", str(route.root_certificates)]
+    if route.private_key is not None:
+        cmd += ["--auth-supernode-private-key", str(route.private_key)]
+    return cmd
+
+
+def supernode_node_config(node_dir: Path, *, signer_socket: Path | None = None, passphrase_file: Path | None = None,
+                          rpc_url: str | None = None) -> dict[str, str]:
+    """What the node's ClientApps see as ``context.node_config`` (:class:`node.node_config.NodeConfigKey`).
+
+    Parameters:
+        node_dir: the node directory (made absolute).
+        signer_socket: the signing agent's socket; None: each ClientApp unlocks the key itself.
+        passphrase_file: a file holding the passphrase; None: ``METAI_NODE_PASSPHRASE`` in the
+            SuperNode's environment.
+        rpc_url: the chain's URL, overriding the one ``node.json`` records.
+    """
+    config = {NodeConfigKey.NODE_DIR.value: str(Path(node_dir).resolve())}
+    if signer_socket is not None:
+        config[NodeConfigKey.SIGNER_SOCKET.value] = str(Path(signer_socket).absolute())
+    if passphrase_file is not None:
+        config[NodeConfigKey.PASSPHRASE_FILE.value] = str(Path(passphrase_file).resolve())
+    if rpc_url is not None:
+        config[NodeConfigKey.RPC_URL.value] = rpc_url
+    return config
+
+
+def write_node_config(path: Path, config: Mapping[str, str]) -> Path:
+    """Write ``config`` as the TOML file ``flower-supernode --node-config`` reads (a file keeps spaces and quotes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(dict(config)), encoding="utf-8")
+    return path
+
+
+def supernode_env(flwr_home: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """The SuperNode's environment: ``base`` plus what every Flower process here runs with (docs/flower.md).
+
+    FLWR_HOME (its installed apps), telemetry and the update check off (otherwise each process
+    first posts to flower.ai), runtime dependency installation off, this venv's ``bin`` first on
+    PATH (``flower-superexec`` and ``flwr-clientapp`` are started by name), unbuffered Python
+    (its log arrives line by line), loopback never through a proxy, and the SuperExec poll
+    interval deploy uses (0.5 s) unless ``base`` sets one. The same values as
+    :func:`coordinator.federated.superlink.flwr_env`, which node may not import; a test
+    compares the two.
+    """
+    env = dict(base)
+    no_proxy = ",".join(p for p in (env.get("NO_PROXY", ""), LOOPBACK, "localhost") if p)
+    env.update(
+        FLWR_HOME=str(flwr_home.resolve()),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONUNBUFFERED="1",
+        NO_PROXY=no_proxy,
+        no_proxy=no_proxy,
+    )
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.5")
+    return env
+
+
+def deactivate(route: SuperLinkRoute, node_id: int, timeout: float = 5.0) -> str | None:
+    """Tell the SuperLink that SuperNode ``node_id`` (ours, killed without deactivating) is offline.
+
+    A SuperNode stopped with SIGTERM deactivates itself; one killed outright stays online on
+    the SuperLink for two heartbeats (60 s), during which a new process with the same key is
+    refused. The request is signed with the node's own key (the SuperLink accepts it only from
+    the key registered for ``node_id``), through Flower's own Fleet client.
+
+    Returns:
+        None if the SuperLink took it, else why not (it was already offline, unreachable, ...).
+    """
+    if route.private_key is None or route.root_certificates is None:
+        return "no authentication key: a self-registered SuperNode cannot be deactivated by another process"
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+    from flwr.proto.fleet_pb2 import DeactivateNodeRequest
+    from flwr.supernode.fleet_http_client import FleetHttpClient
+    from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
+
+    key = load_ssh_private_key(route.private_key.read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"{route.private_key} is not an EC key"
+    try:
+        with FleetHttpClient(f"https://{route.address}", verify=str(route.root_certificates), timeout=timeout,
+                             interceptors=[NodeAuthHttpInterceptor(key, key.public_key())]) as client:
+            client.DeactivateNode(DeactivateNodeRequest(node_id=node_id))
+    except (httpx.HTTPError, ValueError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
