@@ -123,8 +123,8 @@ def serve(settings: NodeSettings, *, echo: Callable[[str], None] = print) -> Non
         checked = dataclasses.replace(checked, env={**checked.env, INSTANCE_VARIABLE: instance})
         write_node_config(checked.node_config_file, supernode_node_config(
             checked.node_dir, signer_socket=checked.signer_socket, rpc_url=settings.rpc_url))
-        previous_node = lock.previous.node_id if lock.previous is not None and not lock.previous.clean else None
-        watch = SuperNodeWatch(checked.route, log, previous_node)
+        previous = lock.previous
+        watch = SuperNodeWatch(checked.route, log, previous.node_id if previous is not None else None)
         specs = children(checked, watch)
         log_files = {spec.name: LogFile(settings.log_path / f"{spec.name}.log", settings.log_max_bytes,
                                         settings.log_backups) for spec in specs}
@@ -143,8 +143,8 @@ def serve(settings: NodeSettings, *, echo: Callable[[str], None] = print) -> Non
             with _stop_on_signals(stopping), _health(settings.health_port, report), _cleanup(
                     supervisor, instance, checked, log, log_files):
                 _check_port_free(settings.supernode_port)
-                if previous_node is not None:
-                    watch.before_start()
+                if previous is not None and not previous.clean:
+                    watch.deactivate()  # the previous serve was killed: so may its SuperNode have been
                 if supervisor.start(settings.start_timeout):
                     report.phase = "running"
                     log.info("serve is up: SuperNode node id %s", watch.node_id)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from node.federated.supernode import (
+    ACTIVATION_REFUSED,
     NODE_ID,
-    STILL_ONLINE,
-    UNKNOWN_KEY,
+    Deactivation,
     SuperLinkRoute,
     deactivate,
     supernode_command,
@@ -61,8 +61,7 @@ def children(plan: ServePlan, watch: SuperNodeWatch) -> list[ChildSpec]:
         command=supernode_command(plan.route, port=plan.supernode_port, node_config_file=plan.node_config_file),
         env=supernode_env(plan.flwr_home, plan.env),
         ready=watch.ready,
-        start_failure=watch.start_failure,
-        retry_start=lambda line: STILL_ONLINE.search(line) is not None,
+        start_failed=watch.start_failed,
         before_start=watch.before_start,
         preflight=lambda: probe_superlink(plan.route),
         check=lambda: _superlink_check(plan.route),
@@ -71,11 +70,12 @@ def children(plan: ServePlan, watch: SuperNodeWatch) -> list[ChildSpec]:
 
 
 class SuperNodeWatch:
-    """What serve knows of its SuperNode across restarts: the node id the SuperLink gave it.
+    """What serve knows of its SuperNode across restarts (and serves): the node id the SuperLink gave it.
 
-    Before each restart (and before the first start, after a serve that was killed) it tells
-    the SuperLink that the previous process is gone (:func:`node.federated.supernode.deactivate`),
-    so the new one is admitted at once instead of after two missed heartbeats.
+    With that id it tells the SuperLink that a SuperNode process killed without deactivating is
+    gone (:func:`node.federated.supernode.deactivate`), before it is restarted or when the
+    SuperLink refuses a new one, so the new one is admitted at once instead of after two missed
+    heartbeats. The SuperLink's answer also tells whether the key is still registered.
     """
 
     def __init__(self, route: SuperLinkRoute, log: logging.Logger, node_id: int | None = None) -> None:
@@ -90,27 +90,40 @@ class SuperNodeWatch:
         self.node_id = int(found.group(1))
         return {"node_id": self.node_id}
 
-    def start_failure(self, line: str) -> str | None:
-        """The reason serve cannot start when the SuperLink does not know the key."""
-        if UNKNOWN_KEY not in line:
-            return None
-        return (f"the SuperLink at {self.route.address} refused this node's SuperNode key {self.route.private_key}: "
-                "it is not registered there; register the public key with the coordinator operator "
-                "(`metai-node federation-key` prints it)")
+    def start_failed(self, lines: Sequence[str], default: str) -> str | None:
+        """Why serve cannot start after the SuperNode's start ended, or None to try again."""
+        if not any(ACTIVATION_REFUSED in line for line in lines):
+            return default
+        refused = f"the SuperLink at {self.route.address} refused to activate this node's SuperNode key " \
+                  f"{self.route.private_key}"
+        register = "register the public key with the coordinator operator (`metai-node federation-key` prints it)"
+        if self.node_id is None:  # never activated: nothing of ours can be online
+            return (f"{refused}: it is not registered there; {register}. (If it is, another SuperNode with this "
+                    "key is online, or was killed less than a minute ago.)")
+        outcome = self.deactivate()
+        if outcome is Deactivation.UNKNOWN_KEY:
+            return f"{refused}: it is no longer registered there (as node {self.node_id}); {register}"
+        return None  # it still counted the node online (told now), or could not be asked: try again
 
     def before_start(self, lines: Sequence[str] = ()) -> None:
-        """Deactivate the node id of the previous process (known, or named by its refusal)."""
-        for line in lines:
-            if (found := STILL_ONLINE.search(line)) is not None:
-                self.node_id = int(found.group(1))
+        """Before a restart: tell the SuperLink that the previous process (of a known node id) is gone."""
+        if self.node_id is not None:
+            self.deactivate()
+
+    def deactivate(self) -> Deactivation | None:
+        """Deactivate the known node id on the SuperLink; log and return its answer (None: no id known)."""
         if self.node_id is None or self.route.private_key is None:
-            return
-        problem = deactivate(self.route, self.node_id)
-        if problem is None:
+            return None
+        outcome, words = deactivate(self.route, self.node_id)
+        if outcome is Deactivation.DONE:
             self.log.info("told the SuperLink that node %d of the previous SuperNode process is offline", self.node_id)
+        elif outcome is Deactivation.UNKNOWN_KEY:
+            self.log.error("the SuperLink no longer knows this node's key as node %d (%s): register the public key "
+                           "with the coordinator operator (`metai-node federation-key` prints it)", self.node_id, words)
         else:
-            self.log.info("node %d was not deactivated (%s); the SuperLink counts it offline already, or will "
-                          "after two missed heartbeats", self.node_id, problem)
+            self.log.info("node %d was not deactivated (%s: %s); the SuperLink counts it offline already, or will "
+                          "after two missed heartbeats", self.node_id, outcome.value, words)
+        return outcome
 
 
 def probe_superlink(route: SuperLinkRoute, timeout: float = PROBE_TIMEOUT) -> str | None:

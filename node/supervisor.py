@@ -5,9 +5,8 @@ output means (ready, cannot start, will start if tried again). :class:`Superviso
 
 - **start**: each child in turn, waiting until it says it is ready, all within one deadline.
   A child that exits first stops the start: serve cannot start, and says why in one line
-  (the child's own reason, from :attr:`ChildSpec.start_failure` or its last ``error:`` line),
-  unless its output says the failure passes (:attr:`ChildSpec.retry_start`), when it is started
-  again after a pause.
+  (the child's last ``error:`` line, or a better reason from :attr:`ChildSpec.start_failed`),
+  unless that hook finds the failure passes, when it is started again after a pause.
 - **run**: a child that exits is started again after a pause that doubles from 1 s to 60 s
   while it keeps dying within a minute of its start; each exit and restart is logged.
 - **stop**: SIGTERM to each child's process group (last started first), SIGKILL after a timeout.
@@ -53,10 +52,6 @@ class StartFailed(NodeError, RuntimeError):
     """A child of serve exited or was not ready in time while serve started; the message says why."""
 
 
-def _never(line: str) -> Any:
-    return None
-
-
 @dataclass(frozen=True)
 class ChildSpec:
     """One supervised child.
@@ -66,11 +61,11 @@ class ChildSpec:
         command, env: what to run and its whole environment.
         ready: given each line it prints, returns facts to show in health (``{}`` if none)
             once a line says it is ready, else None.
-        start_failure: given each line, the reason serve cannot start if this line is seen
-            before the child exits while starting (e.g. "register the key"), else None.
-        retry_start: given each line, whether a start that ends after this line is worth trying
-            again (something that passes), else it is final.
-        before_start: called before every start but the first, with the last exit's recent lines.
+        start_failed: asked when a start ended before the child was ready, with its output and the
+            default reason: None to start it again after a pause (something that passes), or
+            the reason serve cannot start. Without it every such end stops serve.
+        before_start: called before a child that exited while serve ran is started again, with
+            what it printed last.
         preflight: asked once before its first start: None, or why serve cannot start (e.g.
             the SuperLink cannot be reached).
         check: asked by the health check while the child is ready: facts to show, and None if
@@ -81,8 +76,7 @@ class ChildSpec:
     command: Sequence[str]
     env: Mapping[str, str]
     ready: Callable[[str], dict[str, Any] | None]
-    start_failure: Callable[[str], str | None] = _never
-    retry_start: Callable[[str], bool] = _never
+    start_failed: Callable[[Sequence[str], str], str | None] | None = None
     before_start: Callable[[Sequence[str]], None] | None = None
     preflight: Callable[[], str | None] | None = None
     check: Callable[[], tuple[dict[str, Any], str | None]] | None = None
@@ -158,8 +152,10 @@ class Supervisor:
                 if (code := run.proc.poll()) is not None:
                     run.pump.join(timeout=5) if run.pump else None
                     reason = self._exit_reason(child, code)
-                    if not any(child.spec.retry_start(line) for line in run.lines):
-                        raise StartFailed(self._start_failure(child, code))
+                    default = self._start_failure(child, code)
+                    hook = child.spec.start_failed
+                    if (fatal := default if hook is None else hook(list(run.lines), default)) is not None:
+                        raise StartFailed(fatal)
                     if time.monotonic() + delay > deadline:
                         raise StartFailed(f"{child.spec.name} did not start within {timeout:g} s: {reason}")
                     self._log.warning("%s could not start yet (%s); trying again in %g s", child.spec.name, reason,
@@ -167,7 +163,6 @@ class Supervisor:
                     if self._stopping.wait(delay):
                         return False
                     delay = min(delay * 2, BACKOFF_MAX)
-                    self._before(child, run)
                     child.restarts += 1
                     self._spawn(child)
                 elif time.monotonic() > deadline:
@@ -300,17 +295,16 @@ class Supervisor:
             child.spec.before_start(list(run.lines))
 
     def _exit_reason(self, child: _Child, code: int) -> str:
+        if code < 0:  # killed: what it printed last says nothing about why
+            return signal_name(code)
         run = child.run
         lines = list(run.lines) if run is not None else []
-        said = next((line for line in reversed(lines) if "error:" in line.lower()), lines[-1] if lines else "")
+        said = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
         return signal_name(code) + (f": {said.strip()}" if said.strip() else "")
 
     def _start_failure(self, child: _Child, code: int) -> str:
         run = child.run
         lines = list(run.lines) if run is not None else []
-        for line in lines:
-            if (reason := child.spec.start_failure(line)) is not None:
-                return reason
         error = next((line for line in reversed(lines) if line.startswith("error: ")), None)
         if error is not None:
             return error.removeprefix("error: ")

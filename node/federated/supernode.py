@@ -11,15 +11,17 @@ reaches the SuperLink's Fleet API over TLS, authenticating with the hospital's P
 What the SuperNode's log says that serve acts on (Flower 1.41, docs/flower.md):
 
 - ``SuperNode ID: <id>``: the SuperLink activated it (:data:`NODE_ID`);
-- ``No SuperNode found with the given public key`` before it exits (code 305): the SuperLink
-  does not know the key; the coordinator operator must register it (:data:`UNKNOWN_KEY`);
-- ``SuperNode with node ID <id> could not be activated``: the SuperLink still counts the node
-  online, from a process of it that was killed without saying goodbye (it forgets after two
-  missed heartbeats, 60 s); :func:`deactivate` tells it at once (:data:`STILL_ONLINE`).
+- ``Failed to activate SuperNode`` (Flower error 2004) before it exits: the SuperLink refused
+  its key, either because the key is not registered (the SuperLink's own log says "No SuperNode
+  found with the given public key"; the coordinator operator must register it) or because it
+  still counts the node online, from a process of it that was killed without saying goodbye (it
+  forgets after two missed heartbeats, 60 s). The SuperNode cannot tell which; :func:`deactivate`
+  can, for a node id it was given before (:data:`ACTIVATION_REFUSED`).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import sys
@@ -32,14 +34,13 @@ import tomli_w
 from node.errors import NodeConfigError
 from node.node_config import NodeConfigKey
 
-__all__ = ["LOOPBACK", "NODE_ID", "STILL_ONLINE", "UNKNOWN_KEY", "SuperLinkRoute", "deactivate", "flower_tool",
+__all__ = ["ACTIVATION_REFUSED", "LOOPBACK", "NODE_ID", "Deactivation", "SuperLinkRoute", "deactivate", "flower_tool",
            "supernode_command", "supernode_env", "supernode_node_config", "write_node_config"]
 
 #: The only address the SuperNode's Runtime API binds.
 LOOPBACK = "127.0.0.1"
 NODE_ID = re.compile(r"SuperNode ID: (\d+)")
-UNKNOWN_KEY = "No SuperNode found with the given public key"
-STILL_ONLINE = re.compile(r"SuperNode with node ID (\d+) could not be activated")
+ACTIVATION_REFUSED = "Failed to activate SuperNode"
 
 
 @dataclass(frozen=True)
@@ -151,19 +152,33 @@ def supernode_env(flwr_home: Path, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def deactivate(route: SuperLinkRoute, node_id: int, timeout: float = 5.0) -> str | None:
+class Deactivation(enum.Enum):
+    """How the SuperLink answered :func:`deactivate`."""
+
+    #: It took the node offline.
+    DONE = "done"
+    #: It knows the key under this node id but refused (the node is offline already).
+    REFUSED = "refused"
+    #: It does not know the key under this node id: the key is not (or no longer) registered.
+    UNKNOWN_KEY = "unknown key"
+    #: It could not be reached.
+    UNREACHABLE = "unreachable"
+
+
+def deactivate(route: SuperLinkRoute, node_id: int, timeout: float = 5.0) -> tuple[Deactivation, str]:
     """Tell the SuperLink that SuperNode ``node_id`` (ours, killed without deactivating) is offline.
 
     A SuperNode stopped with SIGTERM deactivates itself; one killed outright stays online on
     the SuperLink for two heartbeats (60 s), during which a new process with the same key is
-    refused. The request is signed with the node's own key (the SuperLink accepts it only from
-    the key registered for ``node_id``), through Flower's own Fleet client.
+    refused. The request is signed with the node's own key through Flower's own Fleet client;
+    the SuperLink accepts it only from the key registered under ``node_id``, so its answer also
+    tells whether the key is still registered.
 
     Returns:
-        None if the SuperLink took it, else why not (it was already offline, unreachable, ...).
+        How it answered, and its words.
     """
     if route.private_key is None or route.root_certificates is None:
-        return "no authentication key: a self-registered SuperNode cannot be deactivated by another process"
+        return Deactivation.REFUSED, "a self-registered SuperNode is not deactivated by another process"
     import httpx
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key
@@ -173,11 +188,16 @@ def deactivate(route: SuperLinkRoute, node_id: int, timeout: float = 5.0) -> str
 
     key = load_ssh_private_key(route.private_key.read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        return f"{route.private_key} is not an EC key"
+        return Deactivation.REFUSED, f"{route.private_key} is not an EC key"
     try:
         with FleetHttpClient(f"https://{route.address}", verify=str(route.root_certificates), timeout=timeout,
                              interceptors=[NodeAuthHttpInterceptor(key, key.public_key())]) as client:
             client.DeactivateNode(DeactivateNodeRequest(node_id=node_id))
+    except httpx.HTTPStatusError as exc:
+        words = f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"
+        if exc.response.status_code == httpx.codes.UNAUTHORIZED:
+            return Deactivation.UNKNOWN_KEY, words
+        return Deactivation.REFUSED, words
     except (httpx.HTTPError, ValueError) as exc:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return None
+        return Deactivation.UNREACHABLE, str(exc) or type(exc).__name__
+    return Deactivation.DONE, "deactivated"
