@@ -92,6 +92,7 @@ class _Run:
     start_ticks: int | None
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=_RECENT))
     facts: dict[str, Any] | None = None  # set once ready
+    announced: bool = False  # on_change was called for its readiness
     pump: threading.Thread | None = None
 
 
@@ -115,7 +116,8 @@ class Supervisor:
         log_files: the log file of each child, by name.
         log: serve's own logger.
         stopping: set (by a signal handler) to make :meth:`start` and :meth:`run` return.
-        on_change: called (from the main thread) after a child starts or exits, e.g. to record PIDs.
+        on_change: called (from the main thread) after a child starts, becomes ready or exits, e.g. to
+            record PIDs and what the children said.
     """
 
     def __init__(self, specs: Sequence[ChildSpec], log_files: Mapping[str, LogFile], log: logging.Logger,
@@ -148,6 +150,7 @@ class Supervisor:
                 run = child.run
                 assert run is not None
                 if run.facts is not None:
+                    self._announce(run)
                     break
                 if (code := run.proc.poll()) is not None:
                     run.pump.join(timeout=5) if run.pump else None
@@ -177,6 +180,8 @@ class Supervisor:
         while not self._stopping.wait(0.2):
             for child in self._children:
                 run = child.run
+                if run is not None and run.facts is not None:
+                    self._announce(run)
                 if child.due is None and run is not None and (code := run.proc.poll()) is not None:
                     self._exited(child, run, code)
                 if child.due is not None and time.monotonic() >= child.due and not self._stopping.is_set():
@@ -274,6 +279,12 @@ class Supervisor:
                         child.facts.update(facts)
                     self._log.info("%s is ready%s", child.spec.name,
                                    "".join(f"; {k} {v}" for k, v in facts.items()))
+
+    def _announce(self, run: _Run) -> None:
+        """Call on_change once for a run that became ready (its facts, e.g. a node id, are worth recording)."""
+        if not run.announced:
+            run.announced = True
+            self._on_change()
 
     def _exited(self, child: _Child, run: _Run, code: int) -> None:
         if run.pump is not None:
