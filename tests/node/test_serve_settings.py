@@ -1,0 +1,86 @@
+"""`metai-node serve` honours its settings: the chain URL (signing agent and node config), the SuperNode key and
+port, the log directory with its rotation, the runtime directory; and a chain it cannot reach stops it in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import tomllib
+from pathlib import Path
+
+from node.procs import start_time
+from tests.node.serve_fixture import SecureLink, secure_link, serve_env, short_dir, start_serve  # noqa: F401
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def _listens(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_serve_runs_with_every_setting_it_is_given(  # type: ignore[no-untyped-def]
+        make_node, chain, secure_link: SecureLink, short_dir: Path, start_serve, tmp_path: Path) -> None:
+    node = make_node("Settings Hospital")
+    secure_link.register(node.dir, "settings-hospital")
+    moved_key = tmp_path / "keys" / "supernode.key"  # METAI_NODE_SUPERNODE_KEY: the key kept elsewhere
+    moved_key.parent.mkdir(mode=0o700)
+    (node.dir / "federation" / "supernode.key").rename(moved_key)
+    alias = chain.rpc_url.replace("127.0.0.1", "localhost")  # the same chain under another URL than node.json's
+    assert node.info.rpc_url == chain.rpc_url != alias
+    logs = tmp_path / "var-log"
+    env = serve_env(node.dir, secure_link, short_dir, rpc_url=alias, supernode_key=str(moved_key),
+                    log_dir=str(logs), log_max_bytes="1024", log_backups="2")
+    serve = start_serve(env)
+    body = serve.wait_health(200)
+    supernode = body["children"]["supernode"]
+
+    # METAI_NODE_RPC_URL: what the signing agent uses, what the node config hands the ClientApps, and in the
+    # environment the SuperNode passes on to them.
+    assert f"on chain {alias} (id {chain.chain_id}) listening on {short_dir}/signer/agent.sock" in \
+        (logs / "signer.log").read_text()
+    config = tomllib.loads((short_dir / "node-config.toml").read_text())
+    assert config == {"node-dir": str(node.dir.resolve()), "signer-socket": f"{short_dir}/signer/agent.sock",
+                      "rpc-url": alias}
+    assert _environ(supernode["pid"])["METAI_NODE_RPC_URL"] == alias
+    # METAI_NODE_SUPERNODE_KEY and METAI_NODE_SUPERNODE_PORT: the SuperNode's command line and its listening port.
+    cmdline = Path(f"/proc/{supernode['pid']}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[cmdline.index(b"--auth-supernode-private-key") + 1] == str(moved_key).encode()
+    assert _listens(int(env["METAI_NODE_SUPERNODE_PORT"]))
+    # METAI_NODE_RUNTIME_DIR: lock, state, node config, FLWR_HOME and socket there, nothing in the node directory.
+    assert {p.name for p in short_dir.iterdir()} >= {"serve.lock", "serve.json", "node-config.toml", "flwr-home",
+                                                     "signer"}
+    assert not (node.dir / "run").exists()
+
+    # METAI_NODE_LOG_DIR with rotation at 1 KiB, two backups: a restart of the SuperNode writes more than that.
+    os.kill(supernode["pid"], signal.SIGKILL)
+    serve.wait_health(200, restarted=lambda b: b["children"]["supernode"]["restarts"] == 1)
+    assert not (node.dir / "logs").exists()
+    assert (logs / "supernode.log.1").exists() and not (logs / "supernode.log.3").exists()
+    for path in logs.iterdir():
+        assert path.stat().st_size <= 1024, path
+        assert all(line[:4].isdigit() for line in path.read_text().splitlines()), path  # each line whole, stamped
+    os.kill(serve.proc.pid, signal.SIGTERM)
+    assert serve.wait_exit() == 0
+    assert json.loads((short_dir / "serve.json").read_text())["clean"] is True
+
+
+def test_a_chain_the_signing_agent_cannot_reach_stops_serve_in_one_line(  # type: ignore[no-untyped-def]
+        make_node, secure_link: SecureLink, short_dir: Path, start_serve) -> None:
+    node = make_node("Offline Hospital")
+    secure_link.register(node.dir, "offline-hospital")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    serve = start_serve(serve_env(node.dir, secure_link, short_dir, rpc_url=closed))
+    assert serve.wait_exit() == 1
+    assert serve.stderr().startswith(f"error: cannot reach the chain at {closed} (connection refused)")
+    assert len(serve.stderr().splitlines()) == 1
+    state = json.loads((short_dir / "serve.json").read_text())
+    assert state["clean"] is True and all(start_time(pid) != started for pid, started in state["children"].values())
+    assert not (short_dir / "signer").exists()
