@@ -52,6 +52,7 @@ from deploy.signers import SignerProcess, start_signer, stop_signer
 from deploy.threads import threads_per_node
 from node.config import NodeInfo
 from node.errors import NodeConfigError
+from node.federated.supernode import supernode_node_config
 from node.keys import KEY_FILE
 from node.node_config import NodeConfigKey
 
@@ -108,11 +109,8 @@ class NodeSpec:
             return self.node_dir.resolve().name
 
     def node_config(self) -> dict[str, ConfigValue]:
-        """Return what the node's ClientApps see as ``context.node_config``."""
-        config: dict[str, ConfigValue] = {NodeConfigKey.NODE_DIR: str(self.node_dir.resolve())}
-        if self.passphrase_file is not None:
-            config[NodeConfigKey.PASSPHRASE_FILE] = str(self.passphrase_file.resolve())
-        return config
+        """Return what the node's ClientApps see as ``context.node_config`` (as ``metai-node serve`` makes it)."""
+        return dict(supernode_node_config(self.node_dir, passphrase_file=self.passphrase_file))
 
     def check(self) -> None:
         """Refuse a node directory or passphrase file that does not exist, or a name unfit for a SuperNode.

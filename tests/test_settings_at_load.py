@@ -132,3 +132,60 @@ def test_a_managed_superlink_is_reached_on_loopback_over_its_own_tls(monkeypatch
     env = settings.as_env()  # what its ServerApps read: the same settings, paths absolute
     assert CoordinatorSettings(_env_file=None, **{k.removeprefix("METAI_COORDINATOR_").lower(): v  # type: ignore[arg-type]
                                                   for k, v in env.items()}).fleet_cert == Path("fleet.pem").resolve()
+
+
+@pytest.mark.parametrize(("values", "why"), [
+    ({"SUPERLINK_ADDRESS": "https://10.77.0.2:9443"}, "expected HOST:PORT of the SuperLink's Fleet API"),
+    ({"SUPERLINK_ADDRESS": "10.77.0.2"}, "expected HOST:PORT of the SuperLink's Fleet API"),
+    ({"SUPERLINK_ADDRESS": "::1:9443"}, "an IPv6 address in brackets"),
+    ({"SUPERLINK_ADDRESS": "10.77.0.2:9443", "SUPERLINK_INSECURE": "true"},
+     "not on loopback, so it must be reached over TLS: set METAI_NODE_SUPERLINK_ROOT_CERTIFICATES"),
+    ({"SUPERLINK_ROOT_CERTIFICATES": "ca.pem", "SUPERLINK_INSECURE": "true"},
+     "excludes METAI_NODE_SUPERLINK_ROOT_CERTIFICATES"),
+    ({"SUPERNODE_PORT": "0"}, "greater than or equal to 1"),
+    ({"HEALTH_PORT": "65536"}, "less than or equal to 65535"),
+    ({"SUPERNODE_PORT": "9100", "HEALTH_PORT": "9100"}, "both 9100; give each its own port"),
+    ({"LOG_MAX_BYTES": "100"}, "greater than or equal to 1024"),
+    ({"LOG_BACKUPS": "0"}, "greater than or equal to 1"),
+    ({"START_TIMEOUT": "0"}, "greater than 0"),
+    ({"RUNTIME_DIR": "/" + "r" * 100}, "over the 107 a Unix socket path may have; set METAI_NODE_RUNTIME_DIR"),
+])
+def test_a_serve_setting_that_cannot_work_is_refused_as_it_loads(monkeypatch: pytest.MonkeyPatch,
+                                                                 values: dict[str, str], why: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"METAI_NODE_{name}", value)
+    with pytest.raises(ValidationError, match=why):
+        NodeSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("values", "root"), [
+    ({"SUPERLINK_ADDRESS": "10.77.0.2:9443", "SUPERLINK_ROOT_CERTIFICATES": "/etc/metai/ca.pem"}, "/etc/metai/ca.pem"),
+    ({"SUPERLINK_ADDRESS": "link.consortium.example:443", "SUPERLINK_ROOT_CERTIFICATES": "ca.pem"}, "ca.pem"),
+    ({"SUPERLINK_ADDRESS": "[::1]:9092", "SUPERLINK_INSECURE": "true"}, None),
+    ({"SUPERLINK_ADDRESS": "localhost:9092", "SUPERLINK_INSECURE": "true"}, None),
+])
+def test_a_superlink_over_tls_or_on_loopback_is_taken_by_the_node(monkeypatch: pytest.MonkeyPatch,
+                                                                  values: dict[str, str], root: str | None) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"METAI_NODE_{name}", value)
+    settings = NodeSettings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.require_superlink() == (values["SUPERLINK_ADDRESS"], None if root is None else Path(root))
+
+
+def test_serve_names_what_it_lacks_only_when_it_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = NodeSettings(_env_file=None)  # type: ignore[call-arg]  # other commands run without these
+    with pytest.raises(NodeConfigError, match="METAI_NODE_SUPERLINK_ADDRESS is not set"):
+        settings.require_superlink()
+    monkeypatch.setenv("METAI_NODE_SUPERLINK_ADDRESS", "10.77.0.2:9443")
+    with pytest.raises(NodeConfigError, match="METAI_NODE_SUPERLINK_ROOT_CERTIFICATES is not set; set it to the "
+                                              "consortium CA certificate"):
+        NodeSettings(_env_file=None).require_superlink()  # type: ignore[call-arg]
+
+
+def test_the_serve_paths_default_into_the_node_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METAI_NODE_DIR", "/srv/metai-node")
+    settings = NodeSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.supernode_key_path, settings.log_path, settings.runtime_path) == (
+        Path("/srv/metai-node/federation/supernode.key"), Path("/srv/metai-node/logs"), Path("/srv/metai-node/run"))
+    assert (settings.supernode_port, settings.health_port, settings.log_max_bytes, settings.log_backups) == (
+        9094, 9095, 10 * 1024 * 1024, 5)

@@ -10,7 +10,6 @@ the process (PID, start time, the children it had) in a JSON file, so that a lat
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from collections.abc import Mapping
@@ -24,11 +23,10 @@ from deploy.errors import ServiceStartError
 from deploy.flower_certs import FlowerSecurity, check_node_name
 from deploy.process import HOST, descendants, free_port, read_log, spawn, start_time, stop_tree, tail
 from deploy.threads import thread_env
+from node.federated.supernode import NODE_ID, SuperLinkRoute, supernode_command
 
 __all__ = ["SuperLinkProcess", "SuperNodeProcess", "check_security", "flower_env", "load_process",
            "start_superlink", "start_supernode", "stop"]
-
-_NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 
 
 @dataclass(frozen=True)
@@ -168,20 +166,17 @@ def start_supernode(
     config_file = node_dir / "node-config.toml"  # a file: values may hold spaces and quotes
     config_file.write_text(toml_text(dict(checked_config(node_config, "node_config"))), encoding="utf-8")
     port = port or free_port()
-    cmd = [str(tool("flower-supernode")), "--superlink", superlink.fleet_address, "--host", HOST, "--port", str(port)]
-    cmd += ["--isolation", "subprocess", "--node-config", str(config_file)]
-    if security is None:
-        cmd += ["--insecure"]
-    else:
-        private_key, _ = security.keys_of(name)
-        cmd += ["--root-certificates", str(security.ca_cert), "--auth-supernode-private-key", str(private_key)]
+    route = SuperLinkRoute(superlink.fleet_address, None) if security is None else \
+        SuperLinkRoute(superlink.fleet_address, security.ca_cert, security.keys_of(name)[0])
+    tool("flower-supernode")  # FlowerMissing, as for the SuperLink, if flwr is not installed
+    cmd = supernode_command(route, port=port, node_config_file=config_file)  # the one the hospital's serve runs
     log_file = node_dir / "supernode.log"
     log_start = log_file.stat().st_size if log_file.exists() else 0
     env = {**(thread_env(torch_threads) if torch_threads is not None else {}), **(extra_env or {})}
     proc = spawn(cmd, log_file, env=flower_env(node_dir, env))
     deadline = time.monotonic() + timeout
     try:
-        while not (found := _NODE_ID.search(read_log(log_file, log_start))):
+        while not (found := NODE_ID.search(read_log(log_file, log_start))):
             _check_alive(proc, f"flower-supernode {name!r}", log_file, deadline, timeout)
             time.sleep(0.1)
     except BaseException:  # refused, not ready, or the caller was interrupted: leave nothing running

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from node.procs import start_time
-from tests.node.serve_fixture import SecureLink, secure_link, serve_env, short_dir, start_serve  # noqa: F401
+from tests.node.serve_fixture import SecureLink, serve_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,12 +26,15 @@ def test_serve_activates_the_node_and_answers_health(make_node, secure_link: Sec
     serve = start_serve(serve_env(node.dir, secure_link, short_dir))
     body = serve.wait_health(200)
     signer, supernode = _children(body)["signer"], _children(body)["supernode"]
-    assert body["status"] == "ok" and body["phase"] == "running" and body["problems"] == []
+    assert body["status"] == "ok"
+    assert body["phase"] == "running"
+    assert body["problems"] == []
     assert body["hospital"] == node.address
     assert (signer["running"], signer["ready"], signer["answering"], signer["restarts"]) == (True, True, True, 0)
     assert (supernode["running"], supernode["ready"], supernode["superlink_reachable"]) == (True, True, True)
     assert supernode["node_id"] == secure_link.activations()[-1]  # the id the SuperLink activated
-    assert "is SuperNode" in serve.stdout() and serve.stderr() == ""
+    assert "is SuperNode" in serve.stdout()
+    assert serve.stderr() == ""
     env = {**serve.env}
     done = subprocess.run([sys.executable, "-m", "node.cli", "health"], env=env, capture_output=True, text=True,
                           timeout=60)
@@ -52,16 +55,19 @@ def test_a_killed_supernode_is_restarted_at_once_and_health_recovers(  # type: i
     os.kill(first["pid"], signal.SIGKILL)
     body = serve.wait_health(200, restarted=lambda b: _children(b)["supernode"]["restarts"] >= 1)
     again = _children(body)["supernode"]
-    assert again["pid"] != first["pid"] and start_time(first["pid"]) is None
+    assert again["pid"] != first["pid"]
+    assert start_time(first["pid"]) is None
     assert again["node_id"] == first["node_id"]
-    assert again["last_exit"]["reason"] == "killed by SIGKILL" and again["last_exit"]["pid"] == first["pid"]
+    assert again["last_exit"]["reason"] == "killed by SIGKILL"
+    assert again["last_exit"]["pid"] == first["pid"]
     # The SuperLink was told at once that the killed process is gone, so the first restart was admitted
     # (without that it refuses the key for two missed heartbeats, 60 s, and serve would try again and again).
     assert again["restarts"] == 1
     assert secure_link.activations().count(first["node_id"]) == 2
     serve_log = (serve.log_dir / "serve.log").read_text()
     assert f"told the SuperLink that node {first['node_id']} of the previous SuperNode process is offline" in serve_log
-    assert f"supernode (pid {first['pid']}) exited after" in serve_log and "killed by SIGKILL" in serve_log
+    assert f"supernode (pid {first['pid']}) exited after" in serve_log
+    assert "killed by SIGKILL" in serve_log
     assert _children(body)["signer"]["restarts"] == 0
 
 
@@ -78,7 +84,8 @@ def test_sigterm_stops_every_child_removes_the_socket_and_exits_0(  # type: igno
     os.kill(serve.proc.pid, signal.SIGTERM)
     assert serve.wait_exit() == 0, serve.stderr()
     assert [pid for pid, started in family.items() if start_time(pid) == started] == []
-    assert not socket_path.exists() and not socket_path.parent.exists()
+    assert not socket_path.exists()
+    assert not socket_path.parent.exists()
     assert serve.stdout().splitlines()[-1] == "metai-node serve: stopped"
     assert serve.stderr() == ""
     state = (short_dir / "serve.json").read_text()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from node.procs import start_time
-from tests.node.serve_fixture import SecureLink, secure_link, serve_env, short_dir, start_serve  # noqa: F401
+from tests.node.serve_fixture import SecureLink, serve_env
 
 
 def _wait_gone(processes: dict[int, int], timeout: float = 60.0) -> list[int]:

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 from node.procs import start_time
-from tests.node.serve_fixture import SecureLink, secure_link, serve_env, short_dir, start_serve  # noqa: F401
+from tests.node.serve_fixture import SecureLink, serve_env
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -61,7 +61,8 @@ def test_serve_runs_with_every_setting_it_is_given(  # type: ignore[no-untyped-d
     os.kill(supernode["pid"], signal.SIGKILL)
     serve.wait_health(200, restarted=lambda b: b["children"]["supernode"]["restarts"] == 1)
     assert not (node.dir / "logs").exists()
-    assert (logs / "supernode.log.1").exists() and not (logs / "supernode.log.3").exists()
+    assert (logs / "supernode.log.1").exists()
+    assert not (logs / "supernode.log.3").exists()
     for path in logs.iterdir():
         assert path.stat().st_size <= 1024, path
         assert all(line[:4].isdigit() for line in path.read_text().splitlines()), path  # each line whole, stamped
@@ -82,5 +83,6 @@ def test_a_chain_the_signing_agent_cannot_reach_stops_serve_in_one_line(  # type
     assert serve.stderr().startswith(f"error: cannot reach the chain at {closed} (connection refused)")
     assert len(serve.stderr().splitlines()) == 1
     state = json.loads((short_dir / "serve.json").read_text())
-    assert state["clean"] is True and all(start_time(pid) != started for pid, started in state["children"].values())
+    assert state["clean"] is True
+    assert all(start_time(pid) != started for pid, started in state["children"].values())
     assert not (short_dir / "signer").exists()

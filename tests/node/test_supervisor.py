@@ -78,7 +78,9 @@ def test_a_childs_output_is_rotated_by_size_in_whole_lines_and_nothing_is_lost( 
     assert all(path.stat().st_size <= 1024 for path in files)
     lines = [line for path in files for line in _stamped(path)]
     expected = [f"line {i:04d} " + "x" * (i * 7 % 150) for i in range(LINES)]
-    assert lines[0].startswith("--- starting ") and lines[1] == "ready" and lines[-1] == "done"
+    assert lines[0].startswith("--- starting ")
+    assert lines[1] == "ready"
+    assert lines[-1] == "done"
     assert lines[2:-1] == expected  # every line, whole, once, in order, across the files
     assert start_time(pid) is None
 
