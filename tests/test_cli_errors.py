@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from contracts.manifest import write_manifest
 from contracts.roles import Role
 from contracts.studies import StudyRequest
 from deploy.deployer import deploy_contracts
+from node.federation_key import supernode_key_pair
 from tests.conftest import NODE_PASSPHRASE, Actors, light_keystore, lighten_node_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,6 +96,8 @@ class World:
     short_pass: Path
     wrong_pass: Path
     junk: Path  # a file that is not HDF5
+    supernode_key: Path  # a SuperNode key (P-384, OpenSSH) kept outside the node directory
+    short: Path  # a directory with a short path, for serve's runtime directories (Unix socket paths are short)
 
     def fmt(self, text: str, case_dir: Path, **extra: str) -> str:
         return text.format(**{k: str(v) for k, v in vars(self).items()}, case=str(case_dir), **extra)
@@ -195,6 +199,57 @@ def _node_cases() -> Iterator[Case]:
                {"METAI_NODE_COORDINATOR_URL": "notaurl"})
     yield Case("node", ("publish-proofs",), "coordinator down", (), "the coordinator at {closed} cannot be reached",
                COORDINATOR)
+    yield from _serve_cases()
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_env(name: str, **overrides: str | None) -> dict[str, str | None]:
+    """A serve of the world's node against a loopback SuperLink where nothing listens, its files in the case."""
+    env: dict[str, str | None] = {
+        "METAI_NODE_SUPERLINK_ADDRESS": SERVE_SUPERLINK, "METAI_NODE_SUPERLINK_INSECURE": "true",
+        "METAI_NODE_RUNTIME_DIR": f"{{short}}/{name}", "METAI_NODE_LOG_DIR": "{case}/logs",
+        "METAI_NODE_HEALTH_PORT": str(_unused_port()), "METAI_NODE_SUPERNODE_PORT": str(_unused_port())}
+    env.update(overrides)
+    return env
+
+
+SERVE_SUPERLINK = f"127.0.0.1:{_unused_port()}"
+TLS = {"METAI_NODE_SUPERLINK_INSECURE": REMOVE, "METAI_NODE_SUPERNODE_KEY": "{supernode_key}"}
+
+
+def _serve_cases() -> Iterator[Case]:
+    conditions = {**NODE_OPENING, "chain down": NODE_CHAIN_DOWN}
+    for index, (condition, (env, expect)) in enumerate(conditions.items()):
+        yield Case("node", ("serve",), condition, (), expect, {**_serve_env(f"o{index}"), **env})
+    yield Case("node", ("serve",), "SuperLink address unset", (), "METAI_NODE_SUPERLINK_ADDRESS is not set",
+               _serve_env("a", METAI_NODE_SUPERLINK_ADDRESS=REMOVE, METAI_NODE_SUPERLINK_INSECURE=REMOVE))
+    yield Case("node", ("serve",), "CA certificate unset", (), "METAI_NODE_SUPERLINK_ROOT_CERTIFICATES is not set",
+               _serve_env("b", **TLS))
+    yield Case("node", ("serve",), "plain HTTP to another host", (),
+               "METAI_NODE_SUPERLINK_INSECURE: the SuperLink at 10.77.0.2:9443 is not on loopback, so it must be "
+               "reached over TLS", _serve_env("c", METAI_NODE_SUPERLINK_ADDRESS="10.77.0.2:9443"))
+    yield Case("node", ("serve",), "missing SuperNode key", (),
+               "the SuperNode key {node_dir}/federation/supernode.key does not exist; run `metai-node federation-key`",
+               _serve_env("d", **{**TLS, "METAI_NODE_SUPERNODE_KEY": REMOVE,
+                                  "METAI_NODE_SUPERLINK_ROOT_CERTIFICATES": "{junk}"}))
+    yield Case("node", ("serve",), "missing CA certificate", (),
+               "METAI_NODE_SUPERLINK_ROOT_CERTIFICATES is {root}/absent-ca.pem, which does not exist",
+               _serve_env("e", **TLS, METAI_NODE_SUPERLINK_ROOT_CERTIFICATES="{root}/absent-ca.pem"))
+    yield Case("node", ("serve",), "CA certificate not PEM", (), "{junk} is not a PEM certificate",
+               _serve_env("f", **TLS, METAI_NODE_SUPERLINK_ROOT_CERTIFICATES="{junk}"))
+    yield Case("node", ("serve",), "SuperLink down", (),
+               f"cannot reach the SuperLink at {SERVE_SUPERLINK} (connection refused); check "
+               "METAI_NODE_SUPERLINK_ADDRESS", _serve_env("g"))
+    quiet = _unused_port()
+    yield Case("node", ("health",), "nothing answers", (), f"no health check answers on 127.0.0.1:{quiet} "
+               "(connection refused); is `metai-node serve` running", {"METAI_NODE_HEALTH_PORT": str(quiet)})
+    yield Case("node", ("health",), "malformed port", (),
+               "METAI_NODE_HEALTH_PORT: Input should be greater than or equal to 1", {"METAI_NODE_HEALTH_PORT": "0"})
 
 
 NODE_ARG = "{node_dir}={good_pass}"
@@ -363,7 +418,7 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors) -> World:
+def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors) -> Iterator[World]:
     from node.datasets import register
     from node.ingest import Ingestor
     from node.node import Node
@@ -404,10 +459,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, chain: Chain, actors: Actors
     (root / "empty").mkdir()
     junk = root / "junk.h5"
     junk.write_bytes(b"not HDF5 at all\n")
-    return World(root=root, rpc=chain.rpc_url, closed=f"http://127.0.0.1:{_closed_port()}", node_dir=node.dir,
-                 manifest=manifest, record=record, requested=int(requested), running=int(running),
-                 coordinator_key=key, good_pass=passes["good"], short_pass=passes["short"],
-                 wrong_pass=passes["wrong"], junk=junk)
+    supernode_key = root / "supernode.key"
+    supernode_key.write_bytes(supernode_key_pair()[0])
+    supernode_key.chmod(0o600)
+    short = Path(tempfile.mkdtemp(prefix="cli-"))
+    yield World(root=root, rpc=chain.rpc_url, closed=f"http://127.0.0.1:{_closed_port()}", node_dir=node.dir,
+                manifest=manifest, record=record, requested=int(requested), running=int(running),
+                coordinator_key=key, good_pass=passes["good"], short_pass=passes["short"],
+                wrong_pass=passes["wrong"], junk=junk, supernode_key=supernode_key, short=short)
+    shutil.rmtree(short, ignore_errors=True)
 
 
 @dataclass(frozen=True)
