@@ -130,6 +130,7 @@ class SigningAgent:
                 log.warning("refused to sign: %s", exc)
                 return False, str(exc)
             signed = self.account.sign_transaction(request[1])
+            log.info("signed a contribution: transaction %s", Web3.to_hex(signed.hash))
             return True, (bytes(signed.raw_transaction), bytes(signed.hash))
         return False, "unknown request"
 
