@@ -3,12 +3,13 @@
 The answer is one JSON object (format ``metai-node-health`` version 1)::
 
     {"format": "metai-node-health", "version": 1, "status": "ok", "phase": "running",
-     "hospital": "0x...", "superlink": "10.77.0.2:9443", "problems": [],
+     "node_dir": "/srv/metai-node", "hospital": "0x...", "superlink": "10.77.0.2:9443", "problems": [],
      "children": {"signer": {"running": true, "pid": 4242, "restarts": 0, "since": "...", "ready": true,
-                             "answering": true, "last_exit": null},
+                             "last_exit": null, "answering": true},
                   "supernode": {"running": true, "pid": 4250, "restarts": 1, "since": "...", "ready": true,
-                                "node_id": 7310468361925312045, "superlink_reachable": true,
-                                "last_exit": {"at": "...", "pid": 4243, "code": -9, "reason": "killed by SIGKILL"}}}}
+                                "node_id": 7310468361925312045,
+                                "last_exit": {"at": "...", "pid": 4243, "code": -9, "reason": "killed by SIGKILL"},
+                                "superlink_reachable": true}}}
 
 with HTTP 200 when ``status`` is ``ok`` (every child running, ready and passing its probe) and
 503 otherwise (``status`` ``unhealthy``, ``problems`` saying what is wrong; ``phase``
@@ -98,7 +99,7 @@ def _handler(report: Report) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def read_health(port: int, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+def read_health(port: int, timeout: float = 20.0) -> tuple[int, dict[str, Any]]:
     """Ask serve's health check on 127.0.0.1:``port``: the HTTP status and the JSON answer.
 
     Raises:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import re
-import sys
 from pathlib import Path
 
 __all__ = ["LogFile", "clean_line", "serve_logger"]
@@ -53,9 +52,10 @@ class LogFile:
         self.handler.close()
 
 
-def serve_logger(path: Path, max_bytes: int, backups: int, *, to_stderr: bool = True) -> logging.Logger:
-    """The logger of serve itself: ``path`` (rotated like :class:`LogFile`) and, for journald, stderr.
+def serve_logger(path: Path, max_bytes: int, backups: int) -> logging.Logger:
+    """The logger of serve itself, writing to ``path`` (rotated like :class:`LogFile`).
 
+    Not to stderr: a serve that cannot start says so there in one line, which the journal keeps.
     Its handlers are replaced on every call, so serve started twice in one process logs once.
     """
     logger = logging.getLogger("metai.node.serve")
@@ -65,11 +65,7 @@ def serve_logger(path: Path, max_bytes: int, backups: int, *, to_stderr: bool = 
         logger.removeHandler(old)
         old.close()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handlers: list[logging.Handler] = [logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes,
-                                                                            backupCount=backups, encoding="utf-8")]
-    if to_stderr:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    for handler in handlers:
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        logger.addHandler(handler)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logger.addHandler(handler)
     return logger

@@ -114,8 +114,7 @@ def serve(settings: NodeSettings, *, echo: Callable[[str], None] = print) -> Non
     private_umask()
     runtime = settings.runtime_path.absolute()
     with ServeLock(runtime) as lock:
-        log = serve_logger(settings.log_path / "serve.log", settings.log_max_bytes, settings.log_backups,
-                           to_stderr=False)
+        log = serve_logger(settings.log_path / "serve.log", settings.log_max_bytes, settings.log_backups)
         log.info("serve starting for node %s (hospital %s), SuperLink %s", checked.node_dir, checked.hospital,
                  checked.route.address)
         _after_previous(lock.previous, log)

@@ -8,6 +8,7 @@ run when the check is asked, each at most :data:`PROBE_TIMEOUT` seconds.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Report:
         phase = self.phase
         children = self.supervisor.snapshot()
         problems = [] if phase == "running" else [f"serve is {phase}"]
+        probes = {}
         for name, child in children.items():
             if not child["running"]:
                 last = child["last_exit"]
@@ -39,10 +41,13 @@ class Report:
             elif not child["ready"]:
                 problems.append(f"{name} is not ready yet")
             elif (check := self.supervisor.check(name)) is not None:
-                facts, problem = _probe(check)
-                child.update(facts)
-                if problem is not None:
-                    problems.append(f"{name}: {problem}")
+                probes[name] = _Probe(check)
+        deadline = time.monotonic() + PROBE_TIMEOUT  # the probes run side by side: one wait for all
+        for name, probe in probes.items():
+            facts, problem = probe.result(deadline)
+            children[name].update(facts)
+            if problem is not None:
+                problems.append(f"{name}: {problem}")
         return {
             "status": "ok" if not problems else "unhealthy",
             "phase": phase,
@@ -54,12 +59,18 @@ class Report:
         }
 
 
-def _probe(check: Any) -> tuple[dict[str, Any], str | None]:
-    """Run ``check`` in a thread, waiting at most PROBE_TIMEOUT seconds for it."""
-    result: list[tuple[dict[str, Any], str | None]] = []
-    thread = threading.Thread(target=lambda: result.append(check()), name="health-probe", daemon=True)
-    thread.start()
-    thread.join(PROBE_TIMEOUT)
-    if not result:
-        return {}, f"its probe did not answer within {PROBE_TIMEOUT:g} s"
-    return result[0]
+class _Probe:
+    """A child's probe, running in a thread of its own from its creation."""
+
+    def __init__(self, check: Any) -> None:
+        self._result: list[tuple[dict[str, Any], str | None]] = []
+        self._thread = threading.Thread(target=lambda: self._result.append(check()), name="health-probe",
+                                        daemon=True)
+        self._thread.start()
+
+    def result(self, deadline: float) -> tuple[dict[str, Any], str | None]:
+        """Its facts and problem, or a problem of its own if it has not answered by ``deadline`` (monotonic)."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._result:
+            return {}, f"its probe did not answer within {PROBE_TIMEOUT:g} s"
+        return self._result[0]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deploy.process import free_port
 from node.procs import start_time
 from tests.node.serve_fixture import SecureLink, serve_env
 
@@ -135,3 +136,41 @@ def _left_running(runtime: Path) -> list[int]:
 
     state = json.loads((runtime / "serve.json").read_text())
     return [pid for pid, started in state["children"].values() if start_time(pid) == started]
+
+
+def test_a_hung_signing_agent_makes_health_503_and_the_health_command_exit_1(  # type: ignore[no-untyped-def]
+        make_node, secure_link: SecureLink, short_dir: Path, start_serve) -> None:
+    node = make_node("Hung Hospital")
+    secure_link.register(node.dir, "hung-hospital")
+    serve = start_serve(serve_env(node.dir, secure_link, short_dir))
+    signer = _children(serve.wait_health(200))["signer"]
+    os.kill(signer["pid"], signal.SIGSTOP)  # alive, listening (the kernel accepts), answering nothing
+    try:
+        status, body = serve.health()
+        done = subprocess.run([sys.executable, "-m", "node.cli", "health"], env=serve.env, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        os.kill(signer["pid"], signal.SIGCONT)
+    assert status == 503
+    assert body["status"] == "unhealthy"
+    assert body["problems"] == ["signer: its probe did not answer within 8 s"]
+    assert (_children(body)["signer"]["running"], _children(body)["signer"]["pid"]) == (True, signer["pid"])
+    assert done.returncode == 1
+    assert done.stderr == "error: serve is unhealthy: signer: its probe did not answer within 8 s\n"
+    assert done.stdout.startswith("signer: ready; pid ")
+    assert serve.wait_health(200)["children"]["signer"]["answering"] is True  # answering again, not restarted
+
+
+def test_a_second_serve_of_the_same_node_is_refused(  # type: ignore[no-untyped-def]
+        make_node, secure_link: SecureLink, short_dir: Path, start_serve) -> None:
+    node = make_node("Twice Hospital")
+    secure_link.register(node.dir, "twice-hospital")
+    env = serve_env(node.dir, secure_link, short_dir)
+    first = start_serve(env)
+    first.wait_health(200)
+    second = start_serve({**env, "METAI_NODE_HEALTH_PORT": str(free_port())})
+    assert second.wait_exit() == 1
+    assert second.stderr() == (f"error: another `metai-node serve` (pid {first.proc.pid}) runs for this node (it "
+                               f"holds {short_dir}/serve.lock); stop it first, or give this one another "
+                               "METAI_NODE_DIR\n")
+    assert first.wait_health(200)["status"] == "ok"
