@@ -154,7 +154,7 @@ def serve(settings: NodeSettings, *, echo: Callable[[str], None] = print) -> Non
                 report.phase = "stopping"
                 log.info("stopping (signal received)")
         except Exception as exc:
-            log.error("serve could not start: %s", exc)
+            log.error("serve stops on an error: %s", exc)
             raise
         finally:
             state.clean = True

@@ -128,7 +128,6 @@ class Supervisor:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._thread = threading.current_thread()
-        self.started = False
 
     # ------------------------------------------------------------------ start, run, stop
 
@@ -152,8 +151,9 @@ class Supervisor:
                 if run.facts is not None:
                     self._announce(run)
                     break
-                if (code := run.proc.poll()) is not None:
-                    run.pump.join(timeout=5) if run.pump else None
+                if (code := self._reap(run)) is not None:
+                    if run.pump is not None:
+                        run.pump.join(timeout=5)
                     reason = self._exit_reason(child, code)
                     default = self._start_failure(child, code)
                     hook = child.spec.start_failed
@@ -172,7 +172,6 @@ class Supervisor:
                     last = run.lines[-1] if run.lines else "it printed nothing"
                     raise StartFailed(f"{child.spec.name} was not ready within {timeout:g} s (last line: {last}); "
                                       f"its log: {child.log_file.path}")
-        self.started = True
         return True
 
     def run(self) -> None:
@@ -182,7 +181,7 @@ class Supervisor:
                 run = child.run
                 if run is not None and run.facts is not None:
                     self._announce(run)
-                if child.due is None and run is not None and (code := run.proc.poll()) is not None:
+                if child.due is None and run is not None and (code := self._reap(run)) is not None:
                     self._exited(child, run, code)
                 if child.due is not None and time.monotonic() >= child.due and not self._stopping.is_set():
                     child.due = None
@@ -198,18 +197,15 @@ class Supervisor:
             if run is None:
                 continue
             pid = run.proc.pid
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            try:
-                code = run.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._log.warning("%s (pid %d) did not stop within %g s of SIGTERM; killing it", child.spec.name, pid,
-                                  timeout)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                code = run.proc.wait()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)  # whatever of its group outlived it (app processes)
+            if run.proc.returncode is None:  # not reaped: the PID (and group id) is still this child's
+                _signal_group(pid, signal.SIGTERM)
+                if not _exited(run.proc, timeout):
+                    self._log.warning("%s (pid %d) did not stop within %g s of SIGTERM; killing it",
+                                      child.spec.name, pid, timeout)
+                    _signal_group(pid, signal.SIGKILL)
+                    _exited(run.proc, 5.0)
+                _signal_group(pid, signal.SIGKILL)  # whatever of its group outlived it (app processes)
+            code = run.proc.wait()
             if run.pump is not None:
                 run.pump.join(timeout=5)
             self._log.info("%s (pid %d) stopped (%s)", child.spec.name, pid, signal_name(code))
@@ -230,7 +226,8 @@ class Supervisor:
         with self._lock:
             for child in self._children:
                 run = child.run
-                running = run is not None and run.proc.poll() is None and child.due is None
+                # returncode, not poll(): only the supervisor's thread reaps (a PID it signals stays its child's)
+                running = run is not None and run.proc.returncode is None and child.due is None
                 out[child.spec.name] = {
                     "running": running,
                     "pid": run.proc.pid if run is not None and running else None,
@@ -280,6 +277,18 @@ class Supervisor:
                     self._log.info("%s is ready%s", child.spec.name,
                                    "".join(f"; {k} {v}" for k, v in facts.items()))
 
+    def _reap(self, run: _Run) -> int | None:
+        """The exit code of ``run`` if it has exited, after SIGTERM to what is left of its process group; else None.
+
+        The group is signalled before the child is reaped, while its PID cannot belong to anyone else.
+        """
+        if run.proc.returncode is not None:
+            return run.proc.returncode
+        if not _exited(run.proc, 0.0):
+            return None
+        _signal_group(run.proc.pid, signal.SIGTERM)  # its flower-superexec, an app process mid-task
+        return run.proc.wait()
+
     def _announce(self, run: _Run) -> None:
         """Call on_change once for a run that became ready (its facts, e.g. a node id, are worth recording)."""
         if not run.announced:
@@ -321,3 +330,22 @@ class Supervisor:
             return error.removeprefix("error: ")
         return f"{child.spec.name} exited while starting ({self._exit_reason(child, code)}); its log: " \
                f"{child.log_file.path}"
+
+
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether ``proc`` has exited (waiting up to ``timeout`` s), without reaping it (``WNOWAIT``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # reaped already
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
