@@ -1,0 +1,176 @@
+"""The exchange across machines: a chain host, a coordinator host and three hospital hosts (network namespaces).
+
+One consortium is built for the module (tests/multihost/consortium.py); its studies run one after the
+other, as in a deployment:
+
+- a three-hospital study with a revocation between rounds 1 and 2 runs to completion, and the chain
+  holds what the single-host end-to-end test checks (each cohort's count and root, the revoked
+  patient only before the revocation, every round's model hash equal to the saved model's);
+- a hospital whose host loses power in a round leaves the study going (min-nodes 2), the chain shows
+  who contributed, and once restarted it contributes to a later round; the coordinator's host losing
+  power mid-study, and starting again, resumes the study from the chain;
+- no hospital host reaches another's node services, and every service listens only on its own host.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contracts.datause import Purpose, Scope
+from contracts.studies import StudyRequest, StudyStatus
+from deploy.netns import available, sweep
+from node.cohort import build_cohort
+from node.kept_cohort import read_kept_cohort
+from tests.federated.conftest import STUDY_CONFIG, TASK
+from tests.multihost.consortium import HEALTH_PORT, SUPERNODE_PORT, Consortium, consortium
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
+WAIT = 900.0
+
+
+@pytest.fixture(scope="module")
+def lab_consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+    sweep()  # namespaces of a lab whose test process was killed
+    with consortium(tmp_path_factory.mktemp("consortium")) as made:
+        yield made
+
+
+def _study(c: Consortium, rounds: int) -> int:
+    from contracts.datause import Kind
+    from tasks import task_code_hash
+
+    study_id, _ = c.exchange.studies.request(c.researcher, StudyRequest(
+        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=tuple(h.node.address for h in c.hospitals),
+        task_code_hash=task_code_hash(TASK), rounds=rounds))
+    for h in c.hospitals:
+        c.exchange.studies.approve(h.node.account, study_id)
+    return int(study_id)
+
+
+def _start(c: Consortium, study_id: int, **run_config: object) -> None:
+    operator = c.sign_in(c.coordinator)
+    config = {key: value for key, value in {**STUDY_CONFIG, **run_config}.items() if key != "task"}
+    launched = httpx.post(f"{c.api}/v1/studies/{study_id}/start", headers=operator, json={"run_config": config},
+                          timeout=180)
+    assert launched.status_code == 202, launched.text
+
+
+def _wait_round(c: Consortium, study_id: int, round_: int, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while c.exchange.studies.round_model_hash(study_id, round_) == bytes(32):
+        assert time.monotonic() < deadline, f"round {round_} of study {study_id} not anchored in {timeout} s"
+        time.sleep(0.5)
+
+
+def _wait_completed(c: Consortium, study_id: int, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while c.exchange.studies.study(study_id).status != StudyStatus.COMPLETED:
+        assert time.monotonic() < deadline, f"study {study_id} did not complete in {timeout} s"
+        time.sleep(1.0)
+
+
+def test_a_study_with_a_revocation_runs_to_completion_across_hosts(lab_consortium: Consortium) -> None:
+    c = lab_consortium
+    study_id = _study(c, rounds=3)
+    first = c.hospitals[0]
+    revoked_pid, revoked_key = next(iter(first.patients.items()))
+    revoked_at: list[int] = []
+
+    def revoke_after_round_one() -> None:  # a thread started here works inside the coordinator host too
+        _wait_round(c, study_id, 1)
+        revoked_at.append(c.exchange.consent.relay(c.relayer, c.exchange.consent.sign_revoke(
+            revoked_key, Scope(purpose=Purpose.GRU))).block_number)
+
+    watcher = threading.Thread(target=revoke_after_round_one, daemon=True)
+    watcher.start()
+    _start(c, study_id, **{"round-delay": 4.0})
+    _wait_completed(c, study_id)
+    watcher.join(timeout=30)
+    assert revoked_at, "the revocation was never sent"
+
+    record = c.exchange.studies.study(study_id)
+    assert record.rounds_completed == 3
+    from tasks import load_weights, weights_hash
+
+    for round_ in (1, 2, 3):
+        for h in c.hospitals:
+            on_chain = c.exchange.studies.contribution_of(study_id, round_, h.node.address)
+            assert on_chain.cohort_count == (11 if h is first and round_ > 1 else 12), (round_, h.host)
+            kept = read_kept_cohort(h.node.dir, study_id, round_)
+            assert build_cohort(h.node, study_id, kept.block).root == on_chain.cohort_root
+            assert kept.root == "0x" + on_chain.cohort_root.hex()
+            patients = {m.patient for m in kept.members}
+            assert (revoked_key.address in patients) == (h is first and round_ == 1), (round_, h.host)
+        saved = load_weights(c.models / f"study-{study_id}" / f"round-{round_}.npz")
+        assert weights_hash(saved) == c.exchange.studies.round_model_hash(study_id, round_)
+
+
+def test_a_hospital_and_then_the_coordinator_lose_power_mid_study(lab_consortium: Consortium) -> None:
+    c = lab_consortium
+    study_id = _study(c, rounds=4)
+    third = c.hospitals[2]
+    _start(c, study_id, **{"round-delay": 3.0})
+
+    _wait_round(c, study_id, 1)
+    assert c.kill_host(third.host), "nothing ran on the third hospital's host"
+    _wait_round(c, study_id, 2)
+    assert c.exchange.studies.contribution_of(study_id, 2, third.node.address).cohort_count == 0
+    for h in c.hospitals[:2]:
+        assert c.exchange.studies.contribution_of(study_id, 2, h.node.address).cohort_count > 0
+    c.start_hospital(third)  # the hospital's IT restarts it
+
+    killed = c.kill_host("coord")  # while round 3 is under way
+    assert killed
+    assert c.exchange.studies.study(study_id).status == StudyStatus.STARTED
+    c.start_coordinator()
+    _wait_completed(c, study_id)
+
+    record = c.exchange.studies.study(study_id)
+    assert record.rounds_completed == 4
+    later = [r for r in (3, 4) if c.exchange.studies.contribution_of(study_id, r, third.node.address).cohort_count]
+    assert later, "the restarted hospital contributed to no later round"
+    for round_ in (1, 2, 3, 4):
+        assert c.exchange.studies.round_model_hash(study_id, round_) != bytes(32)
+        assert sum(c.exchange.studies.contribution_of(study_id, round_, h.node.address).cohort_count > 0
+                   for h in c.hospitals) >= 2, round_
+    health = {h.host: c.wait_hospital(h) for h in c.hospitals}
+    assert all(body["children"]["supernode"]["node_id"] for body in health.values())
+
+
+def test_hospital_hosts_cannot_reach_each_others_node_services(lab_consortium: Consortium) -> None:
+    c = lab_consortium
+    one, other = c.hospitals[0], c.hospitals[1]
+    assert c.health(one)[0] == 200  # it runs, on its own host's loopback
+    with c.lab.inside(other.host):
+        for port in (SUPERNODE_PORT, HEALTH_PORT):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((c.lab[one.host].address, port), timeout=5)
+
+
+def test_every_service_listens_only_on_its_own_host(lab_consortium: Consortium) -> None:
+    c = lab_consortium
+    for name, host in c.lab.hosts.items():
+        listening = c.lab.listening(name)
+        assert listening, name
+        addresses = {address for address, _ in listening}
+        assert addresses <= {host.address, "127.0.0.1"}, (name, listening)
+    assert {port for address, port in c.lab.listening("coord") if address != "127.0.0.1"} == {8000, 9092}
+    assert {address for address, _ in c.lab.listening("h1")} == {"127.0.0.1"}
+
+
+def test_the_gateway_is_the_only_way_in_and_verifies_as_the_coordinator(lab_consortium: Consortium,
+                                                                         tmp_path: Path) -> None:
+    c = lab_consortium
+    ca = str(c.root / "certs" / "ca" / "ca.pem")
+    with c.lab.inside(c.hospitals[0].host):
+        assert httpx.get(f"https://{c.fleet}/health", verify=ca, timeout=10).status_code == 200
+        assert httpx.post(f"https://{c.fleet}/v1/control/list-runs", verify=ca, timeout=10).status_code == 404
+        with pytest.raises(httpx.ConnectError):  # the SuperLink's own port is on the coordinator's loopback
+            httpx.get(f"https://{c.lab['coord'].address}:9093/health", verify=False, timeout=5)
