@@ -223,7 +223,8 @@ class Consortium:
                 if health.status_code == 200 and health.json().get("superlink_running") is True:
                     return
             time.sleep(0.3)
-        raise AssertionError(f"the coordinator did not answer within {timeout} s:\n{_tail(self.root / 'coordinator.log')}")
+        raise AssertionError(f"the coordinator did not answer within {timeout} s:\n"
+                             f"{_tail(self.root / 'coordinator.log')}")
 
     def sign_in(self, account: LocalAccount) -> dict[str, str]:
         """Bearer headers of a fresh session of ``account`` at the coordinator."""
