@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 
 from contracts.errors import ChainUnavailable, InvalidRpcUrl
@@ -49,7 +50,11 @@ def passphrase(current: NodeSettings, *, confirm: bool = False) -> str:
     """The node passphrase: from the settings, else asked for on a terminal."""
     if current.passphrase is None and out().is_terminal:
         value = typer.prompt("Node passphrase", hide_input=True, confirmation_prompt=confirm)
-        current = current.model_copy(update={"passphrase": value})
+        try:  # what is typed passes the checks the variable does
+            secret = NodeSettings._passphrase(SecretStr(value))
+        except ValueError as exc:
+            raise NodeConfigError(f"the passphrase typed is {exc}") from None
+        current = current.model_copy(update={"passphrase": secret})
     return current.require_passphrase()
 
 

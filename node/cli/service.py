@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from node.cli.common import BOUNDARY, settings
-from node.errors import NodeError
+from node.cli.common import BOUNDARY, out, passphrase, settings
+from node.config import NodeInfo
+from node.errors import NodeConfigError, NodeError
 
 
 class Unhealthy(NodeError, RuntimeError):
@@ -24,9 +25,18 @@ def serve() -> None:
     http://127.0.0.1:METAI_NODE_HEALTH_PORT/health answers how it goes. Exit 0 once stopped, 1 (one error
     line) if it cannot start. See docs/node.md#serve.
     """
+    from pydantic import SecretStr
+
     from node.service import serve as run
 
-    run(settings(), echo=typer.echo)
+    current = settings()
+    if current.passphrase is None and out().is_terminal:  # run by hand: asked once, handed to the children
+        try:
+            NodeInfo.load(current.dir)  # a missing node directory is named before the passphrase is asked for
+        except NodeConfigError as exc:
+            raise NodeConfigError(f"{exc}; the node directory is METAI_NODE_DIR") from None
+        current = current.model_copy(update={"passphrase": SecretStr(passphrase(current))})
+    run(current, echo=typer.echo)
 
 
 def health(

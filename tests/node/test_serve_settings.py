@@ -86,3 +86,49 @@ def test_a_chain_the_signing_agent_cannot_reach_stops_serve_in_one_line(  # type
     assert state["clean"] is True
     assert all(start_time(pid) != started for pid, started in state["children"].values())
     assert not (short_dir / "signer").exists()
+
+
+def test_run_by_hand_serve_asks_for_the_passphrase_once_and_hands_it_to_its_children(  # type: ignore[no-untyped-def]
+        make_node, secure_link: SecureLink, short_dir: Path, tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import select
+    import subprocess
+    import termios
+    import sys
+    import time
+
+    from tests.conftest import NODE_PASSPHRASE
+    from tests.node.serve_fixture import Serve
+
+    node = make_node("Terminal Hospital")
+    secure_link.register(node.dir, "terminal-hospital")
+    env = serve_env(node.dir, secure_link, short_dir)
+    del env["METAI_NODE_PASSPHRASE"]
+    master, terminal = pty.openpty()
+    err = tmp_path / "serve.err"
+
+    def own_terminal() -> None:  # a session whose controlling terminal is the pty, as in a shell
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "node.cli", "serve"], env=env, cwd=tmp_path, stdin=terminal,
+                                stdout=terminal, stderr=stderr, start_new_session=True, preexec_fn=own_terminal)
+    os.close(terminal)
+    serve = Serve(proc, env, tmp_path / "none", err, short_dir, node.dir / "logs", int(env["METAI_NODE_HEALTH_PORT"]))
+    try:
+        shown = b""
+        deadline = time.monotonic() + 60
+        while b"Node passphrase:" not in shown and time.monotonic() < deadline and proc.poll() is None:
+            if select.select([master], [], [], 1.0)[0]:
+                shown += os.read(master, 1024)
+        assert b"Node passphrase:" in shown, (shown, err.read_text())
+        os.write(master, NODE_PASSPHRASE.encode() + b"\n")
+        body = serve.wait_health(200)
+        assert body["children"]["signer"]["answering"] is True
+        assert _environ(body["children"]["supernode"]["pid"])["METAI_NODE_PASSPHRASE"] == NODE_PASSPHRASE
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        os.close(master)
+    assert code == 0, err.read_text()
