@@ -3,15 +3,23 @@ port, the log directory with its rotation, the runtime directory; and a chain it
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
 import signal
 import socket
+import subprocess
+import sys
+import termios
+import time
 import tomllib
 from pathlib import Path
 
 from node.procs import start_time
-from tests.node.serve_fixture import SecureLink, serve_env
+from tests.conftest import NODE_PASSPHRASE
+from tests.node.serve_fixture import SecureLink, Serve, serve_env
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -90,17 +98,6 @@ def test_a_chain_the_signing_agent_cannot_reach_stops_serve_in_one_line(  # type
 
 def test_run_by_hand_serve_asks_for_the_passphrase_once_and_hands_it_to_its_children(  # type: ignore[no-untyped-def]
         make_node, secure_link: SecureLink, short_dir: Path, tmp_path: Path) -> None:
-    import fcntl
-    import pty
-    import select
-    import subprocess
-    import termios
-    import sys
-    import time
-
-    from tests.conftest import NODE_PASSPHRASE
-    from tests.node.serve_fixture import Serve
-
     node = make_node("Terminal Hospital")
     secure_link.register(node.dir, "terminal-hospital")
     env = serve_env(node.dir, secure_link, short_dir)
