@@ -134,6 +134,7 @@ if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
 # order, so the long ones start at once and the many short ones fill in around them. Longest first
 # is the usual greedy rule for spreading jobs over machines; a module missing here only runs later.
 COSTLIEST_FIRST = (
+    "tests/multihost/test_consortium.py",
     "tests/node/test_ingest_kill.py",
     "tests/deploy/test_demo.py",
     "tests/test_cli_errors.py",
@@ -148,6 +149,8 @@ COSTLIEST_FIRST = (
     "tests/federated/test_simulation.py",
     "tests/test_second_evm.py",
     "tests/federated/test_audit.py",
+    "tests/federated/test_audit_random.py",
+    "tests/federated/test_backup_restore_round.py",
     "tests/node/test_ingest_fuzz.py",
     "tests/coordinator/test_model_card.py",
     "tests/deploy/test_flower.py",
