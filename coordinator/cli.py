@@ -50,6 +50,7 @@ def serve(
                   services.exchange.chain.chain_id, services.db.backend)
         try:
             services.start_superlink()  # before the API answers, so a study can start on it at once
+            services.resume_launches()  # the studies a stopped service had launched, in the background
             # In the background, so the service answers (its health first of all) while it warms up.
             threading.Thread(target=services.warm_up, name="warm-up", daemon=True).start()
             uvicorn.run(create_app(services), host=bind_host, port=bind_port, log_config=None, access_log=False,
@@ -113,10 +114,10 @@ def supernode_unregister(
 def _registry() -> SuperNodeRegistry:
     from coordinator.core.config import CoordinatorSettings
     from coordinator.errors import CoordinatorConfigError
-    from coordinator.federated.launches import Launcher
+    from coordinator.federated.managed import superlink_connection
     from coordinator.service import supernode_registry
 
-    registry = supernode_registry(Launcher.from_settings(CoordinatorSettings()))
+    registry = supernode_registry(superlink_connection(CoordinatorSettings()))
     if registry is None:
         raise CoordinatorConfigError("no SuperLink is configured: set METAI_COORDINATOR_SUPERLINK=managed (and run "
                                      "`metai-coordinator serve`) or METAI_COORDINATOR_SUPERLINK_ADDRESS")

@@ -28,6 +28,7 @@ from coordinator.errors import CoordinatorConfigError
 from coordinator.federated.control import ControlClient
 from coordinator.federated.launches import Launcher
 from coordinator.federated.managed import ManagedSuperLink
+from coordinator.federated.superlink import SuperLinkConnection
 from coordinator.federated.supernodes import SuperNodeRegistry
 from coordinator.relay.intake import Intake
 from coordinator.relay.process import RelayProcess
@@ -89,6 +90,7 @@ class Services:
     #: Session tokens not in :attr:`sessions`, looked up in the database together (see api/deps.py).
     session_lookups: Batched[str, ActiveSession] = field(init=False, repr=False)
     _tasks_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _resuming: threading.Thread | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.session_lookups = Batched(self._find_sessions)
@@ -123,7 +125,7 @@ class Services:
         relayer = unlock(settings.relayer_key_file, passphrase, "relayer")
         db = Database(settings.database_url)
         upgrade(db.engine)
-        launcher = Launcher.from_settings(settings)
+        launcher = Launcher.from_settings(settings, db)
         return cls(
             settings=settings, db=db, exchange=exchange, index=ChainIndex(exchange, max_lag=settings.chain_lag),
             coordinator=coordinator, relayer=relayer,
@@ -136,7 +138,7 @@ class Services:
             launcher=launcher,
             answers=ResponseCache(settings.chain_lag),
             superlink=ManagedSuperLink(settings) if settings.managed else None,
-            supernodes=supernode_registry(launcher),
+            supernodes=supernode_registry(launcher.connection),
             relay_process=RelayProcess({
                 "database_url": settings.database_url, "rpc_url": rpc_url, "manifest": str(settings.manifest.resolve()),
                 "batch": settings.relay_batch, "wait": settings.relay_wait, "log_json": settings.log_json,
@@ -192,6 +194,21 @@ class Services:
         if self.superlink is not None:
             self.superlink.start()
 
+    def resume_launches(self) -> threading.Thread:
+        """In a thread, take up the launches a stopped service left unfinished (after :meth:`start_superlink`).
+
+        Each is followed again, submitted again with its run config, or ended as the chain says
+        (coordinator/federated/resume.py); a failure is recorded on its launch and logged. Requests
+        may start other studies meanwhile; the studies being resumed stay claimed.
+        """
+        from coordinator.federated.resume import resume_launches
+
+        thread = threading.Thread(target=resume_launches, args=(self.launcher, self.exchange.studies),
+                                  name="resume-launches", daemon=True)
+        self._resuming = thread
+        thread.start()
+        return thread
+
     def superlink_running(self) -> bool | None:
         """Whether the managed SuperLink and its gateway both run now (None: the SuperLink is not managed)."""
         if self.superlink is None:
@@ -203,14 +220,15 @@ class Services:
         database."""
         self.stop_relay()
         self.launcher.close()
+        if self._resuming is not None:
+            self._resuming.join(30.0)  # between two studies it sees the launcher closed
         if self.superlink is not None:
             self.superlink.stop()
         self.db.close()
 
 
-def supernode_registry(launcher: Launcher) -> SuperNodeRegistry | None:
-    """The SuperNode registry of the launcher's SuperLink (None when it has none)."""
-    connection = launcher.connection
+def supernode_registry(connection: SuperLinkConnection | None) -> SuperNodeRegistry | None:
+    """The SuperNode registry of the SuperLink ``connection`` reaches (None when there is none)."""
     if connection is None:
         return None
     return SuperNodeRegistry(lambda: ControlClient(connection.address, connection.root_certificates))

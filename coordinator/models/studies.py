@@ -148,3 +148,7 @@ class StudyRunPublic(BaseModel):
     error: str | None = Field(description="Why the launch failed or the run did not complete, with its log tail")
     started_at: datetime
     ended_at: datetime | None
+    resumed_from_run_id: str | None = Field(
+        default=None, description="The run this launch's run replaced when the service, restarted, resumed the "
+                                  "study (its run had not survived the restart)")
+    resumed_at: datetime | None = Field(default=None, description="When the service resumed the study")

@@ -1,5 +1,5 @@
 """The coordinator service's tables (SQLAlchemy 2): sign-in nonces, sessions, the consent relay's outbox, cohort
-proofs (plain or sealed).
+proofs (plain or sealed), the launches of studies' runs.
 
 Nothing here is personal: addresses are the pseudonymous ones patients chose to sign with,
 and a relayed consent carries only codes, numbers and the patient's signature, all of which
@@ -200,3 +200,24 @@ class SealedProof(Base):
     created_at: Mapped[_dt.datetime]
 
     __table_args__ = (UniqueConstraint("study_id", "round", "hospital", "tag"),)
+
+
+class StudyLaunch(Base):
+    """A study's latest launch on the SuperLink: the run config it was submitted with, its run, where it stands.
+
+    Kept so that a restarted service knows what it had launched and resumes it
+    (coordinator/federated/resume.py). One row per study: a new launch replaces the previous one.
+    """
+
+    __tablename__ = "study_launches"
+    study_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # launching, running, finished, failed
+    run_config: Mapped[str] = mapped_column(Text)  # JSON object: the overrides the run was submitted with
+    run_id: Mapped[str | None] = mapped_column(String(20))  # Flower's run id: a uint64 (decimal), may exceed BIGINT
+    status: Mapped[str | None] = mapped_column(String(64))  # Flower's status once the run ended
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[_dt.datetime]
+    ended_at: Mapped[_dt.datetime | None]
+    resumed_from: Mapped[str | None] = mapped_column(String(20))  # the run this one replaced after a restart
+    resumed_at: Mapped[_dt.datetime | None]
+    updated_at: Mapped[_dt.datetime]

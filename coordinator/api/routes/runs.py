@@ -54,7 +54,9 @@ def _startable(view: StudyPublic) -> None:
 def _public(launch: Launch) -> StudyRunPublic:
     return StudyRunPublic(study_id=launch.study_id, state=launch.state,
                           run_id=None if launch.run_id is None else str(launch.run_id), status=launch.status,
-                          error=launch.error, started_at=launch.started_at, ended_at=launch.ended_at)
+                          error=launch.error, started_at=launch.started_at, ended_at=launch.ended_at,
+                          resumed_from_run_id=None if launch.resumed_from is None else str(launch.resumed_from),
+                          resumed_at=launch.resumed_at)
 
 
 @router.post("/studies/{study_id}/start", status_code=202)
@@ -87,7 +89,7 @@ def start(study_id: int, account: SignedInDep, services: ServicesDep, response: 
     except CoordinatorConfigError as exc:
         raise Problem(503, "launch-unconfigured", "This service cannot launch runs", str(exc)) from None
     try:
-        launcher.claim(study_id)
+        launcher.claim(study_id, run_config)
     except LaunchInProgress as exc:
         run_id = None if exc.launch.run_id is None else str(exc.launch.run_id)
         raise Problem(409, "run-in-progress", "The study's run is already under way", str(exc),
@@ -106,7 +108,7 @@ def start(study_id: int, account: SignedInDep, services: ServicesDep, response: 
             launcher.fail(study_id, f"starting study {study_id} on chain failed: {type(exc).__name__}: {exc}")
             raise
     try:
-        launch = launcher.submit(study_id, run_config)
+        launch = launcher.submit(study_id)
     except CoordinatorConfigError as exc:
         raise Problem(503, "launch-unconfigured", "This service cannot launch runs", str(exc)) from None
     except FlowerRunError as exc:
@@ -119,10 +121,10 @@ def start(study_id: int, account: SignedInDep, services: ServicesDep, response: 
 
 @router.get("/studies/{study_id}/run")
 def get_run(study_id: int, account: SignedInDep, services: ServicesDep) -> StudyRunPublic:
-    """The latest launch of the study's run by this service (coordinator operator only)."""
+    """The latest launch of the study's run by this service, before a restart too (coordinator operator only)."""
     _operator(account)
     launch = services.launcher.current(study_id)
     if launch is None:
         raise Problem(404, "no-launch", "No run launched",
-                      f"this service has launched no run of study {study_id} since it started")
+                      f"this service has never launched a run of study {study_id}")
     return _public(launch)
