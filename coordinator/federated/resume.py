@@ -41,8 +41,8 @@ __all__ = ["Plan", "Resumed", "plan", "resume_launches"]
 
 _log = logging.getLogger("metai.coordinator.resume")
 Action = Literal["follow", "submit", "finish", "fail"]
-#: Tries, and seconds between them, to read the SuperLink's runs (an external one may be restarting too).
-_LIST_TRIES, _LIST_PAUSE = 5, 2.0
+#: Seconds between two tries to read the SuperLink's runs.
+_LIST_PAUSE = 2.0
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,19 @@ def plan(launch: Launch, study: StudyRecord, runs: Sequence[LinkRun], *, superli
     return Plan("fail", f"study {study_id} is {status.name.lower()} on chain; it will not run", stop=stop)
 
 
-def resume_launches(launcher: Launcher, studies: StudyClient) -> list[Resumed]:
+def resume_launches(launcher: Launcher, studies: StudyClient, *, list_tries: int = 5) -> list[Resumed]:
     """Take up every launch on record as launching or running (see the module's docstring); return what was done.
 
-    Nothing here raises: a failure is recorded on the launch it concerns and logged.
+    ``list_tries``: how many times to ask the SuperLink for its runs, 2 s apart (an external
+    SuperLink may be restarting too). Nothing here raises: a failure is recorded on the launch it
+    concerns and logged.
     """
     launches = launcher.unfinished()
     if not launches:
         return []
     try:
         with launcher.control() as control:
-            runs = _runs(control)
+            runs = _runs(control, list_tries)
     except Exception as exc:  # nothing can be resumed safely without knowing which runs are alive
         why = f"cannot tell which runs the SuperLink still runs ({exc})"
         return [_failed(launcher, launch, why) for launch in launches]
@@ -130,15 +132,13 @@ def resume_launches(launcher: Launcher, studies: StudyClient) -> list[Resumed]:
     return done
 
 
-def _runs(control: ControlClient) -> list[LinkRun]:
-    for attempt in range(_LIST_TRIES):
+def _runs(control: ControlClient, tries: int) -> list[LinkRun]:
+    for _ in range(tries - 1):
         try:
             return list_runs(control)
         except ControlUnavailable:
-            if attempt == _LIST_TRIES - 1:
-                raise
             time.sleep(_LIST_PAUSE)
-    raise AssertionError("unreachable")
+    return list_runs(control)
 
 
 def _resume(launcher: Launcher, studies: StudyClient, launch: Launch, runs: list[LinkRun]) -> Resumed:
