@@ -142,7 +142,8 @@ class StudyRunPublic(BaseModel):
     study_id: int
     state: Literal["launching", "running", "finished", "failed"] = Field(
         description="launching: being submitted; running: the SuperLink runs it; finished: Flower reports it "
-                    "ended (status says how); failed: the launch failed (error says why)")
+                    "ended, or the chain that the study completed while the service was stopped (status says how); "
+                    "failed: the launch failed (error says why)")
     run_id: str | None = Field(description="Flower's run id, in decimal (it may exceed 2^53)")
     status: str | None = Field(description="Flower's status once the run ended, e.g. finished:completed")
     error: str | None = Field(description="Why the launch failed or the run did not complete, with its log tail")

@@ -4,7 +4,8 @@
 on free 127.0.0.1 ports: the API, the Fleet gateway (TLS with a certificate for ``coordinator.test``
 and 127.0.0.1, made by ``python -m deploy certs``) and the SuperLink behind it. It finds the
 service's children from /proc, signs accounts in over HTTP, and starts plain ``flower-supernode``
-processes that connect through the gateway the way a hospital's does.
+processes that connect through the gateway the way a hospital's does (:func:`connect_hospital` does
+all of a hospital's part: its key registered, its signing agent and SuperNode started).
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from contracts.manifest import write_manifest
 from coordinator.federated.flower_config import ConfigValue, toml_text
 from coordinator.federated.superlink import tool
 from coordinator.federated.superlink_process import superlink_env
+from deploy.federation import NodeSpec
 from deploy.process import free_port, read_log, spawn, stop_tree, tail, terminate
-from node.federation_key import supernode_key_pair
+from deploy.signers import SignerProcess, start_signer, stop_signer
+from deploy.threads import thread_env
+from node.federation_key import federation_key, supernode_key_pair
+from node.node_config import NodeConfigKey
 from tests.conftest import Actors, light_keystore
 from tests.coordinator.conftest import PASSPHRASE
 
@@ -183,3 +188,25 @@ def start_supernode(folder: Path, fleet: str, ca: Path, hospital: Hospital, *, w
         time.sleep(0.2)
     stop_tree(proc.pid, (), 5)
     raise AssertionError(f"the SuperNode neither started nor exited within {wait} s:\n{tail(log)}")
+
+
+def connect_hospital(service: ManagedService, operator: Mapping[str, str], spec: NodeSpec,
+                     folder: Path) -> tuple[SignerProcess, Node]:
+    """A hospital's part, as on its own host: its SuperNode key made on its node and registered through the service's
+    route, its signing agent started, its SuperNode (one torch thread) connected through the gateway; the caller
+    stops both."""
+    name, key = spec.supernode_name(), federation_key(spec.node_dir)
+    registered = httpx.post(f"{service.url}/v1/supernodes", headers=dict(operator),
+                            json={"name": name, "public_key": key.public_line})
+    assert registered.status_code == 201, registered.text
+    assert spec.passphrase_file is not None
+    signer = start_signer(spec.node_dir, spec.passphrase_file, folder / f"signer-{name}.log", name)
+    try:
+        node = start_supernode(folder / "hospitals", service.fleet, service.certs["ca"],
+                               Hospital(name, key.private_key, key.public_line), extra_env=thread_env(1),
+                               node_config={**spec.node_config(), NodeConfigKey.SIGNER_SOCKET: str(signer.socket)})
+        assert node.node_id is not None, node.log.read_text()[-3000:]
+    except BaseException:
+        stop_signer(signer)
+        raise
+    return signer, node

@@ -18,12 +18,8 @@ import pytest
 
 from contracts.studies import StudyStatus
 from deploy.process import stop_tree
-from deploy.signers import SignerProcess, start_signer, stop_signer
-from deploy.threads import thread_env
-from node.federation_key import federation_key
-from node.node_config import NodeConfigKey
-from tests.coordinator.managed_service import Hospital as NodeKey
-from tests.coordinator.managed_service import ManagedService, Node, start_supernode
+from deploy.signers import SignerProcess, stop_signer
+from tests.coordinator.managed_service import ManagedService, Node, connect_hospital
 from tests.federated.conftest import STUDY_CONFIG, running_study
 
 WAIT = 600.0
@@ -40,19 +36,9 @@ def test_a_study_round_goes_through_the_fleet_gateway(tmp_path: Path, exchange, 
     try:
         operator = service.sign_in(actors.coordinator)
         for spec in node_specs:
-            name, key = spec.supernode_name(), federation_key(spec.node_dir)  # made on the hospital's host
-            registered = httpx.post(f"{service.url}/v1/supernodes", headers=operator,
-                                    json={"name": name, "public_key": key.public_line})
-            assert registered.status_code == 201, registered.text
-            assert spec.passphrase_file is not None
-            signer = start_signer(spec.node_dir, spec.passphrase_file, tmp_path / f"signer-{name}.log", name)
+            signer, node = connect_hospital(service, operator, spec, tmp_path)
             signers.append(signer)
-            node = start_supernode(tmp_path / "hospitals", service.fleet, service.certs["ca"],
-                                   NodeKey(name, key.private_key, key.public_line), extra_env=thread_env(1),
-                                   node_config={**spec.node_config(),
-                                                NodeConfigKey.SIGNER_SOCKET: str(signer.socket)})
             nodes.append(node)
-            assert node.node_id is not None, node.log.read_text()[-3000:]
 
         run_config = {key: value for key, value in STUDY_CONFIG.items() if key != "task"}
         launched = httpx.post(f"{service.url}/v1/studies/{study_id}/start", headers=operator,
