@@ -129,3 +129,24 @@ def test_run_by_hand_serve_asks_for_the_passphrase_once_and_hands_it_to_its_chil
         code = proc.wait(timeout=60)
         os.close(master)
     assert code == 0, err.read_text()
+
+
+def test_serve_reaches_a_loopback_superlink_without_tls_when_told_to(  # type: ignore[no-untyped-def]
+        make_node, short_dir: Path, start_serve, tmp_path: Path) -> None:
+    from deploy.flower import start_superlink, stop
+
+    node = make_node("Lab Hospital")  # no SuperNode key: without TLS the SuperNode registers itself
+    superlink = start_superlink(tmp_path / "plain-link")
+    try:
+        env = serve_env(node.dir, None, short_dir, superlink_address=superlink.fleet_address,
+                        superlink_insecure="true")
+        serve = start_serve(env)
+        supernode = serve.wait_health(200)["children"]["supernode"]
+        cmdline = Path(f"/proc/{supernode['pid']}/cmdline").read_bytes().split(b"\0")
+        assert b"--insecure" in cmdline
+        assert b"--auth-supernode-private-key" not in cmdline
+        assert not (node.dir / "federation").exists()
+        os.kill(serve.proc.pid, signal.SIGTERM)
+        assert serve.wait_exit() == 0
+    finally:
+        stop(superlink)
