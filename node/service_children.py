@@ -29,7 +29,8 @@ from node.supervisor import ChildSpec
 
 __all__ = ["ServePlan", "SuperNodeWatch", "children", "probe_superlink"]
 
-PROBE_TIMEOUT = 5.0
+#: Seconds the SuperLink has to accept a connection and finish the TLS handshake.
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class SuperNodeWatch:
         return outcome
 
 
-def probe_superlink(route: SuperLinkRoute, timeout: float = PROBE_TIMEOUT) -> str | None:
+def probe_superlink(route: SuperLinkRoute, timeout: float = CONNECT_TIMEOUT) -> str | None:
     """Connect to the SuperLink (and, with TLS, check its certificate against the CA); None if it answers, else why.
 
     Only the TCP and TLS handshakes: nothing is sent, so the SuperLink sees no request.
