@@ -21,6 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -142,12 +143,24 @@ def upgrade(engine: Engine) -> None:
     """Bring the database's schema to the newest migration.
 
     Raises:
-        DatabaseError: the database cannot be reached or a migration fails.
+        DatabaseError: the database cannot be reached, a migration fails, or the database is at a
+            revision this release does not know (a newer release migrated it).
     """
+    where = engine.url.render_as_string()  # the password hidden
     try:
         command.upgrade(_alembic_config(engine), "head")
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot migrate the database at {engine.url.render_as_string()}: {exc}") from exc
+        raise DatabaseError(f"cannot migrate the database at {where}: {exc}") from exc
+    except CommandError as exc:
+        known = {script.revision for script in ScriptDirectory.from_config(_alembic_config(engine)).walk_revisions()}
+        found = current_revision(engine)
+        if found is not None and found not in known:
+            raise DatabaseError(
+                f"the database at {where} is at schema revision {found!r}, which this release does not know (its "
+                f"newest is {head_revision()!r}): a newer release migrated it, and migrations only go forward; run "
+                "that release, or restore the database backup taken before the upgrade "
+                "(docs/deploy-coordinator.md#upgrade)") from None
+        raise DatabaseError(f"cannot migrate the database at {where}: {exc}") from exc
 
 
 def head_revision() -> str:

@@ -13,9 +13,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from coordinator.core.config import CoordinatorSettings
-from coordinator.core.db import Database, current_revision, head_revision, upgrade
+from coordinator.core.db import Database, DatabaseError, current_revision, head_revision, upgrade
 from coordinator.models.tables import Base
 
 
@@ -145,3 +146,39 @@ def test_a_lease_has_one_holder_across_processes_and_a_sigkill_of_the_holder_fre
             holder.kill()
             holder.wait()
         database.close()
+
+
+def _migrated_by_a_newer_release(path: Path) -> str:
+    """A SQLite database at a schema revision this release lacks, as a newer release would leave it."""
+    url = f"sqlite:///{path}"
+    database = Database(url)
+    try:
+        upgrade(database.engine)
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9999_newer'"))
+    finally:
+        database.close()
+    return url
+
+
+def test_a_database_a_newer_release_migrated_is_refused_naming_its_revision(tmp_path: Path) -> None:
+    database = Database(_migrated_by_a_newer_release(tmp_path / "coordinator.sqlite"))
+    try:
+        with pytest.raises(DatabaseError, match=rf"is at schema revision '9999_newer', which this release does not "
+                                                rf"know \(its newest is '{head_revision()}'\): a newer release"):
+            upgrade(database.engine)
+        assert current_revision(database.engine) == "9999_newer"  # left as it was
+    finally:
+        database.close()
+
+
+def test_migrate_on_a_database_a_newer_release_migrated_says_so_in_one_line(tmp_path: Path) -> None:
+    url = _migrated_by_a_newer_release(tmp_path / "coordinator.sqlite")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "METAI_COORDINATOR_DATABASE_URL": url}
+    done = subprocess.run([sys.executable, "-m", "coordinator.cli", "migrate"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: the database at {url} is at schema revision '9999_newer', which this "
+                                  "release does not know")
