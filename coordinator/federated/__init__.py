@@ -2,7 +2,10 @@
 
 - :mod:`coordinator.federated.flower_config`: run-config defaults, value checks, the TOML files Flower reads;
 - :mod:`coordinator.federated.superlink`: the ``flwr`` CLI: connection, submitting and following a run;
-- :mod:`coordinator.federated.launches`: the service's launches of studies, one run per study at a time;
+- :mod:`coordinator.federated.launches`: the service's launches of studies, one run per study at a time, on
+  record in its database (:mod:`~coordinator.federated.launch_records`); what a restart does with the
+  unfinished ones (:mod:`~coordinator.federated.resume`), reading the SuperLink's runs through the Control API
+  (:mod:`~coordinator.federated.superlink_runs`);
 - :mod:`coordinator.federated.managed`: the SuperLink the service runs itself and its Fleet gateway
   (:mod:`~coordinator.federated.gateway`), supervised (:mod:`~coordinator.federated.supervisor`), started
   with :mod:`~coordinator.federated.superlink_process` and :mod:`~coordinator.federated.processes`;
