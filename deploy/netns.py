@@ -215,8 +215,8 @@ def _remove(namespace: str) -> None:
     if not Path(f"/run/netns/{namespace}").exists():
         return
     for _ in range(50):  # kill what runs there; a process may fork while we look
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
-                              check=False).stdout.split()
+        pids = [pid for pid in subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
+                                              check=False).stdout.split() if int(pid) != os.getpid()]
         if not pids:
             break
         for pid in pids:

@@ -239,8 +239,9 @@ class Consortium:
         namespace = self.lab[host].namespace
         killed: list[int] = []
         for _ in range(20):
+            # This process is listed too while its thread works inside the coordinator host: never itself.
             pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
-                                                   text=True, check=False).stdout.split()]
+                                                   text=True, check=False).stdout.split() if int(p) != os.getpid()]
             if not pids:
                 break
             for pid in pids:
