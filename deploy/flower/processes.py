@@ -1,8 +1,11 @@
 """The Flower processes: start a SuperLink or SuperNode on 127.0.0.1, wait until it answers, stop it by PID.
 
 A SuperLink serves its Fleet, Runtime and Control APIs on one port; a SuperNode its Runtime API
-on its own. Both run their apps in ``subprocess`` isolation (a ``flower-superexec`` child starts
-``flwr-serverapp`` / ``flwr-clientapp`` per task from this venv's ``bin``). Each start records
+on its own. A SuperLink runs its ServerApps in ``subprocess`` isolation (a ``flower-superexec``
+child starts ``flwr-serverapp`` per run from this venv's ``bin``). A SuperNode runs through
+:mod:`node.federated.run_supernode` by default: one resident ClientApp worker handles every message
+and Flower's fixed waits are shortened; ``isolation="subprocess"`` runs Flower's own
+``flower-supernode``, one ``flwr-clientapp`` process per message. Each start records
 the process (PID, start time, the children it had) in a JSON file, so that a later process can
 :func:`load_process` and :func:`stop` it. See docs/flower.md.
 """
@@ -23,9 +26,10 @@ from deploy.errors import ServiceStartError
 from deploy.flower_certs import FlowerSecurity, check_node_name
 from deploy.process import HOST, descendants, free_port, read_log, spawn, start_time, stop_tree, tail
 from deploy.threads import thread_env
-from node.federated.supernode import NODE_ID, SuperLinkRoute, supernode_command
+from node.federated.pacing import Pacing
+from node.federated.supernode import ISOLATIONS, NODE_ID, SuperLinkRoute, supernode_command
 
-__all__ = ["SuperLinkProcess", "SuperNodeProcess", "check_security", "flower_env", "load_process",
+__all__ = ["ISOLATIONS", "SuperLinkProcess", "SuperNodeProcess", "check_security", "flower_env", "load_process",
            "start_superlink", "start_supernode", "stop"]
 
 
@@ -58,6 +62,7 @@ class SuperNodeProcess:
     node_config_file: Path
     children: tuple[tuple[int, int], ...] = ()
     start_time: int | None = None
+    isolation: str = "subprocess"  # one of ISOLATIONS
 
 
 def flower_env(run_dir: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -136,6 +141,8 @@ def start_supernode(
     timeout: float = 60,
     extra_env: Mapping[str, str] | None = None,
     torch_threads: int | None = None,
+    isolation: str = "worker",
+    pacing: Pacing | None = None,
 ) -> SuperNodeProcess:
     """Start SuperNode ``name`` and wait until the SuperLink has activated it.
 
@@ -151,16 +158,22 @@ def start_supernode(
         extra_env: added to its environment, which its ClientApps inherit.
         torch_threads: intra-op threads torch may use in its ClientApps (see
             :func:`deploy.threads.threads_per_node`); None: torch's default, one per core.
+        isolation: ``worker``: through :mod:`node.federated.run_supernode`, one resident ClientApp
+            worker for every message; ``subprocess``: one ``flwr-clientapp`` process per message.
+        pacing: the SuperNode's waits (:class:`node.federated.pacing.Pacing`); None: its defaults
+            with ``worker``, Flower's own (``flower-supernode`` as it is) with ``subprocess``.
 
     Raises:
         ValueError: a node_config key or value cannot be passed, or ``security`` does not
-            match the SuperLink; ``torch_threads`` < 1.
+            match the SuperLink; ``torch_threads`` < 1; ``isolation`` is not one of ISOLATIONS.
         KeyError: ``security`` has no key pair for ``name``.
         ServiceStartError: it exited (e.g. exit code 305 when the SuperLink refuses an
             unregistered key) or was not activated in time; its log is quoted.
     """
     check_node_name(name)
     check_security(superlink, security)
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation is {isolation!r}; expected one of {', '.join(ISOLATIONS)}")
     node_dir = run_dir / f"supernode-{name}"
     node_dir.mkdir(parents=True, exist_ok=True)
     config_file = node_dir / "node-config.toml"  # a file: values may hold spaces and quotes
@@ -169,7 +182,8 @@ def start_supernode(
     route = SuperLinkRoute(superlink.fleet_address, None) if security is None else \
         SuperLinkRoute(superlink.fleet_address, security.ca_cert, security.keys_of(name)[0])
     tool("flower-supernode")  # FlowerMissing, as for the SuperLink, if flwr is not installed
-    cmd = supernode_command(route, port=port, node_config_file=config_file)  # the one the hospital's serve runs
+    # the command the hospital's serve runs
+    cmd = supernode_command(route, port=port, node_config_file=config_file, isolation=isolation, pacing=pacing)
     log_file = node_dir / "supernode.log"
     log_start = log_file.stat().st_size if log_file.exists() else 0
     env = {**(thread_env(torch_threads) if torch_threads is not None else {}), **(extra_env or {})}
@@ -192,6 +206,7 @@ def start_supernode(
         node_config_file=config_file,
         children=descendants(proc.pid),
         start_time=start_time(proc.pid),
+        isolation=isolation,
     )
     _save(node, node_dir / "supernode.json")
     return node

@@ -3,10 +3,12 @@
 This is the one place a SuperNode's command line is made: ``metai-node serve`` (node/service.py)
 runs it for the hospital, and ``deploy`` runs it for the SuperNodes of a local lab
 (deploy/flower/processes.py). The SuperNode serves its Runtime API (where its ClientApps
-connect) on 127.0.0.1 only, runs its ClientApps in ``subprocess`` isolation (a
-``flower-superexec`` child starts one ``flwr-clientapp`` per message, from this venv), and
-reaches the SuperLink's Fleet API over TLS, authenticating with the hospital's P-384 key
-(``metai-node federation-key``), or, to a loopback SuperLink only, over plain HTTP.
+connect) on 127.0.0.1 only and reaches the SuperLink's Fleet API over TLS, authenticating with
+the hospital's P-384 key (``metai-node federation-key``), or, to a loopback SuperLink only, over
+plain HTTP. By default it runs through :mod:`node.federated.run_supernode`: one resident
+ClientApp worker handles every message and Flower's fixed waits are shortened while the node is
+active (``isolation="worker"``); ``isolation="subprocess"`` runs Flower's ``flower-supernode``
+as it is, a ``flower-superexec`` child starting one ``flwr-clientapp`` per message.
 
 What the SuperNode's log says that serve acts on (Flower 1.41, docs/flower.md):
 
@@ -32,10 +34,16 @@ from pathlib import Path
 import tomli_w
 
 from node.errors import NodeConfigError
+from node.federated.pacing import Pacing
+from node.federated.run_supernode import resident_command
 from node.node_config import NodeConfigKey
 
-__all__ = ["ACTIVATION_REFUSED", "LOOPBACK", "NODE_ID", "Deactivation", "SuperLinkRoute", "deactivate", "flower_tool",
-           "supernode_command", "supernode_env", "supernode_node_config", "write_node_config"]
+__all__ = ["ACTIVATION_REFUSED", "ISOLATIONS", "LOOPBACK", "NODE_ID", "Deactivation", "SuperLinkRoute", "deactivate",
+           "flower_tool", "supernode_command", "supernode_env", "supernode_node_config", "write_node_config"]
+
+#: How a SuperNode runs its ClientApp: one resident worker (node/federated/run_supernode.py), or
+#: Flower's one process per message.
+ISOLATIONS = ("worker", "subprocess")
 
 #: The only address the SuperNode's Runtime API binds.
 LOOPBACK = "127.0.0.1"
@@ -76,25 +84,36 @@ def flower_tool(name: str) -> Path:
     return path
 
 
-def supernode_command(route: SuperLinkRoute, *, port: int, node_config_file: Path) -> list[str]:
-    """The ``flower-supernode`` command line.
+def supernode_command(route: SuperLinkRoute, *, port: int, node_config_file: Path, isolation: str = "worker",
+                      pacing: Pacing | None = None) -> list[str]:
+    """The SuperNode's command line.
 
     Parameters:
         route: the SuperLink and how to reach it.
         port: the SuperNode's Runtime API port, on 127.0.0.1.
         node_config_file: the TOML file of its node config (:func:`write_node_config`).
+        isolation: ``worker``: ``python -m node.federated.run_supernode``, one resident ClientApp
+            worker for every message; ``subprocess``: one ``flwr-clientapp`` process per message.
+        pacing: the SuperNode's waits (:class:`node.federated.pacing.Pacing`); None: its defaults
+            with ``worker``, Flower's own (``flower-supernode`` as it is) with ``subprocess``.
 
     Raises:
-        NodeConfigError: flwr is not installed in this venv.
+        NodeConfigError: flwr is not installed in this venv; ``isolation`` is not one of ISOLATIONS.
     """
-    cmd = [str(flower_tool("flower-supernode")), "--superlink", route.address, "--host", LOOPBACK,
-           "--port", str(port), "--isolation", "subprocess", "--node-config", str(node_config_file)]
+    if isolation not in ISOLATIONS:
+        raise NodeConfigError(f"isolation is {isolation!r}; expected one of {', '.join(ISOLATIONS)}")
+    tool = str(flower_tool("flower-supernode"))
+    args = ["--superlink", route.address, "--host", LOOPBACK, "--port", str(port)]
+    tail = ["--node-config", str(node_config_file)]
     if route.root_certificates is None:
-        return [*cmd, "--insecure"]
-    cmd += ["--root-certificates", str(route.root_certificates)]
-    if route.private_key is not None:
-        cmd += ["--auth-supernode-private-key", str(route.private_key)]
-    return cmd
+        tail += ["--insecure"]
+    else:
+        tail += ["--root-certificates", str(route.root_certificates)]
+        if route.private_key is not None:
+            tail += ["--auth-supernode-private-key", str(route.private_key)]
+    if isolation == "subprocess" and pacing is None:
+        return [tool, *args, "--isolation", "subprocess", *tail]
+    return resident_command([*args, *tail], pacing, clientapp=isolation)
 
 
 def supernode_node_config(node_dir: Path, *, signer_socket: Path | None = None, passphrase_file: Path | None = None,

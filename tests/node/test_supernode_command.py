@@ -4,6 +4,7 @@ deploy's labs both use them; and the ClientApp reads the chain URL the node conf
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,28 @@ from flwr.app import Context, RecordDict
 from coordinator.federated.superlink import flwr_env
 from deploy.flower import flower_env
 from node.client_app import rpc_url
+from node.federated.pacing import Pacing
 from node.federated.supernode import SuperLinkRoute, supernode_command, supernode_env, supernode_node_config
 
 
 def test_over_tls_the_supernode_checks_the_superlink_with_the_ca_and_signs_with_the_node_key(tmp_path: Path) -> None:
     route = SuperLinkRoute("10.77.0.2:9443", tmp_path / "ca.pem", tmp_path / "supernode.key")
-    cmd = supernode_command(route, port=9094, node_config_file=tmp_path / "node-config.toml")
+    cmd = supernode_command(route, port=9094, node_config_file=tmp_path / "node-config.toml", isolation="subprocess")
     assert Path(cmd[0]).name == "flower-supernode"
     assert cmd[1:] == ["--superlink", "10.77.0.2:9443", "--host", "127.0.0.1", "--port", "9094",
                        "--isolation", "subprocess", "--node-config", str(tmp_path / "node-config.toml"),
                        "--root-certificates", str(tmp_path / "ca.pem"),
                        "--auth-supernode-private-key", str(tmp_path / "supernode.key")]
+
+
+def test_by_default_the_supernode_runs_with_a_resident_clientapp_worker_and_the_same_flower_options(
+        tmp_path: Path) -> None:
+    route = SuperLinkRoute("10.77.0.2:9443", tmp_path / "ca.pem", tmp_path / "supernode.key")
+    cmd = supernode_command(route, port=9094, node_config_file=tmp_path / "node-config.toml")
+    assert cmd == [sys.executable, "-m", "node.federated.run_supernode", *Pacing().args(), "--clientapp=worker", "--",
+                   "--superlink", "10.77.0.2:9443", "--host", "127.0.0.1", "--port", "9094",
+                   "--node-config", str(tmp_path / "node-config.toml"), "--root-certificates", str(tmp_path / "ca.pem"),
+                   "--auth-supernode-private-key", str(tmp_path / "supernode.key")]
 
 
 def test_without_tls_the_supernode_says_insecure_and_presents_no_key(tmp_path: Path) -> None:

@@ -1,0 +1,154 @@
+"""How often a SuperNode asks for messages and looks for its ClientApp's reply: Flower's fixed waits, shortened.
+
+Flower 1.41's SuperNode main loop (``flwr.supernode.start_client_internal``) waits with
+``time.sleep`` at three places, none of them configurable:
+
+- ``time.sleep(3)`` after asking the SuperLink for a message and finding none (the idle poll):
+  every exchange of a round waits for it, up to 3 s, because a node asks for the next message
+  as soon as it replied and the ServerApp is still collecting the other replies;
+- ``time.sleep(0.5)`` between looks at its own in-memory state for the ClientApp's reply, and
+  again between looks for a reply object not yet stored: up to 0.5 s per message.
+
+:func:`install` changes these in this process only, without editing Flower: it replaces two
+names of that module, which the loop looks up each time it uses them.
+
+- ``time`` by a :class:`PacedTime` that forwards everything to :mod:`time` except a sleep of
+  exactly Flower's 3 s or 0.5 s, which it shortens as :func:`paced_sleep` says: the idle poll
+  becomes ``idle_poll`` while the node is active (it received a message within
+  ``active_window`` seconds) and stays Flower's 3 s otherwise, so an idle hospital asks the
+  SuperLink as rarely as before; the reply look becomes ``reply_poll`` (an in-memory check).
+- ``_pull_and_store_message`` by a wrapper that calls Flower's own and, when it stored a
+  message, records the time (for the active window) and calls ``on_message`` (the resident
+  worker's wake-up, node/federated/run_supernode.py).
+
+A Flower version whose loop no longer has these names fails :func:`install` with
+:class:`PacingError`; one whose waits have other values is left at them (nothing is shortened).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from node.errors import NodeConfigError
+
+__all__ = ["FLOWER_IDLE_POLL", "FLOWER_REPLY_POLL", "PacedTime", "Pacing", "PacingError", "install", "paced_sleep"]
+
+#: Flower 1.41's fixed waits in ``flwr.supernode.start_client_internal`` (seconds).
+FLOWER_IDLE_POLL = 3.0
+FLOWER_REPLY_POLL = 0.5
+
+
+class PacingError(NodeConfigError):
+    """A pacing value out of range, or a Flower whose SuperNode loop cannot be paced."""
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The waits of a SuperNode and its resident ClientApp worker, in seconds.
+
+    Attributes:
+        idle_poll: between asks for a message while the node is active (Flower: 3 s always).
+        active_window: how long after its last message a node counts as active; after that it
+            asks every 3 s again, as Flower does.
+        reply_poll: between looks for the ClientApp's reply (Flower: 0.5 s), an in-memory check.
+        worker_poll: how often the worker asks for a task when no wake-up came (a safety net: the
+            SuperNode wakes it when a message arrives).
+    """
+
+    idle_poll: float = 0.2
+    active_window: float = 300.0
+    reply_poll: float = 0.02
+    worker_poll: float = 1.0
+
+    def __post_init__(self) -> None:
+        limits = {"idle_poll": (0.01, FLOWER_IDLE_POLL), "active_window": (0.0, 86400.0),
+                  "reply_poll": (0.001, FLOWER_REPLY_POLL), "worker_poll": (0.01, 60.0)}
+        for name, (low, high) in limits.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise PacingError(f"{name} is {value!r} s; expected {low:g} to {high:g} s")
+
+    def args(self) -> list[str]:
+        """The command-line options of ``python -m node.federated.run_supernode`` that give these values."""
+        return [f"--{name.replace('_', '-')}={getattr(self, name)!r}" for name in
+                ("idle_poll", "active_window", "reply_poll", "worker_poll")]
+
+
+def paced_sleep(seconds: float, pacing: Pacing, since_message: float | None) -> float:
+    """Return how long to sleep where Flower's SuperNode loop asks for ``seconds``.
+
+    Parameters:
+        seconds: what Flower's code passes to ``time.sleep``.
+        pacing: the waits to use instead.
+        since_message: seconds since the node last received a message; None: never.
+    """
+    if seconds == FLOWER_IDLE_POLL:
+        active = since_message is not None and since_message <= pacing.active_window
+        return pacing.idle_poll if active else FLOWER_IDLE_POLL
+    if seconds == FLOWER_REPLY_POLL:
+        return pacing.reply_poll
+    return seconds
+
+
+class PacedTime:
+    """Stands in for :mod:`time` inside Flower's SuperNode loop: sleeps as :func:`paced_sleep` says."""
+
+    def __init__(self, pacing: Pacing) -> None:
+        self.pacing = pacing
+        self._last_message: float | None = None
+        self._lock = threading.Lock()
+
+    def message_received(self) -> None:
+        """Record that the node received a message now (it is active for ``active_window``)."""
+        with self._lock:
+            self._last_message = time.monotonic()
+
+    def since_message(self) -> float | None:
+        """Seconds since the last message, None if there was none."""
+        with self._lock:
+            return None if self._last_message is None else time.monotonic() - self._last_message
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep what :func:`paced_sleep` gives for ``seconds``."""
+        time.sleep(paced_sleep(seconds, self.pacing, self.since_message()))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], None]) -> PacedTime:
+    """Pace Flower's SuperNode loop in this process; call ``on_message`` after each message it stores.
+
+    Parameters:
+        loop_module: ``flwr.supernode.start_client_internal``.
+        pacing: the waits.
+        on_message: called (in the loop's thread) after a message was pulled and stored.
+
+    Returns:
+        The :class:`PacedTime` now standing in for ``time`` in that module.
+
+    Raises:
+        PacingError: the module lacks ``time`` or ``_pull_and_store_message`` (another Flower version).
+    """
+    pull = getattr(loop_module, "_pull_and_store_message", None)
+    if getattr(loop_module, "time", None) is not time or not callable(pull):
+        raise PacingError(f"{loop_module.__name__} has no `time` module and `_pull_and_store_message` to pace: "
+                          "this Flower version is not the 1.41 that node/federated/pacing.py was written for; "
+                          "start the SuperNode with isolation 'subprocess'")
+    paced = PacedTime(pacing)
+
+    def pull_and_store(*args: Any, **kwargs: Any) -> Any:
+        run_id = pull(*args, **kwargs)
+        if run_id is not None:  # a message was stored: its task waits for the worker
+            paced.message_received()
+            on_message()
+        return run_id
+
+    loop_module.time = paced  # type: ignore[attr-defined]
+    loop_module._pull_and_store_message = pull_and_store  # type: ignore[attr-defined]
+    return paced
