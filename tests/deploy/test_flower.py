@@ -226,7 +226,7 @@ def test_stop_ends_the_processes_and_their_children(
     launched.append(superlink := start_superlink(tmp_path))
     launched.append(node := start_supernode(tmp_path, superlink, "solo", node_config={"node-value": 1.0}))
     children = [pid for pid, _ in (*superlink.children, *node.children)]
-    assert len(children) == 2, "each starts one flower-superexec"
+    assert len(children) == 2, "the SuperLink starts one flower-superexec, the SuperNode its ClientApp worker"
     assert load_process(tmp_path / "supernode-solo" / "supernode.json") == node
     assert load_process(tmp_path / "superlink.json") == superlink
     stop(load_process(tmp_path / "supernode-solo" / "supernode.json"))  # as a later command would

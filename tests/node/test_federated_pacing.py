@@ -1,0 +1,108 @@
+"""node/federated/pacing.py and the command line of node/federated/supernode.py: which waits replace Flower's."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import types
+
+import pytest
+
+from node.federated.pacing import (
+    FLOWER_IDLE_POLL,
+    FLOWER_REPLY_POLL,
+    PacedTime,
+    Pacing,
+    PacingError,
+    install,
+    paced_sleep,
+)
+from node.federated.supernode import parse_args, supernode_command
+
+PACING = Pacing(idle_poll=0.1, active_window=60.0, reply_poll=0.01, worker_poll=2.0)
+
+
+def test_the_idle_poll_is_short_while_the_node_had_a_message_within_the_window() -> None:
+    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=59.0) == 0.1
+
+
+def test_the_idle_poll_is_flowers_once_the_window_has_passed() -> None:
+    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=61.0) == FLOWER_IDLE_POLL
+
+
+def test_the_idle_poll_is_flowers_before_any_message() -> None:
+    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=None) == FLOWER_IDLE_POLL
+
+
+def test_the_reply_poll_is_shortened_always() -> None:
+    assert paced_sleep(FLOWER_REPLY_POLL, PACING, since_message=None) == 0.01
+
+
+def test_other_sleeps_are_left_as_they_are() -> None:
+    assert paced_sleep(1.5, PACING, since_message=0.0) == 1.5
+
+
+def test_flowers_supernode_loop_still_has_the_waits_and_names_this_paces() -> None:
+    import flwr.supernode.start_client_internal as loop
+
+    source = inspect.getsource(loop)
+    assert source.count("time.sleep(3)") == 1
+    assert source.count("time.sleep(0.5)") == 2
+    assert "run_id = _pull_and_store_message(" in inspect.getsource(loop.start_client_internal)
+    assert loop.time is time
+
+
+def _loop_module(returns: int | None) -> types.ModuleType:
+    module = types.ModuleType("loop")
+    module.time = time  # type: ignore[attr-defined]
+    module._pull_and_store_message = lambda **_: returns  # type: ignore[attr-defined]
+    return module
+
+
+def test_a_stored_message_wakes_the_worker_and_opens_the_active_window() -> None:
+    module, woken = _loop_module(returns=7), []
+    paced = install(module, PACING, on_message=lambda: woken.append(1))
+    assert module._pull_and_store_message(state=None) == 7
+    assert woken == [1]
+    since = paced.since_message()
+    assert since is not None
+    assert 0 <= since < 60
+    assert module.time is paced
+
+
+def test_no_message_neither_wakes_nor_opens_the_window() -> None:
+    module, woken = _loop_module(returns=None), []
+    paced = install(module, PACING, on_message=lambda: woken.append(1))
+    assert module._pull_and_store_message() is None
+    assert (woken, paced.since_message()) == ([], None)
+
+
+def test_the_paced_time_forwards_everything_but_sleep() -> None:
+    assert PacedTime(PACING).monotonic is time.monotonic
+
+
+def test_a_loop_without_the_names_is_refused() -> None:
+    with pytest.raises(PacingError, match="has no `time` module and `_pull_and_store_message` to pace"):
+        install(types.ModuleType("other"), PACING, on_message=lambda: None)
+
+
+def test_pacing_out_of_range_is_refused() -> None:
+    with pytest.raises(PacingError, match=r"idle_poll is 5\.0 s; expected 0\.01 to 3 s"):
+        Pacing(idle_poll=5.0)
+
+
+def test_the_command_carries_the_pacing_to_the_supernode() -> None:
+    cmd = supernode_command(["--superlink", "127.0.0.1:9092", "--insecure"], PACING, clientapp="subprocess")
+    assert cmd[1:3] == ["-m", "node.federated.supernode"]
+    pacing, clientapp, flower = parse_args(cmd[3:])
+    assert (pacing, clientapp, flower) == (PACING, "subprocess", ["--superlink", "127.0.0.1:9092", "--insecure"])
+
+
+def test_flower_options_the_supernode_sets_itself_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"option --isolation is set by node\.federated\.supernode; leave it out"):
+        supernode_command(["--isolation=subprocess"])
+
+
+def test_an_unknown_clientapp_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="clientapp is 'threads'; expected one of worker, subprocess"):
+        supernode_command([], clientapp="threads")
