@@ -17,7 +17,15 @@ from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.manifest import write_manifest
 from contracts.studies import StudyRequest
 from deploy.federation import NodeSpec
-from deploy.flower import RunResult, run_app, start_superlink, start_supernode, stop, write_federation_config
+from deploy.flower import (
+    RunResult,
+    SuperNodeProcess,
+    run_app,
+    start_superlink,
+    start_supernode,
+    stop,
+    write_federation_config,
+)
 from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
@@ -143,12 +151,14 @@ def node_specs(tmp_path: Path, hospitals) -> list[NodeSpec]:  # type: ignore[no-
 
 
 class FlowerRun:
-    """Runs the app on the module's SuperLink + one SuperNode per hospital; ``models`` is where the
-    ServerApp writes (the coordinator's METAI_COORDINATOR_MODEL_DIR)."""
+    """Runs the app on the module's SuperLink + one SuperNode per hospital (``supernodes``, in the
+    hospitals' order); ``models`` is where the ServerApp writes (the coordinator's
+    METAI_COORDINATOR_MODEL_DIR)."""
 
-    def __init__(self, flwr_home: Path, models: Path) -> None:
+    def __init__(self, flwr_home: Path, models: Path, supernodes: list[SuperNodeProcess]) -> None:
         self.flwr_home = flwr_home
         self.models = models
+        self.supernodes = supernodes
 
     def __call__(self, run_config: Mapping[str, object]) -> RunResult:
         return run_app(REPO, flwr_home=self.flwr_home, federation="metai", timeout=600,
@@ -161,9 +171,10 @@ REPO = Path(__file__).resolve().parent.parent.parent
 @pytest.fixture(scope="module")
 def module_federation(tmp_path_factory: pytest.TempPathFactory, hospitals, module_exchange,  # type: ignore[no-untyped-def]
                       actors) -> Iterator[FlowerRun]:
-    """A SuperLink + one SuperNode per hospital (plain HTTP, no signing agents, so each round's
-    ClientApp unlocks the key itself), started once for the module: the studies its tests run one
-    after the other are runs on the same federation, as in a deployment."""
+    """A SuperLink + one SuperNode per hospital (plain HTTP, no signing agents, so the ClientApp
+    unlocks the key itself, once per worker), started once for the module: the studies its tests
+    run one after the other are runs on the same federation, and the same ClientApp workers, as in
+    a deployment."""
     root = tmp_path_factory.mktemp("federation")
     superlink = start_superlink(root / "superlink", extra_env=write_coordinator_env(root, module_exchange, actors))
     supernodes = []
@@ -175,7 +186,7 @@ def module_federation(tmp_path_factory: pytest.TempPathFactory, hospitals, modul
             config = {"node-dir": str(h.node.dir), "passphrase-file": str(secret)}
             supernodes.append(start_supernode(root / f"sn-{h.node.address[:8]}", superlink,
                                               h.node.address[2:10], node_config=config))
-        yield FlowerRun(superlink.flwr_home, root / "models")
+        yield FlowerRun(superlink.flwr_home, root / "models", supernodes)
     finally:
         for process in supernodes:
             stop(process)
