@@ -57,13 +57,13 @@ class Pacing:
             asks every 3 s again, as Flower does.
         reply_poll: between looks for the ClientApp's reply (Flower: 0.5 s), an in-memory check.
         worker_poll: how often the worker asks for a task when no wake-up came (a safety net: the
-            SuperNode wakes it when a message arrives).
+            SuperNode wakes it when it has stored a message).
     """
 
     idle_poll: float = 0.2
     active_window: float = 300.0
     reply_poll: float = 0.02
-    worker_poll: float = 1.0
+    worker_poll: float = 5.0
 
     def __post_init__(self) -> None:
         limits = {"idle_poll": (0.01, FLOWER_IDLE_POLL), "active_window": (0.0, 86400.0),

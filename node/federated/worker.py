@@ -5,8 +5,8 @@ one per task, in both isolation modes) that handles that one message and exits, 
 pays for starting Python, importing the app with torch, and opening the node again. This worker
 does what such a process does, in a loop, with Flower's own functions for each step:
 
-1. wait until the SuperNode signals that it stored a message (a byte on the ``--wake-fd`` pipe),
-   or ``--poll`` seconds at most;
+1. wait until the SuperNode signals that it stored a message and its objects (a byte on the
+   ``--wake-fd`` pipe), or ``--poll`` seconds at most;
 2. claim the task with ``AcquireTask`` on the SuperNode's Runtime API (loopback), signed with
    the SuperNode's SuperExec secret (``--isolation process`` with a secret: no other local
    process can claim its tasks);
@@ -15,9 +15,10 @@ does what such a process does, in a loop, with Flower's own functions for each s
    the task (a ClientApp that raises gets the error reply Flower gives);
 4. the ClientApp is imported from the installed FAB once and kept, and with it torch, the
    task code and whatever the app keeps (node/client_app.py keeps the opened node); a task of
-   another FAB (other code) makes the worker replace itself (``exec``) with a fresh one that
-   handles that task first, so code is never mixed, and a FAB that fails to load leaves a fresh
-   worker behind as well.
+   another FAB (other code), or a change to the files of the installed FAB since they were
+   loaded (a task's code hash is read from them each round), makes the worker replace itself
+   (``exec``) with a fresh one that handles that task first, so the code that runs is the code
+   on disk and versions never mix; a FAB that fails to load leaves a fresh worker behind too.
 
 Per run, nothing is kept here: each task's context (``context.state`` included) comes from the
 SuperNode, which keeps it per run series, and goes back to it. The worker prints one line per
@@ -42,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from logging import ERROR, INFO
+from pathlib import Path
 
 from flwr.app import Error, Message
 from flwr.cli.install import install_from_fab
@@ -69,10 +71,23 @@ _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 
 @dataclass
 class LoadedApp:
-    """The ClientApp this worker imported, and the FAB (SHA-256, hex) it came from."""
+    """The ClientApp this worker imported, the FAB (SHA-256, hex) it came from, and that FAB's
+    installed folder with the size and modification time of each of its files when it was loaded."""
 
     fab_hash: str
     app: ClientApp
+    folder: Path
+    files: dict[str, tuple[int, int]]
+
+
+def fingerprint(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of every file under ``folder``, by relative path."""
+    found = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            info = path.stat()
+            found[str(path.relative_to(folder))] = (info.st_size, info.st_mtime_ns)
+    return found
 
 
 class Worker:
@@ -100,14 +115,19 @@ class Worker:
         )
 
     def serve(self, claimed: str | None = None) -> None:
-        """Handle tasks until the process is stopped; ``claimed``: a task token to handle first."""
+        """Handle tasks until the process is stopped; ``claimed``: a task token to handle first.
+
+        A task is claimed once the SuperNode says it stored a message, not as soon as the task
+        exists: Flower creates the task before it has pulled the message's objects from the
+        SuperLink, and a ClientApp that asks for an object not yet there waits 1 s, then 2 s
+        more (Flower's pull back-off). The ``poll`` claims (and the first, for a task a worker
+        before this one left) are the safety net.
+        """
         if claimed:
             self.handle(claimed)
         while True:
-            token = self.claim()
-            if token is not None:
+            if (token := self.claim()) is not None:
                 self.handle(token)
-                continue  # a message may have come while this one was handled: ask again at once
             self.wait()
 
     def claim(self) -> str | None:
@@ -122,16 +142,21 @@ class Worker:
             log(INFO, "ClientApp worker %d: run %d brings other code (FAB %s, loaded %s); starting a fresh worker",
                 os.getpid(), response.task.run_id, response.task.fab_hash[:12], self.loaded.fab_hash[:12])
             self.replace(response.token)
+        if self.loaded is not None and fingerprint(self.loaded.folder) != self.loaded.files:
+            # The code this process runs is no longer what is on disk (and what a task's code hash reads).
+            log(INFO, "ClientApp worker %d: files of the installed app %s changed since it was loaded; starting a "
+                "fresh worker", os.getpid(), self.loaded.folder)
+            self.replace(response.token)
         return str(response.token)
 
     def wait(self) -> None:
-        """Wait for the SuperNode's wake-up (then drain it) or ``poll`` seconds."""
+        """Wait for the SuperNode's wake-up (one byte per stored message) or ``poll`` seconds."""
         if self.wake_fd is None:
             time.sleep(self.poll)
             return
         ready, _, _ = select.select([self.wake_fd], [], [], self.poll)
         if ready:
-            os.read(self.wake_fd, 4096)
+            os.read(self.wake_fd, 1)
 
     def handle(self, token: str) -> None:
         """Run the task of ``token`` to its end, as one ``flwr-clientapp`` process would."""
@@ -146,11 +171,14 @@ class Worker:
         heartbeat.start()
         message = reply = context = None
         status, details, fresh_needed, run_id = SubStatus.FAILED, "ClientApp task failed", False, -1
+        marks = {"start": started}  # where a message's time goes: pull, app, push
         try:
             message, context, run, fab = pull_task_input(client)
             run_id = run.run_id
             app = self.app_for(run.fab_id, run.fab_version, fab.hash_str, fab.content)
+            marks["pull"] = time.perf_counter()
             reply = app(message=message, context=context)
+            marks["app"] = time.perf_counter()
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # the ClientApp's failure becomes the reply's error, as in flwr-clientapp
             code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
@@ -171,9 +199,13 @@ class Worker:
                 push_task_output(client=client, context=context, sub_status=status, details=details)
                 client.close()
         self.handled += 1
+        marks["push"] = time.perf_counter()
+        times = list(marks.values())
+        steps = ", ".join(f"{name} {b - a:.2f}" for name, a, b in zip(list(marks)[1:], times[:-1], times[1:],
+                                                                        strict=True))
         new = sorted(_top_level_packages() - before)
-        log(INFO, "ClientApp worker %d: message %d (run %d) %s in %.2f s; first imported: %s", os.getpid(),
-            self.handled, run_id, status, time.perf_counter() - started, ", ".join(new) if new else "nothing")
+        log(INFO, "ClientApp worker %d: message %d (run %d) %s in %.2f s (%s); first imported: %s", os.getpid(),
+            self.handled, run_id, status, marks["push"] - started, steps, ", ".join(new) if new else "nothing")
         if fresh_needed:
             self.replace(None)
 
@@ -186,9 +218,10 @@ class Worker:
         if hashlib.sha256(content).hexdigest() != fab_hash:
             raise LoadClientAppError(f"FAB content does not hash to {fab_hash}")
         if self.loaded is None:
-            install_from_fab(content, skip_prompt=True)
+            folder = install_from_fab(content, skip_prompt=True)
+            files = fingerprint(folder)
             load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-            self.loaded = LoadedApp(fab_hash, load(fab_id, fab_version, fab_hash))
+            self.loaded = LoadedApp(fab_hash, load(fab_id, fab_version, fab_hash), folder, files)
         elif self.loaded.fab_hash != fab_hash:  # claim() replaces the process first; never run other code
             raise LoadClientAppError(f"FAB {fab_hash} is not the loaded {self.loaded.fab_hash}")
         return self.loaded.app
@@ -215,7 +248,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
     parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) is gone")
     parser.add_argument("--wake-fd", type=int, help="read end of the SuperNode's wake-up pipe")
-    parser.add_argument("--poll", type=float, default=1.0, help="seconds between claims without a wake-up")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between claims without a wake-up")
     return parser.parse_args(argv)
 
 

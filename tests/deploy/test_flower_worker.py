@@ -166,3 +166,17 @@ def test_a_run_of_other_code_gets_a_fresh_worker(lab: Lab, tmp_path: Path) -> No
     assert after["messages_in_process"] == 1
     assert Path(after["app_file"]).parent.parent != Path(before["app_file"]).parent.parent  # the other FAB's copy
     assert "brings other code" in read_log(lab.nodes["north"].log_file)
+
+
+@pytest.mark.slow
+def test_a_worker_whose_installed_app_files_changed_is_replaced_before_the_next_message(lab: Lab) -> None:
+    assert lab.run(1).status == "finished:completed"
+    before = lab.seen("north", 1)
+    app_file = Path(before["app_file"])  # the installed FAB's copy, which the worker runs
+    app_file.write_text(app_file.read_text() + "\n# edited on disk while the worker runs\n")
+    result = lab.run(1)
+    assert result.status == "finished:completed"
+    after = lab.seen("north", 1)
+    assert (after["pid"], after["messages_in_process"]) == (before["pid"], 1)  # a fresh interpreter, same process
+    assert "files of the installed app" in read_log(lab.nodes["north"].log_file)
+    assert lab.seen("south", 1)["messages_in_process"] > 1  # the other node's copy did not change

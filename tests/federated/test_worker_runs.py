@@ -18,7 +18,8 @@ from contracts.studies import StudyStatus
 from deploy.process import read_log
 from tests.federated.conftest import STUDY_CONFIG, FlowerRun, running_study
 
-_HANDLED = re.compile(r"ClientApp worker (\d+): message \d+ \(run (\d+)\) (\w+) in [\d.]+ s; first imported: (.*)")
+_HANDLED = re.compile(
+    r"ClientApp worker (\d+): message \d+ \(run (\d+)\) (\w+) in [\d.]+ s \([^)]*\); first imported: (.*)")
 
 
 @dataclass(frozen=True)
