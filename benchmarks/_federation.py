@@ -1,12 +1,14 @@
-"""The lab behind benchmarks/federated.py: one chain, two hospital nodes, identical studies, and
-one Flower deployment per setting.
+"""The lab behind benchmarks/federated.py: one chain, hospital nodes, identical studies, and one
+Flower deployment per setting.
 
 Everything runs on 127.0.0.1 and offline. The hospitals hold synthetic ``ct-sinogram-lesion-v1``
 records, ingested, enrolled and consented exactly as a real node does it (the same steps as
 ``tests/federated/conftest.py::populate`` and ``deploy/demo/``). Each setting gets a SuperLink
-and two SuperNodes of its own, because what is measured is fixed when they start: the
-coordinator's anchoring switch and Flower's SuperExec poll interval are read from the SuperLink's
-environment (its ServerApp inherits it), the nodes' switch from their node config.
+and one SuperNode per hospital of its own, because what is measured is fixed when they start:
+the coordinator's anchoring switch and Flower's SuperExec poll interval are read from the
+SuperLink's environment (its ServerApp inherits it), the nodes' switch from their node config,
+how a SuperNode runs its ClientApp (a resident worker or a process per message) and its waits
+from its command line, TLS from the certificates each is started with.
 """
 
 from __future__ import annotations
@@ -35,18 +37,23 @@ from coordinator.study_log import read_study_log, study_folder
 from deploy.anvil import AnvilNode
 from deploy.deployer import deploy_contracts
 from deploy.flower import (
+    FlowerSecurity,
     SuperLinkProcess,
     SuperNodeProcess,
+    make_security,
+    register_supernodes,
     run_app,
     start_superlink,
     start_supernode,
     stop,
     write_federation_config,
 )
+from deploy.process import descendants
 from deploy.signers import SignerProcess, start_signer, stop_signer
 from deploy.threads import threads_per_node
 from node.datasets import register_drafts
 from node.enrol import enrol, issue_challenge
+from node.federated import Pacing
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
 from node.node_config import NodeConfigKey
@@ -57,6 +64,7 @@ NODE_PASSPHRASE = "benchmark node passphrase, local only"
 COORDINATOR_PASSPHRASE = "benchmark coordinator passphrase, local only"
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 _CONNECTION = "bench"
+_TICK = os.sysconf("SC_CLK_TCK")
 _RUN_TIMEOUT = 900.0
 
 
@@ -76,12 +84,16 @@ class Lab:
 
 @dataclass(frozen=True)
 class FlowerSetting:
-    """How one run is deployed: anchoring on or off, and Flower's polling intervals (seconds)."""
+    """How one run is deployed: anchoring on or off, Flower's polling intervals (seconds), how the
+    SuperNodes run their ClientApp, and TLS."""
 
     name: str
     anchor: bool
     poll_interval: float  # the ServerApp's pull interval (run config ``poll-interval``)
     superexec_poll: float  # FLWR_SUPEREXEC_TASK_POLL_INTERVAL of SuperLink and SuperNodes
+    isolation: str = "subprocess"  # "worker": node/federated/'s resident worker; "subprocess": Flower's
+    paced: bool = False  # the SuperNodes' waits shortened (node/federated/pacing.py); False: Flower's own
+    tls: bool = False  # TLS + SuperNode authentication, as hospitals on other machines connect
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ class StudyRun:
     wall_seconds: float  # ``flwr run`` submitted -> run finished (end of its log stream)
     deploy_seconds: float  # starting the SuperLink and the SuperNodes
     log: dict[str, Any]  # <model dir>/study-<id>/study.json
+    idle_cpu: dict[str, float]  # CPU share (of one CPU) of the deployment's processes waiting: "cold", "active"
 
 
 def build_lab(root: Path, anvil: AnvilNode, records: Sequence[int], say: Callable[[str], None] = print) -> Lab:
@@ -163,8 +176,14 @@ def new_study(lab: Lab, rounds: int) -> int:
     return study_id
 
 
-def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mapping[str, str | int | float]) -> StudyRun:
-    """Deploy a SuperLink and one SuperNode per hospital for ``setting``, run the study, stop them all."""
+def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mapping[str, str | int | float],
+              idle_seconds: float = 0.0) -> StudyRun:
+    """Deploy a SuperLink and one SuperNode per hospital for ``setting``, run the study, stop them all.
+
+    ``idle_seconds``: how long the deployment's CPU use is measured while it waits, once before
+    the run (no message yet: "cold") and once after it ("active": the nodes just had messages,
+    so paced SuperNodes ask the SuperLink at their short interval).
+    """
     run_dir = lab.root / setting.name
     models = run_dir / "models"
     flag = "true" if setting.anchor else "false"
@@ -179,12 +198,16 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
     poll = {SUPEREXEC_POLL_ENV: f"{setting.superexec_poll:g}"}
     processes: list[SuperLinkProcess | SuperNodeProcess] = []
     agents: list[SignerProcess] = []
+    names = [f"hospital-{index}" for index in range(len(lab.nodes))]
+    security: FlowerSecurity | None = make_security(run_dir / "security", names) if setting.tls else None
     try:
         started = time.perf_counter()
         with _environment({**coordinator_env, **poll}):  # the ServerApp inherits the SuperLink's environment
-            superlink = start_superlink(run_dir / "superlink")
+            superlink = start_superlink(run_dir / "superlink", security=security)
         processes.append(superlink)
-        write_federation_config(superlink.flwr_home, _CONNECTION, superlink, None)
+        if security is not None:
+            register_supernodes(superlink, security, names, superlink.flwr_home)
+        write_federation_config(superlink.flwr_home, _CONNECTION, superlink, security)
         with _environment(poll):
             for index, node in enumerate(lab.nodes):
                 config: dict[str, str] = {NodeConfigKey.NODE_DIR: str(node.dir), NodeConfigKey.ANCHOR: flag,
@@ -193,20 +216,49 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
                     agents.append(start_signer(node.dir, node.dir / "passphrase", run_dir / f"signer-{index}.log",
                                                f"hospital-{index}"))
                     config[NodeConfigKey.SIGNER_SOCKET] = str(agents[-1].socket)
-                processes.append(start_supernode(run_dir, superlink, f"hospital-{index}", node_config=config,
-                                                 torch_threads=threads_per_node(len(lab.nodes))))
+                processes.append(start_supernode(run_dir, superlink, names[index], node_config=config,
+                                                 security=security, torch_threads=threads_per_node(len(lab.nodes)),
+                                                 isolation=setting.isolation,
+                                                 pacing=Pacing() if setting.paced else None))
         deployed = time.perf_counter() - started
+        idle = {"cold": deployment_cpu_share(processes, idle_seconds)} if idle_seconds else {}
         started = time.perf_counter()
         result = run_app(REPO_ROOT, flwr_home=superlink.flwr_home, federation=_CONNECTION,
                          run_config={**run_config, "study-id": study_id, "poll-interval": setting.poll_interval},
                          timeout=_RUN_TIMEOUT)
         wall = time.perf_counter() - started
+        if idle_seconds:
+            idle["active"] = deployment_cpu_share(processes, idle_seconds)
     finally:
         _stop_all(processes)
         for agent in agents:
             stop_signer(agent)
     log = read_study_log(study_folder(models, study_id)).to_json()  # checked for its format and version
-    return StudyRun(setting, study_id, result.run_id, wall, deployed, log)
+    return StudyRun(setting, study_id, result.run_id, wall, deployed, log, idle)
+
+
+def deployment_cpu_share(processes: Sequence[SuperLinkProcess | SuperNodeProcess], seconds: float) -> float:
+    """CPU the processes and all their descendants use over the next ``seconds``, as a share of one CPU.
+
+    A process's reaped children count in its own figure (``cutime``, ``cstime``), so a child that
+    exits in between is neither lost nor counted twice.
+    """
+
+    def cpu() -> float:
+        total = 0.0
+        for process in processes:
+            for pid in (process.pid, *(child for child, _ in descendants(process.pid))):
+                try:
+                    text = Path(f"/proc/{pid}/stat").read_text()
+                except OSError:
+                    continue  # it ended while we looked
+                fields = text[text.rindex(")") + 2:].split()
+                total += sum(int(value) for value in fields[11:15]) / _TICK  # utime, stime, cutime, cstime
+        return total
+
+    before = cpu()
+    time.sleep(seconds)
+    return (cpu() - before) / seconds
 
 
 def _stop_all(processes: list[SuperLinkProcess | SuperNodeProcess]) -> None:
