@@ -16,7 +16,9 @@ them in reverse order:
 
 The mods and the handler are built by :func:`make_app` around one :class:`NodeRuntime`, the
 process's own state (the node it opened, the cohort each training message trained on until
-its reply is anchored); ``app`` is that, for Flower to load.
+its reply is anchored); ``app`` is that, for Flower to load. In a SuperNode's resident worker
+(node/federated/worker.py) the process, and so the opened node, lives across messages and
+runs; a message's cohort never outlives its message.
 
 The node's directory comes from the SuperNode's node config (``node-dir``), its passphrase
 from the file named by ``passphrase-file`` there (or ``METAI_NODE_PASSPHRASE`` in the

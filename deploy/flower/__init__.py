@@ -3,10 +3,12 @@
 Everything listens on 127.0.0.1 and works offline. Flower 1.41 serves the Fleet, Runtime
 (formerly ServerAppIo) and Control APIs of a SuperLink on ONE HTTP(S) port (``--host/--port``),
 so the three addresses of :class:`SuperLinkProcess` are equal; a SuperNode serves its Runtime API
-(formerly ClientAppIo) on its own port. Both run their apps in ``subprocess`` isolation: a
-``flower-superexec`` child launches ``flwr-serverapp`` / ``flwr-clientapp`` per task from the
-venv's ``bin`` (first on PATH), with runtime dependency installation disabled, so apps import
-what this venv has. With ``security`` the SuperLink serves TLS and admits only SuperNodes whose
+(formerly ClientAppIo) on its own port. A SuperLink runs its ServerApps in ``subprocess``
+isolation: a ``flower-superexec`` child launches ``flwr-serverapp`` per run from the venv's
+``bin`` (first on PATH), with runtime dependency installation disabled, so apps import what this
+venv has. A SuperNode runs through :mod:`node.federated.supernode` by default: one resident
+ClientApp worker handles every message (``isolation="subprocess"``: Flower's ``flwr-clientapp``
+per message). With ``security`` the SuperLink serves TLS and admits only SuperNodes whose
 public keys were registered (:func:`register_supernodes`). Processes are stopped by PID, with
 the Flower-spawned children they had. See docs/flower.md.
 
