@@ -11,7 +11,8 @@
   with :mod:`~coordinator.federated.superlink_process` and :mod:`~coordinator.federated.processes`;
 - :mod:`coordinator.federated.supernodes`: hospitals' SuperNode keys, through the Control API
   (:mod:`~coordinator.federated.control`);
-- :mod:`coordinator.federated.tls`: the consortium CA's and the servers' certificates.
+- :mod:`coordinator.federated.tls`: the consortium CA's and the servers' certificates;
+- :mod:`coordinator.federated.reply_pulls`: the ServerApp's pulls of reply objects, Flower's first back-off shortened.
 
 See docs/flower.md, docs/federated.md and docs/coordinator.md.
 """

@@ -7,9 +7,13 @@ Flower 1.41's SuperNode main loop (``flwr.supernode.start_client_internal``) wai
   every exchange of a round waits for it, up to 3 s, because a node asks for the next message
   as soon as it replied and the ServerApp is still collecting the other replies;
 - ``time.sleep(0.5)`` between looks at its own in-memory state for the ClientApp's reply, and
-  again between looks for a reply object not yet stored: up to 0.5 s per message.
+  again between looks for a reply object not yet stored: up to 0.5 s per message;
+- its pulls of a message's objects from the SuperLink (Flower's ``pull_objects``) wait 1 s, then
+  2 s, 4 s ... (up to 10 s) for an object that is not there yet, which happens when the SuperNode
+  asks while the ServerApp is still pushing them: the SuperLink lists a message as soon as it
+  has it, before its objects.
 
-:func:`install` changes these in this process only, without editing Flower: it replaces two
+:func:`install` changes these in this process only, without editing Flower: it replaces three
 names of that module, which the loop looks up each time it uses them.
 
 - ``time`` by a :class:`PacedTime` that forwards everything to :mod:`time` except a sleep of
@@ -19,7 +23,9 @@ names of that module, which the loop looks up each time it uses them.
   SuperLink as rarely as before; the reply look becomes ``reply_poll`` (an in-memory check).
 - ``_pull_and_store_message`` by a wrapper that calls Flower's own and, when it stored a
   message, records the time (for the active window) and calls ``on_message`` (the resident
-  worker's wake-up, node/federated/run_supernode.py).
+  worker's wake-up, node/federated/run_supernode.py);
+- ``pull_objects`` by Flower's own with ``initial_backoff=pull_backoff`` (0.05 s, then 0.1 s,
+  0.2 s ... up to Flower's 10 s; its limits of 500 tries and 2 h per pull stay).
 
 A Flower version whose loop no longer has these names fails :func:`install` with
 :class:`PacingError`; one whose waits have other values is left at them (nothing is shortened).
@@ -27,6 +33,7 @@ A Flower version whose loop no longer has these names fails :func:`install` with
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -36,11 +43,16 @@ from typing import Any
 
 from node.errors import NodeConfigError
 
-__all__ = ["FLOWER_IDLE_POLL", "FLOWER_REPLY_POLL", "PacedTime", "Pacing", "PacingError", "install", "paced_sleep"]
+__all__ = ["FLOWER_IDLE_POLL", "FLOWER_PULL_BACKOFF", "FLOWER_REPLY_POLL", "PACING_FIELDS", "PacedTime", "Pacing",
+           "PacingError", "install", "paced_sleep"]
 
-#: Flower 1.41's fixed waits in ``flwr.supernode.start_client_internal`` (seconds).
+#: Flower 1.41's fixed waits in ``flwr.supernode.start_client_internal`` (seconds), and the first
+#: back-off of its object pulls (``flwr.supercore.constant.PULL_INITIAL_BACKOFF``).
 FLOWER_IDLE_POLL = 3.0
 FLOWER_REPLY_POLL = 0.5
+FLOWER_PULL_BACKOFF = 1.0
+#: The fields of :class:`Pacing`, as ``python -m node.federated.run_supernode`` takes them.
+PACING_FIELDS = ("idle_poll", "active_window", "reply_poll", "worker_poll", "pull_backoff")
 
 
 class PacingError(NodeConfigError):
@@ -58,16 +70,20 @@ class Pacing:
         reply_poll: between looks for the ClientApp's reply (Flower: 0.5 s), an in-memory check.
         worker_poll: how often the worker asks for a task when no wake-up came (a safety net: the
             SuperNode wakes it when it has stored a message).
+        pull_backoff: the first wait for a message's object the SuperLink does not have yet
+            (Flower: 1 s); each further wait doubles, up to Flower's 10 s.
     """
 
     idle_poll: float = 0.2
     active_window: float = 300.0
     reply_poll: float = 0.02
     worker_poll: float = 5.0
+    pull_backoff: float = 0.05
 
     def __post_init__(self) -> None:
         limits = {"idle_poll": (0.01, FLOWER_IDLE_POLL), "active_window": (0.0, 86400.0),
-                  "reply_poll": (0.001, FLOWER_REPLY_POLL), "worker_poll": (0.01, 60.0)}
+                  "reply_poll": (0.001, FLOWER_REPLY_POLL), "worker_poll": (0.01, 60.0),
+                  "pull_backoff": (0.01, FLOWER_PULL_BACKOFF)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if not low <= value <= high:
@@ -75,8 +91,7 @@ class Pacing:
 
     def args(self) -> list[str]:
         """The command-line options of ``python -m node.federated.run_supernode`` that give these values."""
-        return [f"--{name.replace('_', '-')}={getattr(self, name)!r}" for name in
-                ("idle_poll", "active_window", "reply_poll", "worker_poll")]
+        return [f"--{name.replace('_', '-')}={getattr(self, name)!r}" for name in PACING_FIELDS]
 
 
 def paced_sleep(seconds: float, pacing: Pacing, since_message: float | None) -> float:
@@ -136,9 +151,10 @@ def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], No
         PacingError: the module lacks ``time`` or ``_pull_and_store_message`` (another Flower version).
     """
     pull = getattr(loop_module, "_pull_and_store_message", None)
-    if getattr(loop_module, "time", None) is not time or not callable(pull):
-        raise PacingError(f"{loop_module.__name__} has no `time` module and `_pull_and_store_message` to pace: "
-                          "this Flower version is not the 1.41 that node/federated/pacing.py was written for; "
+    pull_objects = getattr(loop_module, "pull_objects", None)
+    if getattr(loop_module, "time", None) is not time or not callable(pull) or not callable(pull_objects):
+        raise PacingError(f"{loop_module.__name__} has no `time` module, `_pull_and_store_message` and `pull_objects` "
+                          "to pace: this Flower version is not the 1.41 that node/federated/pacing.py was written for; "
                           "start the SuperNode with isolation 'subprocess'")
     paced = PacedTime(pacing)
 
@@ -151,4 +167,5 @@ def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], No
 
     loop_module.time = paced  # type: ignore[attr-defined]
     loop_module._pull_and_store_message = pull_and_store  # type: ignore[attr-defined]
+    loop_module.pull_objects = functools.partial(pull_objects, initial_backoff=pacing.pull_backoff)  # type: ignore[attr-defined]
     return paced

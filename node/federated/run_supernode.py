@@ -1,7 +1,7 @@
 """A hospital's Flower SuperNode with a resident ClientApp worker and shorter waits.
 
 Run: ``python -m node.federated.run_supernode [--idle-poll S] [--active-window S] [--reply-poll S]
-[--worker-poll S] [--clientapp worker|subprocess] -- <flower-supernode options>``;
+[--worker-poll S] [--pull-backoff S] [--clientapp worker|subprocess] -- <flower-supernode options>``;
 :func:`node.federated.supernode.supernode_command` builds that command (for ``metai-node serve``
 and deploy's lab alike). It runs Flower 1.41's own ``flower-supernode`` in this process, with
 two changes, both without editing Flower:
@@ -14,8 +14,9 @@ two changes, both without editing Flower:
   Flower's own ``--isolation subprocess``, one process per message.
 - Flower's fixed waits in its SuperNode loop are shortened while the node is active
   (node/federated/pacing.py): the 3 s idle poll to ``--idle-poll`` for ``--active-window``
-  seconds after each message, the 0.5 s reply poll to ``--reply-poll``; and each stored message
-  wakes the worker at once.
+  seconds after each message, the 0.5 s reply poll to ``--reply-poll``, the 1 s first back-off
+  of its pulls of a message's objects to ``--pull-backoff``; and each stored message wakes the
+  worker at once.
 
 ``--isolation``, ``--superexec-auth-secret-file`` and the Runtime API's own TLS (``--ssl-*``)
 are this module's to decide and refused among the Flower options. The worker reaches the
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from node.errors import NodeConfigError
-from node.federated.pacing import Pacing
+from node.federated.pacing import PACING_FIELDS, Pacing
 
 __all__ = ["CLIENTAPP_MODES", "main", "parse_args", "resident_command"]
 
@@ -96,14 +97,12 @@ def parse_args(argv: Sequence[str]) -> tuple[Pacing, str, list[str]]:
     defaults = Pacing()
     parser = argparse.ArgumentParser(prog="python -m node.federated.run_supernode",
                                      description="A Flower SuperNode with a resident ClientApp worker")
-    for name in ("idle_poll", "active_window", "reply_poll", "worker_poll"):
+    for name in PACING_FIELDS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument("--clientapp", choices=CLIENTAPP_MODES, default="worker")
     args = parser.parse_args(own)
     _check_flower_args(flower)
-    pacing = Pacing(idle_poll=args.idle_poll, active_window=args.active_window, reply_poll=args.reply_poll,
-                    worker_poll=args.worker_poll)
-    return pacing, args.clientapp, flower
+    return Pacing(**{name: getattr(args, name) for name in PACING_FIELDS}), args.clientapp, flower
 
 
 def main(argv: Sequence[str] | None = None) -> None:

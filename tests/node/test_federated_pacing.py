@@ -1,4 +1,4 @@
-"""node/federated/pacing.py and the command line of node/federated/supernode.py: which waits replace Flower's."""
+"""node/federated/pacing.py and the command line of node/federated/run_supernode.py: which waits replace Flower's."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from node.federated.pacing import (
     install,
     paced_sleep,
 )
-from node.federated.supernode import parse_args, supernode_command
+from node.federated.run_supernode import parse_args, resident_command
 
-PACING = Pacing(idle_poll=0.1, active_window=60.0, reply_poll=0.01, worker_poll=2.0)
+PACING = Pacing(idle_poll=0.1, active_window=60.0, reply_poll=0.01, worker_poll=2.0, pull_backoff=0.02)
 
 
 def test_the_idle_poll_is_short_while_the_node_had_a_message_within_the_window() -> None:
@@ -49,6 +49,8 @@ def test_flowers_supernode_loop_still_has_the_waits_and_names_this_paces() -> No
     assert source.count("time.sleep(3)") == 1
     assert source.count("time.sleep(0.5)") == 2
     assert "run_id = _pull_and_store_message(" in inspect.getsource(loop.start_client_internal)
+    assert "obj_contents = pull_objects(" in inspect.getsource(loop._pull_and_store_message)
+    assert "initial_backoff" in inspect.signature(loop.pull_objects).parameters
     assert loop.time is time
 
 
@@ -56,7 +58,15 @@ def _loop_module(returns: int | None) -> types.ModuleType:
     module = types.ModuleType("loop")
     module.time = time  # type: ignore[attr-defined]
     module._pull_and_store_message = lambda **_: returns  # type: ignore[attr-defined]
+    module.pull_objects = lambda object_ids, **kwargs: {"ids": object_ids, **kwargs}  # type: ignore[attr-defined]
     return module
+
+
+def test_the_supernodes_object_pulls_back_off_from_the_pacing_first() -> None:
+    module = _loop_module(returns=None)
+    install(module, PACING, on_message=lambda: None)
+    assert module.pull_objects(["a"], pull_object_fn=print) == {"ids": ["a"], "pull_object_fn": print,
+                                                                "initial_backoff": PACING.pull_backoff}
 
 
 def test_a_stored_message_wakes_the_worker_and_opens_the_active_window() -> None:
@@ -82,7 +92,7 @@ def test_the_paced_time_forwards_everything_but_sleep() -> None:
 
 
 def test_a_loop_without_the_names_is_refused() -> None:
-    with pytest.raises(PacingError, match="has no `time` module and `_pull_and_store_message` to pace"):
+    with pytest.raises(PacingError, match="has no `time` module, `_pull_and_store_message` and `pull_objects` to pace"):
         install(types.ModuleType("other"), PACING, on_message=lambda: None)
 
 
@@ -92,17 +102,17 @@ def test_pacing_out_of_range_is_refused() -> None:
 
 
 def test_the_command_carries_the_pacing_to_the_supernode() -> None:
-    cmd = supernode_command(["--superlink", "127.0.0.1:9092", "--insecure"], PACING, clientapp="subprocess")
-    assert cmd[1:3] == ["-m", "node.federated.supernode"]
+    cmd = resident_command(["--superlink", "127.0.0.1:9092", "--insecure"], PACING, clientapp="subprocess")
+    assert cmd[1:3] == ["-m", "node.federated.run_supernode"]
     pacing, clientapp, flower = parse_args(cmd[3:])
     assert (pacing, clientapp, flower) == (PACING, "subprocess", ["--superlink", "127.0.0.1:9092", "--insecure"])
 
 
 def test_flower_options_the_supernode_sets_itself_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"option --isolation is set by node\.federated\.supernode; leave it out"):
-        supernode_command(["--isolation=subprocess"])
+    with pytest.raises(ValueError, match=r"option --isolation is set by node\.federated\.run_supernode; leave it out"):
+        resident_command(["--isolation=subprocess"])
 
 
 def test_an_unknown_clientapp_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="clientapp is 'threads'; expected one of worker, subprocess"):
-        supernode_command([], clientapp="threads")
+        resident_command([], clientapp="threads")

@@ -74,3 +74,9 @@ def test_the_clientapp_takes_the_chain_url_from_its_node_config_first(monkeypatc
     assert rpc_url(context({"node-dir": "/n", "rpc-url": "http://chain.hospital.example:8545"})) == \
         "http://chain.hospital.example:8545"
     assert rpc_url(context({"node-dir": "/n"})) == "http://127.0.0.1:8545"
+
+
+def test_an_unknown_isolation_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="isolation is 'threads'; expected one of worker, subprocess"):
+        supernode_command(SuperLinkRoute("127.0.0.1:9092", None), port=9100, node_config_file=tmp_path / "n.toml",
+                          isolation="threads")
