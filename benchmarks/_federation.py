@@ -94,6 +94,7 @@ class FlowerSetting:
     isolation: str = "subprocess"  # "worker": node/federated/'s resident worker; "subprocess": Flower's
     paced: bool = False  # the SuperNodes' waits shortened (node/federated/pacing.py); False: Flower's own
     tls: bool = False  # TLS + SuperNode authentication, as hospitals on other machines connect
+    reply_pull_backoff: float = 1.0  # the ServerApp's first wait for a reply object not yet there (Flower's: 1 s)
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,8 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
         idle = {"cold": deployment_cpu_share(processes, idle_seconds)} if idle_seconds else {}
         started = time.perf_counter()
         result = run_app(REPO_ROOT, flwr_home=superlink.flwr_home, federation=_CONNECTION,
-                         run_config={**run_config, "study-id": study_id, "poll-interval": setting.poll_interval},
+                         run_config={**run_config, "study-id": study_id, "poll-interval": setting.poll_interval,
+                                     "reply-pull-backoff": setting.reply_pull_backoff},
                          timeout=_RUN_TIMEOUT)
         wall = time.perf_counter() - started
         if idle_seconds:

@@ -15,12 +15,15 @@ per node (node/signer.py). The runs, in this order:
 1. ``flower-defaults``: Flower as it comes: a ClientApp process per message, the ServerApp pulls
    replies every 3 s (Flower's ``Grid.send_and_receive``), SuperExec asks for tasks every 1 s.
 2. ``before``: a ClientApp process per message, the ServerApp pulls every 0.2 s and SuperExec
-   every 0.1 s (``poll-interval``, ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``), the SuperNode's own
-   waits Flower's: 3 s when it finds no message, 0.5 s between looks for the reply.
+   every 0.1 s (``poll-interval``, ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``); Flower's own waits
+   otherwise: the SuperNode's 3 s when it finds no message and 0.5 s between looks for the reply,
+   and a first wait of 1 s for a message or reply object the SuperLink does not have yet, in the
+   SuperNode and in the ServerApp (run config ``reply-pull-backoff = 1``).
 3. ``paced-subprocess``: as ``before``, with the SuperNode's waits shortened
-   (node/federated/pacing.py): what the pacing alone gives.
-4. ``after``: the SuperNodes run through node/federated/supernode.py: one resident ClientApp
-   worker per node (the app, torch and the opened node loaded once) and the pacing; the
+   (node/federated/pacing.py): what the SuperNode's pacing alone gives.
+4. ``after``: the SuperNodes run through node/federated/run_supernode.py: one resident
+   ClientApp worker per node (the app, torch and the opened node loaded once) and the pacing;
+   the ServerApp's first wait for a reply object is the run config's default (0.05 s); the
    SuperLink's SuperExec (which starts the ServerApp, once per run) polls every 0.5 s, as
    deploy/flower/ sets it.
 5. ``after-not-anchored``: as ``after``, with nothing written on chain: the coordinator
@@ -80,6 +83,8 @@ RUN_CONFIG: dict[str, str | int | float] = {
     RunConfigName.TASK: TASK, RunConfigName.MIN_NODES: len(RECORDS), RunConfigName.ROUND_DELAY: 0.0,
     **{name: TRAINING[name] for name in (RunConfigName.LOCAL_EPOCHS, RunConfigName.LR, RunConfigName.BATCH_SIZE)},
 }
+#: The ServerApp's first wait for a reply object not yet at the SuperLink: Flower's 1 s before, the run config's after.
+AFTER_PULL_BACKOFF = 0.05
 #: Every run, in order, with its label in the table.
 SETTINGS: dict[str, tuple[FlowerSetting, str]] = {
     s.name: (s, label) for s, label in (
@@ -87,11 +92,14 @@ SETTINGS: dict[str, tuple[FlowerSetting, str]] = {
         (FlowerSetting("before", True, TUNED_POLL, TUNED_SUPEREXEC_POLL), "before: process per message"),
         (FlowerSetting("paced-subprocess", True, TUNED_POLL, TUNED_SUPEREXEC_POLL, paced=True),
          "process per message, paced SuperNode"),
-        (FlowerSetting("after", True, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True),
+        (FlowerSetting("after", True, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True,
+                       reply_pull_backoff=AFTER_PULL_BACKOFF),
          "after: resident worker, paced SuperNode"),
-        (FlowerSetting("after-not-anchored", False, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True),
+        (FlowerSetting("after-not-anchored", False, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True,
+                       reply_pull_backoff=AFTER_PULL_BACKOFF),
          "after, not anchored"),
-        (FlowerSetting("after-tls", True, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True, tls=True),
+        (FlowerSetting("after-tls", True, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True, tls=True,
+                       reply_pull_backoff=AFTER_PULL_BACKOFF),
          "after, TLS + SuperNode authentication"),
     )
 }

@@ -30,6 +30,7 @@ class RunConfigName(StrEnum):
     BATCH_SIZE = "batch-size"
     PROXIMAL_MU = "proximal-mu"
     POLL_INTERVAL = "poll-interval"
+    REPLY_PULL_BACKOFF = "reply-pull-backoff"
     ROUND_TIMEOUT = "round-timeout"
     WAIT_NODES = "wait-nodes"
     ROUND_DELAY = "round-delay"
@@ -69,6 +70,8 @@ class FederationConfig:
     anchor: bool = True
     #: Virtual patients per cell of the model card's robustness table; 0 takes the evaluation's default.
     robustness_patients: int = 0
+    #: Seconds the ServerApp first waits for a reply object not yet at the SuperLink (Flower: 1 s).
+    reply_pull_backoff: float = 0.05
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object], *, anchor: bool = True) -> FederationConfig:

@@ -30,7 +30,7 @@ def main(grid: Grid, context: Context) -> None:
     settings = CoordinatorSettings()
     cfg = FederationConfig.from_run_config(context.run_config, anchor=settings.anchor)  # refused before any key
     rpc_url, passphrase = settings.require()
-    shorten_reply_pull_backoff()  # a half-pushed reply costs 0.05 s, not Flower's 1 s
+    shorten_reply_pull_backoff(backoff=cfg.reply_pull_backoff)  # a half-pushed reply costs 0.05 s, not Flower's 1 s
     coordinator = Account.from_key(Account.decrypt(json.loads(settings.key_file.read_text("utf-8")), passphrase))
     run_study(
         grid,

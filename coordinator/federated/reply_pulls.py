@@ -6,10 +6,11 @@ an object the SuperLink does not have yet. The SuperLink lists a reply as soon a
 has sent it, before the SuperNode has pushed its objects (one request each), so a ServerApp that
 looks for replies every ``poll-interval`` (0.2 s) often finds one half-pushed and then waits a
 whole second. :func:`shorten_reply_pull_backoff` replaces ``pull_objects`` in that module, in the
-ServerApp's own process, by Flower's own function with a first wait of
-:data:`REPLY_PULL_BACKOFF` (then twice as long each time, up to Flower's 10 s; its limits of
-500 tries and 2 h per pull stay). A hospital's SuperNode does the same for the messages it pulls
-(node/federated/pacing.py). See docs/flower.md.
+ServerApp's own process, by Flower's own function with a first wait of the run config's
+``reply-pull-backoff`` (:data:`REPLY_PULL_BACKOFF`, 0.05 s), then twice as long each time up to
+Flower's 10 s; its limits of 500 tries and 2 h per pull stay, and 1 gives Flower's own behaviour.
+A hospital's SuperNode does the same for the messages it pulls (node/federated/pacing.py). See
+docs/flower.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = ["REPLY_PULL_BACKOFF", "shorten_reply_pull_backoff"]
 
 #: Seconds of the first wait for a reply object the SuperLink does not have yet (Flower: 1 s).
 REPLY_PULL_BACKOFF = 0.05
+_FLOWER_CAP = 10.0  # flwr.supercore.constant.PULL_BACKOFF_CAP
 
 
 def shorten_reply_pull_backoff(grid_module: ModuleType | None = None, backoff: float = REPLY_PULL_BACKOFF) -> None:
@@ -30,11 +32,14 @@ def shorten_reply_pull_backoff(grid_module: ModuleType | None = None, backoff: f
     Parameters:
         grid_module: the module whose ``pull_objects`` the grid calls; None: Flower's
             ``flwr.superlink.grid.http_grid``.
-        backoff: seconds of the first wait.
+        backoff: seconds of the first wait, more than 0 and at most 10.
 
     Raises:
+        ValueError: ``backoff`` is out of range.
         RuntimeError: the module has no ``pull_objects`` taking ``initial_backoff`` (another Flower).
     """
+    if not 0 < backoff <= _FLOWER_CAP:
+        raise ValueError(f"reply-pull-backoff is {backoff!r} s; expected more than 0 and at most {_FLOWER_CAP:g} s")
     if grid_module is None:
         import flwr.superlink.grid.http_grid
 

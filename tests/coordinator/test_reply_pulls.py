@@ -28,3 +28,8 @@ def test_the_replaced_pull_is_flowers_own_with_the_short_first_wait(monkeypatch:
 def test_a_grid_module_without_the_pull_is_refused() -> None:
     with pytest.raises(RuntimeError, match="pull_objects takes no initial_backoff"):
         shorten_reply_pull_backoff(types.ModuleType("other"))
+
+
+def test_a_first_wait_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"reply-pull-backoff is 0 s; expected more than 0 and at most 10 s"):
+        shorten_reply_pull_backoff(types.ModuleType("other"), backoff=0)
