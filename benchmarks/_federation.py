@@ -27,6 +27,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from benchmarks._hosts import Placement, hospital_host
 from contracts.chain import Chain
 from contracts.datause import NO_EXPIRY, Kind, Purpose, Scope
 from contracts.exchange import Exchange
@@ -48,7 +49,7 @@ from deploy.flower import (
     stop,
     write_federation_config,
 )
-from deploy.process import descendants
+from deploy.process import descendants, stop_tree
 from deploy.signers import SignerProcess, start_signer, stop_signer
 from deploy.threads import threads_per_node
 from node.datasets import register_drafts
@@ -65,6 +66,7 @@ COORDINATOR_PASSPHRASE = "benchmark coordinator passphrase, local only"
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 _CONNECTION = "bench"
 _TICK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = Placement()
 _RUN_TIMEOUT = 900.0
 
 
@@ -178,12 +180,14 @@ def new_study(lab: Lab, rounds: int) -> int:
 
 
 def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mapping[str, str | int | float],
-              idle_seconds: float = 0.0) -> StudyRun:
+              idle_seconds: float = 0.0, placement: Placement = LOOPBACK) -> StudyRun:
     """Deploy a SuperLink and one SuperNode per hospital for ``setting``, run the study, stop them all.
 
     ``idle_seconds``: how long the deployment's CPU use is measured while it waits, once before
     the run (no message yet: "cold") and once after it ("active": the nodes just had messages,
-    so paced SuperNodes ask the SuperLink at their short interval).
+    so paced SuperNodes ask the SuperLink at their short interval). ``placement``: on this
+    host's loopback, or the coordinator and each hospital on a host of its own (then ``lab``
+    must be built on that placement's chain host, and ``setting`` must use TLS).
     """
     run_dir = lab.root / setting.name
     models = run_dir / "models"
@@ -199,48 +203,57 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
     poll = {SUPEREXEC_POLL_ENV: f"{setting.superexec_poll:g}"}
     processes: list[SuperLinkProcess | SuperNodeProcess] = []
     agents: list[SignerProcess] = []
+    gateway: int | None = None
     names = [f"hospital-{index}" for index in range(len(lab.nodes))]
-    security: FlowerSecurity | None = make_security(run_dir / "security", names) if setting.tls else None
+    hosts = [placement.address("coord")] if placement.hosts else []
+    security: FlowerSecurity | None = make_security(run_dir / "security", names, hosts=hosts) if setting.tls else None
     try:
         started = time.perf_counter()
-        with _environment({**coordinator_env, **poll}):  # the ServerApp inherits the SuperLink's environment
-            superlink = start_superlink(run_dir / "superlink", security=security)
-        processes.append(superlink)
-        if security is not None:
-            register_supernodes(superlink, security, names, superlink.flwr_home)
-        write_federation_config(superlink.flwr_home, _CONNECTION, superlink, security)
+        with placement.at("coord"):
+            with _environment({**coordinator_env, **poll}):  # the ServerApp inherits the SuperLink's environment
+                superlink = start_superlink(run_dir / "superlink", security=security)
+            processes.append(superlink)
+            if security is not None:
+                register_supernodes(superlink, security, names, superlink.flwr_home)
+            write_federation_config(superlink.flwr_home, _CONNECTION, superlink, security)
+        fleet, gateway = placement.fleet(superlink, security, run_dir / "gateway.log")
         with _environment(poll):
             for index, node in enumerate(lab.nodes):
                 config: dict[str, str] = {NodeConfigKey.NODE_DIR: str(node.dir), NodeConfigKey.ANCHOR: flag,
                                           NodeConfigKey.PASSPHRASE_FILE: str(node.dir / "passphrase")}
-                if setting.anchor:  # as deploy.federation runs a node: its key unlocked once, in a signing agent
-                    agents.append(start_signer(node.dir, node.dir / "passphrase", run_dir / f"signer-{index}.log",
-                                               f"hospital-{index}"))
-                    config[NodeConfigKey.SIGNER_SOCKET] = str(agents[-1].socket)
-                processes.append(start_supernode(run_dir, superlink, names[index], node_config=config,
-                                                 security=security, torch_threads=threads_per_node(len(lab.nodes)),
-                                                 isolation=setting.isolation,
-                                                 pacing=Pacing() if setting.paced else None))
+                with placement.at(hospital_host(index)):
+                    if setting.anchor:  # as deploy.federation runs a node: its key unlocked once, in a signing agent
+                        agents.append(start_signer(node.dir, node.dir / "passphrase",
+                                                   run_dir / f"signer-{index}.log", f"hospital-{index}"))
+                        config[NodeConfigKey.SIGNER_SOCKET] = str(agents[-1].socket)
+                    processes.append(start_supernode(
+                        run_dir, fleet, names[index], node_config=config, security=security,
+                        torch_threads=threads_per_node(len(lab.nodes)), isolation=setting.isolation,
+                        pacing=Pacing() if setting.paced else None))
         deployed = time.perf_counter() - started
-        idle = {"cold": deployment_cpu_share(processes, idle_seconds)} if idle_seconds else {}
+        pids = [p.pid for p in processes] + ([gateway] if gateway is not None else [])
+        idle = {"cold": deployment_cpu_share(pids, idle_seconds)} if idle_seconds else {}
         started = time.perf_counter()
-        result = run_app(REPO_ROOT, flwr_home=superlink.flwr_home, federation=_CONNECTION,
-                         run_config={**run_config, "study-id": study_id, "poll-interval": setting.poll_interval,
-                                     "reply-pull-backoff": setting.reply_pull_backoff},
-                         timeout=_RUN_TIMEOUT)
+        with placement.at("coord"):
+            result = run_app(REPO_ROOT, flwr_home=superlink.flwr_home, federation=_CONNECTION,
+                             run_config={**run_config, "study-id": study_id, "poll-interval": setting.poll_interval,
+                                         "reply-pull-backoff": setting.reply_pull_backoff},
+                             timeout=_RUN_TIMEOUT)
         wall = time.perf_counter() - started
         if idle_seconds:
-            idle["active"] = deployment_cpu_share(processes, idle_seconds)
+            idle["active"] = deployment_cpu_share(pids, idle_seconds)
     finally:
         _stop_all(processes)
+        if gateway is not None:
+            stop_tree(gateway)
         for agent in agents:
             stop_signer(agent)
     log = read_study_log(study_folder(models, study_id)).to_json()  # checked for its format and version
     return StudyRun(setting, study_id, result.run_id, wall, deployed, log, idle)
 
 
-def deployment_cpu_share(processes: Sequence[SuperLinkProcess | SuperNodeProcess], seconds: float) -> float:
-    """CPU the processes and all their descendants use over the next ``seconds``, as a share of one CPU.
+def deployment_cpu_share(pids: Sequence[int], seconds: float) -> float:
+    """CPU the processes ``pids`` and all their descendants use over the next ``seconds``, as a share of one CPU.
 
     A process's reaped children count in its own figure (``cutime``, ``cstime``), so a child that
     exits in between is neither lost nor counted twice.
@@ -248,8 +261,8 @@ def deployment_cpu_share(processes: Sequence[SuperLinkProcess | SuperNodeProcess
 
     def cpu() -> float:
         total = 0.0
-        for process in processes:
-            for pid in (process.pid, *(child for child, _ in descendants(process.pid))):
+        for top in pids:
+            for pid in (top, *(child for child, _ in descendants(top))):
                 try:
                     text = Path(f"/proc/{pid}/stat").read_text()
                 except OSError:

@@ -31,6 +31,10 @@ per node (node/signer.py). The runs, in this order:
    the on-chain writes and checks; cohorts are still built from the consents on chain.
 6. ``after-tls``: as ``after``, over TLS with SuperNode authentication (a registered key per
    node): how hospitals on other machines connect, here on loopback.
+7. ``before-hosts`` and ``after-hosts``: ``before`` and ``after`` over TLS with the chain, the
+   coordinator (SuperLink behind the Fleet gateway) and each hospital on a host of its own
+   (network namespaces joined by a bridge, benchmarks/_hosts.py; root only, skipped otherwise),
+   on a second lab built on that chain.
 
 How a round is split into parts (compute, chain, node app start-up, aggregation, Flower) is in
 benchmarks/_rounds.py; a round's overhead is its wall time minus its compute. The target (at most
@@ -59,10 +63,22 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._cpu import ForeignCpu, wait_for_quiet
-from benchmarks._federation import NODE_PASSPHRASE, REPO_ROOT, TASK, FlowerSetting, Lab, build_lab, new_study, run_study
+from benchmarks._federation import (
+    LOOPBACK,
+    NODE_PASSPHRASE,
+    REPO_ROOT,
+    TASK,
+    FlowerSetting,
+    Lab,
+    build_lab,
+    new_study,
+    run_study,
+)
+from benchmarks._hosts import Placement, hospital_host
 from benchmarks._rounds import QUIET_SHARE, disturbed, overhead, parts_note, summarise
 from benchmarks.report import Measurement, write_results
 from coordinator.run_config import RunConfigName
+from deploy import netns
 from deploy.anvil import start_anvil, stop_anvil
 from deploy.demo.study import TRAINING
 from node.federated import Pacing
@@ -101,8 +117,15 @@ SETTINGS: dict[str, tuple[FlowerSetting, str]] = {
         (FlowerSetting("after-tls", True, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True, tls=True,
                        reply_pull_backoff=AFTER_PULL_BACKOFF),
          "after, TLS + SuperNode authentication"),
+        (FlowerSetting("before-hosts", True, TUNED_POLL, TUNED_SUPEREXEC_POLL, tls=True),
+         "before, on hosts of their own"),
+        (FlowerSetting("after-hosts", True, TUNED_POLL, DEPLOY_SUPEREXEC_POLL, "worker", True, tls=True,
+                       reply_pull_backoff=AFTER_PULL_BACKOFF),
+         "after, on hosts of their own"),
     )
 }
+#: The runs whose coordinator and hospitals are on hosts of their own (benchmarks/_hosts.py).
+ON_HOSTS = frozenset({"before-hosts", "after-hosts"})
 
 
 def measurements(runs: Mapping[str, Mapping[str, Any]]) -> list[Measurement]:
@@ -190,6 +213,45 @@ def diagnostics(lab: Lab) -> dict[str, float]:
             "python_start_and_clientapp_imports_s": imports}
 
 
+def _measure(lab: Lab, names: Sequence[str], studies: Sequence[int], args: argparse.Namespace,
+             placement: Placement) -> dict[str, dict[str, Any]]:
+    """Run each named setting's study on ``lab`` (one study each), after waiting for a quiet machine."""
+    summaries = {}
+    for name, study_id in zip(names, studies, strict=True):
+        setting = SETTINGS[name][0]
+        waited, before = wait_for_quiet(QUIET_SHARE, args.quiet_wait)
+        with ForeignCpu() as others:
+            run = run_study(lab, setting, study_id, RUN_CONFIG, idle_seconds=args.idle_seconds, placement=placement)
+        summaries[name] = summary = summarise(run, others.seconds)
+        summary.update(waited_for_quiet_s=waited, other_processes_cpu_share_at_start=before,
+                       idle_seconds=args.idle_seconds)
+        print(f"{name}: study {study_id}, {args.rounds} rounds, {summary['round_mean_s']:.2f} s per round "
+              f"(compute {summary['parts_mean_s']['compute']:.2f}, overhead {summary['parts_mean_s']['overhead']:.2f}, "
+              f"rounds 2-: {summary['overhead_later_mean_s']:.2f}), run {run.wall_seconds:.1f} s; other processes "
+              f"took {100 * summary['other_processes_cpu_share']:.0f}% of the CPUs (waited {waited:.0f} s "
+              "for a quiet machine)", flush=True)
+    return summaries
+
+
+def _on_hosts(root: Path, names: Sequence[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Build a second lab with its chain on a host of its own, and run the named settings on hosts (see _hosts.py)."""
+    root.mkdir(parents=True)
+    net = netns.Lab.create(["chain", "coord", *(hospital_host(index) for index in range(len(RECORDS)))])
+    try:
+        placement = Placement(net)
+        with placement.at("chain"):  # everything that talks to this chain does it from that host
+            anvil = start_anvil(root / "anvil", host=placement.address("chain"))
+        try:
+            with placement.at("chain"):
+                lab = build_lab(root, anvil, RECORDS)
+                studies = [new_study(lab, args.rounds) for _ in names]
+            return _measure(lab, names, studies, args, placement)
+        finally:
+            stop_anvil(anvil)
+    finally:
+        net.close()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Measure and write the results."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.federated", description=__doc__.split("\n")[0])
@@ -209,31 +271,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--rounds must be at least 2")
     started = time.perf_counter()
     summaries: dict[str, dict[str, Any]] = {}
+    on_loopback = [name for name in names if name not in ON_HOSTS]
+    on_hosts = [name for name in names if name in ON_HOSTS]
+    if on_hosts and (reason := netns.available()):
+        print(f"skipping {', '.join(on_hosts)}: {reason}", file=sys.stderr)
+        on_hosts = []
     with tempfile.TemporaryDirectory(prefix="metai-bench-federated-") as tmp:
         root = Path(tmp) if args.keep is None else args.keep
         root.mkdir(parents=True, exist_ok=args.keep is None)
         anvil = start_anvil(root / "anvil")
         try:
             lab = build_lab(root, anvil, RECORDS)
-            studies = [new_study(lab, args.rounds) for _ in names]
+            studies = [new_study(lab, args.rounds) for _ in on_loopback]
             wait_for_quiet(QUIET_SHARE, min(args.quiet_wait, 30.0))
             diag = diagnostics(lab)
-            for name, study_id in zip(names, studies, strict=True):
-                setting = SETTINGS[name][0]
-                waited, before = wait_for_quiet(QUIET_SHARE, args.quiet_wait)
-                with ForeignCpu() as others:
-                    run = run_study(lab, setting, study_id, RUN_CONFIG, idle_seconds=args.idle_seconds)
-                summaries[name] = summary = summarise(run, others.seconds)
-                summary.update(waited_for_quiet_s=waited, other_processes_cpu_share_at_start=before,
-                               idle_seconds=args.idle_seconds)
-                print(f"{name}: study {study_id}, {args.rounds} rounds, {summary['round_mean_s']:.2f} s per round "
-                      f"(compute {summary['parts_mean_s']['compute']:.2f}, overhead "
-                      f"{summary['parts_mean_s']['overhead']:.2f}, rounds 2-: {summary['overhead_later_mean_s']:.2f})"
-                      f", run {run.wall_seconds:.1f} s; other processes "
-                      f"took {100 * summary['other_processes_cpu_share']:.0f}% of the CPUs (waited {waited:.0f} s "
-                      "for a quiet machine)", flush=True)
+            summaries.update(_measure(lab, on_loopback, studies, args, LOOPBACK))
         finally:
             stop_anvil(anvil)
+        if on_hosts:
+            summaries.update(_on_hosts(root / "hosts", on_hosts, args))
     rows = measurements(summaries)
     extra = {
         "flwr": version("flwr"),
