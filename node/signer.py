@@ -3,10 +3,10 @@
 Flower starts a new ClientApp process for every message, so a node that unlocks its key in
 the ClientApp pays the keystore's scrypt (about 0.7 s here) every round; the resident worker of
 node/federated/ keeps one process, but that process runs the code the run brought, and the key
-is better kept out of it. The agent unlocks it once, next to the SuperNode, and signs for the ClientApps over a Unix socket (never a network
-port): the socket's directory is private to its owner (mode 0700) and every connection must
-prove it knows a random key kept beside it (mode 0600). The ClientApp gets the socket's path
-from its node config (``signer-socket``).
+is better kept out of it. The agent unlocks it once, next to the SuperNode, and signs for the
+ClientApps over a Unix socket (never a network port): the socket's directory is private to its
+owner (mode 0700) and every connection must prove it knows a random key kept beside it (mode
+0600). The ClientApp gets the socket's path from its node config (``signer-socket``).
 
 The agent signs only what a round needs: a call of ``contribute`` on the deployment's
 StudyRegistry, on the node's chain, with no value. Anything else is refused and logged, so a
