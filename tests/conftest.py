@@ -118,6 +118,16 @@ def _nothing_beyond_loopback() -> Iterator[None]:
     assert len(_OUTSIDE) == before, f"the test tried to reach {sorted(set(_OUTSIDE[before:]))}"
 
 
+@pytest.fixture(autouse=True)
+def _umask_put_back() -> Iterator[None]:
+    # Code under test may narrow the process's umask (node.private.private_umask, as serve does);
+    # the next test in this worker, and every process it starts, gets the umask the worker began with.
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
+
+
 # ---------------------------------------------------------------------- running on every core
 
 # Under pytest-xdist each worker trains models in its own process. torch starts one OpenMP thread

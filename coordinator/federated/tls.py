@@ -118,10 +118,11 @@ def write_certificate(certificate: x509.Certificate, path: Path) -> None:
 
 
 def write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` afresh with ``mode`` from its creation (a file there before is removed first)."""
+    """Write ``path`` afresh with exactly ``mode``, whatever the umask (a file there before is removed first)."""
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)  # never wider than the owner's while written
     with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, mode)  # the umask narrowed the creation mode: a certificate is meant to be world-readable
         out.write(data)
 
 

@@ -6,16 +6,18 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from node.backup import Progress as Report
 from node.cli.common import out, passphrase, settings
 from node.config import NodeInfo
 from node.errors import NodeConfigError
 from node.exit_codes import ExitCode
+
+if TYPE_CHECKING:  # node.backup reaches the cohort and so the chain's libraries: not at every command's start
+    from node.backup import Progress as Report
 
 
 @contextmanager
