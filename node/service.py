@@ -199,8 +199,12 @@ def _check_ca(ca: Path) -> None:
 
 def _check_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the SuperNode's gRPC server binds: connections of a SuperNode killed a moment ago
+        # linger in TIME_WAIT on the port for a minute, which a plain bind counts as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((LOOPBACK, port))
+            probe.listen()
         except OSError as exc:
             raise NodeConfigError(f"the SuperNode's Runtime API cannot listen on {LOOPBACK}:{port} "
                                   f"({(exc.strerror or str(exc)).lower()}); another process has the port: set "

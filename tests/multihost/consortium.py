@@ -249,6 +249,7 @@ class Consortium:
                     os.kill(pid, 9)
                     killed.append(pid)
             time.sleep(0.2)
+        _wait_released(killed)
         return killed
 
     def close(self) -> None:
@@ -258,6 +259,27 @@ class Consortium:
                     if path.is_file() or path.is_socket():
                         path.unlink()
         self.lab.close()
+
+
+def _wait_released(pids: list[int], timeout: float = 30) -> None:
+    """Wait until each of ``pids`` has exited or is a zombie: its sockets are closed then.
+
+    A SIGKILLed process leaves ``ip netns pids`` once its namespaces are dropped, which the kernel
+    does before it closes the files whose release it deferred (a listening socket among them): a
+    restart at once can find the port still taken.
+    """
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"process {pid} still runs {timeout:g} s after its SIGKILL")
 
 
 def _tail(path: Path, lines: int = 60) -> str:
