@@ -1,4 +1,4 @@
-"""serve's check that the SuperNode's Runtime API port is free, against a port in use and one a killed SuperNode left."""
+"""serve's check that the SuperNode's Runtime API port is free: a port in use, and one a killed SuperNode left."""
 
 from __future__ import annotations
 
@@ -35,6 +35,6 @@ def test_a_port_whose_listener_died_with_connections_open_is_free() -> None:
     accepted.close()
     server.close()
     client.close()
-    with socket.socket() as plain, pytest.raises(OSError):
+    with socket.socket() as plain, pytest.raises(OSError, match="in use"):
         plain.bind(("127.0.0.1", port))  # the state the check meets: a plain bind is refused
     _check_port_free(port)
