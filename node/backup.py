@@ -35,6 +35,7 @@ from node.catalog import CATALOG_FILE
 from node.config import NODE_FILE, NodeInfo
 from node.federation_key import FEDERATION_DIR
 from node.kept_cohort import COHORTS_DIR
+from node.kept_reply import REPLIES_DIR
 from node.keys import KEY_FILE, SECRETS_FILE
 from node.pacs import INBOX_DIR
 from node.quarantine import QUARANTINE_DIR
@@ -98,7 +99,7 @@ def take_snapshot(node_dir: Path, staging: Path, progress: Progress | None = Non
             raise BackupError(f"{node_dir / name} is missing: every node has it; restore the node from an earlier "
                               "backup instead of backing this one up")
         _stage(snap, name)
-    for folder in (FEDERATION_DIR, COHORTS_DIR):
+    for folder in (FEDERATION_DIR, COHORTS_DIR, REPLIES_DIR):
         for rel in _files_under(snap, folder):
             if rel.endswith(".tmp") or Path(rel).name.startswith(".tmp-"):
                 snap.left_out.append(LeftOut(rel, "a write under way (renamed into place when complete)"))
@@ -107,7 +108,7 @@ def take_snapshot(node_dir: Path, staging: Path, progress: Progress | None = Non
     _note_rounds_in_flight(snap)
     _check_store(snap, records, progress)
     _left_out_entries(snap, {NODE_FILE, info.manifest, KEY_FILE, SECRETS_FILE, FEDERATION_DIR, COHORTS_DIR,
-                             STORE_DIR, *_CATALOG_FILES})
+                             REPLIES_DIR, STORE_DIR, *_CATALOG_FILES})
     return snap
 
 

@@ -35,6 +35,7 @@ message names only the study, round, task and hyper-parameters.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from node.cohort import Cohort
 from node.config import NodeSettings
 from node.errors import NodeError
+from node.kept_reply import KeptReply, keep_reply, kept_reply_path, read_kept_reply
 from node.node import Node
 from node.node_config import SIMULATION_NODES_ENV, NodeConfigKey
 from node.signer import RemoteSigner
@@ -64,6 +66,8 @@ from tasks.protocol import (
     TrainInstruction,
     timing_metrics,
 )
+
+_log = logging.getLogger(__name__)
 
 
 class NodeConfigError(NodeError, ValueError):
@@ -157,6 +161,43 @@ def anchoring_enabled(context: Context) -> bool:
     return value == "true"
 
 
+class _Again:
+    """A kept reply, to send again for a repeated request."""
+
+    def __init__(self, kept: KeptReply) -> None:
+        self.kept = kept
+
+    def reply_to(self, msg: Message) -> Message:
+        content = RecordDict({ARRAYS: ArrayRecord(self.kept.weights), METRICS: MetricRecord(self.kept.metrics),
+                              COMMITMENT: ConfigRecord(self.kept.commitment)})
+        return Message(content=content, reply_to=msg)
+
+
+def _anchored_before(node: Node, instruction: TrainInstruction, received: str) -> _Again | None:
+    """The reply to send again if this node already anchored this round from these weights; None: train.
+
+    Raises:
+        NodeError: the chain holds this node's contribution to the round but the node kept no
+            matching reply (lost, damaged, or trained from other global weights): nothing can be sent.
+    """
+    study_id, round_ = instruction.study_id, instruction.round
+    on_chain = node.exchange.studies.contribution_of(study_id, round_, node.address)
+    if on_chain is None:
+        return None  # the usual case: train (and replace whatever reply an earlier round kept)
+    anchored = "0x" + on_chain.update_hash.hex()
+    where = f"round {round_} of study {study_id}"
+    kept = read_kept_reply(node.dir, study_id)
+    if kept is None or kept.round != round_ or kept.commitment.get("update-hash") != anchored:
+        raise NodeError(f"{where}: the chain already holds this node's update {anchored}, and "
+                        f"{kept_reply_path(node.dir, study_id)} does not keep it, so it cannot be sent again; the "
+                        "chain takes one contribution per hospital and round")
+    if kept.received != received:
+        raise NodeError(f"{where}: this node already anchored its update, trained from global weights {kept.received}; "
+                        f"the coordinator now sends {received}, and the chain takes one contribution per round")
+    _log.info("%s: already anchored (tx %s); sending the kept reply again", where, kept.commitment.get("tx"))
+    return _Again(kept)
+
+
 def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Clip the update with Flower's ``fixedclipping_mod`` when the round asks for it."""
     if msg.metadata.message_type == MessageType.TRAIN and CLIPPING_NORM in msg.content.config_records[CONFIG]:
@@ -168,23 +209,40 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
     """The node's ClientApp, its mods and handler sharing ``runtime``."""
 
     def anchoring_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        """Anchor the update in the reply (after any clipping) with the cohort it was trained on."""
+        """Anchor the update in the reply (after any clipping) with the cohort it was trained on.
+
+        A round this node already anchored, asked again from the same global weights (the
+        coordinator restarted while it was in flight), gets the reply it was sent, from
+        :mod:`node.kept_reply`, instead of a second training the chain would refuse.
+        """
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        from tasks import weights_hash
+
+        instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
+        node = runtime.node(context)
+        anchor = anchoring_enabled(context)
+        received = "0x" + weights_hash(msg.content.array_records[ARRAYS].to_numpy_ndarrays()).hex()
+        if anchor and (again := _anchored_before(node, instruction, received)) is not None:
+            return again.reply_to(msg)
         with runtime.handling(msg):
             reply = call_next(msg, context)
-            if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
+            if reply.has_error():
                 return reply
             cohort = runtime.cohort_of(msg)
-            instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
             weights = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
             socket = node_settings(context).get(NodeConfigKey.SIGNER_SOCKET)
             signer = RemoteSigner(Path(socket)) if socket else None
-            anchored = anchor_contribution(runtime.node(context), cohort, instruction.round, weights,
-                                           anchor=anchoring_enabled(context), signer=signer)
+            anchored = anchor_contribution(node, cohort, instruction.round, weights, anchor=anchor, signer=signer)
         commitment = Commitment.from_config(reply.content.config_records[COMMITMENT])
         reply.content.config_records[COMMITMENT] = ConfigRecord(
             commitment.anchored(anchored.update_hash, anchored.tx_hash, anchored.manifest,
                                 sealed=NodeSettings().proof_mode == "sealed").to_config())
         reply.content.metric_records[METRICS].update(timing_metrics({"anchor": anchored.seconds}))
+        if anchor:
+            keep_reply(node.dir, KeptReply(instruction.study_id, instruction.round, received, weights,
+                                           dict(reply.content.metric_records[METRICS]),
+                                           dict(reply.content.config_records[COMMITMENT])))
         return reply
 
     client_app = ClientApp(mods=[anchoring_mod, dp_clipping_mod])

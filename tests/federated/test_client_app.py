@@ -14,7 +14,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from contracts.datause import Kind, Purpose
 from contracts.studies import StudyRequest
 from node.client_app import app
+from node.errors import NodeError
 from node.kept_cohort import read_kept_cohort
+from node.kept_reply import KeptReplyError, read_kept_reply
 from node.training import StudyRefused, train_local
 from tests.conftest import NODE_PASSPHRASE
 from tests.federated.conftest import TASK
@@ -110,3 +112,71 @@ def test_a_private_study_is_not_trained_without_clipping(hospitals, exchange, ac
         train_local(node, study_id=study_id, round_=1, task_code=TASK, weights=initial_weights(), epochs=1,
                     lr=0.01, batch_size=4, proximal_mu=0.0)
     assert exchange.studies.contribution_of(study_id, 1, node.address) is None
+
+
+def _arrays(reply: Message) -> list[np.ndarray]:
+    arrays = reply.content.array_records["arrays"]
+    return [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
+
+
+def test_a_round_asked_again_gets_the_anchored_reply_without_a_second_contribution(  # type: ignore[no-untyped-def]
+        hospitals, exchange, actors, tmp_path: Path) -> None:
+    # The coordinator died with round 1 in flight; its resumed run asks round 1 again, from the same weights.
+    study_id = private_study(exchange, actors, hospitals)
+    node = hospitals[0].node
+    secret = tmp_path / "passphrase"
+    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    sent = initial_weights()
+    first = app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret))
+    assert not first.has_error(), first.error.reason if first.has_error() else ""
+    nonce = exchange.chain.w3.eth.get_transaction_count(node.address)
+    again = app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret))
+    assert not again.has_error(), again.error.reason if again.has_error() else ""
+    assert exchange.chain.w3.eth.get_transaction_count(node.address) == nonce  # no transaction, so no training either
+    for mine, kept in zip(_arrays(first), _arrays(again), strict=True):
+        assert mine.dtype == kept.dtype
+        assert np.array_equal(mine, kept)
+    assert dict(again.content.config_records["commitment"]) == dict(first.content.config_records["commitment"])
+    assert dict(again.content.metric_records["metrics"]) == dict(first.content.metric_records["metrics"])
+    on_chain = exchange.studies.contribution_of(study_id, 1, node.address)
+    assert again.content.config_records["commitment"]["update-hash"] == "0x" + on_chain.update_hash.hex()
+
+
+def test_a_round_asked_again_from_other_weights_is_refused_with_the_reason(  # type: ignore[no-untyped-def]
+        hospitals, exchange, actors, tmp_path: Path) -> None:
+    study_id = private_study(exchange, actors, hospitals)
+    node = hospitals[0].node
+    secret = tmp_path / "passphrase"
+    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    sent = initial_weights()
+    assert not app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret)).has_error()
+    other = [w + 1 for w in sent]
+    # Called in-process the error is raised; Flower's runtime sends it as the reply's error.
+    with pytest.raises(NodeError, match="already anchored its update, trained from global weights 0x"):
+        app(train_message(study_id, other, clipping_norm=1.0), context_for(node.dir, secret))
+
+
+def test_a_node_whose_kept_reply_is_damaged_or_lost_cannot_send_it_nor_contribute_twice(  # type: ignore[no-untyped-def]
+        hospitals, exchange, actors, tmp_path: Path) -> None:
+    from node.kept_reply import kept_reply_path
+
+    study_id = private_study(exchange, actors, hospitals)
+    node = hospitals[0].node
+    secret = tmp_path / "passphrase"
+    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    kept = kept_reply_path(node.dir, study_id)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(b"not a kept reply")  # damaged before the round: it blocks nothing the chain does not hold
+    sent = initial_weights()
+    first = app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret))
+    assert not first.has_error()
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert read_kept_reply(node.dir, study_id).round == 1
+    kept.write_bytes(kept.read_bytes()[:200])  # cut after anchoring: not sent, and no second contribution either
+    with pytest.raises(KeptReplyError, match="is not a kept reply"):
+        app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret))
+    kept.unlink()
+    with pytest.raises(NodeError, match=r"the chain already holds this node's update 0x.* does not keep it"):
+        app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret))
+    on_chain = exchange.studies.contribution_of(study_id, 1, node.address)
+    assert first.content.config_records["commitment"]["update-hash"] == "0x" + on_chain.update_hash.hex()

@@ -252,6 +252,16 @@ class Consortium:
         _wait_released(killed)
         return killed
 
+    def signal_host(self, host: str, sig: int) -> list[int]:
+        """Send ``sig`` to every process on ``host`` (SIGSTOP: the host hangs; SIGCONT: it goes on); the PIDs."""
+        namespace = self.lab[host].namespace
+        pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", namespace], capture_output=True,
+                                               text=True, check=False).stdout.split() if int(p) != os.getpid()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pids
+
     def close(self) -> None:
         for hospital in self.hospitals:
             with contextlib.suppress(OSError):

@@ -8,14 +8,16 @@ other, as in a deployment:
   patient only before the revocation, every round's model hash equal to the saved model's);
 - a hospital whose host loses power in a round leaves the study going (min-nodes 2), the chain shows
   who contributed, and once restarted it contributes to a later round;
-- the coordinator's host losing power between two rounds of a study, and starting again, resumes the
-  study from the chain (a loss of power while a round is in flight is not yet survived: a hospital
-  that anchored its contribution to that round is refused when the resumed run trains it again);
+- the coordinator's host losing power while a round is in flight (two hospitals have anchored their
+  updates to it, the third hangs), and starting again, resumes the study from the chain: the round is
+  asked again, the two answer with the replies they kept (no second transaction), and every round
+  ends with all three contributions;
 - no hospital host reaches another's node services, and every service listens only on its own host.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -138,17 +140,30 @@ def test_a_hospital_loses_power_mid_round_and_rejoins_a_later_one(lab_consortium
                    for h in c.hospitals) >= 2, round_
 
 
-def test_the_coordinator_loses_power_between_rounds_and_the_study_resumes(lab_consortium: Consortium) -> None:
+def test_the_coordinator_loses_power_mid_round_and_the_study_resumes_with_every_contribution(
+        lab_consortium: Consortium) -> None:
     c = lab_consortium
     study_id = _study(c, rounds=3)
     _start(c, study_id, **{"round-delay": 8.0})
     operator = c.sign_in(c.coordinator)
     first_run = httpx.get(f"{c.api}/v1/studies/{study_id}/run", headers=operator).json()["run_id"]
+    early, late = c.hospitals[:2], c.hospitals[2]
 
+    # Round 2 in flight: two hospitals have anchored their updates, the third hangs before replying.
     _wait_round(c, study_id, 1)  # then the ServerApp pauses 8 s before round 2
-    assert c.kill_host("coord")
-    assert c.exchange.studies.study(study_id).status == StudyStatus.RUNNING
-    assert c.exchange.studies.contribution_of(study_id, 2, c.hospitals[0].node.address) is None
+    assert c.signal_host(late.host, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + WAIT
+        while any(c.exchange.studies.contribution_of(study_id, 2, h.node.address) is None for h in early):
+            assert time.monotonic() < deadline, "round 2 got no contributions from the first two hospitals"
+            time.sleep(0.2)
+        assert c.kill_host("coord")
+    finally:
+        c.signal_host(late.host, signal.SIGCONT)
+    assert c.exchange.studies.round_model_hash(study_id, 2) == bytes(32)  # killed with round 2 in flight
+    assert c.exchange.studies.contribution_of(study_id, 2, late.node.address) is None
+    anchored = {h.host: c.exchange.studies.contribution_of(study_id, 2, h.node.address) for h in early}
+    sent = {h.host: c.exchange.chain.w3.eth.get_transaction_count(h.node.address) for h in early}
     c.start_coordinator()
     _wait_completed(c, study_id)
 
@@ -163,6 +178,9 @@ def test_the_coordinator_loses_power_between_rounds_and_the_study_resumes(lab_co
             assert c.exchange.studies.contribution_of(study_id, round_, h.node.address) is not None, (round_, h.host)
         saved = load_weights(c.models / f"study-{study_id}" / f"round-{round_}.npz")
         assert weights_hash(saved) == c.exchange.studies.round_model_hash(study_id, round_)
+    for h in early:  # round 2 again was the kept reply: the same update, and one transaction since (round 3)
+        assert c.exchange.studies.contribution_of(study_id, 2, h.node.address) == anchored[h.host]
+        assert c.exchange.chain.w3.eth.get_transaction_count(h.node.address) == sent[h.host] + 1
     health = {h.host: c.wait_hospital(h) for h in c.hospitals}  # the hospitals reconnected by themselves
     assert all(body["children"]["supernode"]["node_id"] for body in health.values())
 

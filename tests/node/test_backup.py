@@ -13,6 +13,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -25,6 +26,7 @@ from node.enrol import enrol, issue_challenge
 from node.federation_key import federation_key
 from node.ingest import Ingestor
 from node.kept_cohort import KeptCohort, KeptMember, kept_cohort_path
+from node.kept_reply import KeptReply, keep_reply
 from node.lineage import keep_sent_manifest
 from node.node import Node
 from tests.conftest import NODE_PASSPHRASE
@@ -32,7 +34,8 @@ from tests.conftest import NODE_PASSPHRASE
 LOCAL_ID = "1CT1"  # the PatientID of pydicom's public CT_small.dcm
 #: What every backup of the node below holds besides its store.
 KEPT = ("node.json", "deployment.json", "hospital-key.json", "secrets.json", "federation/supernode.key",
-        "federation/supernode.pub", "cohorts/study-1/manifest-1.json", "cohorts/study-1/round-1.json")
+        "federation/supernode.pub", "cohorts/study-1/manifest-1.json", "cohorts/study-1/round-1.json",
+        "replies/study-1.npz")
 
 
 @dataclass
@@ -65,6 +68,8 @@ def backed(make_node, tmp_path: Path, chain) -> Backed:  # type: ignore[no-untyp
     keep_sent_manifest(node.dir, 1, 1, '{"format":"metai-cohort/1"}')
     kept = KeptCohort(1, 1, 5, "0x" + "ab" * 32, 1, (KeptMember("cd" * 32, 1, patient.address, 1),), (1,))
     kept_cohort_path(node.dir, 1, 1).write_text(json.dumps(kept.to_json()))
+    keep_reply(node.dir, KeptReply(1, 1, "0x" + "ef" * 32, [np.arange(3, dtype=np.float32)], {"train-seconds": 1.0},
+                                   {"hospital": node.address, "update-hash": "0x" + "12" * 32}))
     (node.dir / "passphrase").write_text(NODE_PASSPHRASE)
     env = {"METAI_NODE_DIR": str(node.dir), "METAI_NODE_PASSPHRASE": NODE_PASSPHRASE,
            "METAI_NODE_RPC_URL": chain.rpc_url}
