@@ -20,7 +20,8 @@ names of that module, which the loop looks up each time it uses them.
   exactly Flower's 3 s or 0.5 s, which it shortens as :func:`paced_sleep` says: the idle poll
   becomes ``idle_poll`` while the node is active (it received a message within
   ``active_window`` seconds) and stays Flower's 3 s otherwise, so an idle hospital asks the
-  SuperLink as rarely as before; the reply look becomes ``reply_poll`` (an in-memory check).
+  SuperLink as rarely as before; the reply look becomes ``reply_poll`` (an in-memory check),
+  and every ``worker_poll`` seconds of it calls ``on_message`` again (the worker's wake-up).
 - ``_pull_and_store_message`` by a wrapper that calls Flower's own and, when it stored a
   message, records the time (for the active window) and calls ``on_message`` (the resident
   worker's wake-up, node/federated/run_supernode.py);
@@ -68,8 +69,9 @@ class Pacing:
         active_window: how long after its last message a node counts as active; after that it
             asks every 3 s again, as Flower does.
         reply_poll: between looks for the ClientApp's reply (Flower: 0.5 s), an in-memory check.
-        worker_poll: how often the worker asks for a task when no wake-up came (a safety net: the
-            SuperNode wakes it when it has stored a message).
+        worker_poll: how often the SuperNode wakes the worker again while it waits for the reply
+            to a stored message (the first wake-up comes when the message is stored; a worker
+            started since, or one that missed it, claims the message then).
         pull_backoff: the first wait for a message's object the SuperLink does not have yet
             (Flower: 1 s); each further wait doubles, up to Flower's 10 s.
     """
@@ -113,15 +115,17 @@ def paced_sleep(seconds: float, pacing: Pacing, since_message: float | None) -> 
 class PacedTime:
     """Stands in for :mod:`time` inside Flower's SuperNode loop: sleeps as :func:`paced_sleep` says."""
 
-    def __init__(self, pacing: Pacing) -> None:
+    def __init__(self, pacing: Pacing, on_reply_wait: Callable[[], None] | None = None) -> None:
         self.pacing = pacing
+        self.on_reply_wait = on_reply_wait
         self._last_message: float | None = None
+        self._last_nudge = 0.0
         self._lock = threading.Lock()
 
     def message_received(self) -> None:
         """Record that the node received a message now (it is active for ``active_window``)."""
         with self._lock:
-            self._last_message = time.monotonic()
+            self._last_message = self._last_nudge = time.monotonic()
 
     def since_message(self) -> float | None:
         """Seconds since the last message, None if there was none."""
@@ -129,7 +133,15 @@ class PacedTime:
             return None if self._last_message is None else time.monotonic() - self._last_message
 
     def sleep(self, seconds: float) -> None:
-        """Sleep what :func:`paced_sleep` gives for ``seconds``."""
+        """Sleep what :func:`paced_sleep` gives for ``seconds``; while waiting for a reply, call
+        ``on_reply_wait`` every ``worker_poll`` seconds."""
+        if seconds == FLOWER_REPLY_POLL and self.on_reply_wait is not None:
+            with self._lock:
+                due = time.monotonic() - self._last_nudge >= self.pacing.worker_poll
+                if due:
+                    self._last_nudge = time.monotonic()
+            if due:
+                self.on_reply_wait()
         time.sleep(paced_sleep(seconds, self.pacing, self.since_message()))
 
     def __getattr__(self, name: str) -> Any:
@@ -142,7 +154,8 @@ def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], No
     Parameters:
         loop_module: ``flwr.supernode.start_client_internal``.
         pacing: the waits.
-        on_message: called (in the loop's thread) after a message was pulled and stored.
+        on_message: called (in the loop's thread) after a message was pulled and stored with its
+            objects, and again every ``worker_poll`` seconds while the loop waits for its reply.
 
     Returns:
         The :class:`PacedTime` now standing in for ``time`` in that module.
@@ -156,7 +169,7 @@ def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], No
         raise PacingError(f"{loop_module.__name__} has no `time` module, `_pull_and_store_message` and `pull_objects` "
                           "to pace: this Flower version is not the 1.41 that node/federated/pacing.py was written for; "
                           "start the SuperNode with isolation 'subprocess'")
-    paced = PacedTime(pacing)
+    paced = PacedTime(pacing, on_reply_wait=on_message)
 
     def pull_and_store(*args: Any, **kwargs: Any) -> Any:
         run_id = pull(*args, **kwargs)

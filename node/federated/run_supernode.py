@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         secret_file = private / "superexec.secret"
         secret_file.touch(mode=0o600)
         secret_file.write_bytes(secret)
-        supervisor = WorkerSupervisor(_runtime_address(flower_args), secret, pacing.worker_poll)
+        supervisor = WorkerSupervisor(_runtime_address(flower_args), secret)
         install(loop, pacing, on_message=supervisor.wake)
         add_exit_handler(supervisor.stop)  # Flower's graceful exit (SIGTERM, SIGINT) stops the worker too
         sys.argv = ["flower-supernode", *flower_args, "--isolation", "process",

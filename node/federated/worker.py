@@ -6,7 +6,7 @@ pays for starting Python, importing the app with torch, and opening the node aga
 does what such a process does, in a loop, with Flower's own functions for each step:
 
 1. wait until the SuperNode signals that it stored a message and its objects (a byte on the
-   ``--wake-fd`` pipe), or ``--poll`` seconds at most;
+   ``--wake-fd`` pipe; it repeats it while it waits for the reply, for a worker started since);
 2. claim the task with ``AcquireTask`` on the SuperNode's Runtime API (loopback), signed with
    the SuperNode's SuperExec secret (``--isolation process`` with a secret: no other local
    process can claim its tasks);
@@ -96,15 +96,13 @@ class Worker:
     Parameters:
         address: the SuperNode's Runtime API, ``host:port`` (plain HTTP on loopback).
         secret: the SuperNode's SuperExec auth secret.
-        wake_fd: read end of the SuperNode's wake-up pipe; None: poll only.
-        poll: seconds between claims when no wake-up comes.
+        wake_fd: read end of the SuperNode's wake-up pipe.
     """
 
-    def __init__(self, address: str, secret: bytes, wake_fd: int | None, poll: float) -> None:
+    def __init__(self, address: str, secret: bytes, wake_fd: int) -> None:
         self.address = address
         self.secret = secret
         self.wake_fd = wake_fd
-        self.poll = poll
         self.loaded: LoadedApp | None = None
         self.handled = 0
         self._claims = RuntimeHttpClient.from_server_address(
@@ -117,11 +115,10 @@ class Worker:
     def serve(self, claimed: str | None = None) -> None:
         """Handle tasks until the process is stopped; ``claimed``: a task token to handle first.
 
-        A task is claimed once the SuperNode says it stored a message, not as soon as the task
-        exists: Flower creates the task before it has pulled the message's objects from the
-        SuperLink, and a ClientApp that asks for an object not yet there waits 1 s, then 2 s
-        more (Flower's pull back-off). The ``poll`` claims (and the first, for a task a worker
-        before this one left) are the safety net.
+        A task is claimed only when the SuperNode says it stored a message, never on a timer:
+        Flower creates the task before it has pulled the message's objects from the SuperLink,
+        and a ClientApp that asks for an object not yet there waits 1 s, then 2 s more (Flower's
+        pull back-off). The first claim is for a task a worker before this one left pending.
         """
         if claimed:
             self.handle(claimed)
@@ -150,13 +147,9 @@ class Worker:
         return str(response.token)
 
     def wait(self) -> None:
-        """Wait for the SuperNode's wake-up (one byte per stored message) or ``poll`` seconds."""
-        if self.wake_fd is None:
-            time.sleep(self.poll)
-            return
-        ready, _, _ = select.select([self.wake_fd], [], [], self.poll)
-        if ready:
-            os.read(self.wake_fd, 1)
+        """Wait for the SuperNode's wake-up, and take every wake-up byte waiting (one claim answers them all)."""
+        select.select([self.wake_fd], [], [])
+        os.read(self.wake_fd, 4096)
 
     def handle(self, token: str) -> None:
         """Run the task of ``token`` to its end, as one ``flwr-clientapp`` process would."""
@@ -247,8 +240,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="worker.py", description="A SuperNode's resident ClientApp worker")
     parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
     parser.add_argument("--parent-pid", type=int, help="exit when this process (the SuperNode) is gone")
-    parser.add_argument("--wake-fd", type=int, help="read end of the SuperNode's wake-up pipe")
-    parser.add_argument("--poll", type=float, default=5.0, help="seconds between claims without a wake-up")
+    parser.add_argument("--wake-fd", type=int, required=True, help="read end of the SuperNode's wake-up pipe")
     return parser.parse_args(argv)
 
 
@@ -263,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)
     log(INFO, "ClientApp worker %d: serving the Runtime API at %s", os.getpid(), args.runtime_api_address)
-    Worker(args.runtime_api_address, secret, args.wake_fd, args.poll).serve(claimed or None)
+    Worker(args.runtime_api_address, secret, args.wake_fd).serve(claimed or None)
 
 
 if __name__ == "__main__":

@@ -38,14 +38,12 @@ class WorkerSupervisor:
     Parameters:
         address: the SuperNode's Runtime API (``host:port``) the worker connects to.
         secret: the SuperNode's SuperExec auth secret (given to the worker on its stdin).
-        poll: the worker's claim interval without a wake-up, seconds.
         max_quick_failures: consecutive starts that end within 10 s before the SuperNode stops.
     """
 
-    def __init__(self, address: str, secret: bytes, poll: float, *, max_quick_failures: int = 5) -> None:
+    def __init__(self, address: str, secret: bytes, *, max_quick_failures: int = 5) -> None:
         self.address = address
         self._secret = secret
-        self.poll = poll
         self.max_quick_failures = max_quick_failures
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
@@ -86,7 +84,7 @@ class WorkerSupervisor:
 
     def _spawn(self) -> None:
         cmd = [sys.executable, "-P", str(WORKER_FILE), "--runtime-api-address", self.address,
-               "--parent-pid", str(os.getpid()), "--wake-fd", str(self._wake_read), "--poll", repr(self.poll)]
+               "--parent-pid", str(os.getpid()), "--wake-fd", str(self._wake_read)]
         with self._lock:
             if self._stopping.is_set():
                 return

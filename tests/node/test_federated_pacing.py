@@ -116,3 +116,21 @@ def test_flower_options_the_supernode_sets_itself_are_refused() -> None:
 def test_an_unknown_clientapp_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="clientapp is 'threads'; expected one of worker, subprocess"):
         resident_command([], clientapp="threads")
+
+
+def test_while_waiting_for_a_reply_the_worker_is_woken_again_every_worker_poll() -> None:
+    woken: list[int] = []
+    paced = PacedTime(Pacing(reply_poll=0.01, worker_poll=0.01), on_reply_wait=lambda: woken.append(1))
+    paced.message_received()  # the wake-up that came with the message
+    for _ in range(3):
+        paced.sleep(FLOWER_REPLY_POLL)  # each sleeps at least 0.01 s
+    assert len(woken) >= 1
+
+
+def test_no_wake_up_is_repeated_within_worker_poll_of_the_message() -> None:
+    woken: list[int] = []
+    paced = PacedTime(Pacing(reply_poll=0.01, worker_poll=60.0), on_reply_wait=lambda: woken.append(1))
+    paced.message_received()
+    for _ in range(3):
+        paced.sleep(FLOWER_REPLY_POLL)
+    assert woken == []
