@@ -252,15 +252,18 @@ def run_study(lab: Lab, setting: FlowerSetting, study_id: int, run_config: Mappi
     return StudyRun(setting, study_id, result.run_id, wall, deployed, log, idle)
 
 
-def deployment_cpu_share(pids: Sequence[int], seconds: float) -> float:
+def deployment_cpu_share(pids: Sequence[int], seconds: float, interval: float = 0.5) -> float:
     """CPU the processes ``pids`` and all their descendants use over the next ``seconds``, as a share of one CPU.
 
-    A process's reaped children count in its own figure (``cutime``, ``cstime``), so a child that
-    exits in between is neither lost nor counted twice.
+    The tree is sampled every ``interval`` seconds and each process (by PID and start time)
+    counts what it used between its first and its last sample (from zero if it started in
+    between), so a process that ends in between keeps what it used until its last sample. A
+    parent's ``cutime`` is not used: a child reaped by a parent that ignores SIGCHLD never adds to it.
     """
+    first: dict[tuple[int, int], float] = {}
+    last: dict[tuple[int, int], float] = {}
 
-    def cpu() -> float:
-        total = 0.0
+    def sample(initial: bool) -> None:
         for top in pids:
             for pid in (top, *(child for child, _ in descendants(top))):
                 try:
@@ -268,12 +271,16 @@ def deployment_cpu_share(pids: Sequence[int], seconds: float) -> float:
                 except OSError:
                     continue  # it ended while we looked
                 fields = text[text.rindex(")") + 2:].split()
-                total += sum(int(value) for value in fields[11:15]) / _TICK  # utime, stime, cutime, cstime
-        return total
+                key, used = (pid, int(fields[19])), (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+                first.setdefault(key, used if initial else 0.0)
+                last[key] = used
 
-    before = cpu()
-    time.sleep(seconds)
-    return (cpu() - before) / seconds
+    deadline = time.monotonic() + seconds
+    sample(initial=True)
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(interval, left))
+        sample(initial=False)
+    return sum(last[key] - first[key] for key in last) / seconds
 
 
 def _stop_all(processes: list[SuperLinkProcess | SuperNodeProcess]) -> None:
