@@ -130,6 +130,18 @@ def _umask_put_back() -> Iterator[None]:
 
 # ---------------------------------------------------------------------- running on every core
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto`` (pyproject.toml): half as many again as cores (2 cores: 3 workers).
+
+    Much of the suite waits rather than computes (Flower's polls, chains mining, services
+    starting, subprocesses' timeouts): with one worker per core the clean-clone run of
+    2026-12-02 used 3,050 CPU-seconds of the 4,100 its 34 minutes on 2 cores offered. A third
+    worker fills those waits. No test asserts a duration, so the extra load only stretches waits.
+    """
+    cores = len(os.sched_getaffinity(0))
+    return cores + max(1, cores // 2)
+
+
 # Under pytest-xdist each worker trains models in its own process. torch starts one OpenMP thread
 # per core in each, and busy OpenMP threads of two processes on two cores spin waiting for each
 # other (deploy/threads.py). Each worker therefore gets its share of the cores, set before torch is
@@ -143,33 +155,39 @@ if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
 # ``--dist loadscope --no-loadscope-reorder`` (pyproject.toml) workers take modules in collection
 # order, so the long ones start at once and the many short ones fill in around them. Longest first
 # is the usual greedy rule for spreading jobs over machines; a module missing here only runs later.
-COSTLIEST_FIRST = (
-    "tests/multihost/test_consortium.py",
-    "tests/node/test_ingest_kill.py",
-    "tests/deploy/test_demo.py",
-    "tests/test_cli_errors.py",
-    "tests/federated/test_study_tls_e2e.py",
-    "tests/node/test_serve.py",
-    "tests/federated/test_study_serve_e2e.py",
-    "tests/federated/test_study_e2e.py",
-    "tests/federated/test_study_start_e2e.py",
-    "tests/federated/test_study_start_e2e.py",
-    "tests/coordinator/test_managed_superlink.py",
-    "tests/federated/test_study_gateway_e2e.py",
-    "tests/federated/test_simulation.py",
-    "tests/test_second_evm.py",
-    "tests/federated/test_audit.py",
-    "tests/federated/test_audit_random.py",
-    "tests/federated/test_backup_restore_round.py",
-    "tests/node/test_ingest_fuzz.py",
-    "tests/coordinator/test_model_card.py",
-    "tests/deploy/test_flower.py",
-    "tests/deploy/test_federation.py",
-    "tests/node/test_serve_restart.py",
-    "tests/node/test_serve_settings.py",
-    "tests/tasks/test_robustness_report.py",
-    "tests/tasks/test_learning.py",
-    "tests/deploy/test_simulation.py",
+COSTLIEST_FIRST = (  # seconds per module, two workers, clean clone, 2026-12-02 (junit report)
+    "tests/multihost/test_consortium.py",  # 309
+    "tests/deploy/test_demo.py",  # 176
+    "tests/test_cli_errors.py",  # 170
+    "tests/federated/test_audit_random.py",  # 168
+    "tests/deploy/test_flower_worker.py",  # 163
+    "tests/tasks/test_learning.py",  # 154
+    "tests/federated/test_study_resume_e2e.py",  # 154
+    "tests/federated/test_study_e2e.py",  # 150
+    "tests/node/test_ingest_kill.py",  # 149
+    "tests/federated/test_study_tls_e2e.py",  # 131
+    "tests/federated/test_backup_restore_round.py",  # 109
+    "tests/test_second_evm.py",  # 106
+    "tests/federated/test_worker_runs.py",  # 98
+    "tests/node/test_serve.py",  # 95
+    "tests/coordinator/test_launch_resume.py",  # 87
+    "tests/tasks/test_robustness_report.py",  # 78
+    "tests/federated/test_audit.py",  # 74
+    "tests/federated/test_study_gateway_e2e.py",  # 71
+    "tests/federated/test_study_serve_e2e.py",  # 61
+    "tests/federated/test_study_start_e2e.py",  # 53
+    "tests/coordinator/test_service_kill.py",  # 52
+    "tests/deploy/test_flower.py",  # 49
+    "tests/deploy/test_federation.py",  # 47
+    "tests/federated/test_simulation.py",  # 42
+    "tests/node/test_serve_settings.py",  # 42
+    "tests/coordinator/test_model_card.py",  # 40
+    "tests/node/test_ingest_fuzz.py",  # 40
+    "tests/coordinator/test_managed_superlink.py",  # 36
+    "tests/coordinator/test_managed_lifecycle.py",  # 36
+    "tests/coordinator/test_federation_edges.py",  # 33
+    "tests/node/test_serve_restart.py",  # 29
+    "tests/audit/test_consent_replay.py",  # 28
 )
 
 
