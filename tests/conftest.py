@@ -130,18 +130,6 @@ def _umask_put_back() -> Iterator[None]:
 
 # ---------------------------------------------------------------------- running on every core
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers for ``-n auto`` (pyproject.toml): half as many again as cores (2 cores: 3 workers).
-
-    Much of the suite waits rather than computes (Flower's polls, chains mining, services
-    starting, subprocesses' timeouts): with one worker per core the clean-clone run of
-    2026-12-02 used 3,050 CPU-seconds of the 4,100 its 34 minutes on 2 cores offered. A third
-    worker fills those waits. No test asserts a duration, so the extra load only stretches waits.
-    """
-    cores = len(os.sched_getaffinity(0))
-    return cores + max(1, cores // 2)
-
-
 # Under pytest-xdist each worker trains models in its own process. torch starts one OpenMP thread
 # per core in each, and busy OpenMP threads of two processes on two cores spin waiting for each
 # other (deploy/threads.py). Each worker therefore gets its share of the cores, set before torch is
