@@ -114,6 +114,13 @@ def test_a_private_study_is_not_trained_without_clipping(hospitals, exchange, ac
     assert exchange.studies.contribution_of(study_id, 1, node.address) is None
 
 
+def _one_hospital_study(hospitals, exchange, actors, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A running private study of the first hospital, its node, and a passphrase file for its ClientApp."""
+    secret = tmp_path / "passphrase"
+    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    return private_study(exchange, actors, hospitals), hospitals[0].node, secret
+
+
 def _arrays(reply: Message) -> list[np.ndarray]:
     arrays = reply.content.array_records["arrays"]
     return [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
@@ -122,10 +129,7 @@ def _arrays(reply: Message) -> list[np.ndarray]:
 def test_a_round_asked_again_gets_the_anchored_reply_without_a_second_contribution(  # type: ignore[no-untyped-def]
         hospitals, exchange, actors, tmp_path: Path) -> None:
     # The coordinator died with round 1 in flight; its resumed run asks round 1 again, from the same weights.
-    study_id = private_study(exchange, actors, hospitals)
-    node = hospitals[0].node
-    secret = tmp_path / "passphrase"
-    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    study_id, node, secret = _one_hospital_study(hospitals, exchange, actors, tmp_path)
     sent = initial_weights()
     first = app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret))
     assert not first.has_error(), first.error.reason if first.has_error() else ""
@@ -144,10 +148,7 @@ def test_a_round_asked_again_gets_the_anchored_reply_without_a_second_contributi
 
 def test_a_round_asked_again_from_other_weights_is_refused_with_the_reason(  # type: ignore[no-untyped-def]
         hospitals, exchange, actors, tmp_path: Path) -> None:
-    study_id = private_study(exchange, actors, hospitals)
-    node = hospitals[0].node
-    secret = tmp_path / "passphrase"
-    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    study_id, node, secret = _one_hospital_study(hospitals, exchange, actors, tmp_path)
     sent = initial_weights()
     assert not app(train_message(study_id, sent, clipping_norm=1.0), context_for(node.dir, secret)).has_error()
     other = [w + 1 for w in sent]
@@ -160,10 +161,7 @@ def test_a_node_whose_kept_reply_is_damaged_or_lost_cannot_send_it_nor_contribut
         hospitals, exchange, actors, tmp_path: Path) -> None:
     from node.kept_reply import kept_reply_path
 
-    study_id = private_study(exchange, actors, hospitals)
-    node = hospitals[0].node
-    secret = tmp_path / "passphrase"
-    secret.write_text(NODE_PASSPHRASE, encoding="utf-8")
+    study_id, node, secret = _one_hospital_study(hospitals, exchange, actors, tmp_path)
     kept = kept_reply_path(node.dir, study_id)
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_bytes(b"not a kept reply")  # damaged before the round: it blocks nothing the chain does not hold
