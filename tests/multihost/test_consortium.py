@@ -17,23 +17,27 @@ other, as in a deployment:
 
 from __future__ import annotations
 
+import hashlib
+import re
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
 from contracts.datause import Purpose, Scope
+from contracts.events import RoundRecorded, read_events
 from contracts.studies import StudyRequest, StudyStatus
+from coordinator.study_log import read_study_log
 from deploy.netns import available, sweep
 from node.cohort import build_cohort
 from node.kept_cohort import read_kept_cohort
 from tests.federated.conftest import STUDY_CONFIG, TASK
-from tests.multihost.consortium import HEALTH_PORT, SUPERNODE_PORT, Consortium, consortium
+from tests.multihost.consortium import HEALTH_PORT, SUPERNODE_PORT, Consortium, HospitalHost, consortium
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(available() is not None, reason=str(available()))]
 WAIT = 900.0
@@ -44,6 +48,19 @@ def lab_consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consort
     sweep()  # namespaces of a lab whose test process was killed
     with consortium(tmp_path_factory.mktemp("consortium")) as made:
         yield made
+
+
+@pytest.fixture(autouse=True)
+def every_host_up(lab_consortium: Consortium) -> None:
+    """Each test starts with every host running, whatever a failed test before it left hung or killed."""
+    c = lab_consortium
+    for host in c.lab.hosts:
+        c.signal_host(host, signal.SIGCONT)
+    if c.coordinator_proc is None or c.coordinator_proc.poll() is not None:
+        c.start_coordinator()
+    for h in c.hospitals:
+        if h.proc is None or h.proc.poll() is not None:
+            c.start_hospital(h)
 
 
 def _study(c: Consortium, rounds: int) -> int:
@@ -71,6 +88,18 @@ def _wait_round(c: Consortium, study_id: int, round_: int, timeout: float = WAIT
     while c.exchange.studies.round_model_hash(study_id, round_) == bytes(32):
         assert time.monotonic() < deadline, f"round {round_} of study {study_id} not anchored in {timeout} s"
         time.sleep(0.5)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _wait_contributed(c: Consortium, study_id: int, round_: int, hospitals: Sequence[HospitalHost],
+                      timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while any(c.exchange.studies.contribution_of(study_id, round_, h.node.address) is None for h in hospitals):
+        assert time.monotonic() < deadline, f"round {round_} lacks contributions of {[h.host for h in hospitals]}"
+        time.sleep(0.2)
 
 
 def _wait_completed(c: Consortium, study_id: int, timeout: float = WAIT) -> None:
@@ -122,8 +151,11 @@ def test_a_hospital_loses_power_mid_round_and_rejoins_a_later_one(lab_consortium
     third = c.hospitals[2]
     _start(c, study_id, **{"round-delay": 3.0})
 
+    # The third host hangs in the pause after round 1, so it cannot reply to round 2 whatever the machine's
+    # speed; once the other two have anchored round 2 (the round is under way), its power goes.
     _wait_round(c, study_id, 1)
-    time.sleep(3.0 + 2.0)  # past the pause between rounds: round 2 is under way
+    assert c.signal_host(third.host, signal.SIGSTOP), "nothing ran on the third hospital's host"
+    _wait_contributed(c, study_id, 2, c.hospitals[:2])
     assert c.kill_host(third.host), "nothing ran on the third hospital's host"
     _wait_round(c, study_id, 2)
     assert c.exchange.studies.contribution_of(study_id, 2, third.node.address) is None
@@ -153,10 +185,7 @@ def test_the_coordinator_loses_power_mid_round_and_the_study_resumes_with_every_
     _wait_round(c, study_id, 1)  # then the ServerApp pauses 8 s before round 2
     assert c.signal_host(late.host, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + WAIT
-        while any(c.exchange.studies.contribution_of(study_id, 2, h.node.address) is None for h in early):
-            assert time.monotonic() < deadline, "round 2 got no contributions from the first two hospitals"
-            time.sleep(0.2)
+        _wait_contributed(c, study_id, 2, early)
         assert c.kill_host("coord")
     finally:
         c.signal_host(late.host, signal.SIGCONT)
@@ -164,15 +193,35 @@ def test_the_coordinator_loses_power_mid_round_and_the_study_resumes_with_every_
     assert c.exchange.studies.contribution_of(study_id, 2, late.node.address) is None
     anchored = {h.host: c.exchange.studies.contribution_of(study_id, 2, h.node.address) for h in early}
     sent = {h.host: c.exchange.chain.w3.eth.get_transaction_count(h.node.address) for h in early}
-    c.start_coordinator()
+    study_dir = c.models / f"study-{study_id}"
+    round_1 = read_study_log(study_dir).rounds[0]
+    round_1_files = {path: _sha256(path) for path in (study_dir / "round-1.npz",
+                                                      study_dir / "lineage" / "rounds" / "1" / "model.npz")}
+    c.start_coordinator()  # the same database, SuperLink folder, ports and model folder
     _wait_completed(c, study_id)
 
     from tasks import load_weights, weights_hash
 
     assert c.exchange.studies.study(study_id).rounds_completed == 3
-    run = httpx.get(f"{c.api}/v1/studies/{study_id}/run", headers=c.sign_in(c.coordinator)).json()
+    operator = c.sign_in(c.coordinator)
+    deadline = time.monotonic() + 120
+    while (run := httpx.get(f"{c.api}/v1/studies/{study_id}/run", headers=operator).json())["state"] != "finished":
+        assert time.monotonic() < deadline, run
+        time.sleep(1.0)
+    assert (run["status"], run["error"], run["resumed_from_run_id"]) == ("finished:completed", None, first_run), run
     assert run["run_id"] != first_run
-    assert f"study {study_id}: resumed after the restart" in (c.root / "coordinator.log").read_text()
+    assert (f"study {study_id}: resumed after the restart: run {first_run} did not survive the restart; 1 of 3 "
+            "rounds are anchored on chain, 2 to run") in (c.root / "coordinator.log").read_text()
+    # The resumed run trained rounds 2 and 3 only; what round 1 left (models, study log) is untouched.
+    resumed_log = (c.root / "coordinator" / "flwr-home" / "runs" / f"{run['run_id']}.log").read_text()
+    assert re.findall(rf"study {study_id} round (\d+):", resumed_log) == ["2", "3"]
+    assert {path: _sha256(path) for path in round_1_files} == round_1_files
+    log = read_study_log(study_dir)
+    assert [r.round for r in log.rounds] == [1, 2, 3]
+    assert log.rounds[0] == round_1
+    recorded = [e for e in read_events(c.exchange.chain, [c.exchange.studies.address])
+                if isinstance(e, RoundRecorded) and e.study_id == study_id]
+    assert [e.round for e in recorded] == [1, 2, 3]
     for round_ in (1, 2, 3):
         for h in c.hospitals:
             assert c.exchange.studies.contribution_of(study_id, round_, h.node.address) is not None, (round_, h.host)
