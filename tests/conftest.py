@@ -150,7 +150,6 @@ COSTLIEST_FIRST = (  # seconds per module, two workers, clean clone, 2026-12-02 
     "tests/federated/test_audit_random.py",  # 168
     "tests/deploy/test_flower_worker.py",  # 163
     "tests/tasks/test_learning.py",  # 154
-    "tests/federated/test_study_resume_e2e.py",  # 154
     "tests/federated/test_study_e2e.py",  # 150
     "tests/node/test_ingest_kill.py",  # 149
     "tests/federated/test_study_tls_e2e.py",  # 131

@@ -5,7 +5,7 @@ submitted, marked running) in a fresh database; :func:`resume_launches` runs as 
 runs it. The SuperLink is a real ``flower-superlink`` (plain HTTP on loopback) whose ServerApps
 read the session's chain with the coordinator's key; a run of a study that is RUNNING on chain
 waits for SuperNodes there (none come), so it stays alive for the test. The whole restart of a
-real service mid-study is tests/federated/test_study_resume_e2e.py.
+real service mid-study (its host killed with a round in flight) is in tests/multihost/test_consortium.py.
 """
 
 from __future__ import annotations
