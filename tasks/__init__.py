@@ -19,6 +19,7 @@ from tasks.registry import TASKS, get_task, task_code_hash, task_modules
 from tasks.synthetic import fake_patient_ids, write_labels_csv
 from tasks.train import (
     TrainConfig,
+    content_order,
     evaluate,
     get_weights,
     load_weights,
@@ -39,6 +40,7 @@ __all__ = [
     "TrainingError",
     "UnknownTaskError",
     "WeightsError",
+    "content_order",
     "count_parameters",
     "evaluate",
     "fake_patient_ids",

@@ -7,6 +7,7 @@ update or a model, and :func:`save_weights` / :func:`load_weights` store them as
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import zipfile
@@ -24,6 +25,7 @@ from tasks.errors import TaskDataError, TrainingError, WeightsError
 
 __all__ = [
     "TrainConfig",
+    "content_order",
     "evaluate",
     "get_weights",
     "load_weights",
@@ -129,6 +131,11 @@ def train(
         global_weights: the global model (as from :func:`get_weights`); required when
             ``proximal_mu > 0``.
 
+    The examples are visited in an order drawn from ``config.seed`` over an order of their own
+    (:func:`content_order`), not the order the caller lists them in: a node lists its cohort by
+    record id, a hash of each stored file, which holds the node's own pseudonyms; so the same
+    examples, global weights and config give the same update on any node, in any run.
+
     Returns:
         ``train_loss`` and ``train_accuracy`` over the last epoch (cross-entropy without the
         proximal term, accuracy of the predictions made while training), and ``examples``.
@@ -139,6 +146,8 @@ def train(
         WeightsError: ``global_weights`` do not fit the model.
     """
     targets = _check_examples(inputs, labels)
+    canonical = content_order(inputs, targets)
+    inputs, targets = inputs[canonical], targets[canonical]
     anchors: list[tuple[torch.Tensor, torch.Tensor]] = []
     if config.proximal_mu > 0:
         if global_weights is None:
@@ -151,6 +160,22 @@ def train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return _epochs(model, inputs, targets, config, optimiser, order, anchors)
+
+
+def content_order(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Return the permutation that sorts examples by the SHA-256 of their bytes (input, then label).
+
+    It depends on the examples only, never on where they are listed; equal examples keep their
+    relative order.
+
+    Parameters:
+        inputs: ``(n, ...)``.
+        labels: ``(n,)``.
+    """
+    values = inputs.detach().to(torch.float32).contiguous().numpy()
+    marks = labels.detach().to(torch.float32).contiguous().numpy()
+    digests = [hashlib.sha256(values[i].tobytes() + marks[i].tobytes()).digest() for i in range(values.shape[0])]
+    return torch.tensor(sorted(range(len(digests)), key=digests.__getitem__), dtype=torch.long)
 
 
 def _epochs(

@@ -13,6 +13,7 @@ from tasks import (
     TrainConfig,
     TrainingError,
     WeightsError,
+    content_order,
     evaluate,
     get_task,
     get_weights,
@@ -134,6 +135,37 @@ def test_training_is_deterministic(examples: tuple[torch.Tensor, torch.Tensor]) 
         train(model, inputs, labels, TrainConfig(epochs=1, batch_size=4, seed=5))
         runs.append(weights_hash(get_weights(model)))
     assert runs[0] == runs[1]
+
+
+def test_the_update_does_not_depend_on_the_order_the_examples_are_listed_in(
+        examples: tuple[torch.Tensor, torch.Tensor]) -> None:
+    # A node lists its cohort by record id, a hash of files holding its own pseudonyms: another
+    # node (or run) holding the same examples lists them in another order.
+    inputs, labels = examples
+    hashes = set()
+    shuffled = torch.randperm(16, generator=torch.Generator().manual_seed(9))
+    for order in (torch.arange(16), torch.arange(15, -1, -1), shuffled):
+        model = get_task(KSPACE).build_model()
+        train(model, inputs[order], labels[order], TrainConfig(epochs=2, batch_size=4, seed=5))
+        hashes.add(weights_hash(get_weights(model)))
+    assert len(hashes) == 1
+    other_seed = get_task(KSPACE).build_model()  # the seed still draws the visiting order
+    train(other_seed, inputs, labels, TrainConfig(epochs=2, batch_size=4, seed=6))
+    assert weights_hash(get_weights(other_seed)) not in hashes
+
+
+def test_content_order_sorts_by_the_examples_bytes_and_keeps_ties_in_place() -> None:
+    inputs = torch.tensor([[3.0, 1.0], [1.0, 2.0], [3.0, 1.0], [0.5, 0.5]])
+    labels = torch.tensor([1, 0, 1, 1])
+    order = content_order(inputs, labels)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    assert order.tolist().index(0) < order.tolist().index(2)  # the two equal examples keep their order
+    shuffled = torch.tensor([2, 3, 0, 1])
+    again = content_order(inputs[shuffled], labels[shuffled])
+    assert torch.equal(inputs[shuffled][again], inputs[order])
+    same = torch.ones(2, 2)  # equal inputs: the label decides, whichever way they are listed
+    one, other = torch.tensor([0, 1]), torch.tensor([1, 0])
+    assert torch.equal(one[content_order(same, one)], other[content_order(same, other)])
 
 
 def test_fedprox_term_keeps_the_weights_near_the_global_model(examples: tuple[torch.Tensor, torch.Tensor]) -> None:
