@@ -10,6 +10,11 @@ loopback port), malformed URL, nonexistent path, and the study / coordinator sta
 with exactly one ``error:`` line on stderr naming what is wrong, no ``Traceback``, and none of
 the secrets in play (passphrases, keys, the PACS password) anywhere in its output.
 
+The first case of each command line runs in a fresh interpreter (``python -m``); the others are
+forked, each a process of its own with its environment, directory and streams, from a server
+that has the third-party libraries loaded and no module of this repository
+(tests/cli_forkserver.py): a second of CPU less per case.
+
 The chain, nodes, studies and coordinator are real (Anvil from tests/conftest.py); the cases
 run four at a time, once per module, and each parametrised test checks one of them.
 """
@@ -43,6 +48,7 @@ from contracts.roles import Role
 from contracts.studies import StudyRequest
 from deploy.deployer import deploy_contracts
 from node.federation_key import supernode_key_pair
+from tests.cli_forkserver import ForkServer
 from tests.conftest import NODE_PASSPHRASE, Actors, light_keystore, lighten_node_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -478,6 +484,7 @@ class Outcome:
     stdout: str
     stderr: str
     leftover_processes: tuple[str, ...]  # processes of the case still running after it ended (then killed)
+    fresh: bool = True  # run as `python -m` (else forked by tests/cli_forkserver.py)
 
 
 CASE_TIMEOUT = 120.0  # seconds; every case answers in a few once fixed
@@ -516,9 +523,13 @@ def _processes_mentioning(text: str) -> dict[int, str]:
     return found
 
 
-def run_case(world: World, case: Case, busy_port: int) -> Outcome:
+def run_case(world: World, case: Case, busy_port: int, server: ForkServer | None) -> Outcome:
     """Run ``case`` in its own directory and session; kill whatever of it outlives it (a command that wrongly
-    succeeded may leave a federation or an agent running)."""
+    succeeded may leave a federation or an agent running).
+
+    In a fresh interpreter (``python -m``) when ``server`` is None, else forked by ``server``
+    (tests/cli_forkserver.py: the same command line, without paying for the libraries' imports again).
+    """
     case_dir = world.root / "cases" / case.id.replace(" ", "_").replace("/", "_")
     case_dir.mkdir(parents=True)
     env = _base_env(world, case_dir)
@@ -528,34 +539,56 @@ def run_case(world: World, case: Case, busy_port: int) -> Outcome:
         else:
             env[name] = world.fmt(value, case_dir)
     args = [world.fmt(a, case_dir, busy_port=str(busy_port)) for a in case.args]
-    cmd = [sys.executable, "-m", MODULES[case.cli], *case.command, *args]
-    proc = subprocess.Popen(cmd, cwd=case_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
     returncode: int | None
-    try:
-        stdout, stderr = proc.communicate(timeout=CASE_TIMEOUT)
-        returncode = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        returncode = None
+    if server is None:
+        cmd = [sys.executable, "-m", MODULES[case.cli], *case.command, *args]
+        proc = subprocess.Popen(cmd, cwd=case_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=CASE_TIMEOUT)
+            returncode = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            returncode = None
+    else:
+        streams = case_dir.parent / f"{case_dir.name}.stdout", case_dir.parent / f"{case_dir.name}.stderr"
+        returncode = server.run(MODULES[case.cli], [*case.command, *args], env=env, cwd=case_dir,
+                                stdout=streams[0], stderr=streams[1], timeout=CASE_TIMEOUT)
+        stdout, stderr = (path.read_text(errors="replace") for path in streams)
     leftovers = _processes_mentioning(str(case_dir))
     for pid in leftovers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    return Outcome(case, case_dir, returncode, stdout, stderr, tuple(leftovers.values()))
+    return Outcome(case, case_dir, returncode, stdout, stderr, tuple(leftovers.values()), fresh=server is None)
+
+
+#: The cases run in a fresh interpreter: the first of each command line (the rest are forked).
+FRESH = frozenset(next(case.id for case in CASES if case.cli == cli) for cli in MODULES)
 
 
 @pytest.fixture(scope="module")
 def outcomes(world: World) -> dict[str, Outcome]:
     """Every case, run four at a time."""
-    with socket.socket() as busy:  # a port that is taken, for `chain start --port`
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = int(busy.getsockname()[1])
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(lambda case: run_case(world, case, port), CASES))
+    server = ForkServer({**{k: v for k, v in os.environ.items() if not k.startswith("METAI_")},
+                         "PYTHONPATH": str(REPO)})
+    try:
+        with socket.socket() as busy:  # a port that is taken, for `chain start --port`
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = int(busy.getsockname()[1])
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                results = list(pool.map(
+                    lambda case: run_case(world, case, port, None if case.id in FRESH else server), CASES))
+    finally:
+        server.close()
     return {outcome.case.id: outcome for outcome in results}
+
+
+def test_each_command_line_also_fails_right_in_a_fresh_interpreter(outcomes: dict[str, Outcome]) -> None:
+    # The forked cases skip the interpreter's start; one case of each command line runs as `python -m`.
+    assert {o.case.cli for o in outcomes.values() if o.fresh} == set(MODULES)
+    assert sum(o.fresh for o in outcomes.values()) == len(MODULES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
