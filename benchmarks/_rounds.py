@@ -56,6 +56,19 @@ def breakdown(round_: Mapping[str, Any]) -> dict[str, float]:
         "flower": server["send_receive"] - slowest["node"] - slowest["anchor"],
     }
     parts["overhead"] = parts["round"] - parts["compute"]
+    # Where Flower's part goes, when the nodes report it (node/client_app.py "dispatch": from the
+    # ServerApp making the message to the node's handler starting): the way in of the slowest node,
+    # and the rest (its reply's way back to the ServerApp). And whether the nodes trained side by side:
+    # their training's wall time against its CPU time ("train_cpu"), and how far apart they started.
+    nodes = list(round_["node_seconds"].values())
+    if all("dispatch" in n for n in nodes):
+        parts["flower_in"] = slowest["dispatch"]
+        parts["flower_back"] = parts["flower"] - slowest["dispatch"]
+        parts["start_spread"] = max(n["dispatch"] for n in nodes) - min(n["dispatch"] for n in nodes)
+        parts["last_node_done"] = max(n["dispatch"] + n["node"] + n["anchor"] for n in nodes)
+    if all("train_cpu" in n for n in nodes):
+        parts["train_cpu"] = slowest["train_cpu"]
+        parts["train_cpu_all"] = sum(n["train_cpu"] for n in nodes)
     return parts
 
 
@@ -77,6 +90,11 @@ def summarise(run: StudyRun, others_cpu_s: float) -> dict[str, Any]:
         "round_min_s": min(times),
         "round_max_s": max(times),
         "parts_mean_s": {part: statistics.fmean(r[part] for r in rounds) for part in (*PARTS, "overhead")},
+        # rounds 2 and later (a node that has been up), when the nodes report them (see breakdown)
+        "flower_split_later_mean_s": {
+            part: statistics.fmean(r[part] for r in rounds[1:])
+            for part in ("flower_in", "flower_back", "start_spread", "last_node_done", "train_cpu", "train_cpu_all")
+            if len(rounds) > 1 and all(part in r for r in rounds[1:])},
         # A worker imports the app (torch, the task) and opens the node with its first message: round 1
         # of a fresh deployment; the later rounds show a node that has been up (as SuperNodes are).
         "overhead_first_s": rounds[0]["overhead"],

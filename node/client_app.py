@@ -251,6 +251,10 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
     def handle_train(msg: Message, context: Context) -> Message:
         """Train one round of the study on this node's consenting records."""
         started = time.perf_counter()
+        # From the ServerApp making the message to this handler starting: the way in, through the
+        # SuperLink, this SuperNode's poll and the worker's wake-up (one host's clock in a
+        # deployment on one machine; across hosts it holds their clocks' difference too).
+        dispatch = max(0.0, time.time() - msg.metadata.created_at)
         node = runtime.node(context)
         instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
         result = train_local(
@@ -266,7 +270,7 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
             clipping_norm=instruction.clipping_norm,
         )
         runtime.trained_on(msg, result.cohort)
-        seconds = timing_metrics({**result.seconds, "node": time.perf_counter() - started})
+        seconds = timing_metrics({**result.seconds, "node": time.perf_counter() - started, "dispatch": dispatch})
         commitment = Commitment(
             hospital=node.address,
             cohort_root="0x" + result.cohort.root.hex(),

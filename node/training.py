@@ -165,9 +165,13 @@ def train_local(
     seconds["load"] = (now := time.perf_counter()) - then
     model = task.build_model()
     set_weights(model, weights)
+    cpu = time.thread_time()
     metrics = train(model, inputs, labels, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size,
                                                        proximal_mu=proximal_mu, seed=round_), weights)
     seconds["train"] = time.perf_counter() - now
+    # This thread's CPU time in training (torch's work with one thread): below the wall time above
+    # by what the node waited for a core.
+    seconds["train_cpu"] = time.thread_time() - cpu
     return TrainedRound(model_weights(model), {k: float(v) for k, v in metrics.items()}, cohort, seconds)
 
 

@@ -207,9 +207,11 @@ def test_a_round_trains_the_cohort_as_tasks_train_does_seeded_by_the_round(hospi
     assert trained.metrics == {k: float(v) for k, v in metrics.items()}
     assert all(type(v) is float for v in trained.metrics.values())
     assert trained.metrics["examples"] == RECORDS
-    assert set(trained.seconds) == {"check", "cohort", "load", "train"}
+    assert set(trained.seconds) == {"check", "cohort", "load", "train", "train_cpu"}
     assert all(s >= 0 for s in trained.seconds.values())
-    assert sum(trained.seconds.values()) <= elapsed  # parts of the call, each measured once
+    wall = ("check", "cohort", "load", "train")
+    assert sum(trained.seconds[part] for part in wall) <= elapsed  # parts of the call, each measured once
+    assert 0 < trained.seconds["train_cpu"] <= trained.seconds["train"] + 0.01  # this thread's CPU in training
 
 
 def test_rounds_with_different_numbers_train_differently(hospital, exchange, actors) -> None:  # type: ignore[no-untyped-def]
