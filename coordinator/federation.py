@@ -61,7 +61,7 @@ from coordinator.study_log import (
     round_model,
     study_folder,
 )
-from tasks.protocol import ARRAYS, CONFIG, TrainInstruction
+from tasks.protocol import ARRAYS, CONFIG, TrainInstruction, layout_of, pack_weights
 
 __all__ = ["FederationConfig", "run_study"]
 
@@ -212,11 +212,11 @@ def _write_card(exchange: Exchange, cfg: FederationConfig, record: StudyLog, out
 def _train_message(cfg: FederationConfig, round_: int, weights: list[np.ndarray], node_id: int) -> Message:
     instruction = TrainInstruction(
         study_id=cfg.study_id, round=round_, task=cfg.task, local_epochs=cfg.local_epochs, lr=cfg.lr,
-        batch_size=cfg.batch_size, proximal_mu=cfg.proximal_mu,
+        batch_size=cfg.batch_size, proximal_mu=cfg.proximal_mu, weight_layout=layout_of(weights),
         # Read by Flower's fixedclipping_mod on the node.
         clipping_norm=cfg.dp_clipping_norm if cfg.dp_noise_multiplier > 0 else None,
     )
-    arrays = ArrayRecord(weights)  # keys "0", "1", ... in order; nodes read them with to_numpy_ndarrays()
+    arrays = ArrayRecord(pack_weights(weights))  # one array: nodes read it with unpack_weights and the layout
     return Message(content=RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(instruction.to_config())}),
                    dst_node_id=node_id, message_type=MessageType.TRAIN, group_id=str(round_))
 

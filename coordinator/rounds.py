@@ -29,7 +29,7 @@ from coordinator.errors import CoordinatorError, StudyAborted
 from coordinator.privacy import CLIP_SLACK, private_mean
 from coordinator.run_config import FederationConfig
 from tasks.errors import ProtocolError
-from tasks.protocol import ARRAYS, COMMITMENT, METRICS, Commitment, read_timings
+from tasks.protocol import ARRAYS, COMMITMENT, METRICS, Commitment, layout_of, read_timings, unpack_weights
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
     try:
         commitment = Commitment.from_config(reply.content.config_records[COMMITMENT])
         hospital = commitment.hospital
-        weights = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
+        weights = unpack_weights(reply.content.array_records[ARRAYS].to_numpy_ndarrays(), layout_of(sent))
         if commitment.update_hash is None:
             raise ProtocolError("the commitment lacks 'update-hash'")
         claimed = commitment.update_hash

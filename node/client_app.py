@@ -64,7 +64,9 @@ from tasks.protocol import (
     METRICS,
     Commitment,
     TrainInstruction,
+    pack_weights,
     timing_metrics,
+    unpack_weights,
 )
 
 _log = logging.getLogger(__name__)
@@ -168,7 +170,8 @@ class _Again:
         self.kept = kept
 
     def reply_to(self, msg: Message) -> Message:
-        content = RecordDict({ARRAYS: ArrayRecord(self.kept.weights), METRICS: MetricRecord(self.kept.metrics),
+        content = RecordDict({ARRAYS: ArrayRecord(pack_weights(self.kept.weights)),
+                              METRICS: MetricRecord(self.kept.metrics),
                               COMMITMENT: ConfigRecord(self.kept.commitment)})
         return Message(content=content, reply_to=msg)
 
@@ -222,7 +225,9 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
         instruction = TrainInstruction.from_config(msg.content.config_records[CONFIG])
         node = runtime.node(context)
         anchor = anchoring_enabled(context)
-        received = "0x" + weights_hash(msg.content.array_records[ARRAYS].to_numpy_ndarrays()).hex()
+        layout = instruction.weight_layout
+        received = "0x" + weights_hash(unpack_weights(msg.content.array_records[ARRAYS].to_numpy_ndarrays(),
+                                                      layout)).hex()
         if anchor and (again := _anchored_before(node, instruction, received)) is not None:
             return again.reply_to(msg)
         with runtime.handling(msg):
@@ -230,7 +235,7 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
             if reply.has_error():
                 return reply
             cohort = runtime.cohort_of(msg)
-            weights = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
+            weights = unpack_weights(reply.content.array_records[ARRAYS].to_numpy_ndarrays(), layout)
             socket = node_settings(context).get(NodeConfigKey.SIGNER_SOCKET)
             signer = RemoteSigner(Path(socket)) if socket else None
             anchored = anchor_contribution(node, cohort, instruction.round, weights, anchor=anchor, signer=signer)
@@ -262,7 +267,7 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
             study_id=instruction.study_id,
             round_=instruction.round,
             task_code=instruction.task,
-            weights=msg.content.array_records[ARRAYS].to_numpy_ndarrays(),
+            weights=unpack_weights(msg.content.array_records[ARRAYS].to_numpy_ndarrays(), instruction.weight_layout),
             epochs=instruction.local_epochs,
             lr=instruction.lr,
             batch_size=instruction.batch_size,
@@ -280,7 +285,7 @@ def make_app(runtime: NodeRuntime) -> ClientApp:
         )
         content = RecordDict(
             {
-                ARRAYS: ArrayRecord(result.weights),
+                ARRAYS: ArrayRecord(pack_weights(result.weights)),
                 METRICS: MetricRecord({**result.metrics, **seconds, COHORT_COUNT: result.cohort.count}),
                 COMMITMENT: ConfigRecord(commitment.to_config()),
             }

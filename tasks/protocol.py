@@ -5,12 +5,19 @@ A round is one Flower message per node and its reply. The coordinator's ServerAp
 (``node.client_app``) build and read them only through the names and records here:
 
 - the instruction (coordinator to node), a ``TRAIN`` message with two records:
-  :data:`ARRAYS`, the global model (Flower's ``ArrayRecord`` made from the list of weights,
-  read back with ``to_numpy_ndarrays()``), and :data:`CONFIG`, a :class:`TrainInstruction`;
+  :data:`ARRAYS`, the global model, and :data:`CONFIG`, a :class:`TrainInstruction`, which
+  holds the model's layout (the shape of each weight);
 - the reply (node to coordinator), with three records: :data:`ARRAYS`, the trained weights;
   :data:`METRICS`, the task's training metrics, the cohort size and the time each step took
   (:func:`timing_metrics`); and :data:`COMMITMENT`, a :class:`Commitment`: what the node
   anchored on chain for this round, which the coordinator checks against the chain.
+
+Weights travel packed (:func:`pack_weights`): Flower's ``ArrayRecord`` of one 1-D float32 array, every
+weight flattened in ``state_dict`` order, read back with :func:`unpack_weights` and the layout. Flower
+stores and moves each array of a record as objects of their own, one request each between the
+SuperLink and the apps; a record of the model's 13 weights made 26 objects a message (and the ServerApp
+pushed them one after another while the nodes were already asking for them), the packed record makes 2.
+Hashes (``tasks.weights_hash``), files and the chain know only the unpacked list.
 
 The records travel as flat mappings of scalars (Flower's ``ConfigRecord``); this module
 needs no Flower. The record formats a node stores are named in :mod:`raw_data.formats` and
@@ -21,9 +28,12 @@ re-exported here; the run config's names are the coordinator's own
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
 
 from raw_data.formats import DICOM_FORMAT, ISMRMRD_FORMAT, RECORD_FORMATS, SINOGRAM_FORMAT
 from tasks.errors import ProtocolError
@@ -42,8 +52,11 @@ __all__ = [
     "Commitment",
     "Scalar",
     "TrainInstruction",
+    "layout_of",
+    "pack_weights",
     "read_timings",
     "timing_metrics",
+    "unpack_weights",
 ]
 
 ARRAYS = "arrays"
@@ -108,13 +121,16 @@ class TrainInstruction(_Record):
     batch_size: int
     #: FedProx's proximal term (0: plain FedAvg).
     proximal_mu: float
+    #: The shape of each weight of the model in :data:`ARRAYS`, encoded by :func:`layout_of`.
+    weight_layout: list[int]
     #: The L2 norm the update is clipped to (differential privacy); None: no clipping.
     clipping_norm: float | None = None
 
     _WIRE: ClassVar[dict[str, tuple[str, type]]] = {
         "study_id": ("study-id", int), "round": ("round", int), "task": ("task", str),
         "local_epochs": ("local-epochs", int), "lr": ("lr", float), "batch_size": ("batch-size", int),
-        "proximal_mu": ("proximal-mu", float), "clipping_norm": (CLIPPING_NORM, float),
+        "proximal_mu": ("proximal-mu", float), "weight_layout": ("weight-layout", list),
+        "clipping_norm": (CLIPPING_NORM, float),
     }
     _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"clipping_norm"})
 
@@ -178,6 +194,69 @@ class Commitment(_Record):
             return replace(self, update_hash="0x" + update_hash.hex(), tx=tx,
                            manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest())
         return replace(self, update_hash="0x" + update_hash.hex(), tx=tx, manifest=manifest)
+
+
+Weights = list[npt.NDArray[np.generic]]
+
+
+def layout_of(weights: Sequence[npt.NDArray[np.generic]]) -> list[int]:
+    """The shapes of ``weights`` as one list: for each weight its number of dimensions, then its sizes."""
+    encoded: list[int] = []
+    for weight in weights:
+        encoded += [weight.ndim, *(int(n) for n in weight.shape)]
+    return encoded
+
+
+def _shapes(layout: Sequence[object]) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    at = 0
+    while at < len(layout):
+        ndim = layout[at]
+        if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim < 0 or at + 1 + ndim > len(layout):
+            raise ProtocolError(f"'weight-layout' is not a list of shapes (ndim, sizes ...): {list(layout)!r}")
+        sizes = layout[at + 1 : at + 1 + ndim]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+            raise ProtocolError(f"'weight-layout' holds a size that is not a whole number >= 0: {list(layout)!r}")
+        shapes.append(tuple(sizes))  # type: ignore[arg-type]
+        at += 1 + ndim
+    return shapes
+
+
+def pack_weights(weights: Sequence[npt.NDArray[np.generic]]) -> list[npt.NDArray[np.float32]]:
+    """``weights`` as the one 1-D float32 array record :data:`ARRAYS` carries (``[packed]``).
+
+    Raises:
+        ProtocolError: a weight is not float32 (every weight of the task models is).
+    """
+    if not all(w.dtype == np.float32 for w in weights):
+        raise ProtocolError(f"weights of dtype {sorted({str(w.dtype) for w in weights})}; only float32 travels")
+    if not weights:
+        return [np.zeros(0, dtype=np.float32)]
+    return [np.concatenate([np.ascontiguousarray(w).reshape(-1) for w in weights])]
+
+
+def unpack_weights(arrays: Sequence[npt.NDArray[np.generic]], layout: Sequence[object]) -> Weights:
+    """The weights that :func:`pack_weights` packed into ``arrays``, shaped by ``layout`` (from :func:`layout_of`).
+
+    Raises:
+        ProtocolError: ``arrays`` is not one 1-D float32 array of exactly the layout's size, or the
+            layout is malformed.
+    """
+    shapes = _shapes(layout)
+    if len(arrays) != 1 or arrays[0].ndim != 1 or arrays[0].dtype != np.float32:
+        raise ProtocolError(f"the weights record holds {[(a.shape, str(a.dtype)) for a in arrays]}; expected one "
+                            "1-D float32 array (tasks.protocol.pack_weights)")
+    packed = arrays[0]
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    if sum(sizes) != packed.size:
+        raise ProtocolError(f"the weights record holds {packed.size} numbers; the layout's {len(shapes)} weights "
+                            f"take {sum(sizes)}")
+    weights: Weights = []
+    at = 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        weights.append(packed[at : at + size].reshape(shape).copy())
+        at += size
+    return weights
 
 
 def timing_metrics(seconds: Mapping[str, float]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from contracts.datause import Kind, Purpose
 from contracts.exchange import Exchange
 from contracts.studies import StudyRequest
 from coordinator.run_config import FederationConfig
+from tasks.protocol import pack_weights, unpack_weights
 from tests.chain_steps import contribute
 
 #: Cohort roots the hospitals anchor; any non-zero 32 bytes will do for the coordinator.
@@ -79,7 +80,7 @@ def reply(hospital: str, weights: list[np.ndarray], count: int, *, root: bytes =
     if manifest_sha256 is not None:
         commitment["cohort-manifest-sha256"] = manifest_sha256
     content = RecordDict({
-        "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)}),
+        "arrays": ArrayRecord({"0": Array(pack_weights(weights)[0])}),
         "metrics": MetricRecord({"train-seconds": 0.25, "cohort-count": count}),
         "commitment": ConfigRecord(commitment),  # type: ignore[arg-type]
     })
@@ -120,7 +121,8 @@ class ScriptedGrid:
         ids = []
         for message in messages:
             node, round_ = message.metadata.dst_node_id, int(message.metadata.group_id)
-            sent = message.content.array_records["arrays"].to_numpy_ndarrays()
+            layout = message.content.config_records["config"]["weight-layout"]
+            sent = unpack_weights(message.content.array_records["arrays"].to_numpy_ndarrays(), layout)
             self.sent[round_] = sent
             answered = self.answer(node, round_, sent)
             if answered is not None:

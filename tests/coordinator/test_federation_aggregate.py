@@ -14,6 +14,7 @@ from flwr.app import MessageType
 from coordinator.errors import StudyAborted
 from coordinator.federation import _train_message
 from coordinator.rounds import combine_round
+from tasks.protocol import unpack_weights
 from tests.coordinator.round_replies import anchor, config, reply, running_study
 
 # Two layers, so a mix-up between layers shows.
@@ -53,7 +54,11 @@ def test_the_round_sent_carries_the_proximal_term_and_clipping_norm_it_was_told(
     assert (message.metadata.message_type, message.metadata.dst_node_id, message.metadata.group_id) == \
         (MessageType.TRAIN, 7, "2")
     arrays = message.content.array_records["arrays"]
-    assert [arrays[k].numpy().tolist() for k in ("0", "1")] == [[0.0, 0.0], [[0.0, 0.0]]]
+    assert list(arrays.keys()) == ["0"]  # the model travels packed into one array, shaped by the layout
+    assert arrays["0"].numpy().tolist() == [0.0, 0.0, 0.0, 0.0]
+    layout = message.content.config_records["config"]["weight-layout"]
+    assert layout == [1, 2, 2, 1, 2]
+    assert [w.tolist() for w in unpack_weights(arrays.to_numpy_ndarrays(), layout)] == [[0.0, 0.0], [[0.0, 0.0]]]
     prox = message.content.config_records["config"]
     assert (prox["study-id"], prox["round"], prox["proximal-mu"]) == (5, 2, 0.25)
     assert "clipping_norm" not in prox  # no DP: nodes must not clip

@@ -9,11 +9,13 @@ import time
 
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord
 
 import contracts.studies as studies_client
 from coordinator.aggregation import fedavg
 from coordinator.errors import StudyAborted
 from coordinator.rounds import combine_round
+from tasks.protocol import pack_weights
 from tests.coordinator.round_replies import ROOT_A, ROOT_B, anchor, config, reply, running_study
 
 SENT = [np.zeros(3, dtype=np.float32)]
@@ -125,17 +127,31 @@ def test_a_model_of_more_than_ten_arrays_is_read_in_its_order(exchange, actors, 
     assert [w.tolist() for w in outcome.weights] == [[float(i)] * (i + 1) for i in range(12)]
 
 
-def test_arrays_listed_in_another_order_than_the_anchored_update_are_refused(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
-    # The arrays are the model's in order (Flower's ArrayRecord from a list); whatever their keys say,
-    # a reply in another order is not the update the node anchored.
+def test_weights_packed_in_another_order_than_the_anchored_update_are_refused(exchange, actors, study) -> None:  # type: ignore[no-untyped-def]
+    # The reply's one array is read in the layout of the model sent; the same numbers packed in
+    # another order of the weights are not the update the node anchored.
     sent = [np.zeros(i + 1, dtype=np.float32) for i in range(12)]
     mine = [np.full(i + 1, i, dtype=np.float32) for i in range(12)]
     anchor(exchange, actors.hospital, study, 1, mine, 4)
     message = reply(actors.hospital.address, mine, 4)
-    arrays = message.content.array_records["arrays"]
-    shuffled = {k: arrays[k] for k in ("7", "11", "0", "10", "3", "1", "9", "2", "5", "8", "4", "6")}
-    message.content.array_records["arrays"] = type(arrays)(shuffled)
+    shuffled = [mine[i] for i in (7, 11, 0, 10, 3, 1, 9, 2, 5, 8, 4, 6)]
+    message.content.array_records["arrays"] = ArrayRecord(pack_weights(shuffled))
     with pytest.raises(StudyAborted, match="returned weights do not hash to its claimed update"):
+        combine_round(exchange, config(study), 1, sent, [message])
+
+
+@pytest.mark.parametrize("arrays", [
+    pytest.param(lambda mine: [np.concatenate([w.ravel() for w in mine])[:-1]], id="one number short"),
+    pytest.param(lambda mine: mine, id="the weights unpacked, an array each"),
+    pytest.param(lambda mine: [np.concatenate([w.ravel() for w in mine]).astype(np.float64)], id="float64"),
+])
+def test_a_reply_whose_weights_do_not_fit_the_layout_sent_is_refused(exchange, actors, study, arrays) -> None:  # type: ignore[no-untyped-def]
+    sent = [np.zeros(i + 1, dtype=np.float32) for i in range(12)]
+    mine = [np.full(i + 1, i, dtype=np.float32) for i in range(12)]
+    anchor(exchange, actors.hospital, study, 1, mine, 4)
+    message = reply(actors.hospital.address, mine, 4)
+    message.content.array_records["arrays"] = ArrayRecord(arrays(mine))
+    with pytest.raises(StudyAborted, match=r"malformed reply .*weights record holds"):
         combine_round(exchange, config(study), 1, sent, [message])
 
 

@@ -73,6 +73,7 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
 
     from coordinator.rounds import check_replies
     from tasks import weights_hash
+    from tasks.protocol import pack_weights
 
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1)
@@ -83,7 +84,7 @@ def test_an_update_beyond_the_clipping_norm_is_refused(monkeypatch: pytest.Monke
     def reply(hospital: str, step: float) -> Message:
         weights = [np.full(100, step, dtype=np.float32)]  # update norm = 10 * step
         return Message(content=RecordDict({
-            "arrays": ArrayRecord({"0": Array(weights[0])}),
+            "arrays": ArrayRecord({"0": Array(pack_weights(weights)[0])}),
             "metrics": MetricRecord({"train-seconds": 0.5}),
             "commitment": ConfigRecord({"hospital": hospital, "cohort-root": "0x" + "11" * 32, "cohort-count": 3,
                                         "update-hash": "0x" + weights_hash(weights).hex()}),

@@ -18,6 +18,7 @@ from node.errors import NodeError
 from node.kept_cohort import read_kept_cohort
 from node.kept_reply import KeptReplyError, read_kept_reply
 from node.training import StudyRefused, train_local
+from tasks.protocol import layout_of, pack_weights, unpack_weights
 from tests.conftest import NODE_PASSPHRASE
 from tests.federated.conftest import TASK
 
@@ -39,10 +40,10 @@ def initial_weights() -> list[np.ndarray]:
 
 def train_message(study_id: int, weights: list[np.ndarray], clipping_norm: float | None) -> Message:
     config = ConfigRecord({"study-id": study_id, "round": 1, "task": TASK, "local-epochs": 1, "lr": 0.01,
-                           "batch-size": 4, "proximal-mu": 0.0})
+                           "batch-size": 4, "proximal-mu": 0.0, "weight-layout": layout_of(weights)})
     if clipping_norm is not None:
         config["clipping_norm"] = clipping_norm
-    arrays = ArrayRecord({str(i): Array(w) for i, w in enumerate(weights)})
+    arrays = ArrayRecord({"0": Array(pack_weights(weights)[0])})
     return Message(content=RecordDict({"arrays": arrays, "config": config}), dst_node_id=1,
                    message_type=MessageType.TRAIN)
 
@@ -73,8 +74,7 @@ def test_the_anchored_update_is_the_clipped_one(hospitals, exchange, actors, tmp
     sent = initial_weights()
     reply = app(train_message(study_id, sent, clipping_norm=0.01), context_for(node.dir, secret))
     assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
-    arrays = reply.content.array_records["arrays"]
-    returned = [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
+    returned = unpack_weights(reply.content.array_records["arrays"].to_numpy_ndarrays(), layout_of(sent))
     norm = math.sqrt(sum(float(np.sum((r.astype(np.float64) - s) ** 2)) for r, s in zip(returned, sent, strict=True)))
     assert norm == pytest.approx(0.01, rel=1e-3)  # lr 0.01 moves the weights much farther than 0.01
     commitment = reply.content.config_records["commitment"]
@@ -122,8 +122,7 @@ def _one_hospital_study(hospitals, exchange, actors, tmp_path: Path):  # type: i
 
 
 def _arrays(reply: Message) -> list[np.ndarray]:
-    arrays = reply.content.array_records["arrays"]
-    return [arrays[k].numpy() for k in sorted(arrays.keys(), key=int)]
+    return unpack_weights(reply.content.array_records["arrays"].to_numpy_ndarrays(), layout_of(initial_weights()))
 
 
 def test_a_round_asked_again_gets_the_anchored_reply_without_a_second_contribution(  # type: ignore[no-untyped-def]

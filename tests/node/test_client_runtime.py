@@ -14,6 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 import node.client_app as client_app
 from node.client_app import NodeRuntime, make_app
 from node.errors import NodeError
+from tasks.protocol import layout_of, pack_weights
 
 WEIGHTS = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, dtype=np.float32)]
 #: A cohort manifest as the anchoring step returns it (its content is node/lineage.py's concern, tested there).
@@ -22,9 +23,10 @@ MANIFEST = '{"format":"metai-cohort/1","study_id":1,"round":1}'
 
 def _train_message(message_id: str, **config: Any) -> Message:
     content = RecordDict({
-        "arrays": ArrayRecord({str(i): Array(w) for i, w in enumerate(WEIGHTS)}),
+        "arrays": ArrayRecord({"0": Array(pack_weights(WEIGHTS)[0])}),
         "config": ConfigRecord({"study-id": 7, "round": 1, "task": "t", "local-epochs": 1, "lr": 0.1,
-                                "batch-size": 2, "proximal-mu": 0.0, **config}),
+                                "batch-size": 2, "proximal-mu": 0.0, "weight-layout": layout_of(WEIGHTS),
+                                **config}),
     })
     metadata = Metadata(run_id=1, message_id=message_id, src_node_id=0, dst_node_id=1, reply_to_message_id="",
                         group_id="1", created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN)

@@ -7,13 +7,22 @@ change this test makes visible.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tasks.errors import ProtocolError
-from tasks.protocol import Commitment, TrainInstruction, read_timings, timing_metrics
+from tasks.protocol import (
+    Commitment,
+    TrainInstruction,
+    layout_of,
+    pack_weights,
+    read_timings,
+    timing_metrics,
+    unpack_weights,
+)
 
 INSTRUCTION = {"study-id": 7, "round": 2, "task": "ct-sinogram-lesion-v1", "local-epochs": 3, "lr": 0.01,
-               "batch-size": 8, "proximal-mu": 0.0}
+               "batch-size": 8, "proximal-mu": 0.0, "weight-layout": [1, 3, 2, 2, 2]}
 COMMITMENT = {"hospital": "0x" + "ab" * 20, "cohort-root": "0x" + "11" * 32, "cohort-count": 40,
               "synthetic-count": 40, "update-hash": "0x" + "22" * 32, "tx": "0x" + "33" * 32}
 
@@ -79,3 +88,46 @@ def test_timings_travel_as_seconds_metrics_beside_other_metrics() -> None:
     assert metrics["train-seconds"] == 2.5
     assert metrics["node-seconds"] == 3.0
     assert read_timings(metrics) == {"train": 2.5, "node": 3.0}
+
+
+WEIGHTS = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, dtype=np.float32), np.float32(7.0).reshape(()),
+           np.zeros((0, 5), dtype=np.float32)]
+
+
+def test_weights_travel_packed_in_one_array_and_come_back_the_same() -> None:
+    packed = pack_weights(WEIGHTS)
+    assert len(packed) == 1
+    assert (packed[0].dtype, packed[0].shape) == (np.float32, (11,))
+    layout = layout_of(WEIGHTS)
+    assert layout == [2, 2, 3, 1, 4, 0, 2, 0, 5]
+    back = unpack_weights(packed, layout)
+    assert [(w.shape, w.dtype) for w in back] == [(w.shape, w.dtype) for w in WEIGHTS]
+    assert all(np.array_equal(a, b) for a, b in zip(back, WEIGHTS, strict=True))
+    back[0][0, 0] = 99  # the unpacked weights are copies, not views of the record's array
+    assert packed[0][0] == 0
+
+
+def test_an_instruction_carries_the_layout() -> None:
+    instruction = TrainInstruction.from_config({**INSTRUCTION, "weight-layout": layout_of(WEIGHTS)})
+    assert instruction.weight_layout == layout_of(WEIGHTS)
+
+
+@pytest.mark.parametrize(("arrays", "layout", "message"), [
+    ([np.zeros(10, dtype=np.float32)], [2, 2, 3, 1, 4, 0, 2, 0, 5], "holds 10 numbers; the layout's 4 weights take 11"),
+    ([np.zeros(11, dtype=np.float64)], [2, 2, 3, 1, 4, 0, 2, 0, 5], "expected one 1-D float32 array"),
+    ([np.zeros((11, 1), dtype=np.float32)], [2, 2, 3, 1, 4, 0, 2, 0, 5], "expected one 1-D float32 array"),
+    ([np.zeros(6, dtype=np.float32), np.zeros(5, dtype=np.float32)], [2, 2, 3, 1, 5], "expected one 1-D float32"),
+    ([np.zeros(6, dtype=np.float32)], [2, 2], "not a list of shapes"),
+    ([np.zeros(6, dtype=np.float32)], [2, 2, -3], "not a whole number >= 0"),
+    ([np.zeros(6, dtype=np.float32)], [1, True], "not a whole number >= 0"),
+    ([np.zeros(6, dtype=np.float32)], [-1, 6], "not a list of shapes"),
+])
+def test_weights_that_do_not_fit_their_layout_are_refused(arrays: list[np.ndarray], layout: list[object],
+                                                          message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        unpack_weights(arrays, layout)
+
+
+def test_only_float32_weights_are_packed() -> None:
+    with pytest.raises(ProtocolError, match="only float32 travels"):
+        pack_weights([np.zeros(3, dtype=np.float64)])
