@@ -29,6 +29,7 @@ __all__ = [
     "clean",
     "descendants",
     "free_port",
+    "free_ports",
     "is_gone",
     "read_log",
     "spawn",
@@ -47,3 +48,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """Ask the kernel for ``count`` different free TCP ports on 127.0.0.1.
+
+    The ports are held together while they are chosen: :func:`free_port` called twice may give the
+    same port twice, which a service with several listeners refuses.
+    """
+    held = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in held:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()

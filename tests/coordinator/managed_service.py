@@ -31,7 +31,7 @@ from coordinator.federated.flower_config import ConfigValue, toml_text
 from coordinator.federated.superlink import tool
 from coordinator.federated.superlink_process import superlink_env
 from deploy.federation import NodeSpec
-from deploy.process import free_port, read_log, spawn, stop_tree, tail, terminate
+from deploy.process import free_port, free_ports, read_log, spawn, stop_tree, tail, terminate
 from deploy.signers import SignerProcess, start_signer, stop_signer
 from deploy.threads import thread_env
 from node.federation_key import federation_key, supernode_key_pair
@@ -87,7 +87,7 @@ class ManagedService:
         relayer = Account.create()
         (root / "coordinator-key.json").write_text(light_keystore(actors.coordinator.key, PASSPHRASE))
         (root / "relayer-key.json").write_text(light_keystore(relayer.key, PASSPHRASE))
-        self.port, self.fleet_port, self.superlink_port = free_port(), free_port(), free_port()
+        self.port, self.fleet_port, self.superlink_port = free_ports(3)
         self.url = f"http://127.0.0.1:{self.port}"
         self.fleet = f"127.0.0.1:{self.fleet_port}"
         self.superlink_dir = root / "superlink"

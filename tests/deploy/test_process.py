@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.process import descendants, free_port, is_gone, spawn, start_time, stop_tree, tail
+from deploy.process import descendants, free_port, free_ports, is_gone, spawn, start_time, stop_tree, tail
 
 # A parent that starts a child, prints both PIDs, then sleeps; neither exits on its own.
 FAMILY = (
@@ -102,3 +102,19 @@ def test_free_port_is_on_loopback_and_bindable() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
         assert s.getsockname() == ("127.0.0.1", port)
+
+
+def test_free_ports_are_different_and_all_bindable_at_once() -> None:
+    import socket
+
+    # Drawn many times: two free_port() calls in a row have given the same port, which is why it exists.
+    for _ in range(50):
+        ports = free_ports(3)
+        assert len(set(ports)) == 3, ports
+        held = [socket.socket() for _ in ports]
+        try:
+            for s, port in zip(held, ports, strict=True):
+                s.bind(("127.0.0.1", port))
+        finally:
+            for s in held:
+                s.close()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from deploy.flower import FlowerSecurity, SuperLinkProcess, make_security, register_supernodes, start_superlink, stop
-from deploy.process import free_port
+from deploy.process import free_ports
 from node.federation_key import federation_key, key_pair
 from node.health import HealthUnavailable, read_health
 from node.procs import start_time
@@ -122,9 +122,10 @@ class Serve:
 def serve_env(node_dir: Path, link: SecureLink | None, runtime: Path, **settings: str) -> dict[str, str]:
     """The environment of a serve of ``node_dir`` against ``link`` (``NAME=value`` adds METAI_NODE_NAME)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAI_")}
+    supernode_port, health_port = free_ports(2)
     env.update({"PYTHONPATH": str(REPO), "METAI_NODE_DIR": str(node_dir), "METAI_NODE_PASSPHRASE": NODE_PASSPHRASE,
-                "METAI_NODE_RUNTIME_DIR": str(runtime), "METAI_NODE_SUPERNODE_PORT": str(free_port()),
-                "METAI_NODE_HEALTH_PORT": str(free_port())})
+                "METAI_NODE_RUNTIME_DIR": str(runtime), "METAI_NODE_SUPERNODE_PORT": str(supernode_port),
+                "METAI_NODE_HEALTH_PORT": str(health_port)})
     if link is not None:
         env.update({"METAI_NODE_SUPERLINK_ADDRESS": link.superlink.fleet_address,
                     "METAI_NODE_SUPERLINK_ROOT_CERTIFICATES": str(link.security.ca_cert)})
