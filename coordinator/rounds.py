@@ -148,7 +148,7 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
     try:
         commitment = Commitment.from_config(reply.content.config_records[COMMITMENT])
         hospital = commitment.hospital
-        weights = unpack_weights(reply.content.array_records[ARRAYS].to_numpy_ndarrays(), layout_of(sent))
+        arrays = reply.content.array_records[ARRAYS].to_numpy_ndarrays()
         if commitment.update_hash is None:
             raise ProtocolError("the commitment lacks 'update-hash'")
         claimed = commitment.update_hash
@@ -159,9 +159,15 @@ def _checked(exchange: Exchange, cfg: FederationConfig, round_: int, sent: list[
         raise _Refused(f"node {reply.metadata.src_node_id}: malformed reply ({exc!r}); expected the arrays, "
                        "metrics and commitment (hospital, cohort-root, cohort-count, update-hash) a node "
                        "sends") from None
+    # A hospital may anchor whatever it likes; a model of another shape must not break the round.
+    try:
+        weights = unpack_weights(arrays, layout_of(sent))
+    except ProtocolError as exc:
+        model = [(s.shape, str(s.dtype)) for s in sent]
+        raise _Refused(f"{hospital}: returned weights do not fit the model sent {model} ({exc}); a node returns "
+                       "the model it was sent, trained") from None
     if "0x" + weights_hash(weights).hex() != claimed:
         raise _Refused(f"{hospital}: returned weights do not hash to its claimed update {claimed}")
-    # A hospital may anchor whatever it likes; a model of another shape must not break the round.
     if [(w.shape, w.dtype) for w in weights] != [(s.shape, s.dtype) for s in sent]:
         raise _Refused(f"{hospital}: returned arrays {[(w.shape, str(w.dtype)) for w in weights]} differ from the "
                        f"model sent {[(s.shape, str(s.dtype)) for s in sent]}; a node returns the model it was sent, "

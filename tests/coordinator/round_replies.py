@@ -17,7 +17,7 @@ from contracts.datause import Kind, Purpose
 from contracts.exchange import Exchange
 from contracts.studies import StudyRequest
 from coordinator.run_config import FederationConfig
-from tasks.protocol import pack_weights, unpack_weights
+from tasks.protocol import unpack_weights
 from tests.chain_steps import contribute
 
 #: Cohort roots the hospitals anchor; any non-zero 32 bytes will do for the coordinator.
@@ -80,7 +80,9 @@ def reply(hospital: str, weights: list[np.ndarray], count: int, *, root: bytes =
     if manifest_sha256 is not None:
         commitment["cohort-manifest-sha256"] = manifest_sha256
     content = RecordDict({
-        "arrays": ArrayRecord({"0": Array(pack_weights(weights)[0])}),
+        # Packed as a node packs them (tasks.protocol.pack_weights), whatever their dtype: a test may send
+        # weights no honest node would.
+        "arrays": ArrayRecord({"0": Array(np.concatenate([w.reshape(-1) for w in weights]))}),
         "metrics": MetricRecord({"train-seconds": 0.25, "cohort-count": count}),
         "commitment": ConfigRecord(commitment),  # type: ignore[arg-type]
     })

@@ -151,7 +151,7 @@ def test_a_reply_whose_weights_do_not_fit_the_layout_sent_is_refused(exchange, a
     anchor(exchange, actors.hospital, study, 1, mine, 4)
     message = reply(actors.hospital.address, mine, 4)
     message.content.array_records["arrays"] = ArrayRecord(arrays(mine))
-    with pytest.raises(StudyAborted, match=r"malformed reply .*weights record holds"):
+    with pytest.raises(StudyAborted, match=r"returned weights do not fit the model sent .*weights record holds"):
         combine_round(exchange, config(study), 1, sent, [message])
 
 
