@@ -137,6 +137,10 @@ class ChainIndex:
         """Whether the chain was read at least once."""
         return self._synced_at != float("-inf")
 
+    def age(self) -> float:
+        """Seconds since the last read of the chain began (infinite before the first)."""
+        return time.monotonic() - self._synced_at
+
     def fresh(self) -> bool:
         """Whether the last read is recent enough that :meth:`sync` would not read again."""
         return time.monotonic() - self._synced_at < self.max_lag

@@ -121,18 +121,21 @@ SignedInDep = Annotated[SignedIn, Depends(signed_in)]
 async def fresh_index(services: ServicesDep) -> ChainIndex:
     """The chain index, read up to the chain if it is older than the allowed lag.
 
-    With a lag of 0 every request waits for the read. Otherwise one read runs in a worker thread
-    while requests go on with the index as it is (a read of the chain can take a while when the
-    node is busy, and every request would wait for it); an answer is then at most the lag plus
-    one read old. The first request of all waits, so that no answer comes from an empty index.
+    With a lag of 0 every request waits for the read. Otherwise, while requests keep the index
+    fresh, one read runs in a worker thread and requests go on with the index as it is (a read of
+    the chain can take a while when the node is busy, and every request would wait for it). An
+    answer never comes from a read that began more than twice the lag ago: a request that finds
+    the index older than that (the first request of all, the first after a quiet spell, or one
+    during a read slower than the lag) waits for a read.
     """
     index = services.index
     if index.fresh():
         return index
-    if index.max_lag == 0 or not index.ever_synced():
+    if index.max_lag == 0 or index.age() >= 2 * index.max_lag:
         async with services.index_lock:
-            if not index.fresh():
-                await run_in_threadpool(index.sync)
+            if index.age() >= 2 * index.max_lag:  # a request before this one may have read meanwhile
+                # forced: a read another thread has under way may have begun before this request came
+                await run_in_threadpool(lambda: index.sync(force=True))
     elif not services.index_lock.locked():
         async def refresh() -> None:
             async with services.index_lock:

@@ -178,3 +178,23 @@ def test_a_study_requested_a_moment_ago_is_found_though_the_index_has_not_read_i
     answer = slow.client.get(f"/v1/studies/{study_id}", headers=headers)
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "requested"
+
+
+def test_the_first_request_after_a_quiet_spell_sees_what_the_chain_did_meanwhile(
+        service_factory: Callable[..., Harness], actors: Actors) -> None:
+    import time
+
+    service = service_factory(chain_lag=0.5)
+    service.services.task_catalogue()  # as after warming up: the view is built on the event loop
+    headers = service.bearer(actors.researcher)
+    studies = service.exchange.studies
+    study_id, _ = studies.request(actors.researcher, StudyRequest(
+        purpose=Purpose.HMB, kinds=Kind.CT_SINOGRAM, hospitals=(actors.hospital.address, actors.hospital2.address),
+        task_code_hash=task_code_hash(TASK), rounds=1))
+    assert service.client.get(f"/v1/studies/{study_id}", headers=headers).json()["status"] == "requested"
+    for hospital in (actors.hospital, actors.hospital2):  # while nobody asks the service anything
+        studies.approve(hospital, study_id)
+    studies.start(actors.coordinator, study_id)
+    time.sleep(1.2)  # more than twice the lag: no request kept the index fresh
+    view = service.client.get(f"/v1/studies/{study_id}", headers=headers).json()  # one request, not a poll
+    assert view["status"] == "running", view
