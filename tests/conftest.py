@@ -160,9 +160,6 @@ COSTLIEST_FIRST = (  # seconds per module, two workers, clean clone, 2026-12-02 
     "tests/coordinator/test_launch_resume.py",  # 87
     "tests/tasks/test_robustness_report.py",  # 78
     "tests/federated/test_audit.py",  # 74
-    "tests/federated/test_study_gateway_e2e.py",  # 71
-    "tests/federated/test_study_serve_e2e.py",  # 61
-    "tests/federated/test_study_start_e2e.py",  # 53
     "tests/coordinator/test_service_kill.py",  # 52
     "tests/deploy/test_flower.py",  # 49
     "tests/deploy/test_federation.py",  # 47

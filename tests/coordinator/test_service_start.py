@@ -1,7 +1,8 @@
 """Starting a study through the API: who may, which studies, which run configs, and what a failed launch leaves.
 
 Against the session's real chain; the SuperLink here is a port nobody listens on, so a launch
-that gets as far as submitting fails there (a real run is tests/federated/test_study_start_e2e.py).
+that gets as far as submitting fails there. Real runs started through the API: `make demo` (its
+test is tests/deploy/test_demo.py) and the studies of tests/multihost/test_consortium.py.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from node.enrol import enrol, issue_challenge
 from node.ingest import Ingestor, read_sidecar
 from node.node import Node
 from tests.conftest import NODE_PASSPHRASE, light_keystore
-from tests.node.serve_fixture import start_serve  # noqa: F401  (metai-node serve, for test_study_serve_e2e.py)
 
 TASK = "ct-sinogram-lesion-v1"
 COORDINATOR_PASSPHRASE = "coordinator passphrase for tests"

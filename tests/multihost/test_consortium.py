@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -75,12 +76,13 @@ def _study(c: Consortium, rounds: int) -> int:
     return int(study_id)
 
 
-def _start(c: Consortium, study_id: int, **run_config: object) -> None:
+def _start(c: Consortium, study_id: int, **run_config: object) -> dict[str, Any]:
     operator = c.sign_in(c.coordinator)
     config = {key: value for key, value in {**STUDY_CONFIG, **run_config}.items() if key != "task"}
     launched = httpx.post(f"{c.api}/v1/studies/{study_id}/start", headers=operator, json={"run_config": config},
                           timeout=180)
     assert launched.status_code == 202, launched.text
+    return dict(launched.json())
 
 
 def _wait_round(c: Consortium, study_id: int, round_: int, timeout: float = WAIT) -> None:
@@ -122,8 +124,15 @@ def test_a_study_with_a_revocation_runs_to_completion_across_hosts(lab_consortiu
             revoked_key, Scope(purpose=Purpose.GRU))).block_number)
 
     watcher = threading.Thread(target=revoke_after_round_one, daemon=True)
+    signer_logs = [h.node.dir / "logs" / "signer.log" for h in c.hospitals]
+    signed_before = [p.stat().st_size if p.exists() else 0 for p in signer_logs]
     watcher.start()
-    _start(c, study_id, **{"round-delay": 4.0})
+    launch = _start(c, study_id, **{"round-delay": 4.0})
+    assert (launch["state"], launch["run_id"].isdigit()) == ("running", True), launch
+    operator = c.sign_in(c.coordinator)
+    again = httpx.post(f"{c.api}/v1/studies/{study_id}/start", headers=operator, timeout=60)
+    assert again.status_code == 409, again.text
+    assert (again.json()["type"], again.json()["run_id"]) == ("urn:metai:problem:run-in-progress", launch["run_id"])
     _wait_completed(c, study_id)
     watcher.join(timeout=30)
     assert revoked_at, "the revocation was never sent"
@@ -143,6 +152,40 @@ def test_a_study_with_a_revocation_runs_to_completion_across_hosts(lab_consortiu
             assert (revoked_key.address in patients) == (h is first and round_ == 1), (round_, h.host)
         saved = load_weights(c.models / f"study-{study_id}" / f"round-{round_}.npz")
         assert weights_hash(saved) == c.exchange.studies.round_model_hash(study_id, round_)
+    assert weights_hash(load_weights(c.models / f"study-{study_id}" / "final.npz")) == record.final_model_hash
+
+    # What the operator and the researcher see through the service: the run ended, and the study's view is
+    # the chain's record (the study is completed on chain a moment before its run ends).
+    deadline = time.monotonic() + 120
+    while (run := httpx.get(f"{c.api}/v1/studies/{study_id}/run", headers=operator, timeout=30).json())["state"] \
+            == "running":
+        assert time.monotonic() < deadline, f"the run did not end: {run}"
+        time.sleep(1.0)
+    assert (run["state"], run["status"], run["run_id"]) == ("finished", "finished:completed", launch["run_id"]), run
+    view = httpx.get(f"{c.api}/v1/studies/{study_id}", headers=c.sign_in(c.researcher), timeout=30).json()
+    assert (view["status"], view["rounds_completed"]) == ("completed", 3), view
+    assert [r["round"] for r in view["round_records"]] == [1, 2, 3]
+    for r in view["round_records"]:
+        assert sorted(x["hospital"] for x in r["contributions"]) == sorted(h.node.address for h in c.hospitals)
+        assert r["model_hash"] == "0x" + c.exchange.studies.round_model_hash(study_id, r["round"]).hex()
+        assert r["metrics"] is not None, r
+    assert view["final_model_hash"] == "0x" + record.final_model_hash.hex()
+
+    # Each hospital's serve kept its SuperNode and signing agent up the whole study, and every contribution
+    # was a transaction its signing agent signed: from the hospital, to the StudyRegistry, one per round.
+    for h, log, start in zip(c.hospitals, signer_logs, signed_before, strict=True):
+        status, body = c.health(h)
+        assert status == 200, body
+        assert (body["children"]["supernode"]["restarts"], body["children"]["signer"]["restarts"]) == (0, 0), body
+        with log.open("rb") as f:
+            f.seek(start)
+            written = f.read().decode(errors="replace")
+        signed = re.findall(r"signed a contribution: transaction (0x[0-9a-f]{64})", written)
+        assert len(signed) == 3, (h.host, written)
+        for tx_hash in signed:
+            tx = c.exchange.chain.w3.eth.get_transaction(tx_hash)
+            assert (tx["from"], tx["to"]) == (h.node.address, c.exchange.studies.address), h.host
+        assert "refused" not in written, (h.host, written)
 
 
 def test_a_hospital_loses_power_mid_round_and_rejoins_a_later_one(lab_consortium: Consortium) -> None:
