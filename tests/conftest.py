@@ -105,6 +105,18 @@ def _resolve_on_this_machine(host, *args, **kwargs):  # type: ignore[no-untyped-
 socket.getaddrinfo = _resolve_on_this_machine
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto``: three for every two cores.
+
+    With one worker per core the suite kept the two cores of a CI machine 76 % busy (a clean run:
+    2600 s of CPU in 1719 s of pytest): much of a federated test is waiting, on Flower's
+    heartbeats, the pauses between rounds, services starting in other processes. A third worker
+    fills those waits.
+    """
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores * 3 // 2)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     if _OUTSIDE:
         raise pytest.UsageError(f"collecting the tests tried to reach {sorted(set(_OUTSIDE))}; "
