@@ -131,7 +131,7 @@ async def fresh_index(services: ServicesDep) -> ChainIndex:
     index = services.index
     if index.fresh():
         return index
-    if index.max_lag == 0 or index.age() >= 2 * index.max_lag:
+    if index.age() >= 2 * index.max_lag:  # with a lag of 0, always
         async with services.index_lock:
             if index.age() >= 2 * index.max_lag:  # a request before this one may have read meanwhile
                 # forced: a read another thread has under way may have begun before this request came
