@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.postgres_fixture"]  # `postgres`: the session's server; `postgres_url`: a database per test
 
-# The suite runs two workers on two cores beside chains, services and browsers: a draw that took a
+# The suite runs three workers on two cores beside chains, services and browsers: a draw that took a
 # second because the machine was busy says nothing about a strategy, so that health check is off.
 # Deadlines are off for the same reason (a timing is never a test's verdict here).
 settings.register_profile("suite", suppress_health_check=[HealthCheck.too_slow], deadline=None)
