@@ -118,12 +118,29 @@ class Lab:
 
     def spawn(self, host: str, argv: Sequence[str], log_file: Path, *,
               env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in ``host``, its output appended to ``log_file``, in a session of its own."""
+        """Start ``argv`` in ``host``, its output appended to ``log_file``, in a session of its own.
+
+        Returns once the process is inside the host's namespace (or has already ended): until
+        ``ip netns exec`` has entered it, the namespace does not list the process, and a
+        :meth:`close` in that moment would leave it running.
+        """
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as log:
-            return subprocess.Popen(self.command(host, argv), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(self.command(host, argv), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None,
                                     start_new_session=True)
+        inside = f"net:[{os.stat(f'/run/netns/{self.hosts[host].namespace}').st_ino}]"
+        deadline = time.monotonic() + 30
+        while proc.poll() is None:
+            with contextlib.suppress(OSError):  # gone in the meantime: poll() says so next
+                if os.readlink(f"/proc/{proc.pid}/ns/net") == inside:
+                    return proc
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise NetnsError(f"{argv[0]} did not enter host {host!r} within 30 s")
+            time.sleep(0.005)
+        return proc
 
     def run(self, host: str, argv: Sequence[str], *, timeout: float = 60,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:

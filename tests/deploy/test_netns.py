@@ -84,6 +84,20 @@ def test_close_kills_what_runs_and_removes_every_namespace(tmp_path: Path) -> No
     assert not made & _namespaces()
 
 
+def test_a_spawned_process_is_in_its_host_when_spawn_returns(lab: Lab, tmp_path: Path) -> None:
+    # What close() finds to kill is what the namespace lists: a process still on its way in (inside
+    # `ip netns exec`, before setns) was missed on a busy machine and outlived the lab.
+    namespace = lab.hosts["h1"].namespace
+    inside = f"net:[{os.stat(f'/run/netns/{namespace}').st_ino}]"
+    for n in range(20):
+        proc = lab.spawn("h1", ["sleep", "600"], tmp_path / f"sleep-{n}.log")
+        try:
+            assert os.readlink(f"/proc/{proc.pid}/ns/net") == inside, n  # read at once, before anything else
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_lab_whose_maker_was_killed_is_swept(tmp_path: Path) -> None:
     maker = subprocess.Popen([PYTHON, "-c", "import sys, time; from deploy.netns import Lab; "
                               "lab = Lab.create(['x', 'y']); print(lab.switch, flush=True); time.sleep(600)"],
