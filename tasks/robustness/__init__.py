@@ -9,7 +9,7 @@ contrast bin, and per demographic subgroup (sex, age, head size). See ``docs/rob
 
 from tasks.robustness.acquisition import Condition, conditions_for, rebin_fan_beam
 from tasks.robustness.cohort import HeldOutPatient, held_out_patients
-from tasks.robustness.evaluate import build_cells, evaluate_robustness
+from tasks.robustness.evaluate import build_cells, clear_acquisitions, evaluate_robustness
 from tasks.robustness.metrics import CellMetrics, auc, auc_interval, cell_metrics
 from tasks.robustness.report import CellNotFoundError, RobustnessCell, RobustnessReport, ScanScore
 
@@ -25,6 +25,7 @@ __all__ = [
     "auc_interval",
     "build_cells",
     "cell_metrics",
+    "clear_acquisitions",
     "conditions_for",
     "evaluate_robustness",
     "held_out_patients",

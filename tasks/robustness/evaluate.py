@@ -14,6 +14,7 @@ interval resamples patients, not scans.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -26,13 +27,13 @@ import torch
 from raw_data.phantoms import SEXES
 from tasks.errors import TaskDataError
 from tasks.registry import get_task
-from tasks.robustness.acquisition import conditions_for, write_records
+from tasks.robustness.acquisition import Condition, conditions_for, write_records
 from tasks.robustness.cohort import CONTRAST_BINS, RADIUS_BINS, HeldOutPatient, held_out_patients, patient_seed
 from tasks.robustness.metrics import BOOTSTRAP_RESAMPLES, cell_metrics
 from tasks.robustness.report import RobustnessCell, RobustnessReport, ScanScore
 from tasks.train import set_weights, weights_hash
 
-__all__ = ["AGE_BINS", "HEAD_BINS", "build_cells", "evaluate_robustness"]
+__all__ = ["AGE_BINS", "HEAD_BINS", "build_cells", "clear_acquisitions", "evaluate_robustness"]
 
 AGE_BINS = ((20.0, 45.0), (45.0, 65.0), (65.0, 90.0))
 """Age bins, years."""
@@ -166,6 +167,39 @@ def _attributes(held: HeldOutPatient) -> dict[str, float | str]:
     }
 
 
+@functools.lru_cache(maxsize=4)
+def _acquired(task_name: str, seed: int, patients: int, conditions: tuple[Condition, ...]) -> tuple[torch.Tensor, ...]:
+    """Acquire every held-out patient under every condition; return the model inputs, one stack per condition.
+
+    The inputs depend on the task, the seed, the patient count and the conditions, never on the
+    model's weights: a coordinator evaluating one study after another (same evaluation seed) acquires
+    the patients once per process. Synthesising and reconstructing them is most of an evaluation's
+    time. Callers must not change the returned tensors in place; :func:`clear_acquisitions` empties
+    the cache.
+    """
+    task = get_task(task_name)
+    cohort = held_out_patients(patients, seed)
+    inputs: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(conditions))}
+    with tempfile.TemporaryDirectory(prefix="metai-robustness-", dir=_scratch()) as tmp:
+        folder = Path(tmp)
+        for scanner in dict.fromkeys(c.scanner for c in conditions):
+            ks = [k for k, c in enumerate(conditions) if c.scanner == scanner]
+            for held in cohort:
+                seeds = [patient_seed(seed, held.index, _NOISE_PURPOSE + k) for k in ks]
+                records = write_records(task_name, held, [conditions[k] for k in ks], seeds, folder)
+                for k, (path, fmt) in zip(ks, records, strict=True):
+                    try:
+                        inputs[k].append(task.load_record(path, fmt))
+                    finally:
+                        path.unlink()
+    return tuple(torch.stack(inputs[k]) for k in range(len(conditions)))
+
+
+def clear_acquisitions() -> None:
+    """Forget the acquisitions :func:`evaluate_robustness` keeps (the next evaluation acquires afresh)."""
+    _acquired.cache_clear()
+
+
 _METHOD = (
     "{patients} held-out virtual patients (half with one hyperdense lesion, radius 3-12 mm, contrast 20-100 HU, "
     "cycling through the radius x contrast bins; "
@@ -211,22 +245,10 @@ def evaluate_robustness(
     set_weights(model, weights)
     conditions = conditions_for(task_name, doses)
     cohort = held_out_patients(patients_per_cell, seed)
-    inputs: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(conditions))}
-    with tempfile.TemporaryDirectory(prefix="metai-robustness-", dir=_scratch()) as tmp:
-        folder = Path(tmp)
-        for scanner in dict.fromkeys(c.scanner for c in conditions):
-            ks = [k for k, c in enumerate(conditions) if c.scanner == scanner]
-            for held in cohort:
-                seeds = [patient_seed(seed, held.index, _NOISE_PURPOSE + k) for k in ks]
-                records = write_records(task_name, held, [conditions[k] for k in ks], seeds, folder)
-                for k, (path, fmt) in zip(ks, records, strict=True):
-                    try:
-                        inputs[k].append(task.load_record(path, fmt))
-                    finally:
-                        path.unlink()
+    inputs = _acquired(task_name, seed, patients_per_cell, tuple(conditions))
     scans: list[ScanScore] = []
     for k, condition in enumerate(conditions):
-        for held, score in zip(cohort, _scores(model, torch.stack(inputs[k])), strict=True):
+        for held, score in zip(cohort, _scores(model, inputs[k]), strict=True):
             scans.append(
                 ScanScore(
                     patient=held.index,

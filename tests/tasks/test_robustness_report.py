@@ -16,7 +16,7 @@ from scipy.stats import mannwhitneyu
 from raw_data import PROFILES
 from tasks import UnknownTaskError, WeightsError, get_task, get_weights, weights_hash
 from tasks.errors import TaskDataError
-from tasks.robustness import CellNotFoundError, RobustnessReport, evaluate_robustness
+from tasks.robustness import CellNotFoundError, RobustnessReport, clear_acquisitions, evaluate_robustness
 from tests.tasks.conftest import KSPACE, SINOGRAM, Weights
 
 
@@ -141,10 +141,32 @@ def test_the_report_names_its_model(trained_mr: Weights, trained_mr_report: Robu
 
 def test_same_seed_gives_the_same_report() -> None:
     weights = get_weights(get_task(KSPACE).build_model())
+    clear_acquisitions()
     a = evaluate_robustness(KSPACE, weights, seed=7, patients_per_cell=4)
+    clear_acquisitions()  # the patients are acquired again, not taken from the first evaluation
     b = evaluate_robustness(KSPACE, weights, seed=7, patients_per_cell=4)
     # Compared as JSON: NaN (a cell without healthy scans has no AUC) is not equal to itself.
     assert a.to_json() == b.to_json()
+
+
+def test_a_kept_acquisition_scores_another_model_as_a_fresh_one_does() -> None:
+    # Patients acquired for one evaluation are kept for the next one with the same seed, patients and
+    # conditions; the second model's report must equal the one it gets from patients acquired afresh,
+    # and another seed or patient count must not reuse them.
+    first = get_weights(get_task(KSPACE).build_model())
+    rng = np.random.default_rng(11)
+    second = [w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in first]
+    clear_acquisitions()
+    evaluate_robustness(KSPACE, first, seed=5, patients_per_cell=4)
+    kept = evaluate_robustness(KSPACE, second, seed=5, patients_per_cell=4)
+    clear_acquisitions()
+    fresh = evaluate_robustness(KSPACE, second, seed=5, patients_per_cell=4)
+    assert kept.to_json() == fresh.to_json()
+    assert kept.weights_hash == "0x" + weights_hash(second).hex() != "0x" + weights_hash(first).hex()
+    other_seed = evaluate_robustness(KSPACE, second, seed=6, patients_per_cell=4)
+    assert [s.score for s in other_seed.scans] != [s.score for s in fresh.scans]
+    more = evaluate_robustness(KSPACE, second, seed=5, patients_per_cell=6)
+    assert len(more.scans) == len(fresh.scans) * 6 // 4
 
 
 def test_json_is_strict_and_complete(sinogram_report: RobustnessReport) -> None:
