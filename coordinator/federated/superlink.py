@@ -28,6 +28,7 @@ from pathlib import Path
 from queue import Empty, Queue
 
 from coordinator.errors import CoordinatorError
+from coordinator.federated.app_source import stage_app
 from coordinator.federated.flower_config import ConfigValue, check_run_config_keys, checked_config, toml_text
 
 __all__ = [
@@ -150,6 +151,7 @@ def submit_run(
         ValueError: a run_config key is not in the app's ``[tool.flwr.app.config]``, or a value
             cannot be passed.
         FlowerRunError: the SuperLink cannot be reached or refused the run (the CLI's answer is quoted).
+        OSError: the app's packages cannot be copied aside for packing (see :mod:`.app_source`).
     """
     check_run_config_keys(app_dir, run_config)
     started = time.monotonic()
@@ -158,12 +160,15 @@ def submit_run(
     # A file, not key=value words: string values may hold spaces and quotes.
     overrides = runs / f"pending-{uuid.uuid4().hex}.run-config.toml"
     overrides.write_text(toml_text(dict(checked_config(run_config, "run_config"))), encoding="utf-8")
-    cmd = ["run", str(app_dir.resolve()), federation, "--run-config", str(overrides), "--format", "json"]
     try:
-        out = flwr(cmd, flwr_home, what=f"submitting {app_dir}")
+        # flwr run packs a copy of the app's packages: walking the checkout (venv included) took seconds
+        with tempfile.TemporaryDirectory(prefix="app-source-", dir=flwr_home) as staging:
+            source = stage_app(app_dir.resolve(), Path(staging))
+            cmd = ["run", str(source), federation, "--run-config", str(overrides), "--format", "json"]
+            out = flwr(cmd, flwr_home, what=f"submitting {app_dir}")
         if not out.get("success") or out.get("run-id") is None:
             raise FlowerRunError(f"flwr run did not start {app_dir}: {out.get('error-message', out)}")
-    except FlowerRunError:
+    except (FlowerRunError, ValueError, OSError):
         overrides.unlink(missing_ok=True)
         raise
     run_id = int(str(out["run-id"]))
