@@ -4,8 +4,9 @@ Clones the repository's committed HEAD into a scratch folder (nothing untracked,
 node_modules, no caches), runs `make test` there once and times it, phase by phase from the
 commands make echoes: Debian packages, the Python venv, `npm ci`, ruff, mypy (cold cache), the
 import rules, the contract build check and pytest. The CPU it ran on and the CPU time the whole tree of
-processes used are recorded with the figures. Target: under 15 minutes on 2 cores, with 10 % to
-spare for another machine of the same kind (CI has run ~10 % slower than this machine kind).
+processes used are recorded with the figures. Targets: CI's budget, under 30 minutes on 2 cores,
+and issue 11's older 15 minutes, each with 10 % to spare for another machine of the same kind (CI
+has run ~10 % slower than this machine kind).
 
     python -m benchmarks.suite [--keep] [--workdir DIR]
 
@@ -30,7 +31,10 @@ from benchmarks._cpu import ForeignCpu
 from benchmarks.report import Measurement, write_results
 
 REPO = Path(__file__).resolve().parent.parent
+# Issue 11's target, set when the suite had no federated end-to-end or multi-host tests; kept as a row.
 TARGET_MINUTES = 15.0
+# The budget CI holds the whole suite to (the project's brief: under 30 minutes on 2 cores).
+CI_BUDGET_MINUTES = 30.0
 # CI ran stop 22's commit in 1011 s where this machine kind measured about 925 s: another machine of
 # the same kind can be ~10 % slower, so the target counts as met only with that margin to spare.
 MARGIN = 0.10
@@ -125,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         Measurement("`make test` on a clean clone, install included", round(minutes, 2), "min",
                     f"< {TARGET_MINUTES:g} with {MARGIN:.0%} to spare (< {TARGET_MINUTES * (1 - MARGIN):g})",
                     code == 0 and minutes < TARGET_MINUTES * (1 - MARGIN),
+                    note=f"exit {code}; {os.cpu_count()} CPUs"),
+        Measurement("`make test` within CI's budget, install included", round(minutes, 2), "min",
+                    f"< {CI_BUDGET_MINUTES:g} with {MARGIN:.0%} to spare (< {CI_BUDGET_MINUTES * (1 - MARGIN):g})",
+                    code == 0 and minutes < CI_BUDGET_MINUTES * (1 - MARGIN),
                     note=f"exit {code}; {os.cpu_count()} CPUs"),
         *[Measurement(f"phase: {name}", round(seconds, 1), "s") for name, seconds in phases.items()],
         Measurement("CPU time of the whole run (user + system)", round(cpu_user + cpu_sys, 1), "s",
