@@ -106,16 +106,15 @@ socket.getaddrinfo = _resolve_on_this_machine
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers for ``-n auto``: two for every core.
+    """Workers for ``-n auto``: three for every two cores.
 
     With one worker per core the suite kept the two cores of a CI machine 76 % busy (a clean run:
     2600 s of CPU in 1719 s of pytest): much of a federated test is waiting, on Flower's
-    heartbeats, the pauses between rounds, services starting in other processes. Three workers
-    on two cores still left them 81 % busy (2593 s of CPU, 1472 s of pytest); a fourth fills
-    more of those waits.
+    heartbeats, the pauses between rounds, services starting in other processes. A third worker
+    fills those waits.
     """
     cores = len(os.sched_getaffinity(0))
-    return max(1, cores * 2)
+    return max(1, cores * 3 // 2)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
