@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-import tomllib
 from pathlib import Path
+
+from coordinator.federated.flower_config import read_project
 
 __all__ = ["TOP_LEVEL_FILES", "app_packages", "stage_app"]
 
@@ -32,10 +33,7 @@ def app_packages(app_dir: Path) -> list[str]:
     Raises:
         ValueError: ``app_dir/pyproject.toml`` cannot be read or parsed.
     """
-    try:
-        project = tomllib.loads((app_dir / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{app_dir} is not a Flower app: its pyproject.toml cannot be read ({exc})") from None
+    project = read_project(app_dir)
     find = project.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
     patterns = [p for p in find.get("include", []) if isinstance(p, str)] if isinstance(find, dict) else []
     return sorted(

@@ -14,13 +14,26 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
-__all__ = ["ConfigValue", "check_run_config_keys", "checked_config", "read_app_config", "toml_text"]
+__all__ = ["ConfigValue", "check_run_config_keys", "checked_config", "read_app_config", "read_project", "toml_text"]
 
 ConfigValue = str | int | float | bool
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+def read_project(app_dir: Path) -> dict[str, Any]:
+    """Return the app's ``pyproject.toml``, parsed.
+
+    Raises:
+        ValueError: ``app_dir/pyproject.toml`` cannot be read or parsed.
+    """
+    try:
+        return tomllib.loads((app_dir / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{app_dir} is not a Flower app: its pyproject.toml cannot be read ({exc})") from None
 
 
 def read_app_config(app_dir: Path) -> dict[str, ConfigValue]:
@@ -29,10 +42,7 @@ def read_app_config(app_dir: Path) -> dict[str, ConfigValue]:
     Raises:
         ValueError: ``app_dir/pyproject.toml`` cannot be read or parsed.
     """
-    try:
-        project = tomllib.loads((app_dir / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{app_dir} is not a Flower app: its pyproject.toml cannot be read ({exc})") from None
+    project = read_project(app_dir)
     return _flat(project.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
 
 
