@@ -168,8 +168,11 @@ def _attributes(held: HeldOutPatient) -> dict[str, float | str]:
 
 
 @functools.lru_cache(maxsize=4)
-def _acquired(task_name: str, seed: int, patients: int, conditions: tuple[Condition, ...]) -> tuple[torch.Tensor, ...]:
-    """Acquire every held-out patient under every condition; return the model inputs, one stack per condition.
+def _acquired(
+    task_name: str, seed: int, patients: int, conditions: tuple[Condition, ...]
+) -> tuple[list[HeldOutPatient], tuple[torch.Tensor, ...]]:
+    """Acquire every held-out patient under every condition; return the patients and the model inputs,
+    one stack per condition.
 
     The inputs depend on the task, the seed, the patient count and the conditions, never on the
     model's weights: a coordinator evaluating one study after another (same evaluation seed) acquires
@@ -192,7 +195,7 @@ def _acquired(task_name: str, seed: int, patients: int, conditions: tuple[Condit
                         inputs[k].append(task.load_record(path, fmt))
                     finally:
                         path.unlink()
-    return tuple(torch.stack(inputs[k]) for k in range(len(conditions)))
+    return cohort, tuple(torch.stack(inputs[k]) for k in range(len(conditions)))
 
 
 def clear_acquisitions() -> None:
@@ -244,8 +247,7 @@ def evaluate_robustness(
     model = task.build_model()
     set_weights(model, weights)
     conditions = conditions_for(task_name, doses)
-    cohort = held_out_patients(patients_per_cell, seed)
-    inputs = _acquired(task_name, seed, patients_per_cell, tuple(conditions))
+    cohort, inputs = _acquired(task_name, seed, patients_per_cell, tuple(conditions))
     scans: list[ScanScore] = []
     for k, condition in enumerate(conditions):
         for held, score in zip(cohort, _scores(model, inputs[k]), strict=True):
