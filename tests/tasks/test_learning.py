@@ -64,12 +64,13 @@ def test_mean_input_does_not_give_the_label_away(examples: tuple[str, Examples])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", [0, 1])
-@pytest.mark.parametrize("code", [SINOGRAM, IMAGE, KSPACE])
+@pytest.mark.parametrize(("code", "run"), [(SINOGRAM, 0), (SINOGRAM, 1), (IMAGE, 0), (KSPACE, 0)])
 def test_the_demo_study_learns(code: str, run: int) -> None:
     # The demo's study (2 hospitals x 40 patients, 3 rounds, its local training settings, FedAvg)
-    # as benchmarks/learning.py runs it, on two of its data seeds; held-out patients no hospital
-    # holds. Before the symmetry augmentation it ended at chance on some seeds.
+    # as benchmarks/learning.py runs it; held-out patients no hospital holds. Before the symmetry
+    # augmentation it ended at chance on some seeds. The demo's own task, whose margin is the
+    # smallest (benchmarks/README.md: 8 of its 10 runs reach 0.85), on two data seeds; the other
+    # two on one each (the benchmark runs each task on 10).
     from benchmarks.learning import federated_run
 
     result = federated_run(code, run, held_out=96)
