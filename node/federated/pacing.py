@@ -17,18 +17,11 @@ Flower 1.41's SuperNode main loop (``flwr.supernode.start_client_internal``) wai
 names of that module, which the loop looks up each time it uses them.
 
 - ``time`` by a :class:`PacedTime` that forwards everything to :mod:`time` except a sleep of
-  exactly Flower's 3 s or 0.5 s, which it shortens as :func:`paced_sleep` says: while the node
-  is active (it received a message within ``active_window`` seconds) the idle poll is
-  ``idle_growth`` times the time since that message, at least ``idle_poll`` and at most
-  Flower's 3 s, and it stays Flower's 3 s otherwise, so an idle hospital asks the SuperLink as
-  rarely as before; the reply look becomes ``reply_poll`` (an in-memory check), and every
-  ``worker_poll`` seconds of it calls ``on_message`` again (the worker's wake-up).
-
-  The growing idle poll bounds what it costs: a message that comes ``t`` seconds after the
-  last one waits at most ``max(idle_poll, idle_growth * t)`` for the node to ask (with the
-  defaults, 0.2 s for the next message of a round within 4 s, 1 s after 20 s), while a node
-  whose study has ended asks about 75 times in the minute after its last message instead of
-  300 times (each ask is a signed request the SuperLink verifies).
+  exactly Flower's 3 s or 0.5 s, which it shortens as :func:`paced_sleep` says: the idle poll
+  becomes ``idle_poll`` while the node is active (it received a message within
+  ``active_window`` seconds) and stays Flower's 3 s otherwise, so an idle hospital asks the
+  SuperLink as rarely as before; the reply look becomes ``reply_poll`` (an in-memory check),
+  and every ``worker_poll`` seconds of it calls ``on_message`` again (the worker's wake-up).
 - ``_pull_and_store_message`` by a wrapper that calls Flower's own and, when it stored a
   message, records the time (for the active window) and calls ``on_message`` (the resident
   worker's wake-up, node/federated/run_supernode.py);
@@ -60,7 +53,7 @@ FLOWER_IDLE_POLL = 3.0
 FLOWER_REPLY_POLL = 0.5
 FLOWER_PULL_BACKOFF = 1.0
 #: The fields of :class:`Pacing`, as ``python -m node.federated.run_supernode`` takes them.
-PACING_FIELDS = ("idle_poll", "idle_growth", "active_window", "reply_poll", "worker_poll", "pull_backoff")
+PACING_FIELDS = ("idle_poll", "active_window", "reply_poll", "worker_poll", "pull_backoff")
 
 
 class PacingError(NodeConfigError):
@@ -72,11 +65,7 @@ class Pacing:
     """The waits of a SuperNode and its resident ClientApp worker, in seconds.
 
     Attributes:
-        idle_poll: the shortest wait between asks for a message while the node is active
-            (Flower: 3 s always).
-        idle_growth: while active, the wait between asks is this fraction of the time since the
-            last message when that is longer than ``idle_poll`` (up to Flower's 3 s); 0: always
-            ``idle_poll``.
+        idle_poll: between asks for a message while the node is active (Flower: 3 s always).
         active_window: how long after its last message a node counts as active; after that it
             asks every 3 s again, as Flower does.
         reply_poll: between looks for the ClientApp's reply (Flower: 0.5 s), an in-memory check.
@@ -88,14 +77,13 @@ class Pacing:
     """
 
     idle_poll: float = 0.2
-    idle_growth: float = 0.05
     active_window: float = 300.0
     reply_poll: float = 0.02
     worker_poll: float = 5.0
     pull_backoff: float = 0.05
 
     def __post_init__(self) -> None:
-        limits = {"idle_poll": (0.01, FLOWER_IDLE_POLL), "idle_growth": (0.0, 1.0), "active_window": (0.0, 86400.0),
+        limits = {"idle_poll": (0.01, FLOWER_IDLE_POLL), "active_window": (0.0, 86400.0),
                   "reply_poll": (0.001, FLOWER_REPLY_POLL), "worker_poll": (0.01, 60.0),
                   "pull_backoff": (0.01, FLOWER_PULL_BACKOFF)}
         for name, (low, high) in limits.items():
@@ -117,9 +105,8 @@ def paced_sleep(seconds: float, pacing: Pacing, since_message: float | None) -> 
         since_message: seconds since the node last received a message; None: never.
     """
     if seconds == FLOWER_IDLE_POLL:
-        if since_message is None or since_message > pacing.active_window:
-            return FLOWER_IDLE_POLL
-        return min(FLOWER_IDLE_POLL, max(pacing.idle_poll, pacing.idle_growth * since_message))
+        active = since_message is not None and since_message <= pacing.active_window
+        return pacing.idle_poll if active else FLOWER_IDLE_POLL
     if seconds == FLOWER_REPLY_POLL:
         return pacing.reply_poll
     return seconds

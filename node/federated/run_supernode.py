@@ -1,7 +1,7 @@
 """A hospital's Flower SuperNode with a resident ClientApp worker and shorter waits.
 
-Run: ``python -m node.federated.run_supernode [--idle-poll S] [--idle-growth F] [--active-window S]
-[--reply-poll S] [--worker-poll S] [--pull-backoff S] [--clientapp worker|subprocess] -- <flower-supernode options>``;
+Run: ``python -m node.federated.run_supernode [--idle-poll S] [--active-window S] [--reply-poll S]
+[--worker-poll S] [--pull-backoff S] [--clientapp worker|subprocess] -- <flower-supernode options>``;
 :func:`node.federated.supernode.supernode_command` builds that command (for ``metai-node serve``
 and deploy's lab alike). It runs Flower 1.41's own ``flower-supernode`` in this process, with
 two changes, both without editing Flower:
@@ -13,9 +13,8 @@ two changes, both without editing Flower:
   node/federated/worker_supervisor.py) claims and handles every message. ``subprocess``:
   Flower's own ``--isolation subprocess``, one process per message.
 - Flower's fixed waits in its SuperNode loop are shortened while the node is active
-  (node/federated/pacing.py): the 3 s idle poll to ``--idle-poll``, growing as
-  ``--idle-growth`` times the time since the last message, for ``--active-window`` seconds after
-  each message, the 0.5 s reply poll to ``--reply-poll``, the 1 s first back-off
+  (node/federated/pacing.py): the 3 s idle poll to ``--idle-poll`` for ``--active-window``
+  seconds after each message, the 0.5 s reply poll to ``--reply-poll``, the 1 s first back-off
   of its pulls of a message's objects to ``--pull-backoff``; and each stored message wakes the
   worker at once.
 

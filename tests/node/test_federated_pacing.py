@@ -19,27 +19,11 @@ from node.federated.pacing import (
 )
 from node.federated.run_supernode import parse_args, resident_command
 
-PACING = Pacing(idle_poll=0.1, idle_growth=0.05, active_window=60.0, reply_poll=0.01, worker_poll=2.0,
-                pull_backoff=0.02)
+PACING = Pacing(idle_poll=0.1, active_window=60.0, reply_poll=0.01, worker_poll=2.0, pull_backoff=0.02)
 
 
-def test_the_idle_poll_is_short_just_after_a_message() -> None:
-    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=1.0) == 0.1
-
-
-def test_the_idle_poll_grows_with_the_time_since_the_message_within_the_window() -> None:
-    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=10.0) == pytest.approx(0.5)
-    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=59.0) == pytest.approx(2.95)
-
-
-def test_the_grown_idle_poll_stops_at_flowers() -> None:
-    long_window = Pacing(idle_poll=0.1, idle_growth=0.05, active_window=600.0)
-    assert paced_sleep(FLOWER_IDLE_POLL, long_window, since_message=100.0) == FLOWER_IDLE_POLL
-
-
-def test_without_growth_the_idle_poll_stays_short_for_the_whole_window() -> None:
-    flat = Pacing(idle_poll=0.1, idle_growth=0.0, active_window=60.0)
-    assert paced_sleep(FLOWER_IDLE_POLL, flat, since_message=59.0) == 0.1
+def test_the_idle_poll_is_short_while_the_node_had_a_message_within_the_window() -> None:
+    assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=59.0) == 0.1
 
 
 def test_the_idle_poll_is_flowers_once_the_window_has_passed() -> None:
@@ -48,30 +32,6 @@ def test_the_idle_poll_is_flowers_once_the_window_has_passed() -> None:
 
 def test_the_idle_poll_is_flowers_before_any_message() -> None:
     assert paced_sleep(FLOWER_IDLE_POLL, PACING, since_message=None) == FLOWER_IDLE_POLL
-
-
-def _asks(pacing: Pacing, until: float) -> list[float]:
-    """When a node asks for a message in the ``until`` seconds after its last one (Flower's loop:
-    ask, find none, sleep what the pacing says)."""
-    times, now = [], 0.0
-    while now < until:
-        times.append(now)
-        now += paced_sleep(FLOWER_IDLE_POLL, pacing, since_message=now)
-    return times
-
-
-@pytest.mark.parametrize("arrival", [0.05, 0.5, 3.0, 3.9, 4.1, 10.0, 33.3, 59.0, 61.0, 250.0])
-def test_a_message_waits_at_most_the_growth_of_the_time_since_the_last_one(arrival: float) -> None:
-    # The defaults: 0.2 s just after a message, 5 % of the time since it later, Flower's 3 s at most.
-    pacing = Pacing()
-    asked = next(t for t in _asks(pacing, arrival + 10.0) if t >= arrival)
-    assert asked - arrival <= min(FLOWER_IDLE_POLL, max(pacing.idle_poll, pacing.idle_growth * arrival)) + 1e-9
-
-
-def test_a_node_whose_study_ended_asks_a_quarter_as_often_in_the_next_minute() -> None:
-    grown, flat = _asks(Pacing(), 60.0), _asks(Pacing(idle_growth=0.0), 60.0)
-    assert len(flat) == 300
-    assert 70 <= len(grown) <= 80  # 20 in the first 4 s, then 20 ln(60 / 4) = 54
 
 
 def test_the_reply_poll_is_shortened_always() -> None:
