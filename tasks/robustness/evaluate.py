@@ -170,9 +170,9 @@ def _attributes(held: HeldOutPatient) -> dict[str, float | str]:
 @functools.lru_cache(maxsize=4)
 def _acquired(
     task_name: str, seed: int, patients: int, conditions: tuple[Condition, ...]
-) -> tuple[list[HeldOutPatient], tuple[torch.Tensor, ...]]:
+) -> tuple[tuple[HeldOutPatient, ...], tuple[torch.Tensor, ...]]:
     """Acquire every held-out patient under every condition; return the patients and the model inputs,
-    one stack per condition.
+    one stack per condition (tuples: every caller shares what is kept).
 
     The inputs depend on the task, the seed, the patient count and the conditions, never on the
     model's weights: a coordinator evaluating one study after another (same evaluation seed) acquires
@@ -195,7 +195,7 @@ def _acquired(
                         inputs[k].append(task.load_record(path, fmt))
                     finally:
                         path.unlink()
-    return cohort, tuple(torch.stack(inputs[k]) for k in range(len(conditions)))
+    return tuple(cohort), tuple(torch.stack(inputs[k]) for k in range(len(conditions)))
 
 
 def clear_acquisitions() -> None:
