@@ -1,10 +1,12 @@
-"""Runs on a SuperLink, through the ``flwr`` CLI: the connection, submitting a run, following it to its end.
+"""Runs on a SuperLink: the connection, submitting a run, following it to its end.
 
-The CLI talks to a SuperLink's Control API through a named connection in
-``$FLWR_HOME/config.toml`` (:func:`write_connection`). :func:`submit_run` submits an app with
-``flwr run`` and its run-config overrides; :func:`follow_run` streams the ServerApp's log with
-``flwr log --stream`` (which ends with the run) and reads how it ended with ``flwr ls``;
-:func:`run_app` does both. The coordinator service launches studies with these
+A SuperLink's Control API is reached through a named connection in ``$FLWR_HOME/config.toml``
+(:func:`write_connection`), which the ``flwr`` CLI reads too. :func:`submit_run` submits an app
+with ``flwr run`` (which packs the app into a FAB) and its run-config overrides;
+:func:`follow_run` streams the ServerApp's log (which ends with the run) and reads how it ended,
+with calls to the Control API from this process (:mod:`.superlink_runs`: what ``flwr log
+--stream`` and ``flwr ls`` do, without starting a ``flwr`` process, which costs about 1.2 s of
+CPU each); :func:`run_app` does both. The coordinator service launches studies with these
 (:mod:`coordinator.federated.launches`); ``deploy`` uses them on the SuperLinks it starts.
 See docs/flower.md.
 """
@@ -29,7 +31,9 @@ from queue import Empty, Queue
 
 from coordinator.errors import CoordinatorError
 from coordinator.federated.app_source import stage_app
+from coordinator.federated.control import ControlClient, ControlError, ControlUnavailable
 from coordinator.federated.flower_config import ConfigValue, check_run_config_keys, checked_config, toml_text
+from coordinator.federated.superlink_runs import log_lines, run_status, stop_link_run
 
 __all__ = [
     "APP_DIR",
@@ -45,6 +49,7 @@ __all__ = [
     "flwr",
     "flwr_env",
     "follow_run",
+    "read_connection",
     "run_app",
     "submit_run",
     "tail_text",
@@ -135,6 +140,32 @@ def write_connection(flwr_home: Path, name: str, connection: SuperLinkConnection
     config_file.write_text(toml_text(config), encoding="utf-8")
 
 
+def read_connection(flwr_home: Path, name: str) -> SuperLinkConnection:
+    """The SuperLink connection ``name`` of ``flwr_home/config.toml`` (as :func:`write_connection` wrote it).
+
+    Raises:
+        FlowerRunError: there is no such connection, or it names no address.
+    """
+    config_file = flwr_home / "config.toml"
+    try:
+        config = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FlowerRunError(f"the SuperLink connections in {config_file} cannot be read ({exc})") from None
+    entry = config.get("superlink", {}).get(name)
+    if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
+        raise FlowerRunError(f"{config_file} has no SuperLink connection {name!r} with an address")
+    root = entry.get("root-certificates")
+    return SuperLinkConnection(entry["address"], None if entry.get("insecure") is True or root is None else Path(root))
+
+
+def _control(flwr_home: Path, federation: str) -> ControlClient:
+    connection = read_connection(flwr_home, federation)
+    try:
+        return ControlClient(connection.address, connection.root_certificates)
+    except ControlUnavailable as exc:
+        raise FlowerRunError(str(exc)) from None
+
+
 def submit_run(
     app_dir: Path, *, flwr_home: Path, federation: str, run_config: Mapping[str, ConfigValue]
 ) -> SubmittedRun:
@@ -185,7 +216,7 @@ def follow_run(
     on_log: Callable[[str], None] | None = None,
     detach: threading.Event | None = None,
 ) -> RunResult:
-    """Follow ``run`` to its end (``flwr log --stream``, then ``flwr ls``) and return how it ended.
+    """Follow ``run`` to its end (its log streamed, then its status read) and return how it ended.
 
     Parameters:
         run: what :func:`submit_run` returned.
@@ -201,20 +232,21 @@ def follow_run(
         RunDetached: ``detach`` was set before the run ended.
     """
     remaining = max(1.0, timeout - (time.monotonic() - run.started))
-    logs, outcome, errors = _follow(run.run_id, federation, flwr_home, run.log_file, remaining, on_log, detach)
-    if outcome == "detached":
-        raise RunDetached(f"run {run.run_id} is no longer followed; it goes on on the SuperLink "
-                          f"(`flwr ls {federation} --run-id {run.run_id}` shows it)", run_id=run.run_id)
-    if outcome == "timeout":
-        stop_run(run.run_id, federation, flwr_home)
-        raise FlowerRunError(
-            f"run {run.run_id} did not finish within {timeout} s and was stopped; log tail:\n{tail_text(logs)}",
-            run_id=run.run_id,
-            status="timeout",
-        )
-    if outcome != 0:  # the status below says how the run ended; this says why we could not follow it
-        logs += f"\n(flwr log exited with {outcome}: {tail_text(errors, 5)})"
-    status, details = _run_status(run.run_id, federation, flwr_home)
+    with _control(flwr_home, federation) as control:
+        logs, outcome = _follow(_control(flwr_home, federation), run.run_id, run.log_file, remaining, on_log, detach)
+        if outcome == "detached":
+            raise RunDetached(f"run {run.run_id} is no longer followed; it goes on on the SuperLink "
+                              f"(`flwr ls {federation} --run-id {run.run_id}` shows it)", run_id=run.run_id)
+        if outcome == "timeout":
+            _stop(control, run.run_id)
+            raise FlowerRunError(
+                f"run {run.run_id} did not finish within {timeout} s and was stopped; log tail:\n{tail_text(logs)}",
+                run_id=run.run_id,
+                status="timeout",
+            )
+        if outcome:  # the status below says how the run ended; this says why we could not follow it
+            logs += f"\n(its log stream broke off: {outcome})"
+        status, details = _run_status(control, run.run_id)
     if status != "finished:completed":
         raise FlowerRunError(
             f"run {run.run_id} ended {status} ({details}); log tail:\n{tail_text(logs)}",
@@ -264,9 +296,17 @@ def run_app(
 
 
 def stop_run(run_id: int, federation: str, flwr_home: Path) -> None:
-    """Ask the SuperLink to stop run ``run_id`` (``flwr stop``); a run that has ended already is left alone."""
-    with contextlib.suppress(CoordinatorError, subprocess.SubprocessError):
-        flwr(["stop", str(run_id), federation, "--format", "json"], flwr_home, what=f"stopping run {run_id}")
+    """Ask the SuperLink to stop run ``run_id`` (as ``flwr stop``); a run that has ended already is left alone.
+
+    A SuperLink that cannot be reached is not an error here: there is nothing more to do.
+    """
+    with contextlib.suppress(CoordinatorError), _control(flwr_home, federation) as control:
+        _stop(control, run_id)
+
+
+def _stop(control: ControlClient, run_id: int) -> None:
+    with contextlib.suppress(ControlError, ControlUnavailable):
+        stop_link_run(control, run_id)
 
 
 def flwr(args: Sequence[str], flwr_home: Path, *, what: str, timeout: float = 120) -> dict[str, object]:
@@ -351,80 +391,69 @@ def tail_text(text: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_status(run_id: int, federation: str, flwr_home: Path) -> tuple[str, str]:
+def _run_status(control: ControlClient, run_id: int) -> tuple[str, str]:
     status = "unknown"
     for _ in range(50):  # the stream ends as the run finishes; the status may trail by a moment
-        out = flwr(["ls", federation, "--run-id", str(run_id), "--format", "json"], flwr_home, what="reading status")
-        runs = out.get("runs")
-        run = runs[0] if isinstance(runs, list) and runs else {}
-        status = str(run.get("status", "unknown"))
+        try:
+            status, details = run_status(control, run_id)
+        except (ControlError, ControlUnavailable) as exc:
+            raise FlowerRunError(f"reading the status of run {run_id}: {exc}", run_id=run_id) from None
         if status.startswith("finished"):
-            return status, str(run.get("status-details", ""))
+            return status, details
         time.sleep(0.2)
     return status, "still not finished after its log stream ended"
 
 
 def _follow(
+    control: ControlClient,
     run_id: int,
-    federation: str,
-    flwr_home: Path,
     log_file: Path,
     timeout: float,
     on_log: Callable[[str], None] | None,
     detach: threading.Event | None,
-) -> tuple[str, int | str, str]:
-    """Stream the run's log (``flwr log --stream``, which ends with the run) into ``log_file`` and ``on_log``.
+) -> tuple[str, str]:
+    """Stream the run's log (which ends with the run) into ``log_file`` and ``on_log``, through ``control``.
 
-    Returns the log, the exit code of ``flwr log`` (or ``"timeout"``: ``timeout`` ran out first;
-    ``"detached"``: ``detach`` was set) and its stderr.
+    ``control`` is this stream's own client: it is closed on return (which ends a stream still open).
+    Returns the log and how following ended: ``""`` (the stream ended), ``"timeout"`` (``timeout``
+    ran out first), ``"detached"`` (``detach`` was set), or why the stream broke off.
     """
     lines: Queue[str | None] = Queue()
-    with tempfile.TemporaryFile() as errors, open(log_file, "w", encoding="utf-8") as out:
-        stream = subprocess.Popen(
-            [str(tool("flwr")), "log", str(run_id), federation, "--stream"],
-            env=flwr_env(flwr_home),
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
-        pipe = stream.stdout
-        assert pipe is not None  # stdout=PIPE
+    broke_off: list[str] = []
 
-        def pump() -> None:  # a thread, so the wait below can time out between lines
-            for line in pipe:
+    def pump() -> None:  # a thread, so the wait below can time out between lines
+        try:
+            for line in log_lines(control, run_id):
                 lines.put(line)
+        except (ControlError, ControlUnavailable) as exc:
+            broke_off.append(str(exc))
+        except Exception as exc:  # the client was closed under it (time-out, detach): reported, not raised
+            broke_off.append(f"{type(exc).__name__}: {exc}")
+        finally:
             lines.put(None)
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        text: list[str] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                if detach is not None and detach.is_set():
-                    return "".join(text), "detached", ""
-                try:
-                    line = lines.get(timeout=min(left, 1.0))
-                except Empty:
-                    continue
-                if line is None:
-                    break
-                text.append(line := clean(line))
-                out.write(line)
-                out.flush()
-                if on_log is not None:
-                    on_log(line.rstrip("\n"))
-            else:
-                return "".join(text), "timeout", ""
-        finally:
-            if stream.poll() is None:
-                stream.kill()
-            stream.wait()
-            reader.join(timeout=5)  # it reads to the end of the pipe, which closed with the process
-            if not reader.is_alive():
-                pipe.close()
-        errors.seek(0)
-        return "".join(text), stream.returncode, clean(errors.read())
+    reader = threading.Thread(target=pump, name=f"run-{run_id}-log", daemon=True)
+    reader.start()
+    text: list[str] = []
+    deadline = time.monotonic() + timeout
+    with control, open(log_file, "w", encoding="utf-8") as out:
+        while (left := deadline - time.monotonic()) > 0:
+            if detach is not None and detach.is_set():
+                outcome = "detached"
+                break
+            try:
+                line = lines.get(timeout=min(left, 1.0))
+            except Empty:
+                continue
+            if line is None:
+                reader.join()
+                return "".join(text), (broke_off[0] if broke_off else "")
+            text.append(line := clean(line))
+            out.write(line)
+            out.flush()
+            if on_log is not None:
+                on_log(line.rstrip("\n"))
+        else:
+            outcome = "timeout"
+    reader.join(timeout=5)  # closing the client ended the stream it waited on
+    return "".join(text), outcome

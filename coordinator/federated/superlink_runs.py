@@ -1,4 +1,5 @@
-"""The runs a SuperLink holds, read and stopped through its Control API (what ``flwr ls`` and ``flwr stop`` do).
+"""The runs a SuperLink holds, read, followed and stopped through its Control API (what ``flwr ls``,
+``flwr log --stream`` and ``flwr stop`` do, without a process each).
 
 A restarted service asks which runs of its studies the SuperLink still counts as unfinished
 (:mod:`coordinator.federated.resume`): each run carries its run config, whose ``study-id`` names
@@ -9,16 +10,24 @@ interval); so a run whose ServerApp was just killed may still read ``running`` f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from flwr.common.serde import user_config_from_proto
-from flwr.proto.control_pb2 import ListRunsRequest, ListRunsResponse, StopRunRequest, StopRunResponse
+from flwr.proto.control_pb2 import (
+    ListRunsRequest,
+    ListRunsResponse,
+    StopRunRequest,
+    StopRunResponse,
+    StreamLogsRequest,
+    StreamLogsResponse,
+)
 from flwr.supercore.error.base import ApiErrorCode
 
 from coordinator.federated.control import ControlClient, ControlError
 from coordinator.run_config import RunConfigName
 
-__all__ = ["LinkRun", "list_runs", "stop_link_run"]
+__all__ = ["LinkRun", "list_runs", "log_lines", "run_status", "stop_link_run"]
 
 _PAGE = 100
 
@@ -56,6 +65,40 @@ def list_runs(control: ControlClient) -> list[LinkRun]:
         if len(answer.run_dict) < _PAGE:
             return sorted(runs.values(), key=lambda r: (r.pending_at, r.run_id))
         skip += _PAGE
+
+
+def run_status(control: ControlClient, run_id: int) -> tuple[str, str]:
+    """Flower's status of run ``run_id`` (``running``, ``finished:completed`` ...) and its details (failure details).
+
+    Raises:
+        ControlUnavailable, ControlError: the SuperLink did not answer, or refused (a run it does
+            not know included).
+    """
+    answer = control.call("list-runs", ListRunsRequest(run_id=run_id), ListRunsResponse)
+    if run_id not in answer.run_dict:
+        raise ControlError(f"the SuperLink listed no run {run_id}", status=200, code=None)
+    run = answer.run_dict[run_id]
+    return run.status.status + (f":{run.status.sub_status}" if run.status.sub_status else ""), run.status.details
+
+
+def log_lines(control: ControlClient, run_id: int) -> Iterator[str]:
+    """What the ServerApp of run ``run_id`` logged and printed, from the start, line by line as it arrives.
+
+    Each line keeps its newline (the last may lack one). The iteration ends when the run has
+    finished and its whole log was sent; closing the generator (or the client, from another
+    thread) stops it earlier.
+
+    Raises:
+        ControlUnavailable, ControlError: the SuperLink did not answer, refused (a run it does not
+            know included), or broke off.
+    """
+    partial = ""
+    for answer in control.stream("stream-logs", StreamLogsRequest(run_id=run_id, after_timestamp=0.0),
+                                 StreamLogsResponse):
+        *lines, partial = (partial + answer.log_output).split("\n")
+        yield from (line + "\n" for line in lines)
+    if partial:
+        yield partial
 
 
 def stop_link_run(control: ControlClient, run_id: int) -> bool:

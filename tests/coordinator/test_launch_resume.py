@@ -17,18 +17,19 @@ from typing import Any
 
 import pytest
 from eth_utils.crypto import keccak
+from flwr.supercore.error.base import ApiErrorCode
 
 from contracts.datause import Kind, Purpose
 from contracts.exchange import Exchange
 from contracts.manifest import write_manifest
 from contracts.studies import StudyRequest
 from coordinator.core.db import Database, upgrade
-from coordinator.federated.control import ControlClient
+from coordinator.federated.control import ControlClient, ControlError
 from coordinator.federated.launch_records import LaunchInProgress, LaunchRecords
 from coordinator.federated.launches import Launcher
 from coordinator.federated.resume import Resumed, resume_launches
 from coordinator.federated.superlink import APP_DIR, SuperLinkConnection
-from coordinator.federated.superlink_runs import LinkRun, list_runs, stop_link_run
+from coordinator.federated.superlink_runs import LinkRun, list_runs, log_lines, run_status, stop_link_run
 from deploy.flower import SuperLinkProcess, start_superlink, stop
 from deploy.process import free_port
 from tasks import task_code_hash
@@ -302,3 +303,14 @@ def test_a_resumed_study_stays_claimed(launcher: Launcher, control: ControlClien
 
     with pytest.raises(LaunchInProgress, match=f"study {study_id} already has a run running"):
         launcher.claim(study_id, _config(study_id))
+
+
+def test_a_run_the_superlink_does_not_know_has_no_log_and_no_status(control: ControlClient) -> None:
+    """What following a run reads, asked of a real SuperLink for a run it never had: a refusal, not an empty log."""
+    unknown = max((run.run_id for run in list_runs(control)), default=0) + 12345
+    with pytest.raises(ControlError) as no_log:
+        list(log_lines(control, unknown))
+    assert no_log.value.code == ApiErrorCode.RUN_ID_NOT_FOUND
+    with pytest.raises(ControlError) as no_status:
+        run_status(control, unknown)
+    assert no_status.value.code == ApiErrorCode.RUN_ID_NOT_FOUND
