@@ -24,7 +24,14 @@ names of that module, which the loop looks up each time it uses them.
   and every ``worker_poll`` seconds of it calls ``on_message`` again (the worker's wake-up).
 - ``_pull_and_store_message`` by a wrapper that calls Flower's own and, when it stored a
   message, records the time (for the active window) and calls ``on_message`` (the resident
-  worker's wake-up, node/federated/run_supernode.py);
+  worker's wake-up, node/federated/run_supernode.py). When Flower's own gives up on a message
+  because its run stopped while the objects were being pulled (``RunNotRunningException``, e.g.
+  a coordinator that restarted and stopped the run it replaces), it has already created the
+  message's ClientApp task and stored the message, and leaves both behind, pending; a
+  ``flwr-clientapp`` per task would hang on that task alone, but the one resident worker claims
+  the oldest pending task first and would wait on its missing objects (Flower's pull back-off,
+  up to 2 h) while the next run's messages queue behind it. The wrapper therefore finishes such
+  a task as failed and removes its message and objects, as Flower does when a pull fails;
 - ``pull_objects`` by Flower's own with ``initial_backoff=pull_backoff`` (0.05 s, then 0.1 s,
   0.2 s ... up to Flower's 10 s; its limits of 500 tries and 2 h per pull stay).
 
@@ -37,15 +44,16 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from logging import WARNING
 from types import ModuleType
 from typing import Any
 
 from node.errors import NodeConfigError
 
 __all__ = ["FLOWER_IDLE_POLL", "FLOWER_PULL_BACKOFF", "FLOWER_REPLY_POLL", "PACING_FIELDS", "PacedTime", "Pacing",
-           "PacingError", "install", "paced_sleep"]
+           "PacingError", "drop_left_behind", "install", "paced_sleep"]
 
 #: Flower 1.41's fixed waits in ``flwr.supernode.start_client_internal`` (seconds), and the first
 #: back-off of its object pulls (``flwr.supercore.constant.PULL_INITIAL_BACKOFF``).
@@ -172,13 +180,64 @@ def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], No
     paced = PacedTime(pacing, on_reply_wait=on_message)
 
     def pull_and_store(*args: Any, **kwargs: Any) -> Any:
+        state, receive = kwargs.get("state"), kwargs.get("receive")
+        received: list[str] = []
+        if callable(receive):
+            def receiving() -> Any:
+                got = receive()
+                if got is not None:
+                    received.append(got[0].metadata.message_id)
+                return got
+
+            kwargs["receive"] = receiving
+        pending = _pending_tasks(state)
         run_id = pull(*args, **kwargs)
         if run_id is not None:  # a message was stored: its task waits for the worker
             paced.message_received()
             on_message()
+        elif received and pending is not None:
+            drop_left_behind(state, kwargs.get("object_store"), pending, received)
         return run_id
 
     loop_module.time = paced  # type: ignore[attr-defined]
     loop_module._pull_and_store_message = pull_and_store  # type: ignore[attr-defined]
     loop_module.pull_objects = functools.partial(pull_objects, initial_backoff=pacing.pull_backoff)  # type: ignore[attr-defined]
     return paced
+
+
+def _pending_tasks(state: Any) -> set[int] | None:
+    from flwr.common.constant import Status  # here: this module is imported where Flower is not (node CLI)
+
+    if state is None or not callable(getattr(state, "get_tasks", None)):
+        return None
+    return {task.task_id for task in state.get_tasks(statuses=[Status.PENDING])}
+
+
+def drop_left_behind(state: Any, object_store: Any, pending_before: Collection[int],
+                     message_ids: list[str]) -> list[int]:
+    """Finish as failed the tasks Flower's loop left pending without storing their message, and remove the message.
+
+    Parameters:
+        state: the SuperNode's ``NodeState``.
+        object_store: its ``ObjectStore`` (None: no objects to remove).
+        pending_before: the ids of the tasks pending before the loop tried to take a message.
+        message_ids: the ids of the messages it received meanwhile (and did not store).
+
+    Returns:
+        The ids of the tasks finished here.
+    """
+    from flwr.common.constant import Status, SubStatus
+    from flwr.common.logger import log
+
+    dropped = [task for task in state.get_tasks(statuses=[Status.PENDING]) if task.task_id not in pending_before]
+    for task in dropped:
+        state.finish_task(task.task_id, SubStatus.FAILED,
+                          "its message was not received: the run stopped while its objects were pulled")
+        log(WARNING, "Dropped ClientApp task %d of run %d: its message was not received (the run stopped meanwhile)",
+            task.task_id, task.run_id)
+    if dropped:
+        state.delete_messages(message_ids=message_ids)
+        if object_store is not None:
+            for message_id in message_ids:
+                object_store.delete(message_id)
+    return [task.task_id for task in dropped]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 import types
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,103 @@ def test_no_wake_up_is_repeated_within_worker_poll_of_the_message() -> None:
     for _ in range(3):
         paced.sleep(FLOWER_REPLY_POLL)
     assert woken == []
+
+
+class _Refused(Exception):
+    pass
+
+
+def _flowers_loop() -> types.ModuleType:
+    """Flower's own SuperNode loop functions, in a module of their own that install() may change."""
+    import flwr.supernode.start_client_internal as loop
+
+    module = types.ModuleType("paced-loop")
+    module.time = time  # type: ignore[attr-defined]
+    module._pull_and_store_message = loop._pull_and_store_message  # type: ignore[attr-defined]
+    module.pull_objects = loop.pull_objects  # type: ignore[attr-defined]
+    return module
+
+
+def _message_of_a_run_that_stops_while_pulled(pull_and_store: Any, *, ids: list[str] | None = None,
+                                              earlier_task: list[int] | None = None) -> tuple[Any, Any]:
+    """Take one message of a known run whose objects the SuperLink refuses as the run just stopped; the state
+    and object store it leaves."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.app.message.message import remove_content_from_message
+    from flwr.supercore.inflatable.inflatable_object import get_object_tree
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
+    from flwr.supercore.run import Run, RunNotRunningException
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+
+    run_id = 4242
+    store = InMemoryObjectStore()
+    state = InMemoryNodeState(store)
+    state.set_node_id(7)
+    state.store_run(Run.create_empty(run_id))  # a run this node had messages of before
+    if earlier_task is not None:  # a message of another run, stored and waiting for the worker
+        earlier_task.append(state.create_task(task_type="clientapp", run_id=run_id + 1, fab_hash="f"))
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+    message = Message(RecordDict({"config": ConfigRecord({"round": 2})}), dst_node_id=7, message_type="train")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    tree = get_object_tree(message)
+    bare = remove_content_from_message(message)
+    if ids is not None:
+        ids.append(message.object_id)
+
+    def stopped(_run_id: int, _object_id: str) -> bytes:
+        raise RunNotRunningException()
+
+    def never(*_args: Any) -> Any:
+        raise _Refused("not called for a known run")
+
+    got = pull_and_store(state=state, object_store=store, node_config={}, receive=lambda: (bare, tree),
+                         get_run=never, get_fab=never, pull_object=stopped, confirm_message_received=never,
+                         trusted_entities=None)
+    assert got is None  # Flower ignores the message of a run no longer running
+    return state, store
+
+
+def test_flower_leaves_the_task_of_a_message_whose_run_stopped_while_pulled_pending() -> None:
+    """Why the wrapper below exists: Flower 1.41 itself leaves the task pending for a ClientApp to claim."""
+    from flwr.common.constant import Status
+
+    state, _ = _message_of_a_run_that_stops_while_pulled(_flowers_loop()._pull_and_store_message)
+    assert [task.run_id for task in state.get_tasks(statuses=[Status.PENDING])] == [4242]
+
+
+def test_the_paced_loop_finishes_that_task_as_failed_and_removes_its_message() -> None:
+    from flwr.common.constant import Status, SubStatus
+
+    module, woken, ids, earlier = _flowers_loop(), [], [], []
+    paced = install(module, PACING, on_message=lambda: woken.append(1))
+    state, store = _message_of_a_run_that_stops_while_pulled(module._pull_and_store_message, ids=ids,
+                                                             earlier_task=earlier)
+    assert [task.task_id for task in state.get_tasks(statuses=[Status.PENDING])] == earlier  # still the worker's
+    (task,) = state.get_tasks(run_ids=[4242])
+    assert (task.status.status, task.status.sub_status) == (Status.FINISHED, SubStatus.FAILED)
+    assert "run stopped" in task.status.details
+    assert state.get_messages_legacy(run_ids=[4242]) == []
+    assert store.get(ids[0]) is None
+    assert (woken, paced.since_message()) == ([], None)  # nothing for the worker
+
+
+def test_a_task_that_appears_while_no_message_was_received_is_left_alone() -> None:
+    from flwr.common.constant import Status
+
+    waiting = []
+
+    def loop_with_an_earlier_task(**kwargs: Any) -> Any:
+        if not waiting:
+            waiting.append(kwargs["state"].create_task(task_type="clientapp", run_id=99, fab_hash="f"))
+        return None
+
+    module = _loop_module(returns=None)
+    module._pull_and_store_message = loop_with_an_earlier_task  # type: ignore[attr-defined]
+    install(module, PACING, on_message=lambda: None)
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+
+    state = InMemoryNodeState(InMemoryObjectStore())
+    module._pull_and_store_message(state=state, receive=lambda: None)  # the task appears; no message was received
+    assert [task.task_id for task in state.get_tasks(statuses=[Status.PENDING])] == waiting
