@@ -50,7 +50,7 @@ PHASES = (
     (".venv/bin/mypy", _CHECKS),
     (".venv/bin/python -m tests.import_rules", _CHECKS),
     (".venv/bin/python -m contracts.build --check", _CHECKS),
-    (".venv/bin/python -m pytest", "pytest, mypy finishing beside it"),
+    ("env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -m pytest", "pytest, mypy finishing beside it"),
 )
 _SUMMARY = re.compile(r"(\d+) passed(?:, (\d+) skipped)?.* in ([\d.]+)s")
 

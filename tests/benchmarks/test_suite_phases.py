@@ -11,13 +11,13 @@ def test_each_phase_runs_from_its_first_command_to_the_next_phase() -> None:
     lines = [
         (0.5, "bash deploy/install-system-deps.sh"),
         (2.0, "test -x .venv/bin/python || python3 -m venv .venv"),
-        (2.1, ".venv/bin/python -m pip install --quiet torch==2.13.0"),
+        (2.1, ".venv/bin/python -m pip install --quiet --no-compile torch==2.13.0"),
         (70.0, "npm ci --no-audit --no-fund"),
         (90.0, ".venv/bin/mypy contracts deploy benchmarks raw_data node coordinator tasks"),
         (90.1, ".venv/bin/ruff check ."),
         (91.0, ".venv/bin/python -m tests.import_rules"),
         (93.0, ".venv/bin/python -m contracts.build --check"),
-        (99.0, ".venv/bin/python -m pytest"),
+        (99.0, "env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -m pytest"),
         (130.0, "Success: no issues found in 312 source files"),
         (700.0, "2485 passed, 21 warnings in 577.10s (0:09:37)"),
     ]
@@ -29,8 +29,8 @@ def test_each_phase_runs_from_its_first_command_to_the_next_phase() -> None:
 
 
 def test_a_phase_make_skips_is_absent_and_a_repeated_command_does_not_restart_it() -> None:
-    lines = [(1.0, ".venv/bin/ruff check ."), (2.0, ".venv/bin/python -m pytest"), (3.0, ".venv/bin/ruff check ."),
-             (5.0, ".venv/bin/python -m pytest")]
+    pytest_line = "env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -m pytest"
+    lines = [(1.0, ".venv/bin/ruff check ."), (2.0, pytest_line), (3.0, ".venv/bin/ruff check ."), (5.0, pytest_line)]
     assert phase_times(lines, 9.0) == pytest.approx({"before the first phase": 1.0, _CHECKS: 1.0,
                                                       "pytest, mypy finishing beside it": 7.0})
 
