@@ -182,15 +182,17 @@ def install(loop_module: ModuleType, pacing: Pacing, on_message: Callable[[], No
     def pull_and_store(*args: Any, **kwargs: Any) -> Any:
         state, receive = kwargs.get("state"), kwargs.get("receive")
         received: list[str] = []
+        pending: set[int] | None = None  # the tasks pending when a message came (Flower makes its task next)
         if callable(receive):
             def receiving() -> Any:
+                nonlocal pending
                 got = receive()
                 if got is not None:
                     received.append(got[0].metadata.message_id)
+                    pending = _pending_tasks(state)
                 return got
 
             kwargs["receive"] = receiving
-        pending = _pending_tasks(state)
         run_id = pull(*args, **kwargs)
         if run_id is not None:  # a message was stored: its task waits for the worker
             paced.message_received()
@@ -215,13 +217,13 @@ def _pending_tasks(state: Any) -> set[int] | None:
 
 def drop_left_behind(state: Any, object_store: Any, pending_before: Collection[int],
                      message_ids: list[str]) -> list[int]:
-    """Finish as failed the tasks Flower's loop left pending without storing their message, and remove the message.
+    """Finish as failed the tasks Flower's loop left pending for a message it ignored, and remove that message.
 
     Parameters:
         state: the SuperNode's ``NodeState``.
         object_store: its ``ObjectStore`` (None: no objects to remove).
-        pending_before: the ids of the tasks pending before the loop tried to take a message.
-        message_ids: the ids of the messages it received meanwhile (and did not store).
+        pending_before: the ids of the tasks pending when the message was received.
+        message_ids: the ids of the messages it received and then ignored.
 
     Returns:
         The ids of the tasks finished here.
