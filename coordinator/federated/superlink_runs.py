@@ -22,6 +22,7 @@ from flwr.proto.control_pb2 import (
     StreamLogsRequest,
     StreamLogsResponse,
 )
+from flwr.proto.run_pb2 import Run
 from flwr.supercore.error.base import ApiErrorCode
 
 from coordinator.federated.control import ControlClient, ControlError
@@ -58,7 +59,7 @@ def list_runs(control: ControlClient) -> list[LinkRun]:
     while True:
         answer = control.call("list-runs", ListRunsRequest(limit=_PAGE, skip=skip), ListRunsResponse)
         for run_id, run in answer.run_dict.items():
-            status = run.status.status + (f":{run.status.sub_status}" if run.status.sub_status else "")
+            status = _status_text(run)
             study = user_config_from_proto(run.override_config).get(RunConfigName.STUDY_ID)
             runs[int(run_id)] = LinkRun(int(run_id), status, study if isinstance(study, int) else None,
                                         run.pending_at)
@@ -78,7 +79,7 @@ def run_status(control: ControlClient, run_id: int) -> tuple[str, str]:
     if run_id not in answer.run_dict:
         raise ControlError(f"the SuperLink listed no run {run_id}", status=200, code=None)
     run = answer.run_dict[run_id]
-    return run.status.status + (f":{run.status.sub_status}" if run.status.sub_status else ""), run.status.details
+    return _status_text(run), run.status.details
 
 
 def log_lines(control: ControlClient, run_id: int) -> Iterator[str]:
@@ -99,6 +100,11 @@ def log_lines(control: ControlClient, run_id: int) -> Iterator[str]:
         yield from (line + "\n" for line in lines)
     if partial:
         yield partial
+
+
+def _status_text(run: Run) -> str:
+    """Flower's status as ``flwr ls`` shows it: ``running``, or ``finished:<how>``."""
+    return run.status.status + (f":{run.status.sub_status}" if run.status.sub_status else "")
 
 
 def stop_link_run(control: ControlClient, run_id: int) -> bool:
